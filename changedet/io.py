@@ -1,0 +1,558 @@
+"""Reading rasters into :class:`~changedet.raster.GeoRaster` and writing results.
+
+The only module that opens files.  Inputs are only ever opened for reading;
+outputs are written under a temporary name in the destination folder and
+renamed when complete, so a crash never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.warp import reproject
+
+from .errors import EmptyDataError, InvalidParameterError, RasterReadError
+from .raster import GeoRaster, Grid
+
+__all__ = [
+    "read_raster",
+    "read_band_folder",
+    "write_raster",
+    "write_geojson",
+    "write_json",
+    "write_gpkg",
+    "atomic_path",
+    "sha256",
+    "RASTER_SUFFIXES",
+    "band_code",
+]
+
+#: File suffixes treated as rasters when a folder is given.
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img", ".png", ".jpg", ".jpeg")
+
+# Sentinel-2 (B01..B12, B8A, SCL, AOT, WVP), Landsat C2 (SR_B1.., ST_B10, QA_PIXEL) and
+# common names (blue, nir, swir16, scl ...) as the last token of a file stem.
+_BAND_RE = re.compile(
+    r"(?:^|[_\-.])(?P<band>SR_B\d{1,2}|ST_B\d{1,2}|QA_PIXEL|B\d{1,2}A?|SCL|AOT|WVP|"
+    r"coastal|blue|green|red|rededge\d?|nir\d{0,2}|swir\d{0,2}|scl)"
+    r"(?:_\d+m)?$",
+    re.IGNORECASE,
+)
+
+_S2_ORDER = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+# Classification bands are resampled by nearest neighbour, never interpolated.
+_CATEGORICAL = {"SCL", "QA_PIXEL"}
+
+
+def band_code(path: str | os.PathLike[str]) -> str | None:
+    """The band name encoded in a file name, or None.
+
+    Examples
+    --------
+    >>> band_code("T30UWU_20170621T110651_B02.tif")
+    'B02'
+    >>> band_code("S2A_OPER_MSI_L1C_TL_EPA__20161227_T22LHH_B8A.tif")
+    'B8A'
+    >>> band_code("LC09_L2SP_167021_20240612_SR_B4.TIF")
+    'SR_B4'
+    >>> band_code("T39UWB_20250612_B11_20m.jp2")
+    'B11'
+    >>> band_code("notes.tif") is None
+    True
+    """
+    m = _BAND_RE.search(Path(path).stem)
+    if not m:
+        return None
+    code = m.group("band")
+    if re.fullmatch(r"b\d{1,2}a?", code, re.IGNORECASE):
+        num = re.match(r"b(\d{1,2})(a?)", code, re.IGNORECASE)
+        assert num is not None
+        if num.group(2):
+            return f"B{int(num.group(1))}A"
+        return f"B{int(num.group(1)):02d}"
+    if code.upper() in {"SCL", "AOT", "WVP", "QA_PIXEL"} or code.upper().startswith(("SR_", "ST_")):
+        return code.upper()
+    return code.lower()
+
+
+def _band_sort_key(name: str) -> tuple[int, str]:
+    if name in _S2_ORDER:
+        return (_S2_ORDER.index(name), name)
+    m = re.match(r"(?:SR|ST)_B(\d+)", name)
+    if m:
+        return (int(m.group(1)), name)
+    common = ["coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22"]
+    if name in common:
+        return (common.index(name), name)
+    return (100, name)
+
+
+def sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file (hashes every file of a folder, sorted by name).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
+    >>> _ = p.write_bytes(b"abc")
+    >>> sha256(p)[:16]
+    'ba7816bf8f01cfea'
+    """
+    p = Path(path)
+    h = hashlib.sha256()
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(f.relative_to(p).as_posix().encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(chunk_size), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _check_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        raise RasterReadError(f"{what} {str(path)!r} does not exist; check the path (relative paths are resolved from {os.getcwd()!r})")
+
+
+def _open(path: Path | str):  # noqa: ANN202 - rasterio dataset
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioError as exc:
+        raise RasterReadError(
+            f"{str(path)!r} is not a raster GDAL can read ({_first_line(exc)}); "
+            "pass a GeoTIFF/COG, JPEG2000, PNG/JPEG or a folder of single-band files"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _is_georeferenced(src: Any) -> bool:
+    return src.crs is not None or src.transform != Affine.identity() or bool(src.gcps[0])
+
+
+def _default_names(src: Any) -> tuple[str, ...]:
+    descs = [d.strip() if d else "" for d in src.descriptions]
+    if all(descs) and len(set(descs)) == len(descs):
+        return tuple(descs)
+    interp = list(src.colorinterp)
+    by_ci = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue", ColorInterp.alpha: "alpha"}
+    names = [by_ci.get(ci, "") for ci in interp]
+    if {"red", "green", "blue"} <= set(names) and len(set(n for n in names if n)) == len([n for n in names if n]):
+        return tuple(n or f"band{i + 1}" for i, n in enumerate(names))
+    code = band_code(src.name)
+    if src.count == 1 and code:
+        return (code,)
+    return tuple(f"band{i + 1}" for i in range(src.count))
+
+
+def _read_file(path: Path, *, bands: Sequence[str] | None = None) -> GeoRaster:
+    src = _open(path)
+    with src:
+        names = _default_names(src)
+        indexes = list(range(1, src.count + 1))
+        if "alpha" in names and bands is None:
+            indexes = [i for i, n in zip(indexes, names) if n != "alpha"]
+        if bands is not None:
+            missing = [b for b in bands if b not in names]
+            if missing:
+                raise InvalidParameterError(
+                    f"{str(path)!r} has no band(s) {missing}; its bands are {list(names)}"
+                )
+            indexes = [names.index(b) + 1 for b in bands]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                arr = src.read(indexes, masked=True, out_dtype="float32")
+        except RasterioError as exc:
+            raise RasterReadError(
+                f"{str(path)!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
+                "download or export the file again"
+            ) from None
+        data = np.ma.filled(arr.astype("float32"), np.nan)
+        if src.nodata is not None and not np.isnan(src.nodata):
+            data[arr.data == src.nodata] = np.nan
+        transform = src.transform if _is_georeferenced(src) else Affine.identity()
+        crs = src.crs if src.crs else None
+        band_names = tuple(names[i - 1] for i in indexes)
+    return GeoRaster(data, transform, crs, band_names)
+
+
+def _band_files(folder: Path) -> dict[str, Path]:
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+    found: dict[str, Path] = {}
+    for f in files:
+        code = band_code(f)
+        if code is None:
+            continue
+        if code in found:
+            raise RasterReadError(
+                f"folder {str(folder)!r} holds two files for band {code}: {found[code].name} and {f.name}; "
+                "keep one image per band in the folder"
+            )
+        found[code] = f
+    return found
+
+
+def read_band_folder(folder: str | os.PathLike[str], *, bands: Sequence[str] | None = None) -> GeoRaster:
+    """Read a folder of single-band files (a Sentinel-2 or Landsat band set).
+
+    Bands are recognised by name (``*_B02.tif``, ``B8A.jp2``, ``*_SR_B4.TIF``, ``nir.tif``),
+    ordered by wavelength and resampled onto the grid of the finest band (bilinear;
+    nearest for classification bands such as ``SCL``).  For Sentinel-2 band sets the
+    value 0, the products' NO_DATA value, becomes NaN.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from affine import Affine
+    >>> d = tempfile.mkdtemp()
+    >>> for name, res, n in [("B02", 10, 4), ("B11", 20, 2)]:
+    ...     with rasterio.open(f"{d}/T39_{name}.tif", "w", driver="GTiff", width=n, height=n,
+    ...                        count=1, dtype="uint16", crs="EPSG:32639",
+    ...                        transform=Affine(res, 0, 500000, 0, -res, 6000000)) as dst:
+    ...         dst.write(np.full((1, n, n), 100, "uint16"))
+    >>> r = read_band_folder(d)
+    >>> r.band_names, r.shape
+    (('B02', 'B11'), (2, 4, 4))
+    """
+    folder = Path(folder)
+    _check_exists(folder, "folder")
+    found = _band_files(folder)
+    if not found:
+        raise RasterReadError(
+            f"folder {str(folder)!r} holds no band files (expected names ending in _B02.tif, B8A.jp2, _SR_B4.TIF ...); "
+            "pass a raster file instead, or name the band files by band"
+        )
+    names = sorted(found, key=_band_sort_key)
+    if bands is not None:
+        missing = [b for b in bands if b not in found]
+        if missing:
+            raise InvalidParameterError(
+                f"folder {str(folder)!r} has no band(s) {missing}; its bands are {names}"
+            )
+        names = list(bands)
+    rasters = {n: _read_file(found[n]) for n in names}
+    for n, r in rasters.items():
+        if r.count != 1:
+            raise RasterReadError(
+                f"{str(found[n])!r} has {r.count} bands but a band folder needs single-band files; "
+                "pass the multi-band file itself instead of the folder"
+            )
+    # The finest band's grid is the reference; ties go to the first in wavelength order.
+    ref_name = min(names, key=lambda n: (rasters[n].grid.res[0] * rasters[n].grid.res[1], _band_sort_key(n)))
+    ref = rasters[ref_name].grid
+    is_s2 = any(n in _S2_ORDER for n in names)
+    out = np.empty((len(names), *ref.shape), dtype="float32")
+    for i, n in enumerate(names):
+        r = rasters[n]
+        band = r.data[0]
+        if is_s2:
+            band = np.where(band == 0, np.nan, band)
+        if r.grid.same_as(ref):
+            out[i] = band
+            continue
+        if (r.crs is None) != (ref.crs is None):
+            raise RasterReadError(
+                f"band {n} in {str(folder)!r} is {'not ' if r.crs is None else ''}georeferenced but band {ref_name} "
+                f"is{' not' if ref.crs is None else ''}; every band of a folder needs the same kind of grid"
+            )
+        out[i] = np.nan
+        reproject(
+            source=band,
+            destination=out[i],
+            src_transform=r.transform,
+            src_crs=r.crs,
+            dst_transform=ref.transform,
+            dst_crs=ref.crs,
+            src_nodata=np.nan,
+            dst_nodata=np.nan,
+            resampling=Resampling.nearest if n.upper() in _CATEGORICAL else Resampling.bilinear,
+        )
+    return GeoRaster(out, ref.transform, ref.crs, tuple(names))
+
+
+def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = None) -> GeoRaster:
+    """Read any raster GDAL reads, or a folder of band files, into a :class:`GeoRaster`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A GeoTIFF/COG (local, or ``https://``/``/vsicurl/`` URL), JPEG2000, PNG/JPEG, or a
+        folder: either single-band files named by band (see :func:`read_band_folder`) or
+        one multi-band GeoTIFF (what ``changedet fetch`` writes).
+    bands : sequence of str, optional
+        Band names to keep, in this order.
+
+    Returns
+    -------
+    GeoRaster
+        float32 pixels with NaN for nodata.  Images without georeferencing get the
+        pixel grid (identity transform, ``crs=None``).
+
+    Raises
+    ------
+    RasterReadError
+        Missing path, not a raster, truncated or corrupt file.
+    EmptyDataError
+        Every pixel is nodata.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from affine import Affine
+    >>> p = tempfile.mkdtemp() + "/img.tif"
+    >>> with rasterio.open(p, "w", driver="GTiff", width=3, height=2, count=2, dtype="uint16",
+    ...                    nodata=0, crs="EPSG:32639", transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+    ...     dst.write(np.array([[[0, 1, 2], [3, 4, 5]], [[6, 7, 8], [9, 10, 11]]], "uint16"))
+    >>> r = read_raster(p)
+    >>> r.shape, r.data.dtype, bool(np.isnan(r.data[0, 0, 0]))
+    ((2, 2, 3), dtype('float32'), True)
+    """
+    text = os.fspath(path)
+    is_url = text.startswith(("http://", "https://", "/vsi", "s3://"))
+    if is_url:
+        p: Path | str = text if text.startswith("/vsi") else ("/vsicurl/" + text if text.startswith("http") else text)
+    else:
+        p = Path(text)
+        _check_exists(p, "input")
+    if isinstance(p, Path) and p.is_dir():
+        rasters = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+        banded = _band_files(p)
+        if banded and len(banded) >= 2 or (banded and len(rasters) == 1 and _count_bands(rasters[0]) == 1):
+            raster = read_band_folder(p, bands=bands)
+        elif len(rasters) == 1:
+            raster = _read_file(rasters[0], bands=bands)
+        else:
+            multi = [f for f in rasters if f.stem in {"scene", "image"}]
+            if len(multi) == 1:
+                raster = _read_file(multi[0], bands=bands)
+            else:
+                raise RasterReadError(
+                    f"folder {str(p)!r} holds {len(rasters)} raster files but none named by band "
+                    "(*_B02.tif ...) and no single scene.tif; pass one file, or a folder of band files"
+                )
+        where = str(p)
+    else:
+        raster = _read_file(p if isinstance(p, Path) else Path(p), bands=bands) if not is_url else _read_url(p, bands)
+        where = str(p)
+    if not np.isfinite(raster.data).any():
+        raise EmptyDataError(
+            f"{where!r} holds only nodata ({raster.count} bands, {raster.height}x{raster.width} pixels); "
+            "check the file's nodata value or pick a scene that covers the area"
+        )
+    return raster
+
+
+def _read_url(url: str, bands: Sequence[str] | None) -> GeoRaster:
+    return _read_file(url, bands=bands)  # type: ignore[arg-type]
+
+
+def _count_bands(path: Path) -> int:
+    with _open(path) as src:
+        return int(src.count)
+
+
+# --------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> dest = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_path(dest) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> dest.read_text()
+    'done'
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".partial{dest.suffix}", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_raster(
+    raster: GeoRaster,
+    path: str | os.PathLike[str],
+    *,
+    dtype: str | None = None,
+    nodata: float | None = None,
+) -> Path:
+    """Write a raster as a tiled, DEFLATE-compressed Cloud-Optimized GeoTIFF.
+
+    Band names become the GDAL band descriptions.  NaN pixels are written as
+    ``nodata`` (default NaN for float, 255 for uint8).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from affine import Affine
+    >>> r = GeoRaster(np.ones((1, 4, 4), "float32"), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639", ("score",))
+    >>> out = write_raster(r, tempfile.mkdtemp() + "/score.tif")
+    >>> read_raster(out).band_names
+    ('score',)
+    """
+    dest = Path(path)
+    data = np.asarray(raster.data)
+    dtype = np.dtype(dtype or data.dtype).name
+    if nodata is None:
+        nodata = float("nan") if np.issubdtype(np.dtype(dtype), np.floating) else (255 if dtype == "uint8" else None)
+    out = data
+    if np.issubdtype(data.dtype, np.floating) and not np.issubdtype(np.dtype(dtype), np.floating):
+        if nodata is None:
+            raise InvalidParameterError(f"writing float data with NaN as {dtype} needs a nodata value")
+        out = np.where(np.isfinite(data), data, nodata).astype(dtype)
+    else:
+        out = data.astype(dtype, copy=False)
+    profile: dict[str, Any] = dict(
+        driver="COG",
+        width=raster.width,
+        height=raster.height,
+        count=raster.count,
+        dtype=dtype,
+        crs=raster.crs,
+        transform=raster.transform if raster.crs is not None or raster.transform != Affine.identity() else None,
+        nodata=nodata,
+        compress="DEFLATE",
+        predictor=2 if not np.issubdtype(np.dtype(dtype), np.floating) else 3,
+        blocksize=256,
+        overviews="AUTO",
+        resampling="nearest" if np.issubdtype(np.dtype(dtype), np.integer) else "average",
+        BIGTIFF="IF_SAFER",
+    )
+    if profile["transform"] is None:
+        del profile["transform"]
+    with atomic_path(dest) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(tmp, "w", **profile) as dst:
+                dst.write(out)
+                for i, name in enumerate(raster.band_names, start=1):
+                    dst.set_band_description(i, name)
+    return dest
+
+
+def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int = 2) -> Path:
+    """Write JSON atomically (NaN is refused: write ``None`` instead).
+
+    Examples
+    --------
+    >>> import tempfile, json, pathlib
+    >>> p = write_json({"a": 1}, tempfile.mkdtemp() + "/a.json")
+    >>> json.loads(pathlib.Path(p).read_text())
+    {'a': 1}
+    """
+    dest = Path(path)
+    text = json.dumps(obj, indent=indent, allow_nan=False, default=_json_default)
+    with atomic_path(dest) as tmp:
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return dest
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a GeoJSON FeatureCollection dict atomically.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = write_geojson({"type": "FeatureCollection", "features": []}, tempfile.mkdtemp() + "/c.geojson")
+    >>> p.suffix
+    '.geojson'
+    """
+    if feature_collection.get("type") != "FeatureCollection":
+        raise InvalidParameterError("write_geojson needs a dict with type 'FeatureCollection'")
+    return write_json(feature_collection, path, indent=1)
+
+
+def write_gpkg(
+    geometries: Sequence[Any],
+    properties: Sequence[dict[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    crs: Any,
+    layer: str = "changes",
+) -> Path | None:
+    """Write polygons to a GeoPackage with pyogrio; returns None when pyogrio is missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from shapely.geometry import box
+    >>> p = write_gpkg([box(0, 0, 10, 10)], [{"area_m2": 100.0}], tempfile.mkdtemp() + "/c.gpkg", crs="EPSG:32639")
+    >>> p is None or p.suffix == ".gpkg"
+    True
+    """
+    try:
+        import shapely
+        from pyogrio.raw import write as _ogr_write
+    except ImportError:  # pragma: no cover - optional writer
+        warnings.warn("pyogrio is not installed; skipping the GeoPackage output", stacklevel=2)
+        return None
+    dest = Path(path)
+    keys: list[str] = []
+    for props in properties:
+        for k in props:
+            if k not in keys:
+                keys.append(k)
+    fields = {}
+    for k in keys:
+        values = [p.get(k) for p in properties]
+        if any(isinstance(v, (list, tuple, dict)) for v in values):
+            values = [json.dumps(v, default=_json_default) if v is not None else None for v in values]
+        fields[k] = np.array(values, dtype=object) if any(isinstance(v, str) or v is None for v in values) else np.array(values)
+    wkb = shapely.to_wkb(np.array(list(geometries), dtype=object)) if len(geometries) else np.array([], dtype=object)
+    crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    with atomic_path(dest) as tmp:
+        tmp.unlink()  # GDAL refuses to create a GeoPackage over an existing (empty) file
+        _ogr_write(
+            str(tmp),
+            wkb,
+            field_data=list(fields.values()),
+            fields=list(fields.keys()),
+            layer=layer,
+            driver="GPKG",
+            crs=crs_text,
+            geometry_type="MultiPolygon" if len(geometries) else "Polygon",
+            promote_to_multi=True,
+        )
+    return dest

@@ -1,0 +1,274 @@
+"""The core types: :class:`Grid` (shape + transform + crs) and :class:`GeoRaster`.
+
+A :class:`GeoRaster` carries pixels with their grid so georeferencing cannot
+silently vanish between pipeline stages.  Arrays are ``(bands, rows, cols)``,
+float32 with NaN for nodata after reading.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+
+from .errors import GridMismatchError, InvalidParameterError
+
+__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid"]
+
+
+def _crs_name(crs: CRS | None) -> str:
+    if crs is None:
+        return "pixel grid (no CRS)"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()[:40]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An immutable raster grid: ``shape`` (rows, cols), ``transform`` and ``crs``.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> g = Grid((100, 200), Affine(10, 0, 500000, 0, -10, 6000000), CRS.from_epsg(32639))
+    >>> g.res
+    (10.0, 10.0)
+    >>> g.bounds
+    (500000.0, 5999000.0, 502000.0, 6000000.0)
+    >>> round(g.pixel_size_m, 3)
+    10.0
+    """
+
+    shape: tuple[int, int]
+    transform: Affine
+    crs: CRS | None = None
+
+    def __post_init__(self) -> None:
+        rows, cols = (int(v) for v in self.shape)
+        if rows <= 0 or cols <= 0:
+            raise InvalidParameterError(f"grid shape must be positive, got {self.shape}")
+        object.__setattr__(self, "shape", (rows, cols))
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel size (x, y) in CRS units, both positive."""
+        t = self.transform
+        return (math.hypot(t.a, t.d), math.hypot(t.b, t.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) in CRS units."""
+        t = self.transform
+        xs = [t.c, t.c + t.a * self.width, t.c + t.b * self.height, t.c + t.a * self.width + t.b * self.height]
+        ys = [t.f, t.f + t.d * self.width, t.f + t.e * self.height, t.f + t.d * self.width + t.e * self.height]
+        return (min(xs), min(ys), max(xs), max(ys))
+
+    @property
+    def is_geographic(self) -> bool:
+        return self.crs is not None and self.crs.is_geographic
+
+    @property
+    def pixel_size_m(self) -> float:
+        """Approximate pixel edge length in metres (geodesic at the grid centre).
+
+        For a grid without CRS this is 1.0 (pixel units).
+        """
+        if self.crs is None:
+            return float(math.sqrt(self.res[0] * self.res[1]))
+        if self.crs.is_geographic:
+            from pyproj import Geod
+
+            geod = Geod(ellps="WGS84")
+            minx, miny, maxx, maxy = self.bounds
+            lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+            rx, ry = self.res
+            _, _, dx = geod.inv(lon, lat, lon + rx, lat)
+            _, _, dy = geod.inv(lon, lat, lon, lat + ry)
+            return float(math.sqrt(abs(dx * dy)))
+        factor = self.crs.linear_units_factor[1] if self.crs.linear_units_factor else 1.0
+        return float(math.sqrt(self.res[0] * self.res[1]) * factor)
+
+    @property
+    def pixel_area_m2(self) -> float:
+        """Approximate area of one pixel in square metres (pixel units without CRS)."""
+        return self.pixel_size_m**2
+
+    def xy(self, row: float, col: float) -> tuple[float, float]:
+        """Map coordinates of a pixel's centre."""
+        return self.transform * (col + 0.5, row + 0.5)
+
+    def same_as(self, other: "Grid", *, rtol: float = 1e-6) -> bool:
+        """True when shapes, CRS and transforms agree (transforms to ``rtol`` of a pixel)."""
+        if self.shape != other.shape:
+            return False
+        if (self.crs is None) != (other.crs is None):
+            return False
+        if self.crs is not None and other.crs is not None and self.crs != other.crs:
+            return False
+        tol = rtol * max(self.res)
+        return all(abs(a - b) <= max(tol, 1e-12) for a, b in zip(self.transform[:6], other.transform[:6]))
+
+    def describe(self) -> str:
+        return describe_grid(self)
+
+
+def describe_grid(grid: Grid) -> str:
+    """One-line description of a grid for messages, e.g. ``'EPSG:32639 10 m 300x400'``."""
+    unit = "px"
+    if grid.crs is not None:
+        unit = "deg" if grid.crs.is_geographic else "m"
+    rx = grid.res[0]
+    res = f"{rx:.3g}" if unit != "deg" else f"{rx:.2g}"
+    return f"{_crs_name(grid.crs)} {res} {unit} {grid.height}x{grid.width}"
+
+
+@dataclass(frozen=True, eq=False)
+class GeoRaster:
+    """Pixels with their grid.
+
+    Parameters
+    ----------
+    data : (bands, rows, cols) ndarray
+        Pixel values; float32 with NaN for nodata after :func:`changedet.io.read_raster`.
+    transform : Affine
+        Pixel (col, row) -> map (x, y).
+    crs : rasterio.crs.CRS or None
+        None for images without georeferencing (the grid is the pixel grid).
+    band_names : tuple of str
+        One name per band (``"B02"``, ``"red"``, ...); defaults to ``band1``, ``band2``, ...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> r = GeoRaster(np.zeros((2, 3, 4), "float32"), Affine.identity(), None, ("red", "nir"))
+    >>> r.shape, r.band_names
+    ((2, 3, 4), ('red', 'nir'))
+    >>> r.band("nir").shape
+    (3, 4)
+    """
+
+    data: np.ndarray
+    transform: Affine
+    crs: CRS | None = None
+    band_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data)
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        if data.ndim != 3:
+            raise InvalidParameterError(
+                f"GeoRaster data must be (bands, rows, cols) or (rows, cols); got an array of shape {data.shape}"
+            )
+        object.__setattr__(self, "data", data)
+        names = tuple(str(n) for n in self.band_names) or tuple(f"band{i + 1}" for i in range(data.shape[0]))
+        if len(names) != data.shape[0]:
+            raise InvalidParameterError(
+                f"band_names has {len(names)} names {names} but data has {data.shape[0]} bands; pass one name per band"
+            )
+        if len(set(names)) != len(names):
+            raise InvalidParameterError(f"band_names must be unique, got {names}")
+        object.__setattr__(self, "band_names", names)
+        if not isinstance(self.transform, Affine):
+            object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
+        if self.crs is not None and not isinstance(self.crs, CRS):
+            object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
+
+    # --- grid -----------------------------------------------------------------
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.data.shape[1:], self.transform, self.crs)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def count(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def height(self) -> int:
+        return int(self.data.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.data.shape[2])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return self.grid.bounds
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return self.grid.res
+
+    # --- bands ----------------------------------------------------------------
+    def band_index(self, name: str) -> int:
+        try:
+            return self.band_names.index(name)
+        except ValueError:
+            raise InvalidParameterError(
+                f"band {name!r} not found; this raster has bands {list(self.band_names)}"
+            ) from None
+
+    def band(self, name: str) -> np.ndarray:
+        """One band as a (rows, cols) array (a view, do not modify)."""
+        return self.data[self.band_index(name)]
+
+    def select(self, names: Sequence[str]) -> "GeoRaster":
+        """A new raster with only ``names``, in that order."""
+        idx = [self.band_index(n) for n in names]
+        return replace(self, data=self.data[idx], band_names=tuple(names))
+
+    def with_data(self, data: np.ndarray, *, band_names: Sequence[str] | None = None) -> "GeoRaster":
+        """Same grid, new pixels (and band names when the band count changes)."""
+        data = np.asarray(data)
+        if data.ndim == 2:
+            data = data[np.newaxis]
+        if data.shape[1:] != self.data.shape[1:]:
+            raise InvalidParameterError(
+                f"with_data needs an array of {self.data.shape[1:]} pixels, got {data.shape[1:]}"
+            )
+        if band_names is None:
+            band_names = self.band_names if data.shape[0] == self.count else ()
+        return GeoRaster(data, self.transform, self.crs, tuple(band_names))
+
+    def valid_mask(self) -> np.ndarray:
+        """(rows, cols) bool: True where every band is finite."""
+        return np.all(np.isfinite(self.data), axis=0)
+
+    def __repr__(self) -> str:
+        return f"GeoRaster({self.count} bands {list(self.band_names)}, {describe_grid(self.grid)})"
+
+
+def check_same_grid(before: GeoRaster | Grid, after: GeoRaster | Grid, *, what: str = "after") -> None:
+    """Raise :class:`GridMismatchError` when two rasters are not on one grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> a = GeoRaster(np.zeros((1, 2, 2)), Affine.identity())
+    >>> check_same_grid(a, a)
+    """
+    g1 = before.grid if isinstance(before, GeoRaster) else before
+    g2 = after.grid if isinstance(after, GeoRaster) else after
+    if not g1.same_as(g2):
+        raise GridMismatchError(
+            f"{what} grid differs from before ({describe_grid(g2)} vs {describe_grid(g1)}); "
+            f"pass align=True or call changedet.align.align_to({what}, like=before)"
+        )
