@@ -177,7 +177,7 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     --------
     >>> import numpy as np
     >>> normalized_difference(np.array([3.0, 0.0]), np.array([1.0, 0.0]))
-    array([0.5, nan])
+    array([0.5, nan], dtype=float32)
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -257,7 +257,7 @@ def brightness(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> float(brightness(np.array([[[0.1]], [[0.2]], [[0.3]]]), ["blue", "green", "red"])[0, 0])
+    >>> round(float(brightness(np.array([[[0.1]], [[0.2]], [[0.3]]]), ["blue", "green", "red"])[0, 0]), 4)
     0.2
     """
     bands = _get(image, band_names, INDEX_BANDS["brightness"], "index:brightness")

@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 
 from .errors import GridMismatchError, InvalidParameterError
 
-__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid"]
+__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine"]
 
 
 def _crs_name(crs: CRS | None) -> str:
@@ -107,7 +107,7 @@ class Grid:
 
     def xy(self, row: float, col: float) -> tuple[float, float]:
         """Map coordinates of a pixel's centre."""
-        return self.transform * (col + 0.5, row + 0.5)
+        return apply_affine(self.transform, col + 0.5, row + 0.5)
 
     def same_as(self, other: "Grid", *, rtol: float = 1e-6) -> bool:
         """True when shapes, CRS and transforms agree (transforms to ``rtol`` of a pixel)."""
@@ -122,6 +122,18 @@ class Grid:
 
     def describe(self) -> str:
         return describe_grid(self)
+
+
+def apply_affine(transform: Affine, x: float, y: float) -> tuple[float, float]:
+    """``transform`` applied to one point (works across affine versions).
+
+    Examples
+    --------
+    >>> apply_affine(Affine(10, 0, 100, 0, -10, 50), 1, 2)
+    (110.0, 30.0)
+    """
+    t = transform
+    return (float(t.a * x + t.b * y + t.c), float(t.d * x + t.e * y + t.f))
 
 
 def describe_grid(grid: Grid) -> str:
