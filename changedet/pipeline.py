@@ -1,0 +1,606 @@
+"""``detect_changes(before, after, ...) -> ChangeResult``: the stages in order.
+
+read -> common grid (align) -> area of interest -> co-registration -> masks ->
+change score -> threshold -> clean-up -> polygons with areas and from-to classes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import time
+import typing
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from . import align as _align
+from . import change as _change
+from . import indices as _indices
+from . import io as _io
+from . import objects as _objects
+from . import threshold as _threshold
+from .errors import ChangedetError, EmptyDataError, InvalidParameterError, NoOverlapError
+from .raster import GeoRaster, Grid, check_same_grid, describe_grid
+
+__all__ = ["ChangeResult", "detect_changes", "parse_aoi", "OUTPUT_FILES"]
+
+#: The files ``ChangeResult.save`` writes (``changes.gpkg`` only where pyogrio is installed).
+OUTPUT_FILES = (
+    "change_mask.tif",
+    "change_score.tif",
+    "changes.geojson",
+    "changes.gpkg",
+    "overview.png",
+    "summary.json",
+)
+
+NODATA_MASK = 255
+
+
+@dataclass(frozen=True, eq=False)
+class ChangeResult:
+    """What :func:`detect_changes` found.
+
+    Attributes
+    ----------
+    before, after : GeoRaster
+        The two dates on the analysis grid (after co-registration).
+    mask : GeoRaster
+        uint8, one band: 1 change, 0 no change, 255 nodata.
+    score : GeoRaster
+        float32 change score, NaN nodata.
+    polygons : ChangePolygons
+        One polygon per changed area with ``area_m2``, ``change_class``, ...
+    threshold : float
+        The score value above which a pixel is change.
+    summary : dict
+        Counts, areas, every parameter used, inputs' SHA-256, shift, versions, timings.
+    """
+
+    before: GeoRaster
+    after: GeoRaster
+    mask: GeoRaster
+    score: GeoRaster
+    polygons: _objects.ChangePolygons
+    threshold: float
+    summary: dict[str, Any]
+    layers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def grid(self) -> Grid:
+        return self.mask.grid
+
+    @property
+    def n_changes(self) -> int:
+        return len(self.polygons)
+
+    def change_mask(self) -> np.ndarray:
+        """(rows, cols) bool: True where change."""
+        return self.mask.data[0] == 1
+
+    def table(self) -> Any:
+        """The polygons' attributes as a pandas DataFrame (a list of dicts without pandas)."""
+        records = self.polygons.to_records()
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is in the notebooks extra
+            return records
+        return pd.DataFrame.from_records(records)
+
+    def evaluate(self, truth: Any, **kwargs: Any) -> Any:
+        """Accuracy of the mask against a truth mask (see :func:`changedet.evaluate.evaluate`)."""
+        from .evaluate import evaluate
+
+        if isinstance(truth, (str, os.PathLike)):
+            truth = _io.read_raster(truth)
+        return evaluate(self.mask, truth, **kwargs)
+
+    def plot(self, **kwargs: Any) -> Any:
+        """Overview figure: before | after | change outlines (a matplotlib Figure)."""
+        from . import plot
+
+        return plot.plot_overview(self.before, self.after, polygons=self.polygons, mask=self.mask, **kwargs)
+
+    def plot_histogram(self, **kwargs: Any) -> Any:
+        """Score histogram with the threshold marked (a matplotlib Figure)."""
+        from . import plot
+
+        valid = self.mask.data[0] != NODATA_MASK
+        return plot.plot_histogram(self.score.data[0], threshold=self.threshold, valid=valid,
+                                   method_label=self.summary["parameters"]["method"], **kwargs)
+
+    def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True) -> dict[str, Path]:
+        """Write the output files of the command-line contract into ``folder``.
+
+        Each file is written under a temporary name and renamed when complete;
+        ``summary.json`` is written last, so its presence means the folder is whole.
+        An existing finished result is only replaced with ``overwrite=True``.
+        """
+        out = Path(folder)
+        if (out / "summary.json").exists() and not overwrite:
+            raise FileExistsError(
+                f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
+                "(--overwrite on the command line) or choose another folder"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        if overwrite and (out / "summary.json").exists():
+            (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
+        t0 = time.perf_counter()
+        written: dict[str, Path] = {}
+        written["change_mask.tif"] = _io.write_raster(self.mask, out / "change_mask.tif", dtype="uint8", nodata=NODATA_MASK)
+        written["change_score.tif"] = _io.write_raster(self.score, out / "change_score.tif", dtype="float32")
+        written["changes.geojson"] = _io.write_geojson(self.polygons.to_geojson(), out / "changes.geojson")
+        if self.grid.crs is not None:
+            gpkg = _io.write_gpkg(self.polygons.geometries, [_flat(p) for p in self.polygons.properties],
+                                  out / "changes.gpkg", crs=self.grid.crs)
+            if gpkg is not None:
+                written["changes.gpkg"] = gpkg
+        if figures:
+            from . import plot
+
+            fig = self.plot()
+            written["overview.png"] = plot.save_figure(fig, out / "overview.png")
+        summary = dict(self.summary)
+        summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
+        summary["outputs"] = sorted([*written, "summary.json"])
+        written["summary.json"] = _io.write_json(summary, out / "summary.json")
+        return written
+
+    def __repr__(self) -> str:
+        r = self.summary["results"]
+        area = f"{r['changed_area_ha']:.2f} ha" if r.get("changed_area_ha") is not None else f"{r['changed_pixels']} px"
+        return f"ChangeResult({r['n_changes']} changed areas, {area}, {describe_grid(self.grid)})"
+
+
+def _flat(p: dict[str, Any]) -> dict[str, Any]:
+    q = {k: v for k, v in p.items() if k != "bbox"}
+    if p.get("bbox") is not None:
+        q.update(dict(zip(("bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"), p["bbox"])))
+    return q
+
+
+# --------------------------------------------------------------------------- AOI
+def parse_aoi(aoi: Any) -> Any:
+    """An area of interest as a shapely geometry in WGS84 lon/lat.
+
+    Accepts ``"minx,miny,maxx,maxy"``, a 4-sequence, a GeoJSON dict (geometry,
+    Feature or FeatureCollection), a path to a GeoJSON file, or a shapely geometry.
+
+    Examples
+    --------
+    >>> parse_aoi("52.0,55.7,52.1,55.8").bounds
+    (52.0, 55.7, 52.1, 55.8)
+    """
+    import shapely
+    from shapely.geometry import box, shape
+
+    if aoi is None:
+        return None
+    if isinstance(aoi, shapely.Geometry):
+        return aoi
+    if isinstance(aoi, (str, os.PathLike)) and not (isinstance(aoi, str) and aoi.count(",") == 3 and not os.path.exists(aoi)):
+        p = Path(aoi)
+        if not p.exists():
+            raise InvalidParameterError(f"aoi {str(aoi)!r} is neither an existing GeoJSON file nor 'minx,miny,maxx,maxy'")
+        try:
+            aoi = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidParameterError(f"aoi file {str(p)!r} is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
+    if isinstance(aoi, str):
+        try:
+            aoi = [float(v) for v in aoi.split(",")]
+        except ValueError:
+            raise InvalidParameterError(f"aoi {aoi!r} must be 'minx,miny,maxx,maxy' in lon/lat degrees") from None
+    if isinstance(aoi, dict):
+        kind = aoi.get("type")
+        if kind == "FeatureCollection":
+            geoms = [shape(f["geometry"]) for f in aoi.get("features", []) if f.get("geometry")]
+            if not geoms:
+                raise InvalidParameterError("aoi FeatureCollection holds no geometry")
+            return shapely.union_all(geoms)
+        if kind == "Feature":
+            return shape(aoi["geometry"])
+        try:
+            return shape(aoi)
+        except Exception:  # shapely raises several types for malformed GeoJSON
+            raise InvalidParameterError(f"aoi dict is not a GeoJSON geometry, Feature or FeatureCollection (type={kind!r})") from None
+    vals = list(aoi)
+    if len(vals) != 4:
+        raise InvalidParameterError(f"aoi bbox needs 4 numbers minx,miny,maxx,maxy; got {len(vals)}")
+    minx, miny, maxx, maxy = (float(v) for v in vals)
+    if not (minx < maxx and miny < maxy):
+        raise InvalidParameterError(f"aoi bbox must have minx < maxx and miny < maxy; got {vals}")
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InvalidParameterError(f"aoi bbox must be in lon/lat degrees (WGS84); got {vals}")
+    return box(minx, miny, maxx, maxy)
+
+
+def _aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
+    """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it."""
+    import shapely
+    from rasterio import features
+    from pyproj import Transformer
+
+    if grid.crs is None:
+        geom = aoi_lonlat  # pixel coordinates for unreferenced images
+    else:
+        tr = Transformer.from_crs(4326, grid.crs.to_wkt(), always_xy=True)
+        geom = shapely.transform(shapely.segmentize(aoi_lonlat, max(aoi_lonlat.length / 400, 1e-9)),
+                                 lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+    minx, miny, maxx, maxy = geom.bounds
+    aoi_grid = Grid((2, 2), grid.transform, grid.crs)  # placeholder for overlap_grid's bounds logic
+    try:
+        sub = _align.overlap_grid(grid, _grid_from_bounds(minx, miny, maxx, maxy, grid))
+    except NoOverlapError:
+        raise NoOverlapError(
+            f"the area of interest {tuple(round(v, 6) for v in aoi_lonlat.bounds)} does not overlap the images "
+            f"({describe_grid(grid)}); check the AOI is in lon/lat degrees and covers the site"
+        ) from None
+    del aoi_grid
+    inside = features.geometry_mask([geom], out_shape=sub.shape, transform=sub.transform, invert=True, all_touched=False)
+    if not inside.any():
+        raise NoOverlapError(f"the area of interest covers no whole pixel of the images ({describe_grid(grid)})")
+    return sub, inside
+
+
+def _grid_from_bounds(minx: float, miny: float, maxx: float, maxy: float, like: Grid) -> Grid:
+    from affine import Affine
+
+    rx, ry = like.res
+    cols = max(1, math.ceil((maxx - minx) / rx))
+    rows = max(1, math.ceil((maxy - miny) / ry))
+    return Grid((rows, cols), Affine(rx, 0, minx, 0, -ry, maxy), like.crs)
+
+
+# --------------------------------------------------------------------------- class layers
+def _centred(delta: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Remove the scene-wide median change (gain, offset, season) from an index delta."""
+    v = delta[valid & np.isfinite(delta)]
+    return delta - (np.median(v) if v.size else 0.0)
+
+
+def class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str], valid: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-pixel index changes used to name the kind of change of each polygon.
+
+    ``d_ndvi``, ``d_ndbi``, ``d_ndwi`` (absolute), ``d_brightness`` (relative) and
+    ``d_greenness`` (RGB excess green), each centred on the scene median so that a
+    gain, offset or seasonal shift common to the scene does not read as change.
+
+    Examples
+    --------
+    >>> b = np.ones((4, 3, 3), "float32"); a = b.copy(); a[3, 0, 0] = 0.2
+    >>> out = class_layers(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))
+    >>> sorted(out)
+    ['d_brightness', 'd_greenness', 'd_ndvi', 'd_ndwi']
+    >>> bool(out["d_ndvi"][0, 0] < 0)
+    True
+    """
+    names = list(band_names)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for idx in ("ndvi", "ndbi", "ndwi"):
+            if idx in _indices.available_indices(names):
+                d = _indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)
+                out[f"d_{idx}"] = _centred(d.astype("float32"), valid)
+        mb, ma = np.nanmean(before, axis=0), np.nanmean(after, axis=0)
+        sb, sa = np.nanmedian(mb[valid]) if valid.any() else 1.0, np.nanmedian(ma[valid]) if valid.any() else 1.0
+        if sb and sa and np.isfinite(sb) and np.isfinite(sa):
+            out["d_brightness"] = ((ma / sa) / (mb / sb) - 1.0).astype("float32")
+        resolved = _indices.resolve_bands(names)
+        if all(k in resolved for k in ("red", "green", "blue")):
+            def exg(img: np.ndarray) -> np.ndarray:
+                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
+                return (2 * g - r - b) / (r + g + b)
+
+            out["d_greenness"] = _centred((exg(after) - exg(before)).astype("float32"), valid)
+    return out
+
+
+# --------------------------------------------------------------------------- the pipeline
+def _versions() -> dict[str, str]:
+    import rasterio
+    import scipy
+    import shapely
+    import skimage
+
+    return {
+        "changedet": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "scikit-image": skimage.__version__,
+        "shapely": shapely.__version__,
+    }
+
+
+def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
+    if isinstance(value, GeoRaster):
+        return value, {"path": None, "sha256": None}
+    if isinstance(value, (str, os.PathLike)):
+        raster = _io.read_raster(value)
+        text = os.fspath(value)
+        local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+        return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
+    raise InvalidParameterError(
+        f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
+    )
+
+
+def _default_min_area_m2(grid: Grid, pixel_size_m: float | None) -> float:
+    px = pixel_size_m if (grid.crs is None and pixel_size_m) else grid.pixel_size_m
+    if grid.crs is None and not pixel_size_m:
+        return 4.0  # pixels
+    return float(max(4 * px * px, 50.0))
+
+
+def detect_changes(
+    before: GeoRaster | str | os.PathLike[str],
+    after: GeoRaster | str | os.PathLike[str],
+    *,
+    method: str = "auto",
+    threshold: str | float | None = None,
+    min_area_m2: float | None = None,
+    aoi: Any = None,
+    align: bool = True,
+    coregister: bool = True,
+    opening_px: int | None = None,
+    fill_holes_m2: float | None = None,
+    pixel_size_m: float | None = None,
+    bands: Sequence[str] | None = None,
+) -> ChangeResult:
+    """Find what changed between two images of a site.
+
+    Parameters
+    ----------
+    before, after : GeoRaster or path
+        The two dates: rasters GDAL reads, band folders, or :class:`GeoRaster`.
+    method : str
+        A change method of :data:`changedet.change.METHODS` (default ``"auto"``).
+    threshold : str or float, optional
+        A threshold method of :mod:`changedet.threshold` (``"otsu"``, ``"kittler"``, ...,
+        ``"p99"`` for the 99th percentile) or a fixed score value; default the method's own.
+    min_area_m2 : float, optional
+        Minimum mapping unit; default the larger of 4 pixels and 50 m² (4 pixels for
+        images without georeferencing and without ``pixel_size_m``).
+    aoi : str, dict, sequence or geometry, optional
+        Area of interest in lon/lat: ``"minx,miny,maxx,maxy"``, GeoJSON (dict or file).
+    align : bool
+        Reproject the after image onto the before image's grid when they differ
+        (default True); False raises :class:`~changedet.errors.GridMismatchError` instead.
+    coregister : bool
+        Estimate and remove the residual sub-pixel shift (default True).
+    opening_px : int, optional
+        Radius of the morphological opening; default 1 for pixels finer than 5 m, else 0.
+    fill_holes_m2 : float, optional
+        Fill unchanged holes up to this area inside changed areas; default the minimum mapping unit.
+    pixel_size_m : float, optional
+        Pixel size for images without georeferencing (areas are in pixels otherwise).
+    bands : sequence of str, optional
+        Use only these bands.
+
+    Returns
+    -------
+    ChangeResult
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.uniform(500, 600, size=(4, 60, 60)).astype("float32")
+    >>> new = img.copy(); new[:, 20:30, 20:35] += 2000   # a new bright building
+    >>> t = Affine(10, 0, 500000, 0, -10, 6190000)
+    >>> names = ("B02", "B03", "B04", "B08")
+    >>> result = detect_changes(GeoRaster(img, t, "EPSG:32639", names), GeoRaster(new, t, "EPSG:32639", names))
+    >>> result.n_changes, round(result.polygons.total_area_m2)
+    (1, 15000)
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    # ---- validate options before any heavy work
+    if method not in _change.METHODS:
+        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
+    thr_method, thr_value, thr_pct = _parse_threshold(threshold)
+    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
+        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
+    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
+        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    if pixel_size_m is not None and not (np.isfinite(pixel_size_m) and pixel_size_m > 0):
+        raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
+    aoi_geom = parse_aoi(aoi)
+
+    # ---- read
+    b_raster, b_info = _as_raster(before, "before")
+    a_raster, a_info = _as_raster(after, "after")
+    if bands is not None:
+        b_raster, a_raster = b_raster.select(list(bands)), a_raster.select(list(bands))
+    timings["read"] = time.perf_counter() - t0
+
+    # ---- common grid
+    t = time.perf_counter()
+    if not align:
+        check_same_grid(b_raster, a_raster)
+    pair = _align.align_pair(b_raster, a_raster)
+    grid = pair.grid
+    b, a = pair.before, pair.after
+    inside_aoi = None
+    if aoi_geom is not None:
+        grid, inside_aoi = _aoi_on_grid(aoi_geom, grid)
+        b, a = _align.align_to(b, grid), _align.align_to(a, grid)
+    timings["align"] = time.perf_counter() - t
+
+    # ---- co-registration
+    t = time.perf_counter()
+    shift = _align.Shift(0.0, 0.0, 0.0, 0)
+    if coregister:
+        a, shift = _align.coregister(b, a)
+    timings["coregister"] = time.perf_counter() - t
+
+    # ---- masks
+    valid = b.valid_mask() & a.valid_mask()
+    if inside_aoi is not None:
+        valid &= inside_aoi
+    cloud_info: dict[str, Any] = {}
+    try:
+        from . import masks as _masks
+    except ImportError:  # pragma: no cover - masks is part of the package
+        _masks = None
+    if _masks is not None and hasattr(_masks, "exclusion_mask"):
+        excl = _masks.exclusion_mask(b.data, a.data, band_names=b.band_names)
+        cloud_info = {"excluded_pixels": int((excl & valid).sum())}
+        valid &= ~excl
+    if not valid.any():
+        raise EmptyDataError(
+            f"no pixel is valid in both dates on the analysis grid ({describe_grid(grid)}): "
+            "nodata, clouds or the area of interest leave nothing to compare"
+        )
+    px_size = pixel_size_m if (grid.crs is None and pixel_size_m) else grid.pixel_size_m
+
+    # ---- change score
+    t = time.perf_counter()
+    cs = _change.change_score(b.data, a.data, method=method, band_names=b.band_names,
+                              pixel_size_m=None if (grid.crs is None and not pixel_size_m) else px_size, valid=valid)
+    score = np.where(valid, cs.score, np.nan).astype("float32")
+    timings["score"] = time.perf_counter() - t
+
+    # ---- threshold and clean-up
+    t = time.perf_counter()
+    used_thr_method = thr_method or cs.threshold_method
+    thr = _threshold.compute_threshold(score, method=used_thr_method, value=thr_value, percentile=thr_pct, valid=valid)
+    raw = _threshold.apply_threshold(score, thr, valid=valid)
+    mmu_m2 = _default_min_area_m2(grid, pixel_size_m) if min_area_m2 is None else float(min_area_m2)
+    px_area = 1.0 if (grid.crs is None and not pixel_size_m) else px_size * px_size
+    open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
+    holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
+    cleaned = _objects.clean_mask(raw, opening_px=open_px, min_area_px=int(math.ceil(mmu_m2 / px_area - 1e-9)),
+                                  fill_holes_px=int(holes_m2 / px_area), valid=valid)
+    timings["threshold_clean"] = time.perf_counter() - t
+
+    # ---- polygons
+    t = time.perf_counter()
+    layers = dict(cs.layers)
+    for k, v in class_layers(b.data, a.data, b.band_names, valid).items():
+        layers.setdefault(k, v)
+    mask_arr = np.where(valid, cleaned.astype("uint8"), NODATA_MASK).astype("uint8")
+    mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
+    polygons = _objects.vectorize(mask, score=score, layers={k: v for k, v in layers.items() if k.startswith("d_")},
+                                  min_area_m2=mmu_m2, pixel_size_m=pixel_size_m)
+    if len(polygons):
+        # polygons below the mapping unit were dropped by vectorize: keep the mask consistent
+        kept = _objects.polygons_to_mask(polygons, grid) & cleaned
+        mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
+        mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
+    elif cleaned.any():
+        mask_arr = np.where(valid, 0, NODATA_MASK).astype("uint8")
+        mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
+    timings["vectorize"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    changed = int((mask_arr == 1).sum())
+    n_valid = int(valid.sum())
+    in_px = grid.crs is None and not pixel_size_m
+    by_class: dict[str, dict[str, Any]] = {}
+    for p in polygons.properties:
+        c = by_class.setdefault(p["change_class"], {"count": 0, "area_m2": 0.0 if not in_px else None, "area_px": 0})
+        c["count"] += 1
+        c["area_px"] += p["area_px"]
+        if not in_px:
+            c["area_m2"] = round(c["area_m2"] + p["area_m2"], 2)
+    total_m2 = polygons.total_area_m2
+    summary: dict[str, Any] = {
+        "changedet_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": {
+            "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
+            "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
+        },
+        "parameters": {
+            "method": method,
+            "threshold": threshold if not isinstance(threshold, np.generic) else float(threshold),
+            "threshold_method": used_thr_method,
+            "threshold_value": _finite_or_none(thr),
+            "min_area_m2": mmu_m2 if not in_px else None,
+            "min_area_px": mmu_m2 if in_px else int(math.ceil(mmu_m2 / px_area - 1e-9)),
+            "opening_px": open_px,
+            "fill_holes_m2": holes_m2 if not in_px else None,
+            "aoi": list(aoi_geom.bounds) if aoi_geom is not None else None,
+            "align": align,
+            "coregister": coregister,
+            "pixel_size_m": pixel_size_m,
+            "bands": list(b.band_names),
+        },
+        "grid": {
+            "crs": grid.crs.to_string() if grid.crs is not None else None,
+            "transform": list(grid.transform)[:6],
+            "shape": list(grid.shape),
+            "pixel_size_m": round(px_size, 4) if not in_px else None,
+            "bands_dropped": list(pair.dropped_bands),
+        },
+        "coregistration": shift.as_dict() if coregister else None,
+        "results": {
+            "n_changes": len(polygons),
+            "changed_pixels": changed,
+            "valid_pixels": n_valid,
+            "nodata_pixels": int(valid.size - n_valid),
+            "changed_fraction": round(changed / n_valid, 6) if n_valid else 0.0,
+            "changed_area_m2": round(total_m2, 2) if total_m2 is not None else None,
+            "changed_area_ha": round(total_m2 / 10_000, 4) if total_m2 is not None else None,
+            "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,
+            "by_class": by_class,
+        },
+        "masks": cloud_info,
+        "method_details": _jsonable(cs.details),
+        "versions": _versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
+                        polygons, float(thr), summary, layers)
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        return json.loads(json.dumps(obj, allow_nan=False, default=_io._json_default))
+    except (TypeError, ValueError):
+        return {k: str(v) for k, v in dict(obj).items()} if isinstance(obj, dict) else str(obj)
+
+
+def _parse_threshold(threshold: str | float | None) -> tuple[str | None, float | None, float | None]:
+    """(method, value, percentile) from the user's threshold option."""
+    allowed = list(typing.get_args(_threshold.ThresholdMethod))
+    if threshold is None:
+        return None, None, None
+    if isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool):
+        if not math.isfinite(float(threshold)):
+            raise InvalidParameterError(f"threshold must be finite, got {threshold!r}")
+        return "fixed", float(threshold), None
+    if isinstance(threshold, str):
+        text = threshold.strip().lower()
+        try:
+            return "fixed", float(text), None
+        except ValueError:
+            pass
+        if text.startswith("p") and text[1:].replace(".", "", 1).isdigit():
+            return "percentile", None, float(text[1:])
+        if text.startswith("chi2:"):
+            return "chi2", float(text.split(":", 1)[1]), None
+        if text in allowed and text not in ("fixed", "percentile"):
+            return text, None, None
+        raise InvalidParameterError(
+            f"threshold must be a number, 'pNN' (percentile, e.g. p99) or one of "
+            f"{[m for m in allowed if m not in ('fixed', 'percentile')]}; got {threshold!r}"
+        )
+    raise InvalidParameterError(f"threshold must be a number or a method name, got {type(threshold).__name__}")

@@ -1,0 +1,826 @@
+"""Figures for reports and notebooks: before/after/changes, score histogram, swipe, mask accuracy.
+
+Every function returns a :class:`matplotlib.figure.Figure` built with the
+object-oriented API (no pyplot state), so it works under any backend, in
+batch jobs and in Jupyter.  Map panels are drawn in the grid's coordinates
+(``imshow`` with the raster's extent), so change polygons in the grid CRS — or
+pixel coordinates when the grid has no CRS — overlay where they belong.
+
+This is the only changedet module that imports matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from affine import Affine
+from matplotlib import patheffects
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+from .errors import EmptyDataError, InvalidParameterError
+from .evaluate import evaluate
+from .indices import resolve_bands
+from .raster import GeoRaster, Grid, check_same_grid, describe_grid
+
+__all__ = [
+    "rgb_composite",
+    "plot_overview",
+    "plot_histogram",
+    "plot_swipe",
+    "plot_mask",
+    "save_figure",
+    "CLASS_COLORS",
+]
+
+#: Outline colours given to change classes in order of frequency; bright hues
+#: that stay visible over both vegetation and built-up areas.
+CLASS_COLORS = ("#ffe119", "#f032e6", "#42d4f4", "#f58231", "#e6194b", "#3cb44b", "#4363d8", "#ffffff")
+
+# Larger images are decimated (every n-th pixel) for display; a figure cannot show more.
+_MAX_DISPLAY_PX = 2000
+# Percentiles are estimated on at most this many pixels (a regular subsample).
+_MAX_STATS_PX = 1_000_000
+
+_HALO = [patheffects.withStroke(linewidth=3, foreground="black", alpha=0.55)]
+_TEXT_HALO = [patheffects.withStroke(linewidth=2.5, foreground="white")]
+
+
+# --- grids and display helpers -----------------------------------------------------------------
+
+
+def _as_raster(value: Any, name: str) -> GeoRaster:
+    if isinstance(value, GeoRaster):
+        return value
+    arr = np.asarray(value)
+    if arr.ndim not in (2, 3):
+        raise InvalidParameterError(
+            f"{name} must be a GeoRaster or a (bands, rows, cols) / (rows, cols) array; got shape {arr.shape}"
+        )
+    return GeoRaster(arr, Affine.identity(), None)
+
+
+def _as_2d(value: Any, name: str) -> np.ndarray:
+    arr = value.data if isinstance(value, GeoRaster) else np.asarray(value)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise InvalidParameterError(f"{name} must be a (rows, cols) array or a 1-band GeoRaster; got shape {arr.shape}")
+    return arr
+
+
+def _extent(grid: Grid) -> tuple[float, float, float, float]:
+    """(left, right, bottom, top) for ``imshow(origin="upper")``; row 0 is at ``top``."""
+    t = grid.transform
+    if t.b == 0 and t.d == 0:
+        return (t.c, t.c + t.a * grid.width, t.f + t.e * grid.height, t.f)
+    minx, miny, maxx, maxy = grid.bounds  # rotated grid: best effort, axis-aligned box
+    return (minx, maxx, miny, maxy)
+
+
+def _aspect(grid: Grid) -> float:
+    """Data aspect that shows ground distances true: 1/cos(lat) for lon/lat grids."""
+    if grid.is_geographic:
+        _, miny, _, maxy = grid.bounds
+        return 1.0 / max(math.cos(math.radians((miny + maxy) / 2)), 0.01)
+    return 1.0
+
+
+def _height_over_width(grid: Grid) -> float:
+    left, right, bottom, top = _extent(grid)
+    return abs(top - bottom) * _aspect(grid) / max(abs(right - left), 1e-12)
+
+
+def _metres_per_x_unit(grid: Grid) -> float | None:
+    """Ground metres per unit of x at the grid centre; None for a pixel grid."""
+    if grid.crs is None:
+        return None
+    if grid.crs.is_geographic:
+        from pyproj import Geod
+
+        minx, miny, maxx, maxy = grid.bounds
+        lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+        step = grid.res[0]
+        _, _, dist = Geod(ellps="WGS84").inv(lon - step / 2, lat, lon + step / 2, lat)
+        return float(dist / step)
+    factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
+    return float(factor)
+
+
+def _stride(shape: tuple[int, ...], max_px: int = _MAX_DISPLAY_PX) -> int:
+    return max(1, math.ceil(max(shape[-2:]) / max_px))
+
+
+def _decimate(raster: GeoRaster, stride: int) -> GeoRaster:
+    if stride == 1:
+        return raster
+    return GeoRaster(
+        raster.data[:, ::stride, ::stride], raster.transform @ Affine.scale(stride), raster.crs, raster.band_names
+    )
+
+
+def _nice_length(target: float) -> float:
+    """Largest 1, 2 or 5 x 10^k not above ``target``."""
+    if target <= 0:
+        return 1.0
+    exp = math.floor(math.log10(target))
+    for m in (5, 2, 1):
+        if m * 10**exp <= target:
+            return float(m * 10**exp)
+    return float(10**exp)
+
+
+def _fmt_length(value: float, unit: str) -> str:
+    if unit == "m" and value >= 1000:
+        return f"{value / 1000:g} km"
+    return f"{value:g} {unit}"
+
+
+def _fmt_area(area_m2: float) -> str:
+    ha = area_m2 / 10_000
+    if ha >= 100:
+        return f"{ha:,.0f} ha"
+    if ha >= 1:
+        return f"{ha:.1f} ha"
+    return f"{ha:.2f} ha"
+
+
+def _add_scale_bar(ax: Any, grid: Grid) -> None:
+    left, right, bottom, top = _extent(grid)
+    width_units = abs(right - left)
+    per_unit = _metres_per_x_unit(grid)
+    unit, width = ("px", width_units / grid.res[0]) if per_unit is None else ("m", width_units * per_unit)
+    length = _nice_length(width / 4)
+    size = length / (per_unit if per_unit is not None else 1.0 / grid.res[0])
+    bar = AnchoredSizeBar(
+        ax.transData,
+        size,
+        _fmt_length(length, unit),
+        loc="lower left",
+        pad=0.35,
+        borderpad=0.6,
+        sep=3,
+        frameon=True,
+        size_vertical=abs(top - bottom) / 120,
+        color="black",
+        fontproperties={"size": 8},
+    )
+    bar.patch.set_facecolor("white")
+    bar.patch.set_alpha(0.75)
+    bar.patch.set_edgecolor("none")
+    ax.add_artist(bar)
+
+
+def _add_north_arrow(ax: Any, grid: Grid) -> None:
+    t = grid.transform
+    if grid.crs is None or t.b != 0 or t.d != 0 or t.e >= 0:
+        return  # north is only "up" on a georeferenced north-up grid
+    x = 0.94
+    ax.annotate(
+        "",
+        xy=(x, 0.95),
+        xytext=(x, 0.82),
+        xycoords="axes fraction",
+        arrowprops={"facecolor": "black", "edgecolor": "white", "width": 2.5, "headwidth": 8, "headlength": 8},
+    )
+    ax.text(
+        x, 0.78, "N", transform=ax.transAxes, ha="center", va="top", fontsize=9, fontweight="bold",
+        path_effects=_TEXT_HALO,
+    )
+
+
+def _map_axes(ax: Any, grid: Grid, title: str | None) -> None:
+    left, right, bottom, top = _extent(grid)
+    ax.set_xlim(left, right)
+    ax.set_ylim(bottom, top)
+    ax.set_aspect(_aspect(grid))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=11)
+
+
+def _show_rgb(ax: Any, raster: GeoRaster, *, bands: Sequence[str] | None, percentiles: tuple[float, float]) -> GeoRaster:
+    """Draw a raster's true-colour composite on ``ax``; return the (decimated) raster drawn."""
+    names = _rgb_band_names(raster, bands)
+    small = _decimate(raster.select(names), _stride(raster.shape))
+    ax.imshow(
+        rgb_composite(small, bands=names, percentiles=percentiles),
+        extent=_extent(small.grid),
+        origin="upper",
+        interpolation="antialiased",
+    )
+    return small
+
+
+# --- rgb composite -----------------------------------------------------------------------------
+
+
+def _rgb_band_names(raster: GeoRaster, bands: Sequence[str] | None) -> list[str]:
+    if bands is not None:
+        names = [bands] if isinstance(bands, str) else list(bands)
+        if len(names) not in (1, 3):
+            raise InvalidParameterError(
+                f"bands must name 3 bands (red, green, blue) or 1 (greyscale); got {names}"
+            )
+        for n in names:
+            raster.band_index(n)  # raises with the list of bands available
+        return names
+    found = resolve_bands(raster.band_names)
+    if all(c in found for c in ("red", "green", "blue")):
+        return [raster.band_names[found[c]] for c in ("red", "green", "blue")]
+    if raster.count >= 3:
+        return list(raster.band_names[:3])
+    return [raster.band_names[0]]
+
+
+def _stretch(band: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    values = band[np.isfinite(band)]
+    if values.size == 0:
+        return np.zeros(band.shape, dtype=np.float64)
+    if values.size > _MAX_STATS_PX:
+        values = values[:: values.size // _MAX_STATS_PX + 1]
+    lo, hi = np.percentile(values, percentiles)
+    if hi <= lo:
+        return np.where(band > lo, 1.0, np.where(band < lo, 0.0, 0.5))
+    return np.clip((band - lo) / (hi - lo), 0.0, 1.0)
+
+
+def rgb_composite(
+    raster: GeoRaster | np.ndarray,
+    *,
+    bands: Sequence[str] | str | None = None,
+    percentiles: tuple[float, float] = (2, 98),
+) -> np.ndarray:
+    """A display-ready true-colour image: each band stretched between two percentiles.
+
+    Parameters
+    ----------
+    raster : GeoRaster or (bands, rows, cols) ndarray
+        The image; NaN is nodata.
+    bands : sequence of 3 str, or 1 str, optional
+        Band names for red, green, blue (or one band, shown in grey).  By
+        default the bands whose names mean red, green and blue (``red`` /
+        ``B04`` / ``SR_B4`` ...), else the first three bands, else the first
+        band in grey.
+    percentiles : (float, float)
+        Low and high percentiles of each band (NaN ignored) mapped to 0 and 1.
+
+    Returns
+    -------
+    (rows, cols, 3) ndarray of float64
+        Values in [0, 1]; nodata pixels (NaN in any chosen band) are white.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> from changedet.raster import GeoRaster
+    >>> data = np.stack([np.arange(101.0).reshape(1, 101)] * 3)
+    >>> r = GeoRaster(data, Affine.identity(), None, ("B02", "B03", "B04"))
+    >>> rgb = rgb_composite(r)
+    >>> rgb.shape, rgb[0, 50].tolist(), rgb[0, 0].tolist()
+    ((1, 101, 3), [0.5, 0.5, 0.5], [0.0, 0.0, 0.0])
+    """
+    raster = _as_raster(raster, "raster")
+    lo, hi = (float(p) for p in percentiles)
+    if not 0 <= lo < hi <= 100:
+        raise InvalidParameterError(f"percentiles must be (low, high) with 0 <= low < high <= 100; got {percentiles}")
+    names = _rgb_band_names(raster, bands)
+    channels = [_stretch(raster.band(n).astype(np.float64, copy=False), (lo, hi)) for n in names]
+    rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=-1)
+    nodata = np.any(np.isnan(rgb), axis=-1)
+    rgb[nodata] = 1.0
+    return rgb
+
+
+# --- overview ----------------------------------------------------------------------------------
+
+
+def _rings(geom: Any) -> list[np.ndarray]:
+    """Boundary rings / lines of a shapely geometry as (n, 2) arrays."""
+    out: list[np.ndarray] = []
+    parts = getattr(geom, "geoms", None)
+    if parts is not None:
+        for part in parts:
+            out.extend(_rings(part))
+        return out
+    if geom is None or geom.is_empty:
+        return out
+    if geom.geom_type == "Polygon":
+        out.append(np.asarray(geom.exterior.coords)[:, :2])
+        out.extend(np.asarray(r.coords)[:, :2] for r in geom.interiors)
+    elif geom.geom_type in ("LineString", "LinearRing"):
+        out.append(np.asarray(geom.coords)[:, :2])
+    return out
+
+
+def _check_polygons(polygons: Any, grid: Grid) -> tuple[Sequence[Any], Sequence[Mapping[str, Any]]]:
+    if not (hasattr(polygons, "geometries") and hasattr(polygons, "properties")):
+        raise InvalidParameterError(
+            f"polygons must have .geometries and .properties (a changedet.objects.ChangePolygons); "
+            f"got {type(polygons).__name__}"
+        )
+    geoms, props = list(polygons.geometries), list(polygons.properties)
+    if len(props) != len(geoms):
+        raise InvalidParameterError(
+            f"polygons has {len(geoms)} geometries but {len(props)} property records; they must pair up"
+        )
+    crs = getattr(polygons, "crs", None)
+    if crs is not None and grid.crs is not None and crs != grid.crs:
+        raise InvalidParameterError(
+            f"polygons are in {crs} but the after image is on {describe_grid(grid)}; "
+            "pass the polygons that changedet.objects.vectorize made on this grid"
+        )
+    return geoms, props
+
+
+def _class_colors(classes: Sequence[str], class_colors: Mapping[str, str] | None) -> dict[str, str]:
+    given = dict(class_colors or {})
+    spare = [c for c in CLASS_COLORS if c not in given.values()] or list(CLASS_COLORS)
+    out = {}
+    for i, cls in enumerate(classes):
+        out[cls] = given.get(cls, spare[i % len(spare)])
+    return out
+
+
+def _draw_polygons(
+    ax: Any, polygons: Any, grid: Grid, class_colors: Mapping[str, str] | None
+) -> tuple[list[Any], str]:
+    """Outline polygons per change class; return legend handles and a panel title."""
+    geoms, props = _check_polygons(polygons, grid)
+    if not geoms:
+        ax.text(
+            0.5, 0.5, "no change found", transform=ax.transAxes, ha="center", va="center", fontsize=11,
+            path_effects=_TEXT_HALO,
+        )
+        return [], "changes: none"
+    classes = [str(p.get("change_class", "change")) for p in props]
+    counts = Counter(classes)
+    order = sorted(counts, key=lambda c: (-counts[c], c))
+    colors = _class_colors(order, class_colors)
+    has_area = grid.crs is not None and all("area_m2" in p for p in props)
+    handles = []
+    for cls in order:
+        rings = [r for g, c in zip(geoms, classes) if c == cls for r in _rings(g)]
+        label = f"{cls}: {counts[cls]}"
+        if has_area:
+            label += f" ({_fmt_area(sum(float(p['area_m2']) for p, c in zip(props, classes) if c == cls))})"
+        coll = LineCollection(rings, colors=colors[cls], linewidths=1.3, label=label, path_effects=_HALO)
+        ax.add_collection(coll, autolim=False)
+        handles.append(coll)
+    title = f"changes: {len(geoms)} area{'s' if len(geoms) != 1 else ''}"
+    if has_area:
+        title += f", {_fmt_area(sum(float(p['area_m2']) for p in props))}"
+    return handles, title
+
+
+def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
+    arr = _as_2d(mask, "mask")
+    if arr.shape != grid.shape:
+        raise InvalidParameterError(
+            f"mask has shape {arr.shape} but the after image has {grid.shape} (rows, cols); "
+            "pass the change mask made on the after image's grid"
+        )
+    change = arr == 1
+    stride = _stride(arr.shape)
+    if stride > 1:  # keep every change visible: a block shows change if any of its pixels does
+        rows, cols = (math.ceil(n / stride) * stride for n in arr.shape)
+        padded = np.zeros((rows, cols), dtype=bool)
+        padded[: arr.shape[0], : arr.shape[1]] = change
+        change = padded.reshape(rows // stride, stride, cols // stride, stride).any(axis=(1, 3))
+    t = grid.transform @ Affine.scale(stride)
+    # Pad with no change so outlines close at the image edge; contour at pixel centres.
+    z = np.pad(change.astype(np.float32), 1)
+    xs = t.c + t.a * (np.arange(z.shape[1]) - 0.5)
+    ys = t.f + t.e * (np.arange(z.shape[0]) - 0.5)
+    if not change.any():
+        ax.text(
+            0.5, 0.5, "no change found", transform=ax.transAxes, ha="center", va="center", fontsize=11,
+            path_effects=_TEXT_HALO,
+        )
+        return []
+    cs = ax.contour(xs, ys, z, levels=[0.5], colors=[color], linewidths=1.3)
+    cs.set_path_effects(_HALO)
+    n_px = int(np.count_nonzero(arr == 1))
+    return [Line2D([], [], color=color, lw=1.5, label=f"change mask ({n_px:,} px)")]
+
+
+def plot_overview(
+    before: GeoRaster,
+    after: GeoRaster,
+    *,
+    polygons: Any = None,
+    mask: GeoRaster | np.ndarray | None = None,
+    title: str | None = None,
+    labels: tuple[str, str] = ("before", "after"),
+    class_colors: Mapping[str, str] | None = None,
+    bands: Sequence[str] | None = None,
+    percentiles: tuple[float, float] = (2, 98),
+) -> Figure:
+    """Before | after | change outlines over the after image, with scale bar, north arrow and legend.
+
+    Parameters
+    ----------
+    before, after : GeoRaster
+        The two dates; shown in true colour (see :func:`rgb_composite`).
+    polygons : ChangePolygons, optional
+        Anything with ``.geometries`` (shapely, in the after grid's CRS, pixel
+        coordinates when it has none) and ``.properties`` (dicts; outlines are
+        coloured by ``change_class`` when present, and ``area_m2`` is summed in
+        the legend).
+    mask : (rows, cols) ndarray or GeoRaster, optional
+        Change mask on the after grid (1 change); outlined when no polygons
+        are given.  With neither, only the two image panels are drawn.
+    title : str, optional
+        Figure title.
+    labels : (str, str)
+        Titles of the two image panels, e.g. the dates.
+    class_colors : mapping of str to colour, optional
+        Outline colour per change class; other classes get :data:`CLASS_COLORS`.
+    bands, percentiles
+        Passed to :func:`rgb_composite`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> from rasterio.crs import CRS
+    >>> from changedet.raster import GeoRaster
+    >>> rng = np.random.default_rng(0)
+    >>> t = Affine(10, 0, 500000, 0, -10, 5300000)
+    >>> before = GeoRaster(rng.random((3, 50, 60)), t, CRS.from_epsg(32630), ("red", "green", "blue"))
+    >>> after = before.with_data(before.data[::-1])
+    >>> mask = np.zeros((50, 60), "uint8"); mask[10:20, 30:45] = 1
+    >>> fig = plot_overview(before, after, mask=mask, title="test site")
+    >>> len(fig.axes)
+    3
+    """
+    before = _as_raster(before, "before")
+    after = _as_raster(after, "after")
+    if len(labels) != 2:
+        raise InvalidParameterError(f"labels must be two titles (before, after); got {labels!r}")
+    if polygons is not None:
+        _check_polygons(polygons, after.grid)
+    n_panels = 3 if (polygons is not None or mask is not None) else 2
+    ratio = max(_height_over_width(before.grid), _height_over_width(after.grid))
+    panel_w = 5.0
+    legend_h = 0.5 if n_panels == 3 else 0.0
+    fig = Figure(
+        figsize=(panel_w * n_panels, min(panel_w * ratio, 9.0) + 0.8 + (0.4 if title else 0) + legend_h),
+        layout="constrained",
+    )
+    axes = fig.subplots(1, n_panels)
+    for ax, raster, label in zip(axes, (before, after), labels):
+        _show_rgb(ax, raster, bands=bands, percentiles=percentiles)
+        _map_axes(ax, raster.grid, label)
+    if n_panels == 3:
+        ax = axes[2]
+        _show_rgb(ax, after, bands=bands, percentiles=percentiles)
+        if polygons is not None:
+            handles, panel_title = _draw_polygons(ax, polygons, after.grid, class_colors)
+        else:
+            color = (class_colors or {}).get("change", CLASS_COLORS[0])
+            handles, panel_title = _draw_mask_outline(ax, mask, after.grid, color), "change mask outline"
+        _map_axes(ax, after.grid, f"{panel_title} (on {labels[1]})")
+        if handles:
+            leg = fig.legend(
+                handles=handles,
+                loc="outside lower center",
+                ncols=min(len(handles), 4),
+                fontsize=9,
+                frameon=False,
+                title="change class" if polygons is not None and len(handles) > 1 else None,
+                title_fontsize=9,
+            )
+            for line in leg.get_lines():
+                line.set_linewidth(3)
+            for handle in getattr(leg, "legend_handles", []):
+                if isinstance(handle, (Line2D, LineCollection)):
+                    handle.set_linewidth(3)
+    for ax, raster in zip(axes, (before, after, after)):
+        _add_scale_bar(ax, raster.grid)
+        _add_north_arrow(ax, raster.grid)
+    axes[0].set_xlabel(describe_grid(after.grid), fontsize=7, color="0.35", loc="left")
+    if title:
+        fig.suptitle(title, fontsize=13)
+    return fig
+
+
+# --- histogram ---------------------------------------------------------------------------------
+
+
+def plot_histogram(
+    score: GeoRaster | np.ndarray,
+    *,
+    threshold: float,
+    valid: np.ndarray | None = None,
+    bins: int = 128,
+    method_label: str | None = None,
+) -> Figure:
+    """Histogram of a change score (log counts) with the threshold marked.
+
+    Bins at or above the threshold (the pixels called change) are drawn in
+    orange, the others in grey.
+
+    Parameters
+    ----------
+    score : (rows, cols) ndarray or 1-band GeoRaster
+        Change score; NaN is nodata.
+    threshold : float
+        Score at and above which a pixel is change.
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels to include (besides finite scores).
+    bins : int
+        Number of bins between the lowest and highest score.
+    method_label : str, optional
+        How the threshold was chosen (``"otsu"``), shown in the legend.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> score = np.random.default_rng(0).gamma(2.0, size=(100, 100))
+    >>> fig = plot_histogram(score, threshold=6.0, method_label="otsu")
+    >>> fig.axes[0].get_yscale(), [float(x) for x in fig.axes[0].lines[0].get_xdata()]
+    ('log', [6.0, 6.0])
+    """
+    arr = _as_2d(score, "score").astype(np.float64, copy=False)
+    if not np.isfinite(threshold):
+        raise InvalidParameterError(f"threshold must be a finite number, got {threshold!r}")
+    if int(bins) != bins or bins < 2:
+        raise InvalidParameterError(f"bins must be an integer >= 2, got {bins!r}")
+    ok = np.isfinite(arr)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != arr.shape:
+            raise InvalidParameterError(f"valid has shape {valid.shape} but score has {arr.shape}; pass one per pixel")
+        ok &= valid
+    values = arr[ok]
+    if values.size == 0:
+        raise EmptyDataError("score has no valid pixel (all NaN or outside valid); nothing to plot")
+    lo, hi = float(values.min()), float(values.max())
+    lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi == lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(values, bins=int(bins), range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    above = centres >= threshold
+    n_change = int(np.count_nonzero(values >= threshold))
+
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    # The threshold line goes first so it is ax.lines[0].
+    label = f"threshold{f' ({method_label})' if method_label else ''} = {threshold:.4g}"
+    ax.axvline(threshold, color="#d62728", lw=1.8, ls="--", label=label)
+    ax.hist(centres, bins=edges, weights=np.where(above, 0, counts), color="0.55", log=True, label="no change")
+    ax.hist(
+        centres, bins=edges, weights=np.where(above, counts, 0), color="#f58231", log=True,
+        label=f"change: {n_change:,} px ({n_change / values.size:.1%})",
+    )
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("change score")
+    ax.set_ylabel("pixels (log scale)")
+    ax.set_title(f"Change score histogram ({values.size:,} valid pixels)", fontsize=11)
+    ax.legend(fontsize=9, loc="upper right")
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    return fig
+
+
+# --- swipe -------------------------------------------------------------------------------------
+
+
+def plot_swipe(
+    before: GeoRaster,
+    after: GeoRaster,
+    *,
+    position: float = 0.5,
+    labels: tuple[str, str] = ("before", "after"),
+    title: str | None = None,
+    bands: Sequence[str] | None = None,
+    percentiles: tuple[float, float] = (2, 98),
+) -> Figure:
+    """A static swipe view: ``before`` left of a vertical split, ``after`` right of it.
+
+    Parameters
+    ----------
+    before, after : GeoRaster
+        Two dates on the same grid.
+    position : float
+        Where the split falls, as a fraction of the width (0 < position < 1).
+    labels : (str, str)
+        Names written on each side.
+    title : str, optional
+        Axes title.
+    bands, percentiles
+        Passed to :func:`rgb_composite`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> from changedet.raster import GeoRaster
+    >>> before = GeoRaster(np.zeros((3, 20, 40)), Affine.identity())
+    >>> after = before.with_data(np.ones((3, 20, 40)))
+    >>> fig = plot_swipe(before, after, position=0.25)
+    >>> [float(x) for x in fig.axes[0].lines[0].get_xdata()]
+    [10.0, 10.0]
+    """
+    before = _as_raster(before, "before")
+    after = _as_raster(after, "after")
+    if not 0 < position < 1:
+        raise InvalidParameterError(f"position must be between 0 and 1 (fraction of the width), got {position!r}")
+    check_same_grid(before, after)
+    stride = _stride(after.shape)
+    names_b, names_a = _rgb_band_names(before, bands), _rgb_band_names(after, bands)
+    small_b = _decimate(before.select(names_b), stride)
+    small_a = _decimate(after.select(names_a), stride)
+    rgb = rgb_composite(small_b, bands=names_b, percentiles=percentiles)
+    split = int(round(position * rgb.shape[1]))
+    rgb[:, split:] = rgb_composite(small_a, bands=names_a, percentiles=percentiles)[:, split:]
+    grid = small_a.grid
+    left, right, _, _ = _extent(grid)
+    x_split = left + (right - left) * split / rgb.shape[1]
+
+    fig = Figure(figsize=(8.0, min(8.0 * _height_over_width(grid), 9.0) + 0.6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(rgb, extent=_extent(grid), origin="upper", interpolation="antialiased")
+    ax.axvline(x_split, color="white", lw=2.0, path_effects=_HALO)
+    for x, ha, text in ((position - 0.01, "right", f"\u25c0 {labels[0]}"), (position + 0.01, "left", f"{labels[1]} \u25b6")):
+        ax.text(x, 0.97, text, transform=ax.transAxes, ha=ha, va="top", fontsize=10, fontweight="bold",
+                path_effects=_TEXT_HALO)
+    _map_axes(ax, grid, title)
+    _add_scale_bar(ax, grid)
+    _add_north_arrow(ax, grid)
+    return fig
+
+
+# --- mask --------------------------------------------------------------------------------------
+
+_MASK_COLORS = {
+    "tp": ("#1a9850", "true positive"),
+    "fp": ("#d73027", "false positive"),
+    "fn": ("#4575b4", "false negative"),
+    "tn": ("#ffffff", "true negative"),
+    "change": ("#f58231", "change"),
+    "nochange": ("#ffffff", "no change"),
+    "nodata": ("#bdbdbd", "nodata"),
+}
+
+
+def plot_mask(
+    mask: GeoRaster | np.ndarray,
+    *,
+    truth: GeoRaster | np.ndarray | None = None,
+    truth_change_values: Sequence[float] = (1,),
+    truth_nochange_values: Sequence[float] = (0,),
+    ignore_values: Sequence[float] = (255,),
+    title: str | None = None,
+) -> Figure:
+    """A change mask, or its agreement with a ground truth (TP green, FP red, FN blue).
+
+    Parameters
+    ----------
+    mask : (rows, cols) ndarray or 1-band GeoRaster
+        1 change, 0 no change, 255 / NaN nodata (grey).
+    truth : (rows, cols) ndarray or 1-band GeoRaster, optional
+        Ground truth; the title then gives F1, IoU and kappa (see
+        :func:`changedet.evaluate.evaluate`, which also checks the grids).
+    truth_change_values, truth_nochange_values, ignore_values
+        How the truth is encoded, as in :func:`changedet.evaluate.evaluate`.
+    title : str, optional
+        Axes title (default: a summary of the counts or scores).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mask = np.array([[1, 1, 0], [0, 0, 255]])
+    >>> truth = np.array([[1, 0, 1], [0, 0, 0]])
+    >>> fig = plot_mask(mask, truth=truth)
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:3]
+    ['true positive: 1', 'false positive: 1', 'false negative: 1']
+    """
+    pred = _as_2d(mask, "mask")
+    grid = mask.grid if isinstance(mask, GeoRaster) else Grid(pred.shape, Affine.identity(), None)
+    pred_f = pred.astype(np.float64, copy=False)
+    keys: list[str]
+    if truth is not None:
+        acc = evaluate(
+            mask, truth, truth_change_values=truth_change_values,
+            truth_nochange_values=truth_nochange_values, ignore_values=ignore_values,
+        )
+        true_f = _as_2d(truth, "truth").astype(np.float64, copy=False)
+        t_change = np.isin(true_f, np.asarray(truth_change_values, dtype=np.float64))
+        t_nochange = np.isin(true_f, np.asarray(truth_nochange_values, dtype=np.float64))
+        p_change, p_nochange = pred_f == 1, pred_f == 0
+        keys = ["tp", "fp", "fn", "tn", "nodata"]
+        codes = np.full(pred.shape, 4, dtype=np.uint8)
+        codes[p_change & t_change] = 0
+        codes[p_change & t_nochange] = 1
+        codes[p_nochange & t_change] = 2
+        codes[p_nochange & t_nochange] = 3
+        counts = {"tp": acc.tp, "fp": acc.fp, "fn": acc.fn, "tn": acc.tn, "nodata": acc.n_ignored}
+        default_title = f"F1 {acc.f1:.3f}   IoU {acc.iou:.3f}   kappa {acc.kappa:.3f}"
+    else:
+        keys = ["change", "nochange", "nodata"]
+        codes = np.full(pred.shape, 2, dtype=np.uint8)
+        codes[pred_f == 1] = 0
+        codes[pred_f == 0] = 1
+        counts = {k: int(np.count_nonzero(codes == i)) for i, k in enumerate(keys)}
+        n_valid = counts["change"] + counts["nochange"]
+        default_title = f"change: {counts['change']:,} of {n_valid:,} valid pixels" + (
+            f" ({counts['change'] / n_valid:.1%})" if n_valid else ""
+        )
+    lut = np.array([[int(_MASK_COLORS[k][0][i : i + 2], 16) / 255 for i in (1, 3, 5)] for k in keys])
+    stride = _stride(codes.shape)
+    shown = codes[::stride, ::stride]
+    small = Grid(shown.shape, grid.transform @ Affine.scale(stride), grid.crs)
+
+    fig = Figure(figsize=(7.0, min(7.0 * _height_over_width(small), 9.0) + 1.0), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(lut[shown], extent=_extent(small), origin="upper", interpolation="nearest")
+    _map_axes(ax, small, title or default_title)
+    handles = [
+        Patch(facecolor=_MASK_COLORS[k][0], edgecolor="0.4", label=f"{_MASK_COLORS[k][1]}: {counts[k]:,}")
+        for k in keys
+        if counts[k] or k not in ("nodata",)
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    _add_scale_bar(ax, small)
+    return fig
+
+
+# --- saving ------------------------------------------------------------------------------------
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
+    """Write a figure atomically (temporary file, then rename) and release it.
+
+    The format comes from the suffix (``.png``, ``.pdf``, ``.svg``, ...).  A
+    figure made by pyplot is closed; figures from this module are not
+    registered with pyplot and are freed once no longer referenced.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or path-like
+        Destination; missing parent folders are created.
+    dpi : int
+        Resolution for raster formats.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from matplotlib.figure import Figure
+    >>> fig = Figure(figsize=(2, 2)); _ = fig.subplots().plot([0, 1], [0, 1])
+    >>> out = save_figure(fig, pathlib.Path(tempfile.mkdtemp()) / "line.png", dpi=50)
+    >>> out.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    from .io import atomic_path
+
+    dest = Path(path)
+    fmt = dest.suffix.lstrip(".").lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise InvalidParameterError(
+            f"cannot tell the figure format from {str(dest)!r}; use one of the suffixes "
+            f"{', '.join('.' + s for s in sorted(supported))}"
+        )
+    if int(dpi) != dpi or dpi <= 0:
+        raise InvalidParameterError(f"dpi must be a positive integer, got {dpi!r}")
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)
+    return dest
