@@ -187,15 +187,23 @@ def _add_north_arrow(ax: Any, grid: Grid) -> None:
     x = 0.94
     ax.annotate(
         "",
-        xy=(x, 0.95),
-        xytext=(x, 0.82),
+        xy=(x, 0.91),
+        xytext=(x, 0.79),
         xycoords="axes fraction",
         arrowprops={"facecolor": "black", "edgecolor": "white", "width": 2.5, "headwidth": 8, "headlength": 8},
     )
     ax.text(
-        x, 0.78, "N", transform=ax.transAxes, ha="center", va="top", fontsize=9, fontweight="bold",
+        x, 0.925, "N", transform=ax.transAxes, ha="center", va="bottom", fontsize=9, fontweight="bold",
         path_effects=_TEXT_HALO,
     )
+
+
+def _caption(grid: Grid) -> str:
+    """Grid facts for a figure's small print: CRS, pixel size, size in pixels."""
+    text = describe_grid(grid).rsplit(" ", 1)[0]
+    if grid.is_geographic:
+        text += f" (~{grid.pixel_size_m:.3g} m)"
+    return f"{text} \u00b7 {grid.height} \u00d7 {grid.width} px"
 
 
 def _map_axes(ax: Any, grid: Grid, title: str | None) -> None:
@@ -480,7 +488,7 @@ def plot_overview(
     panel_w = 5.0
     legend_h = 0.5 if n_panels == 3 else 0.0
     fig = Figure(
-        figsize=(panel_w * n_panels, min(panel_w * ratio, 9.0) + 0.8 + (0.4 if title else 0) + legend_h),
+        figsize=(panel_w * n_panels, min(panel_w * ratio, 9.0) + 0.5 + (0.4 if title else 0) + legend_h),
         layout="constrained",
     )
     axes = fig.subplots(1, n_panels)
@@ -514,7 +522,7 @@ def plot_overview(
     for ax, raster in zip(axes, (before, after, after)):
         _add_scale_bar(ax, raster.grid)
         _add_north_arrow(ax, raster.grid)
-    axes[0].set_xlabel(describe_grid(after.grid), fontsize=7, color="0.35", loc="left")
+    axes[0].set_xlabel(_caption(after.grid), fontsize=7, color="0.35", loc="left")
     if title:
         fig.suptitle(title, fontsize=13)
     return fig
@@ -721,7 +729,7 @@ def plot_mask(
     >>> mask = np.array([[1, 1, 0], [0, 0, 255]])
     >>> truth = np.array([[1, 0, 1], [0, 0, 0]])
     >>> fig = plot_mask(mask, truth=truth)
-    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:3]
+    >>> [t.get_text() for t in fig.legends[0].get_texts()][:3]
     ['true positive: 1', 'false positive: 1', 'false negative: 1']
     """
     pred = _as_2d(mask, "mask")
@@ -760,7 +768,7 @@ def plot_mask(
     shown = codes[::stride, ::stride]
     small = Grid(shown.shape, grid.transform @ Affine.scale(stride), grid.crs)
 
-    fig = Figure(figsize=(7.0, min(7.0 * _height_over_width(small), 9.0) + 1.0), layout="constrained")
+    fig = Figure(figsize=(9.0, min(6.5 * _height_over_width(small), 9.0) + 0.6), layout="constrained")
     ax = fig.subplots()
     ax.imshow(lut[shown], extent=_extent(small), origin="upper", interpolation="nearest")
     _map_axes(ax, small, title or default_title)
@@ -769,7 +777,7 @@ def plot_mask(
         for k in keys
         if counts[k] or k not in ("nodata",)
     ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     _add_scale_bar(ax, small)
     return fig
 

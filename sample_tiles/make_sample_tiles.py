@@ -72,7 +72,8 @@ SPECTRA = {
     "roof_grey": (0.130, 0.140, 0.150, 0.180),
     "roof_blue": (0.170, 0.130, 0.078, 0.112),
     "roof_red": (0.058, 0.056, 0.112, 0.158),
-    "dorm_roof": (0.072, 0.078, 0.094, 0.122),
+    "dorm_roof": (0.128, 0.136, 0.142, 0.172),
+    "tree": (0.030, 0.058, 0.034, 0.320),
     "site": (0.112, 0.142, 0.192, 0.250),
     "site_wet": (0.070, 0.090, 0.122, 0.170),
     "slab": (0.205, 0.218, 0.232, 0.262),
@@ -233,16 +234,15 @@ def build_scene() -> Scene:
     sc.add(blob(rng, -1620, -480, 520, 620), FOREST, "forest", tex=TX_FOREST, s={"before": 0.0, "after": 0.05})
     sc.add(blob(rng, 250, 1180, 190, 120, rough=0.25), FOREST, "forest", tex=TX_FOREST, s={"before": 0.0, "after": 0.05})
     sc.add(blob(rng, -620, 900, 260, 200), FOREST, "forest", tex=TX_FOREST, s={"before": 0.0, "after": 0.05})
+
+    # Yards: concrete aprons around the halls (drawn before the halls), a gravel storage yard,
+    # lawns between; then the pond.
+    aprons = [(-590, -30, 500, 440), (420, 170, 800, 230), (720, -130, 380, 190), (150, -720, 520, 260),
+              (-640, -780, 380, 300), (960, 60, 180, 110), (380, -540, 210, 130)]
+    for cu, cv, w, h in aprons:
+        sc.add(rect(cu, cv, w, h), PAVED, "concrete", tex=TX_PAVED, jitter=0.05, rng=rng)
+    sc.add(box(-200, -300, 120, -140), GRAVEL, "gravel", tex=TX_SITE, jitter=0.03, rng=rng)
     sc.add(blob(rng, 820, -720, 170, 95, rough=0.12), WATER, "water", tex=TX_WATER)
-
-    # Paved yards and gravel under and around the halls (drawn before the halls).
-    yards = [(-990, -340, -260, 340), (-240, -340, 1090, 340), (-990, -1040, -260, -360), (-240, -1040, 560, -360)]
-    for u0, v0, u1, v1 in yards:
-        sc.add(box(u0 + 20, v0 + 20, u1 - 20, v1 - 20), PAVED, "concrete", tex=TX_PAVED, jitter=0.05, rng=rng)
-    sc.add(box(-200, -300, 120, -120), GRAVEL, "gravel", tex=TX_SITE, jitter=0.03, rng=rng)
-    sc.add(box(610, -1000, 1060, -420), GRASS, "grass", spec2="dry_grass", tex=TX_VEG,
-           s={"before": 0.15, "after": 0.35})
-
     # Factory halls: (cu, cv, w, h, roof, height).
     halls = [(-640, 110, 320, 120, "roof_white", 14), (-640, -170, 260, 96, "roof_grey", 12),
              (-380, -40, 60, 200, "roof_red", 9), (210, 150, 380, 150, "roof_white", 16),
@@ -318,12 +318,12 @@ def build_scene() -> Scene:
 
     def tree(u: float, v: float, r: float, h: float) -> None:
         dates = "before" if on_site(u, v) else "both"
-        sc.trees.append((u, v, r, h, rng.uniform(0.8, 1.2), dates))
+        sc.trees.append((u, v, r, h, rng.uniform(0.8, 1.2), dates, "tree"))
 
     for u in np.arange(-230, 1100, 9.0):
-        tree(u + rng.uniform(-1, 1), 370 + rng.uniform(-1, 1), rng.uniform(2.2, 3.2), rng.uniform(8, 12))
+        tree(u + rng.uniform(-1, 1), 370 + rng.uniform(-1, 1), rng.uniform(3.0, 4.2), rng.uniform(9, 13))
     for v in np.arange(370, 1320, 9.0):
-        tree(-230 + rng.uniform(-1, 1), v, rng.uniform(2.2, 3.2), rng.uniform(8, 12))
+        tree(-230 + rng.uniform(-1, 1), v, rng.uniform(3.0, 4.2), rng.uniform(9, 13))
     for _ in range(60):
         u, v = rng.uniform(-230, 550), rng.uniform(390, 1320)
         tree(u, v, rng.uniform(2.5, 4.5), rng.uniform(9, 17))
@@ -393,7 +393,7 @@ def render_pair(name: str, scene: Scene) -> dict:
     if name == "s2_like":
         left, top = S2_ORIGIN
     else:  # centred on the construction site, snapped to whole metres
-        x, y = to_map(650.0, 690.0)
+        x, y = to_map(640.0, 620.0)
         left, top = float(round(x - size * res_out / 2)), float(round(y + size * res_out / 2))
     canvas = from_origin(left - margin * res, top + margin * res, res, res)
     rows, cols = np.mgrid[0:n, 0:n].astype(np.float32)
@@ -535,14 +535,15 @@ def _draw_trees(scene: Scene, date: str, refl, height, cls, u, v, res, n_small) 
         rows, cols = np.nonzero(cls[::9, ::9] == FOREST)
         for r, c in zip(rows * 9, cols * 9):
             trees.append((float(u[r, c]) + rng.uniform(-1, 1), float(v[r, c]) + rng.uniform(-1, 1),
-                          rng.uniform(1.9, 3.2), rng.uniform(14, 22), rng.uniform(0.75, 1.25), "both"))
+                          rng.uniform(1.9, 3.2), rng.uniform(14, 22), rng.uniform(0.75, 1.25), "both", "forest"))
         m = cls == FOREST
         refl[m] = np.array(SPECTRA["forest_floor"], np.float32) * (1 + 0.1 * n_small[m, None])
     crown = np.zeros(height.shape, np.float32)
     tone = np.ones(height.shape, np.float32)
+    kind = np.zeros(height.shape, bool)  # True: forest canopy, False: single deciduous tree
     u0, v0 = float(u[0, 0]), float(v[0, 0])
     t = math.radians(ROTATION_DEG)
-    for tu, tv, r, h, br, _ in trees:
+    for tu, tv, r, h, br, _, knd in trees:
         # tree centre in canvas pixels: invert the rotation relative to pixel (0, 0)
         du, dv = tu - u0, tv - v0
         dx, dy = du * math.cos(t) - dv * math.sin(t), du * math.sin(t) + dv * math.cos(t)
@@ -560,9 +561,11 @@ def _draw_trees(scene: Scene, date: str, refl, height, cls, u, v, res, n_small) 
         upd = inside & (top > crown[win])
         crown[win][upd] = top[upd]
         tone[win][upd] = br
+        kind[win][upd] = knd == "forest"
     m = crown > height
     height[m] = crown[m]
-    refl[m] = np.array(SPECTRA["forest"], np.float32) * (tone[m] * (1 + 0.12 * n_small[m]))[:, None]
+    spec = np.where(kind[m][:, None], np.array(SPECTRA["forest"], np.float32), np.array(SPECTRA["tree"], np.float32))
+    refl[m] = spec * (tone[m] * (1 + 0.12 * n_small[m]))[:, None]
 
 
 # --------------------------------------------------------------------------- output

@@ -1,0 +1,313 @@
+"""The ``changedet`` command: demo, detect, evaluate, fetch, batch.
+
+Bad input ends with exit code 2 and one line on stderr naming what was wrong and
+the fix; no traceback.  Set ``CHANGEDET_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import ChangedetError
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = "Docs and examples: README.md in the changedet repository."
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors on one line with the program name (exit code 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests).
+
+    Examples
+    --------
+    >>> p = build_parser()
+    >>> p.parse_args(["detect", "a.tif", "b.tif", "--out", "x"]).method
+    'auto'
+    """
+    from .change import METHODS
+
+    p = _Parser(
+        prog="changedet",
+        description="See what changed at a site between two satellite or aerial images: where, what kind, how much.",
+        epilog=_EPILOG,
+    )
+    p.add_argument("--version", action="version", version=f"changedet {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser(
+        "detect",
+        help="detect changes between two images and write the change map, polygons, figure and summary",
+        description="Detect changes between BEFORE and AFTER and write change_mask.tif, change_score.tif, "
+        "changes.geojson (WGS84), changes.gpkg, overview.png and summary.json into --out.",
+        epilog="BEFORE/AFTER: any raster GDAL reads (GeoTIFF/COG, JPEG2000, PNG/JPEG), a URL, a folder of "
+        "single-band files (*_B02.tif ...), or a folder written by `changedet fetch`.",
+    )
+    d.add_argument("before", metavar="BEFORE", help="the earlier image (file, band folder or URL)")
+    d.add_argument("after", metavar="AFTER", help="the later image (file, band folder or URL)")
+    d.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    d.add_argument("--method", default="auto", choices=sorted(METHODS), metavar="M",
+                   help=f"change method: {', '.join(sorted(METHODS))} (default: auto)")
+    d.add_argument("--threshold", default=None, metavar="T",
+                   help="threshold method (otsu, kittler, li, triangle, gmm, chi2), pNN for a percentile "
+                   "(e.g. p99), or a number (a fixed score value); default: the method's own")
+    d.add_argument("--min-area-m2", type=float, default=None, metavar="A",
+                   help="minimum mapping unit in m² (default: the larger of 4 pixels and 50 m²)")
+    d.add_argument("--aoi", default=None, metavar="GEOJSON|minx,miny,maxx,maxy",
+                   help="area of interest in lon/lat: a GeoJSON file or a bbox")
+    d.add_argument("--bands", default=None, metavar="B1,B2,...", help="use only these bands (comma-separated names)")
+    d.add_argument("--no-coregister", action="store_true", help="skip the sub-pixel co-registration")
+    d.add_argument("--no-align", action="store_true", help="fail instead of reprojecting when the grids differ")
+    d.add_argument("--pixel-size-m", type=float, default=None, metavar="M",
+                   help="pixel size in metres for images without georeferencing (areas in m² instead of pixels)")
+    d.add_argument("--truth", default=None, metavar="MASK",
+                   help="a ground-truth mask: also score the result (accuracy added to summary.json)")
+    d.add_argument("--overwrite", action="store_true", help="replace a finished result already in --out")
+    d.add_argument("--no-figures", action="store_true", help="skip overview.png")
+
+    e = sub.add_parser(
+        "evaluate",
+        help="score a predicted change mask against a ground-truth mask",
+        description="Confusion matrix, precision, recall, F1, IoU and Cohen's kappa of PREDICTED_MASK "
+        "(1 change, 0 no change, 255 nodata) against TRUTH_MASK.",
+    )
+    e.add_argument("predicted", metavar="PREDICTED_MASK")
+    e.add_argument("truth", metavar="TRUTH_MASK")
+    e.add_argument("--truth-change", default=None, metavar="V[,V]",
+                   help="truth value(s) meaning change (default: 1, or 2 for masks holding only 1 and 2, as OSCD's)")
+    e.add_argument("--truth-nochange", default=None, metavar="V[,V]",
+                   help="truth value(s) meaning no change (default: 0, or 1 for OSCD-style masks)")
+    e.add_argument("--json", action="store_true", help="print the scores as JSON")
+
+    m = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on the bundled sample tiles",
+        description="Detect changes on the bundled sample pairs (a synthetic industrial site with new dormitory "
+        "blocks) and write every output plus the accuracy against the truth.",
+    )
+    m.add_argument("--out", default="demo_output", metavar="DIR", help="output folder (default: demo_output)")
+    m.add_argument("--sample", default=None, metavar="NAME", help="one sample pair (default: all)")
+
+    f = sub.add_parser(
+        "fetch",
+        help="find and download public scenes (STAC) of an area for two dates",
+        description="Search a STAC API for the least cloudy scene over the area in each date range and download "
+        "only the area's pixels into DIR/before and DIR/after (then: changedet detect DIR/before DIR/after --out ...).",
+    )
+    f.add_argument("--bbox", required=True, metavar="MINX,MINY,MAXX,MAXY", help="area in lon/lat degrees")
+    f.add_argument("--before", required=True, metavar="DATE[/DATE]", help="date or range, e.g. 2024-05-01/2024-07-31")
+    f.add_argument("--after", required=True, metavar="DATE[/DATE]", help="date or range, e.g. 2025-05-01/2025-07-31")
+    f.add_argument("--out", required=True, metavar="DIR")
+    f.add_argument("--stac-url", default=None, metavar="URL", help="STAC API (default: Earth Search)")
+    f.add_argument("--collection", default=None, metavar="C", help="collection (default: sentinel-2-l2a)")
+    f.add_argument("--max-cloud", type=float, default=None, metavar="PCT", help="largest cloud cover over the area, percent")
+
+    b = sub.add_parser(
+        "batch",
+        help="run detect over many pairs (a CSV site,before,after or a folder of pairs)",
+        description="Run detect over every pair; one output folder per pair plus a batch table. Resumable.",
+    )
+    b.add_argument("pairs", metavar="PAIRS.csv|FOLDER")
+    b.add_argument("--out", required=True, metavar="DIR")
+    b.add_argument("--workers", type=int, default=1, metavar="N")
+    b.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address")
+    b.add_argument("--method", default="auto", choices=sorted(METHODS), metavar="M")
+    b.add_argument("--overwrite", action="store_true", help="recompute pairs that already have a finished result")
+    return p
+
+
+def _values(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ChangedetError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _print_result(result: Any, out: Path, elapsed: float) -> None:
+    s = result.summary["results"]
+    area = f"{s['changed_area_ha']:.2f} ha ({s['changed_area_acres']:.1f} acres)" if s["changed_area_ha"] is not None else f"{s['changed_pixels']} px"
+    print(f"{s['n_changes']} changed areas, {area}, in {elapsed:.1f} s -> {out}")
+    for cls, c in s["by_class"].items():
+        a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
+        print(f"  {cls:18s} {c['count']:5d}  {a}")
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .pipeline import detect_changes
+
+    out = Path(args.out)
+    if (out / "summary.json").exists() and not args.overwrite:
+        raise ChangedetError(f"{str(out)!r} already holds a finished result; pass --overwrite or choose another --out")
+    t0 = time.perf_counter()
+    result = detect_changes(
+        args.before,
+        args.after,
+        method=args.method,
+        threshold=args.threshold,
+        min_area_m2=args.min_area_m2,
+        aoi=args.aoi,
+        align=not args.no_align,
+        coregister=not args.no_coregister,
+        pixel_size_m=args.pixel_size_m,
+        bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
+    )
+    if args.truth:
+        from .io import read_raster
+
+        acc = result.evaluate(read_raster(args.truth), **_truth_values(read_raster(args.truth).data, None, None))
+        result.summary["accuracy"] = acc.as_dict()
+        print(str(acc).splitlines()[-2] if len(str(acc).splitlines()) > 1 else acc)
+    result.save(out, overwrite=args.overwrite, figures=not args.no_figures)
+    _print_result(result, out, time.perf_counter() - t0)
+    return 0
+
+
+def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[float, ...] | None) -> dict[str, Any]:
+    import numpy as np
+
+    if change is None and nochange is None:
+        vals = set(np.unique(truth[np.isfinite(truth)]).tolist())
+        if vals <= {1.0, 2.0} and 2.0 in vals:
+            change, nochange = (2.0,), (1.0,)  # OSCD convention
+        else:
+            change, nochange = (1.0,), (0.0,)
+    elif change is None:
+        change = (1.0,)
+    elif nochange is None:
+        nochange = (0.0,)
+    return {"truth_change_values": change, "truth_nochange_values": nochange}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .io import read_raster
+
+    pred = read_raster(args.predicted)
+    truth = read_raster(args.truth)
+    for name, r in (("PREDICTED_MASK", pred), ("TRUTH_MASK", truth)):
+        if r.count != 1:
+            raise ChangedetError(f"{name} {getattr(args, name.split('_')[0].lower())!r} has {r.count} bands; a mask has one")
+    import numpy as np
+
+    pred_arr = np.where(np.isfinite(pred.data[0]), pred.data[0], 255)
+    kw = _truth_values(truth.data[0], _values(args.truth_change), _values(args.truth_nochange))
+    acc = evaluate(pred.with_data(pred_arr) if truth.crs is not None else pred_arr,
+                   truth if truth.crs is not None else np.where(np.isfinite(truth.data[0]), truth.data[0], 255), **kw)
+    if args.json:
+        print(json.dumps(acc.as_dict(), indent=2))
+    else:
+        print(acc)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import data
+    from .pipeline import detect_changes
+
+    names = [args.sample] if args.sample else data.list_samples()
+    out_root = Path(args.out)
+    rows = []
+    for name in names:
+        sample = data.load_sample(name)
+        t0 = time.perf_counter()
+        result = detect_changes(sample.before, sample.after)
+        acc = result.evaluate(sample.truth)
+        result.summary["inputs"]["before"]["path"] = str(data.sample_path(name) / "before.tif")
+        result.summary["inputs"]["after"]["path"] = str(data.sample_path(name) / "after.tif")
+        result.summary["inputs"]["before"]["sha256"] = _sha(data.sample_path(name) / "before.tif")
+        result.summary["inputs"]["after"]["sha256"] = _sha(data.sample_path(name) / "after.tif")
+        result.summary["accuracy"] = acc.as_dict()
+        out = out_root / name
+        result.save(out, overwrite=True)
+        from . import plot
+
+        plot.save_figure(result.plot_histogram(), out / "score_histogram.png")
+        print(f"[{name}] {sample.description}")
+        _print_result(result, out, time.perf_counter() - t0)
+        print(f"  accuracy vs truth: F1 {acc.f1:.3f}  precision {acc.precision:.3f}  recall {acc.recall:.3f}  kappa {acc.kappa:.3f}")
+        rows.append((name, acc.f1))
+    print(f"outputs: {out_root.resolve()}")
+    return 0
+
+
+def _sha(path: Path) -> str | None:
+    from .io import sha256
+
+    return sha256(path) if path.exists() else None
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    try:
+        from . import sources
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise ChangedetError(f"changedet fetch needs the 'stac' extra ({exc}); pip install 'changedet[stac]'") from None
+    kwargs: dict[str, Any] = {}
+    if args.stac_url:
+        kwargs["stac_url"] = args.stac_url
+    if args.collection:
+        kwargs["collection"] = args.collection
+    if args.max_cloud is not None:
+        kwargs["max_cloud"] = args.max_cloud
+    result = sources.fetch_pair(bbox=sources.parse_bbox(args.bbox), before=args.before, after=args.after, out=Path(args.out), **kwargs)
+    print(result)
+    print(f"next: changedet detect {Path(args.out) / 'before'} {Path(args.out) / 'after'} --out {Path(args.out) / 'changes'}")
+    return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    try:
+        from . import batch
+    except ImportError:
+        raise ChangedetError("changedet batch is not available in this version") from None
+    res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
+                          method=args.method, overwrite=args.overwrite)
+    print(res)
+    return 0 if not getattr(res, "n_failed", 0) else 1
+
+
+_COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``changedet`` command; returns the exit code.
+
+    Examples
+    --------
+    >>> main(["--version"])  # doctest: +SKIP
+    changedet 0.1.0
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return _COMMANDS[args.command](args)
+    except (ChangedetError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        if os.environ.get("CHANGEDET_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"changedet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"changedet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
