@@ -2,7 +2,8 @@
 
 Every function returns a :class:`matplotlib.figure.Figure` built with the
 object-oriented API (no pyplot state), so it works under any backend, in
-batch jobs and in Jupyter.  Map panels are drawn in the grid's coordinates
+batch jobs and in Jupyter, where it shows as a PNG when it is the value of a
+cell (no ``%matplotlib inline`` needed).  Map panels are drawn in the grid's coordinates
 (``imshow`` with the raster's extent), so change polygons in the grid CRS — or
 pixel coordinates when the grid has no CRS — overlay where they belong.
 
@@ -11,6 +12,7 @@ This is the only changedet module that imports matplotlib.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import sys
@@ -30,6 +32,7 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from .errors import EmptyDataError, InvalidParameterError
 from .evaluate import evaluate
 from .indices import resolve_bands
+from .io import atomic_path
 from .raster import GeoRaster, Grid, check_same_grid, describe_grid
 
 __all__ = [
@@ -50,6 +53,17 @@ CLASS_COLORS = ("#ffe119", "#f032e6", "#42d4f4", "#f58231", "#e6194b", "#3cb44b"
 _MAX_DISPLAY_PX = 2000
 # Percentiles are estimated on at most this many pixels (a regular subsample).
 _MAX_STATS_PX = 1_000_000
+
+
+
+class _Figure(Figure):
+    """A Figure that shows itself as a PNG in Jupyter without pyplot or ``%matplotlib inline``."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=100, facecolor="white")
+        return buf.getvalue()
+
 
 _HALO = [patheffects.withStroke(linewidth=3, foreground="black", alpha=0.55)]
 _TEXT_HALO = [patheffects.withStroke(linewidth=2.5, foreground="white")]
@@ -304,9 +318,10 @@ def rgb_composite(
     if not 0 <= lo < hi <= 100:
         raise InvalidParameterError(f"percentiles must be (low, high) with 0 <= low < high <= 100; got {percentiles}")
     names = _rgb_band_names(raster, bands)
-    channels = [_stretch(raster.band(n).astype(np.float64, copy=False), (lo, hi)) for n in names]
+    raw = [raster.band(n).astype(np.float64, copy=False) for n in names]
+    channels = [_stretch(band, (lo, hi)) for band in raw]
     rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=-1)
-    nodata = np.any(np.isnan(rgb), axis=-1)
+    nodata = ~np.all([np.isfinite(band) for band in raw], axis=0)
     rgb[nodata] = 1.0
     return rgb
 
@@ -487,7 +502,7 @@ def plot_overview(
     ratio = max(_height_over_width(before.grid), _height_over_width(after.grid))
     panel_w = 5.0
     legend_h = 0.5 if n_panels == 3 else 0.0
-    fig = Figure(
+    fig = _Figure(
         figsize=(panel_w * n_panels, min(panel_w * ratio, 9.0) + 0.5 + (0.4 if title else 0) + legend_h),
         layout="constrained",
     )
@@ -592,7 +607,7 @@ def plot_histogram(
     above = centres >= threshold
     n_change = int(np.count_nonzero(values >= threshold))
 
-    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    fig = _Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.subplots()
     # The threshold line goes first so it is ax.lines[0].
     label = f"threshold{f' ({method_label})' if method_label else ''} = {threshold:.4g}"
@@ -670,7 +685,7 @@ def plot_swipe(
     left, right, _, _ = _extent(grid)
     x_split = left + (right - left) * split / rgb.shape[1]
 
-    fig = Figure(figsize=(8.0, min(8.0 * _height_over_width(grid), 9.0) + 0.6), layout="constrained")
+    fig = _Figure(figsize=(8.0, min(8.0 * _height_over_width(grid), 9.0) + 0.6), layout="constrained")
     ax = fig.subplots()
     ax.imshow(rgb, extent=_extent(grid), origin="upper", interpolation="antialiased")
     ax.axvline(x_split, color="white", lw=2.0, path_effects=_HALO)
@@ -768,7 +783,7 @@ def plot_mask(
     shown = codes[::stride, ::stride]
     small = Grid(shown.shape, grid.transform @ Affine.scale(stride), grid.crs)
 
-    fig = Figure(figsize=(9.0, min(6.5 * _height_over_width(small), 9.0) + 0.6), layout="constrained")
+    fig = _Figure(figsize=(9.0, min(6.5 * _height_over_width(small), 9.0) + 0.6), layout="constrained")
     ax = fig.subplots()
     ax.imshow(lut[shown], extent=_extent(small), origin="upper", interpolation="nearest")
     _map_axes(ax, small, title or default_title)
@@ -809,13 +824,11 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     --------
     >>> import tempfile, pathlib
     >>> from matplotlib.figure import Figure
-    >>> fig = Figure(figsize=(2, 2)); _ = fig.subplots().plot([0, 1], [0, 1])
+    >>> fig = _Figure(figsize=(2, 2)); _ = fig.subplots().plot([0, 1], [0, 1])
     >>> out = save_figure(fig, pathlib.Path(tempfile.mkdtemp()) / "line.png", dpi=50)
     >>> out.read_bytes()[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
     True
     """
-    from .io import atomic_path
-
     dest = Path(path)
     fmt = dest.suffix.lstrip(".").lower()
     supported = fig.canvas.get_supported_filetypes()

@@ -214,7 +214,7 @@ def build_scene() -> Scene:
             while v < v1 - 60:
                 h = min(rng.uniform(*sizes), v1 - v)
                 s_b = rng.uniform(0.05, 0.55)
-                s_a = float(np.clip(s_b + rng.choice([-1, 1]) * rng.uniform(0.05, 0.2), 0.02, 0.7))
+                s_a = float(np.clip(s_b + rng.choice([-1, 1]) * rng.uniform(0.08, 0.3), 0.02, 0.75))
                 sc.add(box(u + 5, v + 5, u + w - 5, v + h - 5), FIELD, "crop", spec2="soil",
                        s={"before": s_b, "after": s_a}, tex=TX_FIELD, jitter=0.04, rng=rng,
                        stripe=float(rng.choice([0.0, 90.0])))
@@ -281,11 +281,11 @@ def build_scene() -> Scene:
     # site roads and the connection to the street at v = 350
     for pts, w in [([(650, 350), (650, sv1 - 6)], 10), ([(su0 + 6, 700), (su1, 700)], 10),
                    ([(su0 + 8, sv0 + 8), (su1 - 8, sv0 + 8)], 7)]:
-        sc.add(line(pts, w), NEW_ROAD, "new_asphalt", tex=TX_PAVED, dates="after")
+        sc.add(line(pts, w), NEW_ROAD, "gravel", tex=TX_PAVED, dates="after")
     # the new access road to the east, with cleared verges
     access = [(su1 - 2, 760), (1400, 800), (1800, 880), (2400, 900)]
     sc.add(line(access, 26), SITE, "site", spec2="site_wet", tex=TX_SITE, dates="after")
-    sc.add(line(access, 10), NEW_ROAD, "new_asphalt", tex=TX_PAVED, dates="after")
+    sc.add(line(access, 10), NEW_ROAD, "concrete", tex=TX_PAVED, dates="after")
     # dormitory blocks: 60 x 15 m, two storeys, gable roofs, in rows per quarter of the site
     n_blocks = 0
     for qu0, qv0 in [(su0 + 22, sv0 + 30), (662, sv0 + 30), (su0 + 22, 712), (662, 712)]:
@@ -393,7 +393,7 @@ def render_pair(name: str, scene: Scene) -> dict:
     if name == "s2_like":
         left, top = S2_ORIGIN
     else:  # centred on the construction site, snapped to whole metres
-        x, y = to_map(640.0, 620.0)
+        x, y = to_map(620.0, 520.0)
         left, top = float(round(x - size * res_out / 2)), float(round(y + size * res_out / 2))
     canvas = from_origin(left - margin * res, top + margin * res, res, res)
     rows, cols = np.mgrid[0:n, 0:n].astype(np.float32)
@@ -430,12 +430,15 @@ def render_pair(name: str, scene: Scene) -> dict:
         tex = lut_tex[ids]
 
         # mixing parameter (green -> dry/bare) with texture
-        s = lut_s[ids] + 0.12 * n_large + 0.06 * n_med
+        # vegetation vigour varies inside fields and meadows differently every year
+        n_year = smooth_noise(np.random.default_rng([SEED, 6, size, date == "after"]), (n, n), 20.0 / res)
+        s = lut_s[ids] + 0.12 * n_large + 0.06 * n_med + 0.07 * n_year
+        del n_year
         m = tex == TX_FIELD
         along = np.where(lut_stripe[ids] > 0, v, u)
         s[m] += 0.06 * np.sin(2 * np.pi * along[m] / 16.0) + 0.03 * n_small[m]
         m = tex == TX_SITE
-        s[m] = 0.25 + 0.35 * n_large[m] + 0.2 * n_med[m]
+        s[m] = 0.15 + 0.25 * n_large[m] + 0.1 * n_med[m]
         s = np.clip(s, 0, 1)
         a, b = lut_a[ids], lut_b[ids]  # (n, n, 4)
         refl = a + (b - a) * s[..., None]
@@ -576,9 +579,9 @@ def _sensor(name: str, pair: dict) -> dict[str, np.ndarray]:
     if name == "s2_like":
         gain = np.array([1.06, 1.04, 1.08, 0.93], np.float32)[:, None, None]
         offset = np.array([0.012, 0.009, 0.006, -0.005], np.float32)[:, None, None]
-        shade = 1 + 0.03 * (cc - rr)  # thin haze / illumination gradient across the after scene
-        before = pair["before"] + rng.normal(0, 0.0035, pair["before"].shape)
-        after = (pair["after"] * gain + offset) * shade + rng.normal(0, 0.0035, pair["after"].shape)
+        shade = 1 + 0.04 * (cc - rr)  # thin haze / illumination gradient across the after scene
+        before = pair["before"] + rng.normal(0, 0.005, pair["before"].shape)
+        after = (pair["after"] * gain + offset) * shade + rng.normal(0, 0.005, pair["after"].shape)
         return {"before": np.clip(np.round(before * 10000), 1, 65535).astype(np.uint16),
                 "after": np.clip(np.round(after * 10000), 1, 65535).astype(np.uint16)}
     # aerial RGB camera: reflectance -> DN with a gamma curve; the after date is another camera

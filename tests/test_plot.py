@@ -1,0 +1,361 @@
+"""Tests for changedet.plot: figure structure, placement of overlays, stretch, atomic saving."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from affine import Affine
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+from rasterio.crs import CRS
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from changedet import plot
+from changedet.errors import EmptyDataError, GridMismatchError, InvalidParameterError
+from changedet.raster import GeoRaster
+
+UTM = CRS.from_epsg(32630)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class StandInPolygons:
+    """Duck-typed stand-in for changedet.objects.ChangePolygons."""
+
+    geometries: tuple[Any, ...]
+    properties: tuple[dict[str, Any], ...]
+    crs: CRS | None = None
+
+
+@pytest.fixture
+def transform() -> Affine:
+    return Affine(10, 0, 500000, 0, -10, 5300000)
+
+
+@pytest.fixture
+def pair(transform: Affine) -> tuple[GeoRaster, GeoRaster]:
+    rng = np.random.default_rng(42)
+    before = GeoRaster(rng.random((4, 50, 60)).astype("float32"), transform, UTM, ("B02", "B03", "B04", "B08"))
+    after_data = before.data.copy()
+    after_data[:, 10:20, 30:45] += 1.0
+    return before, before.with_data(after_data)
+
+
+@pytest.fixture
+def mask() -> np.ndarray:
+    m = np.zeros((50, 60), dtype=np.uint8)
+    m[10:20, 30:45] = 1
+    m[45:, :5] = 255
+    return m
+
+
+@pytest.fixture
+def polygons() -> StandInPolygons:
+    # map coordinates of the planted block (rows 10-20, cols 30-45) and two smaller ones
+    block = box(500300, 5299800, 500450, 5299900)
+    small = box(500000, 5299500, 500050, 5299550)
+    holed = Polygon(
+        [(500100, 5299600), (500200, 5299600), (500200, 5299700), (500100, 5299700)],
+        [[(500130, 5299630), (500170, 5299630), (500170, 5299670), (500130, 5299670)]],
+    )
+    return StandInPolygons(
+        (block, MultiPolygon([small]), holed),
+        (
+            {"change_class": "new building", "area_m2": 15000.0},
+            {"change_class": "new building", "area_m2": 2500.0},
+            {"change_class": "vegetation loss", "area_m2": 8400.0},
+        ),
+        UTM,
+    )
+
+
+# --- rgb_composite -----------------------------------------------------------------------------
+
+
+def test_rgb_composite_percentile_stretch_known_answer() -> None:
+    ramp = np.arange(101, dtype=np.float64).reshape(1, 101)
+    raster = GeoRaster(np.stack([ramp, ramp * 2, ramp + 1000]), Affine.identity(), None, ("red", "green", "blue"))
+    rgb = plot.rgb_composite(raster, percentiles=(10, 90))
+    assert rgb.shape == (1, 101, 3)
+    # 10th/90th percentiles of 0..100 are 10 and 90: value 50 -> 0.5, 30 -> 0.25, below 10 -> 0, above 90 -> 1
+    np.testing.assert_allclose(rgb[0, 50], [0.5, 0.5, 0.5], atol=1e-12)
+    np.testing.assert_allclose(rgb[0, 30], [0.25, 0.25, 0.25], atol=1e-12)
+    np.testing.assert_allclose(rgb[0, 5], [0.0, 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(rgb[0, 95], [1.0, 1.0, 1.0], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [("B02", "B03", "B04"), ("SR_B2", "SR_B3", "SR_B4"), ("blue", "green", "red")],
+)
+def test_rgb_composite_finds_true_colour_bands_by_name(names: tuple[str, str, str]) -> None:
+    # bands stored blue, green, red: the composite must put the third band in the red channel
+    data = np.zeros((3, 2, 2))
+    data[2] = [[0, 1], [2, 3]]  # red varies, blue/green constant
+    rgb = plot.rgb_composite(GeoRaster(data, Affine.identity(), None, names), percentiles=(0, 100))
+    np.testing.assert_allclose(rgb[..., 0], [[0, 1 / 3], [2 / 3, 1]], atol=1e-12)
+    np.testing.assert_allclose(rgb[..., 1:], 0.5, atol=1e-12)  # constant band -> mid grey
+
+
+def test_rgb_composite_fallbacks_and_nodata() -> None:
+    grey = np.arange(4.0).reshape(1, 2, 2)
+    grey[0, 0, 0] = np.nan
+    rgb = plot.rgb_composite(grey, percentiles=(0, 100))
+    np.testing.assert_array_equal(rgb[0, 0], [1.0, 1.0, 1.0])  # NaN shown white
+    np.testing.assert_allclose(rgb[1, 1], [1.0, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_allclose(rgb[0, 1], [0.0, 0.0, 0.0], atol=1e-12)
+    # unknown names, four bands: the first three are used
+    four = GeoRaster(np.stack([np.full((2, 2), v) for v in (0.0, 1, 2, 3)]), Affine.identity())
+    assert plot.rgb_composite(four).shape == (2, 2, 3)
+    # an all-NaN band does not warn and shows white
+    assert np.all(plot.rgb_composite(np.full((1, 2, 2), np.nan)) == 1.0)
+
+
+def test_rgb_composite_explicit_bands_and_errors(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    before, _ = pair
+    nir = plot.rgb_composite(before, bands="B08")
+    assert np.array_equal(nir[..., 0], nir[..., 2])
+    with pytest.raises(InvalidParameterError, match="bands must name 3 bands.*got \\['B02', 'B03'\\]"):
+        plot.rgb_composite(before, bands=["B02", "B03"])
+    with pytest.raises(InvalidParameterError, match="band 'B05' not found"):
+        plot.rgb_composite(before, bands=["B05", "B03", "B02"])
+    with pytest.raises(InvalidParameterError, match="percentiles must be"):
+        plot.rgb_composite(before, percentiles=(98, 2))
+
+
+# --- plot_overview -----------------------------------------------------------------------------
+
+
+def test_overview_with_polygons_draws_one_outline_collection_per_class(
+    pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons
+) -> None:
+    fig = plot.plot_overview(*pair, polygons=polygons, title="site", labels=("2024-06", "2025-06"))
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["2024-06", "2025-06"]
+    overlay = fig.axes[2]
+    outlines = [c for c in overlay.collections if isinstance(c, LineCollection)]
+    assert len(outlines) == 2  # "new building" and "vegetation loss"
+    by_label = {c.get_label(): c for c in outlines}
+    assert set(by_label) == {"new building: 2 (1.8 ha)", "vegetation loss: 1 (0.84 ha)"}
+    # outlines are drawn in map coordinates, exactly on the polygons' rings
+    building = np.concatenate(by_label["new building: 2 (1.8 ha)"].get_segments())
+    assert building[:, 0].min() == pytest.approx(500000.0) and building[:, 0].max() == pytest.approx(500450.0)
+    veg_rings = by_label["vegetation loss: 1 (0.84 ha)"].get_segments()
+    assert len(veg_rings) == 2  # exterior and hole
+    assert "3 areas, 2.6 ha" in overlay.get_title()
+    legend_texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend_texts == ["new building: 2 (1.8 ha)", "vegetation loss: 1 (0.84 ha)"]
+
+
+def test_overview_extent_matches_grid_and_has_scale_bar(pair: tuple[GeoRaster, GeoRaster], mask: np.ndarray) -> None:
+    fig = plot.plot_overview(*pair, mask=mask)
+    for ax in fig.axes:
+        assert ax.get_xlim() == pytest.approx((500000.0, 500600.0))
+        assert ax.get_ylim() == pytest.approx((5299500.0, 5300000.0))
+        image = ax.get_images()[0]
+        assert image.get_extent() == pytest.approx([500000.0, 500600.0, 5299500.0, 5300000.0])
+        bars = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+        assert len(bars) == 1
+        assert bars[0].txt_label.get_text() == "100 m"  # 600 m wide -> a quarter is 150 -> 100 m
+        assert any(t.get_text() == "N" for t in ax.texts)
+
+
+def test_overview_mask_outline_in_the_right_place(pair: tuple[GeoRaster, GeoRaster], mask: np.ndarray) -> None:
+    fig = plot.plot_overview(*pair, mask=mask)
+    overlay = fig.axes[2]
+    contours = [c for c in overlay.collections if hasattr(c, "levels")]
+    assert len(contours) == 1
+    vertices = np.concatenate([p.vertices for p in contours[0].get_paths() if len(p.vertices)])
+    # block rows 10-20, cols 30-45 on a 10 m grid: the 0.5 contour runs on the block's pixel edges
+    assert vertices[:, 0].min() == pytest.approx(500300.0) and vertices[:, 0].max() == pytest.approx(500450.0)
+    assert vertices[:, 1].min() == pytest.approx(5299800.0) and vertices[:, 1].max() == pytest.approx(5299900.0)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["change mask (150 px)"]
+
+
+def test_overview_without_overlay_has_two_panels(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    assert len(plot.plot_overview(*pair).axes) == 2
+
+
+def test_overview_pixel_grid_keeps_row_zero_at_top(polygons: StandInPolygons) -> None:
+    img = GeoRaster(np.random.default_rng(0).random((3, 40, 80)), Affine.identity(), None, ("red", "green", "blue"))
+    px_polys = StandInPolygons((box(10, 5, 20, 15),), ({},))
+    fig = plot.plot_overview(img, img, polygons=px_polys)
+    overlay = fig.axes[2]
+    assert overlay.get_ylim() == pytest.approx((40.0, 0.0))  # y (= row) grows downwards
+    assert [c.get_label() for c in overlay.collections if isinstance(c, LineCollection)] == ["change: 1"]
+    bar = next(a for a in overlay.artists if isinstance(a, AnchoredSizeBar))
+    assert bar.txt_label.get_text() == "20 px"
+    assert not any(t.get_text() == "N" for t in overlay.texts)  # no north on a pixel grid
+
+
+def test_overview_geographic_grid_shows_ground_aspect() -> None:
+    t = Affine(0.0001, 0, -1.7, 0, -0.0001, 48.1)
+    img = GeoRaster(np.random.default_rng(0).random((3, 30, 30)), t, CRS.from_epsg(4326), ("red", "green", "blue"))
+    fig = plot.plot_overview(img, img)
+    lat = 48.1 - 0.0015
+    assert fig.axes[0].get_aspect() == pytest.approx(1 / math.cos(math.radians(lat)), rel=1e-6)
+
+
+def test_overview_no_polygons_found(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    fig = plot.plot_overview(*pair, polygons=StandInPolygons((), (), UTM))
+    assert any(t.get_text() == "no change found" for t in fig.axes[2].texts)
+    assert not fig.legends
+
+
+def test_overview_large_image_is_decimated_for_display(transform: Affine) -> None:
+    big = GeoRaster(np.zeros((3, 4100, 300), "float32"), transform, UTM, ("red", "green", "blue"))
+    fig = plot.plot_overview(big, big)
+    image = fig.axes[0].get_images()[0]
+    assert image.get_array().shape[:2] == (1367, 100)  # every 3rd pixel
+    assert image.get_extent() == pytest.approx([500000.0, 503000.0, 5300000 - 41010.0, 5300000.0])
+
+
+def test_overview_errors(pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons) -> None:
+    with pytest.raises(InvalidParameterError, match=r"mask has shape \(5, 5\) but the after image has \(50, 60\)"):
+        plot.plot_overview(*pair, mask=np.zeros((5, 5)))
+    with pytest.raises(InvalidParameterError, match="polygons must have .geometries and .properties.*list"):
+        plot.plot_overview(*pair, polygons=[box(0, 0, 1, 1)])
+    wrong_crs = StandInPolygons(polygons.geometries, polygons.properties, CRS.from_epsg(4326))
+    with pytest.raises(InvalidParameterError, match="polygons are in EPSG:4326"):
+        plot.plot_overview(*pair, polygons=wrong_crs)
+    unpaired = StandInPolygons(polygons.geometries, polygons.properties[:1], UTM)
+    with pytest.raises(InvalidParameterError, match="3 geometries but 1 property records"):
+        plot.plot_overview(*pair, polygons=unpaired)
+
+
+def test_overview_class_colors_are_respected(pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons) -> None:
+    fig = plot.plot_overview(*pair, polygons=polygons, class_colors={"vegetation loss": "#00ff00"})
+    veg = next(c for c in fig.axes[2].collections if str(c.get_label()).startswith("vegetation"))
+    np.testing.assert_allclose(veg.get_colors()[0], [0.0, 1.0, 0.0, 1.0])
+
+
+# --- plot_histogram ----------------------------------------------------------------------------
+
+
+def test_histogram_threshold_line_and_counts() -> None:
+    score = np.concatenate([np.linspace(0, 1, 900), np.linspace(3, 4, 100)]).reshape(20, 50)
+    score[0, 0] = np.nan
+    valid = np.ones(score.shape, bool)
+    valid[-1, -10:] = False  # drops 10 of the high scores
+    fig = plot.plot_histogram(score, threshold=2.0, valid=valid, bins=40, method_label="otsu")
+    assert len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    line = ax.lines[0]
+    assert [float(x) for x in line.get_xdata()] == [2.0, 2.0]
+    assert line.get_label() == "threshold (otsu) = 2"
+    heights = sum(p.get_height() for container in ax.containers for p in container)
+    assert heights == pytest.approx(989)  # 1000 - 1 NaN - 10 not valid
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "change: 90 px (9.1%)" in labels
+
+
+def test_histogram_threshold_outside_data_range_is_visible() -> None:
+    fig = plot.plot_histogram(np.linspace(0, 1, 100).reshape(10, 10), threshold=5.0)
+    assert fig.axes[0].get_xlim()[1] == pytest.approx(5.0)
+
+
+def test_histogram_errors() -> None:
+    with pytest.raises(EmptyDataError, match="score has no valid pixel"):
+        plot.plot_histogram(np.full((3, 3), np.nan), threshold=1.0)
+    with pytest.raises(InvalidParameterError, match="threshold must be a finite number"):
+        plot.plot_histogram(np.zeros((3, 3)), threshold=float("nan"))
+    with pytest.raises(InvalidParameterError, match=r"valid has shape \(2, 2\) but score has \(3, 3\)"):
+        plot.plot_histogram(np.zeros((3, 3)), threshold=1.0, valid=np.ones((2, 2), bool))
+
+
+# --- plot_swipe --------------------------------------------------------------------------------
+
+
+def test_swipe_splits_at_position(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    before, after = pair
+    fig = plot.plot_swipe(before, after, position=0.5)
+    ax = fig.axes[0]
+    assert [float(x) for x in ax.lines[0].get_xdata()] == pytest.approx([500300.0, 500300.0])
+    shown = np.asarray(ax.get_images()[0].get_array())
+    np.testing.assert_allclose(shown[:, :30], plot.rgb_composite(before)[:, :30])
+    np.testing.assert_allclose(shown[:, 30:], plot.rgb_composite(after)[:, 30:])
+
+
+def test_swipe_errors(pair: tuple[GeoRaster, GeoRaster], transform: Affine) -> None:
+    before, after = pair
+    with pytest.raises(InvalidParameterError, match="position must be between 0 and 1"):
+        plot.plot_swipe(before, after, position=1.5)
+    moved = GeoRaster(after.data, transform @ Affine.translation(5, 0), UTM, after.band_names)
+    with pytest.raises(GridMismatchError, match="grid differs"):
+        plot.plot_swipe(before, moved)
+
+
+# --- plot_mask ---------------------------------------------------------------------------------
+
+
+def test_mask_with_truth_colours_tp_fp_fn() -> None:
+    mask = np.array([[1, 1, 0], [0, 0, 255]])
+    truth = np.array([[2, 1, 2], [1, 1, 1]])
+    fig = plot.plot_mask(mask, truth=truth, truth_change_values=(2,), truth_nochange_values=(1,))
+    rgb = np.asarray(fig.axes[0].get_images()[0].get_array())
+    np.testing.assert_allclose(rgb[0, 0], [0x1A / 255, 0x98 / 255, 0x50 / 255])  # TP green
+    np.testing.assert_allclose(rgb[0, 1], [0xD7 / 255, 0x30 / 255, 0x27 / 255])  # FP red
+    np.testing.assert_allclose(rgb[0, 2], [0x45 / 255, 0x75 / 255, 0xB4 / 255])  # FN blue
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts == ["true positive: 1", "false positive: 1", "false negative: 1", "true negative: 2", "nodata: 1"]
+    assert fig.axes[0].get_title().startswith("F1 0.500")
+
+
+def test_mask_without_truth(transform: Affine, mask: np.ndarray) -> None:
+    fig = plot.plot_mask(GeoRaster(mask, transform, UTM))
+    assert fig.axes[0].get_title() == "change: 150 of 2,975 valid pixels (5.0%)"
+    assert fig.axes[0].get_images()[0].get_extent() == pytest.approx([500000.0, 500600.0, 5299500.0, 5300000.0])
+
+
+def test_mask_truth_shape_mismatch() -> None:
+    with pytest.raises(GridMismatchError, match=r"shape \(2, 2\).*shape \(3, 3\)"):
+        plot.plot_mask(np.zeros((2, 2)), truth=np.zeros((3, 3)))
+
+
+# --- save_figure -------------------------------------------------------------------------------
+
+
+def test_save_figure_writes_png_atomically(tmp_path: Path, pair: tuple[GeoRaster, GeoRaster], mask: np.ndarray) -> None:
+    fig = plot.plot_overview(*pair, mask=mask)
+    out = plot.save_figure(fig, tmp_path / "figs" / "overview.png", dpi=60)
+    assert out == tmp_path / "figs" / "overview.png"
+    data = out.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    assert sorted(p.name for p in out.parent.iterdir()) == ["overview.png"]  # no temporary left behind
+
+
+def test_save_figure_other_format_and_errors(tmp_path: Path) -> None:
+    fig = Figure()
+    fig.subplots().plot([0, 1])
+    assert plot.save_figure(fig, tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(InvalidParameterError, match="cannot tell the figure format from .*f.xyz"):
+        plot.save_figure(fig, tmp_path / "f.xyz")
+    with pytest.raises(InvalidParameterError, match="dpi must be a positive integer"):
+        plot.save_figure(fig, tmp_path / "f.png", dpi=0)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_save_figure_closes_pyplot_figures(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    number = fig.number
+    plot.save_figure(fig, tmp_path / "p.png", dpi=30)
+    assert not plt.fignum_exists(number)
+
+
+def test_figures_show_as_png_in_jupyter(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    # IPython displays objects with _repr_png_; no pyplot or %matplotlib inline needed
+    fig = plot.plot_overview(*pair)
+    assert fig._repr_png_()[:8] == PNG_SIGNATURE
