@@ -169,7 +169,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.truth:
         from .io import read_raster
 
-        acc = result.evaluate(read_raster(args.truth), **_truth_values(read_raster(args.truth).data, None, None))
+        truth = read_raster(args.truth)
+        acc = result.evaluate(truth, **_truth_values(truth.data, None, None))
         result.summary["accuracy"] = acc.as_dict()
         print(str(acc).splitlines()[-2] if len(str(acc).splitlines()) > 1 else acc)
     result.save(out, overwrite=args.overwrite, figures=not args.no_figures)

@@ -148,7 +148,7 @@ class ChangeResult:
 
             fig = self.plot()
             written["overview.png"] = plot.save_figure(fig, out / "overview.png")
-        summary = dict(self.summary)
+        summary = _jsonable(self.summary)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])
         written["summary.json"] = _io.write_json(summary, out / "summary.json")
@@ -559,12 +559,12 @@ def detect_changes(
             "by_class": by_class,
         },
         "masks": cloud_info,
-        "method_details": _jsonable(cs.details),
+        "method_details": cs.details,
         "versions": _versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     return ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
-                        polygons, float(thr), summary, layers)
+                        polygons, float(thr), _jsonable(summary), layers)
 
 
 def _finite_or_none(v: float) -> float | None:
@@ -572,10 +572,20 @@ def _finite_or_none(v: float) -> float | None:
 
 
 def _jsonable(obj: Any) -> Any:
-    try:
-        return json.loads(json.dumps(obj, allow_nan=False, default=_io._json_default))
-    except (TypeError, ValueError):
-        return {k: str(v) for k, v in dict(obj).items()} if isinstance(obj, dict) else str(obj)
+    """A JSON-safe copy: numpy scalars to Python, NaN/inf to None, unknown objects to str."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
 
 
 def _parse_threshold(threshold: str | float | None) -> tuple[str | None, float | None, float | None]:

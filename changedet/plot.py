@@ -134,14 +134,6 @@ def _stride(shape: tuple[int, ...], max_px: int = _MAX_DISPLAY_PX) -> int:
     return max(1, math.ceil(max(shape[-2:]) / max_px))
 
 
-def _decimate(raster: GeoRaster, stride: int) -> GeoRaster:
-    if stride == 1:
-        return raster
-    return GeoRaster(
-        raster.data[:, ::stride, ::stride], raster.transform @ Affine.scale(stride), raster.crs, raster.band_names
-    )
-
-
 def _nice_length(target: float) -> float:
     """Largest 1, 2 or 5 x 10^k not above ``target``."""
     if target <= 0:
@@ -231,17 +223,21 @@ def _map_axes(ax: Any, grid: Grid, title: str | None) -> None:
         ax.set_title(title, fontsize=11)
 
 
-def _show_rgb(ax: Any, raster: GeoRaster, *, bands: Sequence[str] | None, percentiles: tuple[float, float]) -> GeoRaster:
-    """Draw a raster's true-colour composite on ``ax``; return the (decimated) raster drawn."""
+def _display_rgb(
+    raster: GeoRaster, *, bands: Sequence[str] | None, percentiles: tuple[float, float]
+) -> tuple[np.ndarray, Grid]:
+    """The true-colour composite of a raster decimated for display, and the grid it covers."""
     names = _rgb_band_names(raster, bands)
-    small = _decimate(raster.select(names), _stride(raster.shape))
-    ax.imshow(
-        rgb_composite(small, bands=names, percentiles=percentiles),
-        extent=_extent(small.grid),
-        origin="upper",
-        interpolation="antialiased",
-    )
-    return small
+    stride = _stride(raster.shape)
+    idx = [raster.band_index(n) for n in names]
+    # Decimate (a view) before picking bands, so a full tile is never copied.
+    data = raster.data[:, ::stride, ::stride][idx]
+    small = GeoRaster(data, raster.transform @ Affine.scale(stride), raster.crs, tuple(names))
+    return rgb_composite(small, bands=names, percentiles=percentiles), small.grid
+
+
+def _show_rgb(ax: Any, rgb: np.ndarray, grid: Grid) -> None:
+    ax.imshow(rgb, extent=_extent(grid), origin="upper", interpolation="antialiased")
 
 
 # --- rgb composite -----------------------------------------------------------------------------
@@ -391,11 +387,13 @@ def _draw_polygons(
     counts = Counter(classes)
     order = sorted(counts, key=lambda c: (-counts[c], c))
     colors = _class_colors(order, class_colors)
-    has_area = grid.crs is not None and all("area_m2" in p for p in props)
+    # Areas are square metres unless the polygons say they are pixels (a pixel grid without pixel size).
+    in_pixels = getattr(polygons, "areas_in_pixels", grid.crs is None)
+    has_area = not in_pixels and all(isinstance(p.get("area_m2"), (int, float)) for p in props)
     handles = []
     for cls in order:
         rings = [r for g, c in zip(geoms, classes) if c == cls for r in _rings(g)]
-        label = f"{cls}: {counts[cls]}"
+        label = f"{cls.replace('_', ' ')}: {counts[cls]}"
         if has_area:
             label += f" ({_fmt_area(sum(float(p['area_m2']) for p, c in zip(props, classes) if c == cls))})"
         coll = LineCollection(rings, colors=colors[cls], linewidths=1.3, label=label, path_effects=_HALO)
@@ -507,12 +505,13 @@ def plot_overview(
         layout="constrained",
     )
     axes = fig.subplots(1, n_panels)
-    for ax, raster, label in zip(axes, (before, after), labels):
-        _show_rgb(ax, raster, bands=bands, percentiles=percentiles)
-        _map_axes(ax, raster.grid, label)
+    shown = [_display_rgb(r, bands=bands, percentiles=percentiles) for r in (before, after)]
+    for ax, (rgb, grid), label in zip(axes, shown, labels):
+        _show_rgb(ax, rgb, grid)
+        _map_axes(ax, grid, label)
     if n_panels == 3:
         ax = axes[2]
-        _show_rgb(ax, after, bands=bands, percentiles=percentiles)
+        _show_rgb(ax, *shown[1])
         if polygons is not None:
             handles, panel_title = _draw_polygons(ax, polygons, after.grid, class_colors)
         else:
@@ -584,7 +583,9 @@ def plot_histogram(
     >>> fig.axes[0].get_yscale(), [float(x) for x in fig.axes[0].lines[0].get_xdata()]
     ('log', [6.0, 6.0])
     """
-    arr = _as_2d(score, "score").astype(np.float64, copy=False)
+    arr = _as_2d(score, "score")
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
     if not np.isfinite(threshold):
         raise InvalidParameterError(f"threshold must be a finite number, got {threshold!r}")
     if int(bins) != bins or bins < 2:
@@ -674,14 +675,10 @@ def plot_swipe(
     if not 0 < position < 1:
         raise InvalidParameterError(f"position must be between 0 and 1 (fraction of the width), got {position!r}")
     check_same_grid(before, after)
-    stride = _stride(after.shape)
-    names_b, names_a = _rgb_band_names(before, bands), _rgb_band_names(after, bands)
-    small_b = _decimate(before.select(names_b), stride)
-    small_a = _decimate(after.select(names_a), stride)
-    rgb = rgb_composite(small_b, bands=names_b, percentiles=percentiles)
+    rgb, grid = _display_rgb(before, bands=bands, percentiles=percentiles)
+    rgb_after, _ = _display_rgb(after, bands=bands, percentiles=percentiles)
     split = int(round(position * rgb.shape[1]))
-    rgb[:, split:] = rgb_composite(small_a, bands=names_a, percentiles=percentiles)[:, split:]
-    grid = small_a.grid
+    rgb[:, split:] = rgb_after[:, split:]
     left, right, _, _ = _extent(grid)
     x_split = left + (right - left) * split / rgb.shape[1]
 

@@ -71,6 +71,7 @@ __all__ = [
     "DEFAULT_STAC_URL",
     "DEFAULT_COLLECTION",
     "CLOUDY_WARNING_PCT",
+    "MIN_COVERAGE_PCT",
     "GDAL_HTTP_OPTIONS",
     "Area",
     "DateRange",
@@ -99,6 +100,8 @@ DEFAULT_STAC_URL = "https://earth-search.aws.element84.com/v1"
 DEFAULT_COLLECTION = "sentinel-2-l2a"
 #: With ``max_cloud=None``, choosing a scene with more cloud than this over the area warns.
 CLOUDY_WARNING_PCT = 20.0
+#: Choosing a scene that covers less of the area than this warns.
+MIN_COVERAGE_PCT = 90.0
 
 #: GDAL settings for windowed COG reads over HTTP: no directory listing, range
 #: requests merged, a block cache, retries of 429/5xx inside GDAL itself.
@@ -113,6 +116,9 @@ GDAL_HTTP_OPTIONS: dict[str, Any] = {
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_CONNECTTIMEOUT": "15",
     "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
+    # No process-wide cache of remote files: a failed or 404 read is not remembered,
+    # so a retry (or a fetch after the object store recovers) really asks again.
+    "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
 }
 
 _INSTALL_HINT = "pip install changedet[stac]"
@@ -241,7 +247,7 @@ class Area:
         return ((minx + maxx) / 2, (miny + maxy) / 2)
 
     def describe(self) -> str:
-        text = ",".join(f"{v:.6g}" for v in self.bbox)
+        text = ",".join(str(round(v, 6)) for v in self.bbox)
         return f"bbox {text}" if self.is_box else f"polygon within bbox {text}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -465,7 +471,7 @@ def area_grid(area: Any, *, resolution: float = 10.0, crs: CRS | str | None = No
     --------
     >>> g = area_grid((52.0, 55.78, 52.1, 55.83), resolution=10)
     >>> g.crs.to_epsg(), g.res, g.shape
-    (32639, (10.0, 10.0), (569, 637))
+    (32639, (10.0, 10.0), (567, 636))
     """
     from rasterio.warp import transform_bounds
 
@@ -635,27 +641,31 @@ def _scale_offset(item: Mapping[str, Any], key: str) -> tuple[float, float]:
     return 1.0, 0.0
 
 
-def _read_onto(
-    href: str,
-    grid: Grid,
-    *,
-    categorical: bool,
-    retry: RetryPolicy,
-    what: str,
-) -> np.ndarray | None:
-    """Read the part of a (remote) raster under ``grid`` and warp it onto ``grid``.
+@dataclass(frozen=True, eq=False)
+class _Patch:
+    """A window of a source raster as read: float32 pixels (NaN nodata) with their georeferencing."""
 
-    Returns a float32 (rows, cols) array with NaN where the source has no data, or
-    None when the raster does not reach the grid.
+    data: np.ndarray
+    transform: Affine
+    crs: CRS
+
+
+def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy, what: str) -> _Patch | None:
+    """Read the window of a (remote) raster under ``grid``, at about the grid's resolution.
+
+    Only HTTP and decoding happen here, so it is safe in a worker thread; warping onto
+    the grid (:func:`_warp`) happens in the calling thread.  Returns None when the
+    raster does not reach the grid.  Transient failures are retried per ``retry``.
     """
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.errors import RasterioError
-    from rasterio.warp import reproject, transform_bounds
+    from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
     path = _gdal_path(href)
     last: BaseException | None = None
+    attempt = 0
     for attempt, delay in enumerate([0.0, *retry.delays()]):
         if delay:
             time.sleep(delay)
@@ -673,8 +683,9 @@ def _read_onto(
                     return None
                 window = Window(col0, row0, col1 - col0, row1 - row0)
                 # Read at about the target resolution (GDAL uses overviews when coarser).
-                src_res = max(abs(src.transform.a), 1e-12)
-                factor = max(1, int(grid.res[0] / src_res)) if src.crs == grid.crs or not src.crs.is_geographic else 1
+                factor = 1
+                if not src.crs.is_geographic and not grid.crs.is_geographic:
+                    factor = max(1, int(grid.res[0] / max(abs(src.transform.a), 1e-12)))
                 out_shape = (max(1, math.ceil(window.height / factor)), max(1, math.ceil(window.width / factor)))
                 arr = src.read(
                     1,
@@ -684,33 +695,41 @@ def _read_onto(
                     resampling=Resampling.nearest if categorical else Resampling.average,
                 )
                 wt = src.window_transform(window) * Affine.scale(window.width / out_shape[1], window.height / out_shape[0])
-                src_crs = src.crs
-            data = np.ma.filled(arr.astype("float32"), np.nan)
-            out = np.full(grid.shape, np.nan, dtype="float32")
-            reproject(
-                source=data,
-                destination=out,
-                src_transform=wt,
-                src_crs=src_crs,
-                dst_transform=grid.transform,
-                dst_crs=grid.crs,
-                src_nodata=np.nan,
-                dst_nodata=np.nan,
-                resampling=Resampling.nearest if categorical else Resampling.bilinear,
-            )
-            return out
+                return _Patch(np.ma.filled(arr.astype("float32"), np.nan), wt, src.crs)
         except DownloadError:
             raise
         except (RasterioError, OSError) as exc:
             last = exc
             if _is_permanent(exc):
                 break
-    msg = str(last).strip().splitlines()[0] if last is not None and str(last).strip() else type(last).__name__
+    msg = _short(last) if last is not None else "unknown error"
     tries = attempt + 1
     raise DownloadError(
         f"{what}: could not read {href} after {tries} attempt{'s' if tries > 1 else ''} ({msg}); "
         "check the connection, or fetch again later (completed reads are cached and not repeated)"
     )
+
+
+def _warp(patch: _Patch | None, grid: Grid, *, categorical: bool) -> np.ndarray:
+    """A patch warped onto ``grid``: (rows, cols) float32, NaN where there is no data."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    out = np.full(grid.shape, np.nan, dtype="float32")
+    if patch is None:
+        return out
+    reproject(
+        source=patch.data,
+        destination=out,
+        src_transform=patch.transform,
+        src_crs=patch.crs,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        resampling=Resampling.nearest if categorical else Resampling.bilinear,
+    )
+    return out
 
 
 # --------------------------------------------------------------------------- cache
@@ -739,15 +758,21 @@ def _cache_key(item_id: str, grid: Grid, bands: Sequence[str], kind: str) -> Pat
     return Path(kind) / safe / f"{digest}.tif"
 
 
-def _cache_read(path: Path) -> GeoRaster | None:
+def _cache_read(path: Path, grid: Grid, count: int) -> np.ndarray | None:
+    """A cached (count, rows, cols) array on ``grid``, or None when absent or unusable."""
     if not path.is_file():
         return None
     from .io import read_raster
 
     try:
-        return read_raster(path)
-    except (EmptyDataError, RasterReadError):
-        return None  # an all-nodata entry is rebuilt; a corrupt one too
+        r = read_raster(path)
+    except EmptyDataError:
+        return np.full((count, *grid.shape), np.nan, dtype="float32")  # cached "no data here"
+    except RasterReadError:
+        return None  # a corrupt entry is rebuilt
+    if r.count != count or not r.grid.same_as(grid):
+        return None
+    return r.data
 
 
 # --------------------------------------------------------------------------- search
@@ -774,7 +799,12 @@ def _open_client(stac_url: str, collection: str) -> Any:
             f"connection (the default is {DEFAULT_STAC_URL})"
         ) from None
     try:
-        client.get_collection(collection)
+        with warnings.catch_warnings():
+            # pystac-client warns when it falls back to listing all collections; that is fine here.
+            warnings.simplefilter("ignore")
+            found = client.get_collection(collection)
+        if found is None or getattr(found, "id", collection) != collection:
+            raise KeyError("not found")
     except (APIError, requests.RequestException, KeyError, ValueError, TypeError) as exc:
         names = []
         try:
@@ -888,52 +918,25 @@ def _candidate(
     group: list[dict[str, Any]],
     collection: str,
     area: Area,
-    *,
-    cache_dir: Path,
-    retry: RetryPolicy,
+    masks: list[np.ndarray | None],
+    grid: Grid,
 ) -> Candidate:
+    """A candidate from a group of items and their mask bands warped onto ``grid`` (None: no mask)."""
     first = group[0]
     profile = _profile_for(first, collection)
     scene_cc = [float(_props(i)["eo:cloud_cover"]) for i in group if _props(i).get("eo:cloud_cover") is not None]
     scene_cloud = float(np.mean(scene_cc)) if scene_cc else None
-    grid = _assessment_grid(area, profile)
-    inside = _area_mask(area, grid)
-    mosaic: np.ndarray | None = None
-    source = profile.mask
-    failure = ""
-    for it in group:
-        key = _asset_key(it, dict(profile.bands)[profile.mask])
-        if key is None:
-            source = "eo:cloud_cover"
-            break
-        path = cache_dir / _cache_key(str(it["id"]), grid, [profile.mask], "mask")
-        cached = _cache_read(path)
-        if cached is not None:
-            arr = cached.data[0]
-        else:
-            try:
-                arr = _read_onto(_href(it, key), grid, categorical=True, retry=retry, what=f"mask of {it['id']}")
-            except DownloadError as exc:
-                source, failure = "eo:cloud_cover", str(exc)
-                break
-            if arr is None:
-                arr = np.full(grid.shape, np.nan, "float32")
-            _cache_write(GeoRaster(arr, grid.transform, grid.crs, (profile.mask,)), path)
-        mosaic = arr if mosaic is None else np.where(np.isfinite(mosaic), mosaic, arr)
     when = min(_item_datetime(i) for i in group)
     solar = (when + dt.timedelta(hours=area.centroid[0] / 15.0)).date().isoformat()
-    if source == "eo:cloud_cover" or mosaic is None:
-        if failure:
-            warnings.warn(
-                f"the cloud mask of {first['id']} could not be read ({failure}); ranking it by its whole-scene "
-                "eo:cloud_cover instead",
-                CloudyAreaWarning,
-                stacklevel=4,
-            )
-        cloud, coverage, clear = scene_cloud, None, (None if scene_cloud is None else 100.0 - scene_cloud)
+    if any(m is None for m in masks):
         source = "eo:cloud_cover"
+        cloud, coverage, clear = scene_cloud, None, (None if scene_cloud is None else 100.0 - scene_cloud)
     else:
-        cloud, coverage, clear = _cloud_stats(mosaic, profile, inside)
+        mosaic = masks[0]
+        for m in masks[1:]:
+            mosaic = np.where(np.isfinite(mosaic), mosaic, m)
+        source = profile.mask
+        cloud, coverage, clear = _cloud_stats(mosaic, profile, _area_mask(area, grid))
     return Candidate(
         date=solar,
         datetime=when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -1086,28 +1089,53 @@ def _assess(
     retry: RetryPolicy,
     progress: bool,
 ) -> list[Candidate]:
-    results: list[Candidate | None] = [None] * len(groups)
-    caught: list[warnings.WarningMessage] = []
-    lock = threading.Lock()
-
-    def work(i: int) -> None:
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            results[i] = _candidate(groups[i], collection, area, cache_dir=cache, retry=retry)
-        with lock:
-            caught.extend(w)
-
+    """Read every item's mask over the area (cached; HTTP in worker threads) and build candidates."""
+    grids: dict[str, Grid] = {}
+    jobs: dict[tuple[int, int], Any] = {}
     bar = _progress(len(groups), "cloud over the area", progress)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, max(1, len(groups)))) as pool:
-        futures = [pool.submit(work, i) for i in range(len(groups))]
-        for f in concurrent.futures.as_completed(futures):
-            f.result()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for gi, group in enumerate(groups):
+            profile = _profile_for(group[0], collection)
+            grid = grids.setdefault(profile.name, _assessment_grid(area, profile))
+            for ii, it in enumerate(group):
+                key = _asset_key(it, dict(profile.bands)[profile.mask])
+                if key is None:
+                    jobs[gi, ii] = None
+                    continue
+                cached = _cache_read(cache / _cache_key(str(it["id"]), grid, [profile.mask], "mask"), grid, 1)
+                if cached is not None:
+                    jobs[gi, ii] = cached[0]
+                    continue
+                jobs[gi, ii] = pool.submit(
+                    _read_window, _href(it, key), grid, categorical=True, retry=retry, what=f"mask of {it['id']}"
+                )
+        candidates = []
+        for gi, group in enumerate(groups):
+            profile = _profile_for(group[0], collection)
+            grid = grids[profile.name]
+            masks: list[np.ndarray | None] = []
+            for ii, it in enumerate(group):
+                job = jobs[gi, ii]
+                if isinstance(job, concurrent.futures.Future):
+                    try:
+                        arr = _warp(job.result(), grid, categorical=True)
+                    except DownloadError as exc:
+                        warnings.warn(
+                            f"the cloud mask of {it['id']} could not be read ({exc}); ranking it by its whole-scene "
+                            "eo:cloud_cover instead",
+                            CloudyAreaWarning,
+                            stacklevel=3,
+                        )
+                        arr = None
+                    else:
+                        path = cache / _cache_key(str(it["id"]), grid, [profile.mask], "mask")
+                        _cache_write(GeoRaster(arr, grid.transform, grid.crs, (profile.mask,)), path)
+                    job = arr
+                masks.append(job)
+            candidates.append(_candidate(group, collection, area, masks, grid))
             bar.update(1)
     bar.close()
-    # Warnings are re-issued from this thread so filters and pytest see them.
-    for w in caught:
-        warnings.warn(w.message, stacklevel=3)
-    return [c for c in results if c is not None]
+    return candidates
 
 
 class _NoBar:
@@ -1136,7 +1164,7 @@ def choose_candidate(
 
     With ``max_cloud=None`` the least cloudy is returned, with a
     :class:`CloudyAreaWarning` when it has more than ``CLOUDY_WARNING_PCT`` cloud
-    over the area or covers less than 99% of it.  With ``max_cloud`` given, a
+    over the area or covers less than ``MIN_COVERAGE_PCT`` of it.  With ``max_cloud`` given, a
     candidate above it is refused with :class:`NoSceneFoundError`.
 
     Examples
@@ -1171,7 +1199,7 @@ def choose_candidate(
             CloudyAreaWarning,
             stacklevel=2,
         )
-    elif best.coverage_pct is not None and best.coverage_pct < 99.0:
+    elif best.coverage_pct is not None and best.coverage_pct < MIN_COVERAGE_PCT:
         warnings.warn(
             f"the best {what}, {best.date} ({best.tile_id}), covers only {best.coverage_pct:.0f}% of the area; "
             "the rest is nodata; widen the dates for a scene that covers it all",
@@ -1231,44 +1259,49 @@ def read_candidate(
             continue  # no mask asset: the scene is written without one
         names.append(name)
         keys[name] = found
-    per_item: list[np.ndarray] = []
+    per_item: list[np.ndarray | None] = [None] * len(candidate.items)
     bar = _progress(len(candidate.items) * len(names), f"reading {candidate.date}", progress)
-    for i, it in enumerate(candidate.items):
-        path = cache / _cache_key(str(it["id"]), grid, names, "scene")
-        cached = _cache_read(path)
-        if cached is not None and cached.band_names == tuple(names):
-            per_item.append(cached.data)
-            bar.update(len(names))
-            continue
-        stack = np.full((len(names), *grid.shape), np.nan, dtype="float32")
-
-        def one(j: int, it: dict[str, Any] = it, i: int = i) -> None:
-            name = names[j]
-            key = keys[name][i]
-            assert key is not None
-            arr = _read_onto(
-                _href(it, key), grid, categorical=name == profile.mask, retry=retry, what=f"{name} of {it['id']}"
-            )
-            if arr is not None:
-                if name != profile.mask:
-                    scale, offset = _scale_offset(it, key)
-                    if scale != 1.0 or offset != 0.0:
-                        arr = arr * np.float32(scale) + np.float32(offset)
-                stack[j] = arr
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
-            futures = [pool.submit(one, j) for j in range(len(names))]
-            for f in concurrent.futures.as_completed(futures):
-                bar.update(1)
-            for f in futures:
-                f.result()
-        if profile.mask in names:
-            stack[:, ~_mask_valid(stack[names.index(profile.mask)], profile)] = np.nan
-        _cache_write(GeoRaster(stack, grid.transform, grid.crs, tuple(names)), path)
-        per_item.append(stack)
+    jobs: dict[tuple[int, int], concurrent.futures.Future[_Patch | None]] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for i, it in enumerate(candidate.items):
+            cached = _cache_read(cache / _cache_key(str(it["id"]), grid, names, "scene"), grid, len(names))
+            if cached is not None:
+                per_item[i] = cached
+                bar.update(len(names))
+                continue
+            for j, name in enumerate(names):
+                key = keys[name][i]
+                assert key is not None
+                jobs[i, j] = pool.submit(
+                    _read_window, _href(it, key), grid, categorical=name == profile.mask, retry=retry,
+                    what=f"{name} of {it['id']}",
+                )
+        try:
+            for i, it in enumerate(candidate.items):
+                if per_item[i] is not None:
+                    continue
+                stack = np.full((len(names), *grid.shape), np.nan, dtype="float32")
+                for j, name in enumerate(names):
+                    arr = _warp(jobs[i, j].result(), grid, categorical=name == profile.mask)
+                    if name != profile.mask:
+                        scale, offset = _scale_offset(it, keys[name][i] or "")
+                        if scale != 1.0 or offset != 0.0:
+                            arr = arr * np.float32(scale) + np.float32(offset)
+                    stack[j] = arr
+                    bar.update(1)
+                if profile.mask in names:
+                    stack[:, ~_mask_valid(stack[names.index(profile.mask)], profile)] = np.nan
+                _cache_write(GeoRaster(stack, grid.transform, grid.crs, tuple(names)),
+                             cache / _cache_key(str(it["id"]), grid, names, "scene"))
+                per_item[i] = stack
+        except BaseException:
+            for f in jobs.values():
+                f.cancel()
+            raise
     bar.close()
-    out = per_item[0].copy()
-    for stack in per_item[1:]:
+    stacks = [p for p in per_item if p is not None]
+    out = stacks[0].copy()
+    for stack in stacks[1:]:
         # Mosaic pixel by pixel: where the mask band (or every band) is nodata, take the next tile.
         fill = ~np.isfinite(out).any(axis=0) if profile.mask not in names else ~np.isfinite(out[names.index(profile.mask)])
         out[:, fill] = stack[:, fill]
@@ -1396,11 +1429,7 @@ def fetch_pair(
             area, pick, stac_url=stac_url, collection=collection, cache_dir=cache, retry=retry, progress=progress
         )
         tables[label] = [c.to_row() for c in cands]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            chosen[label] = choose_candidate(cands, max_cloud=max_cloud, what=f"{label} scene ({pick})")
-        for w in caught:
-            warnings.warn(w.message, stacklevel=2)
+        chosen[label] = choose_candidate(cands, max_cloud=max_cloud, what=f"{label} scene ({pick})")
 
     profile = _profile_for(chosen["before"].items[0], chosen["before"].collection) if chosen["before"].items else _S2
     grid = area_grid(area, resolution=resolution or profile.resolution)

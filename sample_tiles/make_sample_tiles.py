@@ -61,7 +61,7 @@ SPECTRA = {
     "dry_grass": (0.062, 0.086, 0.104, 0.235),
     "crop": (0.026, 0.060, 0.030, 0.420),
     "soil": (0.056, 0.076, 0.100, 0.170),
-    "forest": (0.021, 0.040, 0.022, 0.255),
+    "forest": (0.024, 0.045, 0.026, 0.270),
     "forest_floor": (0.030, 0.052, 0.042, 0.190),
     "water": (0.046, 0.060, 0.040, 0.018),
     "asphalt": (0.066, 0.074, 0.082, 0.102),
@@ -74,8 +74,8 @@ SPECTRA = {
     "roof_red": (0.058, 0.056, 0.112, 0.158),
     "dorm_roof": (0.128, 0.136, 0.142, 0.172),
     "tree": (0.030, 0.058, 0.034, 0.320),
-    "site": (0.112, 0.142, 0.192, 0.250),
-    "site_wet": (0.070, 0.090, 0.122, 0.170),
+    "site": (0.085, 0.110, 0.145, 0.210),
+    "site_wet": (0.060, 0.080, 0.105, 0.160),
     "slab": (0.205, 0.218, 0.232, 0.262),
     "sand_pile": (0.190, 0.225, 0.280, 0.330),
     "skylight": (0.075, 0.085, 0.090, 0.080),
@@ -97,7 +97,7 @@ PAIRS = {
             "300 x 300 px (3 x 3 km) over a synthetic industrial zone in UTM 39N. After: rows of "
             "new two-storey dormitory blocks on cleared construction ground and a new access road. "
             "Nuisances: per-band gain/offset, phenology, illumination gradient, sun angle, "
-            "sensor noise, after image shifted by (0.4, -0.2) px."
+            "sensor noise, after image misregistered by -0.2 px in rows and +0.4 px in columns."
         ),
         "res": 10.0,
         "size": 300,
@@ -111,7 +111,7 @@ PAIRS = {
             "construction area of the s2_like scene. After: dormitory blocks with shadows, "
             "foundation slabs, cleared ground, site roads and the new access road. Nuisances: "
             "per-band gain/offset (another camera), illumination gradient, sun angle, moved cars, "
-            "phenology, sensor noise, after image shifted by (0.33, -0.33) px."
+            "phenology, sensor noise, after image misregistered by +1/3 px in rows and -1/3 px in columns."
         ),
         "res": 1.0,
         "size": 800,
@@ -187,6 +187,7 @@ class Scene:
         self.trees: list[tuple] = []  # (u, v, radius, height, brightness, dates)
         self.cars: list[tuple] = []  # (u, v, length, width, along_u, colour, dates)
         self.hvac: list[tuple] = []  # (u, v, w, h, top_height)
+        self.blocks: list[tuple[float, float, str]] = []  # (u, v, "dormitory_blocks" | "foundation_slabs")
 
     def add(self, geom: dict, cls: int, spec: str, *, dates: str = "both", spec2: str | None = None,
             s: dict | None = None, tex: int = TX_PLAIN, height: float = 0.0, roof: str = "flat",
@@ -287,17 +288,17 @@ def build_scene() -> Scene:
     sc.add(line(access, 26), SITE, "site", spec2="site_wet", tex=TX_SITE, dates="after")
     sc.add(line(access, 10), NEW_ROAD, "concrete", tex=TX_PAVED, dates="after")
     # dormitory blocks: 60 x 15 m, two storeys, gable roofs, in rows per quarter of the site
-    n_blocks = 0
     for qu0, qv0 in [(su0 + 22, sv0 + 30), (662, sv0 + 30), (su0 + 22, 712), (662, 712)]:
         for row in range(6):
             for col in range(3):
                 cu, cv = qu0 + 40 + col * 88, qv0 + 10 + row * 38
                 if cv + 7.5 > sv1 - 12 or cu + 30 > su1 - 8:
                     continue
-                n_blocks += 1
                 if qu0 == 662 and qv0 == 712 and row >= 4:
+                    sc.blocks.append((cu, cv, "foundation_slabs"))
                     sc.add(rect(cu, cv, 62, 17), SLAB, "slab", tex=TX_PAVED, dates="after", height=0.4)
                     continue
+                sc.blocks.append((cu, cv, "dormitory_blocks"))
                 sc.add(rect(cu, cv, 60, 15), DORM, "dorm_roof", tex=TX_DORM, dates="after", height=6.6,
                        roof="gable", axis_v=cv, half_width=7.5, jitter=0.02, rng=rng)
     # material piles and machines on the site
@@ -329,8 +330,6 @@ def build_scene() -> Scene:
         tree(u, v, rng.uniform(2.5, 4.5), rng.uniform(9, 17))
     for _ in range(25):  # a hedge of shrubs and trees along the old field edge
         tree(rng.uniform(340, 560), 620 + rng.uniform(-4, 4), rng.uniform(1.8, 3.0), rng.uniform(5, 9))
-    sc.n_blocks = n_blocks  # type: ignore[attr-defined]
-    sc.forest_rng_seed = 2  # type: ignore[attr-defined]
     return sc
 
 
@@ -432,7 +431,7 @@ def render_pair(name: str, scene: Scene) -> dict:
         # mixing parameter (green -> dry/bare) with texture
         # vegetation vigour varies inside fields and meadows differently every year
         n_year = smooth_noise(np.random.default_rng([SEED, 6, size, date == "after"]), (n, n), 20.0 / res)
-        s = lut_s[ids] + 0.12 * n_large + 0.06 * n_med + 0.07 * n_year
+        s = lut_s[ids] + 0.12 * n_large + 0.06 * n_med + 0.10 * n_year
         del n_year
         m = tex == TX_FIELD
         along = np.where(lut_stripe[ids] > 0, v, u)
@@ -494,7 +493,6 @@ def render_pair(name: str, scene: Scene) -> dict:
         "after": area_mean(out["refl"]["after"][(slice(None),) + core_after], f),
         "truth": (area_mean(changed[core], f) >= 0.5).astype(np.uint8),
         "transform": from_origin(left, top, res_out, res_out),
-        "n_blocks": scene.n_blocks,  # type: ignore[attr-defined]
     }
 
 
@@ -610,6 +608,16 @@ def _write(path: Path, data: np.ndarray, transform, names: tuple[str, ...], tags
     tmp.replace(path)
 
 
+def _count_blocks(scene: Scene, transform, size: int) -> dict[str, int]:
+    """New buildings (centres) inside a pair's extent."""
+    counts = {"dormitory_blocks": 0, "foundation_slabs": 0}
+    for cu, cv, kind in scene.blocks:
+        col, row = ~transform * tuple(float(c) for c in to_map(cu, cv))
+        if 0 <= row < size and 0 <= col < size:
+            counts[kind] += 1
+    return counts
+
+
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -653,6 +661,13 @@ def main(argv: list[str] | None = None) -> int:
             "bands": list(names),
             "dates": DATES,
             "change_fraction": round(float(pair["truth"].mean()), 4),
+            "new_objects": _count_blocks(scene, pair["transform"], PAIRS[name]["size"]),
+            "after_offset_px": {
+                "rows": round(PAIRS[name]["shift_render_px"][0] / PAIRS[name]["factor"], 4),
+                "cols": round(PAIRS[name]["shift_render_px"][1] / PAIRS[name]["factor"], 4),
+                "meaning": "after[r, c] shows what before shows at (r + rows, c + cols); "
+                           "scipy.ndimage.shift(after, (rows, cols)) registers it",
+            },
             "files": files,
         }
         print(f"{name}: {folder} truth {pair['truth'].mean():.3%} changed, "

@@ -1,0 +1,253 @@
+"""The bundled sample pairs and their ground truth.
+
+``sample_tiles/`` (next to the package in a repository checkout or an editable
+install) holds synthetic before/after pairs made by
+``sample_tiles/make_sample_tiles.py``, each with a truth mask, and a
+``registry.json`` with the SHA-256 of every file.  :func:`load_sample` checks
+the hashes before reading, so a truncated or edited file is reported instead of
+silently giving wrong numbers.
+
+Set the environment variable ``CHANGEDET_SAMPLE_TILES`` to use another folder
+laid out the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidParameterError, RasterReadError
+from .io import read_raster, sha256
+from .raster import GeoRaster
+
+__all__ = [
+    "SAMPLE_TILES_ENV",
+    "SamplePair",
+    "sample_tiles_dir",
+    "list_samples",
+    "sample_path",
+    "sample_info",
+    "load_sample",
+]
+
+SAMPLE_TILES_ENV = "CHANGEDET_SAMPLE_TILES"
+_REGISTRY = "registry.json"
+_FILES = ("before.tif", "after.tif", "truth.tif")
+_REMAKE = "re-run `python sample_tiles/make_sample_tiles.py` from the repository root to make them again"
+
+
+@dataclass(frozen=True, eq=False)
+class SamplePair:
+    """A bundled before/after pair with its truth mask, all on one grid.
+
+    Attributes
+    ----------
+    name : str
+        The sample's name, e.g. ``"s2_like"``.
+    before, after : GeoRaster
+        The two dates (float32, same bands and grid).
+    truth : GeoRaster
+        One band ``change``: 1.0 where the land cover changed, 0.0 elsewhere, on the
+        ``before`` grid.
+    description : str
+        What the pair shows and which nuisances it carries.
+
+    Examples
+    --------
+    >>> pair = load_sample("s2_like")
+    >>> pair.before.grid.same_as(pair.truth.grid)
+    True
+    """
+
+    name: str
+    before: GeoRaster
+    after: GeoRaster
+    truth: GeoRaster
+    description: str
+
+    def __repr__(self) -> str:
+        return f"SamplePair({self.name!r}, before={self.before!r}, truth {float(self.truth.data.mean()):.1%} changed)"
+
+
+def sample_tiles_dir() -> Path:
+    """The folder that holds the sample pairs.
+
+    ``$CHANGEDET_SAMPLE_TILES`` when set, else ``sample_tiles/`` beside the package
+    (a repository checkout or an editable install).
+
+    Returns
+    -------
+    Path
+
+    Examples
+    --------
+    >>> (sample_tiles_dir() / "registry.json").is_file()
+    True
+    """
+    env = os.environ.get(SAMPLE_TILES_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(__file__).resolve().parents[1] / "sample_tiles"
+
+
+def _registry() -> dict[str, Any]:
+    root = sample_tiles_dir()
+    path = root / _REGISTRY
+    if not path.is_file():
+        hint = (
+            f"${SAMPLE_TILES_ENV} points at {str(root)!r}; unset it or point it at a folder holding registry.json"
+            if os.environ.get(SAMPLE_TILES_ENV)
+            else "the sample tiles ship with a repository checkout (editable install), not with a wheel; " + _REMAKE
+        )
+        raise RasterReadError(f"sample registry {str(path)!r} not found; {hint}")
+    try:
+        registry = json.loads(path.read_text(encoding="utf-8"))
+        pairs = registry["pairs"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RasterReadError(f"sample registry {str(path)!r} is not valid ({exc}); {_REMAKE}") from None
+    if not isinstance(pairs, dict):
+        raise RasterReadError(f"sample registry {str(path)!r} has no 'pairs' mapping; {_REMAKE}")
+    return registry
+
+
+def list_samples() -> list[str]:
+    """Names of the bundled sample pairs, sorted.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> list_samples()
+    ['hires_rgb', 's2_like']
+    """
+    return sorted(_registry()["pairs"])
+
+
+def sample_info(name: str) -> dict[str, Any]:
+    """The registry entry of one sample: description, resolution, bands, dates, file hashes.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_samples`.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a bundled sample.
+
+    Examples
+    --------
+    >>> info = sample_info("s2_like")
+    >>> info["resolution_m"], info["bands"]
+    (10.0, ['B02', 'B03', 'B04', 'B08'])
+    """
+    pairs = _registry()["pairs"]
+    if name not in pairs:
+        raise InvalidParameterError(f"name={name!r} is not a sample; choose one of {sorted(pairs)}")
+    return dict(pairs[name])
+
+
+def sample_path(name: str) -> Path:
+    """The folder of one sample pair (holding ``before.tif``, ``after.tif``, ``truth.tif``).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_samples`.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a bundled sample.
+
+    Examples
+    --------
+    >>> sorted(p.name for p in sample_path("s2_like").glob("*.tif"))
+    ['after.tif', 'before.tif', 'truth.tif']
+    """
+    sample_info(name)
+    return sample_tiles_dir() / name
+
+
+def _verify(name: str, folder: Path, files: dict[str, Any]) -> None:
+    for fname in _FILES:
+        path = folder / fname
+        entry = files.get(fname)
+        if entry is None:
+            raise RasterReadError(f"sample {name!r}: the registry lists no hash for {fname!r}; {_REMAKE}")
+        if not path.is_file():
+            raise RasterReadError(f"sample {name!r}: file {str(path)!r} is missing; {_REMAKE}")
+        expected = entry["sha256"] if isinstance(entry, dict) else str(entry)
+        got = sha256(path)
+        if got != expected:
+            raise RasterReadError(
+                f"sample {name!r}: file {str(path)!r} is corrupted or was modified "
+                f"(SHA-256 {got[:12]}... but the registry expects {expected[:12]}...); {_REMAKE}"
+            )
+
+
+def load_sample(name: str, *, verify: bool = True) -> SamplePair:
+    """Load a bundled sample pair, checking every file against the hash registry.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_samples`: ``"s2_like"`` (10 m, B02 B03 B04 B08) or
+        ``"hires_rgb"`` (1 m, red green blue).
+    verify : bool, default True
+        Compare each file's SHA-256 with ``registry.json`` before reading.
+
+    Returns
+    -------
+    SamplePair
+        ``before``, ``after`` and ``truth`` on one grid.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a bundled sample.
+    RasterReadError
+        A file is missing or its hash differs from the registry (the message names the
+        file and how to make the samples again).
+
+    Examples
+    --------
+    >>> pair = load_sample("s2_like")
+    >>> pair.before.band_names
+    ('B02', 'B03', 'B04', 'B08')
+    >>> pair.before.shape
+    (4, 300, 300)
+    >>> 0.01 < float(pair.truth.data.mean()) < 0.1
+    True
+    """
+    info = sample_info(name)
+    folder = sample_tiles_dir() / name
+    if verify:
+        _verify(name, folder, info.get("files", {}))
+    rasters = {}
+    for fname in _FILES:
+        path = folder / fname
+        if not path.is_file():
+            raise RasterReadError(f"sample {name!r}: file {str(path)!r} is missing; {_REMAKE}")
+        rasters[fname] = read_raster(path)
+    return SamplePair(
+        name=name,
+        before=rasters["before.tif"],
+        after=rasters["after.tif"],
+        truth=rasters["truth.tif"],
+        description=str(info.get("description", "")),
+    )

@@ -1,0 +1,461 @@
+"""Tests for changedet.io: reading files and band folders, every bad input, atomic writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+
+from conftest import BANDS, ORIGIN, S2_FILES, UTM39, PairFiles, Scene
+from changedet import io
+from changedet.errors import EmptyDataError, InvalidParameterError, RasterReadError
+from changedet.io import atomic_path, band_code, read_band_folder, read_raster, sha256, write_gpkg, write_json, write_raster
+from changedet.raster import GeoRaster
+
+S2_ORDER = ("B01", "B02", "B03", "B04", "B08", "B8A", "B11")
+
+
+def _normal_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# --------------------------------------------------------------------------- GeoTIFF
+def test_read_geotiff(pair_tifs: PairFiles, scene: Scene) -> None:
+    r = read_raster(pair_tifs.before)
+    assert r.data.dtype == np.float32
+    assert r.shape == (4, 192, 224)
+    assert r.band_names == BANDS  # from the band descriptions
+    assert r.crs == UTM39 and r.transform == scene.transform
+    # nodata (0) -> NaN in every band, only there
+    assert np.isnan(r.data[:, :3, :3]).all()
+    assert int(np.isnan(r.data).sum()) == 4 * 9
+    expected = np.rint(scene.before)
+    np.testing.assert_array_equal(r.data[:, 3:, 3:], expected[:, 3:, 3:])
+
+
+def test_read_geotiff_band_selection(pair_tifs: PairFiles) -> None:
+    r = read_raster(pair_tifs.after, bands=["B08", "B02"])
+    full = read_raster(pair_tifs.after)
+    assert r.band_names == ("B08", "B02")
+    np.testing.assert_array_equal(r.data, full.data[[3, 0]])
+    with pytest.raises(InvalidParameterError, match=r"after.tif' has no band\(s\) \['B11'\]; its bands are \['B02', 'B03', 'B04', 'B08'\]"):
+        read_raster(pair_tifs.after, bands=["B11"])
+
+
+def test_band_names_fallbacks(tmp_path: Path, make_tif) -> None:
+    t = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+    plain = make_tif(tmp_path / "plain.tif", np.ones((3, 4, 4)), transform=t, crs=UTM39)
+    assert read_raster(plain).band_names == ("band1", "band2", "band3")
+    single = make_tif(tmp_path / "T39UWB_20250612_B04.tif", np.ones((4, 4)), transform=t, crs=UTM39)
+    assert read_raster(single).band_names == ("B04",)  # from the file name
+    dup = make_tif(tmp_path / "dup.tif", np.ones((2, 4, 4)), transform=t, crs=UTM39, descriptions=("x", "x"))
+    assert read_raster(dup).band_names == ("band1", "band2")  # duplicate descriptions are not names
+
+
+def test_read_float_geotiff_with_nan_nodata(tmp_path: Path, make_tif) -> None:
+    data = np.array([[[1.5, np.nan], [-2.0, 4.0]]], "float32")
+    p = make_tif(tmp_path / "f.tif", data, transform=Affine(10, 0, 0, 0, -10, 0), crs=UTM39, dtype="float32", nodata=float("nan"))
+    r = read_raster(p)
+    np.testing.assert_array_equal(r.data, data)  # NaN == NaN for assert_array_equal
+
+
+def test_folder_with_one_multiband_scene(tmp_path: Path, pair_tifs: PairFiles) -> None:
+    folder = tmp_path / "fetched"
+    folder.mkdir()
+    (folder / "scene.tif").write_bytes(pair_tifs.after.read_bytes())
+    r = read_raster(folder)
+    assert r.band_names == BANDS and r.shape == (4, 192, 224)
+
+
+def test_inputs_are_not_opened_for_writing(pair_tifs: PairFiles, png_pair: PairFiles) -> None:
+    before = {p: (sha256(p), p.stat().st_mtime_ns) for p in (pair_tifs.before, png_pair.before)}
+    listing = sorted(os.listdir(pair_tifs.before.parent))
+    read_raster(pair_tifs.before)
+    read_raster(png_pair.before)
+    assert {p: (sha256(p), p.stat().st_mtime_ns) for p in before} == before
+    assert sorted(os.listdir(pair_tifs.before.parent)) == listing  # no .aux.xml or .ovr side files
+
+
+# --------------------------------------------------------------------------- band folders
+def test_band_folder_resampled_to_the_finest_grid(s2_folder: Path) -> None:
+    r = read_raster(s2_folder)
+    assert r.band_names == S2_ORDER  # wavelength order, B8A after B08
+    assert r.shape == (7, 60, 60)  # the 10 m grid
+    assert r.transform == Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]) and r.crs == UTM39
+    values = {code: value for _, code, _, value in S2_FILES}
+    for i, name in enumerate(r.band_names):
+        # each band is a constant, so any resampling must give the constant back exactly
+        assert np.isfinite(r.data[i]).all(), name
+        np.testing.assert_allclose(r.data[i], values[name], atol=1e-3, err_msg=name)
+    assert r.data.dtype == np.float32
+    assert read_band_folder(s2_folder).band_names == S2_ORDER
+
+
+def test_band_folder_resamples_a_gradient_bilinearly(tmp_path: Path, make_tif) -> None:
+    """A 20 m ramp along x lands on the 10 m grid as the same ramp (interior pixels)."""
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    t10, t20 = (Affine(r, 0, ORIGIN[0], 0, -r, ORIGIN[1]) for r in (10, 20))
+    make_tif(folder / "T39_B02.tif", np.full((40, 40), 500), transform=t10, crs=UTM39)
+    x20 = ORIGIN[0] + 20 * (np.arange(20) + 0.5)  # pixel-centre x of the 20 m band
+    make_tif(folder / "T39_B11.tif", np.tile(x20 - ORIGIN[0], (20, 1)) * 10, transform=t20, crs=UTM39)
+    r = read_raster(folder)
+    x10 = 10 * (np.arange(40) + 0.5)
+    np.testing.assert_allclose(r.band("B11")[5:-5, 2:-2], np.tile(x10 * 10, (30, 1))[:, 2:-2], atol=0.5)
+
+
+def test_band_folder_selection(s2_folder: Path) -> None:
+    r = read_raster(s2_folder, bands=["B11", "B02"])
+    assert r.band_names == ("B11", "B02") and r.shape == (2, 60, 60)
+    with pytest.raises(InvalidParameterError, match=r"has no band\(s\) \['B05'\]; its bands are \['B01', 'B02'"):
+        read_raster(s2_folder, bands=["B05"])
+
+
+def test_sentinel2_zero_is_nodata_in_band_folders(tmp_path: Path, make_tif) -> None:
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    t = Affine(10, 0, 0, 0, -10, 0)
+    data = np.full((4, 4), 700)
+    data[0, 0] = 0
+    make_tif(folder / "X_B02.tif", data, transform=t, crs=UTM39)
+    make_tif(folder / "X_B03.tif", np.full((4, 4), 800), transform=t, crs=UTM39)
+    r = read_raster(folder)
+    assert np.isnan(r.data[0, 0, 0]) and int(np.isnan(r.data).sum()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("S2A_OPER_MSI_L1C_TL_EPA__20160706T155721_A000849_T30UWU_B01.tif", "B01"),
+        ("S2A_OPER_MSI_L1C_TL_EPA__20160706T155721_A000849_T30UWU_B8A.tif", "B8A"),
+        ("S2A_OPER_MSI_L1C_TL_SGS__20160315T201048_A003809_T31UDP_B12.tif", "B12"),
+        ("T30UWU_20170621T110651_B02.tif", "B02"),
+        ("T31UDQ_20170829T105019_B8A.tif", "B8A"),
+        ("T39UWB_20250612_B11_20m.jp2", "B11"),
+        ("b8a.tif", "B8A"),
+        ("B2.tif", "B02"),
+        ("LC09_L2SP_167021_20240612_20240613_02_T1_SR_B4.TIF", "SR_B4"),
+        ("LC09_L2SP_167021_20240612_20240613_02_T1_QA_PIXEL.TIF", "QA_PIXEL"),
+        ("T39UWB_20250612_SCL_20m.tif", "SCL"),
+        ("nir.tif", "nir"),
+        ("scene.tif", None),
+        ("notes.tif", None),
+        ("T39UWB_B02_quicklook.tif", None),  # the band must be the last token
+    ],
+)
+def test_band_code(name: str, code: str | None) -> None:
+    assert band_code(name) == code
+
+
+def test_band_code_on_real_oscd_names(oscd: Path) -> None:
+    for city in ("rennes", "saclay_e"):
+        for date in ("imgs_1", "imgs_2"):
+            codes = sorted(band_code(f) for f in (oscd / city / date).glob("*.tif"))
+            assert codes == sorted([f"B{i:02d}" for i in range(1, 13)] + ["B8A"]), (city, date)
+
+
+# --------------------------------------------------------------------------- PNG / JPEG
+def test_png_without_georeferencing(png_pair: PairFiles) -> None:
+    from PIL import Image
+
+    r = read_raster(png_pair.after)
+    assert r.crs is None and r.transform == Affine.identity()
+    assert r.band_names == ("red", "green", "blue")
+    assert r.shape == (3, 96, 128) and r.data.dtype == np.float32
+    expected = np.asarray(Image.open(png_pair.after)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(r.data, expected)
+    assert r.grid.pixel_size_m == 1.0
+
+
+def test_jpeg_without_georeferencing(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgb = np.zeros((20, 30, 3), "uint8")
+    rgb[..., 0] = 200
+    rgb[..., 1] = 100
+    rgb[..., 2] = 30
+    p = tmp_path / "photo.jpg"
+    Image.fromarray(rgb).save(p, quality=95)
+    r = read_raster(p)
+    assert r.crs is None and r.band_names == ("red", "green", "blue") and r.shape == (3, 20, 30)
+    np.testing.assert_allclose(r.data.mean(axis=(1, 2)), [200, 100, 30], atol=3)  # lossy
+
+
+def test_rgba_png_drops_alpha(tmp_path: Path) -> None:
+    from PIL import Image
+
+    rgba = np.full((8, 9, 4), 120, "uint8")
+    p = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    assert read_raster(p).band_names == ("red", "green", "blue")
+
+
+# --------------------------------------------------------------------------- OSCD
+def test_oscd_folders_load(oscd: Path) -> None:
+    expected = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+    shapes = {}
+    for city in ("rennes", "saclay_e"):
+        for date in ("imgs_1", "imgs_2"):
+            r = read_raster(oscd / city / date)
+            assert r.band_names == expected
+            assert r.data.dtype == np.float32 and r.crs is not None and r.crs.is_geographic
+            assert np.isfinite(r.data).mean() > 0.99
+            shapes[city, date] = r.shape[1:]
+    assert shapes["rennes", "imgs_1"] == shapes["rennes", "imgs_2"] == (339, 563)
+    # saclay_e's two dates differ in size
+    assert shapes["saclay_e", "imgs_1"] == (639, 688)
+    assert shapes["saclay_e", "imgs_2"] != shapes["saclay_e", "imgs_1"]
+
+
+def test_oscd_truth_is_a_pixel_grid(oscd: Path) -> None:
+    truth = read_raster(oscd / "rennes" / "cm" / "rennes-cm.tif")
+    assert truth.crs is None and truth.shape == (1, 339, 563)
+    assert set(np.unique(truth.data).tolist()) == {1.0, 2.0}
+
+
+# --------------------------------------------------------------------------- bad inputs
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(RasterReadError, match=r"input '.*nope\.tif' does not exist; check the path"):
+        read_raster(tmp_path / "nope.tif")
+    with pytest.raises(RasterReadError, match=r"folder '.*nodir' does not exist"):
+        read_band_folder(tmp_path / "nodir")
+
+
+def test_missing_path_is_an_oserror_too(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="does not exist"):
+        read_raster(tmp_path / "nope.tif")
+
+
+def test_text_file_named_tif(tmp_path: Path) -> None:
+    p = tmp_path / "fake.tif"
+    p.write_text("this is not a raster\n")
+    with pytest.raises(RasterReadError, match=r"'.*fake\.tif' is not a raster GDAL can read \(.*\); pass a GeoTIFF"):
+        read_raster(p)
+
+
+def test_truncated_geotiff(tmp_path: Path, scene: Scene) -> None:
+    # a COG keeps its header and directories first, so half of one opens but cannot be read
+    full = write_raster(GeoRaster(scene.before, scene.transform, scene.crs, BANDS), tmp_path / "full.tif", dtype="uint16", nodata=0)
+    data = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RasterReadError, match=r"'.*cut\.tif' is truncated or corrupt: GDAL failed while reading pixels"):
+        read_raster(cut)
+    head = tmp_path / "head.tif"
+    head.write_bytes(data[:200])  # the header survives but not the directory
+    with pytest.raises(RasterReadError, match=r"head\.tif' is not a raster GDAL can read \(.+\)"):
+        read_raster(head)
+
+
+def test_truncated_plain_geotiff(tmp_path: Path, pair_tifs: PairFiles) -> None:
+    # GDAL's GTiff writer puts the directory last: half a file does not even open
+    data = pair_tifs.after.read_bytes()
+    cut = tmp_path / "half.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RasterReadError, match=r"half\.tif' (is not a raster GDAL can read|is truncated or corrupt)"):
+        read_raster(cut)
+
+
+def test_all_nodata_image(tmp_path: Path, make_tif) -> None:
+    p = make_tif(tmp_path / "empty.tif", np.zeros((2, 5, 5)), transform=Affine(10, 0, 0, 0, -10, 0), crs=UTM39, nodata=0)
+    with pytest.raises(EmptyDataError, match=r"empty\.tif' holds only nodata \(2 bands, 5x5 pixels\); check the file's nodata"):
+        read_raster(p)
+
+
+def test_folder_without_band_files(tmp_path: Path, make_tif) -> None:
+    folder = tmp_path / "misc"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("x")
+    with pytest.raises(RasterReadError, match=r"holds 0 raster files but none named by band"):
+        read_raster(folder)
+    t = Affine(10, 0, 0, 0, -10, 0)
+    make_tif(folder / "first.tif", np.ones((4, 4)), transform=t, crs=UTM39)
+    make_tif(folder / "second.tif", np.ones((4, 4)), transform=t, crs=UTM39)
+    with pytest.raises(RasterReadError, match=r"holds 2 raster files but none named by band \(\*_B02\.tif \.\.\.\) and no single scene\.tif"):
+        read_raster(folder)
+    with pytest.raises(RasterReadError, match=r"holds no band files \(expected names ending in _B02\.tif"):
+        read_band_folder(folder)
+
+
+def test_folder_with_duplicate_bands(s2_folder: Path) -> None:
+    src = s2_folder / "T39UWB_20250612T073621_B02.tif"
+    (s2_folder / "T39UWB_20250613T073621_B02.tif").write_bytes(src.read_bytes())
+    with pytest.raises(RasterReadError, match=r"holds two files for band B02: .*_B02\.tif and .*_B02\.tif; keep one image per band"):
+        read_raster(s2_folder)
+
+
+def test_folder_with_a_multiband_band_file(tmp_path: Path, make_tif) -> None:
+    folder = tmp_path / "bands"
+    folder.mkdir()
+    t = Affine(10, 0, 0, 0, -10, 0)
+    make_tif(folder / "X_B02.tif", np.ones((4, 4)), transform=t, crs=UTM39)
+    make_tif(folder / "X_B03.tif", np.ones((2, 4, 4)), transform=t, crs=UTM39)
+    with pytest.raises(RasterReadError, match=r"X_B03\.tif' has 2 bands but a band folder needs single-band files"):
+        read_raster(folder)
+
+
+# --------------------------------------------------------------------------- writing
+def test_write_raster_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2, 40, 50)).astype("float32")
+    data[1, 5, 7] = np.nan
+    t = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+    r = GeoRaster(data, t, UTM39, ("score", "other"))
+    out = write_raster(r, tmp_path / "sub" / "score.tif")
+    assert out == tmp_path / "sub" / "score.tif"
+    back = read_raster(out)
+    np.testing.assert_array_equal(back.data, data)
+    assert back.crs == UTM39 and back.transform == t and back.band_names == ("score", "other")
+    with rasterio.open(out) as src:
+        assert src.dtypes == ("float32", "float32")
+        assert np.isnan(src.nodata)
+    assert stat.S_IMODE(out.stat().st_mode) == _normal_mode()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["score.tif"]  # no temp file left
+
+
+def test_write_raster_uint8_mask_with_nodata(tmp_path: Path) -> None:
+    mask = np.array([[[0, 1, np.nan], [1, 0, 0]]], "float32")
+    r = GeoRaster(mask, Affine(10, 0, 0, 0, -10, 0), UTM39, ("change",))
+    out = write_raster(r, tmp_path / "mask.tif", dtype="uint8")
+    with rasterio.open(out) as src:
+        assert src.dtypes == ("uint8",) and src.nodata == 255
+        np.testing.assert_array_equal(src.read(1), [[0, 1, 255], [1, 0, 0]])
+    with pytest.raises(InvalidParameterError, match="writing float data with NaN as uint16 needs a nodata value"):
+        write_raster(r, tmp_path / "bad.tif", dtype="uint16")
+    assert not (tmp_path / "bad.tif").exists()
+
+
+def test_write_raster_is_a_tiled_compressed_cog_with_overviews(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 2, size=(1, 1100, 1000)).astype("uint8")
+    r = GeoRaster(data, Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]), UTM39, ("change",))
+    out = write_raster(r, tmp_path / "big.tif")
+    with rasterio.open(out) as src:
+        assert src.profile["tiled"] is True
+        assert src.profile["compress"].lower() == "deflate"
+        assert src.block_shapes == [(256, 256)]
+        assert src.overviews(1) == [2, 4, 8]  # until the overview fits in one 256 px tile
+        assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        np.testing.assert_array_equal(src.read(1), data[0])
+
+
+def test_write_raster_pixel_grid(tmp_path: Path) -> None:
+    r = GeoRaster(np.ones((3, 4, 5), "float32"), Affine.identity(), None, ("red", "green", "blue"))
+    back = read_raster(write_raster(r, tmp_path / "px.tif"))
+    assert back.crs is None and back.transform == Affine.identity() and back.band_names == ("red", "green", "blue")
+
+
+def test_atomic_path_failure_leaves_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "out.tif"
+    with pytest.raises(RuntimeError, match="crash mid-write"):
+        with atomic_path(dest) as tmp:
+            assert tmp.parent == tmp_path and tmp != dest
+            tmp.write_bytes(b"half a file")
+            raise RuntimeError("crash mid-write")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_failure_keeps_the_previous_file(tmp_path: Path) -> None:
+    dest = tmp_path / "summary.json"
+    dest.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(dest) as tmp:
+            tmp.write_text("new but incomplete")
+            raise KeyboardInterrupt
+    assert dest.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_atomic_path_success_replaces_with_normal_permissions(tmp_path: Path) -> None:
+    dest = tmp_path / "a" / "b" / "x.txt"
+    with atomic_path(dest) as tmp:
+        tmp.write_text("done")
+        assert not dest.exists()  # nothing visible until the block completes
+    assert dest.read_text() == "done"
+    assert stat.S_IMODE(dest.stat().st_mode) == _normal_mode()
+    assert [p.name for p in dest.parent.iterdir()] == ["x.txt"]
+
+
+def test_write_raster_failure_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    r = GeoRaster(np.ones((1, 4, 4), "float32"), Affine(10, 0, 0, 0, -10, 0), UTM39)
+
+    def broken(*args, **kwargs):
+        raise rasterio.errors.RasterioIOError("disk full")
+
+    monkeypatch.setattr(io.rasterio, "open", broken)
+    with pytest.raises(rasterio.errors.RasterioIOError, match="disk full"):
+        write_raster(r, tmp_path / "x.tif")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_json(tmp_path: Path) -> None:
+    obj = {"n": np.int64(3), "x": np.float32(0.5), "a": np.arange(3), "p": Path("/tmp/x"), "none": None}
+    p = write_json(obj, tmp_path / "s.json")
+    assert json.loads(p.read_text()) == {"n": 3, "x": 0.5, "a": [0, 1, 2], "p": "/tmp/x", "none": None}
+    assert stat.S_IMODE(p.stat().st_mode) == _normal_mode()
+    with pytest.raises(ValueError, match="Out of range float values are not JSON compliant"):
+        write_json({"x": float("nan")}, tmp_path / "nan.json")
+    with pytest.raises(TypeError, match="object is not JSON serialisable"):
+        write_json({"x": object()}, tmp_path / "obj.json")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_write_geojson_validates(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameterError, match="write_geojson needs a dict with type 'FeatureCollection'"):
+        io.write_geojson({"type": "Feature"}, tmp_path / "f.geojson")
+    p = io.write_geojson({"type": "FeatureCollection", "features": []}, tmp_path / "fc.geojson")
+    assert json.loads(p.read_text()) == {"type": "FeatureCollection", "features": []}
+
+
+def test_write_gpkg_round_trip(tmp_path: Path) -> None:
+    import pyogrio
+    from shapely.geometry import box
+
+    geoms = [box(500_000, 6_199_000, 500_100, 6_199_060), box(500_200, 6_199_000, 500_210, 6_199_010)]
+    props = [{"area_m2": 6000.0, "change_class": "new_construction", "bbox": (1.0, 2.0, 3.0, 4.0)},
+             {"area_m2": 100.0, "change_class": None, "bbox": None}]
+    p = write_gpkg(geoms, props, tmp_path / "c.gpkg", crs=UTM39)
+    assert p == tmp_path / "c.gpkg"
+    info = pyogrio.read_info(p, layer="changes")
+    assert info["features"] == 2
+    assert CRS.from_user_input(info["crs"]).to_epsg() == 32639
+    meta, _, geometry, fields = pyogrio.raw.read(p, layer="changes")
+    assert list(meta["fields"]) == ["area_m2", "change_class", "bbox"]
+    np.testing.assert_array_equal(fields[0], [6000.0, 100.0])
+    assert json.loads(fields[2][0]) == [1.0, 2.0, 3.0, 4.0]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.gpkg"]
+
+
+def test_sha256(tmp_path: Path) -> None:
+    p = tmp_path / "x.txt"
+    p.write_bytes(b"abc")
+    assert sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "a_B02.tif").write_bytes(b"1")
+    h1 = sha256(folder)
+    (folder / "a_B02.tif").write_bytes(b"2")
+    h2 = sha256(folder)
+    (folder / "a_B02.tif").rename(folder / "b_B02.tif")
+    assert len({h1, h2, sha256(folder)}) == 3  # content and names both count
+
+
+def test_detect_does_not_modify_its_inputs(pair_tifs: PairFiles, s2_folder: Path, tmp_path: Path) -> None:
+    from changedet.pipeline import detect_changes
+
+    hashes = {p: sha256(p) for p in (pair_tifs.before, pair_tifs.after)}
+    listing = sorted(os.listdir(pair_tifs.before.parent))
+    result = detect_changes(pair_tifs.before, pair_tifs.after)
+    result.save(tmp_path / "result")
+    assert {p: sha256(p) for p in hashes} == hashes
+    assert sorted(os.listdir(pair_tifs.before.parent)) == sorted([*listing, "result"])
+    assert result.summary["inputs"]["before"]["sha256"] == hashes[pair_tifs.before]
