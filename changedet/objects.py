@@ -164,7 +164,9 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
     built_up = (d_ndbi is not None and d_ndbi > 0.03) or (d_bright is not None and d_bright > 0.10)
     built_down = (d_ndbi is not None and d_ndbi < -0.03) or (d_bright is not None and d_bright < -0.10)
-    if d_ndwi is not None and abs(d_ndwi) > 0.25 and (d_ndbi is None or abs(d_ndbi) < abs(d_ndwi)):
+    # McFeeters NDWI also rises when NIR falls (vegetation cleared); new water darkens, a roof brightens
+    water = d_ndwi is not None and abs(d_ndwi) > 0.25 and not (d_ndwi > 0 and d_bright is not None and d_bright > 0.10)
+    if water and (d_ndbi is None or abs(d_ndbi) < abs(d_ndwi)):
         return "water_change"
     if veg_down and built_up:
         return "new_construction"

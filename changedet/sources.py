@@ -604,6 +604,21 @@ class RetryPolicy:
         return [self.backoff_s * 2**k for k in range(max(0, self.attempts - 1))]
 
 
+class _Truncated(Exception):
+    """A remote file read back incomplete (retried like a dropped connection)."""
+
+
+# GDAL retries these HTTP statuses itself (GDAL_HTTP_MAX_RETRY); retrying again around it only multiplies waits.
+_GDAL_RETRIED = re.compile(r"HTTP response code: (429|5\d\d)")
+
+
+def _gdal_options(retry: "RetryPolicy") -> dict[str, Any]:
+    opts = dict(GDAL_HTTP_OPTIONS)
+    opts["GDAL_HTTP_MAX_RETRY"] = str(max(0, retry.attempts - 1))
+    opts["GDAL_HTTP_RETRY_DELAY"] = f"{retry.backoff_s:g}"
+    return opts
+
+
 _PERMANENT = re.compile(r"\b(400|401|403|404|410)\b|does not exist|not recognized as|No such file")
 
 
@@ -659,7 +674,7 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
     """
     import rasterio
     from rasterio.enums import Resampling
-    from rasterio.errors import RasterioError
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
     from rasterio.warp import transform_bounds
     from rasterio.windows import Window, from_bounds
 
@@ -670,9 +685,10 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
         if delay:
             time.sleep(delay)
         try:
-            with rasterio.Env(**GDAL_HTTP_OPTIONS), rasterio.open(path) as src:
-                if src.crs is None:
-                    raise DownloadError(f"{what}: {href} has no CRS; changedet needs georeferenced assets")
+            with rasterio.Env(**_gdal_options(retry)), rasterio.open(path) as src:
+                if src.crs is None or src.transform == Affine.identity():
+                    # COG assets are always georeferenced: a header cut short by a broken transfer is not.
+                    raise _Truncated(f"{href} opened without georeferencing (incomplete header)")
                 left, bottom, right, top = transform_bounds(grid.crs, src.crs, *grid.bounds, densify_pts=21)
                 win = from_bounds(left, bottom, right, top, transform=src.transform)
                 col0 = max(0, int(math.floor(win.col_off)) - 2)
@@ -696,11 +712,13 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
                 )
                 wt = src.window_transform(window) * Affine.scale(window.width / out_shape[1], window.height / out_shape[0])
                 return _Patch(np.ma.filled(arr.astype("float32"), np.nan), wt, src.crs)
-        except DownloadError:
-            raise
-        except (RasterioError, OSError) as exc:
+        except (RasterioError, OSError, _Truncated, NotGeoreferencedWarning) as exc:
+            # NotGeoreferencedWarning arrives here only when warnings are errors: same cause as _Truncated.
             last = exc
             if _is_permanent(exc):
+                break
+            if _GDAL_RETRIED.search(str(exc)):
+                attempt = retry.attempts - 1  # GDAL itself already retried this HTTP status
                 break
     msg = _short(last) if last is not None else "unknown error"
     tries = attempt + 1

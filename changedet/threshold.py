@@ -233,7 +233,7 @@ def compute_threshold(
         return float(np.percentile(values, float(percentile)))
     values = _valid_values(score, valid)
     lo, hi = float(values.min()), float(values.max())
-    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+    if hi - lo <= 1e-5 * max(1.0, abs(hi)):
         return hi
     return THRESHOLDS[method](values)
 

@@ -635,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
         "crs": CRS,
         "pairs": {},
     }
+    reg = args.out / "registry.json"
+    if reg.is_file() and set(args.pairs) != set(PAIRS):  # remaking some pairs keeps the others' entries
+        registry["pairs"] = json.loads(reg.read_text())["pairs"]
     for name in args.pairs:
         pair = render_pair(name, scene)
         images = _sensor(name, pair)
@@ -672,7 +675,6 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{name}: {folder} truth {pair['truth'].mean():.3%} changed, "
               f"{sum(f['bytes'] for f in files.values()) / 1e6:.2f} MB")
-    reg = args.out / "registry.json"
     tmp = reg.with_name(reg.name + ".part")
     tmp.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     tmp.replace(reg)

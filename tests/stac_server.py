@@ -10,7 +10,7 @@
   ``206 Partial Content`` with ``Content-Range`` (and ``multipart/byteranges`` for
   several ranges), ``416`` outside the file;
 * injected faults per asset path (``"404"``, ``"500"``, ``"reset"``: the connection
-  drops halfway through the body), once each or for every request;
+  drops a quarter of the way through the body), once each or for every request;
 * a log of every request, so tests can count them.
 
 :func:`make_s2_item` and :func:`make_landsat_item` write small COG band files
@@ -310,7 +310,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _asset(self, path: str) -> None:
         owner = self.owner
-        fault = owner._take_fault(path)
+        # Faults hit transfers (GET); a HEAD only sees the persistent 404/500 of a missing or broken object.
+        fault = owner._take_fault(path) if self.command == "GET" else owner.always.get(path)
+        if fault == "reset" and self.command == "HEAD":
+            fault = None
         if fault == "404" or path not in owner.files:
             return self._error(404, "NoSuchKey")
         if fault == "500":
@@ -363,8 +366,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "HEAD":
             return
         if fault == "reset":
-            # Half the body, then the connection drops: a transfer broken mid-way.
-            self.wfile.write(body[: max(1, len(body) // 2)])
+            # A quarter of the body, then the connection drops: a transfer broken mid-way.
+            self.wfile.write(body[: max(1, len(body) // 4)])
             self.wfile.flush()
             self.close_connection = True
             import socket
