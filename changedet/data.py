@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidParameterError, RasterReadError
-from .io import read_raster, sha256
+from .io import read_json, read_raster, sha256
 from .raster import GeoRaster
 
 __all__ = [
@@ -104,7 +104,7 @@ def _registry() -> dict[str, Any]:
         )
         raise RasterReadError(f"sample registry {str(path)!r} not found; {hint}")
     try:
-        registry = json.loads(path.read_text(encoding="utf-8"))
+        registry = read_json(path)
         pairs = registry["pairs"]
     except (ValueError, KeyError, TypeError) as exc:
         raise RasterReadError(f"sample registry {str(path)!r} is not valid ({exc}); {_REMAKE}") from None

@@ -33,6 +33,7 @@ __all__ = [
     "write_raster",
     "write_geojson",
     "write_json",
+    "read_json",
     "write_gpkg",
     "atomic_path",
     "sha256",
@@ -482,6 +483,19 @@ def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int = 2) -> Pa
     with atomic_path(dest) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
     return dest
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file (UTF-8).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> read_json(write_json([1, 2], tempfile.mkdtemp() + "/l.json"))
+    [1, 2]
+    """
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def _json_default(o: Any) -> Any:

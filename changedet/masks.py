@@ -105,15 +105,15 @@ def spectral_cloud_mask(
     image: np.ndarray,
     band_names: Sequence[str],
     *,
-    min_size_px: int = 50,
+    min_size_px: int = 100,
     grow_px: int = 2,
 ) -> np.ndarray:
     """A simple cloud test for top-of-atmosphere images without an SCL band.
 
     A pixel is cloud when it is bright in blue (reflectance > 0.18), white
     (visible bands within 70 % of their mean, Fmask's whiteness test) and, when
-    the bands exist, raised in the cirrus band B10 or the water-vapour band B09 to
-    more than 1.5 times the scene median (clouds rise above the water vapour that
+    the bands exist, raised in the cirrus band B10 (else the water-vapour band B09) to
+    more than twice the scene median (clouds rise above the water vapour that
     darkens the ground in those bands).  Without B09/B10 a stricter brightness
     (blue > 0.25) is used.  Blobs smaller than ``min_size_px`` are dropped (bright
     roofs), the rest grown by ``grow_px``.  Reflectance may be in [0, 1] or scaled
@@ -147,14 +147,12 @@ def spectral_cloud_mask(
         vis = (blue + green + red) / 3
         white = (np.abs(blue - vis) + np.abs(green - vis) + np.abs(red - vis)) / np.where(vis > 0, vis, np.nan)
         cand = np.nan_to_num(white, nan=9) < 0.7
-        atmos = [found[b] for b in ("cirrus", "watervapour") if b in found]
-        if atmos:
-            raised = np.zeros(blue.shape, bool)
-            for i in atmos:
-                band = image[i].astype(np.float64)
-                med = np.nanmedian(band) if np.isfinite(band).any() else np.nan
-                if np.isfinite(med) and med > 0:
-                    raised |= np.nan_to_num(band, nan=0) > 1.5 * med
+        # cirrus (B10) is the better witness: bright roofs and soils raise B09 too
+        atmos = next((found[b] for b in ("cirrus", "watervapour") if b in found), None)
+        if atmos is not None:
+            band = image[atmos].astype(np.float64)
+            med = np.nanmedian(band) if np.isfinite(band).any() else np.nan
+            raised = np.nan_to_num(band, nan=0) > 2.0 * med if np.isfinite(med) and med > 0 else False
             cand &= (np.nan_to_num(blue, nan=0) > 0.18) & raised
         else:
             cand &= np.nan_to_num(blue, nan=0) > 0.25
@@ -175,15 +173,16 @@ def cloud_shadow_mask(
     band_names: Sequence[str],
     clouds: np.ndarray,
     *,
-    max_distance_px: int = 60,
+    max_distance_px: int = 300,
     grow_px: int = 3,
 ) -> np.ndarray:
     """Cloud shadows: the cloud mask moved to where it covers the darkest pixels.
 
     Shadows are the clouds' shapes displaced along the sun direction; as the sun
     and cloud heights are unknown here, every displacement within
-    ``max_distance_px`` is tried and the one whose footprint is darkest in the
-    nir band (relative to the scene) wins, as in Fmask's shadow matching.  The
+    ``max_distance_px`` is tried (one FFT correlation) and the one whose footprint
+    is darkest in the nir band (relative to the scene) wins, as in Fmask's shadow
+    matching; low winter sun casts shadows kilometres away, hence the wide default.  The
     displaced footprint counts as shadow only where it is dark (nir below the
     scene median).
 
@@ -209,20 +208,22 @@ def cloud_shadow_mask(
     dark = np.nan_to_num(nir, nan=med) < med
     darkness = np.nan_to_num(med - nir, nan=0.0)
     darkness[clouds] = 0.0
+    # Mean darkness under the displaced cloud mask for every displacement at once (FFT correlation).
     rows, cols = clouds.shape
-    best, best_shift = -np.inf, (0, 0)
-    step = max(1, max_distance_px // 20)
-    for dr in range(-max_distance_px, max_distance_px + 1, step):
-        for dc in range(-max_distance_px, max_distance_px + 1, step):
-            if dr * dr + dc * dc > max_distance_px**2 or (dr, dc) == (0, 0):
-                continue
-            moved = ndimage.shift(clouds, (dr, dc), order=0, mode="constant", cval=False)
-            area = moved.sum()
-            if area == 0:
-                continue
-            value = darkness[moved].sum() / area
-            if value > best:
-                best, best_shift = value, (dr, dc)
+    shape = (2 * rows, 2 * cols)
+    fc = np.fft.rfft2(clouds.astype(np.float64), shape)
+    dark_sum = np.fft.irfft2(np.fft.rfft2(darkness, shape) * np.conj(fc), shape)
+    inside = np.fft.irfft2(np.fft.rfft2(np.ones_like(darkness), shape) * np.conj(fc), shape)
+    dr = np.fft.fftfreq(shape[0], 1 / shape[0])[:, None]
+    dc = np.fft.fftfreq(shape[1], 1 / shape[1])[None, :]
+    dist2 = dr**2 + dc**2
+    area = clouds.sum()
+    usable = (dist2 <= max_distance_px**2) & (dist2 >= 9) & (inside >= 0.5 * area)
+    if not usable.any():
+        return np.zeros_like(clouds)
+    value = np.where(usable, dark_sum / np.maximum(inside, 1), -np.inf)
+    r, c = np.unravel_index(int(np.argmax(value)), value.shape)
+    best_shift = (int(dr[r, 0]), int(dc[0, c]))
     moved = ndimage.shift(clouds, best_shift, order=0, mode="constant", cval=False)
     return _grow(moved & dark & ~clouds, grow_px)
 

@@ -31,7 +31,9 @@ Decisions worth knowing:
   ``CLOUDY_WARNING_PCT`` of the area is cloud; with ``max_cloud`` given, a scene
   above it is never chosen and :class:`NoSceneFoundError` names the least cloudy.
 * Reflectance bands are scaled to surface reflectance with the assets'
-  ``raster:bands`` scale and offset when the catalogue gives them.  The mask band
+  ``raster:bands`` scale and offset when the catalogue gives them (except the
+  stale offset of Earth Search ``sentinel-2-l2a``, whose numbers are already
+  harmonised; ``fetch.json`` records what was applied).  The mask band
   (``scl`` / ``qa_pixel``) keeps its class codes; pixels where it is nodata are NaN
   in every band.  Landsat's ``nir08`` asset is written as the band ``nir`` (its
   canonical name, see :mod:`changedet.indices`).
@@ -650,10 +652,17 @@ def _href(item: Mapping[str, Any], key: str) -> str:
 
 
 def _scale_offset(item: Mapping[str, Any], key: str) -> tuple[float, float]:
+    """(scale, offset) turning an asset's numbers into surface reflectance: ``value * scale + offset``."""
     bands = item["assets"][key].get("raster:bands") or []
+    scale, offset = 1.0, 0.0
     if bands and isinstance(bands[0], dict):
-        return float(bands[0].get("scale", 1.0) or 1.0), float(bands[0].get("offset", 0.0) or 0.0)
-    return 1.0, 0.0
+        scale, offset = float(bands[0].get("scale", 1.0) or 1.0), float(bands[0].get("offset", 0.0) or 0.0)
+    if "earthsearch:boa_offset_applied" in _props(item):
+        # Earth Search's sentinel-2-l2a COGs are harmonised (the BOA offset is already in the numbers,
+        # reflectance = DN / 10000); the -0.1 some items carry in raster:bands is stale
+        # (Element84/earth-search#66, #71).  sentinel-2-c1-l2a has no such flag and a true offset.
+        offset = 0.0
+    return scale, offset
 
 
 @dataclass(frozen=True, eq=False)
@@ -1482,11 +1491,27 @@ def fetch_pair(
         "candidates": tables,
         "choice": {label: chosen[label].to_row() for label in ("before", "after")},
         "bands": {label: list(_band_names_of(folders[label])) for label in ("before", "after")},
+        "radiometry": {label: _radiometry(chosen[label]) for label in ("before", "after")},
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": _versions(),
     }
     fetch_json = write_json(record, out_dir / "fetch.json")
     return FetchResult(folders["before"], folders["after"], chosen["before"], chosen["after"], fetch_json, grid)
+
+
+def _radiometry(candidate: Candidate) -> dict[str, Any]:
+    """Per item and band, the scale and offset applied (reflectance = value * scale + offset)."""
+    out: dict[str, Any] = {}
+    for it in candidate.items:
+        profile = _profile_for(it, candidate.collection)
+        bands = {}
+        for name, keys in profile.bands:
+            key = _asset_key(it, keys)
+            if key is not None and name != profile.mask:
+                scale, offset = _scale_offset(it, key)
+                bands[name] = {"asset": key, "scale": scale, "offset": offset}
+        out[str(it["id"])] = bands
+    return out
 
 
 def _band_names_of(folder: Path) -> tuple[str, ...]:

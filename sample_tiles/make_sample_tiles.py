@@ -442,14 +442,12 @@ def render_pair(name: str, scene: Scene) -> dict:
         a, b = lut_a[ids], lut_b[ids]  # (n, n, 4)
         refl = a + (b - a) * s[..., None]
         del a, b
-        bright = np.ones((n, n), np.float32)
-        for t, amp_m, amp_s, amp_f in [(TX_VEG, 0.05, 0.04, 0.03), (TX_FIELD, 0.03, 0.02, 0.02),
-                                       (TX_FOREST, 0.10, 0.10, 0.06), (TX_WATER, 0.03, 0.0, 0.01),
-                                       (TX_ROOF, 0.03, 0.01, 0.01), (TX_PAVED, 0.05, 0.03, 0.02),
-                                       (TX_SITE, 0.08, 0.06, 0.05), (TX_DORM, 0.01, 0.01, 0.01),
-                                       (TX_PLAIN, 0.02, 0.01, 0.01)]:
-            m = tex == t
-            bright[m] += amp_m * n_med[m] + amp_s * n_small[m] + amp_f * n_fine[m]
+        # texture amplitude (medium, small, per-pixel scale) per texture kind
+        amp = np.zeros((9, 3), np.float32)
+        amp[[TX_VEG, TX_FIELD, TX_FOREST, TX_WATER, TX_ROOF, TX_PAVED, TX_SITE, TX_DORM, TX_PLAIN]] = [
+            (0.05, 0.04, 0.03), (0.03, 0.02, 0.02), (0.10, 0.10, 0.06), (0.03, 0.0, 0.01), (0.03, 0.01, 0.01),
+            (0.05, 0.03, 0.02), (0.08, 0.06, 0.05), (0.01, 0.01, 0.01), (0.02, 0.01, 0.01)]
+        bright = 1 + (amp[tex, 0] * n_med + amp[tex, 1] * n_small + amp[tex, 2] * n_fine)
         # factory roofs: panel seams every 5 m and skylight strips every 24 m across the hall
         m = tex == TX_ROOF
         seam = (np.abs(((u + 1000) % 5.0) - 2.5) > 2.35) & m

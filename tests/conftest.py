@@ -93,6 +93,8 @@ def make_scene(*, seed: int = 7, shift: tuple[float, float] = (0.0, 0.0), shape:
 
     ``truth`` is the building's footprint on the before grid.
     """
+    if shape[0] < BUILDING[0].stop or shape[1] < BUILDING[1].stop:
+        raise ValueError(f"shape {shape} is too small to hold the building at {BUILDING}")
     before = textured_image(shape, seed=seed)
     rng = np.random.default_rng(seed + 100)
     truth = np.zeros(shape, bool)

@@ -21,7 +21,7 @@ replaced by the server's URL when the item is served).
 
 from __future__ import annotations
 
-import collections
+from collections import Counter, deque
 import json
 import math
 import re
@@ -110,7 +110,8 @@ class StacServer:
         self.collections = collections
         self.page_size = page_size
         self.log: list[tuple[str, str, str]] = []
-        self.faults: dict[str, collections.deque[str]] = {}
+        self.bytes_sent: Counter[str] = Counter()
+        self.faults: dict[str, deque[str]] = {}
         self.always: dict[str, str] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -158,7 +159,7 @@ class StacServer:
             if times is None:
                 self.always[path] = mode
             else:
-                self.faults.setdefault(path, collections.deque()).extend([mode] * times)
+                self.faults.setdefault(path, deque()).extend([mode] * times)
 
     def requests_to(self, prefix: str = "/assets/") -> list[tuple[str, str, str]]:
         with self._lock:
@@ -365,6 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return
+        path = urlparse(self.path).path
+        with self.owner._lock:
+            self.owner.bytes_sent[path] += len(body) if fault != "reset" else max(1, len(body) // 4)
         if fault == "reset":
             # A quarter of the body, then the connection drops: a transfer broken mid-way.
             self.wfile.write(body[: max(1, len(body) // 4)])
@@ -442,12 +446,15 @@ def make_s2_item(
     scl: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     dn: dict[str, int] | None = None,
     collection: str = "sentinel-2-l2a",
+    noise: bool = False,
+    props: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """A Sentinel-2 L2A-like item: COG bands under ``root`` and the STAC item.
 
     ``scl(x, y)`` gives the SCL class at 20 m pixel centres (map coordinates in
     ``epsg``); the default is 4 (vegetation) everywhere.  Where SCL is 0 every band
-    is 0 (nodata), as in the products.
+    is 0 (nodata), as in the products.  ``noise=True`` adds incompressible noise to the
+    10 m bands, so a file is as large as its pixels (to measure how much of it is read).
     """
     dn = {**S2_DN, **(dn or {})}
     files: dict[str, Path] = {}
@@ -468,6 +475,8 @@ def make_s2_item(
             x, _ = _pixel_centres(t, (n, n))
             # A gentle east-west gradient so resampling is visible but predictable.
             arr = (dn[name] + ((x - left) / size_m * 100)).astype("uint16")
+            if noise and res == 10:
+                arr = arr + np.random.default_rng(0).integers(0, 50, arr.shape).astype("uint16")
             arr[nodata10 if res == 10 else nodata20] = 0
             dtype = "uint16"
         path = root / item_id / f"{name}.tif"
@@ -493,6 +502,7 @@ def make_s2_item(
         "mgrs:latitude_band": band,
         "mgrs:grid_square": square,
         "grid:code": f"MGRS-{tile}",
+        **(props or {}),
     }
     geom = _footprint(epsg, left, top, size_m, size_m)
     return _item(item_id, collection, when, geom, props, assets), files

@@ -140,11 +140,23 @@ def test_verify_false_skips_the_hash_check(sample_copy: Path) -> None:
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
-    """Re-running the script gives byte-identical files (same numpy/GDAL build)."""
-    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, capture_output=True, timeout=120)
+    """Re-running the script reproduces the shipped pixels, grids and registry facts.
+
+    Pixels are compared rather than file bytes, so another GDAL/zlib build (which may
+    compress differently) does not fail the test while a change of the scene does.
+    """
+    import numpy as np
+    import rasterio
+
+    subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], check=True, capture_output=True, timeout=180)
     made = json.loads((tmp_path / "registry.json").read_text())
     shipped = json.loads((REPO / "sample_tiles" / "registry.json").read_text())
-    assert made == shipped
+    assert made.keys() == shipped.keys()
     for name, entry in shipped["pairs"].items():
-        for fname, meta in entry["files"].items():
-            assert sha256(tmp_path / name / fname) == meta["sha256"], f"{name}/{fname} differs"
+        assert {k: v for k, v in made["pairs"][name].items() if k != "files"} == {
+            k: v for k, v in entry.items() if k != "files"
+        }
+        for fname in entry["files"]:
+            with rasterio.open(tmp_path / name / fname) as a, rasterio.open(REPO / "sample_tiles" / name / fname) as b:
+                assert a.crs == b.crs and a.transform == b.transform and a.descriptions == b.descriptions
+                assert np.array_equal(a.read(), b.read()), f"{name}/{fname} pixels differ"

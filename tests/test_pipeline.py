@@ -23,7 +23,7 @@ from changedet.errors import EmptyDataError, GridMismatchError, InvalidParameter
 from changedet.evaluate import evaluate
 from changedet.io import sha256
 from changedet.pipeline import OUTPUT_FILES, ChangeResult, detect_changes, parse_aoi
-from changedet.raster import GeoRaster
+from changedet.raster import GeoRaster, Grid
 
 T10 = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
 TO_LONLAT = Transformer.from_crs(32639, 4326, always_xy=True)
@@ -34,6 +34,10 @@ def _lonlat_bbox(row0: int, row1: int, col0: int, col1: int) -> tuple[float, flo
     """The lon/lat bounding box of a block of pixels of the scene grid."""
     return transform_bounds(UTM39, "EPSG:4326", ORIGIN[0] + 10 * col0, ORIGIN[1] - 10 * row1,
                             ORIGIN[0] + 10 * col1, ORIGIN[1] - 10 * row0, densify_pts=21)
+
+
+def scene_grid(scene: Scene) -> Grid:
+    return GeoRaster(scene.before, scene.transform, scene.crs).grid
 
 
 def _f1(result: ChangeResult, truth: np.ndarray) -> float:
@@ -61,10 +65,6 @@ def test_planted_building_is_found(pair_tifs: PairFiles, scene: Scene) -> None:
     assert r["nodata_pixels"] == 9
     assert r["by_class"]["new_construction"]["count"] == 1
     assert "1 changed areas" in repr(result)
-
-
-def scene_grid(scene: Scene):  # noqa: ANN201 - a Grid
-    return GeoRaster(scene.before, scene.transform, scene.crs).grid
 
 
 def test_geo_rasters_and_paths_give_the_same_result(scene: Scene) -> None:
@@ -117,7 +117,6 @@ def test_coregistration_corrects_a_shift() -> None:
 def test_after_in_another_crs_is_aligned(scene: Scene) -> None:
     """The after image in UTM 38N is reprojected onto the before image's grid."""
     from changedet.align import align_to
-    from changedet.raster import Grid
 
     b, a = scene.rasters()
     to38 = Transformer.from_crs(32639, 32638, always_xy=True)
@@ -128,6 +127,36 @@ def test_after_in_another_crs_is_aligned(scene: Scene) -> None:
     assert result.grid.crs == UTM39
     assert result.n_changes == 1
     assert result.polygons.total_area_m2 == pytest.approx(BUILDING_AREA_M2, rel=0.25)  # resampled twice
+
+
+def test_band_folders_as_inputs(tmp_path: Path, scene: Scene) -> None:
+    """Each date as a Sentinel-2 style folder of single-band files."""
+    folders = []
+    for date, data in (("20240612", scene.before), ("20250612", scene.after)):
+        folder = tmp_path / date
+        folder.mkdir()
+        for i, band in enumerate(BANDS):
+            write_tif(folder / f"T39UWB_{date}T073621_{band}.tif", data[i], transform=scene.transform, crs=scene.crs)
+        folders.append(folder)
+    result = detect_changes(*folders, **FAST)
+    assert result.before.band_names == BANDS
+    assert result.n_changes == 1
+    assert result.polygons.total_area_m2 == pytest.approx(BUILDING_AREA_M2, rel=0.10)
+    assert result.summary["inputs"]["before"]["sha256"] == sha256(folders[0])
+
+
+def test_oscd_dates_of_different_sizes(oscd: Path) -> None:
+    """saclay_e: the later date is smaller; the analysis grid is the earlier date's 10 m grid."""
+    from changedet.io import read_raster
+
+    city = oscd / "saclay_e"
+    result = detect_changes(city / "imgs_1", city / "imgs_2")
+    assert result.grid.same_as(read_raster(city / "imgs_1", bands=["B02"]).grid)
+    assert result.grid.shape == (639, 688)
+    truth = read_raster(city / "cm" / "saclay_e-cm.tif")
+    assert truth.shape[1:] == result.grid.shape  # the truth's pixel grid matches the analysis grid
+    acc = evaluate(result.mask.data[0], truth.data[0], truth_change_values=(2,), truth_nochange_values=(1,))
+    assert acc.tp + acc.fn > 1000 and acc.n_valid > 0.95 * 639 * 688
 
 
 # --------------------------------------------------------------------------- AOI

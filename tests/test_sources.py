@@ -82,8 +82,10 @@ def scenes(tmp_path: Path, server: StacServer) -> StacServer:
     root = tmp_path / "assets"
     server.add(*make_s2_item(root, "S2A_39UWB_20240612_0_L2A", when="2024-06-12T08:16:01Z", epsg=32639,
                              left=LEFT, top=TOP, cloud_cover=3.0, platform="sentinel-2a", scl=clouds_over_area))
+    # Earth Search sentinel-2-l2a flags harmonised numbers: its stale -0.1 offset must not be applied.
     server.add(*make_s2_item(root, "S2B_39UWB_20240617_0_L2A", when="2024-06-17T08:16:02Z", epsg=32639,
-                             left=LEFT, top=TOP, cloud_cover=70.0, platform="sentinel-2b", scl=clouds_elsewhere))
+                             left=LEFT, top=TOP, cloud_cover=70.0, platform="sentinel-2b", scl=clouds_elsewhere,
+                             props={"earthsearch:boa_offset_applied": True}))
 
     def corner_nodata(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where((x < LEFT + 1000) & (y > TOP - 1000), 0, 5)
@@ -200,6 +202,10 @@ def test_query_filter_and_paging(scenes: StacServer, tmp_path: Path) -> None:
     few = sources.search_scenes(AREA, "2024-01-01/2025-12-31", stac_url=scenes.url, cache_dir=tmp_path, retry=FAST,
                                 max_scene_cloud=20)
     assert sorted(c.date for c in few) == ["2024-06-12", "2025-06-07"]
+    with pytest.warns(UserWarning, match="returned the limit of 2 scenes; only those are ranked"):
+        two = sources.search_scenes(AREA, "2024-01-01/2025-12-31", stac_url=scenes.url, cache_dir=tmp_path,
+                                    retry=FAST, limit=2)
+    assert len(two) == 2
 
 
 def test_unknown_collection_and_unreachable_catalogue(scenes: StacServer, tmp_path: Path) -> None:
@@ -224,10 +230,13 @@ def test_fetch_pair_writes_scene_folders(scenes: StacServer, tmp_path: Path) -> 
     assert before.band_names == names and after.band_names == names
     assert before.grid.same_as(after.grid)
     assert before.crs.to_epsg() == 32639 and before.res == (10.0, 10.0)
-    # Surface reflectance from the assets' raster:bands scale/offset, 20 m bands resampled bilinear.
-    nir = before.band("nir")
-    assert np.nanmean(nir) == pytest.approx((S2_DN["nir"] + 50) * 1e-4 - 0.1, abs=0.003)
-    assert np.nanmean(before.band("swir16")) == pytest.approx((S2_DN["swir16"] + 50) * 1e-4 - 0.1, abs=0.003)
+    # Surface reflectance from the assets' raster:bands scale/offset (no offset on harmonised Earth Search
+    # numbers), 20 m bands resampled bilinear onto the 10 m grid.
+    assert np.nanmean(before.band("nir")) == pytest.approx((S2_DN["nir"] + 50) * 1e-4, abs=0.003)
+    assert np.nanmean(before.band("swir16")) == pytest.approx((S2_DN["swir16"] + 50) * 1e-4, abs=0.003)
+    assert np.nanmean(after.band("nir")) == pytest.approx((2100 + 50) * 1e-4 - 0.1, abs=0.003)
+    swir = before.band("swir16")
+    assert len(np.unique(swir)) > 10 and np.all(np.diff(swir[0]) >= 0)  # a smooth gradient, not 20 m steps
     assert set(np.unique(before.band("scl"))) == {4.0}
     # SCL 0 (nodata) in the after scene's north-west corner is NaN in every band.
     scl = after.band("scl")
@@ -241,6 +250,9 @@ def test_fetch_pair_writes_scene_folders(scenes: StacServer, tmp_path: Path) -> 
     assert record["choice"]["before"]["date"] == "2024-06-17"
     assert [r["date"] for r in record["candidates"]["before"]] == ["2024-06-17", "2024-06-12"]
     assert record["query"]["before"] == "2024-06-01/2024-06-30" and record["grid"]["crs"] == "EPSG:32639"
+    assert record["radiometry"]["before"]["S2B_39UWB_20240617_0_L2A"]["nir"] == {"asset": "nir", "scale": 0.0001,
+                                                                                "offset": 0.0}
+    assert record["radiometry"]["after"]["S2A_39UWB_20250607_0_L2A"]["nir"]["offset"] == -0.1
     assert _leftovers(tmp_path) == []
 
 
@@ -276,6 +288,10 @@ def test_all_cloudy_warns_or_refuses(server: StacServer, tmp_path: Path) -> None
                                  top=TOP, cloud_cover=50.0 + i, scl=clouds_over_area))
     server.add(*make_s2_item(root, "S2A_39UWB_20250607_0_L2A", when="2025-06-07T08:16:00Z", epsg=32639,
                              left=LEFT, top=TOP))
+    with pytest.raises(NoSceneFoundError, match=r"all 2 sentinel-2-l2a scenes of bbox .* between 2024-06-01 and "
+                                                r"2024-06-30 have more than 30% cloud over the area"):
+        sources.search_scenes(AREA, "2024-06-01/2024-06-30", stac_url=server.url, cache_dir=tmp_path / "c",
+                              max_cloud=30, retry=FAST)
     with pytest.raises(NoSceneFoundError, match=r"no before scene \(2024-06-01/2024-06-30\) is under 30% cloud over "
                                                 r"the area: the least cloudy, 2024-06-1\d \(39UWB\), has 100%"):
         _fetch(server, tmp_path / "strict", tmp_path / "c", max_cloud=30)
@@ -283,6 +299,21 @@ def test_all_cloudy_warns_or_refuses(server: StacServer, tmp_path: Path) -> None
     with pytest.warns(CloudyAreaWarning, match="every before scene.*cloudy over the area; taking the least cloudy"):
         res = _fetch(server, tmp_path / "lenient", tmp_path / "c")
     assert np.all(read_raster(res.before).band("scl") == 9)  # kept and flagged for the masks stage
+
+
+def test_reads_only_the_window_of_the_area(server: StacServer, tmp_path: Path) -> None:
+    # 10 km tiles with incompressible 10 m bands (about 2 MB each); the area is 300 m across.
+    root = tmp_path / "assets"
+    server.add(*make_s2_item(root, "S2A_big", when="2024-06-12T08:16:00Z", epsg=32639, left=LEFT, top=TOP,
+                             size_m=10240, noise=True))
+    area = _lonlat_box(LEFT + 5000, TOP - 5300, LEFT + 5300, TOP - 5000)
+    cands = sources.search_scenes(area, "2024-06-12", stac_url=server.url, cache_dir=tmp_path / "c", retry=FAST)
+    scene = sources.read_candidate(cands[0], area, cache_dir=tmp_path / "c", retry=FAST)
+    assert scene.shape == (7, 31, 31) or scene.shape[1:] == (32, 32) or scene.shape[1] in (31, 32, 33)
+    path = "/assets/S2A_big/nir.tif"
+    size = (root / "S2A_big" / "nir.tif").stat().st_size
+    assert size > 1_500_000
+    assert 0 < server.bytes_sent[path] < size / 10
 
 
 def test_area_straddling_two_utm_zones_is_mosaicked(server: StacServer, tmp_path: Path) -> None:

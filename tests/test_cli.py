@@ -1,0 +1,264 @@
+"""Tests for the ``changedet`` command (changedet.cli): exit codes, one-line errors, real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from conftest import BANDS, ORIGIN, UTM39, PairFiles, make_scene, write_tif
+from changedet import __version__
+from changedet.cli import build_parser, main
+from changedet.errors import ChangedetError
+
+T10 = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str], command: str = "detect") -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"changedet {command}: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- detect
+def test_detect(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main(["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures"])
+    assert code == 0
+    stdout = capsys.readouterr().out
+    assert stdout.startswith("1 changed areas, 0.60 ha (1.5 acres), in ")
+    assert "new_construction" in stdout and str(out) in stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg", "summary.json"
+    ]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parameters"]["method"] == "auto" and summary["parameters"]["coregister"] is True
+
+
+def test_detect_options_reach_the_pipeline(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    code = main([
+        "detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures",
+        "--method", "diff", "--threshold", "p99", "--min-area-m2", "300", "--bands", "B04, B08",
+        "--no-coregister", "--no-align",
+    ])
+    assert code == 0, capsys.readouterr().err
+    params = json.loads((out / "summary.json").read_text())["parameters"]
+    assert params["method"] == "diff" and params["threshold"] == "p99" and params["threshold_method"] == "percentile"
+    assert params["min_area_m2"] == 300.0 and params["bands"] == ["B04", "B08"]
+    assert params["coregister"] is False and params["align"] is False
+
+
+def test_detect_with_truth_adds_accuracy(pair_tifs: PairFiles, tmp_path: Path) -> None:
+    scene = make_scene()
+    truth = write_tif(tmp_path / "truth.tif", scene.truth.astype("uint8"), transform=T10, crs=UTM39, dtype="uint8")
+    out = tmp_path / "out"
+    assert main(["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures",
+                 "--truth", str(truth)]) == 0
+    acc = json.loads((out / "summary.json").read_text())["accuracy"]
+    assert acc["f1"] > 0.9 and acc["tp"] >= 54
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["{missing}", "{after}"], r"input '.*missing\.tif' does not exist"),
+        (["{text}", "{after}"], r"fake\.tif' is not a raster GDAL can read"),
+        (["{before}", "{after}", "--threshold", "median"], r"threshold must be a number, 'pNN'"),
+        (["{before}", "{after}", "--aoi", "1,2,3"], r"aoi '1,2,3' is neither an existing GeoJSON file"),
+        (["{before}", "{after}", "--aoi", "10,10,10.1,10.1"], r"the area of interest .* does not overlap the images"),
+        (["{before}", "{far}"], r"the images do not overlap"),
+        (["{before}", "{after}", "--bands", "B11"], r"band 'B11' not found"),
+        (["{before}", "{after}", "--min-area-m2", "-5"], r"min_area_m2 must be a number >= 0, got -5\.0"),
+        (["{before}", "{after}", "--method", "magic"], r"argument --method: invalid choice: 'magic'"),
+        (["{before}"], r"the following arguments are required: AFTER"),
+        (["{before}", "{after}", "--min-area-m2", "lots"], r"argument --min-area-m2: invalid float value: 'lots'"),
+    ],
+)
+def test_detect_bad_input(
+    args: list[str], match: str, pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str], make_tif
+) -> None:
+    text = tmp_path / "fake.tif"
+    text.write_text("not a raster")
+    far = make_tif(tmp_path / "far.tif", np.ones((4, 10, 10)), transform=Affine(10, 0, 700_000, 0, -10, 6_200_000),
+                   crs=UTM39, descriptions=BANDS)
+    paths = dict(before=pair_tifs.before, after=pair_tifs.after, missing=tmp_path / "missing.tif", text=text, far=far)
+    argv = ["detect", *(a.format(**paths) for a in args), "--out", str(tmp_path / "out")]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors exit
+        code = exc.code
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert re.search(match, line), line
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_detect_refuses_a_finished_output(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = ["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "already holds a finished result; pass --overwrite or choose another --out" in line
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_debug_env_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANGEDET_DEBUG", "1")
+    with pytest.raises(ChangedetError, match="does not exist"):
+        main(["detect", str(tmp_path / "a.tif"), str(tmp_path / "b.tif"), "--out", str(tmp_path / "o")])
+
+
+# --------------------------------------------------------------------------- help, version
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("detect", "evaluate", "demo", "fetch", "batch"):
+        assert command in out
+
+
+def test_detect_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--threshold" in out and "--aoi" in out and "change_mask.tif" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"changedet {__version__}"
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: changedet" in capsys.readouterr().out
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["detcet"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("changedet: error: argument COMMAND: invalid choice: 'detcet'")
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["detect", "a.tif", "b.tif", "--out", "x"])
+    assert (args.method, args.threshold, args.aoi, args.no_coregister, args.overwrite) == ("auto", None, None, False, False)
+
+
+# --------------------------------------------------------------------------- evaluate
+PRED = np.array([[1, 1, 0, 0], [1, 0, 0, 255], [0, 0, 1, 0]], "uint8")
+TRUTH01 = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]], "uint8")  # tp 2, fp 2, fn 1, tn 6, 1 ignored
+
+
+@pytest.fixture
+def masks(tmp_path: Path) -> dict[str, Path]:
+    kw = dict(transform=T10, crs=UTM39, dtype="uint8")
+    return {
+        "pred": write_tif(tmp_path / "pred.tif", PRED, nodata=255, **kw),
+        "truth01": write_tif(tmp_path / "truth01.tif", TRUTH01, **kw),
+        "truth12": write_tif(tmp_path / "truth12.tif", TRUTH01 + 1, **kw),  # OSCD: 2 change, 1 no change
+        "rgb": write_tif(tmp_path / "rgb.tif", np.ones((3, 3, 4)), **kw),
+    }
+
+
+@pytest.mark.parametrize("truth", ["truth01", "truth12"])
+def test_evaluate_auto_detects_truth_values(masks: dict[str, Path], truth: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(masks["pred"]), str(masks[truth]), "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert (acc["tp"], acc["fp"], acc["fn"], acc["tn"], acc["n_ignored"]) == (2, 2, 1, 6, 1)
+    assert acc["f1"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 1), abs=1e-9)
+
+
+def test_evaluate_explicit_truth_values(masks: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # reading the OSCD mask with 0/1 semantics would be wrong: say it explicitly
+    assert main(["evaluate", str(masks["pred"]), str(masks["truth12"]), "--truth-change", "2",
+                 "--truth-nochange", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tp"] == 2
+
+
+def test_evaluate_text_report(masks: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(masks["pred"]), str(masks["truth01"])]) == 0
+    out = capsys.readouterr().out
+    assert "F1 0.5714" in out and "pixels compared 11 (ignored 1)" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["{pred}", "{rgb}"], r"TRUTH_MASK '.*rgb\.tif' has 3 bands; a mask has one"),
+        (["{rgb}", "{pred}"], r"PREDICTED_MASK '.*rgb\.tif' has 3 bands; a mask has one"),
+        (["{pred}", "{truth01}", "--truth-change", "x"], r"expected comma-separated numbers, got 'x'"),
+        (["{pred}", "{missing}"], r"input '.*missing\.tif' does not exist"),
+    ],
+)
+def test_evaluate_bad_input(
+    args: list[str], match: str, masks: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = {k: str(v) for k, v in masks.items()} | {"missing": str(tmp_path / "missing.tif")}
+    assert main(["evaluate", *(a.format(**paths) for a in args)]) == 2
+    line = _one_error_line(capsys, "evaluate")
+    assert re.search(match, line), line
+
+
+# --------------------------------------------------------------------------- the installed command
+def _changedet_command() -> list[str]:
+    exe = Path(sys.executable).with_name("changedet")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("changedet")
+    return [found] if found else [sys.executable, "-m", "changedet.cli"]
+
+
+def test_console_script_runs_detect(tmp_path: Path, make_tif) -> None:
+    scene = make_scene(shape=(96, 128))  # tiny, but holds the building
+    kw = dict(transform=T10, crs=UTM39, descriptions=BANDS)
+    b = make_tif(tmp_path / "b.tif", scene.before, **kw)
+    a = make_tif(tmp_path / "a.tif", scene.after, **kw)
+    out = tmp_path / "out"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run([*_changedet_command(), "detect", str(b), str(a), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1 changed areas")
+    assert (out / "summary.json").exists() and (out / "overview.png").exists()
+    bad = subprocess.run([*_changedet_command(), "detect", str(tmp_path / "nope.tif"), str(a), "--out", str(tmp_path / "o2")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("changedet detect: error: input ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- OSCD
+def test_oscd_rennes_detect_and_evaluate(oscd: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    city = oscd / "rennes"
+    out = tmp_path / "rennes"
+    assert main(["detect", str(city / "imgs_1"), str(city / "imgs_2"), "--out", str(out), "--no-figures"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["grid"]["crs"] == "EPSG:4326" and summary["grid"]["shape"] == [339, 563]
+    assert len(summary["inputs"]["before"]["bands"]) == 13
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "change_mask.tif"), str(city / "cm" / "rennes-cm.tif"), "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    # the truth marks 1 = no change, 2 = change: auto-detected, so changed truth pixels are counted
+    assert acc["tp"] + acc["fn"] > 1000
+    assert acc["n_valid"] + acc["n_ignored"] == 339 * 563
+    assert 0.0 <= acc["f1"] <= 1.0
