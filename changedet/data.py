@@ -13,7 +13,6 @@ laid out the same way.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
