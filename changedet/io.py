@@ -435,9 +435,12 @@ def write_raster(
         nodata = float("nan") if np.issubdtype(np.dtype(dtype), np.floating) else (255 if dtype == "uint8" else None)
     out = data
     if np.issubdtype(data.dtype, np.floating) and not np.issubdtype(np.dtype(dtype), np.floating):
-        if nodata is None:
-            raise InvalidParameterError(f"writing float data with NaN as {dtype} needs a nodata value")
-        out = np.where(np.isfinite(data), data, nodata).astype(dtype)
+        finite = np.isfinite(data)
+        if nodata is None and not finite.all():
+            raise InvalidParameterError(
+                f"writing float data that holds NaN as {dtype} needs a nodata value; pass nodata=<value outside the data>"
+            )
+        out = (np.where(finite, data, nodata) if nodata is not None else data).astype(dtype)
     else:
         out = data.astype(dtype, copy=False)
     profile: dict[str, Any] = dict(

@@ -719,7 +719,12 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
                     masked=True,
                     resampling=Resampling.nearest if categorical else Resampling.average,
                 )
-                wt = src.window_transform(window) * Affine.scale(window.width / out_shape[1], window.height / out_shape[0])
+                # (rasterio.windows.window_transform still multiplies with `*`, which affine 3 deprecates)
+                wt = (
+                    src.transform
+                    @ Affine.translation(col0, row0)
+                    @ Affine.scale(window.width / out_shape[1], window.height / out_shape[0])
+                )
                 return _Patch(np.ma.filled(arr.astype("float32"), np.nan), wt, src.crs)
         except (RasterioError, OSError, _Truncated, NotGeoreferencedWarning) as exc:
             # NotGeoreferencedWarning arrives here only when warnings are errors: same cause as _Truncated.
@@ -1176,7 +1181,12 @@ class _NoBar:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    try:
+        import ipywidgets  # noqa: F401 - tqdm.auto needs it for notebook bars, and warns without it
+    except ImportError:
+        from tqdm import tqdm
+    else:
+        from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="scene" if "cloud" in desc else "band")
 

@@ -302,17 +302,17 @@ def test_all_cloudy_warns_or_refuses(server: StacServer, tmp_path: Path) -> None
 
 
 def test_reads_only_the_window_of_the_area(server: StacServer, tmp_path: Path) -> None:
-    # 10 km tiles with incompressible 10 m bands (about 2 MB each); the area is 300 m across.
+    # A 10 km tile with noisy, barely compressible 10 m bands (about 1 MB each); the area is 300 m across.
     root = tmp_path / "assets"
     server.add(*make_s2_item(root, "S2A_big", when="2024-06-12T08:16:00Z", epsg=32639, left=LEFT, top=TOP,
                              size_m=10240, noise=True))
     area = _lonlat_box(LEFT + 5000, TOP - 5300, LEFT + 5300, TOP - 5000)
     cands = sources.search_scenes(area, "2024-06-12", stac_url=server.url, cache_dir=tmp_path / "c", retry=FAST)
     scene = sources.read_candidate(cands[0], area, cache_dir=tmp_path / "c", retry=FAST)
-    assert scene.shape == (7, 31, 31) or scene.shape[1:] == (32, 32) or scene.shape[1] in (31, 32, 33)
+    assert scene.grid.same_as(sources.area_grid(area, resolution=10)) and 28 <= scene.height <= 34
     path = "/assets/S2A_big/nir.tif"
     size = (root / "S2A_big" / "nir.tif").stat().st_size
-    assert size > 1_500_000
+    assert size > 800_000
     assert 0 < server.bytes_sent[path] < size / 10
 
 
