@@ -329,7 +329,7 @@ def test_write_raster_uint8_mask_with_nodata(tmp_path: Path) -> None:
     with rasterio.open(out) as src:
         assert src.dtypes == ("uint8",) and src.nodata == 255
         np.testing.assert_array_equal(src.read(1), [[0, 1, 255], [1, 0, 0]])
-    with pytest.raises(InvalidParameterError, match="writing float data with NaN as uint16 needs a nodata value"):
+    with pytest.raises(InvalidParameterError, match="writing float data that holds NaN as uint16 needs a nodata value"):
         write_raster(r, tmp_path / "bad.tif", dtype="uint16")
     assert not (tmp_path / "bad.tif").exists()
 
@@ -459,3 +459,11 @@ def test_detect_does_not_modify_its_inputs(pair_tifs: PairFiles, s2_folder: Path
     assert {p: sha256(p) for p in hashes} == hashes
     assert sorted(os.listdir(pair_tifs.before.parent)) == sorted([*listing, "result"])
     assert result.summary["inputs"]["before"]["sha256"] == hashes[pair_tifs.before]
+
+
+def test_write_raster_float_without_nan_as_integer_needs_no_nodata(tmp_path: Path) -> None:
+    r = GeoRaster(np.array([[[1.0, 2.0], [3.0, 4.0]]], "float32"), Affine(10, 0, 0, 0, -10, 0), UTM39, ("b",))
+    out = write_raster(r, tmp_path / "ints.tif", dtype="uint16")
+    with rasterio.open(out) as src:
+        assert src.dtypes == ("uint16",) and src.nodata is None
+        np.testing.assert_array_equal(src.read(1), [[1, 2], [3, 4]])
