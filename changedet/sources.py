@@ -602,6 +602,12 @@ class RetryPolicy:
     attempts: int = 4
     backoff_s: float = 1.0
 
+    def __post_init__(self) -> None:
+        if int(self.attempts) != self.attempts or self.attempts < 1:
+            raise InvalidParameterError(f"RetryPolicy.attempts must be an integer >= 1, got {self.attempts!r}")
+        if not (self.backoff_s >= 0 and math.isfinite(self.backoff_s)):
+            raise InvalidParameterError(f"RetryPolicy.backoff_s must be a number of seconds >= 0, got {self.backoff_s!r}")
+
     def delays(self) -> list[float]:
         return [self.backoff_s * 2**k for k in range(max(0, self.attempts - 1))]
 
@@ -621,11 +627,33 @@ def _gdal_options(retry: "RetryPolicy") -> dict[str, Any]:
     return opts
 
 
-_PERMANENT = re.compile(r"\b(400|401|403|404|410)\b|does not exist|not recognized as|No such file")
+_PERMANENT_CODES = (400, 401, 403, 404, 410)
+_HTTP_CODE = re.compile(r"HTTP response code: (\d{3})")
 
 
-def _is_permanent(exc: BaseException) -> bool:
-    return bool(_PERMANENT.search(str(exc)))
+def _is_permanent(exc: BaseException, href: str) -> bool:
+    """True for failures a retry cannot fix: the object is missing or forbidden."""
+    m = _HTTP_CODE.search(str(exc))
+    if m:
+        return int(m.group(1)) in _PERMANENT_CODES
+    if "does not exist" in str(exc) and href.startswith(("http://", "https://")):
+        # GDAL says "does not exist" both for a 404 and for a connection that failed: ask the server.
+        return _http_status(href) in _PERMANENT_CODES
+    return False
+
+
+def _http_status(href: str, *, timeout: float = 10.0) -> int | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        req = urllib.request.Request(href, method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - an asset URL of the catalogue
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (OSError, ValueError):
+        return None
 
 
 def _gdal_path(href: str) -> str:
@@ -729,7 +757,7 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
         except (RasterioError, OSError, _Truncated, NotGeoreferencedWarning) as exc:
             # NotGeoreferencedWarning arrives here only when warnings are errors: same cause as _Truncated.
             last = exc
-            if _is_permanent(exc):
+            if _is_permanent(exc, href):
                 break
             if _GDAL_RETRIED.search(str(exc)):
                 attempt = retry.attempts - 1  # GDAL itself already retried this HTTP status
@@ -1473,9 +1501,13 @@ def fetch_pair(
     folders: dict[str, Path] = {}
     from .io import write_json, write_raster
 
-    for label in ("before", "after"):
+    # Both scenes are read before anything is written: OUT is complete or untouched (reads stay cached).
+    scenes = {
+        label: read_candidate(chosen[label], area, grid=grid, cache_dir=cache, retry=retry, progress=progress)
+        for label in ("before", "after")
+    }
+    for label, scene in scenes.items():
         cand = chosen[label]
-        scene = read_candidate(cand, area, grid=grid, cache_dir=cache, retry=retry, progress=progress)
         folder = out_dir / label
         write_raster(scene, folder / "scene.tif", dtype="float32")
         items = list(cand.items)

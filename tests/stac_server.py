@@ -448,6 +448,7 @@ def make_s2_item(
     collection: str = "sentinel-2-l2a",
     noise: bool = False,
     props: dict[str, Any] | None = None,
+    edit: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """A Sentinel-2 L2A-like item: COG bands under ``root`` and the STAC item.
 
@@ -455,6 +456,7 @@ def make_s2_item(
     ``epsg``); the default is 4 (vegetation) everywhere.  Where SCL is 0 every band
     is 0 (nodata), as in the products.  ``noise=True`` adds incompressible noise to the
     10 m bands, so a file is as large as its pixels (to measure how much of it is read).
+    ``edit(name, array)`` returns the array to write for a band (to plant a change).
     """
     dn = {**S2_DN, **(dn or {})}
     files: dict[str, Path] = {}
@@ -479,6 +481,8 @@ def make_s2_item(
                 arr = arr + np.random.default_rng(0).integers(0, 50, arr.shape).astype("uint16")
             arr[nodata10 if res == 10 else nodata20] = 0
             dtype = "uint16"
+        if edit is not None:
+            arr = edit(name, arr)
         path = root / item_id / f"{name}.tif"
         _write_cog(path, arr.astype(dtype), t, epsg, 0)
         url_path = f"/assets/{item_id}/{name}.tif"

@@ -361,8 +361,7 @@ def test_asset_404_is_a_clear_error_and_leaves_no_file(scenes: StacServer, tmp_p
                                             r"after 1 attempt .*404"):
         _fetch(scenes, tmp_path / "out", tmp_path / "cache")
     assert isinstance(DownloadError("x"), RasterReadError) and isinstance(DownloadError("x"), OSError)
-    assert not (tmp_path / "out" / "after" / "scene.tif").exists()
-    assert not (tmp_path / "out" / "fetch.json").exists()
+    assert not (tmp_path / "out").exists()  # nothing written until both scenes are read
     assert _leftovers(tmp_path) == []
     # The before scene finished and is cached: fetching again (the asset back) resumes without re-reading it.
     scenes.always.clear()
@@ -389,6 +388,15 @@ def test_transfer_that_keeps_breaking_fails_cleanly(scenes: StacServer, tmp_path
         _fetch(scenes, tmp_path / "out", tmp_path / "cache")
     assert not (tmp_path / "out" / "after").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_object_store_down_is_retried_then_a_clear_error(scenes: StacServer, tmp_path: Path) -> None:
+    cands = sources.search_scenes(AREA, "2025-06-07", stac_url=scenes.url, cache_dir=tmp_path, retry=FAST)
+    scenes.stop()  # the asset URLs now refuse connections: transient, so retried
+    with pytest.raises(DownloadError, match=r"of S2A_39UWB_20250607_0_L2A: could not read .* after 3 attempts"):
+        sources.read_candidate(cands[0], AREA, cache_dir=tmp_path, retry=FAST)
+    with pytest.raises(InvalidParameterError, match="attempts must be an integer >= 1"):
+        RetryPolicy(attempts=0)
 
 
 def test_unreadable_mask_falls_back_to_scene_cloud_cover(scenes: StacServer, tmp_path: Path) -> None:
@@ -435,16 +443,16 @@ def _pair_with_building_and_cloud(server: StacServer, root: Path) -> tuple[float
     """A clear before scene; an after scene with a bright 300 x 400 m block and SCL cloud elsewhere."""
     server.add(*make_s2_item(root, "S2A_before", when="2024-06-12T08:16:00Z", epsg=32639, left=LEFT, top=TOP,
                              noise=True))
-    item, files = make_s2_item(root, "S2A_after", when="2025-06-12T08:16:00Z", epsg=32639, left=LEFT, top=TOP,
-                               noise=True, scl=lambda x, y: np.where((x > LEFT + 1500) & (y > TOP - 700), 9, 4))
-    for band in ("blue", "green", "red", "nir"):
-        import rasterio
 
-        with rasterio.open(files[f"/assets/S2A_after/{band}.tif"], "r+") as dst:
-            arr = dst.read(1)
+    def building(name: str, arr: np.ndarray) -> np.ndarray:
+        if name in ("blue", "green", "red", "nir"):
+            arr = arr.copy()
             arr[100:130, 80:120] = 4000
-            dst.write(arr, 1)
-    server.add(item, files)
+        return arr
+
+    server.add(*make_s2_item(root, "S2A_after", when="2025-06-12T08:16:00Z", epsg=32639, left=LEFT, top=TOP,
+                             noise=True, scl=lambda x, y: np.where((x > LEFT + 1500) & (y > TOP - 700), 9, 4),
+                             edit=building))
     return _lonlat_box(LEFT + 400, TOP - 2000, LEFT + 2000, TOP - 400)
 
 
