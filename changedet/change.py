@@ -14,9 +14,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import indices as _idx
-from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
+from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
 
-__all__ = ["ChangeScore", "METHODS", "change_score", "diff", "cva"]
+__all__ = [
+    "ChangeScore", "METHODS", "change_score", "auto", "diff", "log_ratio", "cva", "pca_kmeans", "imad", "ssim",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,22 +182,440 @@ def cva(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Cha
     return ChangeScore(_finish(mag, ok), "cva", "otsu", {"bands": list(names), "standardized": "per date"}, layers)
 
 
-def auto(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
-    """Default method: picks a score by the bands and resolution present.
+def log_ratio(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
+    """Log-ratio: mean absolute log of the after/before ratio over bands.
 
-    Currently change vector analysis (see :func:`cva`).
+    The ratio cancels multiplicative effects (illumination, speckle); bands with
+    zero or negative values are shifted to be positive first.
+
+    References
+    ----------
+    Dekker, R. J. (1998). Speckle filtering in satellite SAR change detection
+    imagery. International Journal of Remote Sensing, 19(6), 1133-1146.
+    Bazi, Y., Bruzzone, L., & Melgani, F. (2005). An unsupervised approach based on
+    the generalized Gaussian model to automatic change detection in multitemporal
+    SAR images. IEEE TGRS, 43(4), 874-887.
 
     Examples
     --------
     >>> import numpy as np
-    >>> before = np.random.default_rng(0).normal(size=(3, 8, 8))
-    >>> after = before.copy(); after[:, 1, 1] += 20
-    >>> s = auto(before, after)
-    >>> s.method
-    'auto'
+    >>> before = np.full((2, 6, 6), 100.0); after = before.copy(); after[:, 3, 3] = 400
+    >>> s = log_ratio(before, after)
+    >>> round(float(s.score[3, 3]), 3), float(s.score[0, 0])
+    (1.379, 0.0)
     """
-    res = cva(before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
-    return ChangeScore(res.score, "auto", res.threshold_method, {**res.details, "auto_choice": "cva"}, res.layers)
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    acc = np.zeros(before.shape[1:], np.float64)
+    shifts = []
+    for b in range(before.shape[0]):
+        lo = min(float(before[b][ok].min()), float(after[b][ok].min()))
+        scale = max(float(np.percentile(np.abs(before[b][ok]), 50)), 1e-6)
+        # a shift of 1 % of the median keeps dark pixels from exploding the ratio
+        shift = (0.0 if lo > 0 else -lo) + 0.01 * scale
+        shifts.append(shift)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc += np.abs(np.log((after[b] + shift) / (before[b] + shift)))
+    return ChangeScore(_finish(acc / before.shape[0], ok), "log-ratio", "otsu",
+                       {"bands": list(names), "offsets": [round(v, 6) for v in shifts]})
+
+
+def _index_layers(before, after, names, ok) -> dict[str, np.ndarray]:
+    """Signed per-pixel index changes (after - before) that the bands allow."""
+    layers = {}
+    for name in ("ndvi", "ndbi", "bsi", "ndwi", "brightness"):
+        if name in _idx.available_indices(names):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                d = _idx.compute_index(after, names, name) - _idx.compute_index(before, names, name)
+            layers[f"d_{name}"] = _finish(d, ok)
+    return layers
+
+
+def _index_method(name: str) -> Callable[..., ChangeScore]:
+    def method(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
+        before, after, names, ok = _prepare(before, after, band_names, valid)
+        _idx.find_bands(names, _idx.INDEX_BANDS[name], method=f"index:{name}")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = _idx.compute_index(after, names, name) - _idx.compute_index(before, names, name)
+        d = _finish(d, ok)
+        layers = _index_layers(before, after, names, ok)
+        layers[f"d_{name}"] = d
+        return ChangeScore(_finish(np.abs(d), ok), f"index:{name}", "otsu",
+                           {"index": name, "bands": list(_idx.INDEX_BANDS[name])}, layers)
+
+    method.__name__ = f"index_{name}"
+    method.__doc__ = f"""Absolute change of {name.upper() if name != 'brightness' else 'brightness'} (see :mod:`changedet.indices`).
+
+    ``layers["d_{name}"]`` holds the signed change (after - before).
+
+    References
+    ----------
+    Index differencing: Lyon, J. G., Yuan, D., Lunetta, R. S., & Elvidge, C. D. (1998).
+    A change detection experiment using vegetation indices. Photogrammetric
+    Engineering and Remote Sensing, 64(2), 143-150.
+    """
+    return method
+
+
+def _difference_image(before, after, ok) -> np.ndarray:
+    """Standardized change magnitude per pixel (the grey-level difference image of Celik)."""
+    d = _standardize(after, ok) - _standardize(before, ok)
+    return np.sqrt(np.sum(d * d, axis=0))
+
+
+def pca_kmeans(before, after, *, band_names=None, pixel_size_m=None, valid=None, block: int = 4) -> ChangeScore:
+    """PCA of h x h difference-image blocks, then 2-means clustering (Celik 2009).
+
+    The difference image (standardized change magnitude over the bands) is cut
+    into non-overlapping ``block`` x ``block`` blocks; PCA of those blocks gives an
+    eigenvector space; every pixel's neighbourhood is projected onto the
+    eigenvectors explaining 90 % of the variance and the feature vectors are split
+    by k-means (k = 2).  The score is the pixel's position between the two cluster
+    centres along the line joining them (0 at the no-change centre, 1 at the
+    change centre), so the k-means decision is ``score > 0.5``
+    (``details["kmeans_threshold"]``); the suggested threshold is ``isodata``, the
+    one-dimensional 2-means split.
+
+    References
+    ----------
+    Celik, T. (2009). Unsupervised change detection in satellite images using
+    principal component analysis and k-means clustering. IEEE Geoscience and
+    Remote Sensing Letters, 6(4), 772-776.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> before = np.random.default_rng(0).normal(size=(3, 40, 40))
+    >>> after = before + 0.1; after[:, 10:20, 10:20] += 5
+    >>> s = pca_kmeans(before, after)
+    >>> bool(s.score[15, 15] > 0.5), bool(s.score[30, 30] < 0.5)
+    (True, True)
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+    from scipy.cluster.vq import kmeans2
+
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    if not isinstance(block, int) or block < 2:
+        raise InvalidParameterError(f"block must be an integer >= 2, got {block!r}")
+    diff_img = np.where(ok, _difference_image(before, after, ok), 0.0).astype(np.float64)
+    rows, cols = diff_img.shape
+    if rows < block or cols < block:
+        raise InvalidParameterError(f"pca-kmeans needs images of at least {block}x{block} pixels, got {rows}x{cols}")
+    # PCA basis from non-overlapping blocks
+    r, c = rows // block * block, cols // block * block
+    blocks = diff_img[:r, :c].reshape(r // block, block, c // block, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
+    mean = blocks.mean(axis=0)
+    cov = np.cov(blocks - mean, rowvar=False) if blocks.shape[0] > 1 else np.eye(block * block)
+    eigval, eigvec = np.linalg.eigh(np.atleast_2d(cov))
+    order = np.argsort(eigval)[::-1]
+    eigval, eigvec = eigval[order], eigvec[:, order]
+    total = eigval.clip(min=0).sum()
+    k = int(np.searchsorted(np.cumsum(eigval.clip(min=0)) / total, 0.9) + 1) if total > 0 else 1
+    basis = eigvec[:, :k]
+    # every pixel's block x block neighbourhood (edge-padded) projected on the basis
+    lo = (block - 1) // 2
+    padded = np.pad(diff_img, ((lo, block - 1 - lo), (lo, block - 1 - lo)), mode="edge")
+    windows = sliding_window_view(padded, (block, block)).reshape(rows * cols, block * block)
+    feats = (windows - mean) @ basis
+    sample = feats[ok.ravel()]
+    if sample.shape[0] > 200_000:
+        sample = sample[np.random.default_rng(0).choice(sample.shape[0], 200_000, replace=False)]
+    if np.ptp(sample, axis=0).max() <= 1e-12:
+        score = np.zeros(rows * cols)
+        centres = np.zeros((2, k))
+    else:
+        # start from the lowest- and highest-difference pixels so the labels are reproducible
+        mags = diff_img.ravel()[ok.ravel()]
+        init = np.stack([feats[ok.ravel()][np.argmin(mags)], feats[ok.ravel()][np.argmax(mags)]])
+        centres, _ = kmeans2(sample, init, minit="matrix", iter=50)
+        # the change cluster is the one whose pixels have the larger mean difference
+        labels = np.argmin(((feats[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        means = [diff_img.ravel()[(labels == j) & ok.ravel()].mean() if np.any((labels == j) & ok.ravel()) else -np.inf
+                 for j in range(2)]
+        if means[0] > means[1]:
+            centres = centres[::-1]
+        axis = centres[1] - centres[0]
+        denom = float(axis @ axis)
+        score = (feats - centres[0]) @ axis / denom if denom > 0 else np.zeros(rows * cols)
+    score = score.reshape(rows, cols)
+    return ChangeScore(_finish(score, ok), "pca-kmeans", "isodata",
+                       {"block": block, "components": k, "kmeans_threshold": 0.5})
+
+
+def imad(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
+    """Iteratively reweighted MAD: chi-square change probability (Nielsen 2007).
+
+    The score is the probability of change, the chi-square distribution function
+    (``bands`` degrees of freedom) of the sum of squared standardized MAD variates;
+    the suggested threshold is ``chi2`` (change where the no-change hypothesis is
+    rejected at significance 0.01).  ``layers["chi2"]`` holds the statistic itself and
+    ``layers["mad1"]``... the MAD variates.  Invariant to any linear gain/offset of
+    either date's bands.
+
+    References
+    ----------
+    Nielsen, A. A. (2007). The regularized iteratively reweighted MAD method for change
+    detection in multi- and hyperspectral data. IEEE Transactions on Image
+    Processing, 16(2), 463-478.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> before = rng.normal(size=(3, 30, 30))
+    >>> after = 1.1 * before + 0.05 * rng.normal(size=before.shape); after[:, 5, 5] += 4
+    >>> s = imad(before, after)
+    >>> bool(s.score[5, 5] > 0.99), s.threshold_method
+    (True, 'chi2')
+    """
+    from scipy import stats
+
+    from .normalize import irmad
+
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    res = irmad(before, after, valid=ok)
+    prob = np.where(ok, stats.chi2.cdf(np.nan_to_num(res.chi2, nan=0.0), before.shape[0]), np.nan)
+    layers = {"chi2": _finish(res.chi2, ok)}
+    for i in range(res.mad.shape[0]):
+        layers[f"mad{i + 1}"] = _finish(res.mad[i], ok)
+    return ChangeScore(_finish(prob, ok), "imad", "chi2",
+                       {"bands": list(names), "iterations": int(res.iterations), "converged": bool(res.converged),
+                        "canonical_correlations": [round(float(v), 6) for v in res.rho]}, layers)
+
+
+def _ssim_map(before, after, ok, *, sigma: float = 1.5) -> np.ndarray:
+    from skimage.metrics import structural_similarity
+
+    zb, za = _standardize(before, ok), _standardize(after, ok)
+    zb = np.where(ok, zb, 0.0)
+    za = np.where(ok, za, 0.0)
+    rows, cols = ok.shape
+    if min(rows, cols) < 7:
+        raise InvalidParameterError(f"ssim needs images of at least 7x7 pixels, got {rows}x{cols}")
+    acc = np.zeros((rows, cols), np.float64)
+    for b in range(zb.shape[0]):
+        lo = min(float(zb[b].min()), float(za[b].min()))
+        hi = max(float(zb[b].max()), float(za[b].max()))
+        if hi - lo <= 0:
+            acc += 1.0
+            continue
+        _, full = structural_similarity(zb[b], za[b], full=True, gaussian_weights=True, sigma=sigma,
+                                        use_sample_covariance=False, data_range=hi - lo)
+        acc += full
+    return 1.0 - acc / zb.shape[0]
+
+
+def ssim(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
+    """Structural dissimilarity: 1 - SSIM, averaged over bands (Wang et al. 2004).
+
+    Bands are standardized per date first, so the luminance term does not react to
+    a global gain/offset; Gaussian window sigma 1.5 px.
+
+    References
+    ----------
+    Wang, Z., Bovik, A. C., Sheikh, H. R., & Simoncelli, E. P. (2004). Image quality
+    assessment: from error visibility to structural similarity. IEEE Transactions
+    on Image Processing, 13(4), 600-612.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> before = np.random.default_rng(0).normal(size=(1, 32, 32))
+    >>> after = before.copy(); after[0, 8:16, 8:16] = np.random.default_rng(1).normal(size=(8, 8))
+    >>> s = ssim(before, after)
+    >>> bool(s.score[12, 12] > s.score[28, 28])
+    True
+    """
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    return ChangeScore(_finish(_ssim_map(before, after, ok), ok), "ssim", "otsu", {"bands": list(names), "sigma": 1.5})
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.clip(x, -60, 60)))
+
+
+def _smooth(x: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
+    """Mean over a size x size window of the valid pixels only."""
+    from scipy import ndimage
+
+    if size <= 1:
+        return np.where(ok, x, np.nan)
+    w = ok.astype(np.float64)
+    num = ndimage.uniform_filter(np.where(ok, x, 0.0).astype(np.float64), size, mode="nearest")
+    den = ndimage.uniform_filter(w, size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok & (den > 0), num / den, np.nan)
+
+
+def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    v = x[ok & np.isfinite(x)]
+    if v.size == 0:
+        return np.zeros_like(x)
+    med = float(np.median(v))
+    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    if not mad > 1e-12:
+        mad = float(np.std(v)) or 1.0
+    return (x - med) / mad
+
+
+def _normalized_pair(before, after, ok, bands):
+    """before[bands] and after[bands] mapped onto before's radiometry (IR-MAD invariant pixels),
+    both divided by the before bands' robust spread."""
+    from .normalize import normalize_irmad
+
+    b = before[bands]
+    try:
+        a = normalize_irmad(b, after[bands], valid=ok).after
+    except ChangedetError:  # pragma: no cover - degenerate statistics: fall back on per-date standardization
+        return _standardize(b, ok), _standardize(after[bands], ok), False
+    out_b = np.empty_like(b, dtype=np.float32)
+    out_a = np.empty_like(b, dtype=np.float32)
+    for i in range(b.shape[0]):
+        med, spread = _robust_stats(b[i], ok)
+        out_b[i] = (b[i] - med) / spread
+        out_a[i] = (a[i] - med) / spread
+    return out_b, out_a, True
+
+
+def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = "irmad"):
+    """The default for multispectral images with red and nir (10-30 m)."""
+    found = _idx.resolve_bands(names)
+    use = [found[b] for b in ("blue", "green", "red", "nir") if b in found]
+    px = pixel_size_m or 10.0
+    size = max(3, int(round(30.0 / px)) | 1)
+    if normalize == "irmad":
+        zb, za, normalized = _normalized_pair(before, after, ok, use)
+    else:
+        zb, za, normalized = _standardize(before[use], ok), _standardize(after[use], ok), False
+    d = za - zb
+    mag = _smooth(np.sqrt(np.sum(d * d, axis=0)), ok, size)
+    # in robust standard deviations of the whole scene's change magnitude, before any
+    # suppression, so the threshold does not move with how much of the scene is suppressed
+    z = _robust_z(mag, ok)
+    # indices of the after image on the before image's radiometry when normalized
+    after_n = after.astype(np.float32, copy=True)
+    if normalized:
+        for j, i in enumerate(use):
+            med, spread = _robust_stats(before[i], ok)
+            after_n[i] = za[j] * spread + med
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nvb = _smooth(_idx.ndvi(before, names), ok, size)
+        nva = _smooth(_idx.ndvi(after_n, names), ok, size)
+        if "swir16" in found and "green" in found:
+            wb = _smooth(_idx.normalized_difference(before[found["green"]], before[found["swir16"]]), ok, size)
+            wa = _smooth(_idx.normalized_difference(after_n[found["green"]], after_n[found["swir16"]]), ok, size)
+            water_index = "mndwi"
+        elif "green" in found:
+            wb = _smooth(_idx.ndwi(before, names), ok, size)
+            wa = _smooth(_idx.ndwi(after_n, names), ok, size)
+            water_index = "ndwi"
+        else:
+            wb = wa = np.full(ok.shape, -1.0)
+            water_index = None
+    # water on both dates (turbidity, waves, sun glint) and vegetation on both dates
+    # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary
+    w_water = 1.0 - _sigmoid(np.nan_to_num(wb, nan=-1) / 0.05) * _sigmoid(np.nan_to_num(wa, nan=-1) / 0.05)
+    w_veg = _sigmoid((0.5 - np.nan_to_num(np.minimum(nvb, nva), nan=0)) / 0.05)
+    score = z * w_water * w_veg
+    layers = _index_layers(before, after_n, names, ok)
+    layers["change_magnitude"] = _finish(mag, ok)
+    layers["weight_water"] = _finish(w_water, ok)
+    layers["weight_vegetation"] = _finish(w_veg, ok)
+    details = {
+        "auto_choice": "urban-spectral",
+        "bands": [names[i] for i in use],
+        "normalization": "irmad invariant pixels" if normalized else "per-date standardization",
+        "window_px": size,
+        "water_index": water_index,
+        "suppressed": "water on both dates, vegetation (NDVI > 0.5) on both dates",
+    }
+    return score, "sigma", details, layers
+
+
+def _ssim_pair(zb, za, ok, *, sigma: float = 1.5) -> np.ndarray:
+    """1 - SSIM averaged over bands of two images already on one radiometric scale."""
+    from skimage.metrics import structural_similarity
+
+    zb = np.where(ok, zb, 0.0)
+    za = np.where(ok, za, 0.0)
+    acc = np.zeros(ok.shape, np.float64)
+    for b in range(zb.shape[0]):
+        lo = min(float(zb[b].min()), float(za[b].min()))
+        hi = max(float(zb[b].max()), float(za[b].max()))
+        if hi - lo <= 0:
+            acc += 1.0
+            continue
+        _, full = structural_similarity(zb[b], za[b], full=True, gaussian_weights=True, sigma=sigma,
+                                        use_sample_covariance=False, data_range=hi - lo)
+        acc += full
+    return 1.0 - acc / zb.shape[0]
+
+
+def _structural_colour(before, after, names, ok, pixel_size_m):
+    """The default for high-resolution or RGB-only images: structure + colour."""
+    found = _idx.resolve_bands(names)
+    use = [found[b] for b in ("red", "green", "blue") if b in found] or list(range(before.shape[0]))
+    if min(ok.shape) < 7:
+        raise InvalidParameterError(f"auto needs images of at least 7x7 pixels, got {ok.shape[0]}x{ok.shape[1]}")
+    zb, za, normalized = _normalized_pair(before, after, ok, use)
+    structure = _ssim_pair(zb, za, ok)
+    d = za - zb
+    colour = np.sqrt(np.sum(d * d, axis=0))
+    px = pixel_size_m or 1.0
+    size = max(3, int(round(3.0 / px)) | 1)
+    score = 0.5 * (_robust_z(_smooth(structure, ok, size), ok) + _robust_z(_smooth(colour, ok, size), ok))
+    layers = _index_layers(before, after, names, ok)
+    layers["structure"] = _finish(structure, ok)
+    layers["colour"] = _finish(colour, ok)
+    details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
+               "normalization": "irmad invariant pixels" if normalized else "per-date standardization"}
+    return score, "otsu", details, layers
+
+
+def auto(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
+    """Default method: evidence of construction chosen by the bands and resolution.
+
+    Multispectral images with red and nir at medium resolution (>= 5 m, or
+    unknown): the standardized change-vector magnitude over blue, green, red, nir
+    (bands standardized per date, Malila 1980) averaged over 30 m, weighted down
+    where both dates are water (MNDWI, Xu 2006, or NDWI) or both dates are
+    vegetation (NDVI > 0.5): seasonal and water changes are not construction.
+    The score is in robust standard deviations (1.4826 x MAD) of the unsuppressed
+    magnitude above its median; threshold ``sigma`` (6).  The after image is first
+    put on the before image's radiometry with IR-MAD invariant pixels (Canty &
+    Nielsen 2008), so a linear gain/offset of either date does not matter.
+
+    High-resolution (< 5 m) or RGB images: the mean of the robust z-scores of
+    structural dissimilarity (1 - SSIM, Wang et al. 2004) and colour change
+    magnitude.  Threshold: ``otsu``.
+
+    ``details["auto_choice"]`` says which was used; ``layers`` holds index deltas
+    (``d_ndvi``, ``d_ndbi``, ``d_brightness``, ``d_ndwi``...) and the components.
+
+    References
+    ----------
+    Malila, W. A. (1980). Change vector analysis. LARS Symposia, 385.
+    Xu, H. (2006). Modification of normalised difference water index (NDWI) to
+    enhance open water features. International Journal of Remote Sensing, 27(14), 3025-3033.
+    Wang, Z., Bovik, A. C., Sheikh, H. R., & Simoncelli, E. P. (2004). Image quality
+    assessment: from error visibility to structural similarity. IEEE TIP, 13(4), 600-612.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> before = np.random.default_rng(0).uniform(500, 1500, size=(4, 32, 32))
+    >>> after = before.copy(); after[:, 10:16, 10:16] += 2000
+    >>> s = auto(before, after, band_names=["B02", "B03", "B04", "B08"], pixel_size_m=10)
+    >>> s.method, s.details["auto_choice"], bool(s.score[12, 12] > 3)
+    ('auto', 'urban-spectral', True)
+    """
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    found = _idx.resolve_bands(names)
+    high_res = pixel_size_m is not None and pixel_size_m < 5.0
+    if "red" in found and "nir" in found and not high_res:
+        score, thr, details, layers = _urban_spectral(before, after, names, ok, pixel_size_m)
+    else:
+        score, thr, details, layers = _structural_colour(before, after, names, ok, pixel_size_m)
+    return ChangeScore(_finish(score, ok), "auto", thr, details, layers)
 
 
 MethodFn = Callable[..., ChangeScore]
@@ -204,7 +624,12 @@ MethodFn = Callable[..., ChangeScore]
 METHODS: dict[str, MethodFn] = {
     "auto": auto,
     "diff": diff,
+    "log-ratio": log_ratio,
     "cva": cva,
+    **{f"index:{name}": _index_method(name) for name in _idx.INDICES},
+    "pca-kmeans": pca_kmeans,
+    "imad": imad,
+    "ssim": ssim,
 }
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "spectral_cloud_mask",
     "cloud_shadow_mask",
     "exclude_mask",
+    "exclusion_mask",
 ]
 
 #: SCL classes left out: 1 saturated/defective, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 cirrus.
@@ -262,3 +263,31 @@ def exclude_mask(
         if cloud.any():
             out = out | cloud | cloud_shadow_mask(image, band_names, cloud)
     return out
+
+
+def exclusion_mask(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    clouds: bool = True,
+    edge_px: int = 0,
+) -> np.ndarray:
+    """Pixels to leave out of a pair: :func:`exclude_mask` of either date.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = np.full((3, 4, 4), 0.1); a = b.copy(); a[:, 0, 0] = np.nan
+    >>> int(exclusion_mask(b, a, band_names=["red", "green", "blue"]).sum())
+    1
+    """
+    before = _check_image(before, band_names)
+    after = _check_image(after, band_names)
+    if before.shape != after.shape:
+        raise InvalidParameterError(
+            f"before {before.shape} and after {after.shape} differ in shape; put both on one grid first"
+        )
+    return exclude_mask(before, band_names, clouds=clouds, edge_px=edge_px) | exclude_mask(
+        after, band_names, clouds=clouds, edge_px=edge_px
+    )

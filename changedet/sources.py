@@ -801,6 +801,10 @@ def _default_cache_dir() -> Path:
     return Path(base) / "changedet"
 
 
+# Bump when what a cache entry holds changes (scaling, masking), so old entries are not reused.
+_CACHE_VERSION = 1
+
+
 def _cache_key(item_id: str, grid: Grid, bands: Sequence[str], kind: str) -> Path:
     spec = json.dumps(
         {
@@ -810,6 +814,7 @@ def _cache_key(item_id: str, grid: Grid, bands: Sequence[str], kind: str) -> Pat
             "shape": list(grid.shape),
             "bands": list(bands),
             "kind": kind,
+            "version": _CACHE_VERSION,
         },
         sort_keys=True,
     )
@@ -884,7 +889,9 @@ def _short(exc: BaseException) -> str:
     return (text[0][:200] if text else "") or type(exc).__name__
 
 
-def _search_items(client: Any, area: Area, dates: DateRange, collection: str, limit: int, max_scene_cloud: float | None) -> list[dict[str, Any]]:
+def _search_items(
+    client: Any, area: Area, dates: DateRange, collection: str, limit: int, max_scene_cloud: float | None
+) -> list[dict[str, Any]]:
     import requests
     from pystac_client.exceptions import APIError
 
@@ -919,8 +926,14 @@ def _item_datetime(item: Mapping[str, Any]) -> dt.datetime:
     p = _props(item)
     text = p.get("datetime") or p.get("start_datetime")
     if not text:
-        raise CatalogueError(f"item {item.get('id')!r} has no datetime")
-    return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        raise CatalogueError(f"item {item.get('id')!r} has no datetime; the catalogue's items need one")
+    try:
+        from pystac.utils import str_to_datetime  # RFC 3339 with any fraction of a second
+
+        when = str_to_datetime(str(text))
+    except (ImportError, ValueError):
+        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
 
 
 def _tile_id(item: Mapping[str, Any]) -> str:
@@ -1368,7 +1381,10 @@ def read_candidate(
     out = stacks[0].copy()
     for stack in stacks[1:]:
         # Mosaic pixel by pixel: where the mask band (or every band) is nodata, take the next tile.
-        fill = ~np.isfinite(out).any(axis=0) if profile.mask not in names else ~np.isfinite(out[names.index(profile.mask)])
+        if profile.mask in names:
+            fill = ~np.isfinite(out[names.index(profile.mask)])
+        else:
+            fill = ~np.isfinite(out).any(axis=0)
         out[:, fill] = stack[:, fill]
     if not np.isfinite(out).any():
         raise EmptyDataError(
@@ -1396,9 +1412,11 @@ class FetchResult:
 
     Examples
     --------
-    >>> r = FetchResult(Path("out/before"), Path("out/after"), None, None, Path("out/fetch.json"), None)
-    >>> r.before.name, r.after.name
-    ('before', 'after')
+    >>> c = Candidate("2024-06-17", "", "sentinel-2b", ("39UWB",), ("x",), "sentinel-2-l2a", 0.0, 100.0, 100.0,
+    ...               70.0, "scl")
+    >>> r = FetchResult(Path("out/before"), Path("out/after"), c, c, Path("out/fetch.json"))
+    >>> print(str(r).splitlines()[0])
+    before: 2024-06-17 sentinel-2b 39UWB, 0% cloud over the area (scl) -> out/before
     """
 
     before: Path
@@ -1407,6 +1425,18 @@ class FetchResult:
     after_candidate: Candidate | None
     fetch_json: Path
     grid: Grid | None = field(default=None, compare=False)
+
+    def __str__(self) -> str:
+        lines = []
+        pairs = (("before", self.before, self.before_candidate), ("after", self.after, self.after_candidate))
+        for label, folder, c in pairs:
+            what = (
+                f"{c.date} {c.platform} {c.tile_id}, {_fmt_pct(c.cloud_pct)} cloud over the area ({c.cloud_source})"
+                if c is not None
+                else "?"
+            )
+            lines.append(f"{label}: {what} -> {folder}")
+        return "\n".join(lines)
 
 
 def fetch_pair(
@@ -1581,11 +1611,16 @@ def _versions() -> dict[str, str]:
 def catalogue_reachable(url: str = DEFAULT_STAC_URL, *, timeout: float = 5.0) -> bool:
     """True when the STAC API answers within ``timeout`` seconds (never hangs longer).
 
+    Set the environment variable ``CHANGEDET_OFFLINE=1`` to get False at once (for test
+    suites and CI that must not touch the public catalogue).
+
     Examples
     --------
     >>> catalogue_reachable("http://127.0.0.1:9/", timeout=1)
     False
     """
+    if os.environ.get("CHANGEDET_OFFLINE", "").strip().lower() not in ("", "0", "false", "no"):
+        return False
     result: list[bool] = []
 
     def probe() -> None:

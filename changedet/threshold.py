@@ -13,6 +13,15 @@ li
     Minimum cross entropy (Li & Lee 1993; Li & Tam 1998).
 triangle
     Triangle method for skewed, unimodal histograms (Zack et al. 1977).
+isodata
+    Iterative intermeans, the one-dimensional 2-means split (Ridler & Calvard 1978).
+mad
+    Robust outlier rule: median + ``value`` (default 6) x 1.4826 x median absolute
+    deviation, for rare changes in a large unchanged background (Rousseeuw &
+    Croux 1993; Hampel 1974).
+sigma
+    For scores already expressed in robust standard deviations (``auto`` on
+    multispectral images): the threshold is ``value`` (default 6).
 gmm
     Two-component Gaussian mixture fitted by EM; the threshold is where the
     posterior of the high component reaches 0.5 (Bruzzone & Prieto 2000).
@@ -38,7 +47,9 @@ from .errors import EmptyDataError, InvalidParameterError
 
 __all__ = ["ThresholdMethod", "THRESHOLDS", "compute_threshold", "apply_threshold"]
 
-ThresholdMethod = Literal["otsu", "kittler", "li", "triangle", "gmm", "percentile", "fixed", "chi2"]
+ThresholdMethod = Literal[
+    "otsu", "kittler", "li", "triangle", "isodata", "gmm", "mad", "sigma", "percentile", "fixed", "chi2"
+]
 
 _MAX_SAMPLES = 1_000_000  # statistics of a random sample this large are exact to well below a score step
 _BINS = 1024
@@ -79,6 +90,19 @@ def _li(values: np.ndarray) -> float:
 
 def _triangle(values: np.ndarray) -> float:
     return float(filters.threshold_triangle(values, nbins=_BINS))
+
+
+def _isodata(values: np.ndarray) -> float:
+    return float(filters.threshold_isodata(values, nbins=_BINS))
+
+
+def _mad(values: np.ndarray, k: float = 6.0) -> float:
+    med = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    if not mad > 0:
+        # more than half the pixels share one value: fall back on the standard deviation
+        mad = float(np.std(values))
+    return med + k * mad
 
 
 def _kittler(values: np.ndarray) -> float:
@@ -161,7 +185,9 @@ THRESHOLDS: dict[str, Callable[[np.ndarray], float]] = {
     "kittler": _kittler,
     "li": _li,
     "triangle": _triangle,
+    "isodata": _isodata,
     "gmm": _gmm,
+    "mad": _mad,
 }
 
 
@@ -179,11 +205,12 @@ def compute_threshold(
     ----------
     score : (rows, cols) ndarray of float
         Change score, higher = more change; NaN is nodata.
-    method : {"otsu", "kittler", "li", "triangle", "gmm", "percentile", "fixed", "chi2"}
+    method : {"otsu", "kittler", "li", "triangle", "isodata", "gmm", "mad", "sigma", "percentile", "fixed", "chi2"}
         How to pick the threshold (see the module docstring for references).
     value : float, optional
         The threshold for ``"fixed"``; the significance level alpha for ``"chi2"``
-        (default 0.01).
+        (default 0.01); the number of robust standard deviations for ``"mad"`` and
+        ``"sigma"`` (default 6).
     percentile : float, optional
         In [0, 100], for ``"percentile"``.
     valid : (rows, cols) ndarray of bool, optional
@@ -219,6 +246,10 @@ def compute_threshold(
         raise InvalidParameterError(f"threshold method must be one of {list(allowed)}, got {method!r}")
     if method == "fixed":
         return _check_value(value, method)
+    if method == "sigma":
+        k = 6.0 if value is None else _check_value(value, method)
+        _valid_values(score, valid)  # the score must still hold valid pixels
+        return k
     if method == "chi2":
         alpha = 0.01 if value is None else _check_value(value, method)
         if not 0 < alpha < 1:

@@ -454,8 +454,8 @@ def make_s2_item(
 
     ``scl(x, y)`` gives the SCL class at 20 m pixel centres (map coordinates in
     ``epsg``); the default is 4 (vegetation) everywhere.  Where SCL is 0 every band
-    is 0 (nodata), as in the products.  ``noise=True`` adds incompressible noise to the
-    10 m bands, so a file is as large as its pixels (to measure how much of it is read).
+    is 0 (nodata), as in the products.  ``noise=True`` adds noise to every band (a
+    different draw per item), so files barely compress and two dates differ a little.
     ``edit(name, array)`` returns the array to write for a band (to plant a change).
     """
     dn = {**S2_DN, **(dn or {})}
@@ -477,8 +477,10 @@ def make_s2_item(
             x, _ = _pixel_centres(t, (n, n))
             # A gentle east-west gradient so resampling is visible but predictable.
             arr = (dn[name] + ((x - left) / size_m * 100)).astype("uint16")
-            if noise and res == 10:
-                arr = arr + np.random.default_rng(0).integers(0, 50, arr.shape).astype("uint16")
+            if noise:
+                # Seeded by item and band: two dates differ by sensor noise, as real pairs do.
+                seed = int.from_bytes(f"{item_id}/{name}".encode()[-8:], "little")
+                arr = arr + np.random.default_rng(seed).integers(0, 50, arr.shape).astype("uint16")
             arr[nodata10 if res == 10 else nodata20] = 0
             dtype = "uint16"
         if edit is not None:

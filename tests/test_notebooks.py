@@ -38,6 +38,7 @@ def test_first_cell_is_tagged_parameters() -> None:
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nb = nbformat.read(path, as_version=4)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("CHANGEDET_OFFLINE", "1")  # never search the public catalogue from tests
     monkeypatch.setenv("CHANGEDET_NOTEBOOK_OUT", str(tmp_path))
     client = nbclient.NotebookClient(
         nb,
