@@ -39,6 +39,9 @@ __all__ = [
     "sha256",
     "RASTER_SUFFIXES",
     "band_code",
+    "raster_grid",
+    "WindowedReader",
+    "WindowedWriter",
 ]
 
 #: File suffixes treated as rasters when a folder is given.
@@ -578,3 +581,235 @@ def write_gpkg(
             promote_to_multi=True,
         )
     return dest
+
+
+# --------------------------------------------------------------------------- windowed access
+def _sources_of(path: Path | str) -> list[tuple[str, int, str]]:
+    """(file, band index, band name) of every band of a file or band folder (metadata only)."""
+    if isinstance(path, Path) and path.is_dir():
+        banded = _band_files(path)
+        rasters = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+        if banded and (len(banded) >= 2 or (len(rasters) == 1 and _count_bands(rasters[0]) == 1)):
+            return [(str(banded[n]), 1, n) for n in sorted(banded, key=_band_sort_key)]
+        multi = rasters if len(rasters) == 1 else [f for f in rasters if f.stem in {"scene", "image"}]
+        if len(multi) != 1:
+            raise RasterReadError(
+                f"folder {str(path)!r} holds {len(rasters)} raster files but none named by band "
+                "(*_B02.tif ...) and no single scene.tif; pass one file, or a folder of band files"
+            )
+        path = multi[0]
+    with _open(path) as src:
+        names = _default_names(src)
+        return [(str(path), i + 1, n) for i, n in enumerate(names) if n != "alpha"]
+
+
+def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
+    """The grid and band names of a raster or band folder, without reading pixels.
+
+    For a band folder the grid is the finest band's.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from affine import Affine
+    >>> p = tempfile.mkdtemp() + "/a.tif"
+    >>> with rasterio.open(p, "w", driver="GTiff", width=5, height=4, count=1, dtype="uint8",
+    ...                    crs="EPSG:32639", transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+    ...     dst.write(np.zeros((1, 4, 5), "uint8"))
+    >>> raster_grid(p)[0].shape
+    (4, 5)
+    """
+    text = os.fspath(path)
+    p: Path | str = Path(text)
+    if not text.startswith(("http://", "https://", "/vsi", "s3://")):
+        _check_exists(Path(text), "input")
+    else:
+        p = text if text.startswith("/vsi") else "/vsicurl/" + text
+    sources = _sources_of(p)
+    best: Grid | None = None
+    for f in dict.fromkeys(s[0] for s in sources):
+        with _open(f) as src:
+            g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
+        if best is None or g.res[0] * g.res[1] < best.res[0] * best.res[1] - 1e-12:
+            best = g
+    assert best is not None
+    return best, tuple(s[2] for s in sources)
+
+
+class WindowedReader:
+    """Read windows of one date, on an analysis grid, band by band from files or band folders.
+
+    Bands whose file is on another grid (another CRS, resolution or extent) are warped
+    on the fly through a ``WarpedVRT`` (bilinear; nearest for classification bands), so
+    a window costs only the source blocks it touches.  Thread-safe: each thread opens
+    its own dataset handles.  Nodata (and 0 for Sentinel-2 band sets) becomes NaN.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, rasterio
+    >>> from affine import Affine
+    >>> from rasterio.windows import Window
+    >>> p = tempfile.mkdtemp() + "/a.tif"
+    >>> with rasterio.open(p, "w", driver="GTiff", width=8, height=8, count=2, dtype="uint16",
+    ...                    crs="EPSG:32639", transform=Affine(10, 0, 0, 0, -10, 0)) as dst:
+    ...     dst.write(np.arange(128, dtype="uint16").reshape(2, 8, 8))
+    >>> with WindowedReader(p) as r:
+    ...     r.read(Window(2, 1, 3, 2)).shape, r.band_names
+    ((2, 2, 3), ('band1', 'band2'))
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, grid: Grid | None = None, bands: Sequence[str] | None = None):
+        import threading
+
+        text = os.fspath(path)
+        self.path = text
+        own_grid, names = raster_grid(path)
+        p: Path | str = Path(text) if not text.startswith(("http://", "https://", "/vsi", "s3://")) else (
+            text if text.startswith("/vsi") else "/vsicurl/" + text)
+        sources = _sources_of(p)
+        if bands is not None:
+            missing = [b for b in bands if b not in names]
+            if missing:
+                raise InvalidParameterError(f"{text!r} has no band(s) {missing}; its bands are {list(names)}")
+            sources = [next(s for s in sources if s[2] == b) for b in bands]
+        self.sources = sources
+        self.band_names = tuple(s[2] for s in sources)
+        self.grid = grid or own_grid
+        self._s2 = any(n in _S2_ORDER for n in self.band_names) and len({s[0] for s in sources}) > 1
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _handles(self) -> dict[str, Any]:
+        h = getattr(self._local, "handles", None)
+        if h is None:
+            from rasterio.vrt import WarpedVRT
+
+            h = {}
+            for f in dict.fromkeys(s[0] for s in self.sources):
+                src = _open(f)
+                g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
+                if g.same_as(self.grid):
+                    h[f] = (src, src)
+                else:
+                    if g.crs is None or self.grid.crs is None:
+                        src.close()
+                        raise RasterReadError(f"{f!r} is not on the analysis grid and has no georeferencing to warp it")
+                    cat = any(s[2].upper() in _CATEGORICAL for s in self.sources if s[0] == f)
+                    vrt = WarpedVRT(
+                        src, crs=self.grid.crs, transform=self.grid.transform, width=self.grid.width,
+                        height=self.grid.height, resampling=Resampling.nearest if cat else Resampling.bilinear,
+                        src_nodata=src.nodata if src.nodata is not None else (0 if self._s2 else None),
+                        nodata=src.nodata if src.nodata is not None else 0,
+                    )
+                    h[f] = (vrt, src)
+            self._local.handles = h
+            with self._lock:
+                self._all.append(h)
+        return h
+
+    def read(self, window: Any) -> np.ndarray:
+        """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid)."""
+        h = self._handles()
+        out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype="float32")
+        for i, (f, idx, name) in enumerate(self.sources):
+            ds = h[f][0]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    arr = ds.read(idx, window=window, masked=True, out_dtype="float32", boundless=False)
+            except RasterioError as exc:
+                raise RasterReadError(
+                    f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
+                    "download or export the file again"
+                ) from None
+            band = np.ma.filled(arr, np.nan)
+            if self._s2 or (ds is not h[f][1] and ds.nodata == 0 and h[f][1].nodata is None):
+                band[band == 0] = np.nan
+            out[i] = band
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            for h in self._all:
+                for vrt, src in h.values():
+                    if vrt is not src:
+                        vrt.close()
+                    src.close()
+            self._all.clear()
+
+    def __enter__(self) -> "WindowedReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class WindowedWriter:
+    """Write a raster window by window, then publish it as a Cloud-Optimized GeoTIFF.
+
+    Windows go into a temporary tiled GeoTIFF beside the destination (thread-safe);
+    :meth:`commit` converts it to a COG (DEFLATE, overviews) under a temporary name
+    and renames it into place, :meth:`abort` removes everything.  Until ``commit``
+    nothing exists at the destination.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from rasterio.windows import Window
+    >>> from affine import Affine
+    >>> g = Grid((4, 4), Affine(10, 0, 0, 0, -10, 0), rasterio.crs.CRS.from_epsg(32639))
+    >>> w = WindowedWriter(tempfile.mkdtemp() + "/m.tif", g, dtype="uint8", nodata=255, band_names=("change",))
+    >>> w.write(np.ones((1, 2, 4), "uint8"), Window(0, 0, 4, 2)); w.write(np.zeros((1, 2, 4), "uint8"), Window(0, 2, 4, 2))
+    >>> read_raster(w.commit()).data[0, :, 0].tolist()
+    [1.0, 1.0, 0.0, 0.0]
+    """
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid, *, dtype: str, nodata: float | None,
+                 band_names: Sequence[str], compress_level: int = 6):
+        import threading
+
+        self.dest = Path(path)
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=".stage.tif", dir=self.dest.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        self.grid, self.dtype, self.nodata, self.band_names = grid, dtype, nodata, tuple(band_names)
+        self.level = compress_level
+        self._lock = threading.Lock()
+        profile: dict[str, Any] = dict(
+            driver="GTiff", width=grid.width, height=grid.height, count=len(self.band_names), dtype=dtype,
+            crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
+            compress="DEFLATE", ZLEVEL=1, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+        )
+        self._ds = rasterio.open(self.tmp, "w", **profile)
+        for i, n in enumerate(self.band_names, start=1):
+            self._ds.set_band_description(i, n)
+
+    def write(self, data: np.ndarray, window: Any) -> None:
+        arr = data if data.ndim == 3 else data[np.newaxis]
+        with self._lock:
+            self._ds.write(arr.astype(self.dtype, copy=False), window=window)
+
+    def commit(self) -> Path:
+        from rasterio.shutil import copy as rio_copy
+
+        self._ds.close()
+        try:
+            with atomic_path(self.dest) as final:
+                floating = np.issubdtype(np.dtype(self.dtype), np.floating)
+                rio_copy(
+                    self.tmp, final, driver="COG", compress="DEFLATE", level=self.level,
+                    predictor="YES" if not floating else "FLOATING_POINT", blocksize=512, overviews="AUTO",
+                    resampling="nearest" if not floating else "average", num_threads="ALL_CPUS", BIGTIFF="IF_SAFER",
+                )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+        return self.dest
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._ds.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()

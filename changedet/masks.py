@@ -265,6 +265,27 @@ def exclude_mask(
     return out
 
 
+def _match_moments(after: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """after with each band's median and interquartile range set to before's.
+
+    Gives the spectral tests the same answer whatever linear gain/offset the after
+    image carries (a different processing baseline, a DN scaling).
+    """
+    both = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
+    if both.sum() < 16:
+        return after
+    out = np.empty_like(after, dtype=np.float32)
+    for i in range(after.shape[0]):
+        qb = np.percentile(before[i][both], [25, 50, 75])
+        qa = np.percentile(after[i][both], [25, 50, 75])
+        iqr_a, iqr_b = qa[2] - qa[0], qb[2] - qb[0]
+        if iqr_a > 0 and iqr_b > 0:
+            out[i] = (after[i] - qa[1]) / iqr_a * iqr_b + qb[1]
+        else:
+            out[i] = after[i] - qa[1] + qb[1]
+    return out
+
+
 def exclusion_mask(
     before: np.ndarray,
     after: np.ndarray,
@@ -272,8 +293,13 @@ def exclusion_mask(
     band_names: Sequence[str],
     clouds: bool = True,
     edge_px: int = 0,
+    match_after: bool = True,
 ) -> np.ndarray:
     """Pixels to leave out of a pair: :func:`exclude_mask` of either date.
+
+    With ``match_after`` (default) the after image's spectral bands get the before
+    image's band medians and interquartile ranges before the cloud test, so the
+    mask does not change with a linear rescaling of the after image.
 
     Examples
     --------
@@ -288,6 +314,12 @@ def exclusion_mask(
         raise InvalidParameterError(
             f"before {before.shape} and after {after.shape} differ in shape; put both on one grid first"
         )
+    if match_after and clouds:
+        found = resolve_bands(band_names)
+        spectral = [i for i in range(after.shape[0]) if i != found.get("scl", -1)]
+        matched = np.array(after, dtype=np.float32, copy=True)
+        matched[spectral] = _match_moments(after[spectral].astype(np.float32), before[spectral].astype(np.float32))
+        after = matched
     return exclude_mask(before, band_names, clouds=clouds, edge_px=edge_px) | exclude_mask(
         after, band_names, clouds=clouds, edge_px=edge_px
     )
