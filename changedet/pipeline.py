@@ -25,6 +25,7 @@ from . import align as _align
 from . import change as _change
 from . import indices as _indices
 from . import io as _io
+from . import masks as _masks
 from . import objects as _objects
 from . import threshold as _threshold
 from .errors import ChangedetError, EmptyDataError, InvalidParameterError, NoOverlapError
@@ -43,6 +44,9 @@ OUTPUT_FILES = (
 )
 
 NODATA_MASK = 255
+
+#: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change.
+CATEGORICAL_BANDS = frozenset({"SCL", "QA_PIXEL"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -439,11 +443,24 @@ def detect_changes(
         b, a = _align.align_to(b, grid), _align.align_to(a, grid)
     timings["align"] = time.perf_counter() - t
 
+    # ---- classification bands (SCL, QA_PIXEL) only feed the masks, never the change score
+    aux_names = [n for n in b.band_names if n.upper() in CATEGORICAL_BANDS]
+    spectral_names = [n for n in b.band_names if n not in aux_names]
+    if not spectral_names:
+        raise InvalidParameterError(
+            f"the images hold only classification bands {aux_names}; pass images with spectral bands"
+        )
+    b_aux, a_aux = (b.select(aux_names), a.select(aux_names)) if aux_names else (None, None)
+    if aux_names:
+        b, a = b.select(spectral_names), a.select(spectral_names)
+
     # ---- co-registration
     t = time.perf_counter()
     shift = _align.Shift(0.0, 0.0, 0.0, 0)
     if coregister:
         a, shift = _align.coregister(b, a)
+        if a_aux is not None and shift.n_blocks and (shift.rows or shift.cols):
+            a_aux = a_aux.with_data(_align.apply_shift(a_aux.data, shift, order=0))
     timings["coregister"] = time.perf_counter() - t
 
     # ---- masks
@@ -451,14 +468,12 @@ def detect_changes(
     if inside_aoi is not None:
         valid &= inside_aoi
     cloud_info: dict[str, Any] = {}
-    try:
-        from . import masks as _masks
-    except ImportError:  # pragma: no cover - masks is part of the package
-        _masks = None
-    if _masks is not None and hasattr(_masks, "exclusion_mask"):
-        excl = _masks.exclusion_mask(b.data, a.data, band_names=b.band_names)
-        cloud_info = {"excluded_pixels": int((excl & valid).sum())}
-        valid &= ~excl
+    full_b = b if b_aux is None else b.with_data(np.concatenate([b.data, b_aux.data]), band_names=(*b.band_names, *aux_names))
+    full_a = a if a_aux is None else a.with_data(np.concatenate([a.data, a_aux.data]), band_names=(*a.band_names, *aux_names))
+    excl = _masks.exclusion_mask(full_b.data, full_a.data, band_names=full_b.band_names)
+    excl_in = excl & valid
+    cloud_info = {"excluded_pixels": int(excl_in.sum()), "classification_bands": aux_names}
+    valid &= ~excl
     if not valid.any():
         raise EmptyDataError(
             f"no pixel is valid in both dates on the analysis grid ({describe_grid(grid)}): "
