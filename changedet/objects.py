@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import shapely
@@ -23,6 +23,9 @@ from .raster import GeoRaster, Grid
 
 __all__ = [
     "CHANGE_CLASSES",
+    "PolygonPart",
+    "vectorize_parts",
+    "assemble_polygons",
     "ChangePolygons",
     "clean_mask",
     "label_regions",
@@ -281,12 +284,238 @@ def _geod_area_m2(geom_lonlat: Any) -> float:
     return abs(float(area))
 
 
+@dataclass(frozen=True, eq=False)
+class PolygonPart:
+    """A connected changed area as seen inside one window, with running sums.
+
+    Parts of one area cut by window edges are merged by :func:`assemble_polygons`.
+    """
+
+    geometry: Any
+    n_px: int
+    score_sum: float = 0.0
+    score_n: int = 0
+    score_max: float = float("-inf")
+    layer_sums: tuple[tuple[str, float, int], ...] = ()
+    on_edge: bool = False
+
+
+def vectorize_parts(
+    mask: np.ndarray,
+    transform: Any,
+    *,
+    score: np.ndarray | None = None,
+    layers: Mapping[str, np.ndarray] | None = None,
+    window_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+) -> list[PolygonPart]:
+    """Connected (8-connected) areas of a (rows, cols) bool mask as :class:`PolygonPart`.
+
+    ``transform`` maps this array's pixels to map coordinates; ``window_edges``
+    says which sides (top, bottom, left, right) are internal window edges, across
+    which an area may continue.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
+    >>> [p.n_px for p in vectorize_parts(m, Affine.identity())]
+    [4]
+    """
+    m = np.asarray(mask, dtype=bool)
+    labels, n = label_regions(m)
+    if n == 0:
+        return []
+    if score is not None and np.shape(score) != m.shape:
+        raise InvalidParameterError(f"score has shape {np.shape(score)}, expected {m.shape}")
+    index = np.arange(1, n + 1)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if score is not None:
+        fin = np.isfinite(score)
+        s_sum = ndimage.sum_labels(np.where(fin, score, 0.0), labels, index)
+        s_n = ndimage.sum_labels(fin, labels, index)
+        s_max = ndimage.maximum(np.where(fin, score, -np.inf), labels, index)
+    sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for key, arr in (layers or {}).items():
+        arr = np.asarray(arr)
+        if arr.shape != m.shape:
+            raise InvalidParameterError(f"layer {key!r} has shape {arr.shape}, expected {m.shape}")
+        fin = np.isfinite(arr)
+        sums[key] = (ndimage.sum_labels(np.where(fin, arr, 0.0), labels, index), ndimage.sum_labels(fin, labels, index))
+    touches = np.zeros(n + 1, dtype=bool)
+    top, bottom, left, right = window_edges
+    for flag, line in ((top, labels[0]), (bottom, labels[-1]), (left, labels[:, 0]), (right, labels[:, -1])):
+        if flag:
+            touches[np.unique(line)] = True
+    pieces: dict[int, list[Any]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for geom, value in features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
+            pieces.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    parts = []
+    for i, lab in enumerate(index):
+        geoms = pieces.get(int(lab))
+        if not geoms:
+            continue
+        geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+        parts.append(PolygonPart(
+            geom, int(counts[i]),
+            float(s_sum[i]) if score is not None else 0.0,
+            int(s_n[i]) if score is not None else 0,
+            float(s_max[i]) if score is not None else float("-inf"),
+            tuple((k, float(v[0][i]), int(v[1][i])) for k, v in sums.items()),
+            bool(touches[lab]),
+        ))
+    return parts
+
+
+def _merge_parts(parts: Sequence[PolygonPart]) -> list[PolygonPart]:
+    """Merge parts of one area split by window edges (those that touch or overlap)."""
+    edge = [i for i, p in enumerate(parts) if p.on_edge]
+    if len(edge) < 2:
+        return list(parts)
+    tree = shapely.STRtree([parts[i].geometry for i in edge])
+    parent = list(range(len(edge)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    left, right = tree.query([parts[i].geometry for i in edge], predicate="intersects")
+    for a, b in zip(left.tolist(), right.tolist()):
+        if a != b:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[int, list[int]] = {}
+    for k in range(len(edge)):
+        groups.setdefault(find(k), []).append(edge[k])
+    merged = [p for i, p in enumerate(parts) if not p.on_edge]
+    for members in groups.values():
+        ps = [parts[i] for i in members]
+        if len(ps) == 1:
+            merged.append(ps[0])
+            continue
+        layer: dict[str, list[float]] = {}
+        for p in ps:
+            for k, v, c in p.layer_sums:
+                acc = layer.setdefault(k, [0.0, 0])
+                acc[0] += v
+                acc[1] += c
+        merged.append(PolygonPart(
+            shapely.union_all([p.geometry for p in ps]),
+            sum(p.n_px for p in ps),
+            sum(p.score_sum for p in ps),
+            sum(p.score_n for p in ps),
+            max(p.score_max for p in ps),
+            tuple((k, v[0], int(v[1])) for k, v in layer.items()),
+            False,
+        ))
+    return merged
+
+
+def _fill_holes(geom: Any, max_hole_area: float) -> Any:
+    """Drop interior rings smaller than ``max_hole_area`` (in CRS units²)."""
+    if max_hole_area <= 0:
+        return geom
+    def fix(poly: Any) -> Any:
+        keep = [r for r in poly.interiors if shapely.Polygon(r).area > max_hole_area]
+        return poly if len(keep) == len(poly.interiors) else shapely.Polygon(poly.exterior, keep)
+    if geom.geom_type == "Polygon":
+        return fix(geom)
+    if geom.geom_type == "MultiPolygon":
+        return shapely.MultiPolygon([fix(p) for p in geom.geoms])
+    return geom
+
+
+def assemble_polygons(
+    parts: Sequence[PolygonPart],
+    grid: Grid,
+    *,
+    min_area_m2: float = 0.0,
+    fill_holes_m2: float = 0.0,
+    pixel_size_m: float | None = None,
+) -> ChangePolygons:
+    """Merge window parts, fill small holes, apply the minimum mapping unit, name the change.
+
+    Areas are geodesic (WGS84 ellipsoid) for geographic grids, planar in metres for
+    projected ones, and in pixels for grids without CRS (m² when ``pixel_size_m`` is given).
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> m = np.zeros((6, 6), bool); m[1:5, 1:5] = True; m[2, 2] = False
+    >>> g = Grid((6, 6), Affine(10, 0, 500000, 0, -10, 6200000), "EPSG:32639")
+    >>> polys = assemble_polygons(vectorize_parts(m, g.transform), g, fill_holes_m2=100)
+    >>> polys.properties[0]["area_m2"], polys.properties[0]["area_px"]
+    (1600.0, 16)
+    """
+    if min_area_m2 < 0 or fill_holes_m2 < 0:
+        raise InvalidParameterError(f"min_area_m2 and fill_holes_m2 must be >= 0, got {min_area_m2}, {fill_holes_m2}")
+    in_pixels = grid.crs is None and pixel_size_m is None
+    px_area_units = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
+    merged = _merge_parts(parts)
+    geoms: list[Any] = []
+    props: list[dict[str, Any]] = []
+    px_m2 = (pixel_size_m or 1.0) ** 2
+    # hole sizes are given in m²: in CRS units² through the grid's mean pixel area
+    if grid.crs is None:
+        hole_units = fill_holes_m2 / px_m2 * px_area_units if not in_pixels else fill_holes_m2 * px_area_units
+    else:
+        hole_units = fill_holes_m2 / grid.pixel_area_m2 * px_area_units
+    for part in merged:
+        geom = _fill_holes(part.geometry, hole_units)
+        n_px = int(round(geom.area / px_area_units)) if px_area_units > 0 else part.n_px
+        if grid.crs is None:
+            area_m2 = float(n_px) * px_m2 if not in_pixels else None
+            lonlat_geom = None
+        else:
+            lonlat_geom = ChangePolygons((geom,), ({},), grid.crs).to_wgs84()[0]
+            if grid.crs.is_geographic:
+                area_m2 = _geod_area_m2(lonlat_geom)
+            else:
+                factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
+                area_m2 = float(geom.area) * factor * factor
+        size_for_mmu = area_m2 if area_m2 is not None else float(n_px)
+        if size_for_mmu < min_area_m2:
+            continue
+        p: dict[str, Any] = {"id": 0, "area_px": n_px}
+        p["area_m2"] = round(area_m2, 2) if area_m2 is not None else None
+        p["area_ha"] = round(area_m2 / 10_000, 4) if area_m2 is not None else None
+        p["mean_score"] = part.score_sum / part.score_n if part.score_n else None
+        p["max_score"] = part.score_max if part.score_n else None
+        if lonlat_geom is not None:
+            c = lonlat_geom.centroid
+            p["centroid_lon"], p["centroid_lat"] = round(c.x, 7), round(c.y, 7)
+            p["bbox"] = tuple(round(v, 7) for v in lonlat_geom.bounds)
+        else:
+            c = geom.centroid
+            p["centroid_lon"], p["centroid_lat"] = None, None
+            p["centroid_x"], p["centroid_y"] = round(c.x, 2), round(c.y, 2)
+            p["bbox"] = tuple(round(v, 2) for v in geom.bounds)
+        deltas = {k: (v / c_ if c_ else float("nan")) for k, v, c_ in part.layer_sums}
+        p["change_class"] = classify_change(deltas)
+        for k, v in deltas.items():
+            p[k] = round(v, 4) if math.isfinite(v) else None
+        geoms.append(geom)
+        props.append(p)
+    # Largest first, ties by position, so ids do not depend on how the scene was cut into windows.
+    order = sorted(range(len(props)), key=lambda j: (-props[j]["area_px"], geoms[j].bounds[3] * -1, geoms[j].bounds[0]))
+    geoms = [geoms[j] for j in order]
+    props = [props[j] for j in order]
+    for k, p in enumerate(props, start=1):
+        p["id"] = k
+    return ChangePolygons(tuple(geoms), tuple(props), grid.crs, in_pixels)
+
+
 def vectorize(
     mask: GeoRaster,
     *,
     score: np.ndarray | None = None,
     layers: Mapping[str, np.ndarray] | None = None,
     min_area_m2: float = 0.0,
+    fill_holes_m2: float = 0.0,
     pixel_size_m: float | None = None,
 ) -> ChangePolygons:
     """Connected changed areas (8-connected) of ``mask`` as polygons with attributes.
@@ -303,6 +532,8 @@ def vectorize(
     min_area_m2 : float
         Polygons smaller than this are dropped (in pixels for pixel grids without
         ``pixel_size_m``).
+    fill_holes_m2 : float
+        Unchanged holes up to this area inside a polygon are filled.
     pixel_size_m : float, optional
         Pixel edge in metres for images without georeferencing.
 
@@ -318,87 +549,9 @@ def vectorize(
         raise InvalidParameterError(f"vectorize needs a one-band mask, got {mask.count} bands")
     if min_area_m2 < 0:
         raise InvalidParameterError(f"min_area_m2 must be >= 0, got {min_area_m2}")
-    m = mask.data[0] == 1
-    grid = mask.grid
-    labels, n = label_regions(m)
-    if score is not None and np.shape(score) != m.shape:
-        raise InvalidParameterError(f"score has shape {np.shape(score)}, expected {m.shape}")
-    in_pixels = grid.crs is None and pixel_size_m is None
-    if n == 0:
-        return ChangePolygons((), (), grid.crs, in_pixels)
-    transform = grid.transform
-    shapes_by_label: dict[int, list[Any]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for geom, value in features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
-            shapes_by_label.setdefault(int(value), []).append(shapely.geometry.shape(geom))
-    index = np.arange(1, n + 1)
-    counts = ndimage.sum_labels(np.ones_like(labels), labels, index)
-    means = {}
-    if score is not None:
-        s = np.where(np.isfinite(score), score, 0.0)
-        okc = ndimage.sum_labels(np.isfinite(score), labels, index)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means["mean_score"] = ndimage.sum_labels(s, labels, index) / okc
-        means["max_score"] = ndimage.maximum(np.where(np.isfinite(score), score, -np.inf), labels, index)
-    layer_means: dict[str, np.ndarray] = {}
-    for key, arr in (layers or {}).items():
-        arr = np.asarray(arr)
-        if arr.shape != m.shape:
-            raise InvalidParameterError(f"layer {key!r} has shape {arr.shape}, expected {m.shape}")
-        fin = np.isfinite(arr)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            layer_means[key] = ndimage.sum_labels(np.where(fin, arr, 0.0), labels, index) / ndimage.sum_labels(fin, labels, index)
-    geoms: list[Any] = []
-    props: list[dict[str, Any]] = []
-    wgs = ChangePolygons((), (), grid.crs)
-    px_area = (pixel_size_m or 1.0) ** 2
-    for i, lab in enumerate(index):
-        parts = shapes_by_label.get(int(lab), [])
-        if not parts:
-            continue
-        geom = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-        if grid.crs is None:
-            area_m2 = float(geom.area) * px_area if not in_pixels else None
-            lonlat_geom = None
-        else:
-            lonlat_geom = ChangePolygons((geom,), ({},), grid.crs).to_wgs84()[0]
-            if grid.crs.is_geographic:
-                area_m2 = _geod_area_m2(lonlat_geom)
-            else:
-                factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
-                area_m2 = float(geom.area) * factor * factor
-        size_for_mmu = area_m2 if area_m2 is not None else float(counts[i])
-        if size_for_mmu < min_area_m2:
-            continue
-        p: dict[str, Any] = {"id": 0, "area_px": int(counts[i])}
-        p["area_m2"] = round(area_m2, 2) if area_m2 is not None else None
-        p["area_ha"] = round(area_m2 / 10_000, 4) if area_m2 is not None else None
-        for key, arr in means.items():
-            p[key] = float(arr[i])
-        if lonlat_geom is not None:
-            c = lonlat_geom.centroid
-            p["centroid_lon"], p["centroid_lat"] = round(c.x, 7), round(c.y, 7)
-            p["bbox"] = tuple(round(v, 7) for v in lonlat_geom.bounds)
-        else:
-            c = geom.centroid
-            p["centroid_lon"], p["centroid_lat"] = None, None
-            p["centroid_x"], p["centroid_y"] = round(c.x, 2), round(c.y, 2)
-            p["bbox"] = tuple(round(v, 2) for v in geom.bounds)
-        deltas = {k: float(v[i]) for k, v in layer_means.items()}
-        p["change_class"] = classify_change(deltas)
-        for k, v in deltas.items():
-            p[k] = round(v, 4) if math.isfinite(v) else None
-        geoms.append(geom)
-        props.append(p)
-    del wgs
-    # Largest first; ids follow that order.
-    order = sorted(range(len(props)), key=lambda j: -props[j]["area_px"])
-    geoms = [geoms[j] for j in order]
-    props = [props[j] for j in order]
-    for k, p in enumerate(props, start=1):
-        p["id"] = k
-    return ChangePolygons(tuple(geoms), tuple(props), grid.crs, in_pixels)
+    parts = vectorize_parts(mask.data[0] == 1, mask.transform, score=score, layers=layers)
+    return assemble_polygons(parts, mask.grid, min_area_m2=min_area_m2, fill_holes_m2=fill_holes_m2,
+                             pixel_size_m=pixel_size_m)
 
 
 def polygons_to_mask(polygons: ChangePolygons, grid: Grid) -> np.ndarray:

@@ -497,27 +497,22 @@ def detect_changes(
     px_area = 1.0 if (grid.crs is None and not pixel_size_m) else px_size * px_size
     open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
     holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
-    cleaned = _objects.clean_mask(raw, opening_px=open_px, min_area_px=int(math.ceil(mmu_m2 / px_area - 1e-9)),
-                                  fill_holes_px=int(holes_m2 / px_area), valid=valid)
+    opened = _objects.clean_mask(raw, opening_px=open_px, valid=valid)
     timings["threshold_clean"] = time.perf_counter() - t
 
-    # ---- polygons
+    # ---- polygons: minimum mapping unit and hole filling on whole objects, then the mask from them
     t = time.perf_counter()
     layers = dict(cs.layers)
     for k, v in class_layers(b.data, a.data, b.band_names, valid).items():
         layers.setdefault(k, v)
-    mask_arr = np.where(valid, cleaned.astype("uint8"), NODATA_MASK).astype("uint8")
+    polygons = _objects.vectorize(
+        GeoRaster(opened[np.newaxis].astype("uint8"), grid.transform, grid.crs, ("change",)),
+        score=score, layers={k: v for k, v in layers.items() if k.startswith("d_")},
+        min_area_m2=mmu_m2, fill_holes_m2=holes_m2, pixel_size_m=pixel_size_m,
+    )
+    kept = _objects.polygons_to_mask(polygons, grid) & valid
+    mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
     mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
-    polygons = _objects.vectorize(mask, score=score, layers={k: v for k, v in layers.items() if k.startswith("d_")},
-                                  min_area_m2=mmu_m2, pixel_size_m=pixel_size_m)
-    if len(polygons):
-        # polygons below the mapping unit were dropped by vectorize: keep the mask consistent
-        kept = _objects.polygons_to_mask(polygons, grid) & cleaned
-        mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
-        mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
-    elif cleaned.any():
-        mask_arr = np.where(valid, 0, NODATA_MASK).astype("uint8")
-        mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
     timings["vectorize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 

@@ -52,6 +52,10 @@ class Grid:
         if rows <= 0 or cols <= 0:
             raise InvalidParameterError(f"grid shape must be positive, got {self.shape}")
         object.__setattr__(self, "shape", (rows, cols))
+        if self.crs is not None and not isinstance(self.crs, CRS):
+            object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
+        if not isinstance(self.transform, Affine):
+            object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
 
     @property
     def height(self) -> int:
