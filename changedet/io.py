@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import reproject
+from rasterio.windows import Window
 
 from .errors import EmptyDataError, InvalidParameterError, RasterReadError
 from .raster import GeoRaster, Grid
@@ -40,6 +41,7 @@ __all__ = [
     "RASTER_SUFFIXES",
     "band_code",
     "raster_grid",
+    "read_raster_decimated",
     "WindowedReader",
     "WindowedWriter",
 ]
@@ -636,6 +638,42 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
     return best, tuple(s[2] for s in sources)
 
 
+def _subgrid_offset(source: Grid, target: Grid) -> tuple[int, int] | None:
+    """(row, col) offset of ``target`` inside ``source`` when it is a whole-pixel sub-grid, else None."""
+    if source.crs != target.crs:
+        return None
+    t, u = source.transform, target.transform
+    if any(abs(a - b) > 1e-9 * max(source.res) for a, b in zip((t.a, t.b, t.d, t.e), (u.a, u.b, u.d, u.e))):
+        return None
+    col, row = (~t).c + (~t).a * u.c + (~t).b * u.f, (~t).f + (~t).d * u.c + (~t).e * u.f
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    r0, c0 = int(round(row)), int(round(col))
+    if r0 < 0 or c0 < 0 or r0 + target.height > source.height or c0 + target.width > source.width:
+        return None
+    return r0, c0
+
+
+def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) -> GeoRaster:
+    """A raster read at a reduced ``shape`` (rows, cols), from its overviews where present (nearest).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> r = GeoRaster(np.arange(16, dtype="float32").reshape(1, 4, 4), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
+    >>> small = read_raster_decimated(write_raster(r, tempfile.mkdtemp() + "/r.tif"), (2, 2))
+    >>> small.shape, small.res
+    ((1, 2, 2), (20.0, 20.0))
+    """
+    src = _open(Path(path))
+    with src:
+        data = src.read(out_shape=(src.count, *shape), masked=True, resampling=Resampling.nearest, out_dtype="float32")
+        t = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+        names = _default_names(src)
+        crs = src.crs or None
+    return GeoRaster(np.ma.filled(data, np.nan), t, crs, names)
+
+
 class WindowedReader:
     """Read windows of one date, on an analysis grid, band by band from files or band folders.
 
@@ -689,8 +727,9 @@ class WindowedReader:
             for f in dict.fromkeys(s[0] for s in self.sources):
                 src = _open(f)
                 g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
-                if g.same_as(self.grid):
-                    h[f] = (src, src)
+                offset = _subgrid_offset(g, self.grid)
+                if offset is not None:
+                    h[f] = (src, src, offset)
                 else:
                     if g.crs is None or self.grid.crs is None:
                         src.close()
@@ -702,7 +741,7 @@ class WindowedReader:
                         src_nodata=src.nodata if src.nodata is not None else (0 if self._s2 else None),
                         nodata=src.nodata if src.nodata is not None else 0,
                     )
-                    h[f] = (vrt, src)
+                    h[f] = (vrt, src, (0, 0))
             self._local.handles = h
             with self._lock:
                 self._all.append(h)
@@ -713,11 +752,12 @@ class WindowedReader:
         h = self._handles()
         out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype="float32")
         for i, (f, idx, name) in enumerate(self.sources):
-            ds = h[f][0]
+            ds, _, (dr, dc) = h[f]
+            win = window if (dr, dc) == (0, 0) else Window(window.col_off + dc, window.row_off + dr, window.width, window.height)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    arr = ds.read(idx, window=window, masked=True, out_dtype="float32", boundless=False)
+                    arr = ds.read(idx, window=win, masked=True, out_dtype="float32", boundless=False)
             except RasterioError as exc:
                 raise RasterReadError(
                     f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
@@ -732,7 +772,7 @@ class WindowedReader:
     def close(self) -> None:
         with self._lock:
             for h in self._all:
-                for vrt, src in h.values():
+                for vrt, src, _ in h.values():
                     if vrt is not src:
                         vrt.close()
                     src.close()

@@ -121,7 +121,9 @@ class ChangeResult:
         return plot.plot_histogram(self.score.data[0], threshold=self.threshold, valid=valid,
                                    method_label=self.summary["parameters"]["method"], **kwargs)
 
-    def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True) -> dict[str, Path]:
+    def save(
+        self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True, rasters: bool = True
+    ) -> dict[str, Path]:
         """Write the output files of the command-line contract into ``folder``.
 
         Each file is written under a temporary name and renamed when complete;
@@ -139,8 +141,14 @@ class ChangeResult:
             (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
         t0 = time.perf_counter()
         written: dict[str, Path] = {}
-        written["change_mask.tif"] = _io.write_raster(self.mask, out / "change_mask.tif", dtype="uint8", nodata=NODATA_MASK)
-        written["change_score.tif"] = _io.write_raster(self.score, out / "change_score.tif", dtype="float32")
+        if rasters:
+            written["change_mask.tif"] = _io.write_raster(self.mask, out / "change_mask.tif", dtype="uint8", nodata=NODATA_MASK)
+            written["change_score.tif"] = _io.write_raster(self.score, out / "change_score.tif", dtype="float32")
+        else:  # written already (the windowed path streams them)
+            for name in ("change_mask.tif", "change_score.tif"):
+                if not (out / name).exists():
+                    raise FileNotFoundError(f"{name} is missing from {str(out)!r}; save with rasters=True")
+                written[name] = out / name
         written["changes.geojson"] = _io.write_geojson(self.polygons.to_geojson(), out / "changes.geojson")
         if self.grid.crs is not None:
             gpkg = _io.write_gpkg(self.polygons.geometries, [_flat(p) for p in self.polygons.properties],
@@ -227,20 +235,24 @@ def parse_aoi(aoi: Any) -> Any:
     return box(minx, miny, maxx, maxy)
 
 
-def _aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
-    """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it."""
+def _aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
+    """The AOI (lon/lat) in the grid's CRS, densified so long edges follow the projection."""
     import shapely
-    from rasterio import features
     from pyproj import Transformer
 
     if grid.crs is None:
-        geom = aoi_lonlat  # pixel coordinates for unreferenced images
-    else:
-        tr = Transformer.from_crs(4326, grid.crs.to_wkt(), always_xy=True)
-        geom = shapely.transform(shapely.segmentize(aoi_lonlat, max(aoi_lonlat.length / 400, 1e-9)),
-                                 lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        return aoi_lonlat  # pixel coordinates for unreferenced images
+    tr = Transformer.from_crs(4326, grid.crs.to_wkt(), always_xy=True)
+    return shapely.transform(shapely.segmentize(aoi_lonlat, max(aoi_lonlat.length / 400, 1e-9)),
+                             lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+
+
+def _aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
+    """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it."""
+    from rasterio import features
+
+    geom = _aoi_in_grid_crs(aoi_lonlat, grid)
     minx, miny, maxx, maxy = geom.bounds
-    aoi_grid = Grid((2, 2), grid.transform, grid.crs)  # placeholder for overlap_grid's bounds logic
     try:
         sub = _align.overlap_grid(grid, _grid_from_bounds(minx, miny, maxx, maxy, grid))
     except NoOverlapError:
@@ -248,7 +260,6 @@ def _aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
             f"the area of interest {tuple(round(v, 6) for v in aoi_lonlat.bounds)} does not overlap the images "
             f"({describe_grid(grid)}); check the AOI is in lon/lat degrees and covers the site"
         ) from None
-    del aoi_grid
     inside = features.geometry_mask([geom], out_shape=sub.shape, transform=sub.transform, invert=True, all_touched=False)
     if not inside.any():
         raise NoOverlapError(f"the area of interest covers no whole pixel of the images ({describe_grid(grid)})")
@@ -265,18 +276,60 @@ def _grid_from_bounds(minx: float, miny: float, maxx: float, maxy: float, like: 
 
 
 # --------------------------------------------------------------------------- class layers
-def _centred(delta: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Remove the scene-wide median change (gain, offset, season) from an index delta."""
-    v = delta[valid & np.isfinite(delta)]
-    return delta - (np.median(v) if v.size else 0.0)
+def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Uncentred index changes; ``_bright_b``/``_bright_a`` are the per-pixel mean brightness."""
+    names = list(band_names)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        available = _indices.available_indices(names)
+        for idx in ("ndvi", "ndbi", "ndwi"):
+            if idx in available:
+                out[f"d_{idx}"] = (_indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)).astype("float32")
+        out["_bright_b"] = np.nanmean(before, axis=0).astype("float32")
+        out["_bright_a"] = np.nanmean(after, axis=0).astype("float32")
+        resolved = _indices.resolve_bands(names)
+        if all(k in resolved for k in ("red", "green", "blue")):
+            def exg(img: np.ndarray) -> np.ndarray:
+                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
+                return (2 * g - r - b) / (r + g + b)
+
+            out["d_greenness"] = (exg(after) - exg(before)).astype("float32")
+    return out
 
 
-def class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str], valid: np.ndarray) -> dict[str, np.ndarray]:
+def class_layer_centres(before: np.ndarray, after: np.ndarray, band_names: Sequence[str], valid: np.ndarray) -> dict[str, float]:
+    """Scene medians that :func:`class_layers` removes (computed once, on the whole scene or a sample).
+
+    Examples
+    --------
+    >>> b = np.ones((4, 3, 3), "float32"); a = 2 * b
+    >>> class_layer_centres(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))["_bright_a"]
+    2.0
+    """
+    raw = _raw_class_layers(before, after, band_names)
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        vals = v[valid & np.isfinite(v)]
+        out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
+    return out
+
+
+def class_layers(
+    before: np.ndarray,
+    after: np.ndarray,
+    band_names: Sequence[str],
+    valid: np.ndarray,
+    *,
+    centres: dict[str, float] | None = None,
+) -> dict[str, np.ndarray]:
     """Per-pixel index changes used to name the kind of change of each polygon.
 
     ``d_ndvi``, ``d_ndbi``, ``d_ndwi`` (absolute), ``d_brightness`` (relative) and
     ``d_greenness`` (RGB excess green), each centred on the scene median so that a
     gain, offset or seasonal shift common to the scene does not read as change.
+    ``centres`` (from :func:`class_layer_centres`) fixes those medians, as the
+    windowed path does; by default they come from ``valid`` pixels of these arrays.
 
     Examples
     --------
@@ -287,25 +340,17 @@ def class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str
     >>> bool(out["d_ndvi"][0, 0] < 0)
     True
     """
-    names = list(band_names)
+    if centres is None:
+        centres = class_layer_centres(before, after, band_names, valid)
+    raw = _raw_class_layers(before, after, band_names)
     out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for idx in ("ndvi", "ndbi", "ndwi"):
-            if idx in _indices.available_indices(names):
-                d = _indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)
-                out[f"d_{idx}"] = _centred(d.astype("float32"), valid)
-        mb, ma = np.nanmean(before, axis=0), np.nanmean(after, axis=0)
-        sb, sa = np.nanmedian(mb[valid]) if valid.any() else 1.0, np.nanmedian(ma[valid]) if valid.any() else 1.0
-        if sb and sa and np.isfinite(sb) and np.isfinite(sa):
-            out["d_brightness"] = ((ma / sa) / (mb / sb) - 1.0).astype("float32")
-        resolved = _indices.resolve_bands(names)
-        if all(k in resolved for k in ("red", "green", "blue")):
-            def exg(img: np.ndarray) -> np.ndarray:
-                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
-                return (2 * g - r - b) / (r + g + b)
-
-            out["d_greenness"] = _centred((exg(after) - exg(before)).astype("float32"), valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k, v in raw.items():
+            if not k.startswith("_"):
+                out[k] = (v - np.float32(centres.get(k, 0.0))).astype("float32")
+        sb, sa = centres.get("_bright_b", 1.0), centres.get("_bright_a", 1.0)
+        if sb and sa and math.isfinite(sb) and math.isfinite(sa):
+            out["d_brightness"] = ((raw["_bright_a"] / np.float32(sa)) / (raw["_bright_b"] / np.float32(sb)) - 1.0).astype("float32")
     return out
 
 
@@ -516,25 +561,15 @@ def detect_changes(
     timings["vectorize"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
-    changed = int((mask_arr == 1).sum())
-    n_valid = int(valid.sum())
     in_px = grid.crs is None and not pixel_size_m
-    by_class: dict[str, dict[str, Any]] = {}
-    for p in polygons.properties:
-        c = by_class.setdefault(p["change_class"], {"count": 0, "area_m2": 0.0 if not in_px else None, "area_px": 0})
-        c["count"] += 1
-        c["area_px"] += p["area_px"]
-        if not in_px:
-            c["area_m2"] = round(c["area_m2"] + p["area_m2"], 2)
-    total_m2 = polygons.total_area_m2
-    summary: dict[str, Any] = {
-        "changedet_version": __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {
+    summary = build_summary(
+        grid=grid, polygons=polygons, changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
+        n_pixels=int(valid.size), in_px=in_px,
+        inputs={
             "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
             "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
         },
-        "parameters": {
+        parameters={
             "method": method,
             "threshold": threshold if not isinstance(threshold, np.generic) else float(threshold),
             "threshold_method": used_thr_method,
@@ -549,32 +584,81 @@ def detect_changes(
             "pixel_size_m": pixel_size_m,
             "bands": list(b.band_names),
         },
+        shift=shift if coregister else None, dropped=list(pair.dropped_bands), masks=cloud_info,
+        method_details=cs.details, timings=timings, pixel_size_m=None if in_px else px_size,
+    )
+    summary["tiling"] = {"path": "in-memory"}
+    return ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
+                        polygons, float(thr), summary, layers)
+
+
+def input_info(before: Any, after: Any, names_b: Sequence[str], names_a: Sequence[str], grid_b: Grid, grid_a: Grid) -> dict[str, Any]:
+    """The ``inputs`` block of a summary: paths, SHA-256 of local files, bands, grids."""
+    out = {}
+    for key, value, names, g in (("before", before, names_b, grid_b), ("after", after, names_a, grid_a)):
+        text = os.fspath(value)
+        local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+        out[key] = {"path": text, "sha256": _io.sha256(value) if local else None, "bands": list(names), "grid": describe_grid(g)}
+    return out
+
+
+def build_summary(
+    *,
+    grid: Grid,
+    polygons: _objects.ChangePolygons,
+    changed: int,
+    n_valid: int,
+    n_pixels: int,
+    in_px: bool,
+    inputs: dict[str, Any],
+    parameters: dict[str, Any],
+    shift: _align.Shift | None,
+    dropped: Sequence[str],
+    masks: dict[str, Any],
+    method_details: dict[str, Any],
+    timings: dict[str, float],
+    pixel_size_m: float | None = None,
+) -> dict[str, Any]:
+    """The ``summary.json`` of a run (JSON-safe): results, parameters, inputs, versions, timings."""
+    by_class: dict[str, dict[str, Any]] = {}
+    for p in polygons.properties:
+        c = by_class.setdefault(p["change_class"], {"count": 0, "area_m2": 0.0 if not in_px else None, "area_px": 0})
+        c["count"] += 1
+        c["area_px"] += p["area_px"]
+        if not in_px:
+            c["area_m2"] = round(c["area_m2"] + p["area_m2"], 2)
+    total_m2 = polygons.total_area_m2
+    px = pixel_size_m if pixel_size_m is not None else (grid.pixel_size_m if not in_px else None)
+    summary: dict[str, Any] = {
+        "changedet_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "inputs": inputs,
+        "parameters": parameters,
         "grid": {
             "crs": grid.crs.to_string() if grid.crs is not None else None,
             "transform": list(grid.transform)[:6],
             "shape": list(grid.shape),
-            "pixel_size_m": round(px_size, 4) if not in_px else None,
-            "bands_dropped": list(pair.dropped_bands),
+            "pixel_size_m": round(px, 4) if px is not None else None,
+            "bands_dropped": sorted(set(dropped)),
         },
-        "coregistration": shift.as_dict() if coregister else None,
+        "coregistration": shift.as_dict() if shift is not None else None,
         "results": {
             "n_changes": len(polygons),
             "changed_pixels": changed,
             "valid_pixels": n_valid,
-            "nodata_pixels": int(valid.size - n_valid),
+            "nodata_pixels": int(n_pixels - n_valid),
             "changed_fraction": round(changed / n_valid, 6) if n_valid else 0.0,
             "changed_area_m2": round(total_m2, 2) if total_m2 is not None else None,
             "changed_area_ha": round(total_m2 / 10_000, 4) if total_m2 is not None else None,
             "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,
             "by_class": by_class,
         },
-        "masks": cloud_info,
-        "method_details": cs.details,
+        "masks": masks,
+        "method_details": method_details,
         "versions": _versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    return ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
-                        polygons, float(thr), _jsonable(summary), layers)
+    return _jsonable(summary)
 
 
 def _finite_or_none(v: float) -> float | None:

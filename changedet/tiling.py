@@ -1,0 +1,509 @@
+"""The pipeline over windows of a large scene: bounded memory, all cores.
+
+A first pass gathers what the methods need globally from a sample of the scene
+(the whole scene when it is small, else a lattice of blocks): the co-registration
+shift, the method's global statistics (:func:`fit_method`), the threshold and the
+scene medians of the index changes.  A second pass streams windows of the analysis
+grid, each read with a halo for neighbourhood operations, on all cores: shift,
+masks, score, threshold, opening; scores and masks go straight into tiled
+GeoTIFFs and each window's changed areas into polygon parts.  Parts cut by window
+edges are merged (:func:`changedet.objects.assemble_polygons`) so polygons come out
+whole, then the final mask is burnt from the kept polygons window by window and
+both rasters are published as Cloud-Optimized GeoTIFFs with overviews.
+
+Memory holds a few windows, the sample, a bit-packed validity mask and the
+polygons; it does not grow with the scene beyond those.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from affine import Affine
+from rasterio import features
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from . import align as _align
+from . import change as _change
+from . import io as _io
+from . import masks as _masks
+from . import objects as _objects
+from . import threshold as _threshold
+from .errors import EmptyDataError, InvalidParameterError
+from .raster import GeoRaster, Grid, describe_grid
+
+__all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_changes_tiled", "TILED_MIN_PIXELS"]
+
+#: Scenes with more analysis-grid pixels than this take the windowed path by default.
+TILED_MIN_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """One window: ``core`` (written out) inside ``outer`` (core plus halo, clipped to the grid)."""
+
+    core: Window
+    outer: Window
+
+    @property
+    def inner(self) -> tuple[slice, slice]:
+        """Slices of ``outer``-shaped arrays that give the core."""
+        r = int(self.core.row_off - self.outer.row_off)
+        c = int(self.core.col_off - self.outer.col_off)
+        return slice(r, r + int(self.core.height)), slice(c, c + int(self.core.width))
+
+
+def plan_windows(shape: tuple[int, int], *, size: int = 1024, halo: int = 16) -> list[WindowPlan]:
+    """Windows of ``size`` x ``size`` covering ``shape``, each with a ``halo``.
+
+    Examples
+    --------
+    >>> plans = plan_windows((2500, 1000), size=1024, halo=8)
+    >>> len(plans), plans[1].core.row_off, plans[1].outer.row_off, plans[1].outer.height
+    (3, 1024, 1016, 1040)
+    """
+    rows, cols = shape
+    if size < 16:
+        raise InvalidParameterError(f"window size must be >= 16 pixels, got {size}")
+    if halo < 0:
+        raise InvalidParameterError(f"halo must be >= 0, got {halo}")
+    plans = []
+    for r0 in range(0, rows, size):
+        for c0 in range(0, cols, size):
+            h, w = min(size, rows - r0), min(size, cols - c0)
+            orow, ocol = max(0, r0 - halo), max(0, c0 - halo)
+            oh, ow = min(rows, r0 + h + halo) - orow, min(cols, c0 + w + halo) - ocol
+            plans.append(WindowPlan(Window(c0, r0, w, h), Window(ocol, orow, ow, oh)))
+    return plans
+
+
+# --------------------------------------------------------------------------- method fitting
+class FittedMethod:
+    """A change method with its global statistics fixed, applicable window by window.
+
+    ``exact`` is True when applying it window by window gives the same score as on
+    the whole scene (given a large enough ``halo_px``).
+    """
+
+    def __init__(self, method: str, band_names: Sequence[str], pixel_size_m: float | None,
+                 apply: Callable[[np.ndarray, np.ndarray, np.ndarray], Any], *, halo_px: int, exact: bool,
+                 threshold_method: str | None = None):
+        self.method = method
+        self.band_names = tuple(band_names)
+        self.pixel_size_m = pixel_size_m
+        self._apply = apply
+        self.halo_px = int(halo_px)
+        self.exact = bool(exact)
+        self.threshold_method = threshold_method
+
+    def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> Any:
+        """The method's :class:`~changedet.change.ChangeScore` on one window."""
+        return self._apply(before, after, valid)
+
+
+def fit_method(
+    method: str,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    pixel_size_m: float | None,
+    valid: np.ndarray,
+) -> FittedMethod:
+    """Fix a method's global statistics on a sample of the scene.
+
+    Methods that provide ``changedet.change.fit_method`` get their exact split;
+    the others are applied to each window as a whole (their statistics then come
+    from the window, which the result's summary reports as ``exact: false``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.normal(size=(4, 32, 32)); a = b.copy(); a[:, 5:9, 5:9] += 5
+    >>> f = fit_method("cva", b, a, band_names=["B02", "B03", "B04", "B08"], pixel_size_m=10,
+    ...                valid=np.ones((32, 32), bool))
+    >>> f.apply(b, a, np.ones((32, 32), bool)).score.shape
+    (32, 32)
+    """
+    fitter = getattr(_change, "fit_method", None)
+    if fitter is not None:
+        fitted = fitter(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
+        if fitted is not None:
+            return FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
+                                exact=True, threshold_method=getattr(fitted, "threshold_method", None))
+
+    def whole(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
+        return _change.change_score(b, a, method=method, band_names=band_names, pixel_size_m=pixel_size_m, valid=v)
+
+    return FittedMethod(method, band_names, pixel_size_m, whole, halo_px=32, exact=False)
+
+
+# --------------------------------------------------------------------------- helpers
+def _pack(mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
+    return np.packbits(mask, axis=None).tobytes(), mask.shape
+
+
+def _unpack(packed: tuple[bytes, tuple[int, int]]) -> np.ndarray:
+    data, shape = packed
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=shape[0] * shape[1]).reshape(shape).astype(bool)
+
+
+def _sample_windows(grid: Grid, budget_px: int, block: int = 512) -> list[Window]:
+    """The whole grid when it fits the budget, else a regular lattice of blocks."""
+    rows, cols = grid.shape
+    if rows * cols <= budget_px:
+        return [Window(0, 0, cols, rows)]
+    n = max(4, budget_px // (block * block))
+    per_side = max(2, int(math.sqrt(n)))
+    out = []
+    for i in range(per_side):
+        for j in range(per_side):
+            r0 = int(round((rows - block) * (i + 0.5) / per_side))
+            c0 = int(round((cols - block) * (j + 0.5) / per_side))
+            out.append(Window(max(0, c0), max(0, r0), min(block, cols), min(block, rows)))
+    return out
+
+
+def _aoi_inside(aoi_geom: Any, grid: Grid, window: Window) -> np.ndarray | None:
+    if aoi_geom is None:
+        return None
+    return features.geometry_mask([aoi_geom], out_shape=(int(window.height), int(window.width)),
+                                  transform=window_transform(window, grid.transform), invert=True)
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool, desc: str):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="window", leave=False)
+        self.lock = threading.Lock()
+
+    def update(self) -> None:
+        if self.bar is not None:
+            with self.lock:
+                self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------- the engine
+def detect_changes_tiled(
+    before: str | os.PathLike[str],
+    after: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "auto",
+    threshold: str | float | None = None,
+    min_area_m2: float | None = None,
+    aoi: Any = None,
+    coregister: bool = True,
+    opening_px: int | None = None,
+    fill_holes_m2: float | None = None,
+    bands: Sequence[str] | None = None,
+    window_px: int = 1024,
+    workers: int | None = None,
+    sample_budget_px: int = 4_000_000,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Detect changes between two raster files window by window and write the outputs.
+
+    Same options and outputs as :func:`changedet.pipeline.detect_changes` plus
+    ``ChangeResult.save``; the returned :class:`~changedet.pipeline.ChangeResult`
+    carries the full polygons and summary, and *previews* of the rasters (decimated
+    to at most about 1500 pixels a side, see ``summary["tiling"]["preview_stride"]``):
+    the full-resolution mask and score are the files in ``out``.
+
+    Parameters
+    ----------
+    window_px : int
+        Window edge in pixels (default 1024).
+    workers : int, optional
+        Threads working on windows (default: all cores).
+    sample_budget_px : int
+        Scenes up to this many pixels are sampled whole (then the result is identical
+        to the in-memory path); larger scenes are sampled on a lattice of 512 x 512 blocks.
+
+    Examples
+    --------
+    >>> import tempfile, rasterio
+    >>> d = tempfile.mkdtemp()
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.uniform(500, 600, size=(4, 300, 300)).astype("uint16")
+    >>> new = img.copy(); new[:, 100:110, 40:70] += 2000
+    >>> for name, arr in (("b.tif", img), ("a.tif", new)):
+    ...     with rasterio.open(f"{d}/{name}", "w", driver="GTiff", width=300, height=300, count=4, dtype="uint16",
+    ...                        crs="EPSG:32639", transform=Affine(10, 0, 500000, 0, -10, 6190000)) as dst:
+    ...         dst.write(arr)
+    >>> r = detect_changes_tiled(f"{d}/b.tif", f"{d}/a.tif", f"{d}/out", method="cva", window_px=128, progress=False)
+    >>> r.n_changes, round(r.polygons.total_area_m2)
+    (1, 30000)
+    """
+    from . import pipeline as _pipeline
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if method not in _change.METHODS:
+        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
+    thr_method, thr_value, thr_pct = _pipeline._parse_threshold(threshold)
+    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
+        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
+    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
+        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    if workers is not None and (int(workers) != workers or workers < 1):
+        raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
+    out_dir = Path(out)
+    if (out_dir / "summary.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(out_dir)!r} already holds a finished result (summary.json); pass overwrite=True "
+            "(--overwrite on the command line) or choose another folder"
+        )
+    aoi_lonlat = _pipeline.parse_aoi(aoi)
+
+    # ---- grids and bands (metadata only)
+    t = time.perf_counter()
+    grid_b, names_b = _io.raster_grid(before)
+    grid_a, names_a = _io.raster_grid(after)
+    wanted = list(bands) if bands is not None else [n for n in names_b if n in names_a]
+    if not wanted:
+        from .errors import BandMismatchError
+
+        raise BandMismatchError(
+            f"the two dates share no band: before has {list(names_b)}, after has {list(names_a)}; "
+            "pass images with the same bands (names from band descriptions or file names)"
+        )
+    grid = _align.overlap_grid(grid_b, grid_a)
+    aoi_geom = None
+    if aoi_lonlat is not None:
+        grid, _ = _pipeline._aoi_on_grid(aoi_lonlat, grid)
+        aoi_geom = _pipeline._aoi_in_grid_crs(aoi_lonlat, grid)
+    aux = [n for n in wanted if n.upper() in _pipeline.CATEGORICAL_BANDS]
+    spectral = [n for n in wanted if n not in aux]
+    if not spectral:
+        raise InvalidParameterError(f"the images hold only classification bands {aux}; pass images with spectral bands")
+    order = spectral + aux
+    rb = _io.WindowedReader(before, grid=grid, bands=order)
+    ra = _io.WindowedReader(after, grid=grid, bands=order)
+    ns = len(spectral)
+    px_size = grid.pixel_size_m
+    timings["open"] = time.perf_counter() - t
+
+    try:
+        # ---- first pass: the sample
+        t = time.perf_counter()
+        sample_wins = _sample_windows(grid, sample_budget_px)
+        samples = []
+        for w in sample_wins:
+            b_s, a_s = rb.read(w), ra.read(w)
+            samples.append((w, b_s, a_s))
+        whole = len(sample_wins) == 1 and sample_wins[0].width == grid.width and sample_wins[0].height == grid.height
+        shift = _align.Shift(0.0, 0.0, 0.0, 0)
+        if coregister:
+            if whole:
+                shift = _align.estimate_shift(samples[0][1][:ns], samples[0][2][:ns])
+            else:
+                est = [_align.estimate_shift(b_s[:ns], a_s[:ns]) for _, b_s, a_s in samples]
+                est = [e for e in est if e.n_blocks > 0]
+                if est:
+                    rows = float(np.median([e.rows for e in est]))
+                    cols = float(np.median([e.cols for e in est]))
+                    spread = float(np.median([math.hypot(e.rows - rows, e.cols - cols) for e in est]))
+                    shift = _align.Shift(rows, cols, spread, int(sum(e.n_blocks for e in est)))
+        apply_shift = coregister and shift.n_blocks > 0 and shift.magnitude >= 0.05
+        fit_b, fit_a, fit_v = [], [], []
+        for w, b_s, a_s in samples:
+            a_sp = _align.apply_shift(a_s[:ns], shift) if apply_shift else a_s[:ns]
+            a_ax = _align.apply_shift(a_s[ns:], shift, order=0) if (apply_shift and aux) else a_s[ns:]
+            v = np.all(np.isfinite(b_s[:ns]), axis=0) & np.all(np.isfinite(a_sp), axis=0)
+            excl = _masks.exclusion_mask(b_s, np.concatenate([a_sp, a_ax]), band_names=order)
+            v &= ~excl
+            inside = _aoi_inside(aoi_geom, grid, w)
+            if inside is not None:
+                v &= inside
+            fit_b.append(b_s[:ns]); fit_a.append(a_sp); fit_v.append(v)
+        del samples
+        if whole:
+            sb, sa, sv = fit_b[0], fit_a[0], fit_v[0]
+        else:  # blocks side by side: statistics do not care about the arrangement
+            sb, sa, sv = np.concatenate(fit_b, axis=2), np.concatenate(fit_a, axis=2), np.concatenate(fit_v, axis=1)
+        del fit_b, fit_a, fit_v
+        if not sv.any():
+            raise EmptyDataError(
+                f"no pixel is valid in both dates in the sample of the analysis grid ({describe_grid(grid)}): "
+                "nodata, clouds or the area of interest leave nothing to compare"
+            )
+        fitted = fit_method(method, sb, sa, band_names=spectral, pixel_size_m=px_size, valid=sv)
+        cs = fitted.apply(sb, sa, sv)
+        s_score = np.where(sv, cs.score, np.nan).astype("float32")
+        used_thr_method = thr_method or cs.threshold_method
+        thr = _threshold.compute_threshold(s_score, method=used_thr_method, value=thr_value, percentile=thr_pct, valid=sv)
+        centres = _pipeline.class_layer_centres(sb, sa, spectral, sv)
+        method_details = cs.details
+        del sb, sa, sv, s_score, cs
+        timings["sample_fit"] = time.perf_counter() - t
+
+        # ---- second pass: windows
+        t = time.perf_counter()
+        mmu_m2 = _pipeline._default_min_area_m2(grid, None) if min_area_m2 is None else float(min_area_m2)
+        open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
+        holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
+        halo = max(fitted.halo_px, int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0, open_px + 1, 4)
+        plans = plan_windows(grid.shape, size=window_px, halo=halo)
+        stride = max(1, int(math.ceil(max(grid.shape) / 1500)))
+        prev_shape = (-(-grid.height // stride), -(-grid.width // stride))
+        preview_b = np.full((ns, *prev_shape), np.nan, dtype="float32")
+        preview_a = np.full((ns, *prev_shape), np.nan, dtype="float32")
+        tmp_dir = out_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
+                                     band_names=("score",), compress_level=1)
+        mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,
+                                    band_names=("change",))
+        valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
+        parts: list[_objects.PolygonPart] = []
+        parts_lock = threading.Lock()
+        counts = {"valid": 0, "excluded": 0}
+        bar = _Progress(len(plans), progress, "changedet windows")
+
+        def run(k: int) -> None:
+            plan = plans[k]
+            b_o, a_o = rb.read(plan.outer), ra.read(plan.outer)
+            a_sp = _align.apply_shift(a_o[:ns], shift) if apply_shift else a_o[:ns]
+            a_ax = _align.apply_shift(a_o[ns:], shift, order=0) if (apply_shift and aux) else a_o[ns:]
+            v = np.all(np.isfinite(b_o[:ns]), axis=0) & np.all(np.isfinite(a_sp), axis=0)
+            excl = _masks.exclusion_mask(b_o, np.concatenate([a_sp, a_ax]), band_names=order)
+            excluded = excl & v
+            v &= ~excl
+            inside = _aoi_inside(aoi_geom, grid, plan.outer)
+            if inside is not None:
+                v &= inside
+            score_o = np.where(v, fitted.apply(b_o[:ns], a_sp, v).score, np.nan).astype("float32")
+            raw = _threshold.apply_threshold(score_o, thr, valid=v)
+            opened = _objects.clean_mask(raw, opening_px=open_px, valid=v)
+            rs, cs_ = plan.inner
+            score_c, opened_c, v_c = score_o[rs, cs_], opened[rs, cs_], v[rs, cs_]
+            b_c, a_c = b_o[:ns, rs, cs_], a_sp[:, rs, cs_]
+            layers = _pipeline.class_layers(b_c, a_c, spectral, v_c, centres=centres)
+            core = plan.core
+            edges = (core.row_off > 0, core.row_off + core.height < grid.height,
+                     core.col_off > 0, core.col_off + core.width < grid.width)
+            win_parts = _objects.vectorize_parts(opened_c, window_transform(core, grid.transform), score=score_c,
+                                                 layers={k_: v_ for k_, v_ in layers.items() if k_.startswith("d_")},
+                                                 window_edges=edges)
+            score_w.write(score_c[np.newaxis], core)
+            r0, c0 = int(core.row_off), int(core.col_off)
+            fr, fc = (-r0) % stride, (-c0) % stride
+            pr, pc = (r0 + fr) // stride, (c0 + fc) // stride
+            sub_b = b_c[:, fr::stride, fc::stride]
+            sub_a = a_c[:, fr::stride, fc::stride]
+            preview_b[:, pr : pr + sub_b.shape[1], pc : pc + sub_b.shape[2]] = sub_b
+            preview_a[:, pr : pr + sub_a.shape[1], pc : pc + sub_a.shape[2]] = sub_a
+            with parts_lock:
+                parts.extend(win_parts)
+                valid_bits[k] = _pack(v_c)
+                counts["valid"] += int(v_c.sum())
+                counts["excluded"] += int(excluded[rs, cs_].sum())
+            bar.update()
+
+        n_workers = workers or os.cpu_count() or 1
+        try:
+            if n_workers == 1 or len(plans) == 1:
+                for k in range(len(plans)):
+                    run(k)
+            else:
+                with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                    list(pool.map(run, range(len(plans))))
+        except BaseException:
+            score_w.abort()
+            mask_w.abort()
+            raise
+        finally:
+            bar.close()
+        timings["windows"] = time.perf_counter() - t
+
+        # ---- whole polygons, then the final mask from them
+        t = time.perf_counter()
+        polygons = _objects.assemble_polygons(parts, grid, min_area_m2=mmu_m2, fill_holes_m2=holes_m2)
+        del parts
+        import shapely
+
+        tree = shapely.STRtree(list(polygons.geometries)) if len(polygons) else None
+        changed = 0
+        try:
+            for k, plan in enumerate(plans):
+                core = plan.core
+                v_c = _unpack(valid_bits.pop(k))
+                burnt = np.zeros(v_c.shape, dtype=bool)
+                if tree is not None:
+                    x0, y0 = _corner(grid, core, 0, 0)
+                    x1, y1 = _corner(grid, core, core.height, core.width)
+                    hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+                    if len(hits):
+                        burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_c.shape,
+                                                   transform=window_transform(core, grid.transform), fill=0,
+                                                   dtype="uint8").astype(bool)
+                m = np.where(v_c, (burnt & v_c).astype("uint8"), 255).astype("uint8")
+                changed += int((m == 1).sum())
+                mask_w.write(m[np.newaxis], core)
+            timings["polygons_mask"] = time.perf_counter() - t
+            t = time.perf_counter()
+            score_w.commit()
+            mask_w.commit()
+        except BaseException:
+            score_w.abort()
+            mask_w.abort()
+            raise
+        timings["cog"] = time.perf_counter() - t
+    finally:
+        rb.close()
+        ra.close()
+
+    timings["total"] = time.perf_counter() - t_start
+    prev_transform = grid.transform * Affine.scale(stride)
+    b_prev = GeoRaster(preview_b, prev_transform, grid.crs, tuple(spectral))
+    a_prev = GeoRaster(preview_a, prev_transform, grid.crs, tuple(spectral))
+    mask_prev = _io.read_raster_decimated(out_dir / "change_mask.tif", prev_shape)
+    score_prev = _io.read_raster_decimated(out_dir / "change_score.tif", prev_shape)
+    mask_prev = mask_prev.with_data(np.where(np.isfinite(mask_prev.data), mask_prev.data, 255).astype("uint8"))
+    summary = _pipeline.build_summary(
+        grid=grid, polygons=polygons, changed=changed, n_valid=counts["valid"],
+        n_pixels=grid.height * grid.width, in_px=False, inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a),
+        parameters={
+            "method": method, "threshold": threshold, "threshold_method": used_thr_method,
+            "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
+            "fill_holes_m2": holes_m2, "aoi": list(aoi_lonlat.bounds) if aoi_lonlat is not None else None,
+            "align": True, "coregister": coregister, "pixel_size_m": None, "bands": spectral,
+        },
+        shift=shift if coregister else None, dropped=[n for n in (*names_b, *names_a) if n not in wanted],
+        masks={"excluded_pixels": counts["excluded"], "classification_bands": aux},
+        method_details=method_details, timings=timings,
+    )
+    summary["tiling"] = {
+        "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
+        "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 512 x 512",
+        "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
+        "preview_stride": stride,
+    }
+    result = _pipeline.ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(thr), summary, {})
+    result.save(out_dir, overwrite=True, rasters=False)
+    return result
+
+
+def _corner(grid: Grid, core: Window, row: float, col: float) -> tuple[float, float]:
+    from .raster import apply_affine
+
+    return apply_affine(grid.transform, core.col_off + col, core.row_off + row)
