@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--truth", default=None, metavar="MASK",
                    help="a ground-truth mask: also score the result (accuracy added to summary.json)")
     d.add_argument("--overwrite", action="store_true", help="replace a finished result already in --out")
+    mode = d.add_mutually_exclusive_group()
+    mode.add_argument("--tiled", dest="tiled", action="store_const", const=True, default=None,
+                      help="run window by window in bounded memory (default for scenes over 4096x4096 pixels)")
+    mode.add_argument("--in-memory", dest="tiled", action="store_const", const=False,
+                      help="hold both images in memory whatever their size")
     d.add_argument("--no-figures", action="store_true", help="skip overview.png")
 
     e = sub.add_parser(
@@ -154,6 +159,23 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if (out / "summary.json").exists() and not args.overwrite:
         raise ChangedetError(f"{str(out)!r} already holds a finished result; pass --overwrite or choose another --out")
     t0 = time.perf_counter()
+    tiled = args.tiled
+    if tiled is None and not args.truth:
+        from .io import raster_grid
+        from .tiling import TILED_MIN_PIXELS
+
+        tiled = raster_grid(args.before)[0].height * raster_grid(args.before)[0].width > TILED_MIN_PIXELS
+    if tiled:
+        if args.truth or args.pixel_size_m or args.no_align:
+            raise ChangedetError("--truth, --pixel-size-m and --no-align need the in-memory path; add --in-memory")
+        result = detect_changes(
+            args.before, args.after, method=args.method, threshold=args.threshold, min_area_m2=args.min_area_m2,
+            aoi=args.aoi, coregister=not args.no_coregister,
+            bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
+            out=out, tiled=True, overwrite=args.overwrite,
+        )
+        _print_result(result, out, time.perf_counter() - t0)
+        return 0
     result = detect_changes(
         args.before,
         args.after,
@@ -165,6 +187,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         coregister=not args.no_coregister,
         pixel_size_m=args.pixel_size_m,
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
+        tiled=False,
     )
     if args.truth:
         from .io import read_raster

@@ -407,6 +407,9 @@ def detect_changes(
     fill_holes_m2: float | None = None,
     pixel_size_m: float | None = None,
     bands: Sequence[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    tiled: bool | None = None,
+    overwrite: bool = False,
 ) -> ChangeResult:
     """Find what changed between two images of a site.
 
@@ -437,6 +440,15 @@ def detect_changes(
         Pixel size for images without georeferencing (areas are in pixels otherwise).
     bands : sequence of str, optional
         Use only these bands.
+    out : path, optional
+        Also write the output files into this folder (as :meth:`ChangeResult.save`).
+    tiled : bool, optional
+        Run window by window in bounded memory (:mod:`changedet.tiling`; needs file
+        inputs and ``out``).  Default: when the analysis grid has more than
+        :data:`changedet.tiling.TILED_MIN_PIXELS` pixels.  The windowed result's rasters
+        are previews; the full-resolution mask and score are the files in ``out``.
+    overwrite : bool
+        Replace a finished result already in ``out``.
 
     Returns
     -------
@@ -467,6 +479,34 @@ def detect_changes(
     if pixel_size_m is not None and not (np.isfinite(pixel_size_m) and pixel_size_m > 0):
         raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
     aoi_geom = parse_aoi(aoi)
+    if tiled is None and all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
+        from .tiling import TILED_MIN_PIXELS
+
+        g_b, _ = _io.raster_grid(before)
+        g_a, _ = _io.raster_grid(after)
+        tiled = g_b.height * g_b.width > TILED_MIN_PIXELS and g_a.height * g_a.width > TILED_MIN_PIXELS // 4
+    if tiled:
+        if not all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
+            raise InvalidParameterError("tiled=True reads the images window by window: pass file paths, not GeoRasters")
+        if out is None:
+            raise InvalidParameterError(
+                "this scene takes the windowed path (bounded memory), which writes its full-resolution rasters to a "
+                "folder: pass out='folder' (or tiled=False to hold everything in memory)"
+            )
+        if not align:
+            raise InvalidParameterError("the windowed path always aligns the after image onto the before grid; drop align=False")
+        if pixel_size_m is not None:
+            raise InvalidParameterError("pixel_size_m applies to images without georeferencing, which the windowed path does not take")
+        from .tiling import detect_changes_tiled
+
+        return detect_changes_tiled(before, after, out, method=method, threshold=threshold, min_area_m2=min_area_m2,
+                                    aoi=aoi_geom, coregister=coregister, opening_px=opening_px,
+                                    fill_holes_m2=fill_holes_m2, bands=bands, overwrite=overwrite)
+    if out is not None and (Path(out) / "summary.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
+            "(--overwrite on the command line) or choose another folder"
+        )
 
     # ---- read
     b_raster, b_info = _as_raster(before, "before")
@@ -588,8 +628,11 @@ def detect_changes(
         method_details=cs.details, timings=timings, pixel_size_m=None if in_px else px_size,
     )
     summary["tiling"] = {"path": "in-memory"}
-    return ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
-                        polygons, float(thr), summary, layers)
+    result = ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
+                          polygons, float(thr), summary, layers)
+    if out is not None:
+        result.save(out, overwrite=overwrite)
+    return result
 
 
 def input_info(before: Any, after: Any, names_b: Sequence[str], names_a: Sequence[str], grid_b: Grid, grid_a: Grid) -> dict[str, Any]:
