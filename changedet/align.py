@@ -347,11 +347,11 @@ def apply_shift(data: np.ndarray, shift: Shift, *, order: int = 1) -> np.ndarray
     for i in range(arr.shape[0]):
         band = arr[i].astype("float64")
         nan = ~np.isfinite(band)
-        filled = np.where(nan, np.nanmean(band) if (~nan).any() else 0.0, band)
+        filled = np.where(nan, 0.0, band)
         moved = ndimage.shift(filled, (shift.rows, shift.cols), order=order, mode="constant", cval=np.nan)
-        # pixels that drew on nodata become nodata
+        # pixels that drew on nodata become nodata (so a window gives the same values as the whole scene)
         moved_nan = ndimage.shift(nan.astype("float32"), (shift.rows, shift.cols), order=1, mode="constant", cval=1.0)
-        moved[moved_nan > 0.01] = np.nan
+        moved[moved_nan > 1e-6] = np.nan
         out[i] = moved
     return out if data.ndim == 3 else out[0]
 

@@ -41,6 +41,7 @@ __all__ = [
     "RASTER_SUFFIXES",
     "band_code",
     "raster_grid",
+    "gdal_env",
     "read_raster_decimated",
     "WindowedReader",
     "WindowedWriter",
@@ -603,6 +604,17 @@ def _sources_of(path: Path | str) -> list[tuple[str, int, str]]:
     with _open(path) as src:
         names = _default_names(src)
         return [(str(path), i + 1, n) for i, n in enumerate(names) if n != "alpha"]
+
+
+def gdal_env(*, cache_mb: int = 128) -> Any:
+    """A ``rasterio.Env`` bounding GDAL's block cache (MB) and letting it use all cores.
+
+    Examples
+    --------
+    >>> with gdal_env(cache_mb=64):
+    ...     pass
+    """
+    return rasterio.Env(GDAL_CACHEMAX=int(cache_mb), GDAL_NUM_THREADS="ALL_CPUS")
 
 
 def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:

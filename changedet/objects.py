@@ -416,17 +416,22 @@ def _merge_parts(parts: Sequence[PolygonPart]) -> list[PolygonPart]:
 
 
 def _fill_holes(geom: Any, max_hole_area: float) -> Any:
-    """Drop interior rings smaller than ``max_hole_area`` (in CRS units²)."""
+    """Fill enclosed unchanged areas up to ``max_hole_area`` (CRS units²).
+
+    A hole is any bounded face of the polygon's boundary linework that the polygon
+    does not cover — whether GDAL wrote it as an interior ring or it is enclosed by
+    pieces touching only at corners (8-connected) — so the result does not depend on
+    how the area was cut into windows.
+    """
     if max_hole_area <= 0:
         return geom
-    def fix(poly: Any) -> Any:
-        keep = [r for r in poly.interiors if shapely.Polygon(r).area > max_hole_area]
-        return poly if len(keep) == len(poly.interiors) else shapely.Polygon(poly.exterior, keep)
-    if geom.geom_type == "Polygon":
-        return fix(geom)
-    if geom.geom_type == "MultiPolygon":
-        return shapely.MultiPolygon([fix(p) for p in geom.geoms])
-    return geom
+    if geom.geom_type == "Polygon" and not geom.interiors and geom.is_valid:
+        return geom
+    faces = shapely.get_parts(shapely.polygonize(shapely.get_parts(shapely.node(shapely.boundary(geom)))))
+    holes = [f for f in faces if f.area <= max_hole_area * (1 + 1e-9) and not geom.covers(f.representative_point())]
+    if not holes:
+        return geom
+    return shapely.union_all([geom, *holes])
 
 
 def assemble_polygons(

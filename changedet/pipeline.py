@@ -286,8 +286,11 @@ def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequenc
         for idx in ("ndvi", "ndbi", "ndwi"):
             if idx in available:
                 out[f"d_{idx}"] = (_indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)).astype("float32")
-        out["_bright_b"] = np.nanmean(before, axis=0).astype("float32")
-        out["_bright_a"] = np.nanmean(after, axis=0).astype("float32")
+        # mean over bands without np.nanmean: its empty-slice warning is not thread-safe to silence
+        for key, img in (("_bright_b", before), ("_bright_a", after)):
+            fin = np.isfinite(img)
+            n = fin.sum(axis=0)
+            out[key] = np.where(n > 0, np.where(fin, img, 0).sum(axis=0) / np.maximum(n, 1), np.nan).astype("float32")
         resolved = _indices.resolve_bands(names)
         if all(k in resolved for k in ("red", "green", "blue")):
             def exg(img: np.ndarray) -> np.ndarray:

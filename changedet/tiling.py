@@ -47,6 +47,9 @@ __all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_c
 #: Scenes with more analysis-grid pixels than this take the windowed path by default.
 TILED_MIN_PIXELS = 4096 * 4096
 
+#: GDAL's block cache during a windowed run (its default, 5 % of RAM, would dominate memory).
+GDAL_CACHE_MB = 128
+
 
 @dataclass(frozen=True)
 class WindowPlan:
@@ -135,6 +138,10 @@ def fit_method(
     >>> f.apply(b, a, np.ones((32, 32), bool)).score.shape
     (32, 32)
     """
+    split = _SPLITS.get(method)
+    if split is not None:
+        return split(method, np.asarray(before, dtype=np.float32), np.asarray(after, dtype=np.float32),
+                     tuple(band_names), pixel_size_m, np.asarray(valid, dtype=bool))
     fitter = getattr(_change, "fit_method", None)
     if fitter is not None:
         fitted = fitter(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
@@ -146,6 +153,39 @@ def fit_method(
         return _change.change_score(b, a, method=method, band_names=band_names, pixel_size_m=pixel_size_m, valid=v)
 
     return FittedMethod(method, band_names, pixel_size_m, whole, halo_px=32, exact=False)
+
+
+def _fit_cva(method: str, before: np.ndarray, after: np.ndarray, names: tuple[str, ...],
+             pixel_size_m: float | None, valid: np.ndarray) -> FittedMethod:
+    """cva and diff: per-band robust statistics of each date, then per-pixel arithmetic."""
+    ok = valid & np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
+    stats_b = [_change._robust_stats(before[i], ok) for i in range(before.shape[0])]
+    stats_a = [_change._robust_stats(after[i], ok) for i in range(after.shape[0])]
+
+    def apply(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
+        b = np.asarray(b, dtype=np.float32)
+        a = np.asarray(a, dtype=np.float32)
+        okw = v & np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)
+        if method == "diff":
+            acc = np.zeros(b.shape[1:], np.float32)
+            for i in range(b.shape[0]):
+                acc += np.abs(a[i] - b[i]) / stats_b[i][1]
+            return _change.ChangeScore(_change._finish(acc / b.shape[0], okw), "diff", "otsu", {"bands": list(names)}, {})
+        zb = np.empty_like(b)
+        za = np.empty_like(a)
+        for i in range(b.shape[0]):
+            zb[i] = (b[i] - stats_b[i][0]) / stats_b[i][1]
+            za[i] = (a[i] - stats_a[i][0]) / stats_a[i][1]
+        d = za - zb
+        mag = np.sqrt(np.sum(d * d, axis=0))
+        return _change.ChangeScore(_change._finish(mag, okw), "cva", "otsu",
+                                   {"bands": list(names), "standardized": "per date"}, {})
+
+    return FittedMethod(method, names, pixel_size_m, apply, halo_px=0, exact=True)
+
+
+#: Methods whose global statistics are fitted once and frozen (exact window-by-window results).
+_SPLITS: dict[str, Callable[..., FittedMethod]] = {"cva": _fit_cva, "diff": _fit_cva}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -296,6 +336,8 @@ def detect_changes_tiled(
     if not spectral:
         raise InvalidParameterError(f"the images hold only classification bands {aux}; pass images with spectral bands")
     order = spectral + aux
+    env = _io.gdal_env(cache_mb=GDAL_CACHE_MB)
+    env.__enter__()
     rb = _io.WindowedReader(before, grid=grid, bands=order)
     ra = _io.WindowedReader(after, grid=grid, bands=order)
     ns = len(spectral)
@@ -471,6 +513,7 @@ def detect_changes_tiled(
     finally:
         rb.close()
         ra.close()
+        env.__exit__(None, None, None)
 
     timings["total"] = time.perf_counter() - t_start
     prev_transform = grid.transform * Affine.scale(stride)
