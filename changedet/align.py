@@ -330,8 +330,39 @@ def estimate_shift(
     return Shift(float(med[0]), float(med[1]), spread, len(shifts))
 
 
+def _shift_axis(x: np.ndarray, d: float, axis: int, *, order: int) -> np.ndarray:
+    """``out[i] = x[i - d]`` along one axis: linear (order 1) or nearest (order 0); NaN where
+    the source falls outside ``x`` or touches NaN with a non-zero weight."""
+    n = x.shape[axis]
+    out = np.full_like(x, np.nan)
+    src = np.moveaxis(x, axis, 0)
+    dst = np.moveaxis(out, axis, 0)
+    if order == 0:
+        k = -int(round(d))
+        lo, hi = max(0, -k), min(n, n - k)
+        if hi > lo:
+            dst[lo:hi] = src[lo + k : hi + k]
+        return out
+    k = math.floor(-d)
+    t = -d - k
+    if t < 1e-9:
+        lo, hi = max(0, -k), min(n, n - k)
+        if hi > lo:
+            dst[lo:hi] = src[lo + k : hi + k]
+        return out
+    lo, hi = max(0, -k), min(n, n - 1 - k)
+    if hi > lo:
+        dst[lo:hi] = (1.0 - t) * src[lo + k : hi + k] + t * src[lo + k + 1 : hi + k + 1]
+    return out
+
+
 def apply_shift(data: np.ndarray, shift: Shift, *, order: int = 1) -> np.ndarray:
     """Shift ``(bands, rows, cols)`` pixels by ``shift`` (NaN where no data came in).
+
+    Bilinear (``order=1``, separable linear interpolation) or nearest (``order=0``, for
+    classification bands).  A pixel is NaN when its source lies outside the array or
+    draws on a NaN pixel, so a window with a halo of ``ceil(|shift|) + 1`` pixels gives
+    exactly the values of the whole scene.
 
     Examples
     --------
@@ -339,20 +370,20 @@ def apply_shift(data: np.ndarray, shift: Shift, *, order: int = 1) -> np.ndarray
     >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4)
     >>> apply_shift(x, Shift(0.0, 1.0))[0, 1].tolist()
     [nan, 4.0, 5.0, 6.0]
+    >>> apply_shift(x, Shift(0.0, 0.5))[0, 0].tolist()
+    [nan, 0.5, 1.5, 2.5]
     """
+    if order not in (0, 1):
+        raise InvalidParameterError(f"order must be 0 (nearest) or 1 (bilinear), got {order}")
     if shift.rows == 0 and shift.cols == 0:
         return data
     arr = data if data.ndim == 3 else data[np.newaxis]
-    out = np.empty(arr.shape, dtype="float32")
-    for i in range(arr.shape[0]):
-        band = arr[i].astype("float64")
-        nan = ~np.isfinite(band)
-        filled = np.where(nan, 0.0, band)
-        moved = ndimage.shift(filled, (shift.rows, shift.cols), order=order, mode="constant", cval=np.nan)
-        # pixels that drew on nodata become nodata (so a window gives the same values as the whole scene)
-        moved_nan = ndimage.shift(nan.astype("float32"), (shift.rows, shift.cols), order=1, mode="constant", cval=1.0)
-        moved[moved_nan > 1e-6] = np.nan
-        out[i] = moved
+    out = arr.astype("float32", copy=False)
+    if shift.rows:
+        out = _shift_axis(out, shift.rows, 1, order=order)
+    if shift.cols:
+        out = _shift_axis(out, shift.cols, 2, order=order)
+    out = out.astype("float32", copy=False)
     return out if data.ndim == 3 else out[0]
 
 

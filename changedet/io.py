@@ -761,24 +761,38 @@ class WindowedReader:
 
     def read(self, window: Any) -> np.ndarray:
         """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid)."""
+        from rasterio.enums import MaskFlags
+
         h = self._handles()
         out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype="float32")
-        for i, (f, idx, name) in enumerate(self.sources):
-            ds, _, (dr, dc) = h[f]
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        for i, (f, idx, _name) in enumerate(self.sources):
+            by_file.setdefault(f, []).append((i, idx))
+        for f, members in by_file.items():
+            ds, src, (dr, dc) = h[f]
             win = window if (dr, dc) == (0, 0) else Window(window.col_off + dc, window.row_off + dr, window.width, window.height)
+            indexes = [idx for _, idx in members]
+            # one read for all bands of a file (pixel-interleaved blocks are decompressed once);
+            # a mask read only where the file has masks beyond a nodata value
+            plain = all(flags in ([MaskFlags.all_valid], [MaskFlags.nodata]) for flags in (ds.mask_flag_enums[k - 1] for k in indexes))
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    arr = ds.read(idx, window=win, masked=True, out_dtype="float32", boundless=False)
+                    if plain:
+                        arr = ds.read(indexes, window=win, out_dtype="float32")
+                        if ds.nodata is not None and not np.isnan(ds.nodata):
+                            arr[arr == np.float32(ds.nodata)] = np.nan
+                    else:
+                        arr = np.ma.filled(ds.read(indexes, window=win, masked=True, out_dtype="float32"), np.nan)
             except RasterioError as exc:
                 raise RasterReadError(
                     f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
                     "download or export the file again"
                 ) from None
-            band = np.ma.filled(arr, np.nan)
-            if self._s2 or (ds is not h[f][1] and ds.nodata == 0 and h[f][1].nodata is None):
-                band[band == 0] = np.nan
-            out[i] = band
+            if self._s2 or (ds is not src and ds.nodata == 0 and src.nodata is None):
+                arr[arr == 0] = np.nan
+            for (i, _), band in zip(members, arr):
+                out[i] = band
         return out
 
     def close(self) -> None:

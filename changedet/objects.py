@@ -328,19 +328,27 @@ def vectorize_parts(
     if score is not None and np.shape(score) != m.shape:
         raise InvalidParameterError(f"score has shape {np.shape(score)}, expected {m.shape}")
     index = np.arange(1, n + 1)
-    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    # per-label sums over the changed pixels only (sparse), with bincount
+    lab = labels[m]
+    counts = np.bincount(lab, minlength=n + 1)[1:]
+
+    def sums_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fin = np.isfinite(values)
+        return (np.bincount(lab, weights=np.where(fin, values, 0.0), minlength=n + 1)[1:],
+                np.bincount(lab, weights=fin, minlength=n + 1)[1:])
+
     if score is not None:
-        fin = np.isfinite(score)
-        s_sum = ndimage.sum_labels(np.where(fin, score, 0.0), labels, index)
-        s_n = ndimage.sum_labels(fin, labels, index)
-        s_max = ndimage.maximum(np.where(fin, score, -np.inf), labels, index)
+        sv = np.asarray(score)[m].astype("float64")
+        s_sum, s_n = sums_of(sv)
+        s_max = np.full(n + 1, -np.inf)
+        np.maximum.at(s_max, lab, np.where(np.isfinite(sv), sv, -np.inf))
+        s_max = s_max[1:]
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for key, arr in (layers or {}).items():
         arr = np.asarray(arr)
         if arr.shape != m.shape:
             raise InvalidParameterError(f"layer {key!r} has shape {arr.shape}, expected {m.shape}")
-        fin = np.isfinite(arr)
-        sums[key] = (ndimage.sum_labels(np.where(fin, arr, 0.0), labels, index), ndimage.sum_labels(fin, labels, index))
+        sums[key] = sums_of(arr[m].astype("float64"))
     touches = np.zeros(n + 1, dtype=bool)
     top, bottom, left, right = window_edges
     for flag, line in ((top, labels[0]), (bottom, labels[-1]), (left, labels[:, 0]), (right, labels[:, -1])):

@@ -358,7 +358,8 @@ def detect_changes_tiled(
             if whole:
                 shift = _align.estimate_shift(samples[0][1][:ns], samples[0][2][:ns])
             else:
-                est = [_align.estimate_shift(b_s[:ns], a_s[:ns]) for _, b_s, a_s in samples]
+                per_block = max(2, 24 // len(samples))  # about as many correlations as the in-memory path
+                est = [_align.estimate_shift(b_s[:ns], a_s[:ns], max_blocks=per_block) for _, b_s, a_s in samples]
                 est = [e for e in est if e.n_blocks > 0]
                 if est:
                     rows = float(np.median([e.rows for e in est]))
