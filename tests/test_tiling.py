@@ -1,0 +1,144 @@
+"""The windowed path: same results as in memory, whole polygons across window edges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from scipy import ndimage
+
+from changedet.cli import main
+from changedet.errors import InvalidParameterError, NoOverlapError
+from changedet.io import read_raster
+from changedet.pipeline import OUTPUT_FILES, detect_changes
+from changedet.tiling import plan_windows
+
+BANDS = ("B02", "B03", "B04", "B08")
+T10 = Affine(10, 0, 500000, 0, -10, 6190000)
+
+
+def _write(path: Path, data: np.ndarray, transform: Affine = T10, *, nodata: float | None = None) -> Path:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype="uint16",
+        crs="EPSG:32639", transform=transform, tiled=True, blockxsize=64, blockysize=64, nodata=nodata,
+    ) as dst:
+        dst.write(np.clip(data, 0, 65535).astype("uint16"))
+        for i, n in enumerate(BANDS, start=1):
+            dst.set_band_description(i, n)
+    return path
+
+
+@pytest.fixture(scope="module")
+def scene_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, np.ndarray]:
+    """A 400 x 360 scene with changes that straddle window edges (windows of 64 px), a
+    0.6 px shift of the after image and a nodata corner."""
+    root = tmp_path_factory.mktemp("scene")
+    rng = np.random.default_rng(7)
+    base = ndimage.gaussian_filter(rng.normal(size=(4, 400, 360)), (0, 2, 2))
+    before = 900 + 300 * base / base.std()
+    before[3] += 1200
+    after = before * np.array([1.1, 1.05, 0.95, 0.9])[:, None, None] + 25 + rng.normal(0, 12, before.shape)
+    truth = np.zeros((400, 360), bool)
+    for r0, c0, h, w in [(60, 60, 10, 12), (120, 30, 8, 90), (190, 180, 40, 40), (250, 120, 6, 200), (300, 300, 30, 20)]:
+        truth[r0 : r0 + h, c0 : c0 + w] = True  # several cross the 64-px window seams
+    after[:3, truth] = 2800
+    after[3, truth] = 2300
+    after = ndimage.shift(after, (0, 0.6, 0.0), order=1, mode="nearest")
+    before[:, :20, :30] = 0  # nodata corner
+    return _write(root / "before.tif", before, nodata=0), _write(root / "after.tif", after, nodata=0), truth
+
+
+def test_plan_windows_cover_the_grid_once() -> None:
+    plans = plan_windows((130, 100), size=32, halo=5)
+    cover = np.zeros((130, 100), int)
+    for p in plans:
+        cover[int(p.core.row_off) : int(p.core.row_off + p.core.height), int(p.core.col_off) : int(p.core.col_off + p.core.width)] += 1
+        assert p.outer.row_off <= p.core.row_off and p.outer.col_off <= p.core.col_off
+    assert (cover == 1).all()
+    with pytest.raises(InvalidParameterError, match="window size"):
+        plan_windows((10, 10), size=4)
+
+
+@pytest.mark.parametrize("method", ["cva", "diff"])
+def test_windowed_equals_in_memory(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path, method: str) -> None:
+    before, after, truth = scene_pair
+    mem = detect_changes(before, after, method=method, tiled=False)
+    win = detect_changes(before, after, method=method, tiled=True, out=tmp_path / "w")
+    assert win.summary["tiling"]["path"] == "windowed"
+    assert win.summary["tiling"]["method_statistics"].startswith("global")
+    assert win.summary["coregistration"] == mem.summary["coregistration"]
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    score = read_raster(tmp_path / "w" / "change_score.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    np.testing.assert_array_equal(score, mem.score.data[0])
+    assert win.threshold == mem.threshold
+    # polygons that cross window edges come out whole: same count, areas and classes
+    key = lambda p: (p["area_m2"], p["change_class"], round(p["mean_score"], 4))  # noqa: E731
+    assert sorted(map(key, win.polygons.properties)) == sorted(map(key, mem.polygons.properties))
+    assert len(win.polygons) >= 5
+
+
+def test_windowed_small_windows_many_seams(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    from changedet.tiling import detect_changes_tiled
+
+    before, after, truth = scene_pair
+    mem = detect_changes(before, after, method="cva", tiled=False)
+    win = detect_changes_tiled(before, after, tmp_path / "w", method="cva", window_px=37, progress=False)
+    assert win.summary["tiling"]["windows"] > 100
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    assert sorted(p["area_px"] for p in win.polygons.properties) == sorted(p["area_px"] for p in mem.polygons.properties)
+
+
+def test_windowed_outputs_are_cogs_and_complete(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    before, after, _ = scene_pair
+    out = tmp_path / "out"
+    res = detect_changes(before, after, method="cva", tiled=True, out=out)
+    assert {p.name for p in out.iterdir()} == set(OUTPUT_FILES)
+    with rasterio.open(out / "change_mask.tif") as src:
+        assert src.profile["tiled"] and src.compression is not None
+        assert src.dtypes == ("uint8",) and src.nodata == 255
+        assert src.read(1)[5, 5] == 255  # nodata corner
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"]["n_changes"] == res.n_changes
+    assert summary["inputs"]["before"]["sha256"]
+    with pytest.raises(FileExistsError, match="already holds a finished result"):
+        detect_changes(before, after, method="cva", tiled=True, out=out)
+
+
+def test_windowed_default_method_runs(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    before, after, truth = scene_pair
+    res = detect_changes(before, after, tiled=True, out=tmp_path / "auto")
+    found = read_raster(tmp_path / "auto" / "change_mask.tif").data[0] == 1
+    tp = (found & truth).sum()
+    assert tp / truth.sum() > 0.7, res.summary["results"]
+
+
+def test_windowed_needs_files_and_out(scene_pair: tuple[Path, Path, np.ndarray]) -> None:
+    before, after, _ = scene_pair
+    with pytest.raises(InvalidParameterError, match="out="):
+        detect_changes(before, after, tiled=True)
+    r = read_raster(before)
+    with pytest.raises(InvalidParameterError, match="file paths"):
+        detect_changes(r, r, tiled=True, out="x")
+
+
+def test_windowed_no_overlap(tmp_path: Path, scene_pair: tuple[Path, Path, np.ndarray]) -> None:
+    before, _, _ = scene_pair
+    far = _write(tmp_path / "far.tif", np.full((4, 50, 50), 1000.0), Affine(10, 0, 900000, 0, -10, 6190000))
+    with pytest.raises(NoOverlapError, match="do not overlap"):
+        detect_changes(before, far, tiled=True, out=tmp_path / "x")
+    assert not (tmp_path / "x" / "summary.json").exists()
+
+
+def test_cli_tiled_flag(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before, after, _ = scene_pair
+    assert main(["detect", str(before), str(after), "--out", str(tmp_path / "c"), "--tiled", "--method", "cva"]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["tiling"]["path"] == "windowed"
+    assert main(["detect", str(before), str(after), "--out", str(tmp_path / "d"), "--tiled", "--truth", str(before)]) == 2
+    assert "--in-memory" in capsys.readouterr().err
