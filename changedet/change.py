@@ -146,7 +146,8 @@ def diff(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
     for b in range(before.shape[0]):
         _, spread = _robust_stats(before[b], ok)
         acc += np.abs(after[b] - before[b]) / spread
-    return ChangeScore(_finish(acc / before.shape[0], ok), "diff", "otsu", {"bands": list(names)})
+    return ChangeScore(_finish(acc / before.shape[0], ok), "diff", "otsu", {"bands": list(names)},
+                       _index_layers(before, after, names, ok))
 
 
 def cva(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
@@ -176,7 +177,7 @@ def cva(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Cha
     before, after, names, ok = _prepare(before, after, band_names, valid)
     d = _standardize(after, ok) - _standardize(before, ok)
     mag = np.sqrt(np.sum(d * d, axis=0))
-    layers = {}
+    layers = _index_layers(before, after, names, ok)
     if d.shape[0] >= 2:
         layers["cva_direction"] = _finish(np.arctan2(d[1], d[0]), ok)
     return ChangeScore(_finish(mag, ok), "cva", "otsu", {"bands": list(names), "standardized": "per date"}, layers)
@@ -216,7 +217,8 @@ def log_ratio(before, after, *, band_names=None, pixel_size_m=None, valid=None) 
         with np.errstate(invalid="ignore", divide="ignore"):
             acc += np.abs(np.log((after[b] + shift) / (before[b] + shift)))
     return ChangeScore(_finish(acc / before.shape[0], ok), "log-ratio", "otsu",
-                       {"bands": list(names), "offsets": [round(v, 6) for v in shifts]})
+                       {"bands": list(names), "offsets": [round(v, 6) for v in shifts]},
+                       _index_layers(before, after, names, ok))
 
 
 def _index_layers(before, after, names, ok) -> dict[str, np.ndarray]:
@@ -237,6 +239,11 @@ def _index_method(name: str) -> Callable[..., ChangeScore]:
         with np.errstate(invalid="ignore", divide="ignore"):
             d = _idx.compute_index(after, names, name) - _idx.compute_index(before, names, name)
         d = _finish(d, ok)
+        if not np.isfinite(d).any():
+            raise EmptyDataError(
+                f"index {name} is undefined (zero denominator or NaN) at every valid pixel of one of the dates; "
+                f"check the bands {list(_idx.INDEX_BANDS[name])} hold reflectances, or pick another method"
+            )
         layers = _index_layers(before, after, names, ok)
         layers[f"d_{name}"] = d
         return ChangeScore(_finish(np.abs(d), ok), f"index:{name}", "otsu",
@@ -383,25 +390,10 @@ def imad(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
 
 
 def _ssim_map(before, after, ok, *, sigma: float = 1.5) -> np.ndarray:
-    from skimage.metrics import structural_similarity
-
-    zb, za = _standardize(before, ok), _standardize(after, ok)
-    zb = np.where(ok, zb, 0.0)
-    za = np.where(ok, za, 0.0)
     rows, cols = ok.shape
     if min(rows, cols) < 7:
         raise InvalidParameterError(f"ssim needs images of at least 7x7 pixels, got {rows}x{cols}")
-    acc = np.zeros((rows, cols), np.float64)
-    for b in range(zb.shape[0]):
-        lo = min(float(zb[b].min()), float(za[b].min()))
-        hi = max(float(zb[b].max()), float(za[b].max()))
-        if hi - lo <= 0:
-            acc += 1.0
-            continue
-        _, full = structural_similarity(zb[b], za[b], full=True, gaussian_weights=True, sigma=sigma,
-                                        use_sample_covariance=False, data_range=hi - lo)
-        acc += full
-    return 1.0 - acc / zb.shape[0]
+    return _ssim_pair(_standardize(before, ok), _standardize(after, ok), ok, sigma=sigma)
 
 
 def ssim(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
@@ -446,6 +438,28 @@ def _smooth(x: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
         return np.where(ok & (den > 0), num / den, np.nan)
 
 
+def _mixed_pixel_weight(raw: np.ndarray, ok: np.ndarray, *, size: int = 5) -> np.ndarray:
+    """Weight near 0 for pixels less than half changed: the half-contrast rule.
+
+    Under linear mixing a pixel whose change magnitude (above the scene's typical
+    level) is below half the largest one within ``size`` pixels is mostly
+    unchanged ground on the edge of a changed object; counting it would grow every
+    object by its blurred rim (resampling, co-registration, optics).
+    """
+    from scipy import ndimage
+
+    filled = np.where(ok & np.isfinite(raw), raw, 0.0)
+    base = float(np.median(filled[ok])) if ok.any() else 0.0
+    above = np.maximum(filled - base, 0.0)
+    # the peak of the 3 x 3 mean, so texture inside a changed area does not count as rim
+    peak = ndimage.maximum_filter(ndimage.uniform_filter(above, 3, mode="nearest"), size=size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(peak > 0, above / peak, 1.0)
+    # a linear ramp, 0 below a 30 % share and 1 above half: a strong change's rim has
+    # a z-score in the hundreds, which a soft sigmoid weight would not bring under the threshold
+    return np.clip((share - 0.25) / 0.2, 0.0, 1.0)
+
+
 def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     v = x[ok & np.isfinite(x)]
     if v.size == 0:
@@ -482,19 +496,26 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     use = [found[b] for b in ("blue", "green", "red", "nir") if b in found]
     px = pixel_size_m or 10.0
     size = max(3, int(round(30.0 / px)) | 1)
+    # swir16 joins the normalization (not the magnitude) so the water index of the
+    # after image is on the before image's radiometry too
+    norm = use + ([found["swir16"]] if "swir16" in found else [])
     if normalize == "irmad":
-        zb, za, normalized = _normalized_pair(before, after, ok, use)
+        zb, za, normalized = _normalized_pair(before, after, ok, norm)
     else:
-        zb, za, normalized = _standardize(before[use], ok), _standardize(after[use], ok), False
-    d = za - zb
-    mag = _smooth(np.sqrt(np.sum(d * d, axis=0)), ok, size)
+        zb, za, normalized = _standardize(before[norm], ok), _standardize(after[norm], ok), False
+    d = za[: len(use)] - zb[: len(use)]
+    # a pixel counts as much as both it and its neighbourhood changed: the window mean
+    # silences isolated noise, the minimum keeps the mean from growing objects by a pixel
+    raw = np.sqrt(np.sum(d * d, axis=0))
+    mag = np.minimum(np.where(ok, raw, np.nan), _smooth(raw, ok, size))
+    w_mixed = _mixed_pixel_weight(raw, ok)
     # in robust standard deviations of the whole scene's change magnitude, before any
     # suppression, so the threshold does not move with how much of the scene is suppressed
     z = _robust_z(mag, ok)
     # indices of the after image on the before image's radiometry when normalized
     after_n = after.astype(np.float32, copy=True)
     if normalized:
-        for j, i in enumerate(use):
+        for j, i in enumerate(norm):
             med, spread = _robust_stats(before[i], ok)
             after_n[i] = za[j] * spread + med
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -515,7 +536,7 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary
     w_water = 1.0 - _sigmoid(np.nan_to_num(wb, nan=-1) / 0.05) * _sigmoid(np.nan_to_num(wa, nan=-1) / 0.05)
     w_veg = _sigmoid((0.5 - np.nan_to_num(np.minimum(nvb, nva), nan=0)) / 0.05)
-    score = z * w_water * w_veg
+    score = z * w_water * w_veg * w_mixed
     layers = _index_layers(before, after_n, names, ok)
     layers["change_magnitude"] = _finish(mag, ok)
     layers["weight_water"] = _finish(w_water, ok)
@@ -563,6 +584,9 @@ def _structural_colour(before, after, names, ok, pixel_size_m):
     px = pixel_size_m or 1.0
     size = max(3, int(round(3.0 / px)) | 1)
     score = 0.5 * (_robust_z(_smooth(structure, ok, size), ok) + _robust_z(_smooth(colour, ok, size), ok))
+    # SSIM windows reach a few pixels past an object; the pixel-exact colour change
+    # decides the outline (half-contrast rule on the colour magnitude)
+    score = np.where(score > 0, score * _mixed_pixel_weight(colour, ok), score)
     layers = _index_layers(before, after, names, ok)
     layers["structure"] = _finish(structure, ok)
     layers["colour"] = _finish(colour, ok)
@@ -576,7 +600,8 @@ def auto(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
 
     Multispectral images with red and nir at medium resolution (>= 5 m, or
     unknown): the standardized change-vector magnitude over blue, green, red, nir
-    (bands standardized per date, Malila 1980) averaged over 30 m, weighted down
+    (bands standardized per date, Malila 1980), the smaller of the pixel's own and
+    its 30 m window mean (isolated noise drops, objects keep their outline), weighted down
     where both dates are water (MNDWI, Xu 2006, or NDWI) or both dates are
     vegetation (NDVI > 0.5): seasonal and water changes are not construction.
     The score is in robust standard deviations (1.4826 x MAD) of the unsuppressed

@@ -6,9 +6,8 @@ Every function returns a (rows, cols) bool **exclude** mask (True = leave out).
   by a few pixels to drop resampling edges.
 - :func:`scl_mask`: Sentinel-2 Level-2A scene classification (SCL) classes.
 - :func:`spectral_cloud_mask`: a simple test for Level-1C / top-of-atmosphere
-  images without SCL: bright and white in the visible, with the cirrus band B10
-  and the water-vapour band B09 (when present) raised above the scene's level,
-  after Zhu & Woodcock (2012, Fmask) and Irish (2000, ACCA).
+  images without SCL: bright in the visible and raised in the cirrus band B10,
+  relative to the image's own statistics (after Zhu & Woodcock 2012, Fmask).
 - :func:`cloud_shadow_mask`: the cloud mask moved to where it darkens the scene
   the most (the cloud-shadow matching of Fmask).
 - :func:`exclude_mask`: all of the above that the bands allow.
@@ -94,12 +93,17 @@ def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL_EXCLUDE, grow_px: 
     return _grow(np.isin(values, list(classes)), grow_px)
 
 
-def _reflectance_scale(image: np.ndarray) -> float:
-    """1 for reflectance in [0, 1]; 1e-4 for Sentinel-2/Landsat-style integer scaling."""
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return 1.0
-    return 1e-4 if np.percentile(finite, 50) > 2.0 else 1.0
+def _robust_z(band: np.ndarray) -> np.ndarray:
+    """(band - median) / (1.4826 x MAD) over the finite pixels; NaN stays NaN."""
+    band = band.astype(np.float64)
+    v = band[np.isfinite(band)]
+    if v.size == 0:
+        return np.full(band.shape, np.nan)
+    med = np.median(v)
+    mad = 1.4826 * np.median(np.abs(v - med))
+    if not mad > 0:
+        mad = float(np.std(v)) or 1.0
+    return (band - med) / mad
 
 
 def spectral_cloud_mask(
@@ -108,28 +112,37 @@ def spectral_cloud_mask(
     *,
     min_size_px: int = 100,
     grow_px: int = 2,
+    z_visible: float = 3.0,
+    z_cirrus: float = 6.0,
+    z_visible_without_cirrus: float = 8.0,
 ) -> np.ndarray:
     """A simple cloud test for top-of-atmosphere images without an SCL band.
 
-    A pixel is cloud when it is bright in blue (reflectance > 0.18), white
-    (visible bands within 70 % of their mean, Fmask's whiteness test) and, when
-    the bands exist, raised in the cirrus band B10 (else the water-vapour band B09) to
-    more than twice the scene median (clouds rise above the water vapour that
-    darkens the ground in those bands).  Without B09/B10 a stricter brightness
-    (blue > 0.25) is used.  Blobs smaller than ``min_size_px`` are dropped (bright
-    roofs), the rest grown by ``grow_px``.  Reflectance may be in [0, 1] or scaled
-    by 10000.
+    Clouds are bright in all visible bands and, unlike bright roofs and soils,
+    raised in the cirrus band B10 (1375 nm), where water vapour hides the ground
+    (Zhu & Woodcock 2012; Gao et al. 1993).  Every test is on robust z-scores of the
+    image's own bands ((value - median) / (1.4826 MAD)), so the mask does not move
+    with a linear gain/offset of the image.  A pixel is cloud when blue, green and
+    red are all above ``z_visible`` and cirrus above ``z_cirrus``; without a cirrus
+    band the visible bands must all exceed ``z_visible_without_cirrus``, a much
+    weaker test (large bright roofs pass it).  Blobs smaller than ``min_size_px``
+    are dropped, the rest grown by ``grow_px``.
 
     References
     ----------
     Zhu, Z., & Woodcock, C. E. (2012). Object-based cloud and cloud shadow detection
     in Landsat imagery. Remote Sensing of Environment, 118, 83-94.
+    Gao, B.-C., Goetz, A. F. H., & Wiscombe, W. J. (1993). Cirrus cloud detection
+    from airborne imaging spectrometer data using the 1.38 um water vapor band.
+    Geophysical Research Letters, 20(4), 301-304.
 
     Examples
     --------
     >>> import numpy as np
-    >>> img = np.full((4, 60, 60), 0.08); img[:, 10:30, 10:30] = 0.4
-    >>> m = spectral_cloud_mask(img, ["blue", "green", "red", "nir"])
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.normal(1000, 50, size=(4, 60, 60)); img[3] = rng.normal(15, 1, size=(60, 60))
+    >>> img[:, 10:30, 10:30] += np.array([900, 900, 900, 30])[:, None, None]
+    >>> m = spectral_cloud_mask(img, ["B02", "B03", "B04", "B10"])
     >>> bool(m[20, 20]), bool(m[50, 50])
     (True, False)
     """
@@ -142,21 +155,14 @@ def spectral_cloud_mask(
         raise BandMismatchError(
             f"spectral_cloud_mask needs blue, green and red bands; {missing} missing from {list(band_names)}"
         )
-    scale = _reflectance_scale(image[found["blue"]])
-    blue, green, red = (image[found[b]].astype(np.float64) * scale for b in ("blue", "green", "red"))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        vis = (blue + green + red) / 3
-        white = (np.abs(blue - vis) + np.abs(green - vis) + np.abs(red - vis)) / np.where(vis > 0, vis, np.nan)
-        cand = np.nan_to_num(white, nan=9) < 0.7
-        # cirrus (B10) is the better witness: bright roofs and soils raise B09 too
-        atmos = next((found[b] for b in ("cirrus", "watervapour") if b in found), None)
-        if atmos is not None:
-            band = image[atmos].astype(np.float64)
-            med = np.nanmedian(band) if np.isfinite(band).any() else np.nan
-            raised = np.nan_to_num(band, nan=0) > 2.0 * med if np.isfinite(med) and med > 0 else False
-            cand &= (np.nan_to_num(blue, nan=0) > 0.18) & raised
+    with np.errstate(invalid="ignore"):
+        vis = np.min(np.stack([_robust_z(image[found[b]]) for b in ("blue", "green", "red")]), axis=0)
+        if "cirrus" in found:
+            cand = (np.nan_to_num(vis, nan=-np.inf) > z_visible) & (
+                np.nan_to_num(_robust_z(image[found["cirrus"]]), nan=-np.inf) > z_cirrus
+            )
         else:
-            cand &= np.nan_to_num(blue, nan=0) > 0.25
+            cand = np.nan_to_num(vis, nan=-np.inf) > z_visible_without_cirrus
     if not cand.any():
         return cand
     cand = ndimage.binary_opening(cand, structure=np.ones((3, 3), bool))
@@ -237,7 +243,9 @@ def exclude_mask(
     edge_px: int = 0,
 ) -> np.ndarray:
     """Everything to leave out of one image: nodata, then SCL classes when an SCL band
-    is present, else the spectral cloud test and matched shadows.
+    is present, else (when the cirrus band B10 is present) the spectral cloud test
+    and matched shadows.  Images with neither get no cloud mask: bright roofs would
+    be taken for clouds.
 
     Examples
     --------
@@ -258,31 +266,11 @@ def exclude_mask(
         return out
     if "scl" in found:
         return out | scl_mask(image[found["scl"]])
-    if all(b in found for b in ("blue", "green", "red")):
+    # without SCL, only a cirrus band makes the spectral test trustworthy
+    if all(b in found for b in ("blue", "green", "red", "cirrus")):
         cloud = spectral_cloud_mask(image, band_names)
         if cloud.any():
             out = out | cloud | cloud_shadow_mask(image, band_names, cloud)
-    return out
-
-
-def _match_moments(after: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """after with each band's median and interquartile range set to before's.
-
-    Gives the spectral tests the same answer whatever linear gain/offset the after
-    image carries (a different processing baseline, a DN scaling).
-    """
-    both = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
-    if both.sum() < 16:
-        return after
-    out = np.empty_like(after, dtype=np.float32)
-    for i in range(after.shape[0]):
-        qb = np.percentile(before[i][both], [25, 50, 75])
-        qa = np.percentile(after[i][both], [25, 50, 75])
-        iqr_a, iqr_b = qa[2] - qa[0], qb[2] - qb[0]
-        if iqr_a > 0 and iqr_b > 0:
-            out[i] = (after[i] - qa[1]) / iqr_a * iqr_b + qb[1]
-        else:
-            out[i] = after[i] - qa[1] + qb[1]
     return out
 
 
@@ -293,13 +281,8 @@ def exclusion_mask(
     band_names: Sequence[str],
     clouds: bool = True,
     edge_px: int = 0,
-    match_after: bool = True,
 ) -> np.ndarray:
     """Pixels to leave out of a pair: :func:`exclude_mask` of either date.
-
-    With ``match_after`` (default) the after image's spectral bands get the before
-    image's band medians and interquartile ranges before the cloud test, so the
-    mask does not change with a linear rescaling of the after image.
 
     Examples
     --------
@@ -314,12 +297,6 @@ def exclusion_mask(
         raise InvalidParameterError(
             f"before {before.shape} and after {after.shape} differ in shape; put both on one grid first"
         )
-    if match_after and clouds:
-        found = resolve_bands(band_names)
-        spectral = [i for i in range(after.shape[0]) if i != found.get("scl", -1)]
-        matched = np.array(after, dtype=np.float32, copy=True)
-        matched[spectral] = _match_moments(after[spectral].astype(np.float32), before[spectral].astype(np.float32))
-        after = matched
     return exclude_mask(before, band_names, clouds=clouds, edge_px=edge_px) | exclude_mask(
         after, band_names, clouds=clouds, edge_px=edge_px
     )

@@ -187,12 +187,14 @@ def irmad(
     converged = False
     it = 0
     def variances(mad: np.ndarray, rho: np.ndarray) -> np.ndarray:
-        theory = np.maximum(2.0 * (1.0 - rho), 1e-12)
+        # MAD variates are differences of unit-variance variates: below a variance of
+        # 1e-6 what is left is rounding, not change
+        theory = np.maximum(2.0 * (1.0 - rho), 1e-6)
         if not robust:
             return theory
         med = np.median(mad, axis=1, keepdims=True)
         spread = (1.4826 * np.median(np.abs(mad - med), axis=1)) ** 2
-        return np.where(spread > 1e-12, spread, theory)
+        return np.where(spread > 1e-6, spread, theory)
 
     for it in range(1, max_iterations + 1):
         a, b, rho, mx, my = _cca(x, y, w)

@@ -262,10 +262,16 @@ def compute_threshold(
             )
         values = _valid_values(score, valid)
         return float(np.percentile(values, float(percentile)))
+    if method == "mad":
+        k = 6.0 if value is None else _check_value(value, method)
+        if k < 0:
+            raise InvalidParameterError(f"mad threshold needs value >= 0 (robust standard deviations), got {k}")
     values = _valid_values(score, valid)
     lo, hi = float(values.min()), float(values.max())
     if hi - lo <= 1e-5 * max(1.0, abs(hi)):
         return hi
+    if method == "mad":
+        return min(_mad(values, k), hi)
     return THRESHOLDS[method](values)
 
 

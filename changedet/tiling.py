@@ -440,7 +440,16 @@ def detect_changes_tiled(
             rs, cs_ = plan.inner
             score_c, opened_c, v_c = score_o[rs, cs_], opened[rs, cs_], v[rs, cs_]
             b_c, a_c = b_o[:ns, rs, cs_], a_sp[:, rs, cs_]
-            layers = _pipeline.class_layers(b_c, a_c, spectral, v_c, centres=centres)
+            # index changes are only needed inside changed areas: compute them there alone
+            sel = opened_c & v_c
+            layers = {}
+            if sel.any():
+                sparse = _pipeline.class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spectral,
+                                                np.ones((int(sel.sum()), 1), bool), centres=centres)
+                for k_, v_ in sparse.items():
+                    full = np.full(sel.shape, np.nan, dtype="float32")
+                    full[sel] = v_[:, 0]
+                    layers[k_] = full
             core = plan.core
             edges = (core.row_off > 0, core.row_off + core.height < grid.height,
                      core.col_off > 0, core.col_off + core.width < grid.width)
