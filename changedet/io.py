@@ -843,10 +843,11 @@ class WindowedWriter:
         self.grid, self.dtype, self.nodata, self.band_names = grid, dtype, nodata, tuple(band_names)
         self.level = compress_level
         self._lock = threading.Lock()
+        # the staging file is uncompressed: it is written once and read once by the COG copy
         profile: dict[str, Any] = dict(
             driver="GTiff", width=grid.width, height=grid.height, count=len(self.band_names), dtype=dtype,
             crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
-            compress="DEFLATE", ZLEVEL=1, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+            BIGTIFF="IF_SAFER",
         )
         self._ds = rasterio.open(self.tmp, "w", **profile)
         for i, n in enumerate(self.band_names, start=1):

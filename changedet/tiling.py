@@ -188,6 +188,60 @@ def _fit_cva(method: str, before: np.ndarray, after: np.ndarray, names: tuple[st
 _SPLITS: dict[str, Callable[..., FittedMethod]] = {"cva": _fit_cva, "diff": _fit_cva}
 
 
+# --------------------------------------------------------------------------- strips
+class _Strips:
+    """Full-width strips of the analysis grid, each read once per date.
+
+    A window with a halo slices the strips that cover it, so blocks of the input are
+    decompressed once even though neighbouring windows overlap; only the strip of
+    the current window row, the next one and the previous one's last rows are held.
+    """
+
+    def __init__(self, readers: Sequence[Any], grid: Grid, strip_rows: int, halo: int):
+        self.readers = list(readers)
+        self.grid = grid
+        self.rows = int(strip_rows)
+        self.halo = int(halo)
+        self.cache: dict[int, list[np.ndarray]] = {}
+        self.tails: dict[int, list[np.ndarray]] = {}
+        self.n = -(-grid.height // self.rows)
+
+    def ensure(self, j: int) -> None:
+        if 0 <= j < self.n and j not in self.cache:
+            r0 = j * self.rows
+            win = Window(0, r0, self.grid.width, min(self.rows, self.grid.height - r0))
+            self.cache[j] = [r.read(win) for r in self.readers]
+
+    def retire(self, j: int) -> None:
+        """Window row ``j`` is done: keep only the last ``halo`` rows of its strip."""
+        if j in self.cache:
+            self.tails[j] = [a[:, a.shape[1] - min(self.halo, a.shape[1]) :].copy() for a in self.cache.pop(j)]
+        self.tails.pop(j - 1, None)
+
+    def outer(self, window: Window) -> list[np.ndarray]:
+        """The arrays of ``window`` (rows may reach into the strips above and below)."""
+        r0, r1 = int(window.row_off), int(window.row_off + window.height)
+        c0, c1 = int(window.col_off), int(window.col_off + window.width)
+        pieces: list[list[np.ndarray]] = [[] for _ in self.readers]
+        row = r0
+        while row < r1:
+            j = row // self.rows
+            s0 = j * self.rows
+            s1 = min(s0 + self.rows, self.grid.height)
+            take = min(r1, s1)
+            if j in self.cache:
+                arrs, base = self.cache[j], s0
+            else:
+                arrs = self.tails[j]
+                base = s1 - arrs[0].shape[1]
+                if row < base:
+                    raise RuntimeError("strip tail too short for the halo")  # pragma: no cover - halo bounded
+            for i, a in enumerate(arrs):
+                pieces[i].append(a[:, row - base : take - base, c0:c1])
+            row = take
+        return [p[0] if len(p) == 1 else np.concatenate(p, axis=1) for p in pieces]
+
+
 # --------------------------------------------------------------------------- helpers
 def _pack(mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     return np.packbits(mask, axis=None).tobytes(), mask.shape
@@ -254,7 +308,7 @@ def detect_changes_tiled(
     opening_px: int | None = None,
     fill_holes_m2: float | None = None,
     bands: Sequence[str] | None = None,
-    window_px: int = 1024,
+    window_px: int = 512,
     workers: int | None = None,
     sample_budget_px: int = 4_000_000,
     overwrite: bool = False,
@@ -271,7 +325,8 @@ def detect_changes_tiled(
     Parameters
     ----------
     window_px : int
-        Window edge in pixels (default 1024).
+        Window edge in pixels (default 512); the scene is read in full-width strips of
+        this many rows, each once.
     workers : int, optional
         Threads working on windows (default: all cores).
     sample_budget_px : int
@@ -289,7 +344,8 @@ def detect_changes_tiled(
     ...     with rasterio.open(f"{d}/{name}", "w", driver="GTiff", width=300, height=300, count=4, dtype="uint16",
     ...                        crs="EPSG:32639", transform=Affine(10, 0, 500000, 0, -10, 6190000)) as dst:
     ...         dst.write(arr)
-    >>> r = detect_changes_tiled(f"{d}/b.tif", f"{d}/a.tif", f"{d}/out", method="cva", window_px=128, progress=False)
+    >>> r = detect_changes_tiled(f"{d}/b.tif", f"{d}/a.tif", f"{d}/out", method="cva", threshold=10,
+    ...                          window_px=128, progress=False)
     >>> r.n_changes, round(r.polygons.total_area_m2)
     (1, 30000)
     """
@@ -422,9 +478,11 @@ def detect_changes_tiled(
         counts = {"valid": 0, "excluded": 0}
         bar = _Progress(len(plans), progress, "changedet windows")
 
+        strips = _Strips([rb, ra], grid, window_px, halo)
+
         def run(k: int) -> None:
             plan = plans[k]
-            b_o, a_o = rb.read(plan.outer), ra.read(plan.outer)
+            b_o, a_o = strips.outer(plan.outer)
             a_sp = _align.apply_shift(a_o[:ns], shift) if apply_shift else a_o[:ns]
             a_ax = _align.apply_shift(a_o[ns:], shift, order=0) if (apply_shift and aux) else a_o[ns:]
             v = np.all(np.isfinite(b_o[:ns]), axis=0) & np.all(np.isfinite(a_sp), axis=0)
@@ -472,13 +530,20 @@ def detect_changes_tiled(
             bar.update()
 
         n_workers = workers or os.cpu_count() or 1
+        window_rows: dict[int, list[int]] = {}
+        for k, plan in enumerate(plans):
+            window_rows.setdefault(int(plan.core.row_off) // window_px, []).append(k)
         try:
-            if n_workers == 1 or len(plans) == 1:
-                for k in range(len(plans)):
-                    run(k)
-            else:
-                with ThreadPoolExecutor(max_workers=n_workers) as pool:
-                    list(pool.map(run, range(len(plans))))
+            with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                for j in sorted(window_rows):
+                    strips.ensure(j)
+                    strips.ensure(j + 1)  # the bottom halo
+                    if n_workers == 1:
+                        for k in window_rows[j]:
+                            run(k)
+                    else:
+                        list(pool.map(run, window_rows[j]))
+                    strips.retire(j)
         except BaseException:
             score_w.abort()
             mask_w.abort()
