@@ -759,26 +759,42 @@ class WindowedReader:
                 self._all.append(h)
         return h
 
-    def read(self, window: Any) -> np.ndarray:
-        """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid)."""
+    def read(self, window: Any, *, raw: bool = False) -> np.ndarray:
+        """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid).
+
+        With ``raw=True`` the pixels keep the files' data type (half the memory for
+        uint16 imagery) and :meth:`to_float` applies the nodata rules later; files with
+        masks beyond a nodata value are always read as float32.
+        """
         from rasterio.enums import MaskFlags
 
         h = self._handles()
-        out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype="float32")
         by_file: dict[str, list[tuple[int, int]]] = {}
         for i, (f, idx, _name) in enumerate(self.sources):
             by_file.setdefault(f, []).append((i, idx))
+        plain_all = True
+        for f, members in by_file.items():
+            ds = h[f][0]
+            plain_all &= all(ds.mask_flag_enums[k - 1] in ([MaskFlags.all_valid], [MaskFlags.nodata]) for _, k in members)
+        if raw and plain_all:
+            dtype = np.result_type(*[h[f][0].dtypes[idx - 1] for f, idx, _ in self.sources])
+        else:
+            raw, dtype = False, np.dtype("float32")
+        out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype=dtype)
+        self._nodata = []
         for f, members in by_file.items():
             ds, src, (dr, dc) = h[f]
             win = window if (dr, dc) == (0, 0) else Window(window.col_off + dc, window.row_off + dr, window.width, window.height)
             indexes = [idx for _, idx in members]
             # one read for all bands of a file (pixel-interleaved blocks are decompressed once);
             # a mask read only where the file has masks beyond a nodata value
-            plain = all(flags in ([MaskFlags.all_valid], [MaskFlags.nodata]) for flags in (ds.mask_flag_enums[k - 1] for k in indexes))
+            plain = all(ds.mask_flag_enums[k - 1] in ([MaskFlags.all_valid], [MaskFlags.nodata]) for k in indexes)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    if plain:
+                    if raw:
+                        arr = ds.read(indexes, window=win, out_dtype=dtype)
+                    elif plain:
                         arr = ds.read(indexes, window=win, out_dtype="float32")
                         if ds.nodata is not None and not np.isnan(ds.nodata):
                             arr[arr == np.float32(ds.nodata)] = np.nan
@@ -789,10 +805,33 @@ class WindowedReader:
                     f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
                     "download or export the file again"
                 ) from None
-            if self._s2 or (ds is not src and ds.nodata == 0 and src.nodata is None):
+            zero_is_nodata = self._s2 or (ds is not src and ds.nodata == 0 and src.nodata is None)
+            if not raw and zero_is_nodata:
                 arr[arr == 0] = np.nan
             for (i, _), band in zip(members, arr):
                 out[i] = band
+        return out
+
+    def nodata_rules(self) -> list[tuple[float | None, bool]]:
+        """Per band: (nodata value, whether 0 is nodata) as applied by :meth:`to_float`."""
+        h = self._handles()
+        rules = []
+        for f, _idx, _name in self.sources:
+            ds, src, _ = h[f]
+            nd = ds.nodata if ds.nodata is not None and not np.isnan(ds.nodata) else None
+            rules.append((nd, bool(self._s2 or (ds is not src and ds.nodata == 0 and src.nodata is None))))
+        return rules
+
+    def to_float(self, arr: np.ndarray) -> np.ndarray:
+        """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``."""
+        if arr.dtype == np.float32:
+            return arr
+        out = arr.astype("float32")
+        for i, (nd, zero) in enumerate(self.nodata_rules()):
+            if nd is not None:
+                out[i][arr[i] == nd] = np.nan
+            if zero:
+                out[i][arr[i] == 0] = np.nan
         return out
 
     def close(self) -> None:
@@ -832,7 +871,7 @@ class WindowedWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], grid: Grid, *, dtype: str, nodata: float | None,
-                 band_names: Sequence[str], compress_level: int = 6):
+                 band_names: Sequence[str], compress: str = "DEFLATE", compress_level: int = 6):
         import threading
 
         self.dest = Path(path)
@@ -842,6 +881,7 @@ class WindowedWriter:
         self.tmp = Path(name)
         self.grid, self.dtype, self.nodata, self.band_names = grid, dtype, nodata, tuple(band_names)
         self.level = compress_level
+        self.compress = compress
         self._lock = threading.Lock()
         # the staging file is uncompressed: it is written once and read once by the COG copy
         profile: dict[str, Any] = dict(
@@ -866,7 +906,7 @@ class WindowedWriter:
             with atomic_path(self.dest) as final:
                 floating = np.issubdtype(np.dtype(self.dtype), np.floating)
                 rio_copy(
-                    self.tmp, final, driver="COG", compress="DEFLATE", level=self.level,
+                    self.tmp, final, driver="COG", compress=self.compress, level=self.level,
                     predictor="YES" if not floating else "FLOATING_POINT", blocksize=512, overviews="AUTO",
                     resampling="nearest" if not floating else "average", num_threads="ALL_CPUS", BIGTIFF="IF_SAFER",
                 )

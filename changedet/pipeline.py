@@ -638,13 +638,25 @@ def detect_changes(
     return result
 
 
-def input_info(before: Any, after: Any, names_b: Sequence[str], names_a: Sequence[str], grid_b: Grid, grid_a: Grid) -> dict[str, Any]:
-    """The ``inputs`` block of a summary: paths, SHA-256 of local files, bands, grids."""
-    out = {}
-    for key, value, names, g in (("before", before, names_b, grid_b), ("after", after, names_a, grid_a)):
+def input_hashes(*paths: Any) -> list[str | None]:
+    """SHA-256 of each local input (file or folder); None for URLs."""
+    out: list[str | None] = []
+    for value in paths:
         text = os.fspath(value)
         local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
-        out[key] = {"path": text, "sha256": _io.sha256(value) if local else None, "bands": list(names), "grid": describe_grid(g)}
+        out.append(_io.sha256(value) if local else None)
+    return out
+
+
+def input_info(
+    before: Any, after: Any, names_b: Sequence[str], names_a: Sequence[str], grid_b: Grid, grid_a: Grid,
+    *, hashes: Sequence[str | None] | None = None,
+) -> dict[str, Any]:
+    """The ``inputs`` block of a summary: paths, SHA-256 of local files, bands, grids."""
+    hashes = list(hashes) if hashes is not None else input_hashes(before, after)
+    out = {}
+    for (key, value, names, g), h in zip((("before", before, names_b, grid_b), ("after", after, names_a, grid_a)), hashes):
+        out[key] = {"path": os.fspath(value), "sha256": h, "bands": list(names), "grid": describe_grid(g)}
     return out
 
 

@@ -48,7 +48,7 @@ __all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_c
 TILED_MIN_PIXELS = 4096 * 4096
 
 #: GDAL's block cache during a windowed run (its default, 5 % of RAM, would dominate memory).
-GDAL_CACHE_MB = 128
+GDAL_CACHE_MB = 64
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ class _Strips:
         if 0 <= j < self.n and j not in self.cache:
             r0 = j * self.rows
             win = Window(0, r0, self.grid.width, min(self.rows, self.grid.height - r0))
-            self.cache[j] = [r.read(win) for r in self.readers]
+            self.cache[j] = [r.read(win, raw=True) for r in self.readers]
 
     def retire(self, j: int) -> None:
         """Window row ``j`` is done: keep only the last ``halo`` rows of its strip."""
@@ -239,7 +239,7 @@ class _Strips:
             for i, a in enumerate(arrs):
                 pieces[i].append(a[:, row - base : take - base, c0:c1])
             row = take
-        return [p[0] if len(p) == 1 else np.concatenate(p, axis=1) for p in pieces]
+        return [r.to_float(p[0] if len(p) == 1 else np.concatenate(p, axis=1)) for r, p in zip(self.readers, pieces)]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -369,6 +369,9 @@ def detect_changes_tiled(
             "(--overwrite on the command line) or choose another folder"
         )
     aoi_lonlat = _pipeline.parse_aoi(aoi)
+    # the inputs' SHA-256 for the summary, computed beside the work (hashlib releases the GIL)
+    hasher = ThreadPoolExecutor(max_workers=1)
+    hashes = hasher.submit(_pipeline.input_hashes, before, after)
 
     # ---- grids and bands (metadata only)
     t = time.perf_counter()
@@ -469,7 +472,7 @@ def detect_changes_tiled(
         tmp_dir = out_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
-                                     band_names=("score",), compress_level=1)
+                                     band_names=("score",), compress="ZSTD", compress_level=1)
         mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,
                                     band_names=("change",))
         valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
@@ -530,20 +533,31 @@ def detect_changes_tiled(
             bar.update()
 
         n_workers = workers or os.cpu_count() or 1
+        read_s = 0.0
         window_rows: dict[int, list[int]] = {}
         for k, plan in enumerate(plans):
             window_rows.setdefault(int(plan.core.row_off) // window_px, []).append(k)
         try:
             with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                ahead = ThreadPoolExecutor(max_workers=1)  # reads the next strip while windows compute
+                pending = None
                 for j in sorted(window_rows):
+                    t_read = time.perf_counter()
+                    if pending is not None:
+                        pending.result()
                     strips.ensure(j)
                     strips.ensure(j + 1)  # the bottom halo
+                    read_s += time.perf_counter() - t_read
+                    pending = ahead.submit(strips.ensure, j + 2)
                     if n_workers == 1:
                         for k in window_rows[j]:
                             run(k)
                     else:
                         list(pool.map(run, window_rows[j]))
                     strips.retire(j)
+                if pending is not None:
+                    pending.result()
+                ahead.shutdown()
         except BaseException:
             score_w.abort()
             mask_w.abort()
@@ -551,6 +565,7 @@ def detect_changes_tiled(
         finally:
             bar.close()
         timings["windows"] = time.perf_counter() - t
+        timings["windows_reading"] = read_s
 
         # ---- whole polygons, then the final mask from them
         t = time.perf_counter()
@@ -589,6 +604,7 @@ def detect_changes_tiled(
         rb.close()
         ra.close()
         env.__exit__(None, None, None)
+        hasher.shutdown(wait=False)
 
     timings["total"] = time.perf_counter() - t_start
     prev_transform = grid.transform * Affine.scale(stride)
@@ -599,7 +615,8 @@ def detect_changes_tiled(
     mask_prev = mask_prev.with_data(np.where(np.isfinite(mask_prev.data), mask_prev.data, 255).astype("uint8"))
     summary = _pipeline.build_summary(
         grid=grid, polygons=polygons, changed=changed, n_valid=counts["valid"],
-        n_pixels=grid.height * grid.width, in_px=False, inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a),
+        n_pixels=grid.height * grid.width, in_px=False,
+        inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
         parameters={
             "method": method, "threshold": threshold, "threshold_method": used_thr_method,
             "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
