@@ -2,14 +2,18 @@
 
 Usage::
 
-    python benchmarks/methods.py [OSCD_DIR] [--methods auto,cva,...] [--min-area-px N]
+    python benchmarks/methods.py [OSCD_DIR] [--methods auto,cva,...] [--cities a,b] [--no-pipeline]
 
-Reads each city's two dates (10 m bands at native grid, 20/60 m bands resampled
-to it; the after image reprojected onto the before grid), co-registers the after
-image to the before image by phase correlation, scores change with each method,
-thresholds with the method's own threshold, cleans the mask the way the pipeline
-does (1 px opening, then objects smaller than the minimum mapping unit removed)
-and prints per-city and mean F1 and kappa.
+By default each city goes through ``changedet.pipeline.detect_changes`` exactly as a
+user would run it (``read_raster`` of each date's band folder, alignment onto the
+before grid, co-registration, cloud/shadow masks, the method's own threshold, the
+pipeline's clean-up and mapping unit); the mask (255 nodata counted as no change)
+is compared with ``CITY/cm/CITY-cm.tif`` (2 = change).  ``--no-pipeline`` instead
+reads the bands here (10 m grid, after reprojected onto the before grid,
+phase-correlation co-registration), calls ``change_score`` + ``compute_threshold``
+directly and cleans with a 1 px opening and a 4 px mapping unit.
+
+Prints per-city and mean F1 and Cohen's kappa of the change class.
 
 Data: Caye Daudt, Le Saux, Boulch, Gousseau, "Urban Change Detection for
 Multispectral Earth Observation Using Convolutional Neural Networks",

@@ -472,8 +472,8 @@ def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 def _normalized_pair(before, after, ok, bands):
-    """before[bands] and after[bands] mapped onto before's radiometry (IR-MAD invariant pixels),
-    both divided by the before bands' robust spread."""
+    """before[bands] and after[bands] on before's radiometry (IR-MAD invariant pixels,
+    Canty & Nielsen 2008), both divided by the before bands' robust spread."""
     from .normalize import normalize_irmad
 
     b = before[bands]
@@ -496,14 +496,11 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     use = [found[b] for b in ("blue", "green", "red", "nir") if b in found]
     px = pixel_size_m or 10.0
     size = max(3, int(round(30.0 / px)) | 1)
-    # swir16 joins the normalization (not the magnitude) so the water index of the
-    # after image is on the before image's radiometry too
-    norm = use + ([found["swir16"]] if "swir16" in found else [])
     if normalize == "irmad":
-        zb, za, normalized = _normalized_pair(before, after, ok, norm)
+        zb, za, normalized = _normalized_pair(before, after, ok, use)
     else:
-        zb, za, normalized = _standardize(before[norm], ok), _standardize(after[norm], ok), False
-    d = za[: len(use)] - zb[: len(use)]
+        zb, za, normalized = _standardize(before[use], ok), _standardize(after[use], ok), False
+    d = za - zb
     # a pixel counts as much as both it and its neighbourhood changed: the window mean
     # silences isolated noise, the minimum keeps the mean from growing objects by a pixel
     raw = np.sqrt(np.sum(d * d, axis=0))
@@ -512,32 +509,28 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     # in robust standard deviations of the whole scene's change magnitude, before any
     # suppression, so the threshold does not move with how much of the scene is suppressed
     z = _robust_z(mag, ok)
-    # indices of the after image on the before image's radiometry when normalized
-    after_n = after.astype(np.float32, copy=True)
-    if normalized:
-        for j, i in enumerate(norm):
-            med, spread = _robust_stats(before[i], ok)
-            after_n[i] = za[j] * spread + med
     with np.errstate(invalid="ignore", divide="ignore"):
         nvb = _smooth(_idx.ndvi(before, names), ok, size)
-        nva = _smooth(_idx.ndvi(after_n, names), ok, size)
+        nva = _smooth(_idx.ndvi(after, names), ok, size)
         if "swir16" in found and "green" in found:
             wb = _smooth(_idx.normalized_difference(before[found["green"]], before[found["swir16"]]), ok, size)
-            wa = _smooth(_idx.normalized_difference(after_n[found["green"]], after_n[found["swir16"]]), ok, size)
+            wa = _smooth(_idx.normalized_difference(after[found["green"]], after[found["swir16"]]), ok, size)
             water_index = "mndwi"
         elif "green" in found:
             wb = _smooth(_idx.ndwi(before, names), ok, size)
-            wa = _smooth(_idx.ndwi(after_n, names), ok, size)
+            wa = _smooth(_idx.ndwi(after, names), ok, size)
             water_index = "ndwi"
         else:
             wb = wa = np.full(ok.shape, -1.0)
             water_index = None
     # water on both dates (turbidity, waves, sun glint) and vegetation on both dates
-    # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary
+    # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary.
+    # They read each date's own reflectances: NDVI 0.5 and MNDWI 0 are physical
+    # boundaries, which a mapping onto the other date's radiometry would move.
     w_water = 1.0 - _sigmoid(np.nan_to_num(wb, nan=-1) / 0.05) * _sigmoid(np.nan_to_num(wa, nan=-1) / 0.05)
     w_veg = _sigmoid((0.5 - np.nan_to_num(np.minimum(nvb, nva), nan=0)) / 0.05)
     score = z * w_water * w_veg * w_mixed
-    layers = _index_layers(before, after_n, names, ok)
+    layers = _index_layers(before, after, names, ok)
     layers["change_magnitude"] = _finish(mag, ok)
     layers["weight_water"] = _finish(w_water, ok)
     layers["weight_vegetation"] = _finish(w_veg, ok)
@@ -599,18 +592,27 @@ def auto(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
     """Default method: evidence of construction chosen by the bands and resolution.
 
     Multispectral images with red and nir at medium resolution (>= 5 m, or
-    unknown): the standardized change-vector magnitude over blue, green, red, nir
-    (bands standardized per date, Malila 1980), the smaller of the pixel's own and
-    its 30 m window mean (isolated noise drops, objects keep their outline), weighted down
-    where both dates are water (MNDWI, Xu 2006, or NDWI) or both dates are
-    vegetation (NDVI > 0.5): seasonal and water changes are not construction.
-    The score is in robust standard deviations (1.4826 x MAD) of the unsuppressed
-    magnitude above its median; threshold ``sigma`` (6).  The after image is first
-    put on the before image's radiometry with IR-MAD invariant pixels (Canty &
-    Nielsen 2008), so a linear gain/offset of either date does not matter.
+    unknown):
 
-    High-resolution (< 5 m) or RGB images: the mean of the robust z-scores of
-    structural dissimilarity (1 - SSIM, Wang et al. 2004) and colour change
+    1. the after image is put on the before image's radiometry with IR-MAD
+       invariant pixels (Canty & Nielsen 2008), so a linear gain/offset of the
+       after image does not move the magnitude;
+    2. change-vector magnitude over blue, green, red, nir (Malila 1980), each band
+       divided by its robust spread; per pixel the smaller of its own magnitude
+       and its 30 m window mean (isolated noise drops, objects keep their outline);
+    3. as robust z-score: (magnitude - median) / (1.4826 MAD) over the scene;
+    4. weighted down where both dates are water (MNDWI, Xu 2006, or NDWI) or both
+       dates are vegetation (NDVI > 0.5), each date read on its own reflectances:
+       seasonal and water changes are not construction;
+    5. weighted down on the rim of strong changes, where a pixel holds less than
+       about a third of the nearby peak change (a mostly unchanged mixed pixel),
+       so blurred edges do not inflate areas.
+
+    Threshold: ``sigma`` (6 robust standard deviations).
+
+    High-resolution (< 5 m) or RGB images: the IR-MAD-normalized pair, then the
+    mean of the robust z-scores of structural dissimilarity (1 - SSIM, Wang et al.
+    2004) and colour change magnitude, with the same rim rule on the colour
     magnitude.  Threshold: ``otsu``.
 
     ``details["auto_choice"]`` says which was used; ``layers`` holds index deltas
