@@ -8,16 +8,17 @@ NaN = nodata.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import indices as _idx
-from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
+from .errors import ChangedetError, EmptyDataError, InvalidParameterError
 
 __all__ = [
-    "ChangeScore", "METHODS", "change_score", "auto", "diff", "log_ratio", "cva", "pca_kmeans", "imad", "ssim",
+    "ChangeScore", "METHODS", "change_score", "fit_method", "FittedScore", "StatsTape", "WINDOWABLE", "auto", "diff", "log_ratio", "cva", "pca_kmeans", "imad", "ssim",
 ]
 
 
@@ -48,6 +49,109 @@ class ChangeScore:
 
 
 # --- shared helpers ------------------------------------------------------------
+
+class StatsTape:
+    """Records the global statistics a method computes, then replays them.
+
+    Methods compute scene-wide statistics (robust spreads, IR-MAD gains, MAD of
+    the magnitude, ...) through :func:`_global`.  Recorded once on a sample of the
+    scene and replayed on each window, they make a windowed run give the same
+    score as the whole scene in memory (see :func:`fit_method`).
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.values: list[Any] = []
+        self.pos = 0
+
+
+_TAPE: contextvars.ContextVar[StatsTape | None] = contextvars.ContextVar("changedet_stats_tape", default=None)
+
+
+def _global(compute: Callable[[], Any]) -> Any:
+    """A scene-wide statistic: computed, recorded, or replayed by the active :class:`StatsTape`."""
+    tape = _TAPE.get()
+    if tape is None:
+        return compute()
+    if tape.mode == "record":
+        value = compute()
+        tape.values.append(value)
+        return value
+    if tape.pos >= len(tape.values):
+        raise RuntimeError("the method asked for more global statistics than were recorded")  # pragma: no cover
+    value = tape.values[tape.pos]
+    tape.pos += 1
+    return value
+
+
+#: Methods whose every scene-wide statistic goes through :func:`_global`, so that a
+#: windowed run reproduces the whole-scene score exactly (given the halo).
+WINDOWABLE = frozenset({"auto", "diff", "cva", "log-ratio", "ssim"} | {f"index:{n}" for n in ("ndvi", "ndbi", "bsi", "ndwi", "brightness")})
+
+
+@dataclass(frozen=True, eq=False)
+class FittedScore:
+    """A method with its scene-wide statistics fixed on a sample; :meth:`apply` scores a window."""
+
+    method: str
+    band_names: tuple[str, ...]
+    pixel_size_m: float | None
+    values: tuple[Any, ...]
+    halo_px: int
+    threshold_method: str
+
+    def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> ChangeScore:
+        tape = StatsTape("replay")
+        tape.values = list(self.values)
+        token = _TAPE.set(tape)
+        try:
+            return METHODS[self.method](before, after, band_names=self.band_names,
+                                        pixel_size_m=self.pixel_size_m, valid=valid)
+        finally:
+            _TAPE.reset(token)
+
+
+def fit_method(
+    method: str,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    pixel_size_m: float | None = None,
+    valid: np.ndarray | None = None,
+) -> FittedScore | None:
+    """Fix a method's scene-wide statistics on a sample (None for methods that cannot).
+
+    ``fit_method(m, b, a, ...).apply(b, a, valid)`` equals ``change_score(b, a, method=m, ...)``;
+    applied to windows with a halo of ``halo_px`` it gives the same score as on the whole scene.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.uniform(500, 1500, size=(4, 40, 40)); a = b * 1.1; a[:, 5:9, 5:9] += 900
+    >>> names = ["B02", "B03", "B04", "B08"]
+    >>> f = fit_method("auto", b, a, band_names=names, pixel_size_m=10)
+    >>> whole = change_score(b, a, band_names=names, pixel_size_m=10).score
+    >>> part = f.apply(b[:, :20], a[:, :20], np.ones((20, 40), bool)).score
+    >>> bool(np.allclose(part[:12], whole[:12], equal_nan=True))
+    True
+    """
+    if method not in METHODS:
+        raise InvalidParameterError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if method not in WINDOWABLE:
+        return None
+    tape = StatsTape("record")
+    token = _TAPE.set(tape)
+    try:
+        res = METHODS[method](before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
+    finally:
+        _TAPE.reset(token)
+    px = pixel_size_m or 10.0
+    # neighbourhood reach of the methods: 30 m means, 5 px rims, SSIM windows (sigma 1.5 px)
+    halo = max(8, int(np.ceil(30.0 / px)) + 6)
+    return FittedScore(method, tuple(band_names), pixel_size_m, tuple(tape.values), halo, res.threshold_method)
+
 
 def _prepare(before, after, band_names, valid):
     before = np.asarray(before)
@@ -92,6 +196,10 @@ def _prepare(before, after, band_names, valid):
 
 def _robust_stats(x: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
     """Median and robust spread (IQR/1.349, falling back to std) of x over ok."""
+    return _global(lambda: _robust_stats_now(x, ok))
+
+
+def _robust_stats_now(x: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
     v = x[ok]
     if v.size > 500_000:
         v = v[:: v.size // 500_000 + 1]
@@ -153,10 +261,13 @@ def diff(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
 def cva(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
     """Change vector analysis: magnitude of the standardized spectral change vector.
 
-    Bands are standardized per date (median, robust spread), which removes a
-    linear gain/offset between the dates; the score is the Euclidean norm of the
-    difference vector and ``layers["cva_direction"]`` holds the angle (radians)
-    of the change vector in the plane of the first two bands.
+    The after image is put on the before image's radiometry with IR-MAD
+    invariant pixels (Canty & Nielsen 2008; per-date standardization if that
+    fails), which removes a linear gain/offset between the dates even when much
+    of the scene changed; bands are divided by the before band's robust spread;
+    the score is the Euclidean norm of the difference vector and
+    ``layers["cva_direction"]`` holds the angle (radians) of the change vector in
+    the plane of the first two bands.
 
     References
     ----------
@@ -175,12 +286,16 @@ def cva(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Cha
     (np.int64(5), np.int64(5))
     """
     before, after, names, ok = _prepare(before, after, band_names, valid)
-    d = _standardize(after, ok) - _standardize(before, ok)
+    zb, za, normalized = _normalized_pair(before, after, ok, list(range(before.shape[0])))
+    d = za - zb
     mag = np.sqrt(np.sum(d * d, axis=0))
     layers = _index_layers(before, after, names, ok)
     if d.shape[0] >= 2:
         layers["cva_direction"] = _finish(np.arctan2(d[1], d[0]), ok)
-    return ChangeScore(_finish(mag, ok), "cva", "otsu", {"bands": list(names), "standardized": "per date"}, layers)
+    return ChangeScore(_finish(mag, ok), "cva", "otsu",
+                       {"bands": list(names),
+                        "normalization": "irmad invariant pixels" if normalized else "per-date standardization"},
+                       layers)
 
 
 def log_ratio(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
@@ -209,8 +324,8 @@ def log_ratio(before, after, *, band_names=None, pixel_size_m=None, valid=None) 
     acc = np.zeros(before.shape[1:], np.float64)
     shifts = []
     for b in range(before.shape[0]):
-        lo = min(float(before[b][ok].min()), float(after[b][ok].min()))
-        scale = max(float(np.percentile(np.abs(before[b][ok]), 50)), 1e-6)
+        lo, scale = _global(lambda: (min(float(before[b][ok].min()), float(after[b][ok].min())),
+                                     max(float(np.percentile(np.abs(before[b][ok]), 50)), 1e-6)))
         # a shift of 1 % of the median keeps dark pixels from exploding the ratio
         shift = (0.0 if lo > 0 else -lo) + 0.01 * scale
         shifts.append(shift)
@@ -264,8 +379,9 @@ def _index_method(name: str) -> Callable[..., ChangeScore]:
 
 
 def _difference_image(before, after, ok) -> np.ndarray:
-    """Standardized change magnitude per pixel (the grey-level difference image of Celik)."""
-    d = _standardize(after, ok) - _standardize(before, ok)
+    """Change magnitude per pixel on normalized bands (the grey-level difference image of Celik)."""
+    zb, za, _ = _normalized_pair(before, after, ok, list(range(before.shape[0])))
+    d = za - zb
     return np.sqrt(np.sum(d * d, axis=0))
 
 
@@ -393,14 +509,16 @@ def _ssim_map(before, after, ok, *, sigma: float = 1.5) -> np.ndarray:
     rows, cols = ok.shape
     if min(rows, cols) < 7:
         raise InvalidParameterError(f"ssim needs images of at least 7x7 pixels, got {rows}x{cols}")
-    return _ssim_pair(_standardize(before, ok), _standardize(after, ok), ok, sigma=sigma)
+    zb, za, _ = _normalized_pair(before, after, ok, list(range(before.shape[0])))
+    return _ssim_pair(zb, za, ok, sigma=sigma)
 
 
 def ssim(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> ChangeScore:
     """Structural dissimilarity: 1 - SSIM, averaged over bands (Wang et al. 2004).
 
-    Bands are standardized per date first, so the luminance term does not react to
-    a global gain/offset; Gaussian window sigma 1.5 px.
+    The after image is first put on the before image's radiometry (IR-MAD
+    invariant pixels, Canty & Nielsen 2008), so the luminance and contrast terms do
+    not react to a global gain/offset; Gaussian window sigma 1.5 px.
 
     References
     ----------
@@ -449,25 +567,37 @@ def _mixed_pixel_weight(raw: np.ndarray, ok: np.ndarray, *, size: int = 5) -> np
     from scipy import ndimage
 
     filled = np.where(ok & np.isfinite(raw), raw, 0.0)
-    base = float(np.median(filled[ok])) if ok.any() else 0.0
+    base = _global(lambda: float(np.median(filled[ok])) if ok.any() else 0.0)
     above = np.maximum(filled - base, 0.0)
     # the peak of the 3 x 3 mean, so texture inside a changed area does not count as rim
     peak = ndimage.maximum_filter(ndimage.uniform_filter(above, 3, mode="nearest"), size=size, mode="nearest")
+    # only the rim: a pixel between changed and unchanged ground (its 3 x 3 minimum is
+    # about unchanged); a weaker part inside a changed area keeps its full weight
+    low = ndimage.minimum_filter(above, size=3, mode="nearest")
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(peak > 0, above / peak, 1.0)
+        share = np.where(low < 0.1 * peak, share, 1.0)
     # a linear ramp, 0 below a 30 % share and 1 above half: a strong change's rim has
     # a z-score in the hundreds, which a soft sigmoid weight would not bring under the threshold
     return np.clip((share - 0.25) / 0.2, 0.0, 1.0)
 
 
 def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
-    v = x[ok & np.isfinite(x)]
-    if v.size == 0:
+    def stats() -> tuple[float, float] | None:
+        v = x[ok & np.isfinite(x)]
+        if v.size == 0:
+            return None
+        med = float(np.median(v))
+        # the magnitudes are in units of the bands' robust spread: below a thousandth
+        # of it (over half the scene bit-identical, as in noise-free synthetic pairs)
+        # the no-change noise is taken as that floor rather than zero
+        mad = max(1.4826 * float(np.median(np.abs(v - med))), 1e-3)
+        return med, mad
+
+    st = _global(stats)
+    if st is None:
         return np.zeros_like(x)
-    med = float(np.median(v))
-    mad = 1.4826 * float(np.median(np.abs(v - med)))
-    if not mad > 1e-12:
-        mad = float(np.std(v)) or 1.0
+    med, mad = st
     return (x - med) / mad
 
 
@@ -477,10 +607,22 @@ def _normalized_pair(before, after, ok, bands):
     from .normalize import normalize_irmad
 
     b = before[bands]
-    try:
-        a = normalize_irmad(b, after[bands], valid=ok).after
-    except ChangedetError:  # pragma: no cover - degenerate statistics: fall back on per-date standardization
+
+    def fit() -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            norm = normalize_irmad(b, after[bands], valid=ok)
+        except ChangedetError:  # degenerate statistics: fall back on per-date standardization
+            return None
+        return norm.gains, norm.offsets
+
+    coefs = _global(fit)
+    if coefs is None:  # pragma: no cover - degenerate statistics
         return _standardize(b, ok), _standardize(after[bands], ok), False
+    gains, offsets = coefs
+    a64 = after[bands].astype(np.float64)
+    a = np.empty(a64.shape, dtype=np.float32)
+    for i in range(a64.shape[0]):
+        a[i] = ((a64[i] - offsets[i]) / gains[i]).astype(np.float32)
     out_b = np.empty_like(b, dtype=np.float32)
     out_a = np.empty_like(b, dtype=np.float32)
     for i in range(b.shape[0]):
@@ -527,7 +669,10 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary.
     # They read each date's own reflectances: NDVI 0.5 and MNDWI 0 are physical
     # boundaries, which a mapping onto the other date's radiometry would move.
-    w_water = 1.0 - _sigmoid(np.nan_to_num(wb, nan=-1) / 0.05) * _sigmoid(np.nan_to_num(wa, nan=-1) / 0.05)
+    # MNDWI separates water at 0 (Xu 2006); green/nir NDWI puts bright roofs and
+    # concrete close to 0, so without swir water must reach 0.2 (McFeeters 1996)
+    w0 = 0.0 if water_index == "mndwi" else 0.2
+    w_water = 1.0 - _sigmoid((np.nan_to_num(wb, nan=-1) - w0) / 0.05) * _sigmoid((np.nan_to_num(wa, nan=-1) - w0) / 0.05)
     w_veg = _sigmoid((0.5 - np.nan_to_num(np.minimum(nvb, nva), nan=0)) / 0.05)
     score = z * w_water * w_veg * w_mixed
     layers = _index_layers(before, after, names, ok)
@@ -553,8 +698,7 @@ def _ssim_pair(zb, za, ok, *, sigma: float = 1.5) -> np.ndarray:
     za = np.where(ok, za, 0.0)
     acc = np.zeros(ok.shape, np.float64)
     for b in range(zb.shape[0]):
-        lo = min(float(zb[b].min()), float(za[b].min()))
-        hi = max(float(zb[b].max()), float(za[b].max()))
+        lo, hi = _global(lambda: (min(float(zb[b].min()), float(za[b].min())), max(float(zb[b].max()), float(za[b].max()))))
         if hi - lo <= 0:
             acc += 1.0
             continue

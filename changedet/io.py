@@ -135,8 +135,10 @@ def _check_exists(path: Path, what: str) -> None:
         raise RasterReadError(f"{what} {str(path)!r} does not exist; check the path (relative paths are resolved from {os.getcwd()!r})")
 
 
-def _open(path: Path | str):  # noqa: ANN202 - rasterio dataset
+def _open(path: Path | str, *, quiet: bool = True):  # noqa: ANN202 - rasterio dataset
     try:
+        if not quiet:  # worker threads: catch_warnings is not thread-safe (inputs are georeferenced there)
+            return rasterio.open(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             return rasterio.open(path)
@@ -737,7 +739,7 @@ class WindowedReader:
 
             h = {}
             for f in dict.fromkeys(s[0] for s in self.sources):
-                src = _open(f)
+                src = _open(f, quiet=self.grid.crs is None)
                 g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
                 offset = _subgrid_offset(g, self.grid)
                 if offset is not None:
@@ -790,16 +792,14 @@ class WindowedReader:
             # a mask read only where the file has masks beyond a nodata value
             plain = all(ds.mask_flag_enums[k - 1] in ([MaskFlags.all_valid], [MaskFlags.nodata]) for k in indexes)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    if raw:
-                        arr = ds.read(indexes, window=win, out_dtype=dtype)
-                    elif plain:
-                        arr = ds.read(indexes, window=win, out_dtype="float32")
-                        if ds.nodata is not None and not np.isnan(ds.nodata):
-                            arr[arr == np.float32(ds.nodata)] = np.nan
-                    else:
-                        arr = np.ma.filled(ds.read(indexes, window=win, masked=True, out_dtype="float32"), np.nan)
+                if raw:
+                    arr = ds.read(indexes, window=win, out_dtype=dtype)
+                elif plain:
+                    arr = ds.read(indexes, window=win, out_dtype="float32")
+                    if ds.nodata is not None and not np.isnan(ds.nodata):
+                        arr[arr == np.float32(ds.nodata)] = np.nan
+                else:
+                    arr = np.ma.filled(ds.read(indexes, window=win, masked=True, out_dtype="float32"), np.nan)
             except RasterioError as exc:
                 raise RasterReadError(
                     f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "

@@ -590,12 +590,14 @@ def detect_changes(
 
     # ---- polygons: minimum mapping unit and hole filling on whole objects, then the mask from them
     t = time.perf_counter()
+    # the method's own layers (components, raw index changes) stay on the result; the
+    # from-to classes read the scene-centred index changes, as the windowed path does
     layers = dict(cs.layers)
-    for k, v in class_layers(b.data, a.data, b.band_names, valid).items():
-        layers.setdefault(k, v)
+    class_input = class_layers(b.data, a.data, b.band_names, valid)
+    layers.update(class_input)
     polygons = _objects.vectorize(
         GeoRaster(opened[np.newaxis].astype("uint8"), grid.transform, grid.crs, ("change",)),
-        score=score, layers={k: v for k, v in layers.items() if k.startswith("d_")},
+        score=score, layers=class_input,
         min_area_m2=mmu_m2, fill_holes_m2=holes_m2, pixel_size_m=pixel_size_m,
     )
     kept = _objects.polygons_to_mask(polygons, grid) & valid

@@ -125,9 +125,10 @@ def fit_method(
 ) -> FittedMethod:
     """Fix a method's global statistics on a sample of the scene.
 
-    Methods that provide ``changedet.change.fit_method`` get their exact split;
-    the others are applied to each window as a whole (their statistics then come
-    from the window, which the result's summary reports as ``exact: false``).
+    Methods of :data:`changedet.change.WINDOWABLE` record their scene-wide statistics
+    on the sample and replay them on every window (exact); the others (``imad``,
+    ``pca-kmeans``) are applied to each window as a whole, their statistics then
+    coming from the window, which the summary reports.
 
     Examples
     --------
@@ -138,54 +139,15 @@ def fit_method(
     >>> f.apply(b, a, np.ones((32, 32), bool)).score.shape
     (32, 32)
     """
-    split = _SPLITS.get(method)
-    if split is not None:
-        return split(method, np.asarray(before, dtype=np.float32), np.asarray(after, dtype=np.float32),
-                     tuple(band_names), pixel_size_m, np.asarray(valid, dtype=bool))
-    fitter = getattr(_change, "fit_method", None)
-    if fitter is not None:
-        fitted = fitter(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
-        if fitted is not None:
-            return FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
-                                exact=True, threshold_method=getattr(fitted, "threshold_method", None))
+    fitted = _change.fit_method(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
+    if fitted is not None:
+        return FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
+                            exact=True, threshold_method=fitted.threshold_method)
 
     def whole(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
         return _change.change_score(b, a, method=method, band_names=band_names, pixel_size_m=pixel_size_m, valid=v)
 
     return FittedMethod(method, band_names, pixel_size_m, whole, halo_px=32, exact=False)
-
-
-def _fit_cva(method: str, before: np.ndarray, after: np.ndarray, names: tuple[str, ...],
-             pixel_size_m: float | None, valid: np.ndarray) -> FittedMethod:
-    """cva and diff: per-band robust statistics of each date, then per-pixel arithmetic."""
-    ok = valid & np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
-    stats_b = [_change._robust_stats(before[i], ok) for i in range(before.shape[0])]
-    stats_a = [_change._robust_stats(after[i], ok) for i in range(after.shape[0])]
-
-    def apply(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
-        b = np.asarray(b, dtype=np.float32)
-        a = np.asarray(a, dtype=np.float32)
-        okw = v & np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)
-        if method == "diff":
-            acc = np.zeros(b.shape[1:], np.float32)
-            for i in range(b.shape[0]):
-                acc += np.abs(a[i] - b[i]) / stats_b[i][1]
-            return _change.ChangeScore(_change._finish(acc / b.shape[0], okw), "diff", "otsu", {"bands": list(names)}, {})
-        zb = np.empty_like(b)
-        za = np.empty_like(a)
-        for i in range(b.shape[0]):
-            zb[i] = (b[i] - stats_b[i][0]) / stats_b[i][1]
-            za[i] = (a[i] - stats_a[i][0]) / stats_a[i][1]
-        d = za - zb
-        mag = np.sqrt(np.sum(d * d, axis=0))
-        return _change.ChangeScore(_change._finish(mag, okw), "cva", "otsu",
-                                   {"bands": list(names), "standardized": "per date"}, {})
-
-    return FittedMethod(method, names, pixel_size_m, apply, halo_px=0, exact=True)
-
-
-#: Methods whose global statistics are fitted once and frozen (exact window-by-window results).
-_SPLITS: dict[str, Callable[..., FittedMethod]] = {"cva": _fit_cva, "diff": _fit_cva}
 
 
 # --------------------------------------------------------------------------- strips
@@ -385,6 +347,11 @@ def detect_changes_tiled(
             f"the two dates share no band: before has {list(names_b)}, after has {list(names_a)}; "
             "pass images with the same bands (names from band descriptions or file names)"
         )
+    if grid_b.crs is None or grid_a.crs is None:
+        raise InvalidParameterError(
+            "the windowed path needs georeferenced images; for images without georeferencing pass tiled=False "
+            "(--in-memory)"
+        )
     grid = _align.overlap_grid(grid_b, grid_a)
     aoi_geom = None
     if aoi_lonlat is not None:
@@ -495,7 +462,10 @@ def detect_changes_tiled(
             inside = _aoi_inside(aoi_geom, grid, plan.outer)
             if inside is not None:
                 v &= inside
-            score_o = np.where(v, fitted.apply(b_o[:ns], a_sp, v).score, np.nan).astype("float32")
+            if v.any():
+                score_o = np.where(v, fitted.apply(b_o[:ns], a_sp, v).score, np.nan).astype("float32")
+            else:  # nothing to compare here (nodata, clouds, outside the AOI)
+                score_o = np.full(v.shape, np.nan, dtype="float32")
             raw = _threshold.apply_threshold(score_o, thr, valid=v)
             opened = _objects.clean_mask(raw, opening_px=open_px, valid=v)
             rs, cs_ = plan.inner

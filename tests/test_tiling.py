@@ -63,7 +63,7 @@ def test_plan_windows_cover_the_grid_once() -> None:
         plan_windows((10, 10), size=4)
 
 
-@pytest.mark.parametrize("method", ["cva", "diff"])
+@pytest.mark.parametrize("method", ["auto", "cva", "diff", "log-ratio", "index:ndvi"])
 def test_windowed_equals_in_memory(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path, method: str) -> None:
     before, after, truth = scene_pair
     mem = detect_changes(before, after, method=method, tiled=False)
@@ -142,3 +142,17 @@ def test_cli_tiled_flag(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Pat
     assert summary["tiling"]["path"] == "windowed"
     assert main(["detect", str(before), str(after), "--out", str(tmp_path / "d"), "--tiled", "--truth", str(before)]) == 2
     assert "--in-memory" in capsys.readouterr().err
+
+
+def test_windowed_equals_in_memory_high_resolution_rgb(tmp_path: Path) -> None:
+    """The structural (SSIM + colour) branch of auto on the 1 m sample, cut into 200 px windows."""
+    from changedet.data import sample_path
+    from changedet.tiling import detect_changes_tiled
+
+    folder = sample_path("hires_rgb")
+    mem = detect_changes(folder / "before.tif", folder / "after.tif", tiled=False)
+    win = detect_changes_tiled(folder / "before.tif", folder / "after.tif", tmp_path / "w", window_px=200, progress=False)
+    assert win.summary["method_details"]["auto_choice"] == mem.summary["method_details"]["auto_choice"] == "structure+colour"
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    assert win.n_changes == mem.n_changes
