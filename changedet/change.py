@@ -337,7 +337,13 @@ def log_ratio(before, after, *, band_names=None, pixel_size_m=None, valid=None) 
 
 
 def _index_layers(before, after, names, ok) -> dict[str, np.ndarray]:
-    """Signed per-pixel index changes (after - before) that the bands allow."""
+    """Signed per-pixel index changes (after - before) that the bands allow.
+
+    Skipped (empty) while a :class:`StatsTape` replays: windowed runs use only the score.
+    """
+    tape = _TAPE.get()
+    if tape is not None and tape.mode == "replay":
+        return {}
     layers = {}
     for name in ("ndvi", "ndbi", "bsi", "ndwi", "brightness"):
         if name in _idx.available_indices(names):

@@ -214,7 +214,7 @@ def _unpack(packed: tuple[bytes, tuple[int, int]]) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=shape[0] * shape[1]).reshape(shape).astype(bool)
 
 
-def _sample_windows(grid: Grid, budget_px: int, block: int = 512) -> list[Window]:
+def _sample_windows(grid: Grid, budget_px: int, block: int = 256) -> list[Window]:
     """The whole grid when it fits the budget, else a regular lattice of blocks."""
     rows, cols = grid.shape
     if rows * cols <= budget_px:
@@ -272,7 +272,7 @@ def detect_changes_tiled(
     bands: Sequence[str] | None = None,
     window_px: int = 512,
     workers: int | None = None,
-    sample_budget_px: int = 4_000_000,
+    sample_budget_px: int = 1_048_576,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Any:
@@ -293,7 +293,8 @@ def detect_changes_tiled(
         Threads working on windows (default: all cores).
     sample_budget_px : int
         Scenes up to this many pixels are sampled whole (then the result is identical
-        to the in-memory path); larger scenes are sampled on a lattice of 512 x 512 blocks.
+        to the in-memory path); larger scenes are sampled on a lattice of 256 x 256 blocks
+        of about this many pixels in all.
 
     Examples
     --------
@@ -599,7 +600,7 @@ def detect_changes_tiled(
     )
     summary["tiling"] = {
         "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
-        "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 512 x 512",
+        "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 256 x 256",
         "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
         "preview_stride": stride,
     }
