@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -355,9 +354,11 @@ def vectorize_parts(
         if flag:
             touches[np.unique(line)] = True
     pieces: dict[int, list[Any]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for geom, value in features.shapes(labels, mask=labels > 0, connectivity=8, transform=transform):
+    # No mask argument: rasterio wraps a mask in an in-memory dataset without a transform,
+    # which warns (NotGeoreferencedWarning), and warnings.catch_warnings is not thread-safe
+    # (this runs in worker threads).  The background comes out as value 0 and is skipped.
+    for geom, value in features.shapes(labels, connectivity=8, transform=transform):
+        if value:
             pieces.setdefault(int(value), []).append(shapely.geometry.shape(geom))
     parts = []
     for i, lab in enumerate(index):

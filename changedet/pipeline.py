@@ -13,7 +13,6 @@ import os
 import platform
 import time
 import typing
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -280,8 +279,7 @@ def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequenc
     """Uncentred index changes; ``_bright_b``/``_bright_a`` are the per-pixel mean brightness."""
     names = list(band_names)
     out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with np.errstate(invalid="ignore", divide="ignore"):  # (no catch_warnings: runs in worker threads)
         available = _indices.available_indices(names)
         for idx in ("ndvi", "ndbi", "ndwi"):
             if idx in available:

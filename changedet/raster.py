@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from affine import Affine
@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 
 from .errors import GridMismatchError, InvalidParameterError
 
-__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine"]
+__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform"]
 
 
 def _crs_name(crs: CRS | None) -> str:
@@ -138,6 +138,21 @@ def apply_affine(transform: Affine, x: float, y: float) -> tuple[float, float]:
     """
     t = transform
     return (float(t.a * x + t.b * y + t.c), float(t.d * x + t.e * y + t.f))
+
+
+def window_transform(window: Any, transform: Affine) -> Affine:
+    """The transform of a rasterio ``Window`` of a grid (no deprecated ``Affine * tuple``).
+
+    Examples
+    --------
+    >>> from rasterio.windows import Window
+    >>> window_transform(Window(2, 3, 5, 5), Affine(10, 0, 100, 0, -10, 50))
+    Affine(10.0, 0.0, 120.0,
+           0.0, -10.0, 20.0)
+    """
+    col, row = float(window.col_off), float(window.row_off)
+    t = transform
+    return Affine(t.a, t.b, t.c + t.a * col + t.b * row, t.d, t.e, t.f + t.d * col + t.e * row)
 
 
 def describe_grid(grid: Grid) -> str:

@@ -17,6 +17,7 @@ polygons; it does not grow with the scene beyond those.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -31,7 +32,6 @@ import numpy as np
 from affine import Affine
 from rasterio import features
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 
 from . import align as _align
 from . import change as _change
@@ -40,7 +40,7 @@ from . import masks as _masks
 from . import objects as _objects
 from . import threshold as _threshold
 from .errors import EmptyDataError, InvalidParameterError
-from .raster import GeoRaster, Grid, describe_grid
+from .raster import GeoRaster, Grid, describe_grid, window_transform
 
 __all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_changes_tiled", "TILED_MIN_PIXELS"]
 
@@ -205,6 +205,24 @@ class _Strips:
 
 
 # --------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _quiet_threads() -> Iterator[None]:
+    """Silence, for the threaded section, the warnings rasterio raises and hides itself.
+
+    rasterio wraps arrays in in-memory datasets and hides their NotGeoreferencedWarning
+    with ``warnings.catch_warnings``, which is not thread-safe: with several threads one
+    thread's restore can expose another's warning.  Entered in the main thread before
+    any worker starts, this filter is in every state those blocks save and restore.
+    """
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=NotGeoreferencedWarning)
+        warnings.filterwarnings("ignore", message="Use `@` matmul", category=PendingDeprecationWarning)
+        yield
+
+
+
 def _pack(mask: np.ndarray) -> tuple[bytes, tuple[int, int]]:
     return np.packbits(mask, axis=None).tobytes(), mask.shape
 
@@ -509,7 +527,7 @@ def detect_changes_tiled(
         for k, plan in enumerate(plans):
             window_rows.setdefault(int(plan.core.row_off) // window_px, []).append(k)
         try:
-            with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            with _quiet_threads(), ThreadPoolExecutor(max_workers=n_workers) as pool:
                 ahead = ThreadPoolExecutor(max_workers=1)  # reads the next strip while windows compute
                 pending = None
                 for j in sorted(window_rows):

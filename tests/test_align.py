@@ -297,7 +297,7 @@ def test_apply_shift_integer_and_nan_handling() -> None:
 def test_apply_shift_fractional_spreads_nodata() -> None:
     x = np.ones((6, 6), "float32")
     x[2, 2] = np.nan
-    out = apply_shift(x, Shift(0.0, 0.5))
+    out = apply_shift(x, Shift(0.0, 0.5), order=1)
     assert out.shape == (6, 6)  # 2-D in, 2-D out
     # bilinear: pixels (2, 2) and (2, 3) both draw on the NaN; column 0 on the outside
     assert np.isnan(out[2, 2]) and np.isnan(out[2, 3]) and np.isnan(out[:, 0]).all()
@@ -314,3 +314,18 @@ def test_coregistration_of_the_pipeline_scene_is_zero(scene: Scene) -> None:
     """The synthetic scene (no shift, one planted building) needs no correction."""
     s = estimate_shift(scene.before, scene.after)
     assert s.magnitude < 0.05 and s.n_blocks >= 1
+
+
+def test_apply_shift_cubic_default_keeps_more_contrast_than_linear() -> None:
+    """Cubic convolution (the default) spreads NaN two pixels each way and keeps a
+    one-pixel-wide feature (a narrow building at 10 m) brighter than linear interpolation."""
+    x = np.zeros((1, 8, 12), "float32")
+    x[0, :, 6] = 100.0
+    cubic = apply_shift(x, Shift(0.0, 0.5))[0, 3]
+    linear = apply_shift(x, Shift(0.0, 0.5), order=1)[0, 3]
+    assert np.isnan(cubic[:2]).all() and np.isnan(cubic[-1]) and np.isnan(linear[0])
+    assert linear[6] == pytest.approx(50.0) and linear[7] == pytest.approx(50.0)
+    assert cubic[6] == pytest.approx(56.25) and cubic[7] == pytest.approx(56.25)
+    assert np.nansum(cubic) == pytest.approx(100.0) and np.nansum(linear) == pytest.approx(100.0)
+    with pytest.raises(InvalidParameterError, match="order must be"):
+        apply_shift(x, Shift(0.0, 0.5), order=2)
