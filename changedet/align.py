@@ -35,6 +35,7 @@ __all__ = [
     "estimate_shift",
     "apply_shift",
     "coregister",
+    "shift_helps",
 ]
 
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
@@ -64,13 +65,15 @@ class Shift:
     cols: float
     spread: float = 0.0
     n_blocks: int = 0
+    applied: bool = True
 
     @property
     def magnitude(self) -> float:
         return float(math.hypot(self.rows, self.cols))
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"rows": round(self.rows, 3), "cols": round(self.cols, 3), "spread_px": round(self.spread, 3), "n_blocks": self.n_blocks}
+        return {"rows": round(self.rows, 3), "cols": round(self.cols, 3), "spread_px": round(self.spread, 3),
+                "n_blocks": self.n_blocks, "applied": bool(self.applied and self.n_blocks > 0 and self.magnitude >= 0.05)}
 
 
 def overlap_grid(grid: Grid, other: Grid) -> Grid:
@@ -440,4 +443,37 @@ def coregister(
     shift = estimate_shift(before.data, after.data)
     if shift.n_blocks == 0 or shift.magnitude < min_shift_px:
         return after, shift
+    if not shift_helps(before.data, after.data, shift):
+        return after, Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
     return after.with_data(apply_shift(after.data, shift)), shift
+
+
+def shift_helps(before: np.ndarray, after: np.ndarray, shift: Shift, *, min_gain: float = 0.02) -> bool:
+    """Whether applying ``shift`` brings the dates closer (median absolute difference of
+    the standardized mean band drops by at least ``min_gain``).
+
+    The median ignores changed areas (a minority of pixels), so a shift that a few
+    blocks dominated by new objects made up is rejected instead of blurring the scene.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> img = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(1, 64, 64)), (0, 2, 2))
+    >>> moved = ndimage.shift(img, (0, 1.0, 0), order=1, mode="nearest")
+    >>> shift_helps(img, moved, Shift(-1.0, 0.0)), shift_helps(img, img, Shift(-1.0, 0.0))
+    (True, False)
+    """
+    ref, mov = _reference_band(before if before.ndim == 3 else before[np.newaxis]), _reference_band(
+        after if after.ndim == 3 else after[np.newaxis])
+    moved = apply_shift(mov[np.newaxis].astype("float32"), shift)[0]
+    ok = np.isfinite(moved)
+    ok[: 3 + int(abs(shift.rows))] = False
+    ok[-(3 + int(abs(shift.rows))):] = False
+    ok[:, : 3 + int(abs(shift.cols))] = False
+    ok[:, -(3 + int(abs(shift.cols))):] = False
+    if ok.sum() < 100:
+        return False
+    before_err = float(np.median(np.abs(ref[ok] - mov[ok])))
+    after_err = float(np.median(np.abs(ref[ok] - moved[ok])))
+    return after_err < (1.0 - min_gain) * before_err

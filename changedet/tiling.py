@@ -205,6 +205,12 @@ class _Strips:
 
 
 # --------------------------------------------------------------------------- helpers
+def _majority_helps(samples: Sequence[tuple[Any, np.ndarray, np.ndarray]], ns: int, shift: _align.Shift) -> bool:
+    """The shift brings the dates closer in most sample blocks."""
+    votes = [_align.shift_helps(b_s[:ns], a_s[:ns], shift) for _, b_s, a_s in samples]
+    return sum(votes) > len(votes) / 2
+
+
 @contextlib.contextmanager
 def _quiet_threads() -> Iterator[None]:
     """Silence, for the threaded section, the warnings rasterio raises and hides itself.
@@ -412,6 +418,9 @@ def detect_changes_tiled(
                     spread = float(np.median([math.hypot(e.rows - rows, e.cols - cols) for e in est]))
                     shift = _align.Shift(rows, cols, spread, int(sum(e.n_blocks for e in est)))
         apply_shift = coregister and shift.n_blocks > 0 and shift.magnitude >= 0.05
+        if apply_shift and not _majority_helps(samples, ns, shift):
+            apply_shift = False
+            shift = _align.Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
         fit_b, fit_a, fit_v = [], [], []
         for w, b_s, a_s in samples:
             a_sp = _align.apply_shift(a_s[:ns], shift) if apply_shift else a_s[:ns]

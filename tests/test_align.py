@@ -279,7 +279,8 @@ def test_estimate_shift_degenerate_inputs(textured) -> None:
 def test_shift_dataclass() -> None:
     s = Shift(3.0, -4.0, 0.01234, 7)
     assert s.magnitude == 5.0
-    assert s.as_dict() == {"rows": 3.0, "cols": -4.0, "spread_px": 0.012, "n_blocks": 7}
+    assert s.as_dict() == {"rows": 3.0, "cols": -4.0, "spread_px": 0.012, "n_blocks": 7, "applied": True}
+    assert Shift(3.0, -4.0, 0.0, 7, applied=False).as_dict()["applied"] is False
 
 
 def test_apply_shift_integer_and_nan_handling() -> None:
@@ -329,3 +330,16 @@ def test_apply_shift_cubic_default_keeps_more_contrast_than_linear() -> None:
     assert np.nansum(cubic) == pytest.approx(100.0) and np.nansum(linear) == pytest.approx(100.0)
     with pytest.raises(InvalidParameterError, match="order must be"):
         apply_shift(x, Shift(0.0, 0.5), order=2)
+
+
+def test_coregister_rejects_a_shift_made_up_by_a_new_building() -> None:
+    """One block dominated by a new bright building fakes a shift; the median check refuses it."""
+    rng = np.random.default_rng(0)
+    base = ndimage.gaussian_filter(rng.normal(size=(4, 96, 96)), (0, 3, 3))
+    img = (800 + 400 * base / base.std()).astype("float32")
+    after = img.copy()
+    after[:, 40:52, 30:50] += 2500
+    b = GeoRaster(img, Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
+    a, shift = coregister(b, b.with_data(after))
+    assert not shift.applied
+    assert a.data is not None and np.array_equal(a.data, after)

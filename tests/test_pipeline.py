@@ -450,7 +450,7 @@ def test_saved_summary(saved: Saved) -> None:
     assert {"changedet", "numpy", "rasterio", "gdal"} <= set(summary["versions"])
     assert {"read", "align", "coregister", "score", "total", "save"} <= set(summary["timings_s"])
     assert all(v >= 0 for v in summary["timings_s"].values())
-    assert set(summary["coregistration"]) == {"rows", "cols", "spread_px", "n_blocks"}
+    assert set(summary["coregistration"]) == {"rows", "cols", "spread_px", "n_blocks", "applied"}
     assert abs(summary["coregistration"]["rows"]) < 0.1
     assert summary["results"]["n_changes"] == 1
     assert summary["results"]["changed_area_m2"] == pytest.approx(BUILDING_AREA_M2, rel=0.10)
