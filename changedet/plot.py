@@ -41,6 +41,7 @@ __all__ = [
     "plot_histogram",
     "plot_swipe",
     "plot_mask",
+    "plot_comparison",
     "save_figure",
     "CLASS_COLORS",
 ]
@@ -708,6 +709,48 @@ _MASK_COLORS = {
 }
 
 
+def _mask_codes(
+    mask: GeoRaster | np.ndarray,
+    truth: GeoRaster | np.ndarray | None,
+    truth_change_values: Sequence[float],
+    truth_nochange_values: Sequence[float],
+    ignore_values: Sequence[float],
+) -> tuple[np.ndarray, Grid, list[str], dict[str, int], str]:
+    """Per-pixel agreement codes of a mask (with a truth: TP, FP, FN, TN, nodata)."""
+    pred = _as_2d(mask, "mask")
+    grid = mask.grid if isinstance(mask, GeoRaster) else Grid(pred.shape, Affine.identity(), None)
+    pred_f = pred.astype(np.float64, copy=False)
+    keys: list[str]
+    if truth is not None:
+        acc = evaluate(
+            mask, truth, truth_change_values=truth_change_values,
+            truth_nochange_values=truth_nochange_values, ignore_values=ignore_values,
+        )
+        true_f = _as_2d(truth, "truth").astype(np.float64, copy=False)
+        t_change = np.isin(true_f, np.asarray(truth_change_values, dtype=np.float64))
+        t_nochange = np.isin(true_f, np.asarray(truth_nochange_values, dtype=np.float64))
+        p_change, p_nochange = pred_f == 1, pred_f == 0
+        keys = ["tp", "fp", "fn", "tn", "nodata"]
+        codes = np.full(pred.shape, 4, dtype=np.uint8)
+        codes[p_change & t_change] = 0
+        codes[p_change & t_nochange] = 1
+        codes[p_nochange & t_change] = 2
+        codes[p_nochange & t_nochange] = 3
+        counts = {"tp": acc.tp, "fp": acc.fp, "fn": acc.fn, "tn": acc.tn, "nodata": acc.n_ignored}
+        default_title = f"F1 {acc.f1:.3f}   IoU {acc.iou:.3f}   kappa {acc.kappa:.3f}"
+    else:
+        keys = ["change", "nochange", "nodata"]
+        codes = np.full(pred.shape, 2, dtype=np.uint8)
+        codes[pred_f == 1] = 0
+        codes[pred_f == 0] = 1
+        counts = {k: int(np.count_nonzero(codes == i)) for i, k in enumerate(keys)}
+        n_valid = counts["change"] + counts["nochange"]
+        default_title = f"change: {counts['change']:,} of {n_valid:,} valid pixels" + (
+            f" ({counts['change'] / n_valid:.1%})" if n_valid else ""
+        )
+    return codes, grid, keys, counts, default_title
+
+
 def plot_mask(
     mask: GeoRaster | np.ndarray,
     *,
@@ -744,37 +787,9 @@ def plot_mask(
     >>> [t.get_text() for t in fig.legends[0].get_texts()][:3]
     ['true positive: 1', 'false positive: 1', 'false negative: 1']
     """
-    pred = _as_2d(mask, "mask")
-    grid = mask.grid if isinstance(mask, GeoRaster) else Grid(pred.shape, Affine.identity(), None)
-    pred_f = pred.astype(np.float64, copy=False)
-    keys: list[str]
-    if truth is not None:
-        acc = evaluate(
-            mask, truth, truth_change_values=truth_change_values,
-            truth_nochange_values=truth_nochange_values, ignore_values=ignore_values,
-        )
-        true_f = _as_2d(truth, "truth").astype(np.float64, copy=False)
-        t_change = np.isin(true_f, np.asarray(truth_change_values, dtype=np.float64))
-        t_nochange = np.isin(true_f, np.asarray(truth_nochange_values, dtype=np.float64))
-        p_change, p_nochange = pred_f == 1, pred_f == 0
-        keys = ["tp", "fp", "fn", "tn", "nodata"]
-        codes = np.full(pred.shape, 4, dtype=np.uint8)
-        codes[p_change & t_change] = 0
-        codes[p_change & t_nochange] = 1
-        codes[p_nochange & t_change] = 2
-        codes[p_nochange & t_nochange] = 3
-        counts = {"tp": acc.tp, "fp": acc.fp, "fn": acc.fn, "tn": acc.tn, "nodata": acc.n_ignored}
-        default_title = f"F1 {acc.f1:.3f}   IoU {acc.iou:.3f}   kappa {acc.kappa:.3f}"
-    else:
-        keys = ["change", "nochange", "nodata"]
-        codes = np.full(pred.shape, 2, dtype=np.uint8)
-        codes[pred_f == 1] = 0
-        codes[pred_f == 0] = 1
-        counts = {k: int(np.count_nonzero(codes == i)) for i, k in enumerate(keys)}
-        n_valid = counts["change"] + counts["nochange"]
-        default_title = f"change: {counts['change']:,} of {n_valid:,} valid pixels" + (
-            f" ({counts['change'] / n_valid:.1%})" if n_valid else ""
-        )
+    codes, grid, keys, counts, default_title = _mask_codes(
+        mask, truth, truth_change_values, truth_nochange_values, ignore_values
+    )
     lut = np.array([[int(_MASK_COLORS[k][0][i : i + 2], 16) / 255 for i in (1, 3, 5)] for k in keys])
     stride = _stride(codes.shape)
     shown = codes[::stride, ::stride]
@@ -791,6 +806,62 @@ def plot_mask(
     ]
     fig.legend(handles=handles, loc="outside right upper", fontsize=9, frameon=False)
     _add_scale_bar(ax, small)
+    return fig
+
+
+def plot_comparison(
+    masks: Mapping[str, GeoRaster | np.ndarray],
+    *,
+    truth: GeoRaster | np.ndarray | None = None,
+    truth_change_values: Sequence[float] = (1,),
+    truth_nochange_values: Sequence[float] = (0,),
+    ignore_values: Sequence[float] = (255,),
+    ncols: int = 4,
+) -> Figure:
+    """Several change masks side by side (one per method), coloured by agreement with a truth.
+
+    Each panel's title gives the method and, with a truth, its F1 and kappa.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> truth = np.array([[1, 0], [0, 0]])
+    >>> fig = plot_comparison({"a": np.array([[1, 0], [0, 0]]), "b": np.array([[1, 1], [0, 0]])}, truth=truth)
+    >>> [ax.get_title().split()[0] for ax in fig.axes if ax.get_visible()]
+    ['a', 'b']
+    """
+    if not masks:
+        raise InvalidParameterError("plot_comparison needs at least one mask")
+    if ncols < 1:
+        raise InvalidParameterError(f"ncols must be >= 1, got {ncols}")
+    names = list(masks)
+    ncols = min(ncols, len(names))
+    nrows = -(-len(names) // ncols)
+    first = _mask_codes(masks[names[0]], truth, truth_change_values, truth_nochange_values, ignore_values)
+    aspect = _height_over_width(first[1])
+    fig = _Figure(figsize=(3.4 * ncols, 3.4 * nrows * aspect + 0.9), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    keys: list[str] = first[2]
+    for ax, name in zip(axes, names):
+        codes, grid, keys, counts, title = _mask_codes(
+            masks[name], truth, truth_change_values, truth_nochange_values, ignore_values
+        )
+        lut = np.array([[int(_MASK_COLORS[k][0][i : i + 2], 16) / 255 for i in (1, 3, 5)] for k in keys])
+        stride = _stride(codes.shape, 1200)
+        shown = codes[::stride, ::stride]
+        small = Grid(shown.shape, grid.transform @ Affine.scale(stride), grid.crs)
+        ax.imshow(lut[shown], extent=_extent(small), origin="upper", interpolation="nearest")
+        if truth is not None:
+            parts = dict(p.split(" ", 1) for p in title.split("   "))
+            label = f"{name}\nF1 {parts.get('F1', '?')}  kappa {parts.get('kappa', '?')}"
+        else:
+            label = f"{name}\n{counts.get('change', 0):,} px changed"
+        _map_axes(ax, small, label)
+        ax.title.set_fontsize(9)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    handles = [Patch(facecolor=_MASK_COLORS[k][0], edgecolor="0.4", label=_MASK_COLORS[k][1]) for k in keys]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9, frameon=False)
     return fig
 
 
