@@ -24,7 +24,7 @@ from rasterio.windows import Window, from_bounds
 from scipy import ndimage
 
 from .errors import BandMismatchError, EmptyDataError, GridMismatchError, InvalidParameterError, NoOverlapError
-from .raster import GeoRaster, Grid, apply_affine, describe_grid, window_transform
+from .raster import GeoRaster, Grid, describe_grid, window_transform
 
 __all__ = [
     "AlignedPair",
@@ -181,15 +181,10 @@ def align_to(raster: GeoRaster, like: Grid, *, resampling: ResamplingName = "bil
 
 def _exact_crop(raster: GeoRaster, like: Grid) -> GeoRaster | None:
     """A view of ``raster`` when ``like`` is a whole-pixel sub-grid of it."""
-    t, u = raster.transform, like.transform
-    if raster.crs != like.crs or any(abs(a - b) > 1e-9 * max(raster.res) for a, b in zip((t.a, t.b, t.d, t.e), (u.a, u.b, u.d, u.e))):
+    offset = like.offset_in(raster.grid)
+    if offset is None:
         return None
-    col, row = apply_affine(~t, u.c, u.f)
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    r0, c0 = int(round(row)), int(round(col))
-    if r0 < 0 or c0 < 0 or r0 + like.height > raster.height or c0 + like.width > raster.width:
-        return None
+    r0, c0 = offset
     data = raster.data[:, r0 : r0 + like.height, c0 : c0 + like.width]
     return GeoRaster(data, like.transform, like.crs, raster.band_names)
 

@@ -652,42 +652,6 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
     return best, tuple(s[2] for s in sources)
 
 
-def _subgrid_offset(source: Grid, target: Grid) -> tuple[int, int] | None:
-    """(row, col) offset of ``target`` inside ``source`` when it is a whole-pixel sub-grid, else None."""
-    if source.crs != target.crs:
-        return None
-    t, u = source.transform, target.transform
-    if any(abs(a - b) > 1e-9 * max(source.res) for a, b in zip((t.a, t.b, t.d, t.e), (u.a, u.b, u.d, u.e))):
-        return None
-    col, row = (~t).c + (~t).a * u.c + (~t).b * u.f, (~t).f + (~t).d * u.c + (~t).e * u.f
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
-        return None
-    r0, c0 = int(round(row)), int(round(col))
-    if r0 < 0 or c0 < 0 or r0 + target.height > source.height or c0 + target.width > source.width:
-        return None
-    return r0, c0
-
-
-def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) -> GeoRaster:
-    """A raster read at a reduced ``shape`` (rows, cols), from its overviews where present (nearest).
-
-    Examples
-    --------
-    >>> import tempfile, numpy as np
-    >>> r = GeoRaster(np.arange(16, dtype="float32").reshape(1, 4, 4), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
-    >>> small = read_raster_decimated(write_raster(r, tempfile.mkdtemp() + "/r.tif"), (2, 2))
-    >>> small.shape, small.res
-    ((1, 2, 2), (20.0, 20.0))
-    """
-    src = _open(Path(path))
-    with src:
-        data = src.read(out_shape=(src.count, *shape), masked=True, resampling=Resampling.nearest, out_dtype="float32")
-        t = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
-        names = _default_names(src)
-        crs = src.crs or None
-    return GeoRaster(np.ma.filled(data, np.nan), t, crs, names)
-
-
 class WindowedReader:
     """Read windows of one date, on an analysis grid, band by band from files or band folders.
 
@@ -741,7 +705,7 @@ class WindowedReader:
             for f in dict.fromkeys(s[0] for s in self.sources):
                 src = _open(f, quiet=self.grid.crs is None)
                 g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
-                offset = _subgrid_offset(g, self.grid)
+                offset = self.grid.offset_in(g)
                 if offset is not None:
                     h[f] = (src, src, offset)
                 else:

@@ -124,6 +124,31 @@ class Grid:
         tol = rtol * max(self.res)
         return all(abs(a - b) <= max(tol, 1e-12) for a, b in zip(self.transform[:6], other.transform[:6]))
 
+    def offset_in(self, source: "Grid") -> tuple[int, int] | None:
+        """(row, col) of this grid's first pixel in ``source`` when it is a whole-pixel
+        sub-grid of it (same CRS and pixel size, inside its extent), else None.
+
+        Examples
+        --------
+        >>> big = Grid((10, 10), Affine(10, 0, 0, 0, -10, 100))
+        >>> Grid((4, 4), Affine(10, 0, 20, 0, -10, 70)).offset_in(big)
+        (3, 2)
+        >>> Grid((4, 4), Affine(10, 0, 25, 0, -10, 70)).offset_in(big) is None
+        True
+        """
+        t, u = source.transform, self.transform
+        if source.crs != self.crs:
+            return None
+        if any(abs(a - b) > 1e-9 * max(source.res) for a, b in zip((t.a, t.b, t.d, t.e), (u.a, u.b, u.d, u.e))):
+            return None
+        col, row = apply_affine(~t, u.c, u.f)
+        if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+            return None
+        r0, c0 = int(round(row)), int(round(col))
+        if r0 < 0 or c0 < 0 or r0 + self.height > source.height or c0 + self.width > source.width:
+            return None
+        return r0, c0
+
     def describe(self) -> str:
         return describe_grid(self)
 
