@@ -652,6 +652,26 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
     return best, tuple(s[2] for s in sources)
 
 
+def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) -> GeoRaster:
+    """A raster read at a reduced ``shape`` (rows, cols), from its overviews where present (nearest).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> r = GeoRaster(np.arange(16, dtype="float32").reshape(1, 4, 4), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
+    >>> small = read_raster_decimated(write_raster(r, tempfile.mkdtemp() + "/r.tif"), (2, 2))
+    >>> small.shape, small.res
+    ((1, 2, 2), (20.0, 20.0))
+    """
+    src = _open(Path(path))
+    with src:
+        data = src.read(out_shape=(src.count, *shape), masked=True, resampling=Resampling.nearest, out_dtype="float32")
+        t = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
+        names = _default_names(src)
+        crs = src.crs or None
+    return GeoRaster(np.ma.filled(data, np.nan), t, crs, names)
+
+
 class WindowedReader:
     """Read windows of one date, on an analysis grid, band by band from files or band folders.
 
