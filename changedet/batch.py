@@ -146,6 +146,15 @@ def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) 
     return [Pair(s, p.before, p.after) for s, p in zip(sites, pairs)]
 
 
+def _run_one_limited(pair: Pair, out_root: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """:func:`_run_one` with BLAS/OpenMP held to one thread: with one process per core, more
+    threads only fight over the cores (measured: 1.4x instead of 2.0x on 2 workers)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        return _run_one(pair, out_root, options, overwrite)
+
+
 def _run_one(pair: Pair, out_root: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     """Run one pair in a worker; never raises (the error goes into the outcome)."""
     out = Path(out_root) / pair.site
@@ -169,6 +178,14 @@ def _run_one(pair: Pair, out_root: str, options: dict[str, Any], overwrite: bool
         if not isinstance(exc, (ChangedetError, OSError)):
             msg = f"{type(exc).__name__}: {msg} ({traceback.extract_tb(exc.__traceback__)[-1].name})"
         return asdict(PairOutcome(pair.site, "failed", str(out), seconds=round(time.perf_counter() - t0, 3), error=msg))
+
+
+def _preload() -> None:
+    """Import what every pair needs (pipeline, figures, registration) once, before forking."""
+    from . import pipeline, plot  # noqa: F401
+    import pyproj  # noqa: F401
+    import skimage.metrics  # noqa: F401
+    import skimage.registration  # noqa: F401
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -237,8 +254,9 @@ def run_batch(
                 if bar is not None:
                     bar.update(1)
         else:
+            _preload()  # forked workers inherit the imports instead of each paying for them
             with ProcessPoolExecutor(max_workers=min(workers, len(plist))) as pool:
-                futs = {pool.submit(_run_one, p, str(out_root), options, overwrite): p for p in plist}
+                futs = {pool.submit(_run_one_limited, p, str(out_root), options, overwrite): p for p in plist}
                 for f in as_completed(futs):
                     results[futs[f].site] = f.result()
                     if bar is not None:
@@ -263,7 +281,7 @@ def _run_dask(plist: list[Pair], out_root: Path, options: dict[str, Any], overwr
         raise ChangedetError(f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it or fix the address") from None
     results: dict[str, dict[str, Any]] = {}
     try:
-        futs = client.map(_run_one, plist, out_root=str(out_root), options=options, overwrite=overwrite, pure=False)
+        futs = client.map(_run_one_limited, plist, out_root=str(out_root), options=options, overwrite=overwrite, pure=False)
         site_of = {f.key: p.site for f, p in zip(futs, plist)}
         for f in dask_completed(futs):
             results[site_of[f.key]] = f.result()
