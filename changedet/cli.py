@@ -312,8 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main(["--version"])  # doctest: +SKIP
-    changedet 0.1.0
+    >>> main(["detect", "no_such_before.tif", "no_such_after.tif", "--out", "unused"])  # one line on stderr
+    2
     """
     parser = build_parser()
     args = parser.parse_args(argv)
