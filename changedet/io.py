@@ -336,33 +336,13 @@ def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = N
     >>> r.shape, r.data.dtype, bool(np.isnan(r.data[0, 0, 0]))
     ((2, 2, 3), dtype('float32'), True)
     """
-    text = os.fspath(path)
-    is_url = text.startswith(("http://", "https://", "/vsi", "s3://"))
-    if is_url:
-        p: Path | str = text if text.startswith("/vsi") else ("/vsicurl/" + text if text.startswith("http") else text)
-    else:
-        p = Path(text)
-        _check_exists(p, "input")
+    p = _gdal_path(path)
     if isinstance(p, Path) and p.is_dir():
-        rasters = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
-        banded = _band_files(p)
-        if banded and len(banded) >= 2 or (banded and len(rasters) == 1 and _count_bands(rasters[0]) == 1):
-            raster = read_band_folder(p, bands=bands)
-        elif len(rasters) == 1:
-            raster = _read_file(rasters[0], bands=bands)
-        else:
-            multi = [f for f in rasters if f.stem in {"scene", "image"}]
-            if len(multi) == 1:
-                raster = _read_file(multi[0], bands=bands)
-            else:
-                raise RasterReadError(
-                    f"folder {str(p)!r} holds {len(rasters)} raster files but none named by band "
-                    "(*_B02.tif ...) and no single scene.tif; pass one file, or a folder of band files"
-                )
-        where = str(p)
+        single = _folder_source(p)
+        raster = read_band_folder(p, bands=bands) if single is None else _read_file(single, bands=bands)
     else:
-        raster = _read_file(p if isinstance(p, Path) else Path(p), bands=bands) if not is_url else _read_url(p, bands)
-        where = str(p)
+        raster = _read_file(p, bands=bands)
+    where = str(p)
     if not np.isfinite(raster.data).any():
         raise EmptyDataError(
             f"{where!r} holds only nodata ({raster.count} bands, {raster.height}x{raster.width} pixels); "
@@ -371,8 +351,31 @@ def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = N
     return raster
 
 
-def _read_url(url: str, bands: Sequence[str] | None) -> GeoRaster:
-    return _read_file(url, bands=bands)  # type: ignore[arg-type]
+def _gdal_path(path: str | os.PathLike[str]) -> Path | str:
+    """What GDAL opens for ``path``: an existing local Path, or a /vsi path for URLs."""
+    text = os.fspath(path)
+    if text.startswith(("/vsi", "s3://")):
+        return text
+    if text.startswith(("http://", "https://")):
+        return "/vsicurl/" + text
+    p = Path(text)
+    _check_exists(p, "input")
+    return p
+
+
+def _folder_source(folder: Path) -> Path | None:
+    """None when ``folder`` is a band folder; else the one multi-band file to read in it."""
+    rasters = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
+    banded = _band_files(folder)
+    if banded and (len(banded) >= 2 or (len(rasters) == 1 and _count_bands(rasters[0]) == 1)):
+        return None
+    multi = rasters if len(rasters) == 1 else [f for f in rasters if f.stem in {"scene", "image"}]
+    if len(multi) != 1:
+        raise RasterReadError(
+            f"folder {str(folder)!r} holds {len(rasters)} raster files but none named by band "
+            "(*_B02.tif ...) and no single scene.tif; pass one file, or a folder of band files"
+        )
+    return multi[0]
 
 
 def _count_bands(path: Path) -> int:
@@ -592,20 +595,26 @@ def write_gpkg(
 def _sources_of(path: Path | str) -> list[tuple[str, int, str]]:
     """(file, band index, band name) of every band of a file or band folder (metadata only)."""
     if isinstance(path, Path) and path.is_dir():
-        banded = _band_files(path)
-        rasters = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in RASTER_SUFFIXES)
-        if banded and (len(banded) >= 2 or (len(rasters) == 1 and _count_bands(rasters[0]) == 1)):
+        single = _folder_source(path)
+        if single is None:
+            banded = _band_files(path)
             return [(str(banded[n]), 1, n) for n in sorted(banded, key=_band_sort_key)]
-        multi = rasters if len(rasters) == 1 else [f for f in rasters if f.stem in {"scene", "image"}]
-        if len(multi) != 1:
-            raise RasterReadError(
-                f"folder {str(path)!r} holds {len(rasters)} raster files but none named by band "
-                "(*_B02.tif ...) and no single scene.tif; pass one file, or a folder of band files"
-            )
-        path = multi[0]
+        path = single
     with _open(path) as src:
         names = _default_names(src)
         return [(str(path), i + 1, n) for i, n in enumerate(names) if n != "alpha"]
+
+
+def _grid_of(sources: Sequence[tuple[str, int, str]]) -> Grid:
+    """The finest grid among the files of ``sources``."""
+    best: Grid | None = None
+    for f in dict.fromkeys(s[0] for s in sources):
+        with _open(f) as src:
+            g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
+        if best is None or g.res[0] * g.res[1] < best.res[0] * best.res[1] - 1e-12:
+            best = g
+    assert best is not None
+    return best
 
 
 def gdal_env(*, cache_mb: int = 128) -> Any:
@@ -635,21 +644,8 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
     >>> raster_grid(p)[0].shape
     (4, 5)
     """
-    text = os.fspath(path)
-    p: Path | str = Path(text)
-    if not text.startswith(("http://", "https://", "/vsi", "s3://")):
-        _check_exists(Path(text), "input")
-    else:
-        p = text if text.startswith("/vsi") else "/vsicurl/" + text
-    sources = _sources_of(p)
-    best: Grid | None = None
-    for f in dict.fromkeys(s[0] for s in sources):
-        with _open(f) as src:
-            g = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
-        if best is None or g.res[0] * g.res[1] < best.res[0] * best.res[1] - 1e-12:
-            best = g
-    assert best is not None
-    return best, tuple(s[2] for s in sources)
+    sources = _sources_of(_gdal_path(path))
+    return _grid_of(sources), tuple(s[2] for s in sources)
 
 
 def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) -> GeoRaster:
@@ -699,10 +695,10 @@ class WindowedReader:
 
         text = os.fspath(path)
         self.path = text
-        own_grid, names = raster_grid(path)
-        p: Path | str = Path(text) if not text.startswith(("http://", "https://", "/vsi", "s3://")) else (
-            text if text.startswith("/vsi") else "/vsicurl/" + text)
-        sources = _sources_of(p)
+        sources = _sources_of(_gdal_path(path))
+        names = tuple(s[2] for s in sources)
+        # the file's own grid is that of its finest band, whichever bands are read
+        self.grid = grid or _grid_of(sources)
         if bands is not None:
             missing = [b for b in bands if b not in names]
             if missing:
@@ -710,7 +706,6 @@ class WindowedReader:
             sources = [next(s for s in sources if s[2] == b) for b in bands]
         self.sources = sources
         self.band_names = tuple(s[2] for s in sources)
-        self.grid = grid or own_grid
         self._s2 = any(n in _S2_ORDER for n in self.band_names) and len({s[0] for s in sources}) > 1
         self._local = threading.local()
         self._all: list[Any] = []
