@@ -308,7 +308,10 @@ def class_layer_centres(before: np.ndarray, after: np.ndarray, band_names: Seque
     >>> class_layer_centres(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))["_bright_a"]
     2.0
     """
-    raw = _raw_class_layers(before, after, band_names)
+    return _medians(_raw_class_layers(before, after, band_names), valid)
+
+
+def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in raw.items():
         vals = v[valid & np.isfinite(v)]
@@ -341,9 +344,9 @@ def class_layers(
     >>> bool(out["d_ndvi"][0, 0] < 0)
     True
     """
-    if centres is None:
-        centres = class_layer_centres(before, after, band_names, valid)
     raw = _raw_class_layers(before, after, band_names)
+    if centres is None:
+        centres = _medians(raw, valid)
     out: dict[str, np.ndarray] = {}
     with np.errstate(invalid="ignore", divide="ignore"):
         for k, v in raw.items():
