@@ -161,10 +161,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     tiled = args.tiled
     if tiled is None and not args.truth:
-        from .io import raster_grid
-        from .tiling import TILED_MIN_PIXELS
+        from .tiling import needs_windows
 
-        tiled = raster_grid(args.before)[0].height * raster_grid(args.before)[0].width > TILED_MIN_PIXELS
+        tiled = needs_windows(args.before, args.after)
     if tiled:
         if args.truth or args.pixel_size_m or args.no_align:
             raise ChangedetError("--truth, --pixel-size-m and --no-align need the in-memory path; add --in-memory")

@@ -130,11 +130,7 @@ class ChangeResult:
         An existing finished result is only replaced with ``overwrite=True``.
         """
         out = Path(folder)
-        if (out / "summary.json").exists() and not overwrite:
-            raise FileExistsError(
-                f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
-                "(--overwrite on the command line) or choose another folder"
-            )
+        check_output_folder(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
         if overwrite and (out / "summary.json").exists():
             (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
@@ -390,6 +386,40 @@ def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     )
 
 
+def check_options(
+    method: str, threshold: str | float | None, min_area_m2: float | None, opening_px: int | None
+) -> tuple[str | None, float | None, float | None]:
+    """Validate the options both paths share; returns the parsed threshold (method, value, percentile)."""
+    if method not in _change.METHODS:
+        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
+    parsed = _parse_threshold(threshold)
+    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
+        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
+    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
+        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    return parsed
+
+
+def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Refuse a folder that already holds a finished result (its summary.json) unless ``overwrite``."""
+    if (Path(out) / "summary.json").exists() and not overwrite:
+        raise FileExistsError(
+            f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
+            "(--overwrite on the command line) or choose another folder"
+        )
+
+
+def cleanup_parameters(
+    grid: Grid, px_size: float, pixel_size_m: float | None, min_area_m2: float | None,
+    opening_px: int | None, fill_holes_m2: float | None,
+) -> tuple[float, int, float]:
+    """(minimum mapping unit, opening radius, largest hole filled) with their defaults applied."""
+    mmu_m2 = _default_min_area_m2(grid, pixel_size_m) if min_area_m2 is None else float(min_area_m2)
+    open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
+    holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
+    return mmu_m2, open_px, holes_m2
+
+
 def _default_min_area_m2(grid: Grid, pixel_size_m: float | None) -> float:
     px = pixel_size_m if (grid.crs is None and pixel_size_m) else grid.pixel_size_m
     if grid.crs is None and not pixel_size_m:
@@ -473,22 +503,14 @@ def detect_changes(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # ---- validate options before any heavy work
-    if method not in _change.METHODS:
-        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
-    thr_method, thr_value, thr_pct = _parse_threshold(threshold)
-    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
-        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
-    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
-        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    thr_method, thr_value, thr_pct = check_options(method, threshold, min_area_m2, opening_px)
     if pixel_size_m is not None and not (np.isfinite(pixel_size_m) and pixel_size_m > 0):
         raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
     aoi_geom = parse_aoi(aoi)
     if tiled is None and all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
-        from .tiling import TILED_MIN_PIXELS
+        from .tiling import needs_windows
 
-        g_b, _ = _io.raster_grid(before)
-        g_a, _ = _io.raster_grid(after)
-        tiled = g_b.height * g_b.width > TILED_MIN_PIXELS and g_a.height * g_a.width > TILED_MIN_PIXELS // 4
+        tiled = needs_windows(before, after)
     if tiled:
         if not all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
             raise InvalidParameterError("tiled=True reads the images window by window: pass file paths, not GeoRasters")
@@ -506,11 +528,8 @@ def detect_changes(
         return detect_changes_tiled(before, after, out, method=method, threshold=threshold, min_area_m2=min_area_m2,
                                     aoi=aoi_geom, coregister=coregister, opening_px=opening_px,
                                     fill_holes_m2=fill_holes_m2, bands=bands, overwrite=overwrite)
-    if out is not None and (Path(out) / "summary.json").exists() and not overwrite:
-        raise FileExistsError(
-            f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
-            "(--overwrite on the command line) or choose another folder"
-        )
+    if out is not None:
+        check_output_folder(out, overwrite=overwrite)
 
     # ---- read
     b_raster, b_info = _as_raster(before, "before")
@@ -582,10 +601,8 @@ def detect_changes(
     used_thr_method = thr_method or cs.threshold_method
     thr = _threshold.compute_threshold(score, method=used_thr_method, value=thr_value, percentile=thr_pct, valid=valid)
     raw = _threshold.apply_threshold(score, thr, valid=valid)
-    mmu_m2 = _default_min_area_m2(grid, pixel_size_m) if min_area_m2 is None else float(min_area_m2)
+    mmu_m2, open_px, holes_m2 = cleanup_parameters(grid, px_size, pixel_size_m, min_area_m2, opening_px, fill_holes_m2)
     px_area = 1.0 if (grid.crs is None and not pixel_size_m) else px_size * px_size
-    open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
-    holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
     opened = _objects.clean_mask(raw, opening_px=open_px, valid=valid)
     timings["threshold_clean"] = time.perf_counter() - t
 

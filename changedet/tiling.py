@@ -42,10 +42,18 @@ from . import threshold as _threshold
 from .errors import EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid, describe_grid, window_transform
 
-__all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_changes_tiled", "TILED_MIN_PIXELS"]
+__all__ = ["WindowPlan", "plan_windows", "fit_method", "FittedMethod", "detect_changes_tiled", "needs_windows",
+           "TILED_MIN_PIXELS"]
 
 #: Scenes with more analysis-grid pixels than this take the windowed path by default.
 TILED_MIN_PIXELS = 4096 * 4096
+
+def needs_windows(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> bool:
+    """Whether two raster files are large enough for the windowed path (read from metadata only)."""
+    g_b, _ = _io.raster_grid(before)
+    g_a, _ = _io.raster_grid(after)
+    return g_b.height * g_b.width > TILED_MIN_PIXELS and g_a.height * g_a.width > TILED_MIN_PIXELS // 4
+
 
 #: GDAL's block cache during a windowed run (its default, 5 % of RAM, would dominate memory).
 GDAL_CACHE_MB = 64
@@ -340,21 +348,11 @@ def detect_changes_tiled(
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    if method not in _change.METHODS:
-        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
-    thr_method, thr_value, thr_pct = _pipeline._parse_threshold(threshold)
-    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
-        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
-    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
-        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    thr_method, thr_value, thr_pct = _pipeline.check_options(method, threshold, min_area_m2, opening_px)
     if workers is not None and (int(workers) != workers or workers < 1):
         raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
     out_dir = Path(out)
-    if (out_dir / "summary.json").exists() and not overwrite:
-        raise FileExistsError(
-            f"{str(out_dir)!r} already holds a finished result (summary.json); pass overwrite=True "
-            "(--overwrite on the command line) or choose another folder"
-        )
+    _pipeline.check_output_folder(out_dir, overwrite=overwrite)
     aoi_lonlat = _pipeline.parse_aoi(aoi)
     # the inputs' SHA-256 for the summary, computed beside the work (hashlib releases the GIL)
     hasher = ThreadPoolExecutor(max_workers=1)
@@ -455,9 +453,8 @@ def detect_changes_tiled(
 
         # ---- second pass: windows
         t = time.perf_counter()
-        mmu_m2 = _pipeline._default_min_area_m2(grid, None) if min_area_m2 is None else float(min_area_m2)
-        open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
-        holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
+        mmu_m2, open_px, holes_m2 = _pipeline.cleanup_parameters(grid, px_size, None, min_area_m2, opening_px,
+                                                                 fill_holes_m2)
         halo = max(fitted.halo_px, int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0, open_px + 1, 4)
         plans = plan_windows(grid.shape, size=window_px, halo=halo)
         stride = max(1, int(math.ceil(max(grid.shape) / 1500)))
