@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import _kernels
 from . import indices as _idx
 from .errors import ChangedetError, EmptyDataError, InvalidParameterError
 
@@ -178,7 +179,7 @@ def _prepare(before, after, band_names, valid):
         )
     before = before.astype(np.float32, copy=False)
     after = after.astype(np.float32, copy=False)
-    ok = np.all(np.isfinite(before), axis=0) & np.all(np.isfinite(after), axis=0)
+    ok = _kernels.all_finite(before, after)
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != before.shape[1:]:
@@ -496,13 +497,13 @@ def imad(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
     >>> bool(s.score[5, 5] > 0.99), s.threshold_method
     (True, 'chi2')
     """
-    from scipy import stats
+    from scipy import special
 
     from .normalize import irmad
 
     before, after, names, ok = _prepare(before, after, band_names, valid)
     res = irmad(before, after, valid=ok)
-    prob = np.where(ok, stats.chi2.cdf(np.nan_to_num(res.chi2, nan=0.0), before.shape[0]), np.nan)
+    prob = np.where(ok, special.chdtr(before.shape[0], np.nan_to_num(res.chi2, nan=0.0)), np.nan)
     layers = {"chi2": _finish(res.chi2, ok)}
     for i in range(res.mad.shape[0]):
         layers[f"mad{i + 1}"] = _finish(res.mad[i], ok)
@@ -545,21 +546,19 @@ def ssim(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
     return ChangeScore(_finish(_ssim_map(before, after, ok), ok), "ssim", "otsu", {"bands": list(names), "sigma": 1.5})
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.clip(x, -60, 60)))
-
-
 def _smooth(x: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
-    """Mean over a size x size window of the valid pixels only."""
-    from scipy import ndimage
-
+    """Mean over a size x size window of the valid pixels only (NaN where not valid)."""
     if size <= 1:
-        return np.where(ok, x, np.nan)
-    w = ok.astype(np.float64)
-    num = ndimage.uniform_filter(np.where(ok, x, 0.0).astype(np.float64), size, mode="nearest")
-    den = ndimage.uniform_filter(w, size, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok & (den > 0), num / den, np.nan)
+        return np.where(ok, x, np.nan).astype(np.float32)
+    return _kernels.box_mean_valid(_c32(x)[np.newaxis], _cbool(ok), int(size))[0]
+
+
+def _c32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _cbool(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=bool)
 
 
 def _mixed_pixel_weight(raw: np.ndarray, ok: np.ndarray, *, size: int = 5) -> np.ndarray:
@@ -568,27 +567,22 @@ def _mixed_pixel_weight(raw: np.ndarray, ok: np.ndarray, *, size: int = 5) -> np
     Under linear mixing a pixel whose change magnitude (above the scene's typical
     level) is below half the largest one within ``size`` pixels is mostly
     unchanged ground on the edge of a changed object; counting it would grow every
-    object by its blurred rim (resampling, co-registration, optics).
+    object by its blurred rim (resampling, co-registration, optics).  The peak is
+    that of the 3 x 3 mean, so texture inside a changed area does not count as rim,
+    and only rim pixels (3 x 3 minimum about unchanged) are weighted; the weight is
+    a linear ramp, 0 below a 30 % share and 1 above half: a strong change's rim has
+    a z-score in the hundreds, which a soft sigmoid weight would not bring under
+    the threshold.  See :func:`changedet._kernels.mixed_pixel_weight`.
     """
-    from scipy import ndimage
+    def base() -> float:
+        sel = ok & np.isfinite(raw)
+        return float(np.median(raw[sel])) if sel.any() else 0.0
 
-    filled = np.where(ok & np.isfinite(raw), raw, 0.0)
-    base = _global(lambda: float(np.median(filled[ok])) if ok.any() else 0.0)
-    above = np.maximum(filled - base, 0.0)
-    # the peak of the 3 x 3 mean, so texture inside a changed area does not count as rim
-    peak = ndimage.maximum_filter(ndimage.uniform_filter(above, 3, mode="nearest"), size=size, mode="nearest")
-    # only the rim: a pixel between changed and unchanged ground (its 3 x 3 minimum is
-    # about unchanged); a weaker part inside a changed area keeps its full weight
-    low = ndimage.minimum_filter(above, size=3, mode="nearest")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = np.where(peak > 0, above / peak, 1.0)
-        share = np.where(low < 0.1 * peak, share, 1.0)
-    # a linear ramp, 0 below a 30 % share and 1 above half: a strong change's rim has
-    # a z-score in the hundreds, which a soft sigmoid weight would not bring under the threshold
-    return np.clip((share - 0.25) / 0.2, 0.0, 1.0)
+    return _kernels.mixed_pixel_weight(_c32(raw), _cbool(ok), _global(base), int(size))
 
 
-def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+def _robust_z_stats(x: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
+    """Scene median and robust spread (1.4826 MAD) of x over ok, for z-scores."""
     def stats() -> tuple[float, float] | None:
         v = x[ok & np.isfinite(x)]
         if v.size == 0:
@@ -601,10 +595,48 @@ def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
         return med, mad
 
     st = _global(stats)
-    if st is None:
-        return np.zeros_like(x)
-    med, mad = st
+    return (0.0, float("inf")) if st is None else st
+
+
+def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    med, mad = _robust_z_stats(x, ok)
     return (x - med) / mad
+
+
+def _normalized_magnitude(before, after, ok, bands, normalize: str = "irmad", out=None) -> tuple[np.ndarray, bool]:
+    """Change-vector magnitude of ``bands`` on one radiometric scale (float32 C arrays in).
+
+    With ``normalize="irmad"`` the after bands are put on the before radiometry by
+    IR-MAD invariant pixels (Canty & Nielsen 2008) and both dates divided by the
+    before bands' robust spread, as :func:`_normalized_pair`; otherwise (or when
+    IR-MAD is degenerate) each date is standardized on its own.  Returns the
+    magnitude (in ``out`` when given) and whether IR-MAD was used.
+    """
+    from .normalize import normalize_irmad
+
+    def fit() -> tuple[np.ndarray, np.ndarray] | None:
+        try:
+            norm = normalize_irmad(before[bands], after[bands], valid=ok)
+        except ChangedetError:  # degenerate statistics: fall back on per-date standardization
+            return None
+        return norm.gains, norm.offsets
+
+    coefs = _global(fit) if normalize == "irmad" else None
+    if coefs is not None:
+        gains, offsets = (np.asarray(c, dtype=np.float64) for c in coefs)
+        stats = [_robust_stats(before[i], ok) for i in bands]
+    else:  # per date: (a - med_a) / spread_a as a gain/offset onto the before scale
+        sb = [_robust_stats(before[i], ok) for i in bands]
+        sa = [_robust_stats(after[i], ok) for i in bands]
+        gains = np.array([s_a[1] / s_b[1] for s_b, s_a in zip(sb, sa)])
+        offsets = np.array([s_a[0] - s_b[0] * g for s_b, s_a, g in zip(sb, sa, gains)])
+        stats = sb
+    meds = np.array([m for m, _ in stats], dtype=np.float64)
+    spreads = np.array([sp for _, sp in stats], dtype=np.float64)
+    if out is None:
+        out = np.empty(before.shape[1:], np.float32)
+    _kernels.normalized_magnitude(before, after, np.array(bands, dtype=np.int64), gains, offsets, meds, spreads, out)
+    return out, coefs is not None
 
 
 def _normalized_pair(before, after, ok, bands):
@@ -644,33 +676,32 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     use = [found[b] for b in ("blue", "green", "red", "nir") if b in found]
     px = pixel_size_m or 10.0
     size = max(3, int(round(30.0 / px)) | 1)
-    if normalize == "irmad":
-        zb, za, normalized = _normalized_pair(before, after, ok, use)
+    okc = _cbool(ok)
+    bc, ac = _c32(before), _c32(after)
+    # the magnitude and each date's NDVI and water index (read on its own reflectances)
+    # in one stack: all their 30 m means share one valid count
+    pairs = [(found["nir"], found["red"])]
+    if "swir16" in found and "green" in found:
+        pairs.append((found["green"], found["swir16"]))
+        water_index = "mndwi"
+    elif "green" in found:
+        pairs.append((found["green"], found["nir"]))
+        water_index = "ndwi"
     else:
-        zb, za, normalized = _standardize(before[use], ok), _standardize(after[use], ok), False
-    d = za - zb
+        water_index = None
+    stack = np.empty((1 + 2 * len(pairs), *ok.shape), np.float32)
+    raw, normalized = _normalized_magnitude(bc, ac, ok, use, normalize, out=stack[0])
+    nd = np.array(pairs, dtype=np.int64)
+    _kernels.normalized_differences(bc, nd, stack, 1, 2)
+    _kernels.normalized_differences(ac, nd, stack, 2, 2)
+    smoothed = _kernels.box_mean_valid(stack, okc, size)
     # a pixel counts as much as both it and its neighbourhood changed: the window mean
     # silences isolated noise, the minimum keeps the mean from growing objects by a pixel
-    raw = np.sqrt(np.sum(d * d, axis=0))
-    mag = np.minimum(np.where(ok, raw, np.nan), _smooth(raw, ok, size))
+    mag = np.minimum(np.where(ok, raw, np.float32(np.nan)), smoothed[0])
     w_mixed = _mixed_pixel_weight(raw, ok)
     # in robust standard deviations of the whole scene's change magnitude, before any
     # suppression, so the threshold does not move with how much of the scene is suppressed
-    z = _robust_z(mag, ok)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        nvb = _smooth(_idx.ndvi(before, names), ok, size)
-        nva = _smooth(_idx.ndvi(after, names), ok, size)
-        if "swir16" in found and "green" in found:
-            wb = _smooth(_idx.normalized_difference(before[found["green"]], before[found["swir16"]]), ok, size)
-            wa = _smooth(_idx.normalized_difference(after[found["green"]], after[found["swir16"]]), ok, size)
-            water_index = "mndwi"
-        elif "green" in found:
-            wb = _smooth(_idx.ndwi(before, names), ok, size)
-            wa = _smooth(_idx.ndwi(after, names), ok, size)
-            water_index = "ndwi"
-        else:
-            wb = wa = np.full(ok.shape, -1.0)
-            water_index = None
+    zmed, zmad = _robust_z_stats(mag, ok)
     # water on both dates (turbidity, waves, sun glint) and vegetation on both dates
     # (phenology, crops) are not construction: soft weights, 0.5 at the class boundary.
     # They read each date's own reflectances: NDVI 0.5 and MNDWI 0 are physical
@@ -678,13 +709,12 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     # MNDWI separates water at 0 (Xu 2006); green/nir NDWI puts bright roofs and
     # concrete close to 0, so without swir water must reach 0.2 (McFeeters 1996)
     w0 = 0.0 if water_index == "mndwi" else 0.2
-    w_water = 1.0 - _sigmoid((np.nan_to_num(wb, nan=-1) - w0) / 0.05) * _sigmoid((np.nan_to_num(wa, nan=-1) - w0) / 0.05)
-    w_veg = _sigmoid((0.5 - np.nan_to_num(np.minimum(nvb, nva), nan=0)) / 0.05)
-    score = z * w_water * w_veg * w_mixed
-    layers = _index_layers(before, after, names, ok)
-    layers["change_magnitude"] = _finish(mag, ok)
-    layers["weight_water"] = _finish(w_water, ok)
-    layers["weight_vegetation"] = _finish(w_veg, ok)
+    score, w_water, w_veg = _kernels.urban_score(mag, w_mixed, smoothed[1:], okc, zmed, zmad, w0,
+                                                 water_index is not None)
+    layers = {}
+    if _TAPE.get() is None or _TAPE.get().mode != "replay":  # windowed runs use only the score
+        layers = {"change_magnitude": _finish(mag, ok), "weight_water": w_water, "weight_vegetation": w_veg}
+    layers.update(_index_layers(before, after, names, ok))
     details = {
         "auto_choice": "urban-spectral",
         "bands": [names[i] for i in use],

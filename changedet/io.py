@@ -805,13 +805,13 @@ class WindowedReader:
         """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``."""
         if arr.dtype == np.float32:
             return arr
-        out = arr.astype("float32")
-        for i, (nd, zero) in enumerate(self.nodata_rules()):
-            if nd is not None:
-                out[i][arr[i] == nd] = np.nan
-            if zero:
-                out[i][arr[i] == 0] = np.nan
-        return out
+        from . import _kernels
+
+        rules = self.nodata_rules()
+        nodata = np.array([nd if nd is not None else 0.0 for nd, _ in rules], dtype=np.float64)
+        has = np.array([nd is not None for nd, _ in rules], dtype=bool)
+        zero = np.array([z for _, z in rules], dtype=bool)
+        return _kernels.to_float32(np.ascontiguousarray(arr), nodata, has, zero)
 
     def close(self) -> None:
         with self._lock:

@@ -261,7 +261,7 @@ def exclude_mask(
     image = _check_image(image, band_names)
     found = resolve_bands(band_names)
     spectral = [i for i in range(image.shape[0]) if i != found.get("scl", -1)]
-    out = nodata_mask(image[spectral], edge_px=edge_px)
+    out = nodata_mask(image if len(spectral) == image.shape[0] else image[spectral], edge_px=edge_px)
     if not clouds:
         return out
     if "scl" in found:

@@ -354,12 +354,48 @@ def vectorize_parts(
         if flag:
             touches[np.unique(line)] = True
     pieces: dict[int, list[Any]] = {}
-    # No mask argument: rasterio wraps a mask in an in-memory dataset without a transform,
-    # which warns (NotGeoreferencedWarning), and warnings.catch_warnings is not thread-safe
-    # (this runs in worker threads).  The background comes out as value 0 and is skipped.
-    for geom, value in features.shapes(labels, connectivity=8, transform=transform):
-        if value:
-            pieces.setdefault(int(value), []).append(shapely.geometry.shape(geom))
+    # Traced on the bounding box of the changed pixels only (the background is traced
+    # too, as value 0, and skipped), in pixel coordinates, which the transform then maps
+    # as GDAL does (x = c + col * a + row * b), so a window and the whole image give
+    # the same coordinates.  No mask argument: rasterio wraps a mask in an in-memory
+    # dataset without a transform, which warns (NotGeoreferencedWarning), and
+    # warnings.catch_warnings is not thread-safe (this runs in worker threads).
+    boxes = ndimage.find_objects(labels)
+    r0 = min(b[0].start for b in boxes if b is not None)
+    r1 = max(b[0].stop for b in boxes if b is not None)
+    c0 = min(b[1].start for b in boxes if b is not None)
+    c1 = max(b[1].stop for b in boxes if b is not None)
+    values, geoms, offsets = [], [], []
+    box_px = sum((b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes if b is not None)
+    if 4 * box_px < (r1 - r0) * (c1 - c0):  # small scattered areas: trace each in its own box
+        for lab, b in enumerate(boxes, start=1):
+            if b is None:
+                continue
+            sub = np.ascontiguousarray(labels[b] == lab, dtype=np.uint8)
+            for geom, value in features.shapes(sub, connectivity=8):
+                if value:
+                    values.append(lab)
+                    geoms.append(shapely.geometry.shape(geom))
+                    offsets.append((b[1].start, b[0].start))
+    else:
+        for geom, value in features.shapes(np.ascontiguousarray(labels[r0:r1, c0:c1]), connectivity=8):
+            if value:
+                values.append(int(value))
+                geoms.append(shapely.geometry.shape(geom))
+                offsets.append((c0, r0))
+    t = transform
+
+    def to_map(col: np.ndarray, row: np.ndarray) -> np.ndarray:
+        return np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
+
+    if geoms:
+        arr = np.array(geoms, dtype=object)
+        # pixel corner coordinates of every ring, shifted by their box's offset (exact integers)
+        coords, index_of = shapely.get_coordinates(arr, return_index=True)
+        off = np.asarray(offsets, dtype=np.float64)[index_of]
+        mapped = shapely.set_coordinates(arr.copy(), to_map(coords[:, 0] + off[:, 0], coords[:, 1] + off[:, 1]))
+        for value, geom in zip(values, mapped):
+            pieces.setdefault(value, []).append(geom)
     parts = []
     for i, lab in enumerate(index):
         geoms = pieces.get(int(lab))

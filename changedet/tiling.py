@@ -33,6 +33,7 @@ from affine import Affine
 from rasterio import features
 from rasterio.windows import Window
 
+from . import _kernels
 from . import align as _align
 from . import change as _change
 from . import io as _io
@@ -480,7 +481,7 @@ def detect_changes_tiled(
             b_o, a_o = strips.outer(plan.outer)
             a_sp = _align.apply_shift(a_o[:ns], shift) if apply_shift else a_o[:ns]
             a_ax = _align.apply_shift(a_o[ns:], shift, order=0) if (apply_shift and aux) else a_o[ns:]
-            v = np.all(np.isfinite(b_o[:ns]), axis=0) & np.all(np.isfinite(a_sp), axis=0)
+            v = _kernels.all_finite(b_o[:ns], a_sp)
             excl = _masks.exclusion_mask(b_o, np.concatenate([a_sp, a_ax]), band_names=order)
             excluded = excl & v
             v &= ~excl

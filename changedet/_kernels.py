@@ -1,0 +1,368 @@
+"""Compiled per-pixel kernels of the default method (numba, no GIL).
+
+The urban-spectral score of :func:`changedet.change.auto` is a chain of per-pixel
+arithmetic and small neighbourhood means, maxima and minima.  Written as numpy and
+``scipy.ndimage`` calls it made about forty passes over memory per window and held
+the GIL in the filters, so threads could not share the work.  These kernels do the
+same arithmetic in a few passes, release the GIL (``nogil``) so windows run on all
+cores, and are compiled once and cached on disk (``cache=True``).
+
+Every neighbourhood sum is taken in a fixed order around each pixel (no running
+sums), so a pixel's value does not depend on where its window starts: the windowed
+path reproduces the whole-scene result bit for bit.  Image edges follow the
+``nearest`` mode of ``scipy.ndimage`` (edge pixels repeated).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score"]
+
+_OPTS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False)
+
+
+@njit(**_OPTS)
+def _clamp(i: int, n: int) -> int:
+    if i < 0:
+        return 0
+    if i >= n:
+        return n - 1
+    return i
+
+
+@njit(**_OPTS)
+def normalized_magnitude(before, after, use, gains, offsets, meds, spreads, out):  # pragma: no cover - compiled
+    """Change-vector magnitude of the bands ``use`` after radiometric normalization.
+
+    ``after`` is mapped onto the before radiometry, ``(a - offset) / gain``, then both
+    dates are divided by the before bands' robust spread: ``sqrt(sum(((a - offset) /
+    gain - b) / spread) ** 2))``, float32 into ``out`` (rows, cols), NaN where a band is NaN.
+    """
+    nb = use.shape[0]
+    rows, cols = before.shape[1], before.shape[2]
+    acc = np.empty(cols, np.float32)
+    for r in range(rows):
+        acc[:] = 0.0
+        for k in range(nb):
+            i = use[k]
+            # ((a - off) / gain - b) / spread  as  a * p - b * q - o
+            p = np.float32(1.0 / (gains[k] * spreads[k]))
+            q = np.float32(1.0 / spreads[k])
+            o = np.float32(offsets[k] / (gains[k] * spreads[k]))
+            for c in range(cols):
+                d = after[i, r, c] * p - before[i, r, c] * q - o
+                acc[c] += d * d
+        for c in range(cols):
+            out[r, c] = np.sqrt(acc[c])
+
+
+@njit(**_OPTS)
+def normalized_differences(image, pairs, out, start, step):  # pragma: no cover - compiled
+    """``(x - y) / (x + y)`` for each band pair ``(x, y)`` of ``pairs`` into ``out[start + k * step]``.
+
+    float32; NaN where ``|x + y| <= 1e-12`` or a band is NaN, like
+    :func:`changedet.indices.normalized_difference`.
+    """
+    n = pairs.shape[0]
+    rows, cols = image.shape[1], image.shape[2]
+    for k in range(n):
+        ix, iy = pairs[k, 0], pairs[k, 1]
+        j = start + k * step
+        for r in range(rows):
+            for c in range(cols):
+                x = np.float64(image[ix, r, c])
+                y = np.float64(image[iy, r, c])
+                t = x + y
+                if abs(t) > 1e-12:
+                    out[j, r, c] = np.float32((x - y) / t)
+                else:
+                    out[j, r, c] = np.nan
+
+
+@njit(**_OPTS)
+def _hsum_row(src, dst, half):
+    """dst[c] = sum of src[c - half .. c + half] (edges repeated), in a fixed order."""
+    cols = src.shape[0]
+    for c in range(cols):
+        dst[c] = 0
+    for d in range(-half, half + 1):
+        lo = max(0, -d)
+        hi = min(cols, cols - d)
+        for c in range(lo, hi):
+            dst[c] += src[c + d]
+        for c in range(0, lo):  # left edge: src[0] repeated
+            dst[c] += src[0]
+        for c in range(hi, cols):  # right edge
+            dst[c] += src[cols - 1]
+
+
+@njit(**_OPTS)
+def _hsum(src, dst, half):
+    """dst[r, c] = sum of src[r, c - half .. c + half] (edges repeated), in a fixed order."""
+    for r in range(src.shape[0]):
+        _hsum_row(src[r], dst[r], half)
+
+
+@njit(**_OPTS)
+def _vsum_row(src, r, out_row, half):
+    """out_row[c] = sum of src[r - half .. r + half, c] (edges repeated), fixed order."""
+    rows, cols = src.shape
+    for c in range(cols):
+        out_row[c] = 0
+    for d in range(-half, half + 1):
+        s = src[_clamp(r + d, rows)]
+        for c in range(cols):
+            out_row[c] += s[c]
+
+
+@njit(**_OPTS)
+def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
+    """Mean over a ``size`` x ``size`` window of the valid pixels only, per layer.
+
+    ``stack`` is (layers, rows, cols); NaN where the pixel itself is not valid or no
+    pixel of its window is.  A NaN value at a valid pixel spreads to its neighbours,
+    as a plain mean would.  Rows stream through a ring of ``size`` row sums, so each
+    layer is read once and written once.
+    """
+    n, rows, cols = stack.shape
+    half = size // 2
+    all_ok = True
+    for r in range(rows):
+        for c in range(cols):
+            if not ok[r, c]:
+                all_ok = False
+                break
+        if not all_ok:
+            break
+    row = np.empty(cols, np.float32)
+    tmp = np.empty(cols, np.float32)
+    ring = np.empty((size, cols), np.float32)
+    count = np.empty((1, 1), np.float32)
+    if not all_ok:  # valid pixels in each window
+        count = np.empty((rows, cols), np.float32)
+        for rr in range(min(half, rows - 1) + 1):
+            for c in range(cols):
+                tmp[c] = np.float32(1.0) if ok[rr, c] else np.float32(0.0)
+            _hsum_row(tmp, ring[rr % size], half)
+        for r in range(rows):
+            nxt = r + half
+            if 0 < half and nxt < rows and nxt > half:
+                for c in range(cols):
+                    tmp[c] = np.float32(1.0) if ok[nxt, c] else np.float32(0.0)
+                _hsum_row(tmp, ring[nxt % size], half)
+            _ring_vsum(ring, r, rows, half, size, count[r])
+    full = np.float32(size * size)
+    out = np.empty((n, rows, cols), np.float32)
+    nan = np.float32(np.nan)
+    for k in range(n):
+        for rr in range(min(half, rows - 1) + 1):
+            _masked_hsum(stack[k, rr], ok[rr], tmp, ring[rr % size], half)
+        for r in range(rows):
+            nxt = r + half
+            if 0 < half and nxt < rows and nxt > half:
+                _masked_hsum(stack[k, nxt], ok[nxt], tmp, ring[nxt % size], half)
+            _ring_vsum(ring, r, rows, half, size, row)
+            okr, dst = ok[r], out[k, r]
+            if all_ok:
+                for c in range(cols):
+                    dst[c] = row[c] / full
+            else:
+                cnt = count[r]
+                for c in range(cols):
+                    dst[c] = row[c] / cnt[c] if (okr[c] and cnt[c] > 0) else nan
+    return out
+
+
+@njit(**_OPTS)
+def _masked_hsum(src, okr, tmp, dst, half):
+    for c in range(src.shape[0]):
+        tmp[c] = src[c] if okr[c] else np.float32(0.0)
+    _hsum_row(tmp, dst, half)
+
+
+@njit(**_OPTS)
+def _ring_vsum(ring, r, rows, half, size, out_row):
+    """out_row = sum of the row sums of rows r - half .. r + half (edges repeated), fixed order."""
+    for c in range(out_row.shape[0]):
+        out_row[c] = 0
+    for d in range(-half, half + 1):
+        s = ring[_clamp(r + d, rows) % size]
+        for c in range(out_row.shape[0]):
+            out_row[c] += s[c]
+
+
+@njit(**_OPTS)
+def mixed_pixel_weight(raw, ok, base, size):  # pragma: no cover - compiled
+    """The half-contrast rim weight of :func:`changedet.change._mixed_pixel_weight`.
+
+    ``above = max(raw - base, 0)`` (0 where not valid); ``peak`` = maximum over
+    ``size`` x ``size`` of the 3 x 3 mean of ``above``; a pixel whose 3 x 3 minimum is
+    under a tenth of the peak gets ``clip((above / peak - 0.25) / 0.2, 0, 1)``, others 1.
+    """
+    rows, cols = raw.shape
+    above = np.empty((rows, cols), np.float32)
+    fb = np.float32(base)
+    for r in range(rows):
+        for c in range(cols):
+            v = raw[r, c]
+            if ok[r, c] and np.isfinite(v):
+                x = v - fb
+                above[r, c] = x if x > 0 else np.float32(0.0)
+            else:
+                above[r, c] = -fb if fb < 0 else np.float32(0.0)
+    # 3 x 3 mean (separable sums in a fixed order), then the size x size maximum
+    tmp = np.empty((rows, cols), np.float64)
+    for r in range(rows):
+        for c in range(cols):
+            tmp[r, c] = above[r, _clamp(c - 1, cols)] + np.float64(above[r, c]) + above[r, _clamp(c + 1, cols)]
+    mean3 = np.empty((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            mean3[r, c] = np.float32((tmp[_clamp(r - 1, rows), c] + tmp[r, c] + tmp[_clamp(r + 1, rows), c]) / 9.0)
+    half = size // 2
+    hmax = np.empty((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            m = mean3[r, _clamp(c - half, cols)]
+            for d in range(-half + 1, half + 1):
+                v = mean3[r, _clamp(c + d, cols)]
+                if v > m:
+                    m = v
+            hmax[r, c] = m
+    hmin = np.empty((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            m = above[r, _clamp(c - 1, cols)]
+            for d in range(0, 2):
+                v = above[r, _clamp(c + d, cols)]
+                if v < m:
+                    m = v
+            hmin[r, c] = m
+    out = np.empty((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            peak = hmax[_clamp(r - half, rows), c]
+            for d in range(-half + 1, half + 1):
+                v = hmax[_clamp(r + d, rows), c]
+                if v > peak:
+                    peak = v
+            low = hmin[_clamp(r - 1, rows), c]
+            for d in range(0, 2):
+                v = hmin[_clamp(r + d, rows), c]
+                if v < low:
+                    low = v
+            share = np.float32(1.0)
+            if peak > 0 and low < np.float32(0.1) * peak:
+                share = above[r, c] / peak
+            w = (share - np.float32(0.25)) / np.float32(0.2)
+            out[r, c] = min(max(w, np.float32(0.0)), np.float32(1.0))
+    return out
+
+
+#: The logistic function tabulated on [-20, 20] in steps of 1/64 (linear interpolation
+#: between entries is within 4e-6 of it; beyond the table it is within 2e-9 of 0 or 1).
+_SIG_STEP = 64.0
+_SIG_TABLE = (1.0 / (1.0 + np.exp(-np.arange(-20 * 64, 20 * 64 + 2) / 64.0))).astype(np.float32)
+
+
+@njit(**_OPTS)
+def _sigmoid(x):
+    """The logistic function 1 / (1 + exp(-x)), float32, from :data:`_SIG_TABLE`."""
+    if x <= -20.0:
+        return np.float32(0.0)
+    if x >= 20.0:
+        return np.float32(1.0)
+    t = (x + 20.0) * _SIG_STEP
+    i = int(t)
+    f = np.float32(t - i)
+    return _SIG_TABLE[i] + f * (_SIG_TABLE[i + 1] - _SIG_TABLE[i])
+
+
+@njit(**_OPTS)
+def urban_score(mag, w_mixed, smoothed, ok, zmed, zmad, water_floor, has_water):  # pragma: no cover - compiled
+    """The urban-spectral score from its parts, and its water and vegetation weights.
+
+    ``smoothed`` holds the 30 m means of NDVI before, NDVI after and (with
+    ``has_water``) the water index before and after.  ``z = (mag - zmed) / zmad``;
+    the water weight is ``1 - s((wb - floor) / 0.05) * s((wa - floor) / 0.05)``, the
+    vegetation weight ``s((0.5 - min(nvb, nva)) / 0.05)`` with ``s`` the logistic
+    function (a NaN index counts as no water, no vegetation).  All three float32,
+    NaN where not valid.
+    """
+    rows, cols = mag.shape
+    score = np.empty((rows, cols), np.float32)
+    w_water_out = np.empty((rows, cols), np.float32)
+    w_veg_out = np.empty((rows, cols), np.float32)
+    fmed, fmad = np.float32(zmed), np.float32(zmad)
+    for r in range(rows):
+        for c in range(cols):
+            if not ok[r, c]:
+                score[r, c] = np.nan
+                w_water_out[r, c] = np.nan
+                w_veg_out[r, c] = np.nan
+                continue
+            z = (mag[r, c] - fmed) / fmad
+            wb = -1.0
+            wa = -1.0
+            if has_water:
+                if not np.isnan(smoothed[2, r, c]):
+                    wb = np.float64(smoothed[2, r, c])
+                if not np.isnan(smoothed[3, r, c]):
+                    wa = np.float64(smoothed[3, r, c])
+            sb = _sigmoid(np.float32((wb - water_floor) / 0.05))
+            w_water = np.float32(1.0)
+            if sb > 0:
+                w_water = np.float32(1.0) - sb * _sigmoid(np.float32((wa - water_floor) / 0.05))
+            nb = smoothed[0, r, c]
+            na = smoothed[1, r, c]
+            nv = 0.0
+            if not (np.isnan(nb) or np.isnan(na)):
+                nv = np.float64(min(nb, na))
+            w_veg = _sigmoid(np.float32((0.5 - nv) / 0.05))
+            s = np.float32(np.float64(z) * w_water * w_veg * np.float64(w_mixed[r, c]))
+            score[r, c] = s if np.isfinite(s) else np.nan
+            w_water_out[r, c] = np.float32(w_water)
+            w_veg_out[r, c] = np.float32(w_veg)
+    return score, w_water_out, w_veg_out
+
+
+@njit(**_OPTS)
+def to_float32(raw, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - compiled
+    """float32 copy of a (bands, rows, cols) array with NaN for nodata.
+
+    Band ``i`` is NaN where it equals ``nodata[i]`` (when ``has_nodata[i]``) or 0
+    (when ``zero_is_nodata[i]``).
+    """
+    nb, rows, cols = raw.shape
+    out = np.empty((nb, rows, cols), np.float32)
+    nan = np.float32(np.nan)
+    for i in range(nb):
+        # a value no pixel can equal stands in for a missing rule
+        nd = nodata[i] if has_nodata[i] else np.nan
+        z = 0.0 if zero_is_nodata[i] else np.nan
+        for r in range(rows):
+            src, dst = raw[i, r], out[i, r]
+            for c in range(cols):
+                v = src[c]
+                dst[c] = nan if (v == nd) | (v == z) else np.float32(v)
+    return out
+
+
+@njit(**_OPTS)
+def all_finite(before, after):  # pragma: no cover - compiled
+    """(rows, cols) bool: every band of both (bands, rows, cols) arrays is finite."""
+    rows, cols = before.shape[1], before.shape[2]
+    out = np.ones((rows, cols), np.bool_)
+    for r in range(rows):
+        o = out[r]
+        for i in range(before.shape[0]):
+            src = before[i, r]
+            for c in range(cols):
+                o[c] &= np.isfinite(src[c])
+        for i in range(after.shape[0]):
+            src = after[i, r]
+            for c in range(cols):
+                o[c] &= np.isfinite(src[c])
+    return out
