@@ -83,38 +83,46 @@ def normalized_differences(image, pairs, out, start, step):  # pragma: no cover 
 
 @njit(**_OPTS)
 def _hsum_row(src, dst, half):
-    """dst[c] = sum of src[c - half .. c + half] (edges repeated), in a fixed order."""
+    """dst[c] = sum of src[c - half .. c + half] (edges repeated), left to right."""
     cols = src.shape[0]
+    if half == 1 and cols >= 2:  # the common 3 x 3 case, unrolled (same order, so same result)
+        dst[0] = (src[0] + src[0]) + src[1]
+        for c in range(1, cols - 1):
+            dst[c] = (src[c - 1] + src[c]) + src[c + 1]
+        dst[cols - 1] = (src[cols - 2] + src[cols - 1]) + src[cols - 1]
+        return
     for c in range(cols):
-        dst[c] = 0
-    for d in range(-half, half + 1):
-        lo = max(0, -d)
-        hi = min(cols, cols - d)
-        for c in range(lo, hi):
-            dst[c] += src[c + d]
-        for c in range(0, lo):  # left edge: src[0] repeated
-            dst[c] += src[0]
-        for c in range(hi, cols):  # right edge
-            dst[c] += src[cols - 1]
+        acc = src[_clamp(c - half, cols)]
+        for d in range(-half + 1, half + 1):
+            acc += src[_clamp(c + d, cols)]
+        dst[c] = acc
 
 
 @njit(**_OPTS)
-def _hsum(src, dst, half):
-    """dst[r, c] = sum of src[r, c - half .. c + half] (edges repeated), in a fixed order."""
-    for r in range(src.shape[0]):
-        _hsum_row(src[r], dst[r], half)
-
-
-@njit(**_OPTS)
-def _vsum_row(src, r, out_row, half):
-    """out_row[c] = sum of src[r - half .. r + half, c] (edges repeated), fixed order."""
-    rows, cols = src.shape
+def _vsum_row(h, r, out_row, half):
+    """out_row[c] = sum of h[r - half .. r + half, c] (edges repeated), top to bottom."""
+    rows, cols = h.shape
+    if half == 1:
+        a, b, d = h[_clamp(r - 1, rows)], h[r], h[_clamp(r + 1, rows)]
+        for c in range(cols):
+            out_row[c] = (a[c] + b[c]) + d[c]
+        return
+    first = h[_clamp(r - half, rows)]
     for c in range(cols):
-        out_row[c] = 0
-    for d in range(-half, half + 1):
-        s = src[_clamp(r + d, rows)]
+        out_row[c] = first[c]
+    for d in range(-half + 1, half + 1):
+        s = h[_clamp(r + d, rows)]
         for c in range(cols):
             out_row[c] += s[c]
+
+
+@njit(**_OPTS)
+def _all_true(ok):
+    for r in range(ok.shape[0]):
+        for c in range(ok.shape[1]):
+            if not ok[r, c]:
+                return False
+    return True
 
 
 @njit(**_OPTS)
@@ -123,74 +131,95 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
 
     ``stack`` is (layers, rows, cols); NaN where the pixel itself is not valid or no
     pixel of its window is.  A NaN value at a valid pixel spreads to its neighbours,
-    as a plain mean would.  Rows stream through a ring of ``size`` row sums, so each
-    layer is read once and written once.
+    as a plain mean would.  Sums run in one fixed order (row sums, then the rows top
+    to bottom), and a window of valid pixels is divided by the same count whether or
+    not the image has invalid pixels elsewhere, so the result at a pixel depends on
+    its window alone.
     """
     n, rows, cols = stack.shape
     half = size // 2
-    all_ok = True
-    for r in range(rows):
-        for c in range(cols):
-            if not ok[r, c]:
-                all_ok = False
-                break
-        if not all_ok:
-            break
+    all_ok = _all_true(ok)
+    h = np.empty((rows, cols), np.float32)
     row = np.empty(cols, np.float32)
     tmp = np.empty(cols, np.float32)
-    ring = np.empty((size, cols), np.float32)
+    full = np.float32(size * size)
     count = np.empty((1, 1), np.float32)
     if not all_ok:  # valid pixels in each window
         count = np.empty((rows, cols), np.float32)
-        for rr in range(min(half, rows - 1) + 1):
-            for c in range(cols):
-                tmp[c] = np.float32(1.0) if ok[rr, c] else np.float32(0.0)
-            _hsum_row(tmp, ring[rr % size], half)
         for r in range(rows):
-            nxt = r + half
-            if 0 < half and nxt < rows and nxt > half:
-                for c in range(cols):
-                    tmp[c] = np.float32(1.0) if ok[nxt, c] else np.float32(0.0)
-                _hsum_row(tmp, ring[nxt % size], half)
-            _ring_vsum(ring, r, rows, half, size, count[r])
-    full = np.float32(size * size)
+            okr = ok[r]
+            for c in range(cols):
+                tmp[c] = np.float32(1.0) if okr[c] else np.float32(0.0)
+            _hsum_row(tmp, h[r], half)
+        for r in range(rows):
+            _vsum_row(h, r, count[r], half)
     out = np.empty((n, rows, cols), np.float32)
     nan = np.float32(np.nan)
     for k in range(n):
-        for rr in range(min(half, rows - 1) + 1):
-            _masked_hsum(stack[k, rr], ok[rr], tmp, ring[rr % size], half)
         for r in range(rows):
-            nxt = r + half
-            if 0 < half and nxt < rows and nxt > half:
-                _masked_hsum(stack[k, nxt], ok[nxt], tmp, ring[nxt % size], half)
-            _ring_vsum(ring, r, rows, half, size, row)
-            okr, dst = ok[r], out[k, r]
+            if all_ok:
+                _hsum_row(stack[k, r], h[r], half)
+            else:
+                src, okr = stack[k, r], ok[r]
+                for c in range(cols):
+                    tmp[c] = src[c] if okr[c] else np.float32(0.0)
+                _hsum_row(tmp, h[r], half)
+        for r in range(rows):
+            dst = out[k, r]
+            _vsum_row(h, r, dst, half)
             if all_ok:
                 for c in range(cols):
-                    dst[c] = row[c] / full
+                    dst[c] = dst[c] / full
             else:
-                cnt = count[r]
+                okr, cnt = ok[r], count[r]
                 for c in range(cols):
-                    dst[c] = row[c] / cnt[c] if (okr[c] and cnt[c] > 0) else nan
+                    dst[c] = dst[c] / cnt[c] if (okr[c] and cnt[c] > 0) else nan
     return out
 
 
 @njit(**_OPTS)
-def _masked_hsum(src, okr, tmp, dst, half):
-    for c in range(src.shape[0]):
-        tmp[c] = src[c] if okr[c] else np.float32(0.0)
-    _hsum_row(tmp, dst, half)
+def _hext_row(src, dst, half, take_max):
+    """dst[c] = max (or min) of src[c - half .. c + half] (edges repeated)."""
+    cols = src.shape[0]
+    lo, hi = min(half, cols), max(cols - half, half)
+    for c in list(range(0, lo)) + list(range(hi, cols)):
+        m = src[_clamp(c - half, cols)]
+        for d in range(-half + 1, half + 1):
+            v = src[_clamp(c + d, cols)]
+            m = max(m, v) if take_max else min(m, v)
+        dst[c] = m
+    if half == 1 and take_max:
+        for c in range(lo, hi):
+            dst[c] = max(max(src[c - 1], src[c]), src[c + 1])
+    elif half == 1:
+        for c in range(lo, hi):
+            dst[c] = min(min(src[c - 1], src[c]), src[c + 1])
+    elif half == 2 and take_max:
+        for c in range(lo, hi):
+            dst[c] = max(max(max(max(src[c - 2], src[c - 1]), src[c]), src[c + 1]), src[c + 2])
+    else:
+        for c in range(lo, hi):
+            m = src[c - half]
+            for d in range(-half + 1, half + 1):
+                m = max(m, src[c + d]) if take_max else min(m, src[c + d])
+            dst[c] = m
 
 
 @njit(**_OPTS)
-def _ring_vsum(ring, r, rows, half, size, out_row):
-    """out_row = sum of the row sums of rows r - half .. r + half (edges repeated), fixed order."""
-    for c in range(out_row.shape[0]):
-        out_row[c] = 0
-    for d in range(-half, half + 1):
-        s = ring[_clamp(r + d, rows) % size]
-        for c in range(out_row.shape[0]):
-            out_row[c] += s[c]
+def _vext_row(h, r, out_row, half, take_max):
+    """out_row[c] = max (or min) of h[r - half .. r + half, c] (edges repeated)."""
+    rows, cols = h.shape
+    first = h[_clamp(r - half, rows)]
+    for c in range(cols):
+        out_row[c] = first[c]
+    for d in range(-half + 1, half + 1):
+        s = h[_clamp(r + d, rows)]
+        if take_max:
+            for c in range(cols):
+                out_row[c] = max(out_row[c], s[c])
+        else:
+            for c in range(cols):
+                out_row[c] = min(out_row[c], s[c])
 
 
 @njit(**_OPTS)
@@ -202,62 +231,45 @@ def mixed_pixel_weight(raw, ok, base, size):  # pragma: no cover - compiled
     under a tenth of the peak gets ``clip((above / peak - 0.25) / 0.2, 0, 1)``, others 1.
     """
     rows, cols = raw.shape
-    above = np.empty((rows, cols), np.float32)
     fb = np.float32(base)
+    zero = np.float32(0.0)
+    outside = -fb if fb < 0 else zero
+    above = np.empty((rows, cols), np.float32)
     for r in range(rows):
+        src, okr, dst = raw[r], ok[r], above[r]
         for c in range(cols):
-            v = raw[r, c]
-            if ok[r, c] and np.isfinite(v):
-                x = v - fb
-                above[r, c] = x if x > 0 else np.float32(0.0)
-            else:
-                above[r, c] = -fb if fb < 0 else np.float32(0.0)
-    # 3 x 3 mean (separable sums in a fixed order), then the size x size maximum
-    tmp = np.empty((rows, cols), np.float64)
+            v = src[c]
+            x = v - fb
+            dst[c] = (x if x > 0 else zero) if (okr[c] and np.isfinite(v)) else outside
+    h = np.empty((rows, cols), np.float32)
     for r in range(rows):
-        for c in range(cols):
-            tmp[r, c] = above[r, _clamp(c - 1, cols)] + np.float64(above[r, c]) + above[r, _clamp(c + 1, cols)]
+        _hsum_row(above[r], h[r], 1)
     mean3 = np.empty((rows, cols), np.float32)
+    nine = np.float32(9.0)
     for r in range(rows):
+        dst = mean3[r]
+        _vsum_row(h, r, dst, 1)
         for c in range(cols):
-            mean3[r, c] = np.float32((tmp[_clamp(r - 1, rows), c] + tmp[r, c] + tmp[_clamp(r + 1, rows), c]) / 9.0)
+            dst[c] = dst[c] / nine
     half = size // 2
-    hmax = np.empty((rows, cols), np.float32)
     for r in range(rows):
-        for c in range(cols):
-            m = mean3[r, _clamp(c - half, cols)]
-            for d in range(-half + 1, half + 1):
-                v = mean3[r, _clamp(c + d, cols)]
-                if v > m:
-                    m = v
-            hmax[r, c] = m
+        _hext_row(mean3[r], h[r], half, True)
     hmin = np.empty((rows, cols), np.float32)
     for r in range(rows):
-        for c in range(cols):
-            m = above[r, _clamp(c - 1, cols)]
-            for d in range(0, 2):
-                v = above[r, _clamp(c + d, cols)]
-                if v < m:
-                    m = v
-            hmin[r, c] = m
+        _hext_row(above[r], hmin[r], 1, False)
     out = np.empty((rows, cols), np.float32)
+    peak = np.empty(cols, np.float32)
+    low = np.empty(cols, np.float32)
+    tenth, quarter, fifth, one = np.float32(0.1), np.float32(0.25), np.float32(0.2), np.float32(1.0)
     for r in range(rows):
+        _vext_row(h, r, peak, half, True)
+        _vext_row(hmin, r, low, 1, False)
+        ab, dst = above[r], out[r]
         for c in range(cols):
-            peak = hmax[_clamp(r - half, rows), c]
-            for d in range(-half + 1, half + 1):
-                v = hmax[_clamp(r + d, rows), c]
-                if v > peak:
-                    peak = v
-            low = hmin[_clamp(r - 1, rows), c]
-            for d in range(0, 2):
-                v = hmin[_clamp(r + d, rows), c]
-                if v < low:
-                    low = v
-            share = np.float32(1.0)
-            if peak > 0 and low < np.float32(0.1) * peak:
-                share = above[r, c] / peak
-            w = (share - np.float32(0.25)) / np.float32(0.2)
-            out[r, c] = min(max(w, np.float32(0.0)), np.float32(1.0))
+            p = peak[c]
+            share = ab[c] / p if (p > 0 and low[c] < tenth * p) else one
+            w = (share - quarter) / fifth
+            dst[c] = min(max(w, zero), one)
     return out
 
 

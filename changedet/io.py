@@ -886,7 +886,8 @@ class WindowedWriter:
                 floating = np.issubdtype(np.dtype(self.dtype), np.floating)
                 rio_copy(
                     self.tmp, final, driver="COG", compress=self.compress, level=self.level,
-                    predictor="YES" if not floating else "FLOATING_POINT", blocksize=512, overviews="AUTO",
+                    # the floating-point predictor makes noisy scores larger and slower to write
+                    predictor="YES" if not floating else "NO", blocksize=512, overviews="AUTO",
                     resampling="nearest" if not floating else "average", num_threads="ALL_CPUS", BIGTIFF="IF_SAFER",
                 )
         finally:

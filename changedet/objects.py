@@ -243,7 +243,9 @@ class ChangePolygons:
         if src.equals(PCRS.from_epsg(4326), ignore_axis_order=True):
             return self.geometries
         tr = Transformer.from_crs(src, 4326, always_xy=True)
-        return tuple(shapely.transform(g, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))) for g in self.geometries)
+        arr = np.empty(len(self.geometries), dtype=object)
+        arr[:] = self.geometries
+        return tuple(shapely.transform(arr, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))))
 
     def to_geojson(self, *, precision: int = 7) -> dict[str, Any]:
         """RFC 7946 FeatureCollection in WGS84 lon/lat (pixel coordinates for pixel grids).
@@ -514,14 +516,17 @@ def assemble_polygons(
         hole_units = fill_holes_m2 / px_m2 * px_area_units if not in_pixels else fill_holes_m2 * px_area_units
     else:
         hole_units = fill_holes_m2 / grid.pixel_area_m2 * px_area_units
-    for part in merged:
-        geom = _fill_holes(part.geometry, hole_units)
+    filled = [_fill_holes(part.geometry, hole_units) for part in merged]
+    # lon/lat of all polygons in one transformation (a transformer per polygon was most of the time)
+    lonlat_all = ChangePolygons(tuple(filled), tuple({} for _ in filled), grid.crs).to_wgs84() if grid.crs is not None else None
+    for k_part, part in enumerate(merged):
+        geom = filled[k_part]
         n_px = int(round(geom.area / px_area_units)) if px_area_units > 0 else part.n_px
         if grid.crs is None:
             area_m2 = float(n_px) * px_m2 if not in_pixels else None
             lonlat_geom = None
         else:
-            lonlat_geom = ChangePolygons((geom,), ({},), grid.crs).to_wgs84()[0]
+            lonlat_geom = lonlat_all[k_part]
             if grid.crs.is_geographic:
                 area_m2 = _geod_area_m2(lonlat_geom)
             else:

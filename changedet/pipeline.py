@@ -15,7 +15,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -121,13 +121,17 @@ class ChangeResult:
                                    method_label=self.summary["parameters"]["method"], **kwargs)
 
     def save(
-        self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True, rasters: bool = True
+        self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True, rasters: bool = True,
+        rasters_ready: Callable[[], Any] | None = None,
     ) -> dict[str, Path]:
         """Write the output files of the command-line contract into ``folder``.
 
         Each file is written under a temporary name and renamed when complete;
         ``summary.json`` is written last, so its presence means the folder is whole.
         An existing finished result is only replaced with ``overwrite=True``.
+        With ``rasters=False`` the rasters are in the folder already (the windowed path
+        streams them); ``rasters_ready`` is then called, after the vectors and figures
+        are written and before the summary, to wait for them.
         """
         out = Path(folder)
         check_output_folder(out, overwrite=overwrite)
@@ -139,11 +143,6 @@ class ChangeResult:
         if rasters:
             written["change_mask.tif"] = _io.write_raster(self.mask, out / "change_mask.tif", dtype="uint8", nodata=NODATA_MASK)
             written["change_score.tif"] = _io.write_raster(self.score, out / "change_score.tif", dtype="float32")
-        else:  # written already (the windowed path streams them)
-            for name in ("change_mask.tif", "change_score.tif"):
-                if not (out / name).exists():
-                    raise FileNotFoundError(f"{name} is missing from {str(out)!r}; save with rasters=True")
-                written[name] = out / name
         written["changes.geojson"] = _io.write_geojson(self.polygons.to_geojson(), out / "changes.geojson")
         if self.grid.crs is not None:
             gpkg = _io.write_gpkg(self.polygons.geometries, [_flat(p) for p in self.polygons.properties],
@@ -155,6 +154,13 @@ class ChangeResult:
 
             fig = self.plot()
             written["overview.png"] = plot.save_figure(fig, out / "overview.png")
+        if not rasters:  # written already, or being written (the windowed path streams them)
+            if rasters_ready is not None:
+                rasters_ready()
+            for name in ("change_mask.tif", "change_score.tif"):
+                if not (out / name).exists():
+                    raise FileNotFoundError(f"{name} is missing from {str(out)!r}; save with rasters=True")
+                written[name] = out / name
         summary = _jsonable(self.summary)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])

@@ -403,6 +403,7 @@ def detect_changes_tiled(
             b_s, a_s = rb.read(w), ra.read(w)
             samples.append((w, b_s, a_s))
         whole = len(sample_wins) == 1 and sample_wins[0].width == grid.width and sample_wins[0].height == grid.height
+        timings["sample_read"] = time.perf_counter() - t
         shift = _align.Shift(0.0, 0.0, 0.0, 0)
         if coregister:
             if whole:
@@ -420,6 +421,7 @@ def detect_changes_tiled(
         if apply_shift and not _majority_helps(samples, ns, shift):
             apply_shift = False
             shift = _align.Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
+        timings["sample_coregister"] = time.perf_counter() - t - timings["sample_read"]
         fit_b, fit_a, fit_v = [], [], []
         for w, b_s, a_s in samples:
             a_sp = _align.apply_shift(a_s[:ns], shift) if apply_shift else a_s[:ns]
@@ -442,7 +444,9 @@ def detect_changes_tiled(
                 f"no pixel is valid in both dates in the sample of the analysis grid ({describe_grid(grid)}): "
                 "nodata, clouds or the area of interest leave nothing to compare"
             )
+        t_fit = time.perf_counter()
         fitted = fit_method(method, sb, sa, band_names=spectral, pixel_size_m=px_size, valid=sv)
+        timings["sample_method"] = time.perf_counter() - t_fit
         cs = fitted.apply(sb, sa, sv)
         s_score = np.where(sv, cs.score, np.nan).astype("float32")
         used_thr_method = thr_method or cs.threshold_method
@@ -462,6 +466,8 @@ def detect_changes_tiled(
         prev_shape = (-(-grid.height // stride), -(-grid.width // stride))
         preview_b = np.full((ns, *prev_shape), np.nan, dtype="float32")
         preview_a = np.full((ns, *prev_shape), np.nan, dtype="float32")
+        preview_score = np.full(prev_shape, np.nan, dtype="float32")
+        preview_mask = np.full(prev_shape, 255, dtype="uint8")
         tmp_dir = out_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
@@ -521,6 +527,7 @@ def detect_changes_tiled(
             sub_a = a_c[:, fr::stride, fc::stride]
             preview_b[:, pr : pr + sub_b.shape[1], pc : pc + sub_b.shape[2]] = sub_b
             preview_a[:, pr : pr + sub_a.shape[1], pc : pc + sub_a.shape[2]] = sub_a
+            preview_score[pr : pr + sub_a.shape[1], pc : pc + sub_a.shape[2]] = score_c[fr::stride, fc::stride]
             with parts_lock:
                 parts.extend(win_parts)
                 valid_bits[k] = _pack(v_c)
@@ -529,6 +536,7 @@ def detect_changes_tiled(
             bar.update()
 
         n_workers = workers or os.cpu_count() or 1
+        cpu0 = time.process_time()
         read_s = 0.0
         window_rows: dict[int, list[int]] = {}
         for k, plan in enumerate(plans):
@@ -562,6 +570,17 @@ def detect_changes_tiled(
             bar.close()
         timings["windows"] = time.perf_counter() - t
         timings["windows_reading"] = read_s
+        timings["windows_cpu"] = time.process_time() - cpu0  # all threads: the reads, the windows
+
+        # ---- the score becomes a COG (GDAL, off the GIL) while the polygons are made
+        publisher = ThreadPoolExecutor(max_workers=1)
+
+        def publish(writer: Any, key: str) -> None:
+            t_c = time.perf_counter()
+            writer.commit()  # under the environment entered above (GDAL's cache bound is process-wide)
+            timings[key] = time.perf_counter() - t_c
+
+        published = [publisher.submit(publish, score_w, "cog_score")]
 
         # ---- whole polygons, then the final mask from them
         t = time.perf_counter()
@@ -587,51 +606,77 @@ def detect_changes_tiled(
                 m = np.where(v_c, (burnt & v_c).astype("uint8"), 255).astype("uint8")
                 changed += int((m == 1).sum())
                 mask_w.write(m[np.newaxis], core)
+                r0, c0 = int(core.row_off), int(core.col_off)
+                fr, fc = (-r0) % stride, (-c0) % stride
+                sub = m[fr::stride, fc::stride]
+                pr, pc = (r0 + fr) // stride, (c0 + fc) // stride
+                preview_mask[pr : pr + sub.shape[0], pc : pc + sub.shape[1]] = sub
             timings["polygons_mask"] = time.perf_counter() - t
-            t = time.perf_counter()
-            score_w.commit()
-            mask_w.commit()
+            published.append(publisher.submit(publish, mask_w, "cog_mask"))
         except BaseException:
+            for f in published:
+                with contextlib.suppress(BaseException):
+                    f.result()
             score_w.abort()
             mask_w.abort()
             raise
-        timings["cog"] = time.perf_counter() - t
+        finally:
+            publisher.shutdown(wait=False)
+    except BaseException:
+        env.__exit__(None, None, None)
+        raise
     finally:
         rb.close()
         ra.close()
-        env.__exit__(None, None, None)
         hasher.shutdown(wait=False)
+    # GDAL's settings (its block cache bound) stay until the COGs are written: leaving the
+    # environment here would reset the cache to GDAL's default (5 % of RAM) under them
+    try:
+        timings["total"] = time.perf_counter() - t_start
+        prev_transform = grid.transform * Affine.scale(stride)
+        b_prev = GeoRaster(preview_b, prev_transform, grid.crs, tuple(spectral))
+        a_prev = GeoRaster(preview_a, prev_transform, grid.crs, tuple(spectral))
+        mask_prev = GeoRaster(preview_mask[np.newaxis], prev_transform, grid.crs, ("change",))
+        score_prev = GeoRaster(preview_score[np.newaxis], prev_transform, grid.crs, ("score",))
+        summary = _pipeline.build_summary(
+            grid=grid, polygons=polygons, changed=changed, n_valid=counts["valid"],
+            n_pixels=grid.height * grid.width, in_px=False,
+            inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
+            parameters={
+                "method": method, "threshold": threshold, "threshold_method": used_thr_method,
+                "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
+                "fill_holes_m2": holes_m2, "aoi": list(aoi_lonlat.bounds) if aoi_lonlat is not None else None,
+                "align": True, "coregister": coregister, "pixel_size_m": None, "bands": spectral,
+            },
+            shift=shift if coregister else None, dropped=[n for n in (*names_b, *names_a) if n not in wanted],
+            masks={"excluded_pixels": counts["excluded"], "classification_bands": aux},
+            method_details=method_details, timings=timings,
+        )
+        summary["tiling"] = {
+            "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
+            "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 256 x 256",
+            "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
+            "preview_stride": stride,
+        }
+        result = _pipeline.ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(thr), summary, {})
 
-    timings["total"] = time.perf_counter() - t_start
-    prev_transform = grid.transform * Affine.scale(stride)
-    b_prev = GeoRaster(preview_b, prev_transform, grid.crs, tuple(spectral))
-    a_prev = GeoRaster(preview_a, prev_transform, grid.crs, tuple(spectral))
-    mask_prev = _io.read_raster_decimated(out_dir / "change_mask.tif", prev_shape)
-    score_prev = _io.read_raster_decimated(out_dir / "change_score.tif", prev_shape)
-    mask_prev = mask_prev.with_data(np.where(np.isfinite(mask_prev.data), mask_prev.data, 255).astype("uint8"))
-    summary = _pipeline.build_summary(
-        grid=grid, polygons=polygons, changed=changed, n_valid=counts["valid"],
-        n_pixels=grid.height * grid.width, in_px=False,
-        inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
-        parameters={
-            "method": method, "threshold": threshold, "threshold_method": used_thr_method,
-            "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
-            "fill_holes_m2": holes_m2, "aoi": list(aoi_lonlat.bounds) if aoi_lonlat is not None else None,
-            "align": True, "coregister": coregister, "pixel_size_m": None, "bands": spectral,
-        },
-        shift=shift if coregister else None, dropped=[n for n in (*names_b, *names_a) if n not in wanted],
-        masks={"excluded_pixels": counts["excluded"], "classification_bands": aux},
-        method_details=method_details, timings=timings,
-    )
-    summary["tiling"] = {
-        "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
-        "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 256 x 256",
-        "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
-        "preview_stride": stride,
-    }
-    result = _pipeline.ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(thr), summary, {})
-    result.save(out_dir, overwrite=True, rasters=False)
-    return result
+        def rasters_ready() -> None:
+            # the COGs are whole before summary.json says the folder is
+            for f in published:
+                f.result()
+            result.summary["timings_s"].update({k: round(timings[k], 3) for k in ("cog_score", "cog_mask")})
+            result.summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
+
+        try:
+            result.save(out_dir, overwrite=True, rasters=False, rasters_ready=rasters_ready)
+        except BaseException:
+            for f in published:
+                with contextlib.suppress(BaseException):
+                    f.result()
+            raise
+        return result
+    finally:
+        env.__exit__(None, None, None)
 
 
 def _corner(grid: Grid, core: Window, row: float, col: float) -> tuple[float, float]:
