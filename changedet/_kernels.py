@@ -378,3 +378,23 @@ def all_finite(before, after):  # pragma: no cover - compiled
             for c in range(cols):
                 o[c] &= np.isfinite(src[c])
     return out
+
+
+@njit(**_OPTS)
+def pool2_finite(x):  # pragma: no cover - compiled
+    """Sums and counts of the finite values of ``x`` (rows, cols) over 2 x 2 blocks.
+
+    The last row or column of an odd-sized array forms blocks of its own.  float64.
+    """
+    rows, cols = x.shape
+    orows, ocols = (rows + 1) // 2, (cols + 1) // 2
+    sums = np.zeros((orows, ocols), np.float64)
+    counts = np.zeros((orows, ocols), np.float64)
+    for r in range(rows):
+        src, srow, crow = x[r], sums[r // 2], counts[r // 2]
+        for c in range(cols):
+            v = src[c]
+            if np.isfinite(v):
+                srow[c // 2] += v
+                crow[c // 2] += 1.0
+    return sums, counts

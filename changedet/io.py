@@ -482,7 +482,7 @@ def write_raster(
     return dest
 
 
-def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int = 2) -> Path:
+def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2) -> Path:
     """Write JSON atomically (NaN is refused: write ``None`` instead).
 
     Examples
@@ -534,7 +534,8 @@ def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[st
     """
     if feature_collection.get("type") != "FeatureCollection":
         raise InvalidParameterError("write_geojson needs a dict with type 'FeatureCollection'")
-    return write_json(feature_collection, path, indent=1)
+    # one line, no indentation: the C encoder (indentation takes the slow Python one)
+    return write_json(feature_collection, path, indent=None)
 
 
 def write_gpkg(
@@ -833,9 +834,17 @@ class WindowedWriter:
     """Write a raster window by window, then publish it as a Cloud-Optimized GeoTIFF.
 
     Windows go into a temporary tiled GeoTIFF beside the destination (thread-safe);
-    :meth:`commit` converts it to a COG (DEFLATE, overviews) under a temporary name
+    :meth:`commit` converts it to a COG (compressed, overviews) under a temporary name
     and renames it into place, :meth:`abort` removes everything.  Until ``commit``
     nothing exists at the destination.
+
+    With ``overview_block`` (floating-point rasters) the overviews are averaged from
+    each window as it is written, NaN ignored, into staging files of their own, so the
+    COG copy takes them as they are instead of reading the whole raster again to make
+    them.  Windows start on multiples of ``overview_block`` pixels; when that is not a
+    multiple of the largest overview factor, GDAL makes the overviews at commit.  The
+    levels are those GDAL's COG driver would make (factors 2, 4, ... until the
+    overview fits in one 512 x 512 block).
 
     Examples
     --------
@@ -849,54 +858,162 @@ class WindowedWriter:
     [1.0, 1.0, 0.0, 0.0]
     """
 
+    BLOCK = 512
+
     def __init__(self, path: str | os.PathLike[str], grid: Grid, *, dtype: str, nodata: float | None,
-                 band_names: Sequence[str], compress: str = "DEFLATE", compress_level: int = 6):
+                 band_names: Sequence[str], compress: str = "DEFLATE", compress_level: int = 6,
+                 overview_block: int | None = None):
         import threading
 
         self.dest = Path(path)
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=".stage.tif", dir=self.dest.parent)
-        os.close(fd)
-        self.tmp = Path(name)
         self.grid, self.dtype, self.nodata, self.band_names = grid, dtype, nodata, tuple(band_names)
         self.level = compress_level
         self.compress = compress
         self._lock = threading.Lock()
-        # the staging file is uncompressed: it is written once and read once by the COG copy
+        self._tmp_files: list[Path] = []
+        self.tmp = self._staging(grid.height, grid.width, "stage")
+        # overview factors as the COG driver picks them: halving until one block holds the overview
+        self.factors: list[int] = []
+        f = 2
+        while max(grid.height, grid.width) > self.BLOCK and overview_block:
+            self.factors.append(f)
+            if max(-(-grid.height // f), -(-grid.width // f)) <= self.BLOCK:
+                break
+            f *= 2
+        if overview_block and not np.issubdtype(np.dtype(dtype), np.floating):
+            raise InvalidParameterError(f"overviews are averaged window by window for floating-point rasters only, not {dtype}")
+        if self.factors and overview_block % self.factors[-1]:  # windows not aligned: GDAL makes them at commit
+            self.factors = []
+        self._ovr_paths = [self._staging(-(-grid.height // f), -(-grid.width // f), f"ovr{f}") for f in self.factors]
+        self._ds = rasterio.open(self.tmp, "r+")
+        self._ovr = [rasterio.open(p, "r+") for p in self._ovr_paths]
+
+    def _staging(self, rows: int, cols: int, tag: str) -> Path:
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=f".{tag}.tif", dir=self.dest.parent)
+        os.close(fd)
+        path = Path(name)
+        self._tmp_files.append(path)
+        # staging files are uncompressed: written once and read once by the COG copy
         profile: dict[str, Any] = dict(
-            driver="GTiff", width=grid.width, height=grid.height, count=len(self.band_names), dtype=dtype,
-            crs=grid.crs, transform=grid.transform, nodata=nodata, tiled=True, blockxsize=512, blockysize=512,
-            BIGTIFF="IF_SAFER",
+            driver="GTiff", width=cols, height=rows, count=len(self.band_names), dtype=self.dtype,
+            crs=self.grid.crs, transform=self.grid.transform * Affine.scale(self.grid.width / cols, self.grid.height / rows),
+            nodata=self.nodata, tiled=True, blockxsize=self.BLOCK, blockysize=self.BLOCK, BIGTIFF="IF_SAFER",
         )
-        self._ds = rasterio.open(self.tmp, "w", **profile)
-        for i, n in enumerate(self.band_names, start=1):
-            self._ds.set_band_description(i, n)
+        with rasterio.open(path, "w", **profile) as ds:
+            for i, n in enumerate(self.band_names, start=1):
+                ds.set_band_description(i, n)
+        return path
 
     def write(self, data: np.ndarray, window: Any) -> None:
         arr = data if data.ndim == 3 else data[np.newaxis]
+        arr = arr.astype(self.dtype, copy=False)
+        levels = []
+        if self.factors:
+            r0, c0 = int(window.row_off), int(window.col_off)
+            if r0 % self.factors[-1] or c0 % self.factors[-1]:
+                raise InvalidParameterError(
+                    f"window at row {r0}, col {c0} does not start on a multiple of {self.factors[-1]} pixels"
+                )
+            from . import _kernels
+
+            pooled = [_kernels.pool2_finite(np.ascontiguousarray(band)) for band in arr]
+            sums, counts = np.stack([p[0] for p in pooled]), np.stack([p[1] for p in pooled])
+            for k, (f, ds) in enumerate(zip(self.factors, self._ovr)):
+                if k:  # sums over f x f blocks, from the previous level
+                    sums, counts = _pool2(sums), _pool2(counts)
+                done = f
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = np.where(counts > 0, sums / counts, np.nan).astype(self.dtype)
+                levels.append((ds, mean, Window(c0 // done, r0 // done, mean.shape[2], mean.shape[1])))
         with self._lock:
-            self._ds.write(arr.astype(self.dtype, copy=False), window=window)
+            self._ds.write(arr, window=window)
+            for ds, mean, win in levels:
+                ds.write(mean, window=win)
 
     def commit(self) -> Path:
         from rasterio.shutil import copy as rio_copy
 
         self._ds.close()
+        for ds in self._ovr:
+            ds.close()
         try:
+            src = str(self.tmp)
+            if self.factors:
+                src = str(self.tmp.with_suffix(".vrt"))
+                self._tmp_files.append(Path(src))
+                Path(src).write_text(self._vrt_with_overviews(), encoding="utf-8")
             with atomic_path(self.dest) as final:
                 floating = np.issubdtype(np.dtype(self.dtype), np.floating)
                 rio_copy(
-                    self.tmp, final, driver="COG", compress=self.compress, level=self.level,
+                    src, final, driver="COG", compress=self.compress, level=self.level,
                     # the floating-point predictor makes noisy scores larger and slower to write
-                    predictor="YES" if not floating else "NO", blocksize=512, overviews="AUTO",
+                    predictor="YES" if not floating else "NO", blocksize=self.BLOCK,
+                    overviews="FORCE_USE_EXISTING" if self.factors else "AUTO",
                     resampling="nearest" if not floating else "average", num_threads="ALL_CPUS", BIGTIFF="IF_SAFER",
                 )
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.tmp.unlink()
+            self._remove_staging()
         return self.dest
 
+    def _vrt_with_overviews(self) -> str:
+        """A VRT of the staging raster that lists the staged overviews as its own."""
+        from xml.sax.saxutils import escape
+
+        with rasterio.open(self.tmp) as ds:
+            ds_vrt = _plain_vrt(ds)
+        bands = []
+        for b in range(1, len(self.band_names) + 1):
+            ovr = "".join(
+                f'<Overview><SourceFilename relativeToVRT="0">{escape(str(p))}</SourceFilename>'
+                f"<SourceBand>{b}</SourceBand></Overview>" for p in self._ovr_paths
+            )
+            bands.append(ovr)
+        # insert the overview list at the end of each band element
+        parts = ds_vrt.split("</VRTRasterBand>")
+        out = "".join(part + bands[i] + "</VRTRasterBand>" for i, part in enumerate(parts[:-1])) + parts[-1]
+        return out
+
+    def _remove_staging(self) -> None:
+        for p in self._tmp_files:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
     def abort(self) -> None:
-        with contextlib.suppress(Exception):
-            self._ds.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        for ds in (self._ds, *self._ovr):
+            with contextlib.suppress(Exception):
+                ds.close()
+        self._remove_staging()
+
+
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """Sums over 2 x 2 blocks of the last two axes (a last odd row or column alone)."""
+    rows, cols = x.shape[-2:]
+    if rows % 2 or cols % 2:
+        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, rows % 2), (0, cols % 2)])
+    return x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]
+
+
+def _plain_vrt(ds: Any) -> str:
+    """VRT XML that shows every band of an open GeoTIFF as it is (no overviews)."""
+    from xml.sax.saxutils import escape
+
+    t = ds.transform
+    dtype = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16", "int16": "Int16",
+             "uint32": "UInt32", "int32": "Int32"}[ds.dtypes[0]]
+    srs = f"<SRS>{escape(ds.crs.to_wkt())}</SRS>" if ds.crs else ""
+    bands = []
+    for b in range(1, ds.count + 1):
+        nd = ds.nodata
+        nd_xml = "" if nd is None else f"<NoDataValue>{'nan' if np.isnan(nd) else repr(float(nd))}</NoDataValue>"
+        desc = ds.descriptions[b - 1] or ""
+        bands.append(
+            f'<VRTRasterBand dataType="{dtype}" band="{b}">{nd_xml}<Description>{escape(desc)}</Description>'
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(ds.name))}</SourceFilename>'
+            f"<SourceBand>{b}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/>'
+            f'<DstRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/></SimpleSource></VRTRasterBand>'
+        )
+    return (f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">{srs}'
+            f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
+            + "".join(bands) + "</VRTDataset>")

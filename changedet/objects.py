@@ -252,10 +252,11 @@ class ChangePolygons:
 
         Exterior rings are counter-clockwise, coordinates rounded to ``precision`` decimals.
         """
-        geoms = self.to_wgs84()
+        arr = np.empty(len(self.geometries), dtype=object)
+        arr[:] = self.to_wgs84()
+        arr = shapely.orient_polygons(shapely.set_precision(arr, 10.0**-precision), exterior_cw=False)
         feats = []
-        for g, p in zip(geoms, self.properties):
-            g = shapely.orient_polygons(shapely.set_precision(g, 10.0**-precision), exterior_cw=False)
+        for g, p in zip(arr, self.properties):
             feats.append({"type": "Feature", "id": p.get("id"), "geometry": shapely.geometry.mapping(g), "properties": _jsonable(p)})
         fc: dict[str, Any] = {"type": "FeatureCollection", "features": feats}
         if self.crs is None:

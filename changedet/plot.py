@@ -908,7 +908,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     if int(dpi) != dpi or dpi <= 0:
         raise InvalidParameterError(f"dpi must be a positive integer, got {dpi!r}")
     with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+        # PNG at zlib level 3: about as small as the default 6 on imagery, in half the time
+        extra = {"pil_kwargs": {"compress_level": 3}} if fmt == "png" else {}
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", **extra)
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)

@@ -314,7 +314,7 @@ def detect_changes_tiled(
     Same options and outputs as :func:`changedet.pipeline.detect_changes` plus
     ``ChangeResult.save``; the returned :class:`~changedet.pipeline.ChangeResult`
     carries the full polygons and summary, and *previews* of the rasters (decimated
-    to at most about 1500 pixels a side, see ``summary["tiling"]["preview_stride"]``):
+    to at most 1000 pixels a side, see ``summary["tiling"]["preview_stride"]``):
     the full-resolution mask and score are the files in ``out``.
 
     Parameters
@@ -358,6 +358,8 @@ def detect_changes_tiled(
     # the inputs' SHA-256 for the summary, computed beside the work (hashlib releases the GIL)
     hasher = ThreadPoolExecutor(max_workers=1)
     hashes = hasher.submit(_pipeline.input_hashes, before, after)
+    # the figure and GeoPackage libraries load while the sample is read and fitted
+    threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
 
     # ---- grids and bands (metadata only)
     t = time.perf_counter()
@@ -462,7 +464,7 @@ def detect_changes_tiled(
                                                                  fill_holes_m2)
         halo = max(fitted.halo_px, int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0, open_px + 1, 4)
         plans = plan_windows(grid.shape, size=window_px, halo=halo)
-        stride = max(1, int(math.ceil(max(grid.shape) / 1500)))
+        stride = max(1, int(math.ceil(max(grid.shape) / 1000)))
         prev_shape = (-(-grid.height // stride), -(-grid.width // stride))
         preview_b = np.full((ns, *prev_shape), np.nan, dtype="float32")
         preview_a = np.full((ns, *prev_shape), np.nan, dtype="float32")
@@ -471,7 +473,8 @@ def detect_changes_tiled(
         tmp_dir = out_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
-                                     band_names=("score",), compress="ZSTD", compress_level=1)
+                                     band_names=("score",), compress="ZSTD", compress_level=1,
+                                     overview_block=window_px)
         mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,
                                     band_names=("change",))
         valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
@@ -677,6 +680,12 @@ def detect_changes_tiled(
         return result
     finally:
         env.__exit__(None, None, None)
+
+
+def _preload_writers() -> None:
+    with contextlib.suppress(Exception):
+        from . import plot  # noqa: F401  (matplotlib)
+        import pyogrio  # noqa: F401
 
 
 def _corner(grid: Grid, core: Window, row: float, col: float) -> tuple[float, float]:
