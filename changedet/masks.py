@@ -274,6 +274,19 @@ def exclude_mask(
     return out
 
 
+def has_cloud_information(band_names: Sequence[str]) -> bool:
+    """Whether :func:`exclude_mask` looks for clouds in images with these bands (SCL, or
+    blue, green, red and the cirrus band); otherwise it only leaves out nodata.
+
+    Examples
+    --------
+    >>> has_cloud_information(["B02", "B03", "B04", "B08"]), has_cloud_information(["B02", "B03", "B04", "SCL"])
+    (False, True)
+    """
+    found = resolve_bands(band_names)
+    return "scl" in found or all(b in found for b in ("blue", "green", "red", "cirrus"))
+
+
 def exclusion_mask(
     before: np.ndarray,
     after: np.ndarray,

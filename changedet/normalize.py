@@ -88,16 +88,18 @@ class IRMADResult:
 
 def _weighted_cov(data: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sw = w.sum()
-    mean = (data * w).sum(axis=1) / sw
+    mean = data @ w / sw
     c = data - mean[:, None]
-    cov = (c * w) @ c.T / sw
-    return mean, cov
+    c *= np.sqrt(w)
+    return mean, c @ c.T / sw
 
 
-def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray):
-    """Weighted canonical correlation: vectors a, b (columns), correlations rho, means."""
+def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = None):
+    """Weighted canonical correlation: vectors a, b (columns), correlations rho, means.
+
+    ``xy`` is ``np.vstack([x, y])`` when the caller has it already."""
     p = x.shape[0]
-    mean, cov = _weighted_cov(np.vstack([x, y]), w)
+    mean, cov = _weighted_cov(np.vstack([x, y]) if xy is None else xy, w)
     sxx, syy, sxy = cov[:p, :p], cov[p:, p:], cov[:p, p:]
     # a ridge one millionth of the trace keeps constant or collinear bands solvable
     sxx = sxx + np.eye(p) * (1e-9 + 1e-6 * np.trace(sxx) / p)
@@ -174,6 +176,22 @@ def irmad(
     if max_iterations < 1:
         raise InvalidParameterError(f"max_iterations must be >= 1, got {max_iterations}")
     bands = before.shape[0]
+    mad_all, z_all, rho, it, converged = _irmad_fit(before, after, ok, max_iterations, tolerance, robust, seed)
+    rows, cols = ok.shape
+    mad_img = np.full((bands, rows, cols), np.nan, np.float32)
+    mad_img[:, ok] = mad_all
+    chi = np.full((rows, cols), np.nan, np.float32)
+    chi[ok] = z_all
+    pn = np.full((rows, cols), np.nan, np.float32)
+    pn[ok] = special.chdtrc(bands, z_all)
+    return IRMADResult(mad_img, chi, pn, rho, it, converged)
+
+
+def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterations: int, tolerance: float,
+               robust: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
+    """IR-MAD on float64 (bands, rows, cols) arrays: MAD variates and chi-square statistic of
+    the ``ok`` pixels (in ``ok``'s row-major order), canonical correlations, iterations, convergence."""
+    bands = before.shape[0]
     x_all = before[:, ok]
     y_all = after[:, ok]
     n = x_all.shape[1]
@@ -196,8 +214,9 @@ def irmad(
         spread = (1.4826 * np.median(np.abs(mad - med), axis=1)) ** 2
         return np.where(spread > 1e-6, spread, theory)
 
+    xy = np.vstack([x, y])
     for it in range(1, max_iterations + 1):
-        a, b, rho, mx, my = _cca(x, y, w)
+        a, b, rho, mx, my = _cca(x, y, w, xy)
         mad = a.T @ (x - mx[:, None]) - b.T @ (y - my[:, None])
         var = variances(mad, rho)
         z = np.sum(mad**2 / var[:, None], axis=0)
@@ -211,14 +230,7 @@ def irmad(
     mad_all = a.T @ (x_all - mx[:, None]) - b.T @ (y_all - my[:, None])
     var = variances(mad, rho)
     z_all = np.sum(mad_all**2 / var[:, None], axis=0)
-    rows, cols = ok.shape
-    mad_img = np.full((bands, rows, cols), np.nan, np.float32)
-    mad_img[:, ok] = mad_all
-    chi = np.full((rows, cols), np.nan, np.float32)
-    chi[ok] = z_all
-    pn = np.full((rows, cols), np.nan, np.float32)
-    pn[ok] = special.chdtrc(bands, z_all)
-    return IRMADResult(mad_img, chi, pn, rho, it, converged)
+    return mad_all, z_all, rho, it, converged
 
 
 @dataclass(frozen=True, eq=False)
@@ -295,17 +307,19 @@ def normalize_irmad(
     if not 0 < p_invariant < 1:
         raise InvalidParameterError(f"p_invariant must be in (0, 1), got {p_invariant}")
     before64, after64, ok = _check_pair(before, after, valid)
-    result = irmad(before64, after64, valid=ok)
-    pn = np.nan_to_num(result.p_nochange, nan=-1.0)
-    invariant = (pn > p_invariant) & ok
+    bands = before64.shape[0]
+    _, z_all, _, _, _ = _irmad_fit(before64, after64, ok, 50, 1e-4, True, 0)
+    # no-change probability above p_invariant <=> chi-square statistic below its (1 - p) quantile
+    chi = np.full(ok.shape, np.inf)
+    chi[ok] = z_all
+    invariant = chi < special.chdtri(bands, p_invariant)
     if invariant.sum() < min_invariant:
         take = min(int(ok.sum()), max(min_invariant, int(0.1 * ok.sum())))
         flat = np.flatnonzero(ok)
-        best = flat[np.argsort(-pn.ravel()[flat], kind="stable")[:take]]
+        best = flat[np.argsort(chi.ravel()[flat], kind="stable")[:take]]
         invariant = np.zeros(ok.size, bool)
         invariant[best] = True
         invariant = invariant.reshape(ok.shape)
-    bands = before64.shape[0]
     gains = np.ones(bands)
     offsets = np.zeros(bands)
     out = np.empty_like(after64, dtype=np.float32)

@@ -314,7 +314,8 @@ def vectorize_parts(
 
     ``transform`` maps this array's pixels to map coordinates; ``window_edges``
     says which sides (top, bottom, left, right) are internal window edges, across
-    which an area may continue.
+    which an area may continue.  ``layers`` are (rows, cols) arrays, or 1-D arrays of
+    their values at the mask's True pixels in row-major order (``layer[mask]``).
 
     Examples
     --------
@@ -346,10 +347,16 @@ def vectorize_parts(
         np.maximum.at(s_max, lab, np.where(np.isfinite(sv), sv, -np.inf))
         s_max = s_max[1:]
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    n_true = int(lab.size)
     for key, arr in (layers or {}).items():
         arr = np.asarray(arr)
+        if arr.ndim == 1 and arr.size == n_true:  # values at the mask's pixels only, in row-major order
+            sums[key] = sums_of(arr.astype("float64"))
+            continue
         if arr.shape != m.shape:
-            raise InvalidParameterError(f"layer {key!r} has shape {arr.shape}, expected {m.shape}")
+            raise InvalidParameterError(
+                f"layer {key!r} has shape {arr.shape}, expected {m.shape} or ({n_true},) values at the mask's pixels"
+            )
         sums[key] = sums_of(arr[m].astype("float64"))
     touches = np.zeros(n + 1, dtype=bool)
     top, bottom, left, right = window_edges

@@ -484,6 +484,7 @@ def detect_changes_tiled(
         bar = _Progress(len(plans), progress, "changedet windows")
 
         strips = _Strips([rb, ra], grid, window_px, halo)
+        cloud_tests = _masks.has_cloud_information(order)
 
         def run(k: int) -> None:
             plan = plans[k]
@@ -491,9 +492,12 @@ def detect_changes_tiled(
             a_sp = _align.apply_shift(a_o[:ns], shift) if apply_shift else a_o[:ns]
             a_ax = _align.apply_shift(a_o[ns:], shift, order=0) if (apply_shift and aux) else a_o[ns:]
             v = _kernels.all_finite(b_o[:ns], a_sp)
-            excl = _masks.exclusion_mask(b_o, np.concatenate([a_sp, a_ax]), band_names=order)
-            excluded = excl & v
-            v &= ~excl
+            if cloud_tests:
+                excl = _masks.exclusion_mask(b_o, np.concatenate([a_sp, a_ax]), band_names=order)
+                excluded = excl & v
+                v &= ~excl
+            else:  # without cloud information the exclusion mask is the nodata that v leaves out already
+                excluded = np.zeros(v.shape, bool)
             inside = _aoi_inside(aoi_geom, grid, plan.outer)
             if inside is not None:
                 v &= inside
@@ -507,19 +511,18 @@ def detect_changes_tiled(
             score_c, opened_c, v_c = score_o[rs, cs_], opened[rs, cs_], v[rs, cs_]
             b_c, a_c = b_o[:ns, rs, cs_], a_sp[:, rs, cs_]
             # index changes are only needed inside changed areas: compute them there alone
+            # (the opened mask lies inside the valid pixels: these are the polygons' pixels, in
+            # row-major order, as vectorize_parts takes them)
             sel = opened_c & v_c
             layers = {}
             if sel.any():
                 sparse = _pipeline.class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spectral,
                                                 np.ones((int(sel.sum()), 1), bool), centres=centres)
-                for k_, v_ in sparse.items():
-                    full = np.full(sel.shape, np.nan, dtype="float32")
-                    full[sel] = v_[:, 0]
-                    layers[k_] = full
+                layers = {k_: v_[:, 0] for k_, v_ in sparse.items()}
             core = plan.core
             edges = (core.row_off > 0, core.row_off + core.height < grid.height,
                      core.col_off > 0, core.col_off + core.width < grid.width)
-            win_parts = _objects.vectorize_parts(opened_c, window_transform(core, grid.transform), score=score_c,
+            win_parts = _objects.vectorize_parts(sel, window_transform(core, grid.transform), score=score_c,
                                                  layers={k_: v_ for k_, v_ in layers.items() if k_.startswith("d_")},
                                                  window_edges=edges)
             score_w.write(score_c[np.newaxis], core)
