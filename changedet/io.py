@@ -834,7 +834,9 @@ class WindowedWriter:
     """Write a raster window by window, then publish it as a Cloud-Optimized GeoTIFF.
 
     Windows go into a temporary tiled GeoTIFF beside the destination (thread-safe);
-    :meth:`commit` converts it to a COG (compressed, overviews) under a temporary name
+    with ``strip_rows``, windows of that many rows starting on its multiples are
+    gathered into strips of full rows, each written in one call when its last window
+    arrives (fewer, larger writes through GDAL's block cache).  :meth:`commit` converts it to a COG (compressed, overviews) under a temporary name
     and renames it into place, :meth:`abort` removes everything.  Until ``commit``
     nothing exists at the destination.
 
@@ -862,7 +864,7 @@ class WindowedWriter:
 
     def __init__(self, path: str | os.PathLike[str], grid: Grid, *, dtype: str, nodata: float | None,
                  band_names: Sequence[str], compress: str = "DEFLATE", compress_level: int = 6,
-                 overview_block: int | None = None):
+                 overview_block: int | None = None, strip_rows: int | None = None):
         import threading
 
         self.dest = Path(path)
@@ -885,6 +887,11 @@ class WindowedWriter:
             raise InvalidParameterError(f"overviews are averaged window by window for floating-point rasters only, not {dtype}")
         if self.factors and overview_block % self.factors[-1]:  # windows not aligned: GDAL makes them at commit
             self.factors = []
+        self._strips: dict[tuple[int, int], list[Any]] = {}
+        # windows of ``strip_rows`` rows starting on its multiples fill strips of full rows
+        self._strip_rows = [strip_rows] + [strip_rows // f for f in self.factors] if strip_rows else []
+        if strip_rows and any(strip_rows % f for f in self.factors):
+            self._strip_rows = [strip_rows]
         self._ovr_paths = [self._staging(-(-grid.height // f), -(-grid.width // f), f"ovr{f}") for f in self.factors]
         self._ds = rasterio.open(self.tmp, "r+")
         self._ovr = [rasterio.open(p, "r+") for p in self._ovr_paths]
@@ -904,6 +911,28 @@ class WindowedWriter:
             for i, n in enumerate(self.band_names, start=1):
                 ds.set_band_description(i, n)
         return path
+
+    def _put(self, ds: Any, k: int, arr: np.ndarray, window: Any) -> None:
+        """Write ``arr`` at ``window`` of level ``k`` (dataset ``ds``): into the buffer of its
+        strip of full rows, written in one call when complete, or at once when it is not a
+        strip's window."""
+        strip = self._strip_rows[k] if self._strip_rows else 0
+        r0, c0, h = int(window.row_off), int(window.col_off), arr.shape[1]
+        if not (strip and r0 % strip == 0 and h == min(strip, ds.height - r0)):
+            with self._lock:
+                ds.write(arr, window=window)
+            return
+        key = (k, r0)
+        with self._lock:
+            buf = self._strips.get(key)
+            if buf is None:
+                buf = self._strips[key] = [np.empty((arr.shape[0], h, ds.width), arr.dtype), 0]
+        buf[0][:, :, c0 : c0 + arr.shape[2]] = arr  # windows do not overlap: no lock needed
+        with self._lock:
+            buf[1] += arr.shape[2]
+            if buf[1] >= ds.width:  # every column is in: one write for the strip
+                del self._strips[key]
+                ds.write(buf[0], window=Window(0, r0, ds.width, h))
 
     def write(self, data: np.ndarray, window: Any) -> None:
         arr = data if data.ndim == 3 else data[np.newaxis]
@@ -926,18 +955,19 @@ class WindowedWriter:
                 with np.errstate(invalid="ignore", divide="ignore"):
                     mean = np.where(counts > 0, sums / counts, np.nan).astype(self.dtype)
                 levels.append((ds, mean, Window(c0 // done, r0 // done, mean.shape[2], mean.shape[1])))
-        with self._lock:
-            self._ds.write(arr, window=window)
-            for ds, mean, win in levels:
-                ds.write(mean, window=win)
+        self._put(self._ds, 0, arr, window)
+        for k, (ds, mean, win) in enumerate(levels, start=1):
+            self._put(ds, k, mean, win)
 
     def commit(self) -> Path:
         from rasterio.shutil import copy as rio_copy
 
-        self._ds.close()
-        for ds in self._ovr:
-            ds.close()
         try:
+            if self._strips:
+                raise RuntimeError(f"{len(self._strips)} strips of {self.dest.name} were never filled; write every window")
+            self._ds.close()
+            for ds in self._ovr:
+                ds.close()
             src = str(self.tmp)
             if self.factors:
                 src = str(self.tmp.with_suffix(".vrt"))

@@ -59,6 +59,9 @@ def needs_windows(before: str | os.PathLike[str], after: str | os.PathLike[str])
 #: GDAL's block cache during a windowed run (its default, 5 % of RAM, would dominate memory).
 GDAL_CACHE_MB = 64
 
+#: Strips of the second pass read while the first pass fits the sample.
+PREFETCH_STRIPS = 2
+
 
 @dataclass(frozen=True)
 class WindowPlan:
@@ -390,6 +393,8 @@ def detect_changes_tiled(
     order = spectral + aux
     env = _io.gdal_env(cache_mb=GDAL_CACHE_MB)
     env.__enter__()
+    ahead = ThreadPoolExecutor(max_workers=1)  # reads strips ahead of the windows
+    pending: Any = None
     rb = _io.WindowedReader(before, grid=grid, bands=order)
     ra = _io.WindowedReader(after, grid=grid, bands=order)
     ns = len(spectral)
@@ -399,6 +404,9 @@ def detect_changes_tiled(
     try:
         # ---- first pass: the sample
         t = time.perf_counter()
+        # the first strips of the second pass are read meanwhile, on the core the fit leaves idle
+        strips = _Strips([rb, ra], grid, window_px, 0)
+        pending = ahead.submit(lambda: [strips.ensure(j) for j in range(PREFETCH_STRIPS)])
         sample_wins = _sample_windows(grid, sample_budget_px)
         samples = []
         for w in sample_wins:
@@ -474,16 +482,16 @@ def detect_changes_tiled(
         tmp_dir.mkdir(parents=True, exist_ok=True)
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
                                      band_names=("score",), compress="ZSTD", compress_level=1,
-                                     overview_block=window_px)
+                                     overview_block=window_px, strip_rows=window_px)
         mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,
-                                    band_names=("change",))
+                                    band_names=("change",), strip_rows=window_px)
         valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
         parts: list[_objects.PolygonPart] = []
         parts_lock = threading.Lock()
         counts = {"valid": 0, "excluded": 0}
         bar = _Progress(len(plans), progress, "changedet windows")
 
-        strips = _Strips([rb, ra], grid, window_px, halo)
+        strips.halo = halo
         cloud_tests = _masks.has_cloud_information(order)
 
         def run(k: int) -> None:
@@ -549,8 +557,6 @@ def detect_changes_tiled(
             window_rows.setdefault(int(plan.core.row_off) // window_px, []).append(k)
         try:
             with _quiet_threads(), ThreadPoolExecutor(max_workers=n_workers) as pool:
-                ahead = ThreadPoolExecutor(max_workers=1)  # reads the next strip while windows compute
-                pending = None
                 for j in sorted(window_rows):
                     t_read = time.perf_counter()
                     if pending is not None:
@@ -565,9 +571,7 @@ def detect_changes_tiled(
                     else:
                         list(pool.map(run, window_rows[j]))
                     strips.retire(j)
-                if pending is not None:
-                    pending.result()
-                ahead.shutdown()
+                pending.result()
         except BaseException:
             score_w.abort()
             mask_w.abort()
@@ -632,6 +636,10 @@ def detect_changes_tiled(
         env.__exit__(None, None, None)
         raise
     finally:
+        if pending is not None:  # the readers stay open until the reads in flight are done
+            with contextlib.suppress(BaseException):
+                pending.result()
+        ahead.shutdown()
         rb.close()
         ra.close()
         hasher.shutdown(wait=False)
