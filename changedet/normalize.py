@@ -33,7 +33,7 @@ from .errors import EmptyDataError, InvalidParameterError
 
 __all__ = ["IRMADResult", "Normalization", "irmad", "normalize_irmad", "match_histograms"]
 
-_MAX_FIT_PIXELS = 400_000  # the statistics are fitted on a random sample this large
+_MAX_FIT_PIXELS = 200_000  # the statistics are fitted on a random sample this large
 
 
 def _check_pair(before, after, valid):

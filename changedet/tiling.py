@@ -260,8 +260,10 @@ def _sample_windows(grid: Grid, budget_px: int, block: int = 256) -> list[Window
     out = []
     for i in range(per_side):
         for j in range(per_side):
-            r0 = int(round((rows - block) * (i + 0.5) / per_side))
-            c0 = int(round((cols - block) * (j + 0.5) / per_side))
+            # on multiples of the block size: inside one tile of tiled inputs (tiles of 256,
+            # 512, ...), so each sample block decompresses one tile rather than up to four
+            r0 = int(round((rows - block) * (i + 0.5) / per_side)) // block * block
+            c0 = int(round((cols - block) * (j + 0.5) / per_side)) // block * block
             out.append(Window(max(0, c0), max(0, r0), min(block, cols), min(block, rows)))
     return out
 
