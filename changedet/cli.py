@@ -306,6 +306,37 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 _COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch}
 
 
+def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
+    """Keep freed memory of working-size arrays in the process (glibc only; False elsewhere).
+
+    Windowed runs allocate and free arrays of a few MB per window thousands of times.
+    With glibc's defaults each comes from a fresh ``mmap`` whose pages fault in again
+    (measured on a 10980 x 10980 pair: 4.9 s of system time, 2.4 s with these
+    settings, 16.0 s -> 14.1 s wall, peak memory about the same).  Process-wide, so
+    the command line sets it for its own process and its batch workers; a Python
+    session may call it too.
+
+    Examples
+    --------
+    >>> isinstance(tune_malloc(), bool)
+    True
+    """
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    ok = mallopt(m_mmap_threshold, int(mmap_threshold_mb) << 20) == 1
+    ok &= mallopt(m_trim_threshold, int(trim_threshold_mb) << 20) == 1
+    return bool(ok)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``changedet`` command; returns the exit code.
 
@@ -314,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["detect", "no_such_before.tif", "no_such_after.tif", "--out", "unused"])  # one line on stderr
     2
     """
+    if argv is None:  # run as the program (not called from Python): this process is ours to tune
+        tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:
