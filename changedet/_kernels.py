@@ -392,9 +392,44 @@ def pool2_finite(x):  # pragma: no cover - compiled
     counts = np.zeros((orows, ocols), np.float64)
     for r in range(rows):
         src, srow, crow = x[r], sums[r // 2], counts[r // 2]
-        for c in range(cols):
-            v = src[c]
+        for c2 in range(cols // 2):
+            a, b = src[2 * c2], src[2 * c2 + 1]
+            fa, fb = np.isfinite(a), np.isfinite(b)
+            srow[c2] += (np.float64(a) if fa else 0.0) + (np.float64(b) if fb else 0.0)
+            crow[c2] += (1.0 if fa else 0.0) + (1.0 if fb else 0.0)
+        if cols % 2:
+            v = src[cols - 1]
             if np.isfinite(v):
-                srow[c // 2] += v
-                crow[c // 2] += 1.0
+                srow[ocols - 1] += v
+                crow[ocols - 1] += 1.0
     return sums, counts
+
+
+@njit(**_OPTS)
+def pool2_sums(sums, counts):  # pragma: no cover - compiled
+    """Sums and counts over 2 x 2 blocks of block sums and counts (odd edges alone), and
+    their mean (NaN where the count is 0) as float32."""
+    rows, cols = sums.shape
+    orows, ocols = (rows + 1) // 2, (cols + 1) // 2
+    s2 = np.zeros((orows, ocols), np.float64)
+    c2 = np.zeros((orows, ocols), np.float64)
+    for r in range(rows):
+        for c in range(cols):
+            s2[r // 2, c // 2] += sums[r, c]
+            c2[r // 2, c // 2] += counts[r, c]
+    mean = np.empty((orows, ocols), np.float32)
+    for r in range(orows):
+        for c in range(ocols):
+            mean[r, c] = np.float32(s2[r, c] / c2[r, c]) if c2[r, c] > 0 else np.float32(np.nan)
+    return s2, c2, mean
+
+
+@njit(**_OPTS)
+def mean_of(sums, counts):  # pragma: no cover - compiled
+    """sums / counts as float32, NaN where the count is 0."""
+    rows, cols = sums.shape
+    mean = np.empty((rows, cols), np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            mean[r, c] = np.float32(sums[r, c] / counts[r, c]) if counts[r, c] > 0 else np.float32(np.nan)
+    return mean

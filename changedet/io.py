@@ -804,15 +804,27 @@ class WindowedReader:
 
     def to_float(self, arr: np.ndarray) -> np.ndarray:
         """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``."""
-        if arr.dtype == np.float32:
-            return arr
+        return self.to_float_pieces([arr])
+
+    def to_float_pieces(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
+        """:meth:`to_float` of ``pieces`` stacked along the rows (no intermediate copy)."""
+        if all(p.dtype == np.float32 for p in pieces):
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
         from . import _kernels
 
-        rules = self.nodata_rules()
-        nodata = np.array([nd if nd is not None else 0.0 for nd, _ in rules], dtype=np.float64)
-        has = np.array([nd is not None for nd, _ in rules], dtype=bool)
-        zero = np.array([z for _, z in rules], dtype=bool)
-        return _kernels.to_float32(np.ascontiguousarray(arr), nodata, has, zero)
+        # one contiguous copy first: the kernel is about 3x faster on C-ordered arrays than on strided views
+        raw = np.ascontiguousarray(pieces[0]) if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        return _kernels.to_float32(raw, *self._rules_arrays())
+
+    def _rules_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if getattr(self, "_rules_cache", None) is None:
+            rules = self.nodata_rules()
+            self._rules_cache = (
+                np.array([nd if nd is not None else 0.0 for nd, _ in rules], dtype=np.float64),
+                np.array([nd is not None for nd, _ in rules], dtype=bool),
+                np.array([z for _, z in rules], dtype=bool),
+            )
+        return self._rules_cache
 
     def close(self) -> None:
         with self._lock:
@@ -946,15 +958,18 @@ class WindowedWriter:
                 )
             from . import _kernels
 
-            pooled = [_kernels.pool2_finite(np.ascontiguousarray(band)) for band in arr]
-            sums, counts = np.stack([p[0] for p in pooled]), np.stack([p[1] for p in pooled])
+            # per band: sums and counts of the finite values over f x f blocks, each level from the last
+            per_band = []
+            for band in arr:
+                sums, counts = _kernels.pool2_finite(np.ascontiguousarray(band))
+                means = [_kernels.mean_of(sums, counts)]
+                for _ in self.factors[1:]:
+                    sums, counts, mean = _kernels.pool2_sums(sums, counts)
+                    means.append(mean)
+                per_band.append(means)
             for k, (f, ds) in enumerate(zip(self.factors, self._ovr)):
-                if k:  # sums over f x f blocks, from the previous level
-                    sums, counts = _pool2(sums), _pool2(counts)
-                done = f
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean = np.where(counts > 0, sums / counts, np.nan).astype(self.dtype)
-                levels.append((ds, mean, Window(c0 // done, r0 // done, mean.shape[2], mean.shape[1])))
+                mean = np.stack([means[k] for means in per_band]).astype(self.dtype, copy=False)
+                levels.append((ds, mean, Window(c0 // f, r0 // f, mean.shape[2], mean.shape[1])))
         self._put(self._ds, 0, arr, window)
         for k, (ds, mean, win) in enumerate(levels, start=1):
             self._put(ds, k, mean, win)
@@ -1014,14 +1029,6 @@ class WindowedWriter:
             with contextlib.suppress(Exception):
                 ds.close()
         self._remove_staging()
-
-
-def _pool2(x: np.ndarray) -> np.ndarray:
-    """Sums over 2 x 2 blocks of the last two axes (a last odd row or column alone)."""
-    rows, cols = x.shape[-2:]
-    if rows % 2 or cols % 2:
-        x = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, rows % 2), (0, cols % 2)])
-    return x[..., 0::2, 0::2] + x[..., 1::2, 0::2] + x[..., 0::2, 1::2] + x[..., 1::2, 1::2]
 
 
 def _plain_vrt(ds: Any) -> str:

@@ -213,7 +213,7 @@ class _Strips:
             for i, a in enumerate(arrs):
                 pieces[i].append(a[:, row - base : take - base, c0:c1])
             row = take
-        return [r.to_float(p[0] if len(p) == 1 else np.concatenate(p, axis=1)) for r, p in zip(self.readers, pieces)]
+        return [r.to_float_pieces(p) for r, p in zip(self.readers, pieces)]
 
 
 # --------------------------------------------------------------------------- helpers
