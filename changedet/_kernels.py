@@ -293,51 +293,77 @@ def _sigmoid(x):
 
 
 @njit(**_OPTS)
-def urban_score(mag, w_mixed, smoothed, ok, zmed, zmad, water_floor, has_water):  # pragma: no cover - compiled
-    """The urban-spectral score from its parts, and its water and vegetation weights.
-
-    ``smoothed`` holds the 30 m means of NDVI before, NDVI after and (with
-    ``has_water``) the water index before and after.  ``z = (mag - zmed) / zmad``;
-    the water weight is ``1 - s((wb - floor) / 0.05) * s((wa - floor) / 0.05)``, the
-    vegetation weight ``s((0.5 - min(nvb, nva)) / 0.05)`` with ``s`` the logistic
-    function (a NaN index counts as no water, no vegetation).  All three float32,
-    NaN where not valid.
-    """
-    rows, cols = mag.shape
-    score = np.empty((rows, cols), np.float32)
-    w_water_out = np.empty((rows, cols), np.float32)
-    w_veg_out = np.empty((rows, cols), np.float32)
+def _urban_row(rawr, sm, r, wmr, okr, zmed, zmad, water_floor, has_water, dst, mag_row, ww_row, wv_row):
+    nan = np.float32(np.nan)
+    one = np.float32(1.0)
     fmed, fmad = np.float32(zmed), np.float32(zmad)
+    cols = rawr.shape[0]
+    s0, s1, s2 = sm[0, r], sm[1, r], sm[2, r]
+    s3, s4 = (sm[3, r], sm[4, r]) if has_water else (s0, s0)
+    for c in range(cols):
+        m0 = s0[c]
+        mag = min(rawr[c], m0) if not (np.isnan(rawr[c]) or np.isnan(m0)) else nan
+        mag_row[c] = mag if okr[c] else nan
+    for c in range(cols):
+        if not okr[c]:
+            dst[c] = nan
+            ww_row[c] = nan
+            wv_row[c] = nan
+            continue
+        z = (mag_row[c] - fmed) / fmad
+        wb = -1.0
+        wa = -1.0
+        if has_water:
+            if not np.isnan(s3[c]):
+                wb = np.float64(s3[c])
+            if not np.isnan(s4[c]):
+                wa = np.float64(s4[c])
+        sb = _sigmoid(np.float32((wb - water_floor) / 0.05))
+        w_water = one
+        if sb > 0:
+            w_water = one - sb * _sigmoid(np.float32((wa - water_floor) / 0.05))
+        nb = s1[c]
+        na = s2[c]
+        nv = 0.0
+        if not (np.isnan(nb) or np.isnan(na)):
+            nv = np.float64(min(nb, na))
+        w_veg = _sigmoid(np.float32((0.5 - nv) / 0.05))
+        s = np.float32(np.float64(z) * w_water * w_veg * np.float64(wmr[c]))
+        dst[c] = s if np.isfinite(s) else nan
+        ww_row[c] = w_water
+        wv_row[c] = w_veg
+
+
+@njit(**_OPTS)
+def urban_score(raw, smoothed, w_mixed, ok, zmed, zmad, water_floor, has_water, layers):  # pragma: no cover
+    """The urban-spectral score from its parts (float32, NaN where not valid).
+
+    ``smoothed`` holds the 30 m means of the change magnitude ``raw``, NDVI before,
+    NDVI after and (with ``has_water``) the water index before and after.  The
+    magnitude is ``min(raw, its mean)`` and ``z = (magnitude - zmed) / zmad``; the
+    water weight is ``1 - s((wb - floor) / 0.05) * s((wa - floor) / 0.05)``, the
+    vegetation weight ``s((0.5 - min(nvb, nva)) / 0.05)`` with ``s`` the logistic
+    function (a NaN index counts as no water, no vegetation).  With ``layers`` the
+    magnitude and both weights come back too (else 1 x 1 placeholders).
+    """
+    rows, cols = raw.shape
+    nan = np.float32(np.nan)
+    score = np.empty((rows, cols), np.float32)
+    lr, lc = (rows, cols) if layers else (1, 1)
+    mag_out = np.full((lr, lc), nan)
+    w_water_out = np.full((lr, lc), nan)
+    w_veg_out = np.full((lr, lc), nan)
+    mag_row = np.empty(cols, np.float32)
+    ww_row = np.empty(cols, np.float32)
+    wv_row = np.empty(cols, np.float32)
     for r in range(rows):
-        for c in range(cols):
-            if not ok[r, c]:
-                score[r, c] = np.nan
-                w_water_out[r, c] = np.nan
-                w_veg_out[r, c] = np.nan
-                continue
-            z = (mag[r, c] - fmed) / fmad
-            wb = -1.0
-            wa = -1.0
-            if has_water:
-                if not np.isnan(smoothed[2, r, c]):
-                    wb = np.float64(smoothed[2, r, c])
-                if not np.isnan(smoothed[3, r, c]):
-                    wa = np.float64(smoothed[3, r, c])
-            sb = _sigmoid(np.float32((wb - water_floor) / 0.05))
-            w_water = np.float32(1.0)
-            if sb > 0:
-                w_water = np.float32(1.0) - sb * _sigmoid(np.float32((wa - water_floor) / 0.05))
-            nb = smoothed[0, r, c]
-            na = smoothed[1, r, c]
-            nv = 0.0
-            if not (np.isnan(nb) or np.isnan(na)):
-                nv = np.float64(min(nb, na))
-            w_veg = _sigmoid(np.float32((0.5 - nv) / 0.05))
-            s = np.float32(np.float64(z) * w_water * w_veg * np.float64(w_mixed[r, c]))
-            score[r, c] = s if np.isfinite(s) else np.nan
-            w_water_out[r, c] = np.float32(w_water)
-            w_veg_out[r, c] = np.float32(w_veg)
-    return score, w_water_out, w_veg_out
+        _urban_row(raw[r], smoothed, r, w_mixed[r], ok[r], zmed, zmad, water_floor, has_water,
+                   score[r], mag_row, ww_row, wv_row)
+        if layers:
+            mag_out[r] = mag_row
+            w_water_out[r] = ww_row
+            w_veg_out[r] = wv_row
+    return score, mag_out, w_water_out, w_veg_out
 
 
 @njit(**_OPTS)

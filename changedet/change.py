@@ -697,7 +697,11 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     smoothed = _kernels.box_mean_valid(stack, okc, size)
     # a pixel counts as much as both it and its neighbourhood changed: the window mean
     # silences isolated noise, the minimum keeps the mean from growing objects by a pixel
-    mag = np.minimum(np.where(ok, raw, np.float32(np.nan)), smoothed[0])
+    # (the score kernel takes that minimum itself; the array is needed only where the
+    # scene's statistics are computed, not where a tape replays them)
+    tape = _TAPE.get()
+    replay = tape is not None and tape.mode == "replay"
+    mag = None if replay else np.minimum(np.where(ok, raw, np.float32(np.nan)), smoothed[0])
     w_mixed = _mixed_pixel_weight(raw, ok)
     # in robust standard deviations of the whole scene's change magnitude, before any
     # suppression, so the threshold does not move with how much of the scene is suppressed
@@ -709,11 +713,9 @@ def _urban_spectral(before, after, names, ok, pixel_size_m, *, normalize: str = 
     # MNDWI separates water at 0 (Xu 2006); green/nir NDWI puts bright roofs and
     # concrete close to 0, so without swir water must reach 0.2 (McFeeters 1996)
     w0 = 0.0 if water_index == "mndwi" else 0.2
-    score, w_water, w_veg = _kernels.urban_score(mag, w_mixed, smoothed[1:], okc, zmed, zmad, w0,
-                                                 water_index is not None)
-    layers = {}
-    if _TAPE.get() is None or _TAPE.get().mode != "replay":  # windowed runs use only the score
-        layers = {"change_magnitude": _finish(mag, ok), "weight_water": w_water, "weight_vegetation": w_veg}
+    score, mag_k, w_water, w_veg = _kernels.urban_score(raw, smoothed, w_mixed, okc, zmed, zmad, w0,
+                                                        water_index is not None, not replay)
+    layers = {} if replay else {"change_magnitude": mag_k, "weight_water": w_water, "weight_vegetation": w_veg}
     layers.update(_index_layers(before, after, names, ok))
     details = {
         "auto_choice": "urban-spectral",
@@ -819,10 +821,12 @@ def auto(before, after, *, band_names=None, pixel_size_m=None, valid=None) -> Ch
     found = _idx.resolve_bands(names)
     high_res = pixel_size_m is not None and pixel_size_m < 5.0
     if "red" in found and "nir" in found and not high_res:
+        # float32, NaN where not valid or not finite already (the score kernel's contract)
         score, thr, details, layers = _urban_spectral(before, after, names, ok, pixel_size_m)
     else:
         score, thr, details, layers = _structural_colour(before, after, names, ok, pixel_size_m)
-    return ChangeScore(_finish(score, ok), "auto", thr, details, layers)
+        score = _finish(score, ok)
+    return ChangeScore(score, "auto", thr, details, layers)
 
 
 MethodFn = Callable[..., ChangeScore]
