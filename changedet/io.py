@@ -918,6 +918,7 @@ class WindowedWriter:
             driver="GTiff", width=cols, height=rows, count=len(self.band_names), dtype=self.dtype,
             crs=self.grid.crs, transform=self.grid.transform * Affine.scale(self.grid.width / cols, self.grid.height / rows),
             nodata=self.nodata, tiled=True, blockxsize=self.BLOCK, blockysize=self.BLOCK, BIGTIFF="IF_SAFER",
+            SPARSE_OK=True,  # no zero-filled blocks written at creation: every block is written later
         )
         with rasterio.open(path, "w", **profile) as ds:
             for i, n in enumerate(self.band_names, start=1):

@@ -288,7 +288,7 @@ def apply_threshold(
     """
     score = np.asarray(score)
     with np.errstate(invalid="ignore"):
-        mask = np.nan_to_num(score, nan=-np.inf) > threshold
+        mask = score > threshold  # NaN compares False
     if valid is not None:
         mask &= np.asarray(valid, dtype=bool)
     return mask
