@@ -603,26 +603,34 @@ def detect_changes_tiled(
         tree = shapely.STRtree(list(polygons.geometries)) if len(polygons) else None
         changed = 0
         try:
-            for k, plan in enumerate(plans):
-                core = plan.core
-                v_c = _unpack(valid_bits.pop(k))
-                burnt = np.zeros(v_c.shape, dtype=bool)
+            # a strip of full rows at a time: one rasterization and one write per window row
+            for j in sorted(window_rows):
+                ks = window_rows[j]
+                r0 = int(plans[ks[0]].core.row_off)
+                h = int(plans[ks[0]].core.height)
+                strip = Window(0, r0, grid.width, h)
+                v_s = np.zeros((h, grid.width), dtype=bool)
+                for k in ks:
+                    c0 = int(plans[k].core.col_off)
+                    v_c = _unpack(valid_bits.pop(k))
+                    v_s[:, c0 : c0 + v_c.shape[1]] = v_c
+                burnt = None
                 if tree is not None:
-                    x0, y0 = _corner(grid, core, 0, 0)
-                    x1, y1 = _corner(grid, core, core.height, core.width)
+                    x0, y0 = _corner(grid, strip, 0, 0)
+                    x1, y1 = _corner(grid, strip, h, grid.width)
                     hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
                     if len(hits):
-                        burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_c.shape,
-                                                   transform=window_transform(core, grid.transform), fill=0,
-                                                   dtype="uint8").astype(bool)
-                m = np.where(v_c, (burnt & v_c).astype("uint8"), 255).astype("uint8")
-                changed += int((m == 1).sum())
-                mask_w.write(m[np.newaxis], core)
-                r0, c0 = int(core.row_off), int(core.col_off)
-                fr, fc = (-r0) % stride, (-c0) % stride
-                sub = m[fr::stride, fc::stride]
-                pr, pc = (r0 + fr) // stride, (c0 + fc) // stride
-                preview_mask[pr : pr + sub.shape[0], pc : pc + sub.shape[1]] = sub
+                        burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_s.shape,
+                                                   transform=window_transform(strip, grid.transform), fill=0,
+                                                   dtype="uint8")
+                m = np.full(v_s.shape, 255, dtype="uint8")
+                m[v_s] = 0 if burnt is None else burnt[v_s]
+                changed += int(np.count_nonzero(m == 1))
+                mask_w.write(m[np.newaxis], strip)
+                fr = (-r0) % stride
+                sub = m[fr::stride, ::stride]
+                pr = (r0 + fr) // stride
+                preview_mask[pr : pr + sub.shape[0], : sub.shape[1]] = sub
             timings["polygons_mask"] = time.perf_counter() - t
             published.append(publisher.submit(publish, mask_w, "cog_mask"))
         except BaseException:
