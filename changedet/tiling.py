@@ -18,6 +18,7 @@ polygons; it does not grow with the scene beyond those.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import threading
@@ -557,6 +558,11 @@ def detect_changes_tiled(
         window_rows: dict[int, list[int]] = {}
         for k, plan in enumerate(plans):
             window_rows.setdefault(int(plan.core.row_off) // window_px, []).append(k)
+        # no cyclic garbage collection while windows run: the windows make no reference
+        # cycles, and with thousands of polygon parts alive each full collection rescans them
+        # (measured: about 2 s of a 10980 x 10980 run)
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
             with _quiet_threads(), ThreadPoolExecutor(max_workers=n_workers) as pool:
                 for j in sorted(window_rows):
@@ -579,6 +585,8 @@ def detect_changes_tiled(
             mask_w.abort()
             raise
         finally:
+            if gc_was_enabled:
+                gc.enable()
             bar.close()
         timings["windows"] = time.perf_counter() - t
         timings["windows_reading"] = read_s
