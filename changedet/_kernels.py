@@ -459,3 +459,105 @@ def mean_of(sums, counts):  # pragma: no cover - compiled
         for c in range(cols):
             mean[r, c] = np.float32(sums[r, c] / counts[r, c]) if counts[r, c] > 0 else np.float32(np.nan)
     return mean
+
+
+@njit(**_OPTS)
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit(**_OPTS)
+def label8(mask, score):  # pragma: no cover - compiled
+    """8-connected components of a (rows, cols) bool mask and their statistics, in one pass.
+
+    Labels are numbered 1..n in the order their first pixel appears in a row-major
+    scan (as ``scipy.ndimage.label`` numbers them).  Returns ``labels`` (int32),
+    ``n``, per label (index ``label - 1``): ``boxes`` (row0, row1, col0, col1, end
+    exclusive), pixel ``counts``, the sum, count and maximum of the finite ``score``
+    values, and ``edges`` (touches the top, bottom, left, right border).
+    """
+    rows, cols = mask.shape
+    labels = np.zeros((rows, cols), np.int32)
+    parent = np.zeros(rows * cols // 2 + cols + 2, np.int32)
+    nxt = 1
+    for r in range(rows):
+        for c in range(cols):
+            if not mask[r, c]:
+                continue
+            best = 0
+            # neighbours already visited: left, and the three above
+            for dr, dc in ((0, -1), (-1, -1), (-1, 0), (-1, 1)):
+                rr, cc = r + dr, c + dc
+                if rr < 0 or cc < 0 or cc >= cols:
+                    continue
+                lab = labels[rr, cc]
+                if lab == 0:
+                    continue
+                root = _find(parent, lab)
+                if best == 0:
+                    best = root
+                elif root != best:
+                    lo, hi = min(root, best), max(root, best)
+                    parent[hi] = lo
+                    best = lo
+            if best == 0:
+                parent[nxt] = nxt
+                best = nxt
+                nxt += 1
+            labels[r, c] = best
+    # final numbers in order of first appearance
+    final = np.zeros(nxt, np.int32)
+    n = 0
+    for r in range(rows):
+        for c in range(cols):
+            lab = labels[r, c]
+            if lab == 0:
+                continue
+            root = _find(parent, lab)
+            if final[root] == 0:
+                n += 1
+                final[root] = n
+            labels[r, c] = final[root]
+    boxes = np.empty((n, 4), np.int64)
+    boxes[:, 0] = rows
+    boxes[:, 1] = 0
+    boxes[:, 2] = cols
+    boxes[:, 3] = 0
+    counts = np.zeros(n, np.int64)
+    s_sum = np.zeros(n, np.float64)
+    s_n = np.zeros(n, np.int64)
+    s_max = np.full(n, -np.inf)
+    edges = np.zeros((n, 4), np.bool_)
+    for r in range(rows):
+        for c in range(cols):
+            lab = labels[r, c]
+            if lab == 0:
+                continue
+            k = lab - 1
+            boxes[k, 0] = min(boxes[k, 0], r)
+            boxes[k, 1] = max(boxes[k, 1], r + 1)
+            boxes[k, 2] = min(boxes[k, 2], c)
+            boxes[k, 3] = max(boxes[k, 3], c + 1)
+            counts[k] += 1
+            v = score[r, c]
+            if np.isfinite(v):
+                s_sum[k] += v
+                s_n[k] += 1
+                if v > s_max[k]:
+                    s_max[k] = v
+            if r == 0:
+                edges[k, 0] = True
+            if r == rows - 1:
+                edges[k, 1] = True
+            if c == 0:
+                edges[k, 2] = True
+            if c == cols - 1:
+                edges[k, 3] = True
+    return labels, n, boxes, counts, s_sum, s_n, s_max, edges

@@ -100,6 +100,8 @@ class FittedScore:
     values: tuple[Any, ...]
     halo_px: int
     threshold_method: str
+    #: the method's result on the sample it was fitted on (what ``apply`` would give there)
+    sample_result: ChangeScore | None = field(default=None, repr=False)
 
     def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> ChangeScore:
         tape = StatsTape("replay")
@@ -151,7 +153,8 @@ def fit_method(
     px = pixel_size_m or 10.0
     # neighbourhood reach of the methods: 30 m means, 5 px rims, SSIM windows (sigma 1.5 px)
     halo = max(8, int(np.ceil(30.0 / px)) + 6)
-    return FittedScore(method, tuple(band_names), pixel_size_m, tuple(tape.values), halo, res.threshold_method)
+    return FittedScore(method, tuple(band_names), pixel_size_m, tuple(tape.values), halo, res.threshold_method,
+                       sample_result=res)
 
 
 def _prepare(before, after, band_names, valid):

@@ -324,45 +324,44 @@ def vectorize_parts(
     >>> [p.n_px for p in vectorize_parts(m, Affine.identity())]
     [4]
     """
-    m = np.asarray(mask, dtype=bool)
-    labels, n = label_regions(m)
-    if n == 0:
-        return []
+    from . import _kernels
+
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise InvalidParameterError(f"vectorize_parts needs a (rows, cols) mask, got shape {m.shape}")
     if score is not None and np.shape(score) != m.shape:
         raise InvalidParameterError(f"score has shape {np.shape(score)}, expected {m.shape}")
+    # labels, boxes, pixel counts, score sums and maxima and border contacts in one compiled pass
+    score_arr = np.ascontiguousarray(score, dtype=np.float32) if score is not None else np.full((1, 1), np.nan, np.float32)
+    if score is None:
+        score_arr = np.broadcast_to(score_arr, m.shape)
+    labels, n, boxes, counts, s_sum, s_n, s_max, contact = _kernels.label8(m, score_arr)
+    if n == 0:
+        return []
     index = np.arange(1, n + 1)
-    # per-label sums over the changed pixels only (sparse), with bincount
-    lab = labels[m]
-    counts = np.bincount(lab, minlength=n + 1)[1:]
-
-    def sums_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fin = np.isfinite(values)
-        return (np.bincount(lab, weights=np.where(fin, values, 0.0), minlength=n + 1)[1:],
-                np.bincount(lab, weights=fin, minlength=n + 1)[1:])
-
-    if score is not None:
-        sv = np.asarray(score)[m].astype("float64")
-        s_sum, s_n = sums_of(sv)
-        s_max = np.full(n + 1, -np.inf)
-        np.maximum.at(s_max, lab, np.where(np.isfinite(sv), sv, -np.inf))
-        s_max = s_max[1:]
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    n_true = int(lab.size)
-    for key, arr in (layers or {}).items():
-        arr = np.asarray(arr)
-        if arr.ndim == 1 and arr.size == n_true:  # values at the mask's pixels only, in row-major order
-            sums[key] = sums_of(arr.astype("float64"))
-            continue
-        if arr.shape != m.shape:
-            raise InvalidParameterError(
-                f"layer {key!r} has shape {arr.shape}, expected {m.shape} or ({n_true},) values at the mask's pixels"
-            )
-        sums[key] = sums_of(arr[m].astype("float64"))
-    touches = np.zeros(n + 1, dtype=bool)
-    top, bottom, left, right = window_edges
-    for flag, line in ((top, labels[0]), (bottom, labels[-1]), (left, labels[:, 0]), (right, labels[:, -1])):
-        if flag:
-            touches[np.unique(line)] = True
+    if layers:
+        # per-label sums of the layers over the changed pixels only (sparse), with bincount
+        lab = labels[m]
+        n_true = int(lab.size)
+
+        def sums_of(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            fin = np.isfinite(values)
+            return (np.bincount(lab, weights=np.where(fin, values, 0.0), minlength=n + 1)[1:],
+                    np.bincount(lab, weights=fin, minlength=n + 1)[1:])
+
+        for key, arr in layers.items():
+            arr = np.asarray(arr)
+            if arr.ndim == 1 and arr.size == n_true:  # values at the mask's pixels only, in row-major order
+                sums[key] = sums_of(arr.astype("float64"))
+                continue
+            if arr.shape != m.shape:
+                raise InvalidParameterError(
+                    f"layer {key!r} has shape {arr.shape}, expected {m.shape} or ({n_true},) values at the mask's pixels"
+                )
+            sums[key] = sums_of(arr[m].astype("float64"))
+    # an area touching a side that is an internal window edge may continue in the next window
+    touches = np.concatenate([[False], (contact & np.asarray(window_edges, dtype=bool)).any(axis=1)])
     pieces: dict[int, list[Any]] = {}
     # Traced on the bounding box of the changed pixels only (the background is traced
     # too, as value 0, and skipped), in pixel coordinates, which the transform then maps
@@ -370,23 +369,18 @@ def vectorize_parts(
     # the same coordinates.  No mask argument: rasterio wraps a mask in an in-memory
     # dataset without a transform, which warns (NotGeoreferencedWarning), and
     # warnings.catch_warnings is not thread-safe (this runs in worker threads).
-    boxes = ndimage.find_objects(labels)
-    r0 = min(b[0].start for b in boxes if b is not None)
-    r1 = max(b[0].stop for b in boxes if b is not None)
-    c0 = min(b[1].start for b in boxes if b is not None)
-    c1 = max(b[1].stop for b in boxes if b is not None)
+    r0, r1 = int(boxes[:, 0].min()), int(boxes[:, 1].max())
+    c0, c1 = int(boxes[:, 2].min()), int(boxes[:, 3].max())
     values, geoms, offsets = [], [], []
-    box_px = sum((b[0].stop - b[0].start) * (b[1].stop - b[1].start) for b in boxes if b is not None)
+    box_px = int(((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).sum())
     if 4 * box_px < (r1 - r0) * (c1 - c0):  # small scattered areas: trace each in its own box
-        for lab, b in enumerate(boxes, start=1):
-            if b is None:
-                continue
-            sub = np.ascontiguousarray(labels[b] == lab, dtype=np.uint8)
+        for lab, (br0, br1, bc0, bc1) in enumerate(boxes.tolist(), start=1):
+            sub = np.ascontiguousarray(labels[br0:br1, bc0:bc1] == lab, dtype=np.uint8)
             for geom, value in features.shapes(sub, connectivity=8):
                 if value:
                     values.append(lab)
                     geoms.append(shapely.geometry.shape(geom))
-                    offsets.append((b[1].start, b[0].start))
+                    offsets.append((bc0, br0))
     else:
         for geom, value in features.shapes(np.ascontiguousarray(labels[r0:r1, c0:c1]), connectivity=8):
             if value:

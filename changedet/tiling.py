@@ -121,6 +121,8 @@ class FittedMethod:
         self.halo_px = int(halo_px)
         self.exact = bool(exact)
         self.threshold_method = threshold_method
+        #: the score on the sample it was fitted on, when fitting computed it
+        self.sample_result: Any = None
 
     def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> Any:
         """The method's :class:`~changedet.change.ChangeScore` on one window."""
@@ -154,8 +156,10 @@ def fit_method(
     """
     fitted = _change.fit_method(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
     if fitted is not None:
-        return FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
-                            exact=True, threshold_method=fitted.threshold_method)
+        fm = FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
+                          exact=True, threshold_method=fitted.threshold_method)
+        fm.sample_result = fitted.sample_result
+        return fm
 
     def whole(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
         return _change.change_score(b, a, method=method, band_names=band_names, pixel_size_m=pixel_size_m, valid=v)
@@ -460,7 +464,7 @@ def detect_changes_tiled(
         t_fit = time.perf_counter()
         fitted = fit_method(method, sb, sa, band_names=spectral, pixel_size_m=px_size, valid=sv)
         timings["sample_method"] = time.perf_counter() - t_fit
-        cs = fitted.apply(sb, sa, sv)
+        cs = fitted.sample_result if fitted.sample_result is not None else fitted.apply(sb, sa, sv)
         s_score = np.where(sv, cs.score, np.nan).astype("float32")
         used_thr_method = thr_method or cs.threshold_method
         thr = _threshold.compute_threshold(s_score, method=used_thr_method, value=thr_value, percentile=thr_pct, valid=sv)
