@@ -717,6 +717,8 @@ def detect_changes_tiled(
 
 def _preload_writers() -> None:
     with contextlib.suppress(Exception):
+        import skimage.registration  # noqa: F401  (co-registration, needed first)
+
         from . import plot  # noqa: F401  (matplotlib)
         import pyogrio  # noqa: F401
 
