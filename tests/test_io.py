@@ -467,3 +467,55 @@ def test_write_raster_float_without_nan_as_integer_needs_no_nodata(tmp_path: Pat
     with rasterio.open(out) as src:
         assert src.dtypes == ("uint16",) and src.nodata is None
         np.testing.assert_array_equal(src.read(1), [[1, 2], [3, 4]])
+
+
+# --------------------------------------------------------------------------- WindowedWriter
+def _windows(rows: int, cols: int, size: int):
+    from rasterio.windows import Window
+
+    for r0 in range(0, rows, size):
+        for c0 in range(0, cols, size):
+            yield Window(c0, r0, min(size, cols - c0), min(size, rows - r0))
+
+
+@pytest.mark.parametrize("strip_rows", [None, 128])
+def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, strip_rows: int | None) -> None:
+    """Scores written window by window (in any order) come out whole as a COG whose
+    overviews are the NaN-ignoring block means, made window by window."""
+    from changedet.raster import Grid
+
+    rows, cols = 1300, 1100
+    grid = Grid((rows, cols), Affine(10, 0, 500000, 0, -10, 6200000), CRS.from_epsg(32639))
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(rows, cols)).astype("float32")
+    data[100:300, 200:700] = np.nan
+    w = io.WindowedWriter(tmp_path / "score.tif", grid, dtype="float32", nodata=float("nan"), band_names=("score",),
+                          compress="ZSTD", compress_level=1, overview_block=128, strip_rows=strip_rows)
+    assert w.factors == [2, 4]  # as GDAL's COG driver: halve until one 512 block holds the level
+    wins = list(_windows(rows, cols, 128))
+    for win in reversed(wins):
+        w.write(data[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width][None], win)
+    assert not (tmp_path / "score.tif").exists()  # nothing at the destination before commit
+    w.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["score.tif"]  # staging files gone
+    with rasterio.open(tmp_path / "score.tif") as src:
+        assert src.overviews(1) == [2, 4] and src.descriptions == ("score",) and src.profile["tiled"]
+        np.testing.assert_array_equal(src.read(1), data)
+        ovr = src.read(1, out_shape=(rows // 4, cols // 4))
+    blocks = data.reshape(rows // 4, 4, cols // 4, 4)
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
+        expected = np.nanmean(blocks, axis=(1, 3))
+    np.testing.assert_allclose(ovr, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+def test_windowed_writer_unfilled_strip_is_not_published(tmp_path: Path) -> None:
+    from rasterio.windows import Window
+
+    from changedet.raster import Grid
+
+    grid = Grid((64, 64), Affine(10, 0, 500000, 0, -10, 6200000), CRS.from_epsg(32639))
+    w = io.WindowedWriter(tmp_path / "m.tif", grid, dtype="uint8", nodata=255, band_names=("change",), strip_rows=32)
+    w.write(np.ones((1, 32, 32), "uint8"), Window(0, 0, 32, 32))  # half of the first strip only
+    with pytest.raises(RuntimeError, match="never filled"):
+        w.commit()
+    assert list(tmp_path.iterdir()) == []

@@ -341,3 +341,29 @@ def test_every_class_is_documented() -> None:
 def test_polygon_helpers_accept_shapely_polygons() -> None:
     p = ChangePolygons((Polygon([(0, 0), (10, 0), (10, 10)]),), ({"area_m2": 50.0, "area_px": 1},), UTM39)
     assert p.total_area_m2 == 50.0 and len(p.to_wgs84()) == 1
+
+
+def test_vectorize_parts_sparse_layers_equal_full_layers() -> None:
+    """Layers given as their values at the mask's pixels give the same parts as full arrays."""
+    from affine import Affine
+
+    from changedet.objects import vectorize_parts
+
+    rng = np.random.default_rng(5)
+    mask = np.zeros((60, 70), bool)
+    mask[5:15, 5:20] = True
+    mask[30:33, 40:41] = True
+    mask[50:60, 60:70] = True  # touches the bottom and right sides
+    full = rng.normal(size=mask.shape).astype("float32")
+    score = rng.normal(size=mask.shape).astype("float32")
+    t = Affine(10, 0, 500000, 0, -10, 6200000)
+    a = vectorize_parts(mask, t, score=score, layers={"d_ndvi": full}, window_edges=(False, True, False, True))
+    b = vectorize_parts(mask, t, score=score, layers={"d_ndvi": full[mask]}, window_edges=(False, True, False, True))
+    assert [p.n_px for p in a] == [150, 3, 100]
+    assert [(p.n_px, p.score_sum, p.layer_sums, p.on_edge) for p in a] == [
+        (p.n_px, p.score_sum, p.layer_sums, p.on_edge) for p in b]
+    assert [p.on_edge for p in a] == [False, False, True]
+    assert all(pa.geometry.equals(pb.geometry) for pa, pb in zip(a, b))
+    assert a[0].geometry.area == 150 * 100
+    with pytest.raises(InvalidParameterError, match="values at the mask's pixels"):
+        vectorize_parts(mask, t, layers={"d_ndvi": full[:3]})

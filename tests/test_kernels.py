@@ -1,0 +1,154 @@
+"""The compiled kernels against plain numpy / scipy versions of the same arithmetic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from changedet import _kernels as K
+
+RNG = np.random.default_rng(3)
+
+
+def _box_mean_valid_reference(x: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
+    """Valid-pixel mean over size x size, edges repeated (scipy's 'nearest'), float64."""
+    num = ndimage.uniform_filter(np.where(ok, x, 0.0).astype(np.float64), size, mode="nearest")
+    den = ndimage.uniform_filter(ok.astype(np.float64), size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok & (den > 1e-9), num / den, np.nan)
+
+
+@pytest.mark.parametrize("size", [3, 5, 7])
+@pytest.mark.parametrize("holes", [False, True])
+def test_box_mean_valid_matches_scipy(size: int, holes: bool) -> None:
+    stack = RNG.normal(size=(3, 41, 57)).astype(np.float32)
+    ok = np.ones((41, 57), bool)
+    if holes:
+        ok[RNG.random(ok.shape) < 0.2] = False
+        ok[:6, :9] = False  # a block with windows that hold no valid pixel
+    out = K.box_mean_valid(stack, ok, size)
+    for k in range(3):
+        ref = _box_mean_valid_reference(stack[k], ok, size)
+        np.testing.assert_array_equal(np.isnan(out[k]), np.isnan(ref))
+        np.testing.assert_allclose(out[k][ok], ref[ok], rtol=1e-5, atol=1e-5)
+
+
+def test_box_mean_valid_does_not_depend_on_the_window() -> None:
+    """A pixel's mean is the same computed on the whole image or on a crop holding its window."""
+    stack = RNG.normal(size=(2, 64, 64)).astype(np.float32)
+    ok = RNG.random((64, 64)) > 0.1
+    whole = K.box_mean_valid(stack, ok, 3)
+    part = K.box_mean_valid(np.ascontiguousarray(stack[:, 10:40, 7:50]), np.ascontiguousarray(ok[10:40, 7:50]), 3)
+    np.testing.assert_array_equal(part[:, 1:-1, 1:-1], whole[:, 11:39, 8:49])
+
+
+def test_mixed_pixel_weight_matches_numpy() -> None:
+    raw = np.abs(RNG.normal(size=(50, 60))).astype(np.float32)
+    raw[20:30, 20:32] += 40  # a strong change with a rim
+    ok = RNG.random(raw.shape) > 0.05
+    base = float(np.median(raw[ok]))
+    filled = np.where(ok, raw, 0.0).astype(np.float32)
+    above = np.maximum(filled - np.float32(base), 0).astype(np.float32)
+    peak = ndimage.maximum_filter(ndimage.uniform_filter(above, 3, mode="nearest"), size=5, mode="nearest")
+    low = ndimage.minimum_filter(above, size=3, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(peak > 0, above / peak, 1.0)
+        share = np.where(low < 0.1 * peak, share, 1.0)
+    ref = np.clip((share - 0.25) / 0.2, 0.0, 1.0)
+    out = K.mixed_pixel_weight(raw, ok, base, 5)
+    np.testing.assert_allclose(out, ref, atol=1e-4)
+    assert out[25, 25] == 1.0 and out.min() == 0.0
+
+
+def test_normalized_magnitude_and_differences() -> None:
+    b = RNG.uniform(100, 3000, size=(4, 9, 11)).astype(np.float32)
+    a = RNG.uniform(100, 3000, size=(4, 9, 11)).astype(np.float32)
+    b[2, 3, 4] = np.nan
+    gains, offsets = np.array([1.1, 0.9, 1.0, 1.2]), np.array([10.0, -5.0, 0.0, 3.0])
+    meds, spreads = np.array([900.0, 1000.0, 1100.0, 2000.0]), np.array([300.0, 310.0, 320.0, 500.0])
+    use = np.array([0, 1, 2, 3])
+    out = np.empty((9, 11), np.float32)
+    K.normalized_magnitude(b, a, use, gains, offsets, meds, spreads, out)
+    za = ((a - offsets[:, None, None]) / gains[:, None, None] - meds[:, None, None]) / spreads[:, None, None]
+    zb = (b - meds[:, None, None]) / spreads[:, None, None]
+    ref = np.sqrt(((za - zb) ** 2).sum(axis=0))
+    np.testing.assert_allclose(out, ref, rtol=1e-4, equal_nan=True)
+    assert np.isnan(out[3, 4])
+    stack = np.zeros((5, 9, 11), np.float32)
+    b[1, 0, 0] = -b[3, 0, 0]  # a zero denominator gives NaN
+    K.normalized_differences(b, np.array([[3, 2], [1, 3]]), stack, 1, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.testing.assert_allclose(stack[1], (b[3] - b[2]) / (b[3] + b[2]), rtol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(stack[3][1:], ((b[1] - b[3]) / (b[1] + b[3]))[1:], rtol=1e-5, equal_nan=True)
+    assert np.isnan(stack[3, 0, 0]) and np.all(stack[[0, 2, 4]] == 0)
+
+
+def test_urban_score_weights() -> None:
+    raw = np.full((3, 4), 5.0, np.float32)
+    sm = np.zeros((5, 3, 4), np.float32)
+    sm[0] = 3.0  # the magnitude is min(raw, its mean) = 3
+    sm[1:3] = 0.1  # no vegetation
+    sm[3:5] = -0.5  # no water
+    sm[1:3, 0, 0] = 0.9  # vegetation on both dates
+    sm[3:5, 0, 1] = 0.6  # water on both dates
+    ok = np.ones((3, 4), bool)
+    ok[2, 3] = False
+    w_mixed = np.ones((3, 4), np.float32)
+    score, mag, ww, wv = K.urban_score(raw, sm, w_mixed, ok, 1.0, 0.5, 0.2, True, True)
+    sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
+    w_veg, w_water = sig((0.5 - 0.1) / 0.05), 1.0 - sig((-0.5 - 0.2) / 0.05) ** 2
+    assert score[1, 1] == pytest.approx((3 - 1) / 0.5 * w_veg * w_water, rel=1e-5)
+    assert score[0, 0] < 0.01 and wv[0, 0] < 0.01  # vegetation on both dates
+    assert score[0, 1] < 0.01 and ww[0, 1] < 0.01  # water on both dates
+    assert np.isnan(score[2, 3]) and np.isnan(mag[2, 3])
+    assert mag[1, 1] == 3.0
+    no_layers = K.urban_score(raw, sm, w_mixed, ok, 1.0, 0.5, 0.2, True, False)
+    np.testing.assert_array_equal(no_layers[0], score)
+    assert no_layers[1].shape == (1, 1)
+
+
+def test_sigmoid_table() -> None:
+    for x in (-25.0, -20.0, -3.3, 0.0, 0.01, 7.77, 19.99, 25.0):
+        assert K._sigmoid(np.float32(x)) == pytest.approx(1.0 / (1.0 + np.exp(-x)), abs=5e-6)
+
+
+def test_to_float32_and_all_finite() -> None:
+    raw = np.array([[[0, 1, 65535]], [[0, 7, 8]]], np.uint16)
+    out = K.to_float32(raw, np.array([65535.0, 0.0]), np.array([True, False]), np.array([False, True]))
+    np.testing.assert_array_equal(out, np.array([[[0, 1, np.nan]], [[np.nan, 7, 8]]], np.float32))
+    fin = K.all_finite(out[:1], out[1:])
+    assert fin.tolist() == [[False, True, False]]
+
+
+@pytest.mark.parametrize("density", [0.05, 0.3, 0.6])
+def test_label8_matches_scipy(density: float) -> None:
+    mask = RNG.random((67, 81)) < density
+    score = RNG.normal(size=mask.shape).astype(np.float32)
+    score[RNG.random(mask.shape) < 0.1] = np.nan
+    labels, n, boxes, counts, s_sum, s_n, s_max, edges = K.label8(mask, score)
+    ref, n_ref = ndimage.label(mask, structure=np.ones((3, 3)))
+    assert n == n_ref
+    np.testing.assert_array_equal(labels, ref)
+    for k, (rs, cs) in enumerate(ndimage.find_objects(ref)):
+        assert tuple(boxes[k]) == (rs.start, rs.stop, cs.start, cs.stop)
+        px = ref == k + 1
+        vals = score[px]
+        fin = vals[np.isfinite(vals)]
+        assert counts[k] == px.sum() and s_n[k] == fin.size
+        assert s_sum[k] == pytest.approx(float(fin.astype(np.float64).sum()), abs=1e-4)
+        assert s_max[k] == (fin.max() if fin.size else -np.inf)
+        assert edges[k].tolist() == [px[0].any(), px[-1].any(), px[:, 0].any(), px[:, -1].any()]
+
+
+def test_pool2() -> None:
+    x = RNG.normal(size=(7, 9)).astype(np.float32)
+    x[0, 0] = np.nan
+    sums, counts = K.pool2_finite(x)
+    pad = np.pad(x, ((0, 1), (0, 1)), constant_values=np.nan)
+    blocks = pad.reshape(4, 2, 5, 2)
+    np.testing.assert_allclose(sums, np.nansum(blocks, axis=(1, 3)), rtol=1e-6)
+    np.testing.assert_array_equal(counts, np.isfinite(blocks).sum(axis=(1, 3)))
+    s2, c2, mean = K.pool2_sums(sums, counts)
+    assert c2.sum() == np.isfinite(x).sum() and mean.shape == (2, 3)
+    np.testing.assert_allclose(mean[0, 0], np.nanmean(x[:4, :4]), rtol=1e-6)
