@@ -500,6 +500,7 @@ def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, strip_ro
     assert sorted(p.name for p in tmp_path.iterdir()) == ["score.tif"]  # staging files gone
     with rasterio.open(tmp_path / "score.tif") as src:
         assert src.overviews(1) == [2, 4] and src.descriptions == ("score",) and src.profile["tiled"]
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"  # GDAL's mark of a cloud-optimized layout
         np.testing.assert_array_equal(src.read(1), data)
         ovr = src.read(1, out_shape=(rows // 4, cols // 4))
     blocks = data.reshape(rows // 4, 4, cols // 4, 4)

@@ -103,6 +103,10 @@ def test_windowed_outputs_are_cogs_and_complete(scene_pair: tuple[Path, Path, np
         assert src.profile["tiled"] and src.compression is not None
         assert src.dtypes == ("uint8",) and src.nodata == 255
         assert src.read(1)[5, 5] == 255  # nodata corner
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    with rasterio.open(out / "change_score.tif") as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and src.dtypes == ("float32",)
+        assert np.isnan(src.nodata) and src.descriptions == ("score",)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["results"]["n_changes"] == res.n_changes
     assert summary["inputs"]["before"]["sha256"]
