@@ -686,6 +686,17 @@ def input_info(
     return out
 
 
+def changed_results(changed: int, n_valid: int) -> dict[str, Any]:
+    """The summary's figures that come from the number of changed pixels.
+
+    Examples
+    --------
+    >>> changed_results(25, 1000)
+    {'changed_pixels': 25, 'changed_fraction': 0.025}
+    """
+    return {"changed_pixels": int(changed), "changed_fraction": round(changed / n_valid, 6) if n_valid else 0.0}
+
+
 def build_summary(
     *,
     grid: Grid,
@@ -728,10 +739,9 @@ def build_summary(
         "coregistration": shift.as_dict() if shift is not None else None,
         "results": {
             "n_changes": len(polygons),
-            "changed_pixels": changed,
+            **changed_results(changed, n_valid),
             "valid_pixels": n_valid,
             "nodata_pixels": int(n_pixels - n_valid),
-            "changed_fraction": round(changed / n_valid, 6) if n_valid else 0.0,
             "changed_area_m2": round(total_m2, 2) if total_m2 is not None else None,
             "changed_area_ha": round(total_m2 / 10_000, 4) if total_m2 is not None else None,
             "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,

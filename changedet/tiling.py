@@ -596,8 +596,10 @@ def detect_changes_tiled(
         timings["windows_reading"] = read_s
         timings["windows_cpu"] = time.process_time() - cpu0  # all threads: the reads, the windows
 
-        # ---- the score becomes a COG (GDAL, off the GIL) while the polygons are made
-        publisher = ThreadPoolExecutor(max_workers=1)
+        # ---- the score becomes a COG (GDAL, off the GIL) while the polygons are made; then the
+        # final mask is burnt from the polygons and published beside it while the vectors and
+        # figures are written
+        publisher = ThreadPoolExecutor(max_workers=2)
 
         def publish(writer: Any, key: str) -> None:
             t_c = time.perf_counter()
@@ -605,46 +607,21 @@ def detect_changes_tiled(
             timings[key] = time.perf_counter() - t_c
 
         published = [publisher.submit(publish, score_w, "cog_score")]
-
-        # ---- whole polygons, then the final mask from them
-        t = time.perf_counter()
-        polygons = _objects.assemble_polygons(parts, grid, min_area_m2=mmu_m2, fill_holes_m2=holes_m2)
-        del parts
-        import shapely
-
-        tree = shapely.STRtree(list(polygons.geometries)) if len(polygons) else None
-        changed = 0
         try:
-            # a strip of full rows at a time: one rasterization and one write per window row
-            for j in sorted(window_rows):
-                ks = window_rows[j]
-                r0 = int(plans[ks[0]].core.row_off)
-                h = int(plans[ks[0]].core.height)
-                strip = Window(0, r0, grid.width, h)
-                v_s = np.zeros((h, grid.width), dtype=bool)
-                for k in ks:
-                    c0 = int(plans[k].core.col_off)
-                    v_c = _unpack(valid_bits.pop(k))
-                    v_s[:, c0 : c0 + v_c.shape[1]] = v_c
-                burnt = None
-                if tree is not None:
-                    x0, y0 = _corner(grid, strip, 0, 0)
-                    x1, y1 = _corner(grid, strip, h, grid.width)
-                    hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-                    if len(hits):
-                        burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_s.shape,
-                                                   transform=window_transform(strip, grid.transform), fill=0,
-                                                   dtype="uint8")
-                m = np.full(v_s.shape, 255, dtype="uint8")
-                m[v_s] = 0 if burnt is None else burnt[v_s]
-                changed += int(np.count_nonzero(m == 1))
-                mask_w.write(m[np.newaxis], strip)
-                fr = (-r0) % stride
-                sub = m[fr::stride, ::stride]
-                pr = (r0 + fr) // stride
-                preview_mask[pr : pr + sub.shape[0], : sub.shape[1]] = sub
-            timings["polygons_mask"] = time.perf_counter() - t
-            published.append(publisher.submit(publish, mask_w, "cog_mask"))
+            t = time.perf_counter()
+            polygons = _objects.assemble_polygons(parts, grid, min_area_m2=mmu_m2, fill_holes_m2=holes_m2)
+            del parts
+            timings["polygons"] = time.perf_counter() - t
+
+            def burn_and_publish() -> int:
+                t_b = time.perf_counter()
+                changed = _burn_mask(polygons, grid, plans, window_rows, valid_bits, mask_w, preview_mask, stride)
+                timings["mask"] = time.perf_counter() - t_b
+                publish(mask_w, "cog_mask")
+                return changed
+
+            burning = publisher.submit(burn_and_publish)
+            published.append(burning)
         except BaseException:
             for f in published:
                 with contextlib.suppress(BaseException):
@@ -675,7 +652,7 @@ def detect_changes_tiled(
         mask_prev = GeoRaster(preview_mask[np.newaxis], prev_transform, grid.crs, ("change",))
         score_prev = GeoRaster(preview_score[np.newaxis], prev_transform, grid.crs, ("score",))
         summary = _pipeline.build_summary(
-            grid=grid, polygons=polygons, changed=changed, n_valid=counts["valid"],
+            grid=grid, polygons=polygons, changed=0, n_valid=counts["valid"],  # changed: once the mask is burnt
             n_pixels=grid.height * grid.width, in_px=False,
             inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
             parameters={
@@ -700,7 +677,8 @@ def detect_changes_tiled(
             # the COGs are whole before summary.json says the folder is
             for f in published:
                 f.result()
-            result.summary["timings_s"].update({k: round(timings[k], 3) for k in ("cog_score", "cog_mask")})
+            result.summary["results"].update(_pipeline.changed_results(burning.result(), counts["valid"]))
+            result.summary["timings_s"].update({k: round(timings[k], 3) for k in ("mask", "cog_score", "cog_mask")})
             result.summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
 
         try:
@@ -721,6 +699,44 @@ def _preload_writers() -> None:
 
         from . import plot  # noqa: F401  (matplotlib)
         import pyogrio  # noqa: F401
+
+
+def _burn_mask(polygons: Any, grid: Grid, plans: Sequence[WindowPlan], window_rows: dict[int, list[int]],
+               valid_bits: dict[int, tuple[bytes, tuple[int, int]]], mask_w: Any, preview_mask: np.ndarray,
+               stride: int) -> int:
+    """Write the final mask (1 inside the kept polygons, 0 elsewhere, 255 where not valid) a
+    strip of full rows at a time, one rasterization and one write each; returns the changed pixels."""
+    import shapely
+
+    tree = shapely.STRtree(list(polygons.geometries)) if len(polygons) else None
+    changed = 0
+    for j in sorted(window_rows):
+        ks = window_rows[j]
+        r0 = int(plans[ks[0]].core.row_off)
+        h = int(plans[ks[0]].core.height)
+        strip = Window(0, r0, grid.width, h)
+        v_s = np.zeros((h, grid.width), dtype=bool)
+        for k in ks:
+            c0 = int(plans[k].core.col_off)
+            v_c = _unpack(valid_bits.pop(k))
+            v_s[:, c0 : c0 + v_c.shape[1]] = v_c
+        burnt = None
+        if tree is not None:
+            x0, y0 = _corner(grid, strip, 0, 0)
+            x1, y1 = _corner(grid, strip, h, grid.width)
+            hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
+            if len(hits):
+                burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_s.shape,
+                                           transform=window_transform(strip, grid.transform), fill=0, dtype="uint8")
+        m = np.full(v_s.shape, 255, dtype="uint8")
+        m[v_s] = 0 if burnt is None else burnt[v_s]
+        changed += int(np.count_nonzero(m == 1))
+        mask_w.write(m[np.newaxis], strip)
+        fr = (-r0) % stride
+        sub = m[fr::stride, ::stride]
+        pr = (r0 + fr) // stride
+        preview_mask[pr : pr + sub.shape[0], : sub.shape[1]] = sub
+    return changed
 
 
 def _corner(grid: Grid, core: Window, row: float, col: float) -> tuple[float, float]:
