@@ -443,11 +443,7 @@ def pool2_sums(sums, counts):  # pragma: no cover - compiled
         for c in range(cols):
             s2[r // 2, c // 2] += sums[r, c]
             c2[r // 2, c // 2] += counts[r, c]
-    mean = np.empty((orows, ocols), np.float32)
-    for r in range(orows):
-        for c in range(ocols):
-            mean[r, c] = np.float32(s2[r, c] / c2[r, c]) if c2[r, c] > 0 else np.float32(np.nan)
-    return s2, c2, mean
+    return s2, c2, mean_of(s2, c2)
 
 
 @njit(**_OPTS)

@@ -606,15 +606,9 @@ def _robust_z(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return (x - med) / mad
 
 
-def _normalized_magnitude(before, after, ok, bands, normalize: str = "irmad", out=None) -> tuple[np.ndarray, bool]:
-    """Change-vector magnitude of ``bands`` on one radiometric scale (float32 C arrays in).
-
-    With ``normalize="irmad"`` the after bands are put on the before radiometry by
-    IR-MAD invariant pixels (Canty & Nielsen 2008) and both dates divided by the
-    before bands' robust spread, as :func:`_normalized_pair`; otherwise (or when
-    IR-MAD is degenerate) each date is standardized on its own.  Returns the
-    magnitude (in ``out`` when given) and whether IR-MAD was used.
-    """
+def _irmad_coefs(before, after, ok, bands) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scene-wide gains and offsets putting ``after[bands]`` on ``before[bands]``'s radiometry
+    (IR-MAD invariant pixels, Canty & Nielsen 2008); None when the statistics are degenerate."""
     from .normalize import normalize_irmad
 
     def fit() -> tuple[np.ndarray, np.ndarray] | None:
@@ -624,7 +618,19 @@ def _normalized_magnitude(before, after, ok, bands, normalize: str = "irmad", ou
             return None
         return norm.gains, norm.offsets
 
-    coefs = _global(fit) if normalize == "irmad" else None
+    return _global(fit)
+
+
+def _normalized_magnitude(before, after, ok, bands, normalize: str = "irmad", out=None) -> tuple[np.ndarray, bool]:
+    """Change-vector magnitude of ``bands`` on one radiometric scale (float32 C arrays in).
+
+    With ``normalize="irmad"`` the after bands are put on the before radiometry by
+    IR-MAD invariant pixels (Canty & Nielsen 2008) and both dates divided by the
+    before bands' robust spread, as :func:`_normalized_pair`; otherwise (or when
+    IR-MAD is degenerate) each date is standardized on its own.  Returns the
+    magnitude (in ``out`` when given) and whether IR-MAD was used.
+    """
+    coefs = _irmad_coefs(before, after, ok, bands) if normalize == "irmad" else None
     if coefs is not None:
         gains, offsets = (np.asarray(c, dtype=np.float64) for c in coefs)
         stats = [_robust_stats(before[i], ok) for i in bands]
@@ -645,18 +651,8 @@ def _normalized_magnitude(before, after, ok, bands, normalize: str = "irmad", ou
 def _normalized_pair(before, after, ok, bands):
     """before[bands] and after[bands] on before's radiometry (IR-MAD invariant pixels,
     Canty & Nielsen 2008), both divided by the before bands' robust spread."""
-    from .normalize import normalize_irmad
-
     b = before[bands]
-
-    def fit() -> tuple[np.ndarray, np.ndarray] | None:
-        try:
-            norm = normalize_irmad(b, after[bands], valid=ok)
-        except ChangedetError:  # degenerate statistics: fall back on per-date standardization
-            return None
-        return norm.gains, norm.offsets
-
-    coefs = _global(fit)
+    coefs = _irmad_coefs(before, after, ok, bands)
     if coefs is None:  # pragma: no cover - degenerate statistics
         return _standardize(b, ok), _standardize(after[bands], ok), False
     gains, offsets = coefs

@@ -848,9 +848,10 @@ class WindowedWriter:
     Windows go into a temporary tiled GeoTIFF beside the destination (thread-safe);
     with ``strip_rows``, windows of that many rows starting on its multiples are
     gathered into strips of full rows, each written in one call when its last window
-    arrives (fewer, larger writes through GDAL's block cache).  :meth:`commit` converts it to a COG (compressed, overviews) under a temporary name
-    and renames it into place, :meth:`abort` removes everything.  Until ``commit``
-    nothing exists at the destination.
+    arrives (fewer, larger writes through GDAL's block cache).  :meth:`commit`
+    converts it to a COG (compressed, overviews) under a temporary name and renames
+    it into place, :meth:`abort` removes everything.  Until ``commit`` nothing exists
+    at the destination.
 
     With ``overview_block`` (floating-point rasters) the overviews are averaged from
     each window as it is written, NaN ignored, into staging files of their own, so the
@@ -988,7 +989,8 @@ class WindowedWriter:
             if self.factors:
                 src = str(self.tmp.with_suffix(".vrt"))
                 self._tmp_files.append(Path(src))
-                Path(src).write_text(self._vrt_with_overviews(), encoding="utf-8")
+                with rasterio.open(self.tmp) as ds:
+                    Path(src).write_text(_vrt_of(ds, overviews=self._ovr_paths), encoding="utf-8")
             with atomic_path(self.dest) as final:
                 floating = np.issubdtype(np.dtype(self.dtype), np.floating)
                 rio_copy(
@@ -1002,24 +1004,6 @@ class WindowedWriter:
             self._remove_staging()
         return self.dest
 
-    def _vrt_with_overviews(self) -> str:
-        """A VRT of the staging raster that lists the staged overviews as its own."""
-        from xml.sax.saxutils import escape
-
-        with rasterio.open(self.tmp) as ds:
-            ds_vrt = _plain_vrt(ds)
-        bands = []
-        for b in range(1, len(self.band_names) + 1):
-            ovr = "".join(
-                f'<Overview><SourceFilename relativeToVRT="0">{escape(str(p))}</SourceFilename>'
-                f"<SourceBand>{b}</SourceBand></Overview>" for p in self._ovr_paths
-            )
-            bands.append(ovr)
-        # insert the overview list at the end of each band element
-        parts = ds_vrt.split("</VRTRasterBand>")
-        out = "".join(part + bands[i] + "</VRTRasterBand>" for i, part in enumerate(parts[:-1])) + parts[-1]
-        return out
-
     def _remove_staging(self) -> None:
         for p in self._tmp_files:
             with contextlib.suppress(FileNotFoundError):
@@ -1032,25 +1016,29 @@ class WindowedWriter:
         self._remove_staging()
 
 
-def _plain_vrt(ds: Any) -> str:
-    """VRT XML that shows every band of an open GeoTIFF as it is (no overviews)."""
+def _vrt_of(ds: Any, *, overviews: Sequence[Path] = ()) -> str:
+    """VRT XML that shows every band of an open GeoTIFF as it is, with ``overviews`` (files
+    of the same bands at coarser resolutions) listed as its overviews."""
     from xml.sax.saxutils import escape
 
     t = ds.transform
-    dtype = {"float32": "Float32", "float64": "Float64", "uint8": "Byte", "uint16": "UInt16", "int16": "Int16",
-             "uint32": "UInt32", "int32": "Int32"}[ds.dtypes[0]]
+    from rasterio import dtypes as rio_dtypes
+
+    dtype = rio_dtypes.typename_fwd[rio_dtypes.dtype_rev[ds.dtypes[0]]]  # GDAL's name, e.g. Float32
     srs = f"<SRS>{escape(ds.crs.to_wkt())}</SRS>" if ds.crs else ""
     bands = []
     for b in range(1, ds.count + 1):
         nd = ds.nodata
         nd_xml = "" if nd is None else f"<NoDataValue>{'nan' if np.isnan(nd) else repr(float(nd))}</NoDataValue>"
         desc = ds.descriptions[b - 1] or ""
+        ovr = "".join(f'<Overview><SourceFilename relativeToVRT="0">{escape(str(p))}</SourceFilename>'
+                      f"<SourceBand>{b}</SourceBand></Overview>" for p in overviews)
         bands.append(
             f'<VRTRasterBand dataType="{dtype}" band="{b}">{nd_xml}<Description>{escape(desc)}</Description>'
             f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(ds.name))}</SourceFilename>'
             f"<SourceBand>{b}</SourceBand>"
             f'<SrcRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/>'
-            f'<DstRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/></SimpleSource></VRTRasterBand>'
+            f'<DstRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/></SimpleSource>{ovr}</VRTRasterBand>'
         )
     return (f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">{srs}'
             f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"

@@ -235,6 +235,10 @@ def cloud_shadow_mask(
     return _grow(moved & dark & ~clouds, grow_px)
 
 
+#: Bands the spectral cloud test of :func:`exclude_mask` needs when there is no SCL band.
+_SPECTRAL_CLOUD_BANDS = ("blue", "green", "red", "cirrus")
+
+
 def exclude_mask(
     image: np.ndarray,
     band_names: Sequence[str],
@@ -267,7 +271,7 @@ def exclude_mask(
     if "scl" in found:
         return out | scl_mask(image[found["scl"]])
     # without SCL, only a cirrus band makes the spectral test trustworthy
-    if all(b in found for b in ("blue", "green", "red", "cirrus")):
+    if all(b in found for b in _SPECTRAL_CLOUD_BANDS):
         cloud = spectral_cloud_mask(image, band_names)
         if cloud.any():
             out = out | cloud | cloud_shadow_mask(image, band_names, cloud)
@@ -284,7 +288,7 @@ def has_cloud_information(band_names: Sequence[str]) -> bool:
     (False, True)
     """
     found = resolve_bands(band_names)
-    return "scl" in found or all(b in found for b in ("blue", "green", "red", "cirrus"))
+    return "scl" in found or all(b in found for b in _SPECTRAL_CLOUD_BANDS)
 
 
 def exclusion_mask(

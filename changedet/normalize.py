@@ -34,6 +34,8 @@ from .errors import EmptyDataError, InvalidParameterError
 __all__ = ["IRMADResult", "Normalization", "irmad", "normalize_irmad", "match_histograms"]
 
 _MAX_FIT_PIXELS = 200_000  # the statistics are fitted on a random sample this large
+_MAX_ITERATIONS = 50  # IR-MAD's defaults, shared by irmad() and normalize_irmad()
+_TOLERANCE = 1e-4
 
 
 def _check_pair(before, after, valid):
@@ -124,8 +126,8 @@ def irmad(
     after: np.ndarray,
     *,
     valid: np.ndarray | None = None,
-    max_iterations: int = 50,
-    tolerance: float = 1e-4,
+    max_iterations: int = _MAX_ITERATIONS,
+    tolerance: float = _TOLERANCE,
     robust: bool = True,
     seed: int = 0,
 ) -> IRMADResult:
@@ -308,7 +310,7 @@ def normalize_irmad(
         raise InvalidParameterError(f"p_invariant must be in (0, 1), got {p_invariant}")
     before64, after64, ok = _check_pair(before, after, valid)
     bands = before64.shape[0]
-    _, z_all, _, _, _ = _irmad_fit(before64, after64, ok, 50, 1e-4, True, 0)
+    _, z_all, _, _, _ = _irmad_fit(before64, after64, ok, _MAX_ITERATIONS, _TOLERANCE, True, 0)
     # no-change probability above p_invariant <=> chi-square statistic below its (1 - p) quantile
     chi = np.full(ok.shape, np.inf)
     chi[ok] = z_all

@@ -332,9 +332,7 @@ def vectorize_parts(
     if score is not None and np.shape(score) != m.shape:
         raise InvalidParameterError(f"score has shape {np.shape(score)}, expected {m.shape}")
     # labels, boxes, pixel counts, score sums and maxima and border contacts in one compiled pass
-    score_arr = np.ascontiguousarray(score, dtype=np.float32) if score is not None else np.full((1, 1), np.nan, np.float32)
-    if score is None:
-        score_arr = np.broadcast_to(score_arr, m.shape)
+    score_arr = np.ascontiguousarray(score, dtype=np.float32) if score is not None else np.full(m.shape, np.nan, np.float32)
     labels, n, boxes, counts, s_sum, s_n, s_max, contact = _kernels.label8(m, score_arr)
     if n == 0:
         return []

@@ -113,7 +113,7 @@ class FittedMethod:
 
     def __init__(self, method: str, band_names: Sequence[str], pixel_size_m: float | None,
                  apply: Callable[[np.ndarray, np.ndarray, np.ndarray], Any], *, halo_px: int, exact: bool,
-                 threshold_method: str | None = None):
+                 threshold_method: str | None = None, sample_result: Any = None):
         self.method = method
         self.band_names = tuple(band_names)
         self.pixel_size_m = pixel_size_m
@@ -122,7 +122,7 @@ class FittedMethod:
         self.exact = bool(exact)
         self.threshold_method = threshold_method
         #: the score on the sample it was fitted on, when fitting computed it
-        self.sample_result: Any = None
+        self.sample_result = sample_result
 
     def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> Any:
         """The method's :class:`~changedet.change.ChangeScore` on one window."""
@@ -156,10 +156,8 @@ def fit_method(
     """
     fitted = _change.fit_method(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
     if fitted is not None:
-        fm = FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px,
-                          exact=True, threshold_method=fitted.threshold_method)
-        fm.sample_result = fitted.sample_result
-        return fm
+        return FittedMethod(method, band_names, pixel_size_m, fitted.apply, halo_px=fitted.halo_px, exact=True,
+                            threshold_method=fitted.threshold_method, sample_result=fitted.sample_result)
 
     def whole(b: np.ndarray, a: np.ndarray, v: np.ndarray) -> Any:
         return _change.change_score(b, a, method=method, band_names=band_names, pixel_size_m=pixel_size_m, valid=v)
@@ -541,14 +539,8 @@ def detect_changes_tiled(
                                                  layers={k_: v_ for k_, v_ in layers.items() if k_.startswith("d_")},
                                                  window_edges=edges)
             score_w.write(score_c[np.newaxis], core)
-            r0, c0 = int(core.row_off), int(core.col_off)
-            fr, fc = (-r0) % stride, (-c0) % stride
-            pr, pc = (r0 + fr) // stride, (c0 + fc) // stride
-            sub_b = b_c[:, fr::stride, fc::stride]
-            sub_a = a_c[:, fr::stride, fc::stride]
-            preview_b[:, pr : pr + sub_b.shape[1], pc : pc + sub_b.shape[2]] = sub_b
-            preview_a[:, pr : pr + sub_a.shape[1], pc : pc + sub_a.shape[2]] = sub_a
-            preview_score[pr : pr + sub_a.shape[1], pc : pc + sub_a.shape[2]] = score_c[fr::stride, fc::stride]
+            for preview, arr in ((preview_b, b_c), (preview_a, a_c), (preview_score, score_c)):
+                _decimate_into(preview, arr, core, stride)
             with parts_lock:
                 parts.extend(win_parts)
                 valid_bits[k] = _pack(v_c)
@@ -571,8 +563,7 @@ def detect_changes_tiled(
             with _quiet_threads(), ThreadPoolExecutor(max_workers=n_workers) as pool:
                 for j in sorted(window_rows):
                     t_read = time.perf_counter()
-                    if pending is not None:
-                        pending.result()
+                    pending.result()  # the strips read ahead (the first ones during the sample fit)
                     strips.ensure(j)
                     strips.ensure(j + 1)  # the bottom halo
                     read_s += time.perf_counter() - t_read
@@ -732,11 +723,18 @@ def _burn_mask(polygons: Any, grid: Grid, plans: Sequence[WindowPlan], window_ro
         m[v_s] = 0 if burnt is None else burnt[v_s]
         changed += int(np.count_nonzero(m == 1))
         mask_w.write(m[np.newaxis], strip)
-        fr = (-r0) % stride
-        sub = m[fr::stride, ::stride]
-        pr = (r0 + fr) // stride
-        preview_mask[pr : pr + sub.shape[0], : sub.shape[1]] = sub
+        _decimate_into(preview_mask, m, strip, stride)
     return changed
+
+
+def _decimate_into(preview: np.ndarray, arr: np.ndarray, window: Window, stride: int) -> None:
+    """Put the pixels of ``arr`` (the last two axes cover ``window``) whose grid row and
+    column are multiples of ``stride`` into ``preview``, the grid decimated by ``stride``."""
+    r0, c0 = int(window.row_off), int(window.col_off)
+    fr, fc = (-r0) % stride, (-c0) % stride
+    pr, pc = (r0 + fr) // stride, (c0 + fc) // stride
+    sub = arr[..., fr::stride, fc::stride]
+    preview[..., pr : pr + sub.shape[-2], pc : pc + sub.shape[-1]] = sub
 
 
 def _corner(grid: Grid, core: Window, row: float, col: float) -> tuple[float, float]:
