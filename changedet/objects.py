@@ -42,8 +42,6 @@ CHANGE_CLASSES: dict[str, str] = {
     "other": "changed, but the indices do not say how",
 }
 
-_EIGHT = np.ones((3, 3), dtype=bool)
-
 
 def _disk(radius: int) -> np.ndarray:
     r = int(radius)
@@ -60,8 +58,13 @@ def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     >>> label_regions(m)[1]
     2
     """
-    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=_EIGHT)
-    return labels.astype("int32"), int(n)
+    from . import _kernels
+
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise InvalidParameterError(f"label_regions needs a (rows, cols) mask, got shape {m.shape}")
+    labels, n = _kernels.label8(m, np.full(m.shape, np.nan, np.float32))[:2]  # numbered as scipy.ndimage.label
+    return labels, int(n)
 
 
 def _remove_small(mask: np.ndarray, min_px: int) -> np.ndarray:
