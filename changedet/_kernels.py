@@ -557,3 +557,114 @@ def label8(mask, score):  # pragma: no cover - compiled
             if c == cols - 1:
                 edges[k, 3] = True
     return labels, n, boxes, counts, s_sum, s_n, s_max, edges
+
+
+# ---- ring tracing: the outlines of labelled areas, as GDAL's polygonize draws them
+
+# directions in pixel coordinates (x = column, y = row, y down): east, south, west, north;
+# a right turn (on screen) is d + 1
+_DX = (1, 0, -1, 0)
+_DY = (0, 1, 0, -1)
+
+
+@njit(**_OPTS)
+def _inside(labels, lab, r0, c0, h, w, y, x):
+    """Whether pixel (y, x) of the box at (r0, c0) of size h x w holds label lab."""
+    if y < 0 or x < 0 or y >= h or x >= w:
+        return False
+    return labels[r0 + y, c0 + x] == lab
+
+
+@njit(**_OPTS)
+def _out_dirs(labels, lab, r0, c0, h, w, x, y):
+    """Bit set of the boundary edges leaving vertex (x, y), the area on their left."""
+    tl = _inside(labels, lab, r0, c0, h, w, y - 1, x - 1)
+    tr = _inside(labels, lab, r0, c0, h, w, y - 1, x)
+    bl = _inside(labels, lab, r0, c0, h, w, y, x - 1)
+    br = _inside(labels, lab, r0, c0, h, w, y, x)
+    bits = 0
+    if tr and not br:  # east: area above
+        bits |= 1
+    if br and not bl:  # south: area to the east
+        bits |= 2
+    if bl and not tl:  # west: area below
+        bits |= 4
+    if tl and not tr:  # north: area to the west
+        bits |= 8
+    return bits
+
+
+@njit(**_OPTS)
+def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
+    """Outline rings of labels 1..n of an 8-connected labelling, along pixel edges.
+
+    The rings are those of ``rasterio.features.shapes(..., connectivity=8)`` (GDAL's
+    polygonize), vertex for vertex: pixel-corner coordinates (x = column, y = row),
+    corners only, each ring starting at its first vertex in row-major order and
+    closed, the area on the left (on screen), and where two pixels of the area meet
+    only at a corner the ring passes through that corner, joining them.  Per label
+    the exterior ring comes first, then the holes in row-major order of their first
+    vertex.  ``boxes`` are label8's (row0, row1, col0, col1).
+
+    Returns ``xy`` (vertices, 2) int64, ``ring_start`` (rings + 1) offsets into
+    ``xy``, and per label ``label_start`` (n + 1) offsets into the rings.
+    """
+    cap = 1024
+    xy = np.empty((cap, 2), np.int64)
+    nv = 0
+    ring_start = [0]
+    label_start = np.zeros(n + 1, np.int64)
+    nr = 0
+    for k in range(n):
+        lab = k + 1
+        r0, r1, c0, c1 = boxes[k, 0], boxes[k, 1], boxes[k, 2], boxes[k, 3]
+        h, w = r1 - r0, c1 - c0
+        used = np.zeros((h + 1, w + 1), np.uint8)
+        for y in range(h + 1):
+            for x in range(w + 1):
+                free = _out_dirs(labels, lab, r0, c0, h, w, x, y) & ~used[y, x]
+                while free:
+                    d = 0
+                    while not (free >> d) & 1:
+                        d += 1
+                    # one ring from (x, y), leaving along d, back to (x, y)
+                    if nv + 2 > cap:
+                        cap *= 2
+                        grown = np.empty((cap, 2), np.int64)
+                        grown[:nv] = xy[:nv]
+                        xy = grown
+                    xy[nv, 0] = c0 + x
+                    xy[nv, 1] = r0 + y
+                    nv += 1
+                    cx, cy = x, y
+                    while True:
+                        used[cy, cx] |= 1 << d
+                        cx += _DX[d]
+                        cy += _DY[d]
+                        if nv + 2 > cap:
+                            cap *= 2
+                            grown = np.empty((cap, 2), np.int64)
+                            grown[:nv] = xy[:nv]
+                            xy = grown
+                        if cx == x and cy == y:
+                            break
+                        outs = _out_dirs(labels, lab, r0, c0, h, w, cx, cy)
+                        if outs & (outs - 1):  # two ways on: pixels meeting at this corner, joined
+                            nd = (d + 1) & 3
+                        else:
+                            nd = 0
+                            while not (outs >> nd) & 1:
+                                nd += 1
+                        if nd != d:  # a corner
+                            xy[nv, 0] = c0 + cx
+                            xy[nv, 1] = r0 + cy
+                            nv += 1
+                        d = nd
+                    xy[nv, 0] = c0 + x
+                    xy[nv, 1] = r0 + y
+                    nv += 1
+                    free = _out_dirs(labels, lab, r0, c0, h, w, x, y) & ~used[y, x]
+                    nr += 1
+                    ring_start.append(nv)
+        label_start[k + 1] = nr
+    return xy[:nv], np.array(ring_start, np.int64), label_start

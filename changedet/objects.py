@@ -339,7 +339,6 @@ def vectorize_parts(
     labels, n, boxes, counts, s_sum, s_n, s_max, contact = _kernels.label8(m, score_arr)
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if layers:
         # per-label sums of the layers over the changed pixels only (sparse), with bincount
@@ -363,57 +362,25 @@ def vectorize_parts(
             sums[key] = sums_of(arr[m].astype("float64"))
     # an area touching a side that is an internal window edge may continue in the next window
     touches = np.concatenate([[False], (contact & np.asarray(window_edges, dtype=bool)).any(axis=1)])
-    pieces: dict[int, list[Any]] = {}
-    # Traced on the bounding box of the changed pixels only (the background is traced
-    # too, as value 0, and skipped), in pixel coordinates, which the transform then maps
-    # as GDAL does (x = c + col * a + row * b), so a window and the whole image give
-    # the same coordinates.  No mask argument: rasterio wraps a mask in an in-memory
-    # dataset without a transform, which warns (NotGeoreferencedWarning), and
-    # warnings.catch_warnings is not thread-safe (this runs in worker threads).
-    r0, r1 = int(boxes[:, 0].min()), int(boxes[:, 1].max())
-    c0, c1 = int(boxes[:, 2].min()), int(boxes[:, 3].max())
-    values, geoms, offsets = [], [], []
-    box_px = int(((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])).sum())
-    if 4 * box_px < (r1 - r0) * (c1 - c0):  # small scattered areas: trace each in its own box
-        for lab, (br0, br1, bc0, bc1) in enumerate(boxes.tolist(), start=1):
-            sub = np.ascontiguousarray(labels[br0:br1, bc0:bc1] == lab, dtype=np.uint8)
-            for geom, value in features.shapes(sub, connectivity=8):
-                if value:
-                    values.append(lab)
-                    geoms.append(shapely.geometry.shape(geom))
-                    offsets.append((bc0, br0))
-    else:
-        for geom, value in features.shapes(np.ascontiguousarray(labels[r0:r1, c0:c1]), connectivity=8):
-            if value:
-                values.append(int(value))
-                geoms.append(shapely.geometry.shape(geom))
-                offsets.append((c0, r0))
+    # The outlines of every label, traced along pixel edges in one compiled pass: the
+    # rings GDAL's polygonize (rasterio.features.shapes, 8-connected) draws, vertex for
+    # vertex (tested), without a GDAL call, a GeoJSON mapping and the GIL per area.
+    # Pixel-corner coordinates are mapped as GDAL maps them (x = c + col * a + row * b),
+    # so a window and the whole image give the same coordinates.
+    xy, ring_start, label_start = _kernels.trace_rings(labels, n, boxes)
     t = transform
-
-    def to_map(col: np.ndarray, row: np.ndarray) -> np.ndarray:
-        return np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
-
-    if geoms:
-        arr = np.array(geoms, dtype=object)
-        # pixel corner coordinates of every ring, shifted by their box's offset (exact integers)
-        coords, index_of = shapely.get_coordinates(arr, return_index=True)
-        off = np.asarray(offsets, dtype=np.float64)[index_of]
-        mapped = shapely.set_coordinates(arr.copy(), to_map(coords[:, 0] + off[:, 0], coords[:, 1] + off[:, 1]))
-        for value, geom in zip(values, mapped):
-            pieces.setdefault(value, []).append(geom)
+    col, row = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    coords = np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
+    geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_start, label_start))
     parts = []
-    for i, lab in enumerate(index):
-        geoms = pieces.get(int(lab))
-        if not geoms:
-            continue
-        geom = geoms[0] if len(geoms) == 1 else shapely.union_all(geoms)
+    for i, geom in enumerate(geoms):
         parts.append(PolygonPart(
             geom, int(counts[i]),
             float(s_sum[i]) if score is not None else 0.0,
             int(s_n[i]) if score is not None else 0,
             float(s_max[i]) if score is not None else float("-inf"),
             tuple((k, float(v[0][i]), int(v[1][i])) for k, v in sums.items()),
-            bool(touches[lab]),
+            bool(touches[i + 1]),
         ))
     return parts
 

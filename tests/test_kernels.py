@@ -141,6 +141,51 @@ def test_label8_matches_scipy(density: float) -> None:
         assert edges[k].tolist() == [px[0].any(), px[-1].any(), px[:, 0].any(), px[:, -1].any()]
 
 
+def _gdal_rings(labels: np.ndarray) -> dict[int, list[list[list[tuple[int, int]]]]]:
+    from rasterio import features
+
+    out: dict[int, list] = {}
+    for geom, value in features.shapes(labels.astype(np.int32), connectivity=8):
+        if value:
+            out.setdefault(int(value), []).append([[tuple(map(int, p)) for p in ring] for ring in geom["coordinates"]])
+    return out
+
+
+@pytest.mark.parametrize("shape, density, opened", [((9, 11), 0.5, False), ((40, 37), 0.35, False),
+                                                    ((61, 70), 0.6, True), ((25, 25), 0.8, False)])
+def test_trace_rings_are_gdals_polygons(shape: tuple[int, int], density: float, opened: bool) -> None:
+    """Vertex for vertex the polygons of GDAL's polygonize (8-connected): the same rings,
+    start vertices, orientation, hole order, and pixels meeting at a corner joined."""
+    for _ in range(40):
+        mask = RNG.random(shape) < density
+        if opened:
+            mask = ndimage.binary_opening(mask)
+        labels, n, boxes, *_ = K.label8(mask, np.zeros(shape, np.float32))
+        xy, ring_start, label_start = K.trace_rings(labels, n, boxes)
+        mine = {k + 1: [[[tuple(map(int, p)) for p in xy[ring_start[i]:ring_start[i + 1]]]
+                         for i in range(label_start[k], label_start[k + 1])]] for k in range(n)}
+        assert mine == _gdal_rings(labels)
+
+
+def test_trace_rings_corner_cases() -> None:
+    # two pixels meeting at a corner: one ring through the shared corner
+    labels, n, boxes, *_ = K.label8(np.array([[1, 0], [0, 1]], bool), np.zeros((2, 2), np.float32))
+    xy, ring_start, label_start = K.trace_rings(labels, n, boxes)
+    assert n == 1 and ring_start.tolist() == [0, 9] and label_start.tolist() == [0, 1]
+    assert xy.tolist() == [[0, 0], [0, 1], [1, 1], [1, 2], [2, 2], [2, 1], [1, 1], [1, 0], [0, 0]]
+    # a ring of pixels around a hole; a large area (the vertex buffer grows)
+    m = np.ones((300, 300), bool)
+    m[1:-1, 1:-1] = False
+    m[100:200:2, 100:200:2] = True
+    labels, n, boxes, *_ = K.label8(m, np.zeros(m.shape, np.float32))
+    xy, ring_start, label_start = K.trace_rings(labels, n, boxes)
+    assert n == 1 + 50 * 50 and label_start[1] == 2  # the frame: its outline and one hole
+    assert xy[ring_start[1]:ring_start[2]].tolist() == [[1, 1], [299, 1], [299, 299], [1, 299], [1, 1]]
+    assert label_start[-1] == ring_start.size - 1 == 2 + 2500
+    empty = K.trace_rings(np.zeros((3, 3), np.int32), 0, np.zeros((0, 4), np.int64))
+    assert empty[0].shape == (0, 2) and empty[1].tolist() == [0] and empty[2].tolist() == [0]
+
+
 def test_pool2() -> None:
     x = RNG.normal(size=(7, 9)).astype(np.float32)
     x[0, 0] = np.nan
