@@ -389,6 +389,37 @@ def to_float32(raw, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - c
 
 
 @njit(**_OPTS)
+def _rows_to_float32(src, ra, rb, c0, c1, out, r_out, nodata, has_nodata, zero_is_nodata):
+    nan = np.float32(np.nan)
+    for i in range(src.shape[0]):
+        nd = nodata[i] if has_nodata[i] else np.nan
+        z = 0.0 if zero_is_nodata[i] else np.nan
+        for r in range(ra, rb):
+            s_row, dst = src[i, r], out[i, r_out + r - ra]
+            for c in range(c0, c1):
+                v = s_row[c]
+                dst[c - c0] = nan if (v == nd) | (v == z) else np.float32(v)
+
+
+@njit(**_OPTS)
+def gather_float32(p0, p1, p2, rows, c0, c1, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - compiled
+    """:func:`to_float32` of rows ``rows[k, 0]:rows[k, 1]``, columns ``c0:c1`` of the
+    (bands, rows, cols) arrays ``p0``, ``p1``, ``p2`` stacked along the rows, in one
+    pass: a window cut from full-width strips, with no intermediate copy (the strips
+    are C-ordered; slices of them would not be, and compiled loops over strided views
+    run about 3x slower)."""
+    n = (rows[0, 1] - rows[0, 0]) + (rows[1, 1] - rows[1, 0]) + (rows[2, 1] - rows[2, 0])
+    out = np.empty((p0.shape[0], n, c1 - c0), np.float32)
+    r = 0
+    _rows_to_float32(p0, rows[0, 0], rows[0, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
+    r += rows[0, 1] - rows[0, 0]
+    _rows_to_float32(p1, rows[1, 0], rows[1, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
+    r += rows[1, 1] - rows[1, 0]
+    _rows_to_float32(p2, rows[2, 0], rows[2, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
+    return out
+
+
+@njit(**_OPTS)
 def all_finite(before, after):  # pragma: no cover - compiled
     """(rows, cols) bool: every band of both (bands, rows, cols) arrays is finite."""
     rows, cols = before.shape[1], before.shape[2]

@@ -64,6 +64,8 @@ class StatsTape:
         self.mode = mode
         self.values: list[Any] = []
         self.pos = 0
+        #: the caller's ``valid`` holds only pixels finite in both images (no second check)
+        self.valid_is_finite = False
 
 
 _TAPE: contextvars.ContextVar[StatsTape | None] = contextvars.ContextVar("changedet_stats_tape", default=None)
@@ -104,8 +106,11 @@ class FittedScore:
     sample_result: ChangeScore | None = field(default=None, repr=False)
 
     def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> ChangeScore:
+        """Score a window; ``valid`` must hold only pixels finite in every band of both
+        images (the windowed path's validity mask is), as it is not checked again."""
         tape = StatsTape("replay")
         tape.values = list(self.values)
+        tape.valid_is_finite = True
         token = _TAPE.set(tape)
         try:
             return METHODS[self.method](before, after, band_names=self.band_names,
@@ -182,14 +187,19 @@ def _prepare(before, after, band_names, valid):
         )
     before = before.astype(np.float32, copy=False)
     after = after.astype(np.float32, copy=False)
-    ok = _kernels.all_finite(before, after)
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != before.shape[1:]:
             raise InvalidParameterError(
                 f"valid has shape {valid.shape}, expected {before.shape[1:]} (rows, cols) of the images"
             )
-        ok &= valid
+    tape = _TAPE.get()
+    if valid is not None and tape is not None and tape.valid_is_finite:
+        ok = valid.copy()  # checked by the caller (FittedScore.apply)
+    else:
+        ok = _kernels.all_finite(before, after)
+        if valid is not None:
+            ok &= valid
     if not ok.any():
         raise EmptyDataError(
             f"no pixel is valid in both images ({before.shape[1]}x{before.shape[2]} pixels): "

@@ -199,7 +199,7 @@ class _Strips:
         """The arrays of ``window`` (rows may reach into the strips above and below)."""
         r0, r1 = int(window.row_off), int(window.row_off + window.height)
         c0, c1 = int(window.col_off), int(window.col_off + window.width)
-        pieces: list[list[np.ndarray]] = [[] for _ in self.readers]
+        pieces: list[list[tuple[np.ndarray, int, int]]] = [[] for _ in self.readers]
         row = r0
         while row < r1:
             j = row // self.rows
@@ -214,9 +214,9 @@ class _Strips:
                 if row < base:
                     raise RuntimeError("strip tail too short for the halo")  # pragma: no cover - halo bounded
             for i, a in enumerate(arrs):
-                pieces[i].append(a[:, row - base : take - base, c0:c1])
+                pieces[i].append((a, row - base, take - base))
             row = take
-        return [r.to_float_pieces(p) for r, p in zip(self.readers, pieces)]
+        return [r.to_float_rows(p, c0, c1) for r, p in zip(self.readers, pieces)]
 
 
 # --------------------------------------------------------------------------- helpers

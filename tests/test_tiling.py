@@ -160,3 +160,27 @@ def test_windowed_equals_in_memory_high_resolution_rgb(tmp_path: Path) -> None:
     mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
     np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
     assert win.n_changes == mem.n_changes
+
+
+def test_windowed_float_inputs_with_nodata_value(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    """Float32 files whose nodata is a value (-9999): the windowed path reads those pixels as
+    nodata, as the in-memory path does (a float32 shortcut once passed -9999 on as data)."""
+    paths = []
+    for src in scene_pair[:2]:
+        with rasterio.open(src) as ds:
+            data = ds.read().astype("float32")
+            profile = ds.profile
+        data[data == 0] = -9999  # the nodata corner
+        profile.update(dtype="float32", nodata=-9999)
+        dst = tmp_path / f"{src.stem}_f32.tif"
+        with rasterio.open(dst, "w", **profile) as out:
+            out.write(data)
+            for i, n in enumerate(BANDS, start=1):
+                out.set_band_description(i, n)
+        paths.append(dst)
+    mem = detect_changes(*paths, method="cva", tiled=False)
+    win = detect_changes(*paths, method="cva", tiled=True, out=tmp_path / "w")
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    assert (mem.mask.data[0][:20, :30] == 255).all()  # the corner is nodata, not a change
+    assert win.summary["results"]["valid_pixels"] == mem.summary["results"]["valid_pixels"] < 400 * 360
