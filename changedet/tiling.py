@@ -564,7 +564,9 @@ def _detect_changes_tiled(
             if inside is not None:
                 v &= inside
             if v.any():
-                score_o = np.where(v, fitted.apply(b_o[:ns], a_sp, v).score, np.nan).astype("float32")
+                # the window's own fresh score array, NaN outside the valid pixels (in place)
+                score_o = np.asarray(fitted.apply(b_o[:ns], a_sp, v).score, dtype=np.float32)
+                np.copyto(score_o, np.float32(np.nan), where=~v)
             else:  # nothing to compare here (nodata, clouds, outside the AOI)
                 score_o = np.full(v.shape, np.nan, dtype="float32")
             raw = _threshold.apply_threshold(score_o, thr, valid=v)
@@ -755,16 +757,17 @@ def _burn_mask(polygons: Any, grid: Grid, plans: Sequence[WindowPlan], window_ro
             c0 = int(plans[k].core.col_off)
             v_c = _unpack(valid_bits.pop(k))
             v_s[:, c0 : c0 + v_c.shape[1]] = v_c
-        burnt = None
+        m = None
         if tree is not None:
             x0, y0 = _corner(grid, strip, 0, 0)
             x1, y1 = _corner(grid, strip, h, grid.width)
             hits = tree.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
             if len(hits):
-                burnt = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_s.shape,
-                                           transform=window_transform(strip, grid.transform), fill=0, dtype="uint8")
-        m = np.full(v_s.shape, 255, dtype="uint8")
-        m[v_s] = 0 if burnt is None else burnt[v_s]
+                m = features.rasterize([(polygons.geometries[i], 1) for i in hits], out_shape=v_s.shape,
+                                       transform=window_transform(strip, grid.transform), fill=0, dtype="uint8")
+        if m is None:
+            m = np.zeros(v_s.shape, dtype="uint8")
+        np.copyto(m, np.uint8(255), where=~v_s)  # not valid: nodata, burnt or not
         changed += int(np.count_nonzero(m == 1))
         mask_w.write(m[np.newaxis], strip)
         _decimate_into(preview_mask, m, strip, stride)
