@@ -861,23 +861,15 @@ class WindowedReader:
 
 
 class WindowedWriter:
-    """Write a raster window by window, then publish it as a Cloud-Optimized GeoTIFF.
+    """Write a raster window by window, published as a Cloud-Optimized GeoTIFF on :meth:`commit`.
 
-    Windows go into a temporary tiled GeoTIFF beside the destination (thread-safe);
-    with ``strip_rows``, windows of that many rows starting on its multiples are
-    gathered into strips of full rows, each written in one call when its last window
-    arrives (fewer, larger writes through GDAL's block cache).  :meth:`commit`
-    converts it to a COG (compressed, overviews) under a temporary name and renames
-    it into place, :meth:`abort` removes everything.  Until ``commit`` nothing exists
-    at the destination.
-
-    With ``overview_block`` (floating-point rasters) the overviews are averaged from
-    each window as it is written, NaN ignored, into staging files of their own, so the
-    COG copy takes them as they are instead of reading the whole raster again to make
-    them.  Windows start on multiples of ``overview_block`` pixels; when that is not a
-    multiple of the largest overview factor, GDAL makes the overviews at commit.  The
-    levels are those GDAL's COG driver would make (factors 2, 4, ... until the
-    overview fits in one 512 x 512 block).
+    Windows may come in any order and from several threads (each pixel once).  Each
+    row of 512 x 512 tiles is compressed (ZSTD) as soon as its last window is in, and
+    its overviews (factors 2, 4, ... as GDAL's COG driver picks them; NaN-ignoring means
+    for floating point, nearest for integers) are made from it on the way, so nothing
+    is written twice and no full-size staging raster exists (see :mod:`changedet._cog`).
+    :meth:`commit` writes the COG under a temporary name and renames it into place,
+    :meth:`abort` removes everything; until ``commit`` nothing exists at the destination.
 
     Examples
     --------
@@ -891,173 +883,28 @@ class WindowedWriter:
     [1.0, 1.0, 0.0, 0.0]
     """
 
-    BLOCK = 512
-
     def __init__(self, path: str | os.PathLike[str], grid: Grid, *, dtype: str, nodata: float | None,
-                 band_names: Sequence[str], compress: str = "DEFLATE", compress_level: int = 6,
-                 overview_block: int | None = None, strip_rows: int | None = None):
-        import threading
+                 band_names: Sequence[str], compress_level: int = 1):
+        from . import _cog
 
         self.dest = Path(path)
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.grid, self.dtype, self.nodata, self.band_names = grid, dtype, nodata, tuple(band_names)
-        self.level = compress_level
-        self.compress = compress
-        self._lock = threading.Lock()
-        self._tmp_files: list[Path] = []
-        self.tmp = self._staging(grid.height, grid.width, "stage")
-        # overview factors as the COG driver picks them: halving until one block holds the overview
-        self.factors: list[int] = []
-        f = 2
-        while max(grid.height, grid.width) > self.BLOCK and overview_block:
-            self.factors.append(f)
-            if max(-(-grid.height // f), -(-grid.width // f)) <= self.BLOCK:
-                break
-            f *= 2
-        if overview_block and not np.issubdtype(np.dtype(dtype), np.floating):
-            raise InvalidParameterError(f"overviews are averaged window by window for floating-point rasters only, not {dtype}")
-        if self.factors and overview_block % self.factors[-1]:  # windows not aligned: GDAL makes them at commit
-            self.factors = []
-        self._strips: dict[tuple[int, int], list[Any]] = {}
-        # windows of ``strip_rows`` rows starting on its multiples fill strips of full rows
-        self._strip_rows = [strip_rows] + [strip_rows // f for f in self.factors] if strip_rows else []
-        if strip_rows and any(strip_rows % f for f in self.factors):
-            self._strip_rows = [strip_rows]
-        self._ovr_paths = [self._staging(-(-grid.height // f), -(-grid.width // f), f"ovr{f}") for f in self.factors]
-        self._ds = rasterio.open(self.tmp, "r+")
-        self._ovr = [rasterio.open(p, "r+") for p in self._ovr_paths]
-
-    def _staging(self, rows: int, cols: int, tag: str) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=f".{tag}.tif", dir=self.dest.parent)
-        os.close(fd)
-        path = Path(name)
-        self._tmp_files.append(path)
-        # staging files are uncompressed: written once and read once by the COG copy
-        profile: dict[str, Any] = dict(
-            driver="GTiff", width=cols, height=rows, count=len(self.band_names), dtype=self.dtype,
-            crs=self.grid.crs, transform=self.grid.transform * Affine.scale(self.grid.width / cols, self.grid.height / rows),
-            nodata=self.nodata, tiled=True, blockxsize=self.BLOCK, blockysize=self.BLOCK, BIGTIFF="IF_SAFER",
-            SPARSE_OK=True,  # no zero-filled blocks written at creation: every block is written later
-        )
-        with rasterio.open(path, "w", **profile) as ds:
-            for i, n in enumerate(self.band_names, start=1):
-                ds.set_band_description(i, n)
-        return path
-
-    def _put(self, ds: Any, k: int, arr: np.ndarray, window: Any) -> None:
-        """Write ``arr`` at ``window`` of level ``k`` (dataset ``ds``): into the buffer of its
-        strip of full rows, written in one call when complete, or at once when it is not a
-        strip's window."""
-        strip = self._strip_rows[k] if self._strip_rows else 0
-        r0, c0, h = int(window.row_off), int(window.col_off), arr.shape[1]
-        if not (strip and r0 % strip == 0 and h == min(strip, ds.height - r0)):
-            with self._lock:
-                ds.write(arr, window=window)
-            return
-        key = (k, r0)
-        with self._lock:
-            buf = self._strips.get(key)
-            if buf is None:
-                buf = self._strips[key] = [np.empty((arr.shape[0], h, ds.width), arr.dtype), 0]
-        buf[0][:, :, c0 : c0 + arr.shape[2]] = arr  # windows do not overlap: no lock needed
-        with self._lock:
-            buf[1] += arr.shape[2]
-            if buf[1] >= ds.width:  # every column is in: one write for the strip
-                del self._strips[key]
-                ds.write(buf[0], window=Window(0, r0, ds.width, h))
+        self._cog = _cog.StreamingCOG(self.dest, height=grid.height, width=grid.width, dtype=dtype,
+                                      band_names=self.band_names, crs=grid.crs, transform=grid.transform,
+                                      nodata=nodata, level=compress_level)
+        self.factors = _cog.overview_factors(grid.height, grid.width)
 
     def write(self, data: np.ndarray, window: Any) -> None:
-        arr = data if data.ndim == 3 else data[np.newaxis]
-        arr = arr.astype(self.dtype, copy=False)
-        levels = []
-        if self.factors:
-            r0, c0 = int(window.row_off), int(window.col_off)
-            if r0 % self.factors[-1] or c0 % self.factors[-1]:
-                raise InvalidParameterError(
-                    f"window at row {r0}, col {c0} does not start on a multiple of {self.factors[-1]} pixels"
-                )
-            from . import _kernels
-
-            # per band: sums and counts of the finite values over f x f blocks, each level from the last
-            per_band = []
-            for band in arr:
-                sums, counts = _kernels.pool2_finite(np.ascontiguousarray(band))
-                means = [_kernels.mean_of(sums, counts)]
-                for _ in self.factors[1:]:
-                    sums, counts, mean = _kernels.pool2_sums(sums, counts)
-                    means.append(mean)
-                per_band.append(means)
-            for k, (f, ds) in enumerate(zip(self.factors, self._ovr)):
-                mean = np.stack([means[k] for means in per_band]).astype(self.dtype, copy=False)
-                levels.append((ds, mean, Window(c0 // f, r0 // f, mean.shape[2], mean.shape[1])))
-        self._put(self._ds, 0, arr, window)
-        for k, (ds, mean, win) in enumerate(levels, start=1):
-            self._put(ds, k, mean, win)
+        self._cog.write(data, int(window.row_off), int(window.col_off))
 
     def commit(self) -> Path:
-        from rasterio.shutil import copy as rio_copy
-
         try:
-            if self._strips:
-                raise RuntimeError(f"{len(self._strips)} strips of {self.dest.name} were never filled; write every window")
-            self._ds.close()
-            for ds in self._ovr:
-                ds.close()
-            src = str(self.tmp)
-            if self.factors:
-                src = str(self.tmp.with_suffix(".vrt"))
-                self._tmp_files.append(Path(src))
-                with rasterio.open(self.tmp) as ds:
-                    Path(src).write_text(_vrt_of(ds, overviews=self._ovr_paths), encoding="utf-8")
             with atomic_path(self.dest) as final:
-                floating = np.issubdtype(np.dtype(self.dtype), np.floating)
-                rio_copy(
-                    src, final, driver="COG", compress=self.compress, level=self.level,
-                    # the floating-point predictor makes noisy scores larger and slower to write
-                    predictor="YES" if not floating else "NO", blocksize=self.BLOCK,
-                    overviews="FORCE_USE_EXISTING" if self.factors else "AUTO",
-                    resampling="nearest" if not floating else "average", num_threads="ALL_CPUS", BIGTIFF="IF_SAFER",
-                )
+                self._cog.commit(final)
         finally:
-            self._remove_staging()
+            self._cog.close()
         return self.dest
 
-    def _remove_staging(self) -> None:
-        for p in self._tmp_files:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
     def abort(self) -> None:
-        for ds in (self._ds, *self._ovr):
-            with contextlib.suppress(Exception):
-                ds.close()
-        self._remove_staging()
-
-
-def _vrt_of(ds: Any, *, overviews: Sequence[Path] = ()) -> str:
-    """VRT XML that shows every band of an open GeoTIFF as it is, with ``overviews`` (files
-    of the same bands at coarser resolutions) listed as its overviews."""
-    from xml.sax.saxutils import escape
-
-    t = ds.transform
-    from rasterio import dtypes as rio_dtypes
-
-    dtype = rio_dtypes.typename_fwd[rio_dtypes.dtype_rev[ds.dtypes[0]]]  # GDAL's name, e.g. Float32
-    srs = f"<SRS>{escape(ds.crs.to_wkt())}</SRS>" if ds.crs else ""
-    bands = []
-    for b in range(1, ds.count + 1):
-        nd = ds.nodata
-        nd_xml = "" if nd is None else f"<NoDataValue>{'nan' if np.isnan(nd) else repr(float(nd))}</NoDataValue>"
-        desc = ds.descriptions[b - 1] or ""
-        ovr = "".join(f'<Overview><SourceFilename relativeToVRT="0">{escape(str(p))}</SourceFilename>'
-                      f"<SourceBand>{b}</SourceBand></Overview>" for p in overviews)
-        bands.append(
-            f'<VRTRasterBand dataType="{dtype}" band="{b}">{nd_xml}<Description>{escape(desc)}</Description>'
-            f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(ds.name))}</SourceFilename>'
-            f"<SourceBand>{b}</SourceBand>"
-            f'<SrcRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/>'
-            f'<DstRect xOff="0" yOff="0" xSize="{ds.width}" ySize="{ds.height}"/></SimpleSource>{ovr}</VRTRasterBand>'
-        )
-    return (f'<VRTDataset rasterXSize="{ds.width}" rasterYSize="{ds.height}">{srs}'
-            f"<GeoTransform>{t.c!r}, {t.a!r}, {t.b!r}, {t.f!r}, {t.d!r}, {t.e!r}</GeoTransform>"
-            + "".join(bands) + "</VRTDataset>")
+        self._cog.close()

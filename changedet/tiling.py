@@ -535,10 +535,9 @@ def _detect_changes_tiled(
         tmp_dir = out_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
-                                     band_names=("score",), compress="ZSTD", compress_level=1,
-                                     overview_block=window_px, strip_rows=window_px)
+                                     band_names=("score",))
         mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,
-                                    band_names=("change",), strip_rows=window_px)
+                                    band_names=("change",))
         valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
         parts: list[_objects.PolygonPart] = []
         parts_lock = threading.Lock()

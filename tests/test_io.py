@@ -478,10 +478,13 @@ def _windows(rows: int, cols: int, size: int):
             yield Window(c0, r0, min(size, cols - c0), min(size, rows - r0))
 
 
-@pytest.mark.parametrize("strip_rows", [None, 128])
-def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, strip_rows: int | None) -> None:
-    """Scores written window by window (in any order) come out whole as a COG whose
-    overviews are the NaN-ignoring block means, made window by window."""
+@pytest.mark.parametrize("size", [128, 100])
+def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, size: int) -> None:
+    """Scores written window by window (in any order, from several threads, windows aligned
+    with the tiles or not) come out whole as a COG GDAL reads, with GDAL's layout mark,
+    georeferencing and band name, whose overviews are the NaN-ignoring block means."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from changedet.raster import Grid
 
     rows, cols = 1300, 1100
@@ -489,18 +492,20 @@ def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, strip_ro
     rng = np.random.default_rng(1)
     data = rng.normal(size=(rows, cols)).astype("float32")
     data[100:300, 200:700] = np.nan
-    w = io.WindowedWriter(tmp_path / "score.tif", grid, dtype="float32", nodata=float("nan"), band_names=("score",),
-                          compress="ZSTD", compress_level=1, overview_block=128, strip_rows=strip_rows)
+    w = io.WindowedWriter(tmp_path / "score.tif", grid, dtype="float32", nodata=float("nan"), band_names=("score",))
     assert w.factors == [2, 4]  # as GDAL's COG driver: halve until one 512 block holds the level
-    wins = list(_windows(rows, cols, 128))
-    for win in reversed(wins):
-        w.write(data[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width][None], win)
+    wins = list(_windows(rows, cols, size))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda win: w.write(
+            data[win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width][None], win), wins[::-1]))
     assert not (tmp_path / "score.tif").exists()  # nothing at the destination before commit
     w.commit()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["score.tif"]  # staging files gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["score.tif"]  # scratch files gone
     with rasterio.open(tmp_path / "score.tif") as src:
         assert src.overviews(1) == [2, 4] and src.descriptions == ("score",) and src.profile["tiled"]
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"  # GDAL's mark of a cloud-optimized layout
+        assert src.compression.name.upper() == "ZSTD" and src.block_shapes == [(512, 512)]
+        assert src.crs == grid.crs and src.transform == grid.transform and np.isnan(src.nodata)
         np.testing.assert_array_equal(src.read(1), data)
         ovr = src.read(1, out_shape=(rows // 4, cols // 4))
     blocks = data.reshape(rows // 4, 4, cols // 4, 4)
@@ -509,14 +514,52 @@ def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, strip_ro
     np.testing.assert_allclose(ovr, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
+def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path) -> None:
+    """A uint8 mask: nearest overviews, nodata in every level, and the layout GDAL's
+    COG driver writes (every IFD before the data, the smallest overview's tiles first,
+    each tile with its size before it and its last 4 bytes after it)."""
+    import struct
+
+    from changedet.raster import Grid
+
+    rows, cols = 1500, 2100
+    grid = Grid((rows, cols), Affine(2.5, 0, 300000, 0, -2.5, 5000000), CRS.from_epsg(32633))
+    rng = np.random.default_rng(2)
+    data = (rng.random((rows, cols)) < 0.2).astype("uint8")
+    data[:40] = 255
+    w = io.WindowedWriter(tmp_path / "mask.tif", grid, dtype="uint8", nodata=255, band_names=("change",))
+    for win in _windows(rows, cols, 300):
+        w.write(data[None, win.row_off : win.row_off + win.height, win.col_off : win.col_off + win.width], win)
+    w.commit()
+    with rasterio.open(tmp_path / "mask.tif") as src:
+        assert src.nodata == 255 and src.dtypes == ("uint8",) and src.overviews(1) == [2, 4, 8]
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(src.read(1), data)
+        np.testing.assert_array_equal(src.read(1, out_shape=(-(-rows // 2), -(-cols // 2))), data[::2, ::2])
+        offsets = [int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=k) if k >= 0 else
+                       src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)) for k in (-1, 0, 1, 2)]
+        size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    assert offsets[0] > offsets[1] > offsets[2] > offsets[3]  # smallest overview first, full resolution last
+    raw = (tmp_path / "mask.tif").read_bytes()
+    first_ifd = struct.unpack("<I", raw[4:8])[0]
+    assert first_ifd < offsets[3]
+    assert struct.unpack("<I", raw[offsets[0] - 4 : offsets[0]])[0] == size  # leader
+    assert raw[offsets[0] + size : offsets[0] + size + 4] == raw[offsets[0] + size - 4 : offsets[0] + size]  # trailer
+
+
 def test_windowed_writer_unfilled_strip_is_not_published(tmp_path: Path) -> None:
     from rasterio.windows import Window
 
     from changedet.raster import Grid
 
     grid = Grid((64, 64), Affine(10, 0, 500000, 0, -10, 6200000), CRS.from_epsg(32639))
-    w = io.WindowedWriter(tmp_path / "m.tif", grid, dtype="uint8", nodata=255, band_names=("change",), strip_rows=32)
-    w.write(np.ones((1, 32, 32), "uint8"), Window(0, 0, 32, 32))  # half of the first strip only
+    w = io.WindowedWriter(tmp_path / "m.tif", grid, dtype="uint8", nodata=255, band_names=("change",))
+    w.write(np.ones((1, 32, 32), "uint8"), Window(0, 0, 32, 32))  # a quarter of the only tile row
     with pytest.raises(RuntimeError, match="never filled"):
         w.commit()
+    assert list(tmp_path.iterdir()) == []
+    w2 = io.WindowedWriter(tmp_path / "m.tif", grid, dtype="uint8", nodata=255, band_names=("change",))
+    with pytest.raises(ValueError, match="does not fit"):
+        w2.write(np.ones((1, 32, 40), "uint8"), Window(32, 0, 40, 32))
+    w2.abort()
     assert list(tmp_path.iterdir()) == []
