@@ -2,11 +2,10 @@
 
 GDAL's COG driver makes a COG only by copying a finished raster, so a raster computed
 window by window had to be written whole once (uncompressed staging), then read back,
-compressed and written again.  Here each row of 512 x 512 tiles is compressed (ZSTD,
-off the GIL, in the thread that completes it) as soon as its last window is in, its
-overview rows are made from it on the way (NaN-ignoring means for floating point,
-nearest for integers, each level from the one below), and the compressed tiles wait
-in a scratch file.  :meth:`StreamingCOG.commit` writes the file GDAL's COG driver
+compressed and written again.  Here each 512 x 512 tile is compressed (ZSTD, off the
+GIL) by the thread that completes it, each full-resolution tile gives its share of
+every overview on the way (a tile holds whole 2^k x 2^k blocks: NaN-ignoring means for
+floating point, nearest for integers), and the compressed tiles wait in a scratch file.  :meth:`StreamingCOG.commit` writes the file GDAL's COG driver
 would: the header with GDAL's structural metadata, every IFD before the data, the
 overviews' tiles from the smallest up and the full resolution last, each tile with a
 4-byte size before it and its last 4 bytes repeated after it (``LAYOUT=COG``).  The

@@ -864,10 +864,11 @@ class WindowedWriter:
     """Write a raster window by window, published as a Cloud-Optimized GeoTIFF on :meth:`commit`.
 
     Windows may come in any order and from several threads (each pixel once).  Each
-    row of 512 x 512 tiles is compressed (ZSTD) as soon as its last window is in, and
-    its overviews (factors 2, 4, ... as GDAL's COG driver picks them; NaN-ignoring means
-    for floating point, nearest for integers) are made from it on the way, so nothing
-    is written twice and no full-size staging raster exists (see :mod:`changedet._cog`).
+    512 x 512 tile is compressed (ZSTD) by the thread that completes it, and a full
+    resolution tile gives its share of the overviews (factors 2, 4, ... as GDAL's COG
+    driver picks them; NaN-ignoring means for floating point, nearest for integers) on
+    the way, so nothing is written twice and no full-size staging raster exists (see
+    :mod:`changedet._cog`).
     :meth:`commit` writes the COG under a temporary name and renames it into place,
     :meth:`abort` removes everything; until ``commit`` nothing exists at the destination.
 

@@ -512,14 +512,13 @@ def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, size: in
     with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning):
         expected = np.nanmean(blocks, axis=(1, 3))
     np.testing.assert_allclose(ovr, expected, rtol=1e-5, atol=1e-6, equal_nan=True)
+    _check_cog_layout((tmp_path / "score.tif").read_bytes())
 
 
 def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path) -> None:
     """A uint8 mask: nearest overviews, nodata in every level, and the layout GDAL's
     COG driver writes (every IFD before the data, the smallest overview's tiles first,
     each tile with its size before it and its last 4 bytes after it)."""
-    import struct
-
     from changedet.raster import Grid
 
     rows, cols = 1500, 2100
@@ -536,15 +535,39 @@ def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path) -> N
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         np.testing.assert_array_equal(src.read(1), data)
         np.testing.assert_array_equal(src.read(1, out_shape=(-(-rows // 2), -(-cols // 2))), data[::2, ::2])
-        offsets = [int(src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1, ovr=k) if k >= 0 else
-                       src.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1)) for k in (-1, 0, 1, 2)]
-        size = int(src.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
-    assert offsets[0] > offsets[1] > offsets[2] > offsets[3]  # smallest overview first, full resolution last
-    raw = (tmp_path / "mask.tif").read_bytes()
-    first_ifd = struct.unpack("<I", raw[4:8])[0]
-    assert first_ifd < offsets[3]
-    assert struct.unpack("<I", raw[offsets[0] - 4 : offsets[0]])[0] == size  # leader
-    assert raw[offsets[0] + size : offsets[0] + size + 4] == raw[offsets[0] + size - 4 : offsets[0] + size]  # trailer
+    _check_cog_layout((tmp_path / "mask.tif").read_bytes())
+
+
+def _check_cog_layout(raw: bytes) -> None:
+    """The rules of GDAL's validate_cloud_optimized_geotiff.py, on a little-endian classic TIFF:
+    every IFD before the tile data, the overviews' tiles before the full resolution's and
+    from the smallest level up, each level's tiles in row-major order, each tile with its
+    size before it and its last 4 bytes after it."""
+    import struct
+
+    assert raw[:4] == b"II*\x00" and raw[8:38] == b"GDAL_STRUCTURAL_METADATA_SIZE="
+    at = struct.unpack_from("<I", raw, 4)[0]
+    ifds, levels = [], []
+    while at:
+        ifds.append(at)
+        n = struct.unpack_from("<H", raw, at)[0]
+        tags = {}
+        for i in range(n):
+            tag, typ, count, field = struct.unpack_from("<HHI4s", raw, at + 2 + 12 * i)
+            if tag in (324, 325):
+                vals = struct.unpack(f"<{count}I", field if count == 1 else raw[
+                    struct.unpack("<I", field)[0] : struct.unpack("<I", field)[0] + 4 * count])
+                tags[tag] = list(vals)
+        levels.append(list(zip(tags[324], tags[325])))
+        at = struct.unpack_from("<I", raw, at + 2 + 12 * n)[0]
+    assert len(levels) >= 2 and max(ifds) < min(off for lv in levels for off, _ in lv)
+    for lv in levels:
+        assert [off for off, _ in lv] == sorted(off for off, _ in lv)  # row-major
+        for off, size in lv:
+            assert struct.unpack_from("<I", raw, off - 4)[0] == size  # leader
+            assert raw[off + size : off + size + 4] == raw[off + size - 4 : off + size]  # trailer
+    for bigger, smaller in zip(levels, levels[1:]):
+        assert max(off for off, _ in smaller) < min(off for off, _ in bigger)  # smallest level first
 
 
 def test_windowed_writer_unfilled_strip_is_not_published(tmp_path: Path) -> None:
