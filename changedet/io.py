@@ -745,12 +745,14 @@ class WindowedReader:
                 self._all.append(h)
         return h
 
-    def read(self, window: Any, *, raw: bool = False) -> np.ndarray:
+    def read(self, window: Any, *, raw: bool = False, reuse: np.ndarray | None = None) -> np.ndarray:
         """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid).
 
         With ``raw=True`` the pixels keep the files' data type (half the memory for
         uint16 imagery) and :meth:`to_float` applies the nodata rules later; files with
-        masks beyond a nodata value are always read as float32.
+        masks beyond a nodata value are always read as float32.  ``reuse``, an array
+        this method returned before, is filled instead of a new one when its shape and
+        type fit (GDAL decodes straight into it: no fresh pages to fault in, no copy).
         """
         from rasterio.enums import MaskFlags
 
@@ -766,7 +768,9 @@ class WindowedReader:
             dtype = np.result_type(*[h[f][0].dtypes[idx - 1] for f, idx, _ in self.sources])
         else:
             raw, dtype = False, np.dtype("float32")
-        out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype=dtype)
+        shape = (len(self.sources), int(window.height), int(window.width))
+        fits = reuse is not None and reuse.shape == shape and reuse.dtype == dtype and reuse.flags.c_contiguous
+        out = reuse if fits else np.empty(shape, dtype=dtype)
         self._nodata = []
         for f, members in by_file.items():
             ds, src, (dr, dc) = h[f]
@@ -775,7 +779,14 @@ class WindowedReader:
             # one read for all bands of a file (pixel-interleaved blocks are decompressed once);
             # a mask read only where the file has masks beyond a nodata value
             plain = all(ds.mask_flag_enums[k - 1] in ([MaskFlags.all_valid], [MaskFlags.nodata]) for k in indexes)
+            rows = [i for i, _ in members]
+            # bands in order and of the output's type: GDAL reads them in place
+            direct = raw and rows == list(range(rows[0], rows[0] + len(rows))) \
+                and all(np.dtype(ds.dtypes[k - 1]) == dtype for k in indexes)
             try:
+                if direct:
+                    ds.read(indexes, window=win, out=out[rows[0] : rows[0] + len(rows)])
+                    continue
                 if raw:
                     arr = ds.read(indexes, window=win, out_dtype=dtype)
                 elif plain:
