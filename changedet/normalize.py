@@ -39,8 +39,13 @@ _TOLERANCE = 1e-4
 
 
 def _check_pair(before, after, valid):
-    before = np.asarray(before, dtype=np.float64)
-    after = np.asarray(after, dtype=np.float64)
+    """Arrays of one float type (float32 stays float32: the fits read it as float64 pixel
+    by pixel, which gives the same values without a float64 copy of the images) and
+    the pixels valid in both."""
+    before, after = np.asarray(before), np.asarray(after)
+    if not (before.dtype == after.dtype and before.dtype in (np.float32, np.float64)):
+        before = before.astype(np.float64)
+        after = after.astype(np.float64)
     if before.ndim == 2:
         before = before[np.newaxis]
     if after.ndim == 2:
@@ -194,8 +199,12 @@ def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterat
     """IR-MAD on float64 (bands, rows, cols) arrays: MAD variates and chi-square statistic of
     the ``ok`` pixels (in ``ok``'s row-major order), canonical correlations, iterations, convergence."""
     bands = before.shape[0]
-    x_all = before[:, ok]
-    y_all = after[:, ok]
+    if ok.all():  # every pixel: the images' own memory, in the same order
+        x_all = before.reshape(bands, -1).astype(np.float64, copy=False)
+        y_all = after.reshape(bands, -1).astype(np.float64, copy=False)
+    else:
+        x_all = before[:, ok].astype(np.float64, copy=False)
+        y_all = after[:, ok].astype(np.float64, copy=False)
     n = x_all.shape[1]
     if n > _MAX_FIT_PIXELS:
         idx = np.random.default_rng(seed).choice(n, _MAX_FIT_PIXELS, replace=False)
@@ -229,9 +238,17 @@ def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterat
             converged = True
             break
         old_rho = rho
-    mad_all = a.T @ (x_all - mx[:, None]) - b.T @ (y_all - my[:, None])
     var = variances(mad, rho)
-    z_all = np.sum(mad_all**2 / var[:, None], axis=0)
+    # every pixel's MAD variates and statistic, in chunks that stay in cache (the same
+    # arithmetic per pixel as one pass over the whole image, without its temporaries)
+    mad_all = np.empty((bands, n))
+    z_all = np.empty(n)
+    step = 1 << 16
+    for c0 in range(0, n, step):
+        c1 = min(n, c0 + step)
+        m = a.T @ (x_all[:, c0:c1] - mx[:, None]) - b.T @ (y_all[:, c0:c1] - my[:, None])
+        mad_all[:, c0:c1] = m
+        z_all[c0:c1] = np.sum(m**2 / var[:, None], axis=0)
     return mad_all, z_all, rho, it, converged
 
 
@@ -326,8 +343,9 @@ def normalize_irmad(
     offsets = np.zeros(bands)
     out = np.empty_like(after64, dtype=np.float32)
     for i in range(bands):
-        gains[i], offsets[i] = _orthogonal_fit(before64[i][invariant], after64[i][invariant])
-        out[i] = ((after64[i] - offsets[i]) / gains[i]).astype(np.float32)
+        gains[i], offsets[i] = _orthogonal_fit(before64[i][invariant].astype(np.float64),
+                                               after64[i][invariant].astype(np.float64))
+        out[i] = ((after64[i].astype(np.float64) - offsets[i]) / gains[i]).astype(np.float32)
     return Normalization(out, gains, offsets, invariant)
 
 
