@@ -139,12 +139,11 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
     n, rows, cols = stack.shape
     half = size // 2
     all_ok = _all_true(ok)
-    h = np.empty((rows, cols), np.float32)
-    row = np.empty(cols, np.float32)
     tmp = np.empty(cols, np.float32)
     full = np.float32(size * size)
     count = np.empty((1, 1), np.float32)
     if not all_ok:  # valid pixels in each window
+        h = np.empty((rows, cols), np.float32)
         count = np.empty((rows, cols), np.float32)
         for r in range(rows):
             okr = ok[r]
@@ -155,18 +154,24 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
             _vsum_row(h, r, count[r], half)
     out = np.empty((n, rows, cols), np.float32)
     nan = np.float32(np.nan)
+    # row sums in a ring of ``size`` rows, each made just before the first output row
+    # that needs it: every row is read once and its sums are still in cache when summed
+    ring = np.empty((size, cols), np.float32)
     for k in range(n):
+        made = -1  # last row whose sums are in the ring
         for r in range(rows):
-            if all_ok:
-                _hsum_row(stack[k, r], h[r], half)
-            else:
-                src, okr = stack[k, r], ok[r]
-                for c in range(cols):
-                    tmp[c] = src[c] if okr[c] else np.float32(0.0)
-                _hsum_row(tmp, h[r], half)
-        for r in range(rows):
+            want = min(r + half, rows - 1)
+            while made < want:
+                made += 1
+                if all_ok:
+                    _hsum_row(stack[k, made], ring[made % size], half)
+                else:
+                    src, okr = stack[k, made], ok[made]
+                    for c in range(cols):
+                        tmp[c] = src[c] if okr[c] else np.float32(0.0)
+                    _hsum_row(tmp, ring[made % size], half)
             dst = out[k, r]
-            _vsum_row(h, r, dst, half)
+            _vsum_ring(ring, r, rows, dst, half, size)
             if all_ok:
                 for c in range(cols):
                     dst[c] = dst[c] / full
@@ -175,6 +180,24 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
                 for c in range(cols):
                     dst[c] = dst[c] / cnt[c] if (okr[c] and cnt[c] > 0) else nan
     return out
+
+
+@njit(**_OPTS)
+def _vsum_ring(ring, r, rows, out_row, half, size):
+    """:func:`_vsum_row` from a ring holding the row sums of rows ``r - half .. r + half``."""
+    cols = out_row.shape[0]
+    if half == 1:
+        a, b, d = ring[_clamp(r - 1, rows) % size], ring[r % size], ring[_clamp(r + 1, rows) % size]
+        for c in range(cols):
+            out_row[c] = (a[c] + b[c]) + d[c]
+        return
+    first = ring[_clamp(r - half, rows) % size]
+    for c in range(cols):
+        out_row[c] = first[c]
+    for dd in range(-half + 1, half + 1):
+        s = ring[_clamp(r + dd, rows) % size]
+        for c in range(cols):
+            out_row[c] += s[c]
 
 
 @njit(**_OPTS)
@@ -394,7 +417,7 @@ def to_float32(raw, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - c
 
 
 @njit(inline="always", **_OPTS)
-def _rows_to_float32(src, ra, rb, c0, c1, out, r_out, nodata, has_nodata, zero_is_nodata):
+def _rows_to_float32(src, ra, rb, c0, c1, out, fin, r_out, nodata, has_nodata, zero_is_nodata):
     # inlined where ``out`` is allocated, so the compiler knows it aliases no input and
     # vectorizes the loop (called as a function it ran 2x slower than a copy and convert)
     nan = np.float32(np.nan)
@@ -402,10 +425,12 @@ def _rows_to_float32(src, ra, rb, c0, c1, out, r_out, nodata, has_nodata, zero_i
         nd = nodata[i] if has_nodata[i] else np.nan
         z = 0.0 if zero_is_nodata[i] else np.nan
         for r in range(ra, rb):
-            s_row, dst = src[i, r, c0:c1], out[i, r_out + r - ra]
+            s_row, dst, f_row = src[i, r, c0:c1], out[i, r_out + r - ra], fin[r_out + r - ra]
             for c in range(c1 - c0):
                 v = s_row[c]
-                dst[c] = nan if (v == nd) | (v == z) else np.float32(v)
+                x = nan if (v == nd) | (v == z) else np.float32(v)
+                dst[c] = x
+                f_row[c] &= np.isfinite(x)
 
 
 @njit(**_OPTS)
@@ -414,16 +439,17 @@ def gather_float32(p0, p1, p2, rows, c0, c1, nodata, has_nodata, zero_is_nodata)
     (bands, rows, cols) arrays ``p0``, ``p1``, ``p2`` stacked along the rows, in one
     pass: a window cut from full-width strips, with no intermediate copy (the strips
     are C-ordered; slices of them would not be, and compiled loops over strided views
-    run about 3x slower)."""
+    run about 3x slower).  Returns it and a (rows, cols) bool: every band finite."""
     n = (rows[0, 1] - rows[0, 0]) + (rows[1, 1] - rows[1, 0]) + (rows[2, 1] - rows[2, 0])
     out = np.empty((p0.shape[0], n, c1 - c0), np.float32)
+    fin = np.ones((n, c1 - c0), np.bool_)
     r = 0
-    _rows_to_float32(p0, rows[0, 0], rows[0, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
+    _rows_to_float32(p0, rows[0, 0], rows[0, 1], c0, c1, out, fin, r, nodata, has_nodata, zero_is_nodata)
     r += rows[0, 1] - rows[0, 0]
-    _rows_to_float32(p1, rows[1, 0], rows[1, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
+    _rows_to_float32(p1, rows[1, 0], rows[1, 1], c0, c1, out, fin, r, nodata, has_nodata, zero_is_nodata)
     r += rows[1, 1] - rows[1, 0]
-    _rows_to_float32(p2, rows[2, 0], rows[2, 1], c0, c1, out, r, nodata, has_nodata, zero_is_nodata)
-    return out
+    _rows_to_float32(p2, rows[2, 0], rows[2, 1], c0, c1, out, fin, r, nodata, has_nodata, zero_is_nodata)
+    return out, fin
 
 
 @njit(**_OPTS)

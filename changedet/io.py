@@ -829,10 +829,12 @@ class WindowedReader:
         raw = np.ascontiguousarray(pieces[0]) if len(pieces) == 1 else np.concatenate(pieces, axis=1)
         return _kernels.to_float32(raw, *self._rules_arrays())
 
-    def to_float_rows(self, parts: Sequence[tuple[np.ndarray, int, int]], c0: int, c1: int) -> np.ndarray:
+    def to_float_rows(self, parts: Sequence[tuple[np.ndarray, int, int]], c0: int,
+                      c1: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`to_float` of rows ``a:b``, columns ``c0:c1`` of each ``(array, a, b)`` in
         ``parts`` (at most 3, arrays :meth:`read` returned with ``raw=True``), stacked
-        along the rows: a window cut from full-width strips."""
+        along the rows: a window cut from full-width strips; and where every band of it
+        is finite (rows, cols)."""
         if len(parts) > 3:
             raise ValueError(f"at most 3 row ranges, got {len(parts)}")  # pragma: no cover - strips hold the halo
         from . import _kernels

@@ -195,8 +195,9 @@ class _Strips:
             self.tails[j] = [a[:, a.shape[1] - min(self.halo, a.shape[1]) :].copy() for a in self.cache.pop(j)]
         self.tails.pop(j - 1, None)
 
-    def outer(self, window: Window) -> list[np.ndarray]:
-        """The arrays of ``window`` (rows may reach into the strips above and below)."""
+    def outer(self, window: Window) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The arrays of ``window`` (rows may reach into the strips above and below), each
+        with where all its bands are finite."""
         r0, r1 = int(window.row_off), int(window.row_off + window.height)
         c0, c1 = int(window.col_off), int(window.col_off + window.width)
         pieces: list[list[tuple[np.ndarray, int, int]]] = [[] for _ in self.readers]
@@ -549,10 +550,13 @@ def _detect_changes_tiled(
 
         def run(k: int) -> None:
             plan = plans[k]
-            b_o, a_o = strips.outer(plan.outer)
+            (b_o, fin_b), (a_o, fin_a) = strips.outer(plan.outer)
             a_sp = _align.apply_shift(a_o[:ns], shift) if apply_shift else a_o[:ns]
             a_ax = _align.apply_shift(a_o[ns:], shift, order=0) if (apply_shift and aux) else a_o[ns:]
-            v = _kernels.all_finite(b_o[:ns], a_sp)
+            if apply_shift or aux:  # the shifted after image, or the spectral bands alone
+                v = _kernels.all_finite(b_o[:ns], a_sp)
+            else:  # found while the windows were converted
+                v = fin_b & fin_a
             if cloud_tests:
                 excl = _masks.exclusion_mask(b_o, np.concatenate([a_sp, a_ax]), band_names=order)
                 excluded = excl & v

@@ -125,13 +125,16 @@ def test_gather_float32_is_to_float32_of_the_stacked_slices() -> None:
     strips = [RNG.integers(0, 5, size=(3, n, 20)).astype(np.uint16) for n in (4, 9, 6)]
     nodata, has, zero = np.array([3.0, 0, 0]), np.array([True, False, False]), np.array([False, True, False])
     rows = np.array([[2, 4], [0, 9], [0, 3]], np.int64)
-    got = K.gather_float32(*strips, rows, 5, 17, nodata, has, zero)
+    got, finite = K.gather_float32(*strips, rows, 5, 17, nodata, has, zero)
     want = K.to_float32(np.ascontiguousarray(np.concatenate(
         [s[:, a:b, 5:17] for s, (a, b) in zip(strips, rows.tolist())], axis=1)), nodata, has, zero)
     np.testing.assert_array_equal(got, want)
     assert got.shape == (3, 14, 12) and np.isnan(got[0][strips_eq(strips, rows, 0, 3)]).all()
+    np.testing.assert_array_equal(finite, np.isfinite(want).all(axis=0))
+    assert not finite.all() and finite.any()
     # unused ranges take nothing
-    one = K.gather_float32(strips[1], strips[1], strips[1], np.array([[1, 3], [0, 0], [0, 0]]), 0, 20, nodata, has, zero)
+    one, _ = K.gather_float32(strips[1], strips[1], strips[1], np.array([[1, 3], [0, 0], [0, 0]]), 0, 20, nodata, has,
+                              zero)
     np.testing.assert_array_equal(one, K.to_float32(np.ascontiguousarray(strips[1][:, 1:3]), nodata, has, zero))
 
 
