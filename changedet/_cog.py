@@ -192,8 +192,9 @@ class StreamingCOG:
         return [f"level {k}: tile ({ty}, {tx})" for k, lv in enumerate(self.levels)
                 for ty in range(lv.tile_rows) for tx in range(lv.tile_cols) if (ty, tx) not in lv.stored]
 
-    def commit(self, final: Path) -> None:
-        """Write the COG to ``final`` (every pixel must have been written)."""
+    def commit(self, final: Path, *, bigtiff: bool | None = None) -> None:
+        """Write the COG to ``final`` (every pixel must have been written); BigTIFF when
+        ``bigtiff`` or (None) when the file could pass 4 GB."""
         missing = self.missing()
         if missing:
             raise RuntimeError(f"{len(missing)} tiles of {self.dest.name} were never filled ({missing[0]}, ...); "
@@ -202,7 +203,7 @@ class StreamingCOG:
         order = [(k, ty, tx) for k in range(len(self.levels) - 1, -1, -1)  # smallest overview first
                  for ty in range(self.levels[k].tile_rows) for tx in range(self.levels[k].tile_cols)]
         data_bytes = sum(size + 8 for lv in self.levels for _, size in lv.stored.values())
-        big = data_bytes + 1_000_000 + 64 * len(order) >= 2**32 - 1
+        big = data_bytes + 1_000_000 + 64 * len(order) >= 2**32 - 1 if bigtiff is None else bool(bigtiff)
         head = self._layout(big, order)
         with open(final, "wb") as out:
             out.write(head)
@@ -268,6 +269,8 @@ class StreamingCOG:
             (325, long_t, sizes),
             (339, _SHORT, [fmt] * self.bands),
         ]
+        if self.bands > 1:  # samples beyond the one grey channel: unspecified extra samples
+            entries.append((338, _SHORT, [0] * (self.bands - 1)))
         for tag, (typ, count, raw) in self._tags.items():
             if k == 0 or tag == _NODATA_TAG:
                 entries.append((tag, typ, (count, raw)))

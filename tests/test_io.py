@@ -515,7 +515,7 @@ def test_windowed_writer_cog_with_window_made_overviews(tmp_path: Path, size: in
     _check_cog_layout((tmp_path / "score.tif").read_bytes())
 
 
-def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path) -> None:
+def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A uint8 mask: nearest overviews, nodata in every level, and the layout GDAL's
     COG driver writes (every IFD before the data, the smallest overview's tiles first,
     each tile with its size before it and its last 4 bytes after it)."""
@@ -536,6 +536,7 @@ def test_windowed_writer_integer_cog_is_what_gdal_validates(tmp_path: Path) -> N
         np.testing.assert_array_equal(src.read(1), data)
         np.testing.assert_array_equal(src.read(1, out_shape=(-(-rows // 2), -(-cols // 2))), data[::2, ::2])
     _check_cog_layout((tmp_path / "mask.tif").read_bytes())
+    assert not [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]  # GDAL did not complain
 
 
 def _check_cog_layout(raw: bytes) -> None:
@@ -586,3 +587,30 @@ def test_windowed_writer_unfilled_strip_is_not_published(tmp_path: Path) -> None
         w2.write(np.ones((1, 32, 40), "uint8"), Window(32, 0, 40, 32))
     w2.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bigtiff", [False, True])
+def test_streaming_cog_bands_types_and_bigtiff(tmp_path: Path, bigtiff: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Several bands (pixel-interleaved), a signed type, a nodata value, edge tiles, and
+    the BigTIFF form (used past 4 GB, forced here): GDAL reads back every pixel."""
+    from changedet import _cog
+
+    rows, cols = 700, 1030
+    rng = np.random.default_rng(3)
+    data = rng.integers(-3000, 3000, size=(2, rows, cols)).astype("int16")
+    cog = _cog.StreamingCOG(tmp_path / "x.tif", height=rows, width=cols, dtype="int16", band_names=("a", "b"),
+                            crs=CRS.from_epsg(32639), transform=Affine(20, 0, 500000, 0, -20, 6200000), nodata=-9999)
+    for r0 in range(0, rows, 250):
+        for c0 in range(0, cols, 400):
+            cog.write(data[:, r0 : r0 + 250, c0 : c0 + 400], r0, c0)
+    cog.commit(tmp_path / "x.tif", bigtiff=bigtiff)
+    cog.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]
+    assert (tmp_path / "x.tif").read_bytes()[:4] == (b"II+\x00" if bigtiff else b"II*\x00")
+    with rasterio.open(tmp_path / "x.tif") as src:
+        assert src.count == 2 and src.dtypes == ("int16", "int16") and src.nodata == -9999
+        assert src.descriptions == ("a", "b") and src.overviews(1) == [2, 4]
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        np.testing.assert_array_equal(src.read(), data)
+        np.testing.assert_array_equal(src.read(out_shape=(2, rows // 2, -(-cols // 2))), data[:, ::2, ::2])
+    assert not [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]  # GDAL did not complain
