@@ -18,6 +18,7 @@ The layout follows https://gdal.org/drivers/raster/cog.html ("Header ghost area"
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -281,33 +282,28 @@ class StreamingCOG:
         try:
             self._scratch.close()
         finally:
-            with _suppress():
+            with contextlib.suppress(FileNotFoundError):
                 self.scratch_path.unlink()
 
 
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return exc[0] is not None and issubclass(exc[0], FileNotFoundError)
-
-
 def _copy_range(src_fd: int, out: Any, offset: int, length: int) -> None:
+    """Append ``length`` bytes of ``src_fd`` from ``offset`` to the file ``out``: in the
+    kernel where it can (Linux ``copy_file_range``), else through a buffer."""
     out.flush()
     dst_fd = out.fileno()
     while length > 0:
         try:
-            n = os.copy_file_range(src_fd, dst_fd, length, offset)
-        except (AttributeError, OSError):  # not Linux, or across file systems
+            n = os.copy_file_range(src_fd, dst_fd, length, offset)  # advances dst_fd's position
+        except (AttributeError, OSError):  # not Linux, or a file system that cannot
             n = 0
-        if n <= 0:  # byte copy
+        if n <= 0:
             data = os.pread(src_fd, min(length, 64 << 20), offset)
-            out.write(data)
-            out.flush()
+            if not data:
+                raise RuntimeError(f"the scratch file of tiles ended early, at byte {offset}")  # pragma: no cover
+            view = memoryview(data)
+            while view:
+                view = view[os.write(dst_fd, view):]
             n = len(data)
-        else:
-            os.lseek(dst_fd, 0, os.SEEK_END)
         offset += n
         length -= n
     out.seek(0, os.SEEK_END)

@@ -589,11 +589,20 @@ def test_windowed_writer_unfilled_strip_is_not_published(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bigtiff", [False, True])
-def test_streaming_cog_bands_types_and_bigtiff(tmp_path: Path, bigtiff: bool, caplog: pytest.LogCaptureFixture) -> None:
-    """Several bands (pixel-interleaved), a signed type, a nodata value, edge tiles, and
-    the BigTIFF form (used past 4 GB, forced here): GDAL reads back every pixel."""
+@pytest.mark.parametrize("bigtiff, kernel_copy", [(False, True), (True, True), (False, False)])
+def test_streaming_cog_bands_types_and_bigtiff(tmp_path: Path, bigtiff: bool, kernel_copy: bool,
+                                               caplog: pytest.LogCaptureFixture,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several bands (pixel-interleaved), a signed type, a nodata value, edge tiles, the
+    BigTIFF form (used past 4 GB, forced here), and the tiles copied through a buffer
+    where the kernel cannot copy them: GDAL reads back every pixel."""
     from changedet import _cog
+
+    if not kernel_copy:
+        def no_copy_file_range(*args: object) -> int:
+            raise OSError("not supported here")
+
+        monkeypatch.setattr(_cog.os, "copy_file_range", no_copy_file_range, raising=False)
 
     rows, cols = 700, 1030
     rng = np.random.default_rng(3)
