@@ -316,7 +316,7 @@ def _sigmoid(x):
 
 
 @njit(**_OPTS)
-def _urban_row(rawr, sm, r, wmr, okr, zmed, zmad, water_floor, has_water, dst, mag_row, ww_row, wv_row, keep_weights):
+def _urban_row(rawr, sm, r, wmr, okr, zmed, zmad, water_floor, has_water, dst, mag_row, ww_row, wv_row):
     nan = np.float32(np.nan)
     one = np.float32(1.0)
     fmed, fmad = np.float32(zmed), np.float32(zmad)
@@ -334,11 +334,6 @@ def _urban_row(rawr, sm, r, wmr, okr, zmed, zmad, water_floor, has_water, dst, m
             wv_row[c] = nan
             continue
         z = (mag_row[c] - fmed) / fmad
-        if wmr[c] == 0 and not keep_weights and np.isfinite(z):
-            # a rim pixel weighted 0 (over half the pixels of a scene): the product is a
-            # zero of z's sign whatever the water and vegetation weights (finite, >= 0)
-            dst[c] = np.float32(np.float64(z) * 0.0)
-            continue
         wb = -1.0
         wa = -1.0
         if has_water:
@@ -386,7 +381,7 @@ def urban_score(raw, smoothed, w_mixed, ok, zmed, zmad, water_floor, has_water, 
     wv_row = np.empty(cols, np.float32)
     for r in range(rows):
         _urban_row(raw[r], smoothed, r, w_mixed[r], ok[r], zmed, zmad, water_floor, has_water,
-                   score[r], mag_row, ww_row, wv_row, layers)
+                   score[r], mag_row, ww_row, wv_row)
         if layers:
             mag_out[r] = mag_row
             w_water_out[r] = ww_row
