@@ -389,28 +389,6 @@ def urban_score(raw, smoothed, w_mixed, ok, zmed, zmad, water_floor, has_water, 
     return score, mag_out, w_water_out, w_veg_out
 
 
-@njit(**_OPTS)
-def to_float32(raw, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - compiled
-    """float32 copy of a (bands, rows, cols) array with NaN for nodata.
-
-    Band ``i`` is NaN where it equals ``nodata[i]`` (when ``has_nodata[i]``) or 0
-    (when ``zero_is_nodata[i]``).
-    """
-    nb, rows, cols = raw.shape
-    out = np.empty((nb, rows, cols), np.float32)
-    nan = np.float32(np.nan)
-    for i in range(nb):
-        # a value no pixel can equal stands in for a missing rule
-        nd = nodata[i] if has_nodata[i] else np.nan
-        z = 0.0 if zero_is_nodata[i] else np.nan
-        for r in range(rows):
-            src, dst = raw[i, r], out[i, r]
-            for c in range(cols):
-                v = src[c]
-                dst[c] = nan if (v == nd) | (v == z) else np.float32(v)
-    return out
-
-
 @njit(inline="always", **_OPTS)
 def _rows_to_float32(src, ra, rb, c0, c1, out, fin, r_out, nodata, has_nodata, zero_is_nodata):
     # inlined where ``out`` is allocated, so the compiler knows it aliases no input and
@@ -430,11 +408,12 @@ def _rows_to_float32(src, ra, rb, c0, c1, out, fin, r_out, nodata, has_nodata, z
 
 @njit(**_OPTS)
 def gather_float32(p0, p1, p2, rows, c0, c1, nodata, has_nodata, zero_is_nodata):  # pragma: no cover - compiled
-    """:func:`to_float32` of rows ``rows[k, 0]:rows[k, 1]``, columns ``c0:c1`` of the
-    (bands, rows, cols) arrays ``p0``, ``p1``, ``p2`` stacked along the rows, in one
-    pass: a window cut from full-width strips, with no intermediate copy (the strips
-    are C-ordered; slices of them would not be, and compiled loops over strided views
-    run about 3x slower).  Returns it and a (rows, cols) bool: every band finite."""
+    """float32 of rows ``rows[k, 0]:rows[k, 1]``, columns ``c0:c1`` of the (bands, rows,
+    cols) arrays ``p0``, ``p1``, ``p2`` stacked along the rows, in one pass: a window cut
+    from full-width strips, with no intermediate copy (the strips are C-ordered; slices
+    of them would not be, and compiled loops over strided views run about 3x slower).
+    Band ``i`` is NaN where it equals ``nodata[i]`` (when ``has_nodata[i]``) or 0 (when
+    ``zero_is_nodata[i]``).  Returns it and a (rows, cols) bool: every band finite."""
     n = (rows[0, 1] - rows[0, 0]) + (rows[1, 1] - rows[1, 0]) + (rows[2, 1] - rows[2, 0])
     out = np.empty((p0.shape[0], n, c1 - c0), np.float32)
     fin = np.ones((n, c1 - c0), np.bool_)

@@ -819,15 +819,7 @@ class WindowedReader:
 
     def to_float(self, arr: np.ndarray) -> np.ndarray:
         """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``."""
-        return self.to_float_pieces([arr])
-
-    def to_float_pieces(self, pieces: Sequence[np.ndarray]) -> np.ndarray:
-        """:meth:`to_float` of ``pieces`` stacked along the rows (no intermediate copy)."""
-        from . import _kernels
-
-        # one contiguous copy first: the kernel is about 3x faster on C-ordered arrays than on strided views
-        raw = np.ascontiguousarray(pieces[0]) if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-        return _kernels.to_float32(raw, *self._rules_arrays())
+        return self.to_float_rows([(arr, 0, arr.shape[1])], 0, arr.shape[2])[0]
 
     def to_float_rows(self, parts: Sequence[tuple[np.ndarray, int, int]], c0: int,
                       c1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -840,7 +832,6 @@ class WindowedReader:
         from . import _kernels
 
         arrs = [np.ascontiguousarray(p) for p, _, _ in parts]
-
         rows = np.zeros((3, 2), np.int64)
         rows[: len(parts)] = [(a, b) for _, a, b in parts]
         while len(arrs) < 3:

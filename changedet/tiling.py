@@ -354,11 +354,11 @@ def detect_changes_tiled(
     >>> r.n_changes, round(r.polygons.total_area_m2)
     (1, 30000)
     """
-    # For the whole run: no cyclic garbage collection (the run makes no reference cycles,
-    # and with thousands of polygon parts alive each full collection rescans them:
-    # measured about 1.5 s of a 10980 x 10980 run), and BLAS on one thread (its few small
-    # products gain nothing from threads, whose spin-waiting took about 4 % of the CPU
-    # the windows need).
+    # For the whole run: no cyclic garbage collection (the run makes few reference cycles,
+    # the figure's, collected once it returns; with thousands of polygon parts alive each
+    # full collection rescans them: measured about 1.5 s of a 10980 x 10980 run), and
+    # BLAS on one thread (its few small products gain nothing from threads, whose
+    # spin-waiting took about 4 % of the CPU the windows need).
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -113,33 +113,44 @@ def test_sigmoid_table() -> None:
         assert K._sigmoid(np.float32(x)) == pytest.approx(1.0 / (1.0 + np.exp(-x)), abs=5e-6)
 
 
-def test_to_float32_and_all_finite() -> None:
+def _to_float32(raw: np.ndarray, nodata: np.ndarray, has: np.ndarray, zero: np.ndarray) -> np.ndarray:
+    """The nodata rules in numpy: band i NaN where it equals nodata[i] (if has[i]) or 0 (if zero[i])."""
+    out = raw.astype(np.float32)
+    for i in range(raw.shape[0]):
+        if has[i]:
+            out[i][raw[i] == nodata[i]] = np.nan
+        if zero[i]:
+            out[i][raw[i] == 0] = np.nan
+    return out
+
+
+def test_gather_float32_and_all_finite() -> None:
     raw = np.array([[[0, 1, 65535]], [[0, 7, 8]]], np.uint16)
-    out = K.to_float32(raw, np.array([65535.0, 0.0]), np.array([True, False]), np.array([False, True]))
+    out, finite = K.gather_float32(raw, raw, raw, np.array([[0, 1], [0, 0], [0, 0]]), 0, 3,
+                                   np.array([65535.0, 0.0]), np.array([True, False]), np.array([False, True]))
     np.testing.assert_array_equal(out, np.array([[[0, 1, np.nan]], [[np.nan, 7, 8]]], np.float32))
-    fin = K.all_finite(out[:1], out[1:])
-    assert fin.tolist() == [[False, True, False]]
+    assert finite.tolist() == [[False, True, False]]
+    assert K.all_finite(out[:1], out[1:]).tolist() == [[False, True, False]]
 
 
-def test_gather_float32_is_to_float32_of_the_stacked_slices() -> None:
+def test_gather_float32_is_the_nodata_rules_on_the_stacked_slices() -> None:
     strips = [RNG.integers(0, 5, size=(3, n, 20)).astype(np.uint16) for n in (4, 9, 6)]
     nodata, has, zero = np.array([3.0, 0, 0]), np.array([True, False, False]), np.array([False, True, False])
     rows = np.array([[2, 4], [0, 9], [0, 3]], np.int64)
     got, finite = K.gather_float32(*strips, rows, 5, 17, nodata, has, zero)
-    want = K.to_float32(np.ascontiguousarray(np.concatenate(
-        [s[:, a:b, 5:17] for s, (a, b) in zip(strips, rows.tolist())], axis=1)), nodata, has, zero)
+    want = _to_float32(np.concatenate([s[:, a:b, 5:17] for s, (a, b) in zip(strips, rows.tolist())], axis=1),
+                       nodata, has, zero)
     np.testing.assert_array_equal(got, want)
-    assert got.shape == (3, 14, 12) and np.isnan(got[0][strips_eq(strips, rows, 0, 3)]).all()
+    assert got.shape == (3, 14, 12) and np.isnan(want[0]).any()  # the nodata value occurs
     np.testing.assert_array_equal(finite, np.isfinite(want).all(axis=0))
     assert not finite.all() and finite.any()
-    # unused ranges take nothing
+    # unused ranges take nothing; float input with a nodata value
     one, _ = K.gather_float32(strips[1], strips[1], strips[1], np.array([[1, 3], [0, 0], [0, 0]]), 0, 20, nodata, has,
                               zero)
-    np.testing.assert_array_equal(one, K.to_float32(np.ascontiguousarray(strips[1][:, 1:3]), nodata, has, zero))
-
-
-def strips_eq(strips: list[np.ndarray], rows: np.ndarray, band: int, value: int) -> np.ndarray:
-    return np.concatenate([s[band, a:b, 5:17] for s, (a, b) in zip(strips, rows.tolist())]) == value
+    np.testing.assert_array_equal(one, _to_float32(strips[1][:, 1:3], nodata, has, zero))
+    f = strips[1].astype(np.float32)
+    got_f, _ = K.gather_float32(f, f, f, np.array([[0, 9], [0, 0], [0, 0]]), 0, 20, nodata, has, zero)
+    np.testing.assert_array_equal(got_f, _to_float32(f, nodata, has, zero))
 
 
 @pytest.mark.parametrize("density", [0.05, 0.3, 0.6])
