@@ -17,14 +17,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
-from scipy import ndimage
 
 from .errors import BandMismatchError, EmptyDataError, GridMismatchError, InvalidParameterError, NoOverlapError
-from .raster import GeoRaster, Grid, describe_grid, window_transform
+from .raster import GeoRaster, Grid, describe_grid, warp_band, window_transform
 
 __all__ = [
     "AlignedPair",
@@ -165,17 +163,7 @@ def align_to(raster: GeoRaster, like: Grid, *, resampling: ResamplingName = "bil
     if resampling == "bilinear" and like.pixel_size_m > 1.5 * raster.grid.pixel_size_m:
         method = Resampling.average
     for i in range(raster.count):
-        reproject(
-            source=np.ascontiguousarray(raster.data[i], dtype="float32"),
-            destination=out[i],
-            src_transform=raster.transform,
-            src_crs=raster.crs,
-            dst_transform=like.transform,
-            dst_crs=like.crs,
-            src_nodata=np.nan,
-            dst_nodata=np.nan,
-            resampling=method,
-        )
+        warp_band(raster.data[i], raster.transform, raster.crs, like, resampling=method, out=out[i])
     return GeoRaster(out, like.transform, like.crs, raster.band_names)
 
 
@@ -424,6 +412,7 @@ def coregister(
     Examples
     --------
     >>> import numpy as np
+    >>> from affine import Affine
     >>> from scipy import ndimage
     >>> rng = np.random.default_rng(1)
     >>> img = ndimage.gaussian_filter(rng.normal(size=(1, 200, 200)), (0, 2, 2)).astype("float32")

@@ -22,11 +22,10 @@ import rasterio
 from affine import Affine
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
-from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from .errors import EmptyDataError, InvalidParameterError, RasterReadError
-from .raster import GeoRaster, Grid
+from .raster import GeoRaster, Grid, warp_band
 
 __all__ = [
     "read_raster",
@@ -288,18 +287,8 @@ def read_band_folder(folder: str | os.PathLike[str], *, bands: Sequence[str] | N
                 f"band {n} in {str(folder)!r} is {'not ' if r.crs is None else ''}georeferenced but band {ref_name} "
                 f"is{' not' if ref.crs is None else ''}; every band of a folder needs the same kind of grid"
             )
-        out[i] = np.nan
-        reproject(
-            source=band,
-            destination=out[i],
-            src_transform=r.transform,
-            src_crs=r.crs,
-            dst_transform=ref.transform,
-            dst_crs=ref.crs,
-            src_nodata=np.nan,
-            dst_nodata=np.nan,
-            resampling=Resampling.nearest if n.upper() in _CATEGORICAL else Resampling.bilinear,
-        )
+        warp_band(band, r.transform, r.crs, ref, resampling="nearest" if n.upper() in _CATEGORICAL else "bilinear",
+                  out=out[i])
     return GeoRaster(out, ref.transform, ref.crs, tuple(names))
 
 

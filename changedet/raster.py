@@ -17,7 +17,7 @@ from rasterio.crs import CRS
 
 from .errors import GridMismatchError, InvalidParameterError
 
-__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform"]
+__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform", "warp_band"]
 
 
 def _crs_name(crs: CRS | None) -> str:
@@ -328,3 +328,40 @@ def check_same_grid(before: GeoRaster | Grid, after: GeoRaster | Grid, *, what: 
             f"{what} grid differs from before ({describe_grid(g2)} vs {describe_grid(g1)}); "
             f"pass align=True or call changedet.align.align_to({what}, like=before)"
         )
+
+
+def warp_band(band: np.ndarray, transform: Affine, crs: Any, grid: Grid, *, resampling: Any = "bilinear",
+              out: np.ndarray | None = None) -> np.ndarray:
+    """One band (rows, cols) reprojected onto ``grid``: float32, NaN where nothing maps.
+
+    NaN is the nodata value on both sides.  ``resampling`` is a
+    ``rasterio.enums.Resampling`` or its name; ``out``, a (rows, cols) float32 array of
+    the grid's shape, receives the result when given.  Every reprojection of the
+    package (band folders, image alignment, downloaded patches) goes through here.
+
+    Examples
+    --------
+    >>> src = np.arange(16, dtype="float32").reshape(4, 4)
+    >>> g = Grid((2, 2), Affine(20, 0, 0, 0, -20, 80), CRS.from_epsg(32639))
+    >>> warp_band(src, Affine(10, 0, 0, 0, -10, 80), g.crs, g, resampling="average").tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    method = Resampling[resampling] if isinstance(resampling, str) else resampling
+    if out is None:
+        out = np.empty(grid.shape, dtype="float32")
+    out[...] = np.nan
+    reproject(
+        source=np.ascontiguousarray(band, dtype="float32"),
+        destination=out,
+        src_transform=transform,
+        src_crs=crs,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+        resampling=method,
+    )
+    return out

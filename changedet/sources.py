@@ -67,7 +67,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from .errors import ChangedetError, EmptyDataError, InvalidParameterError, RasterReadError
-from .raster import GeoRaster, Grid
+from .raster import GeoRaster, Grid, warp_band
 
 __all__ = [
     "DEFAULT_STAC_URL",
@@ -772,24 +772,9 @@ def _read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy
 
 def _warp(patch: _Patch | None, grid: Grid, *, categorical: bool) -> np.ndarray:
     """A patch warped onto ``grid``: (rows, cols) float32, NaN where there is no data."""
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    out = np.full(grid.shape, np.nan, dtype="float32")
     if patch is None:
-        return out
-    reproject(
-        source=patch.data,
-        destination=out,
-        src_transform=patch.transform,
-        src_crs=patch.crs,
-        dst_transform=grid.transform,
-        dst_crs=grid.crs,
-        src_nodata=np.nan,
-        dst_nodata=np.nan,
-        resampling=Resampling.nearest if categorical else Resampling.bilinear,
-    )
-    return out
+        return np.full(grid.shape, np.nan, dtype="float32")
+    return warp_band(patch.data, patch.transform, patch.crs, grid, resampling="nearest" if categorical else "bilinear")
 
 
 # --------------------------------------------------------------------------- cache
