@@ -6,6 +6,7 @@ change score -> threshold -> clean-up -> polygons with areas and from-to classes
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -136,6 +137,8 @@ class ChangeResult:
         out = Path(folder)
         check_output_folder(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
+        if rasters:  # the windowed path, which streams its rasters, cleans the folder when it starts
+            remove_stale_temporaries(out)
         if overwrite and (out / "summary.json").exists():
             (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
         t0 = time.perf_counter()
@@ -413,6 +416,26 @@ def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None
             f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
             "(--overwrite on the command line) or choose another folder"
         )
+
+
+def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a killed run left in an output folder: the temporary files of its
+    outputs (``.change_mask.*.partial.tif`` ...) and the compressed tiles of its rasters
+    (``.change_score.*.tiles``, as large as the raster).  Only names this package makes
+    are touched; returns the paths removed.  Called when a run starts writing the folder
+    (two runs writing one folder at once are not supported anyway)."""
+    folder = Path(out)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for name in OUTPUT_FILES:
+        stem, suffix = os.path.splitext(name)
+        for pattern in (f".{stem}.*.partial{suffix}", f".{stem}.*.tiles"):
+            for p in folder.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
 
 
 def cleanup_parameters(

@@ -535,6 +535,7 @@ def _detect_changes_tiled(
         preview_mask = np.full(prev_shape, 255, dtype="uint8")
         tmp_dir = out_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)
+        _pipeline.remove_stale_temporaries(tmp_dir)  # a killed run's scratch tiles can be hundreds of MB
         score_w = _io.WindowedWriter(tmp_dir / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
                                      band_names=("score",))
         mask_w = _io.WindowedWriter(tmp_dir / "change_mask.tif", grid, dtype="uint8", nodata=255,

@@ -184,3 +184,25 @@ def test_windowed_float_inputs_with_nodata_value(scene_pair: tuple[Path, Path, n
     np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
     assert (mem.mask.data[0][:20, :30] == 255).all()  # the corner is nodata, not a change
     assert win.summary["results"]["valid_pixels"] == mem.summary["results"]["valid_pixels"] < 400 * 360
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_a_run_removes_what_a_killed_run_left(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path,
+                                              tiled: bool) -> None:
+    """A killed run leaves its scratch tiles and temporary outputs in the folder; the next
+    run there (windowed, or in memory and saved) removes them, and nothing else, and
+    writes its outputs whole."""
+    before, after, _ = scene_pair
+    out = tmp_path / "w"
+    out.mkdir()
+    stale = [out / ".change_score.abc123.tiles", out / ".change_mask.x9.partial.tif", out / ".summary.q.partial.json"]
+    for p in stale:
+        p.write_bytes(b"\0" * 1000)
+    keep = out / "notes.txt"
+    keep.write_text("mine")
+    if tiled:
+        detect_changes(before, after, method="cva", tiled=True, out=out)
+    else:
+        detect_changes(before, after, method="cva", tiled=False).save(out)
+    assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "notes.txt"])
