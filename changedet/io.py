@@ -734,14 +734,12 @@ class WindowedReader:
                 self._all.append(h)
         return h
 
-    def read(self, window: Any, *, raw: bool = False, reuse: np.ndarray | None = None) -> np.ndarray:
+    def read(self, window: Any, *, raw: bool = False) -> np.ndarray:
         """(bands, rows, cols) float32 of ``window`` (a rasterio Window on the analysis grid).
 
         With ``raw=True`` the pixels keep the files' data type (half the memory for
         uint16 imagery) and :meth:`to_float` applies the nodata rules later; files with
-        masks beyond a nodata value are always read as float32.  ``reuse``, an array
-        this method returned before, is filled instead of a new one when its shape and
-        type fit (GDAL decodes straight into it: no fresh pages to fault in, no copy).
+        masks beyond a nodata value are always read as float32.
         """
         from rasterio.enums import MaskFlags
 
@@ -757,9 +755,7 @@ class WindowedReader:
             dtype = np.result_type(*[h[f][0].dtypes[idx - 1] for f, idx, _ in self.sources])
         else:
             raw, dtype = False, np.dtype("float32")
-        shape = (len(self.sources), int(window.height), int(window.width))
-        fits = reuse is not None and reuse.shape == shape and reuse.dtype == dtype and reuse.flags.c_contiguous
-        out = reuse if fits else np.empty(shape, dtype=dtype)
+        out = np.empty((len(self.sources), int(window.height), int(window.width)), dtype=dtype)
         self._nodata = []
         for f, members in by_file.items():
             ds, src, (dr, dc) = h[f]
