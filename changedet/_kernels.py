@@ -99,19 +99,22 @@ def _hsum_row(src, dst, half):
 
 
 @njit(**_OPTS)
-def _vsum_row(h, r, out_row, half):
-    """out_row[c] = sum of h[r - half .. r + half, c] (edges repeated), top to bottom."""
-    rows, cols = h.shape
+def _vsum_row(h, r, rows, out_row, half):
+    """out_row[c] = sum of the row sums of image rows r - half .. r + half (edges repeated),
+    top to bottom.  Image row i is ``h[i % len(h)]``: ``h`` holds every row (``len(h) ==
+    rows``) or is a ring of the last ``2 * half + 1`` rows made."""
+    size = h.shape[0]
+    cols = out_row.shape[0]
     if half == 1:
-        a, b, d = h[_clamp(r - 1, rows)], h[r], h[_clamp(r + 1, rows)]
+        a, b, d = h[_clamp(r - 1, rows) % size], h[r % size], h[_clamp(r + 1, rows) % size]
         for c in range(cols):
             out_row[c] = (a[c] + b[c]) + d[c]
         return
-    first = h[_clamp(r - half, rows)]
+    first = h[_clamp(r - half, rows) % size]
     for c in range(cols):
         out_row[c] = first[c]
     for d in range(-half + 1, half + 1):
-        s = h[_clamp(r + d, rows)]
+        s = h[_clamp(r + d, rows) % size]
         for c in range(cols):
             out_row[c] += s[c]
 
@@ -151,7 +154,7 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
                 tmp[c] = np.float32(1.0) if okr[c] else np.float32(0.0)
             _hsum_row(tmp, h[r], half)
         for r in range(rows):
-            _vsum_row(h, r, count[r], half)
+            _vsum_row(h, r, rows, count[r], half)
     out = np.empty((n, rows, cols), np.float32)
     nan = np.float32(np.nan)
     # row sums in a ring of ``size`` rows, each made just before the first output row
@@ -171,7 +174,7 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
                         tmp[c] = src[c] if okr[c] else np.float32(0.0)
                     _hsum_row(tmp, ring[made % size], half)
             dst = out[k, r]
-            _vsum_ring(ring, r, rows, dst, half, size)
+            _vsum_row(ring, r, rows, dst, half)
             if all_ok:
                 for c in range(cols):
                     dst[c] = dst[c] / full
@@ -180,24 +183,6 @@ def box_mean_valid(stack, ok, size):  # pragma: no cover - compiled
                 for c in range(cols):
                     dst[c] = dst[c] / cnt[c] if (okr[c] and cnt[c] > 0) else nan
     return out
-
-
-@njit(**_OPTS)
-def _vsum_ring(ring, r, rows, out_row, half, size):
-    """:func:`_vsum_row` from a ring holding the row sums of rows ``r - half .. r + half``."""
-    cols = out_row.shape[0]
-    if half == 1:
-        a, b, d = ring[_clamp(r - 1, rows) % size], ring[r % size], ring[_clamp(r + 1, rows) % size]
-        for c in range(cols):
-            out_row[c] = (a[c] + b[c]) + d[c]
-        return
-    first = ring[_clamp(r - half, rows) % size]
-    for c in range(cols):
-        out_row[c] = first[c]
-    for dd in range(-half + 1, half + 1):
-        s = ring[_clamp(r + dd, rows) % size]
-        for c in range(cols):
-            out_row[c] += s[c]
 
 
 @njit(**_OPTS)
@@ -271,7 +256,7 @@ def mixed_pixel_weight(raw, ok, base, size):  # pragma: no cover - compiled
     nine = np.float32(9.0)
     for r in range(rows):
         dst = mean3[r]
-        _vsum_row(h, r, dst, 1)
+        _vsum_row(h, r, rows, dst, 1)
         for c in range(cols):
             dst[c] = dst[c] / nine
     half = size // 2
@@ -633,6 +618,16 @@ def _out_dirs(labels, lab, r0, c0, h, w, x, y):
 
 
 @njit(**_OPTS)
+def _room(xy, need):
+    """``xy`` itself, or a copy twice as long, so that it holds ``need`` vertices."""
+    if need <= xy.shape[0]:
+        return xy
+    grown = np.empty((max(need, 2 * xy.shape[0]), 2), np.int64)
+    grown[: xy.shape[0]] = xy
+    return grown
+
+
+@njit(**_OPTS)
 def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
     """Outline rings of labels 1..n of an 8-connected labelling, along pixel edges.
 
@@ -647,8 +642,7 @@ def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
     Returns ``xy`` (vertices, 2) int64, ``ring_start`` (rings + 1) offsets into
     ``xy``, and per label ``label_start`` (n + 1) offsets into the rings.
     """
-    cap = 1024
-    xy = np.empty((cap, 2), np.int64)
+    xy = np.empty((1024, 2), np.int64)
     nv = 0
     ring_start = [0]
     label_start = np.zeros(n + 1, np.int64)
@@ -666,11 +660,7 @@ def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
                     while not (free >> d) & 1:
                         d += 1
                     # one ring from (x, y), leaving along d, back to (x, y)
-                    if nv + 2 > cap:
-                        cap *= 2
-                        grown = np.empty((cap, 2), np.int64)
-                        grown[:nv] = xy[:nv]
-                        xy = grown
+                    xy = _room(xy, nv + 2)
                     xy[nv, 0] = c0 + x
                     xy[nv, 1] = r0 + y
                     nv += 1
@@ -679,11 +669,7 @@ def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
                         used[cy, cx] |= 1 << d
                         cx += _DX[d]
                         cy += _DY[d]
-                        if nv + 2 > cap:
-                            cap *= 2
-                            grown = np.empty((cap, 2), np.int64)
-                            grown[:nv] = xy[:nv]
-                            xy = grown
+                        xy = _room(xy, nv + 2)
                         if cx == x and cy == y:
                             break
                         outs = _out_dirs(labels, lab, r0, c0, h, w, cx, cy)
