@@ -636,14 +636,14 @@ def _detect_changes_tiled(
         cpu_after = time.process_time()
         timings["windows_cpu"] = cpu_after - cpu0  # all threads: the reads, the windows
 
-        # ---- the score becomes a COG (GDAL, off the GIL) while the polygons are made; then the
-        # final mask is burnt from the polygons and published beside it while the vectors and
-        # figures are written
+        # ---- the score's COG is written out (its tiles are compressed already) while the
+        # polygons are made; then the final mask is burnt from the polygons and published
+        # beside it while the vectors and figures are written
         publisher = ThreadPoolExecutor(max_workers=2)
 
         def publish(writer: Any, key: str) -> None:
             t_c = time.perf_counter()
-            writer.commit()  # under the environment entered above (GDAL's cache bound is process-wide)
+            writer.commit()
             timings[key] = time.perf_counter() - t_c
 
         published = [publisher.submit(publish, score_w, "cog_score")]
@@ -671,9 +671,6 @@ def _detect_changes_tiled(
             raise
         finally:
             publisher.shutdown(wait=False)
-    except BaseException:
-        env.__exit__(None, None, None)
-        raise
     finally:
         if pending is not None:  # the readers stay open until the reads in flight are done
             with contextlib.suppress(BaseException):
@@ -681,57 +678,53 @@ def _detect_changes_tiled(
         ahead.shutdown()
         rb.close()
         ra.close()
-        hasher.shutdown(wait=False)
-    # GDAL's settings (its block cache bound) stay until the COGs are written: leaving the
-    # environment here would reset the cache to GDAL's default (5 % of RAM) under them
-    try:
-        timings["total"] = time.perf_counter() - t_start
-        prev_transform = grid.transform * Affine.scale(stride)
-        b_prev = GeoRaster(preview_b, prev_transform, grid.crs, tuple(spectral))
-        a_prev = GeoRaster(preview_a, prev_transform, grid.crs, tuple(spectral))
-        mask_prev = GeoRaster(preview_mask[np.newaxis], prev_transform, grid.crs, ("change",))
-        score_prev = GeoRaster(preview_score[np.newaxis], prev_transform, grid.crs, ("score",))
-        summary = _pipeline.build_summary(
-            grid=grid, polygons=polygons, changed=0, n_valid=counts["valid"],  # changed: once the mask is burnt
-            n_pixels=grid.height * grid.width, in_px=False,
-            inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
-            parameters={
-                "method": method, "threshold": threshold, "threshold_method": used_thr_method,
-                "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
-                "fill_holes_m2": holes_m2, "aoi": list(aoi_lonlat.bounds) if aoi_lonlat is not None else None,
-                "align": True, "coregister": coregister, "pixel_size_m": None, "bands": spectral,
-            },
-            shift=shift if coregister else None, dropped=[n for n in (*names_b, *names_a) if n not in wanted],
-            masks={"excluded_pixels": counts["excluded"], "classification_bands": aux},
-            method_details=method_details, timings=timings,
-        )
-        summary["tiling"] = {
-            "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
-            "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 256 x 256",
-            "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
-            "preview_stride": stride,
-        }
-        result = _pipeline.ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(thr), summary, {})
-
-        def rasters_ready() -> None:
-            # the COGs are whole before summary.json says the folder is
-            for f in published:
-                f.result()
-            result.summary["results"].update(_pipeline.changed_results(burning.result(), counts["valid"]))
-            result.summary["timings_s"].update({k: round(timings[k], 3) for k in ("mask", "cog_score", "cog_mask")})
-            result.summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
-            result.summary["timings_s"]["after_windows_cpu"] = round(time.process_time() - cpu_after, 3)
-
-        try:
-            result.save(out_dir, overwrite=True, rasters=False, rasters_ready=rasters_ready)
-        except BaseException:
-            for f in published:
-                with contextlib.suppress(BaseException):
-                    f.result()
-            raise
-        return result
-    finally:
         env.__exit__(None, None, None)
+        hasher.shutdown(wait=False)
+    timings["total"] = time.perf_counter() - t_start
+    prev_transform = grid.transform * Affine.scale(stride)
+    b_prev = GeoRaster(preview_b, prev_transform, grid.crs, tuple(spectral))
+    a_prev = GeoRaster(preview_a, prev_transform, grid.crs, tuple(spectral))
+    mask_prev = GeoRaster(preview_mask[np.newaxis], prev_transform, grid.crs, ("change",))
+    score_prev = GeoRaster(preview_score[np.newaxis], prev_transform, grid.crs, ("score",))
+    summary = _pipeline.build_summary(
+        grid=grid, polygons=polygons, changed=0, n_valid=counts["valid"],  # changed: once the mask is burnt
+        n_pixels=grid.height * grid.width, in_px=False,
+        inputs=_pipeline.input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result()),
+        parameters={
+            "method": method, "threshold": threshold, "threshold_method": used_thr_method,
+            "threshold_value": float(thr), "min_area_m2": mmu_m2, "opening_px": open_px,
+            "fill_holes_m2": holes_m2, "aoi": list(aoi_lonlat.bounds) if aoi_lonlat is not None else None,
+            "align": True, "coregister": coregister, "pixel_size_m": None, "bands": spectral,
+        },
+        shift=shift if coregister else None, dropped=[n for n in (*names_b, *names_a) if n not in wanted],
+        masks={"excluded_pixels": counts["excluded"], "classification_bands": aux},
+        method_details=method_details, timings=timings,
+    )
+    summary["tiling"] = {
+        "path": "windowed", "window_px": window_px, "halo_px": halo, "windows": len(plans), "workers": n_workers,
+        "sample": "whole scene" if whole else f"{len(sample_wins)} blocks of 256 x 256",
+        "method_statistics": "global (exact split)" if fitted.exact else "per window (the method has no global split)",
+        "preview_stride": stride,
+    }
+    result = _pipeline.ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(thr), summary, {})
+
+    def rasters_ready() -> None:
+        # the COGs are whole before summary.json says the folder is
+        for f in published:
+            f.result()
+        result.summary["results"].update(_pipeline.changed_results(burning.result(), counts["valid"]))
+        result.summary["timings_s"].update({k: round(timings[k], 3) for k in ("mask", "cog_score", "cog_mask")})
+        result.summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
+        result.summary["timings_s"]["after_windows_cpu"] = round(time.process_time() - cpu_after, 3)
+
+    try:
+        result.save(out_dir, overwrite=True, rasters=False, rasters_ready=rasters_ready)
+    except BaseException:
+        for f in published:
+            with contextlib.suppress(BaseException):
+                f.result()
+        raise
+    return result
 
 
 def _preload_writers() -> None:
