@@ -246,8 +246,7 @@ class ChangePolygons:
         if src.equals(PCRS.from_epsg(4326), ignore_axis_order=True):
             return self.geometries
         tr = Transformer.from_crs(src, 4326, always_xy=True)
-        arr = np.empty(len(self.geometries), dtype=object)
-        arr[:] = self.geometries
+        arr = np.array(list(self.geometries), dtype=object)
         return tuple(shapely.transform(arr, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))))
 
     def to_geojson(self, *, precision: int = 7) -> dict[str, Any]:
@@ -255,8 +254,7 @@ class ChangePolygons:
 
         Exterior rings are counter-clockwise, coordinates rounded to ``precision`` decimals.
         """
-        arr = np.empty(len(self.geometries), dtype=object)
-        arr[:] = self.to_wgs84()
+        arr = np.array(list(self.to_wgs84()), dtype=object)
         arr = shapely.orient_polygons(shapely.set_precision(arr, 10.0**-precision), exterior_cw=False)
         feats = []
         for g, p in zip(arr, self.properties):
