@@ -31,6 +31,8 @@ import numpy as np
 from . import _kernels
 
 BLOCK = 512
+#: Suffix of the scratch file of compressed tiles (``.NAME.XXXX.tiles`` beside ``NAME.tif``).
+SCRATCH_SUFFIX = ".tiles"
 _ZSTD = 50000  # TIFF compression code of ZSTD (libtiff, GDAL)
 # tags GDAL writes for the georeferencing and its own metadata, copied from its template
 _GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112)
@@ -98,7 +100,7 @@ class StreamingCOG:
         self._zstd_level = int(level)
         self._zstd_module = zstandard
         self._lock = threading.Lock()
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=".tiles", dir=self.dest.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.stem}.", suffix=SCRATCH_SUFFIX, dir=self.dest.parent)
         self._scratch = os.fdopen(fd, "w+b")
         self.scratch_path = Path(name)
         self._fill = np.zeros((), self.dtype) if nodata is None else np.array(nodata, self.dtype)

@@ -377,6 +377,10 @@ def _count_bands(path: Path) -> int:
 
 
 # --------------------------------------------------------------------------- writing
+#: The mark in the names of files being written (``.NAME.XXXX.partial.EXT`` beside ``NAME.EXT``).
+PARTIAL = ".partial"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
@@ -394,7 +398,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".partial{dest.suffix}", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f"{PARTIAL}{dest.suffix}", dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:

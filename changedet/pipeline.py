@@ -424,13 +424,15 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
     (``.change_score.*.tiles``, as large as the raster).  Only names this package makes
     are touched; returns the paths removed.  Called when a run starts writing the folder
     (two runs writing one folder at once are not supported anyway)."""
+    from . import _cog
+
     folder = Path(out)
     if not folder.is_dir():
         return []
     removed = []
     for name in OUTPUT_FILES:
         stem, suffix = os.path.splitext(name)
-        for pattern in (f".{stem}.*.partial{suffix}", f".{stem}.*.tiles"):
+        for pattern in (f".{stem}.*{_io.PARTIAL}{suffix}", f".{stem}.*{_cog.SCRATCH_SUFFIX}"):
             for p in folder.glob(pattern):
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
