@@ -41,6 +41,7 @@ from . import io as _io
 from . import masks as _masks
 from . import objects as _objects
 from . import threshold as _threshold
+from .areas import aoi_in_grid_crs, aoi_on_grid, parse_aoi
 from .errors import EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid, describe_grid, window_transform
 
@@ -411,7 +412,7 @@ def _detect_changes_tiled(
         raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
     out_dir = Path(out)
     _pipeline.check_output_folder(out_dir, overwrite=overwrite)
-    aoi_lonlat = _pipeline.parse_aoi(aoi)
+    aoi_lonlat = parse_aoi(aoi)
     # the inputs' SHA-256 for the summary, computed beside the work (hashlib releases the GIL)
     hasher = ThreadPoolExecutor(max_workers=1)
     hashes = hasher.submit(_pipeline.input_hashes, before, after)
@@ -438,8 +439,8 @@ def _detect_changes_tiled(
     grid = _align.overlap_grid(grid_b, grid_a)
     aoi_geom = None
     if aoi_lonlat is not None:
-        grid, _ = _pipeline._aoi_on_grid(aoi_lonlat, grid)
-        aoi_geom = _pipeline._aoi_in_grid_crs(aoi_lonlat, grid)
+        grid, _ = aoi_on_grid(aoi_lonlat, grid)
+        aoi_geom = aoi_in_grid_crs(aoi_lonlat, grid)
     aux = [n for n in wanted if n.upper() in _pipeline.CATEGORICAL_BANDS]
     spectral = [n for n in wanted if n not in aux]
     if not spectral:
