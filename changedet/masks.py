@@ -5,17 +5,22 @@ Every function returns a (rows, cols) bool **exclude** mask (True = leave out).
 - :func:`nodata_mask`: any band NaN (or equal to a nodata value), optionally grown
   by a few pixels to drop resampling edges.
 - :func:`scl_mask`: Sentinel-2 Level-2A scene classification (SCL) classes.
+- :func:`qa_pixel_mask`: Landsat Collection 2 ``QA_PIXEL`` bit flags.
 - :func:`spectral_cloud_mask`: a simple test for Level-1C / top-of-atmosphere
   images without SCL: bright in the visible and raised in the cirrus band B10,
   relative to the image's own statistics (after Zhu & Woodcock 2012, Fmask).
 - :func:`cloud_shadow_mask`: the cloud mask moved to where it darkens the scene
   the most (the cloud-shadow matching of Fmask).
 - :func:`exclude_mask`: all of the above that the bands allow.
+
+The classes and bits that mean cloud are named here once (``SCL_CLOUD_CLASSES``,
+``QA_PIXEL_BITS``, ``QA_PIXEL_CLOUD``); :mod:`changedet.sources` ranks scenes with the
+same names.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -24,17 +29,41 @@ from .errors import InvalidParameterError
 from .indices import resolve_bands
 
 __all__ = [
+    "SCL_NODATA_CLASS",
+    "SCL_CLOUD_CLASSES",
     "SCL_EXCLUDE",
+    "QA_PIXEL_BITS",
+    "QA_PIXEL_CLOUD",
+    "QA_PIXEL_EXCLUDE",
     "nodata_mask",
     "scl_mask",
+    "qa_pixel_mask",
+    "classification_band",
+    "has_cloud_information",
     "spectral_cloud_mask",
     "cloud_shadow_mask",
     "exclude_mask",
     "exclusion_mask",
 ]
 
-#: SCL classes left out: 1 saturated/defective, 3 cloud shadow, 8 cloud medium, 9 cloud high, 10 cirrus.
-SCL_EXCLUDE = (1, 3, 8, 9, 10)
+#: SCL class of pixels without data.
+SCL_NODATA_CLASS = 0
+#: SCL classes that are cloud: 3 cloud shadow, 8 cloud medium probability, 9 cloud high probability, 10 thin cirrus.
+SCL_CLOUD_CLASSES = (3, 8, 9, 10)
+#: SCL classes left out: 1 saturated/defective and the cloud classes.
+SCL_EXCLUDE = (1, *SCL_CLOUD_CLASSES)
+
+#: Landsat Collection 2 ``QA_PIXEL`` flags and their bit (USGS LSDS-1619, Landsat 8-9 C2 L2
+#: Science Product Guide; the same bits for Landsat 4-7 except cirrus, which they never set).
+QA_PIXEL_BITS = {"fill": 0, "dilated_cloud": 1, "cirrus": 2, "cloud": 3, "cloud_shadow": 4, "snow": 5}
+#: ``QA_PIXEL`` flags that are cloud (high-confidence cloud, its dilation, cirrus, cloud shadow).
+QA_PIXEL_CLOUD = ("dilated_cloud", "cirrus", "cloud", "cloud_shadow")
+#: ``QA_PIXEL`` flags left out: fill and the cloud flags (snow is kept, as SCL's class 11 is).
+QA_PIXEL_EXCLUDE = ("fill", *QA_PIXEL_CLOUD)
+
+#: Names of classification bands (any case): they are read for masks, never for change.
+_SCL_NAMES = ("scl",)
+_QA_PIXEL_NAMES = ("qa_pixel",)
 
 
 def _check_image(image: np.ndarray, band_names: Sequence[str] | None) -> np.ndarray:
@@ -59,6 +88,20 @@ def _grow(mask: np.ndarray, pixels: int) -> np.ndarray:
 def nodata_mask(image: np.ndarray, *, nodata: float | None = None, edge_px: int = 0) -> np.ndarray:
     """Pixels where any band is NaN (or equals ``nodata``), grown by ``edge_px``.
 
+    Parameters
+    ----------
+    image : (bands, rows, cols) or (rows, cols) ndarray
+        The image.
+    nodata : float, optional
+        A value that also means nodata.
+    edge_px : int
+        Grow the mask by this many pixels (drops resampling edges).
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True where a band has no data.
+
     Examples
     --------
     >>> import numpy as np
@@ -78,6 +121,20 @@ def nodata_mask(image: np.ndarray, *, nodata: float | None = None, edge_px: int 
 def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL_EXCLUDE, grow_px: int = 0) -> np.ndarray:
     """Exclude mask from a Sentinel-2 SCL band (classes 1, 3, 8, 9, 10 by default).
 
+    Parameters
+    ----------
+    scl : (rows, cols) or (1, rows, cols) ndarray
+        Scene classification codes; NaN counts as class 0 (nodata).
+    classes : sequence of int
+        Classes to leave out (``SCL_EXCLUDE``; ``SCL_CLOUD_CLASSES`` for cloud only).
+    grow_px : int
+        Grow the mask by this many pixels.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True where the class is one of ``classes``.
+
     Examples
     --------
     >>> import numpy as np
@@ -91,6 +148,93 @@ def scl_mask(scl: np.ndarray, *, classes: Sequence[int] = SCL_EXCLUDE, grow_px: 
         raise InvalidParameterError(f"scl must be a (rows, cols) array, got shape {scl.shape}")
     values = np.nan_to_num(scl, nan=0).astype(np.int64)
     return _grow(np.isin(values, list(classes)), grow_px)
+
+
+def qa_pixel_mask(qa: np.ndarray, *, flags: Sequence[str] = QA_PIXEL_EXCLUDE, grow_px: int = 0) -> np.ndarray:
+    """Exclude mask from a Landsat Collection 2 ``QA_PIXEL`` band.
+
+    Each flag is one bit of the 16-bit value (``QA_PIXEL_BITS``: fill 0, dilated
+    cloud 1, cirrus 2, cloud 3, cloud shadow 4, snow 5); a pixel is left out when
+    any of the bits of ``flags`` is set.  The cloud, shadow and cirrus bits are the
+    high-confidence ones, so a pixel of medium cloud confidence (e.g. 22080) stays.
+
+    Parameters
+    ----------
+    qa : (rows, cols) or (1, rows, cols) ndarray
+        ``QA_PIXEL`` values; NaN (a pixel without a value after resampling) counts as fill.
+    flags : sequence of str
+        Names from ``QA_PIXEL_BITS`` to leave out; default fill and the cloud flags
+        (``QA_PIXEL_EXCLUDE``); ``QA_PIXEL_CLOUD`` for the cloud flags alone.
+    grow_px : int
+        Grow the mask by this many pixels.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True where one of the bits of ``flags`` is set.
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown flag name, or ``qa`` that is not one band.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> qa = np.array([[21824, 22280], [23888, 1]])  # clear land, cloud, cloud shadow, fill
+    >>> qa_pixel_mask(qa).tolist()
+    [[False, True], [True, True]]
+    >>> qa_pixel_mask(qa, flags=["fill"]).tolist()
+    [[False, False], [False, True]]
+    """
+    unknown = [f for f in flags if f not in QA_PIXEL_BITS]
+    if unknown:
+        raise InvalidParameterError(
+            f"flags {list(flags)!r} holds unknown QA_PIXEL flags {unknown}; use names from {sorted(QA_PIXEL_BITS)}"
+        )
+    qa = np.asarray(qa)
+    if qa.ndim == 3 and qa.shape[0] == 1:
+        qa = qa[0]
+    if qa.ndim != 2:
+        raise InvalidParameterError(f"qa must be a (rows, cols) QA_PIXEL array, got shape {qa.shape}; pass one band")
+    bits = 0
+    for f in flags:
+        bits |= 1 << QA_PIXEL_BITS[f]
+    values = np.nan_to_num(qa, nan=1 << QA_PIXEL_BITS["fill"]).astype(np.int64)
+    return _grow((values & bits) != 0, grow_px)
+
+
+def classification_band(band_names: Sequence[str], kind: Literal["scl", "qa_pixel"]) -> int | None:
+    """Position of the Sentinel-2 ``SCL`` or Landsat ``QA_PIXEL`` band among ``band_names``.
+
+    Names match in any case, whole (``SCL``, ``qa_pixel``) or as the last token of a
+    file stem (``T39UWB_20240612_SCL``, ``LC09_L2SP_163021_20240614_QA_PIXEL``).
+
+    Parameters
+    ----------
+    band_names : sequence of str
+        Band names of an image.
+    kind : {"scl", "qa_pixel"}
+        Which classification band.
+
+    Returns
+    -------
+    int or None
+        The position of the first band of that kind, None when there is none.
+
+    Examples
+    --------
+    >>> classification_band(["SR_B2", "SR_B3", "QA_PIXEL"], "qa_pixel"), classification_band(["B02"], "scl")
+    (2, None)
+    """
+    if kind not in ("scl", "qa_pixel"):
+        raise InvalidParameterError(f"kind must be 'scl' or 'qa_pixel', got {kind!r}")
+    names = _SCL_NAMES if kind == "scl" else _QA_PIXEL_NAMES
+    for i, name in enumerate(band_names):
+        key = str(name).strip().lower()
+        if any(key == n or key.endswith(("_" + n, "-" + n, "." + n)) for n in names):
+            return i
+    return None
 
 
 def _robust_z(band: np.ndarray) -> np.ndarray:
@@ -127,6 +271,29 @@ def spectral_cloud_mask(
     band the visible bands must all exceed ``z_visible_without_cirrus``, a much
     weaker test (large bright roofs pass it).  Blobs smaller than ``min_size_px``
     are dropped, the rest grown by ``grow_px``.
+
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        Top-of-atmosphere image with blue, green and red (and ideally cirrus) bands.
+    band_names : sequence of str
+        One name per band (``B02``, ``blue``, ...).
+    min_size_px : int
+        Smallest cloud kept, in pixels.
+    grow_px : int
+        Grow the clouds by this many pixels.
+    z_visible, z_cirrus, z_visible_without_cirrus : float
+        Robust z-score thresholds of the tests above.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True on clouds.
+
+    Raises
+    ------
+    BandMismatchError
+        Blue, green or red is missing.
 
     References
     ----------
@@ -193,6 +360,24 @@ def cloud_shadow_mask(
     displaced footprint counts as shadow only where it is dark (nir below the
     scene median).
 
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        The image (nir, else red, is the darkness band).
+    band_names : sequence of str
+        One name per band.
+    clouds : (rows, cols) ndarray of bool
+        The cloud mask, e.g. from :func:`spectral_cloud_mask`.
+    max_distance_px : int
+        Farthest displacement of a shadow from its cloud, in pixels.
+    grow_px : int
+        Grow the shadows by this many pixels.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True on cloud shadows (never on the clouds themselves).
+
     Examples
     --------
     >>> import numpy as np
@@ -246,10 +431,29 @@ def exclude_mask(
     clouds: bool = True,
     edge_px: int = 0,
 ) -> np.ndarray:
-    """Everything to leave out of one image: nodata, then SCL classes when an SCL band
-    is present, else (when the cirrus band B10 is present) the spectral cloud test
-    and matched shadows.  Images with neither get no cloud mask: bright roofs would
-    be taken for clouds.
+    """Everything to leave out of one image.
+
+    Nodata first (any spectral band NaN); then, with ``clouds``, the classes of an
+    SCL band (:func:`scl_mask`) and the flags of a Landsat ``QA_PIXEL`` band
+    (:func:`qa_pixel_mask`) when the image has them; else, when the cirrus band B10
+    is present, the spectral cloud test and matched shadows.  Images with none of
+    these get no cloud mask: bright roofs would be taken for clouds.
+
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One date; classification bands (``SCL``, ``QA_PIXEL``, any case) keep their codes.
+    band_names : sequence of str
+        One name per band.
+    clouds : bool
+        Look for clouds (False: nodata only).
+    edge_px : int
+        Grow the nodata mask by this many pixels (drops resampling edges).
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True where the pixel is left out.
 
     Examples
     --------
@@ -261,16 +465,26 @@ def exclude_mask(
     >>> img = np.stack([np.full((5, 5), 0.1)] * 3 + [scl])
     >>> exclude_mask(img, ["B02", "B03", "B04", "SCL"])[4, 4]
     np.True_
+    >>> qa = np.full((5, 5), 21824); qa[0, 0] = 22280  # clear land; high-confidence cloud
+    >>> img = np.stack([np.full((5, 5), 0.1)] * 3 + [qa])
+    >>> exclude_mask(img, ["red", "green", "blue", "qa_pixel"]).nonzero()
+    (array([0]), array([0]))
     """
     image = _check_image(image, band_names)
-    found = resolve_bands(band_names)
-    spectral = [i for i in range(image.shape[0]) if i != found.get("scl", -1)]
+    scl = classification_band(band_names, "scl")
+    qa = classification_band(band_names, "qa_pixel")
+    spectral = [i for i in range(image.shape[0]) if i not in (scl, qa)]
     out = nodata_mask(image if len(spectral) == image.shape[0] else image[spectral], edge_px=edge_px)
     if not clouds:
         return out
-    if "scl" in found:
-        return out | scl_mask(image[found["scl"]])
-    # without SCL, only a cirrus band makes the spectral test trustworthy
+    if scl is not None or qa is not None:
+        if scl is not None:
+            out = out | scl_mask(image[scl])
+        if qa is not None:
+            out = out | qa_pixel_mask(image[qa])
+        return out
+    # without a classification band, only a cirrus band makes the spectral test trustworthy
+    found = resolve_bands(band_names)
     if all(b in found for b in _SPECTRAL_CLOUD_BANDS):
         cloud = spectral_cloud_mask(image, band_names)
         if cloud.any():
@@ -279,16 +493,30 @@ def exclude_mask(
 
 
 def has_cloud_information(band_names: Sequence[str]) -> bool:
-    """Whether :func:`exclude_mask` looks for clouds in images with these bands (SCL, or
-    blue, green, red and the cirrus band); otherwise it only leaves out nodata.
+    """Whether :func:`exclude_mask` looks for clouds in images with these bands.
+
+    Parameters
+    ----------
+    band_names : sequence of str
+        Band names of an image.
+
+    Returns
+    -------
+    bool
+        True with an SCL or ``QA_PIXEL`` band, or blue, green, red and the cirrus
+        band; otherwise :func:`exclude_mask` only leaves out nodata.
 
     Examples
     --------
     >>> has_cloud_information(["B02", "B03", "B04", "B08"]), has_cloud_information(["B02", "B03", "B04", "SCL"])
     (False, True)
+    >>> has_cloud_information(["SR_B2", "SR_B3", "SR_B4", "QA_PIXEL"])
+    True
     """
+    if classification_band(band_names, "scl") is not None or classification_band(band_names, "qa_pixel") is not None:
+        return True
     found = resolve_bands(band_names)
-    return "scl" in found or all(b in found for b in _SPECTRAL_CLOUD_BANDS)
+    return all(b in found for b in _SPECTRAL_CLOUD_BANDS)
 
 
 def exclusion_mask(
@@ -300,6 +528,27 @@ def exclusion_mask(
     edge_px: int = 0,
 ) -> np.ndarray:
     """Pixels to leave out of a pair: :func:`exclude_mask` of either date.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray
+        The two dates on one grid, with the same bands.
+    band_names : sequence of str
+        One name per band; ``SCL`` and ``QA_PIXEL`` bands (any case) are read as classes.
+    clouds : bool
+        Look for clouds (False: nodata only).
+    edge_px : int
+        Grow the nodata masks by this many pixels.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True where either date is left out.
+
+    Raises
+    ------
+    InvalidParameterError
+        The two dates differ in shape.
 
     Examples
     --------
