@@ -2,8 +2,12 @@
 
 An area is given in WGS84 lon/lat as ``"minx,miny,maxx,maxy"``, a 4-sequence, GeoJSON
 (a dict or a file: geometry, Feature or FeatureCollection) or a shapely geometry;
-:func:`parse_aoi` turns each into one shapely geometry.  :func:`aoi_on_grid` gives the
-sub-grid that covers it and the pixels inside it.
+:func:`parse_aoi` turns each into one shapely geometry; every area the package takes
+(``detect --aoi``, ``fetch --bbox``, :func:`changedet.sources.search_scenes`) goes
+through it.  :func:`parse_area` wraps it for areas that need a surface (a polygon and its
+lon/lat bounding box); :func:`area_grid` gives an area its own UTM grid;
+:func:`aoi_on_grid` gives the sub-grid of an existing grid that covers it and the pixels
+inside it.
 """
 
 from __future__ import annotations
@@ -11,28 +15,54 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.crs import CRS
 
 from . import align as _align
 from .errors import InvalidParameterError, NoOverlapError
 from .raster import Grid, describe_grid
 
-__all__ = ["parse_aoi", "aoi_in_grid_crs", "aoi_on_grid"]
+__all__ = ["Area", "parse_aoi", "parse_area", "utm_crs", "area_grid", "aoi_in_grid_crs", "aoi_on_grid"]
 
 
-def parse_aoi(aoi: Any) -> Any:
-    """An area of interest as a shapely geometry in WGS84 lon/lat.
+_EXAMPLE = "e.g. '52.0,55.78,52.1,55.83'"
 
-    Accepts ``"minx,miny,maxx,maxy"``, a 4-sequence, a GeoJSON dict (geometry,
-    Feature or FeatureCollection), a path to a GeoJSON file, or a shapely geometry.
+
+def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
+    """An area of interest as a shapely geometry in WGS84 lon/lat: the one area parser of changedet.
+
+    Parameters
+    ----------
+    aoi : str, path, sequence of 4 float, dict, shapely geometry or None
+        ``"minx,miny,maxx,maxy"`` (lon/lat degrees), a 4-sequence, GeoJSON (a dict, its
+        text, or the path of a file: geometry, Feature or FeatureCollection, RFC 7946
+        lon/lat), or a shapely geometry (returned as it is).
+    name : str
+        The parameter's name in error messages (``"aoi"``, ``"bbox"``, ``"area"``).
+
+    Returns
+    -------
+    shapely geometry or None
+        The area (a FeatureCollection is the union of its features); None for None.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not four finite numbers, min not below max, outside lon -180..180 / lat -90..90,
+        a file that is missing or not GeoJSON, or a dict that is not GeoJSON.
 
     Examples
     --------
     >>> parse_aoi("52.0,55.7,52.1,55.8").bounds
     (52.0, 55.7, 52.1, 55.8)
+    >>> parse_aoi("52.1,55.7,52.0,55.8", name="bbox")
+    Traceback (most recent call last):
+    ...
+    changedet.errors.InvalidParameterError: bbox must have minx < maxx and miny < maxy; got [52.1, 55.7, 52.0, 55.8]; give MINX,MINY,MAXX,MAXY with min below max (an area across the antimeridian must be split in two), e.g. '52.0,55.78,52.1,55.83'
     """
     import shapely
     from shapely.geometry import box, shape
@@ -41,45 +71,250 @@ def parse_aoi(aoi: Any) -> Any:
         return None
     if isinstance(aoi, shapely.Geometry):
         return aoi
+    if isinstance(aoi, str) and aoi.lstrip().startswith("{"):
+        try:
+            aoi = json.loads(aoi)
+        except json.JSONDecodeError as exc:
+            raise InvalidParameterError(f"{name} text is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
     if isinstance(aoi, (str, os.PathLike)) and not (isinstance(aoi, str) and aoi.count(",") == 3 and not os.path.exists(aoi)):
         p = Path(aoi)
-        if not p.exists():
-            raise InvalidParameterError(f"aoi {str(aoi)!r} is neither an existing GeoJSON file nor 'minx,miny,maxx,maxy'")
+        if not p.is_file():
+            raise InvalidParameterError(
+                f"{name} {str(aoi)!r} is neither an existing GeoJSON file nor 'minx,miny,maxx,maxy'; give four "
+                f"lon/lat numbers, {_EXAMPLE}, or the path of a GeoJSON file"
+            )
         try:
             aoi = json.loads(p.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidParameterError(f"aoi file {str(p)!r} is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
+            raise InvalidParameterError(f"{name} file {str(p)!r} is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
     if isinstance(aoi, str):
         try:
             aoi = [float(v) for v in aoi.split(",")]
         except ValueError:
-            raise InvalidParameterError(f"aoi {aoi!r} must be 'minx,miny,maxx,maxy' in lon/lat degrees") from None
+            raise InvalidParameterError(f"{name} {aoi!r} must be 'minx,miny,maxx,maxy' in lon/lat degrees, {_EXAMPLE}") from None
     if isinstance(aoi, dict):
         kind = aoi.get("type")
-        if kind == "FeatureCollection":
-            geoms = [shape(f["geometry"]) for f in aoi.get("features", []) if f.get("geometry")]
-            if not geoms:
-                raise InvalidParameterError("aoi FeatureCollection holds no geometry")
-            return shapely.union_all(geoms)
-        if kind == "Feature":
-            return shape(aoi["geometry"])
         try:
+            if kind == "FeatureCollection":
+                geoms = [shape(f["geometry"]) for f in aoi.get("features", []) if f.get("geometry")]
+                if not geoms:
+                    raise InvalidParameterError(
+                        f"{name} FeatureCollection holds no geometry; give features with polygons, or a bbox {_EXAMPLE}"
+                    )
+                return shapely.union_all(geoms)
+            if kind == "Feature":
+                return shape(aoi["geometry"])
             return shape(aoi)
+        except InvalidParameterError:
+            raise
         except Exception:  # shapely raises several types for malformed GeoJSON
-            raise InvalidParameterError(f"aoi dict is not a GeoJSON geometry, Feature or FeatureCollection (type={kind!r})") from None
-    vals = list(aoi)
+            raise InvalidParameterError(
+                f"{name} dict is not a GeoJSON geometry, Feature or FeatureCollection (type={kind!r}); "
+                "check its type and coordinates (lon/lat)"
+            ) from None
+    as_box = name if name.endswith("bbox") else f"{name} bbox"
+    try:
+        vals = list(aoi)
+    except TypeError:
+        raise InvalidParameterError(
+            f"{name} must be a bbox (minx,miny,maxx,maxy lon/lat), GeoJSON or a shapely geometry; "
+            f"got {type(aoi).__name__} {str(aoi)[:80]!r}"
+        ) from None
     if len(vals) != 4:
-        raise InvalidParameterError(f"aoi bbox needs 4 numbers minx,miny,maxx,maxy; got {len(vals)}")
-    minx, miny, maxx, maxy = (float(v) for v in vals)
+        raise InvalidParameterError(f"{as_box} needs 4 numbers minx,miny,maxx,maxy; got {len(vals)}: {vals}, {_EXAMPLE}")
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in vals)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{as_box} needs 4 numbers minx,miny,maxx,maxy; got {vals}, {_EXAMPLE}") from None
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+        raise InvalidParameterError(f"{as_box} needs 4 finite numbers minx,miny,maxx,maxy; got {vals}, {_EXAMPLE}")
     if not (minx < maxx and miny < maxy):
-        raise InvalidParameterError(f"aoi bbox must have minx < maxx and miny < maxy; got {vals}")
+        raise InvalidParameterError(
+            f"{as_box} must have minx < maxx and miny < maxy; got {vals}; give MINX,MINY,MAXX,MAXY with min below "
+            f"max (an area across the antimeridian must be split in two), {_EXAMPLE}"
+        )
     if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
-        raise InvalidParameterError(f"aoi bbox must be in lon/lat degrees (WGS84); got {vals}")
+        raise InvalidParameterError(
+            f"{as_box} must be in lon/lat degrees (WGS84); got {vals}, outside lon -180..180 / lat -90..90; "
+            f"give MINX(lon),MINY(lat),MAXX(lon),MAXY(lat), {_EXAMPLE}"
+        )
     return box(minx, miny, maxx, maxy)
 
 
+@dataclass(frozen=True)
+class Area:
+    """An area of interest with a surface, in WGS84 lon/lat: its geometry and bounding box.
+
+    Made by :func:`parse_area` from :func:`parse_aoi`'s geometry.
+
+    Examples
+    --------
+    >>> a = parse_area((52.0, 55.78, 52.1, 55.83))
+    >>> a.bbox, a.geometry.geom_type, a.is_box
+    ((52.0, 55.78, 52.1, 55.83), 'Polygon', True)
+    >>> a.describe()
+    'bbox 52.0,55.78,52.1,55.83'
+    """
+
+    bbox: tuple[float, float, float, float]
+    geometry: Any = field(compare=False, hash=False)  # shapely geometry, lon/lat
+    is_box: bool = True
+
+    @property
+    def centroid(self) -> tuple[float, float]:
+        """Centre of the bounding box, (lon, lat)."""
+        minx, miny, maxx, maxy = self.bbox
+        return ((minx + maxx) / 2, (miny + maxy) / 2)
+
+    def describe(self) -> str:
+        """``bbox MINX,MINY,MAXX,MAXY`` or ``polygon within bbox ...`` for messages."""
+        text = ",".join(str(round(v, 6)) for v in self.bbox)
+        return f"bbox {text}" if self.is_box else f"polygon within bbox {text}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable: ``{"bbox": [...], "geometry": GeoJSON}``."""
+        from shapely.geometry import mapping
+
+        return {"bbox": list(self.bbox), "geometry": _plain(mapping(self.geometry))}
+
+
+def _plain(obj: Any) -> Any:
+    """GeoJSON from shapely's mapping with lists instead of tuples."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def parse_area(area: Any, *, name: str = "area") -> Area:
+    """An :class:`Area` (an area with a surface) from anything :func:`parse_aoi` takes.
+
+    Parameters
+    ----------
+    area : str, path, sequence of 4 float, dict, shapely geometry or Area
+        As for :func:`parse_aoi`; an :class:`Area` is returned as it is.
+    name : str
+        The parameter's name in error messages.
+
+    Returns
+    -------
+    Area
+
+    Raises
+    ------
+    InvalidParameterError
+        As :func:`parse_aoi`, and for a point, a line or an empty geometry.
+
+    Examples
+    --------
+    >>> tri = {"type": "Polygon", "coordinates": [[[52.0, 55.78], [52.1, 55.78], [52.05, 55.83], [52.0, 55.78]]]}
+    >>> a = parse_area({"type": "Feature", "geometry": tri, "properties": {}})
+    >>> a.bbox, a.is_box
+    ((52.0, 55.78, 52.1, 55.83), False)
+    """
+    if isinstance(area, Area):
+        return area
+    if area is None:
+        raise InvalidParameterError(f"{name} is None; give a bbox {_EXAMPLE} or a GeoJSON polygon in lon/lat")
+    from shapely.geometry import box
+
+    geom = parse_aoi(area, name=name)
+    if geom.is_empty or geom.area <= 0:
+        raise InvalidParameterError(
+            f"{name} GeoJSON {geom.geom_type} has no surface (a point or a line); give a polygon or a bbox {_EXAMPLE}"
+        )
+    bounds = tuple(float(v) for v in geom.bounds)
+    minx, miny, maxx, maxy = bounds
+    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+        raise InvalidParameterError(
+            f"{name} {bounds} is outside lon -180..180 / lat -90..90; give lon/lat degrees (WGS84, RFC 7946)"
+        )
+    return Area(bounds, geom, bool(geom.equals(box(*bounds))))  # type: ignore[arg-type]
+
+
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS84 UTM zone CRS holding a lon/lat point.
+
+    Parameters
+    ----------
+    lon, lat : float
+        The point, degrees.
+
+    Returns
+    -------
+    rasterio.crs.CRS
+        EPSG:326zz north of the equator, EPSG:327zz south of it.
+
+    Examples
+    --------
+    >>> utm_crs(52.05, 55.8).to_epsg(), utm_crs(-70.6, -33.4).to_epsg()
+    (32639, 32719)
+    """
+    zone = min(60, max(1, int(math.floor((lon + 180) / 6)) + 1))
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+
+
+def area_grid(area: Any, *, resolution: float = 10.0, crs: CRS | str | None = None) -> Grid:
+    """The grid of an area: its bounding box in UTM (or ``crs``), snapped outward to ``resolution``.
+
+    Parameters
+    ----------
+    area : anything :func:`parse_area` takes
+        The area, WGS84 lon/lat.
+    resolution : float
+        Pixel size in the units of the CRS (metres for UTM).
+    crs : CRS or str, optional
+        Default the UTM zone of the area's centre.
+
+    Returns
+    -------
+    Grid
+        North-up grid whose edges are multiples of ``resolution``.
+
+    Examples
+    --------
+    >>> g = area_grid((52.0, 55.78, 52.1, 55.83), resolution=10)
+    >>> g.crs.to_epsg(), g.res, g.shape
+    (32639, (10.0, 10.0), (567, 636))
+    """
+    from affine import Affine
+    from rasterio.warp import transform_bounds
+
+    a = parse_area(area)
+    if not isinstance(resolution, (int, float)) or not resolution > 0 or not math.isfinite(resolution):
+        raise InvalidParameterError(f"resolution must be a positive number of metres, got {resolution!r}; e.g. 10")
+    target = CRS.from_user_input(crs) if crs is not None else utm_crs(*a.centroid)
+    left, bottom, right, top = transform_bounds(CRS.from_epsg(4326), target, *a.bbox, densify_pts=21)
+    r = float(resolution)
+    left, bottom = math.floor(left / r) * r, math.floor(bottom / r) * r
+    right, top = math.ceil(right / r) * r, math.ceil(top / r) * r
+    shape = (max(1, int(round((top - bottom) / r))), max(1, int(round((right - left) / r))))
+    return Grid(shape, Affine(r, 0, left, 0, -r, top), target)
+
+
 def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
-    """The AOI (lon/lat) in the grid's CRS, densified so long edges follow the projection."""
+    """The AOI (lon/lat) in the grid's CRS, densified so long edges follow the projection.
+
+    Parameters
+    ----------
+    aoi_lonlat : shapely geometry
+        The area in WGS84 lon/lat, from :func:`parse_aoi`.
+    grid : Grid
+        Its CRS is the target; a grid without CRS (pixel coordinates) keeps the geometry as it is.
+
+    Returns
+    -------
+    shapely geometry
+        The area in the grid's CRS.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> g = Grid((10, 10), Affine(10, 0, 565000, 0, -10, 6186000), CRS.from_epsg(32639))
+    >>> round(aoi_in_grid_crs(parse_aoi("52.0,55.78,52.1,55.83"), g).bounds[0])
+    562640
+    """
     import shapely
     from pyproj import Transformer
 
@@ -91,7 +326,35 @@ def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
 
 
 def aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
-    """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it."""
+    """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it.
+
+    Parameters
+    ----------
+    aoi_lonlat : shapely geometry
+        The area in WGS84 lon/lat, from :func:`parse_aoi`.
+    grid : Grid
+        The analysis grid.
+
+    Returns
+    -------
+    sub : Grid
+        The part of ``grid`` that covers the area (same pixels, a window of them).
+    inside : (rows, cols) ndarray of bool
+        Pixels of ``sub`` whose centre is inside the area.
+
+    Raises
+    ------
+    NoOverlapError
+        The area misses the grid, or covers no whole pixel of it.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> g = area_grid((52.0, 55.78, 52.1, 55.83), resolution=100)
+    >>> sub, inside = aoi_on_grid(parse_aoi("52.02,55.79,52.03,55.80"), g)
+    >>> sub.shape, bool(inside.all())
+    ((11, 6), True)
+    """
     from rasterio import features
 
     geom = aoi_in_grid_crs(aoi_lonlat, grid)
