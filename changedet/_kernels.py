@@ -368,9 +368,10 @@ def urban_score(raw, smoothed, w_mixed, ok, zmed, zmad, water_floor, has_water, 
         _urban_row(raw[r], smoothed, r, w_mixed[r], ok[r], zmed, zmad, water_floor, has_water,
                    score[r], mag_row, ww_row, wv_row)
         if layers:
-            mag_out[r] = mag_row
-            w_water_out[r] = ww_row
-            w_veg_out[r] = wv_row
+            for c in range(cols):  # not `mag_out[r] = mag_row`: array-to-slice assignment compiles slowly
+                mag_out[r, c] = mag_row[c]
+                w_water_out[r, c] = ww_row[c]
+                w_veg_out[r, c] = wv_row[c]
     return score, mag_out, w_water_out, w_veg_out
 
 
@@ -623,7 +624,9 @@ def _room(xy, need):
     if need <= xy.shape[0]:
         return xy
     grown = np.empty((max(need, 2 * xy.shape[0]), 2), np.int64)
-    grown[: xy.shape[0]] = xy
+    for i in range(xy.shape[0]):  # element by element: a slice assignment costs ~3 s of compile time
+        grown[i, 0] = xy[i, 0]
+        grown[i, 1] = xy[i, 1]
     return grown
 
 
