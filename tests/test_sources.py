@@ -110,11 +110,13 @@ def _leftovers(folder: Path) -> list[Path]:
 # --------------------------------------------------------------------------- parsing
 def test_parse_bbox_and_dates_errors() -> None:
     assert sources.parse_bbox(" 52.0, 55.78 ,52.1,55.83") == (52.0, 55.78, 52.1, 55.83)
-    with pytest.raises(InvalidParameterError, match="MINX >= MAXX"):
+    with pytest.raises(InvalidParameterError, match=r"bbox must have minx < maxx and miny < maxy; got \[52\.1, "
+                                                    r"55\.78, 52\.0, 55\.83\]; give MINX,MINY,MAXX,MAXY with min below max"):
         sources.parse_bbox("52.1,55.78,52.0,55.83")
-    with pytest.raises(InvalidParameterError, match="outside lon -180..180"):
+    with pytest.raises(InvalidParameterError, match=r"bbox must be in lon/lat degrees \(WGS84\); got .* outside lon "
+                                                    r"-180\.\.180 / lat -90\.\.90"):
         sources.parse_bbox("55.78,252.0,55.83,253")
-    with pytest.raises(InvalidParameterError, match="four numbers.*'a,b,c,d'"):
+    with pytest.raises(InvalidParameterError, match="bbox 'a,b,c,d' must be 'minx,miny,maxx,maxy' in lon/lat degrees"):
         sources.parse_bbox("a,b,c,d")
     r = sources.parse_dates("2024-05-01/2024-07-31")
     assert (r.start.isoformat(), r.end.isoformat()) == ("2024-05-01", "2024-07-31")
