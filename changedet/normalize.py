@@ -3,10 +3,14 @@
 - :func:`match_histograms`: band-by-band histogram matching (scikit-image).
 - :func:`irmad`: iteratively reweighted multivariate alteration detection
   (Nielsen 2007): MAD variates, a chi-square change statistic and the no-change
-  probability of every pixel.
+  probability of every pixel.  It is :func:`fit_irmad` (the transform: canonical
+  vectors, means, MAD variances, fitted on a sample of the pixels) followed by
+  :meth:`IRMADTransform.apply`, which applies a fitted transform to any pair of
+  images or windows of them.
 - :func:`normalize_irmad`: invariant pixels from IR-MAD, then orthogonal
   regression band by band (Canty & Nielsen 2008), which maps the after image onto
-  the before image's radiometry.
+  the before image's radiometry; :func:`fit_normalize_irmad` gives the gains and
+  offsets alone.
 
 All functions take (bands, rows, cols) arrays on one grid, NaN = nodata, and an
 optional (rows, cols) bool ``valid`` mask.
@@ -31,7 +35,8 @@ from scipy import linalg, special
 
 from .errors import EmptyDataError, InvalidParameterError
 
-__all__ = ["IRMADResult", "Normalization", "irmad", "normalize_irmad", "match_histograms"]
+__all__ = ["IRMADResult", "IRMADTransform", "Normalization", "RadiometricFit", "irmad", "fit_irmad",
+           "normalize_irmad", "fit_normalize_irmad", "match_histograms"]
 
 _MAX_FIT_PIXELS = 200_000  # the statistics are fitted on a random sample this large
 _MAX_ITERATIONS = 50  # IR-MAD's defaults, shared by irmad() and normalize_irmad()
@@ -126,6 +131,159 @@ def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = No
     return a, b, rho, mean[:p], mean[p:]
 
 
+@dataclass(frozen=True, eq=False)
+class IRMADTransform:
+    """A fitted IR-MAD transformation (Nielsen 2007), to apply to any pair on its bands.
+
+    Fitted by :func:`fit_irmad` on a pair (or a sample of a scene); :meth:`apply`
+    gives the MAD variates and the chi-square statistic of every pixel of the pair it
+    was fitted on or of any window of the scene, pixel by pixel from the frozen
+    statistics (a pixel's values do not depend on the other pixels of the window).
+
+    Attributes
+    ----------
+    vectors_before, vectors_after : (bands, bands) ndarray of float64
+        Canonical vectors as columns, ordered by increasing canonical correlation:
+        MAD variate ``i`` is ``vectors_before[:, i] @ (x - mean_before) - vectors_after[:, i] @ (y - mean_after)``.
+    mean_before, mean_after : (bands,) ndarray of float64
+        Weighted means of the no-change pixels (the last iteration's weights).
+    variances : (bands,) ndarray of float64
+        Variance each MAD variate is divided by in the chi-square statistic (the
+        squared robust spread, or ``2 (1 - rho)``).
+    rho : (bands,) ndarray of float64
+        Canonical correlations, increasing.
+    iterations : int
+    converged : bool
+    """
+
+    vectors_before: np.ndarray
+    vectors_after: np.ndarray
+    mean_before: np.ndarray
+    mean_after: np.ndarray
+    variances: np.ndarray
+    rho: np.ndarray
+    iterations: int
+    converged: bool
+
+    @property
+    def bands(self) -> int:
+        return int(self.mean_before.shape[0])
+
+    def apply(self, before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None) -> IRMADResult:
+        """MAD variates, chi-square statistic and no-change probability of every pixel.
+
+        Parameters
+        ----------
+        before, after : (bands, rows, cols) ndarray of float
+            On the bands the transform was fitted on, in the same order.
+        valid : (rows, cols) ndarray of bool, optional
+
+        Returns
+        -------
+        IRMADResult
+            NaN where a pixel is not valid.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> before = rng.normal(size=(3, 40, 40)); after = 0.8 * before + 0.1 * rng.normal(size=before.shape)
+        >>> t = fit_irmad(before, after)
+        >>> whole = t.apply(before, after).chi2
+        >>> bool(np.allclose(t.apply(before[:, :10], after[:, :10]).chi2, whole[:10]))
+        True
+        """
+        before, after, ok = _check_pair(before, after, valid)
+        if before.shape[0] != self.bands:
+            raise InvalidParameterError(
+                f"the IR-MAD transform was fitted on {self.bands} bands, got images of {before.shape[0]} bands; "
+                f"pass the bands it was fitted on"
+            )
+        x_all, y_all = _pixels(before, after, ok)
+        mad_all, z_all = self._variates(x_all, y_all, want_mad=True)
+        return _irmad_images(ok, mad_all, z_all, self)
+
+    def _variates(self, x_all: np.ndarray, y_all: np.ndarray, *, want_mad: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """MAD variates (when ``want_mad``) and chi-square statistic of (bands, n) pixel columns."""
+        a, b, mx, my, var = self.vectors_before, self.vectors_after, self.mean_before, self.mean_after, self.variances
+        n = x_all.shape[1]
+        mad_all = np.empty((self.bands, n)) if want_mad else None
+        z_all = np.empty(n)
+        # chunks that stay in cache (the same arithmetic per pixel as one pass over the
+        # whole image, without its temporaries)
+        step = 1 << 16
+        for c0 in range(0, n, step):
+            c1 = min(n, c0 + step)
+            m = a.T @ (x_all[:, c0:c1] - mx[:, None]) - b.T @ (y_all[:, c0:c1] - my[:, None])
+            if mad_all is not None:
+                mad_all[:, c0:c1] = m
+            z_all[c0:c1] = np.sum(m**2 / var[:, None], axis=0)
+        return mad_all, z_all
+
+
+def _pixels(before: np.ndarray, after: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bands, n) float64 columns of the ``ok`` pixels, in row-major order."""
+    bands = before.shape[0]
+    if ok.all():  # every pixel: the images' own memory, in the same order
+        return (before.reshape(bands, -1).astype(np.float64, copy=False),
+                after.reshape(bands, -1).astype(np.float64, copy=False))
+    return before[:, ok].astype(np.float64, copy=False), after[:, ok].astype(np.float64, copy=False)
+
+
+def _irmad_images(ok: np.ndarray, mad_all: np.ndarray, z_all: np.ndarray, t: IRMADTransform) -> IRMADResult:
+    bands = t.bands
+    rows, cols = ok.shape
+    mad_img = np.full((bands, rows, cols), np.nan, np.float32)
+    mad_img[:, ok] = mad_all
+    chi = np.full((rows, cols), np.nan, np.float32)
+    chi[ok] = z_all
+    pn = np.full((rows, cols), np.nan, np.float32)
+    pn[ok] = special.chdtrc(bands, z_all)
+    return IRMADResult(mad_img, chi, pn, t.rho, t.iterations, t.converged)
+
+
+def fit_irmad(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    max_iterations: int = _MAX_ITERATIONS,
+    tolerance: float = _TOLERANCE,
+    robust: bool = True,
+    seed: int = 0,
+) -> IRMADTransform:
+    """The IR-MAD transformation of a pair: canonical vectors, means and MAD variances.
+
+    The iterations run on at most 200 000 valid pixels (a fixed random sample drawn
+    with ``seed`` when there are more).  See :func:`irmad` for the parameters.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+    valid : (rows, cols) ndarray of bool, optional
+    max_iterations, tolerance, robust, seed
+        As in :func:`irmad`.
+
+    Returns
+    -------
+    IRMADTransform
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> before = rng.normal(size=(3, 40, 40)); after = 2 * before + 0.1 * rng.normal(size=before.shape)
+    >>> t = fit_irmad(before, after)
+    >>> t.vectors_before.shape, t.converged, bool(t.rho[-1] > 0.99)
+    ((3, 3), True, True)
+    """
+    before, after, ok = _check_pair(before, after, valid)
+    if max_iterations < 1:
+        raise InvalidParameterError(f"max_iterations must be >= 1, got {max_iterations}")
+    x_all, y_all = _pixels(before, after, ok)
+    return _fit_transform(x_all, y_all, max_iterations, tolerance, robust, seed)
+
+
 def irmad(
     before: np.ndarray,
     after: np.ndarray,
@@ -142,7 +300,8 @@ def irmad(
     correlated linear combinations; their differences (MAD variates) hold the
     change.  Each iteration reweights pixels by their no-change probability so
     the statistics come from unchanged pixels.  The result does not depend on
-    any linear gain/offset of either date's bands.
+    any linear gain/offset of either date's bands.  The same as
+    ``fit_irmad(before, after, ...).apply(before, after, valid=valid)``.
 
     Parameters
     ----------
@@ -182,30 +341,17 @@ def irmad(
     before, after, ok = _check_pair(before, after, valid)
     if max_iterations < 1:
         raise InvalidParameterError(f"max_iterations must be >= 1, got {max_iterations}")
-    bands = before.shape[0]
-    mad_all, z_all, rho, it, converged = _irmad_fit(before, after, ok, max_iterations, tolerance, robust, seed)
-    rows, cols = ok.shape
-    mad_img = np.full((bands, rows, cols), np.nan, np.float32)
-    mad_img[:, ok] = mad_all
-    chi = np.full((rows, cols), np.nan, np.float32)
-    chi[ok] = z_all
-    pn = np.full((rows, cols), np.nan, np.float32)
-    pn[ok] = special.chdtrc(bands, z_all)
-    return IRMADResult(mad_img, chi, pn, rho, it, converged)
+    x_all, y_all = _pixels(before, after, ok)
+    t = _fit_transform(x_all, y_all, max_iterations, tolerance, robust, seed)
+    mad_all, z_all = t._variates(x_all, y_all, want_mad=True)
+    return _irmad_images(ok, mad_all, z_all, t)
 
 
-def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterations: int, tolerance: float,
-               robust: bool, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, bool]:
-    """IR-MAD on float64 (bands, rows, cols) arrays: MAD variates and chi-square statistic of
-    the ``ok`` pixels (in ``ok``'s row-major order), canonical correlations, iterations, convergence."""
-    bands = before.shape[0]
-    if ok.all():  # every pixel: the images' own memory, in the same order
-        x_all = before.reshape(bands, -1).astype(np.float64, copy=False)
-        y_all = after.reshape(bands, -1).astype(np.float64, copy=False)
-    else:
-        x_all = before[:, ok].astype(np.float64, copy=False)
-        y_all = after[:, ok].astype(np.float64, copy=False)
-    n = x_all.shape[1]
+def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, tolerance: float,
+                   robust: bool, seed: int) -> IRMADTransform:
+    """IR-MAD iterations on (bands, n) float64 pixel columns (a seeded sample of
+    ``_MAX_FIT_PIXELS`` of them when there are more)."""
+    bands, n = x_all.shape
     if n > _MAX_FIT_PIXELS:
         idx = np.random.default_rng(seed).choice(n, _MAX_FIT_PIXELS, replace=False)
         x, y = x_all[:, idx], y_all[:, idx]
@@ -215,6 +361,7 @@ def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterat
     old_rho = np.full(bands, -1.0)
     converged = False
     it = 0
+
     def variances(mad: np.ndarray, rho: np.ndarray) -> np.ndarray:
         # MAD variates are differences of unit-variance variates: below a variance of
         # 1e-6 what is left is rounding, not change
@@ -238,18 +385,7 @@ def _irmad_fit(before: np.ndarray, after: np.ndarray, ok: np.ndarray, max_iterat
             converged = True
             break
         old_rho = rho
-    var = variances(mad, rho)
-    # every pixel's MAD variates and statistic, in chunks that stay in cache (the same
-    # arithmetic per pixel as one pass over the whole image, without its temporaries)
-    mad_all = np.empty((bands, n))
-    z_all = np.empty(n)
-    step = 1 << 16
-    for c0 in range(0, n, step):
-        c1 = min(n, c0 + step)
-        m = a.T @ (x_all[:, c0:c1] - mx[:, None]) - b.T @ (y_all[:, c0:c1] - my[:, None])
-        mad_all[:, c0:c1] = m
-        z_all[c0:c1] = np.sum(m**2 / var[:, None], axis=0)
-    return mad_all, z_all, rho, it, converged
+    return IRMADTransform(a, b, mx, my, variances(mad, rho), rho, it, converged)
 
 
 @dataclass(frozen=True, eq=False)
@@ -273,6 +409,46 @@ class Normalization:
     invariant: np.ndarray
 
 
+@dataclass(frozen=True, eq=False)
+class RadiometricFit:
+    """Gains and offsets relating the after image to the before image, band by band.
+
+    Attributes
+    ----------
+    gains, offsets : (bands,) ndarray of float64
+        The fitted relation ``after = gain * before + offset``.
+    invariant : (rows, cols) ndarray of bool
+        Pixels used for the fit.
+    """
+
+    gains: np.ndarray
+    offsets: np.ndarray
+    invariant: np.ndarray
+
+    def apply(self, after: np.ndarray) -> np.ndarray:
+        """``(after - offset) / gain`` band by band: the after image on the before radiometry.
+
+        Parameters
+        ----------
+        after : (bands, rows, cols) ndarray of float
+
+        Returns
+        -------
+        (bands, rows, cols) ndarray of float32
+        """
+        after = np.asarray(after)
+        if after.ndim == 2:
+            after = after[np.newaxis]
+        if after.ndim != 3 or after.shape[0] != self.gains.shape[0]:
+            raise InvalidParameterError(
+                f"after must be a (bands, rows, cols) array of {self.gains.shape[0]} bands, got shape {after.shape}"
+            )
+        out = np.empty(after.shape, dtype=np.float32)
+        for i in range(after.shape[0]):
+            out[i] = ((after[i].astype(np.float64) - self.offsets[i]) / self.gains[i]).astype(np.float32)
+        return out
+
+
 def _orthogonal_fit(x: np.ndarray, y: np.ndarray, *, min_correlation: float = 0.9) -> tuple[float, float]:
     """Orthogonal (total least squares) regression y = gain * x + offset.
 
@@ -291,6 +467,65 @@ def _orthogonal_fit(x: np.ndarray, y: np.ndarray, *, min_correlation: float = 0.
     if not np.isfinite(gain) or gain <= 0:
         gain = float(np.sqrt(syy / sxx)) if sxx > 0 and syy > 0 else 1.0
     return gain, float(my - gain * mx)
+
+
+
+
+def fit_normalize_irmad(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    valid: np.ndarray | None = None,
+    p_invariant: float = 0.95,
+    min_invariant: int = 50,
+) -> RadiometricFit:
+    """The gains and offsets of :func:`normalize_irmad`, without mapping the after image.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+    valid : (rows, cols) ndarray of bool, optional
+    p_invariant, min_invariant
+        As in :func:`normalize_irmad`.
+
+    Returns
+    -------
+    RadiometricFit
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> before = rng.uniform(0, 1, size=(2, 30, 30))
+    >>> after = 1.5 * before - 0.2 + 0.001 * rng.normal(size=before.shape)
+    >>> fit = fit_normalize_irmad(before, after)
+    >>> np.round(fit.gains, 2).tolist(), np.round(fit.offsets, 2).tolist()
+    ([1.5, 1.5], [-0.2, -0.2])
+    """
+    if not 0 < p_invariant < 1:
+        raise InvalidParameterError(f"p_invariant must be in (0, 1), got {p_invariant}")
+    before, after, ok = _check_pair(before, after, valid)
+    bands = before.shape[0]
+    x_all, y_all = _pixels(before, after, ok)
+    t = _fit_transform(x_all, y_all, _MAX_ITERATIONS, _TOLERANCE, True, 0)
+    _, z_all = t._variates(x_all, y_all, want_mad=False)
+    # no-change probability above p_invariant <=> chi-square statistic below its (1 - p) quantile
+    chi = np.full(ok.shape, np.inf)
+    chi[ok] = z_all
+    invariant = chi < special.chdtri(bands, p_invariant)
+    if invariant.sum() < min_invariant:
+        take = min(int(ok.sum()), max(min_invariant, int(0.1 * ok.sum())))
+        flat = np.flatnonzero(ok)
+        best = flat[np.argsort(chi.ravel()[flat], kind="stable")[:take]]
+        invariant = np.zeros(ok.size, bool)
+        invariant[best] = True
+        invariant = invariant.reshape(ok.shape)
+    gains = np.ones(bands)
+    offsets = np.zeros(bands)
+    for i in range(bands):
+        gains[i], offsets[i] = _orthogonal_fit(before[i][invariant].astype(np.float64),
+                                               after[i][invariant].astype(np.float64))
+    return RadiometricFit(gains, offsets, invariant)
 
 
 def normalize_irmad(
@@ -313,6 +548,19 @@ def normalize_irmad(
     gain/offset of the after image.  When fewer than ``min_invariant`` pixels qualify,
     the most invariant ``min_invariant`` (at least 10 % of the valid pixels) are used.
 
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+    valid : (rows, cols) ndarray of bool, optional
+    p_invariant : float
+        No-change probability above which a pixel is invariant.
+    min_invariant : int
+        Fewest invariant pixels to fit on.
+
+    Returns
+    -------
+    Normalization
+
     Examples
     --------
     >>> import numpy as np
@@ -323,30 +571,9 @@ def normalize_irmad(
     >>> bool(np.allclose(res.after, before, atol=0.01)), np.round(res.gains, 2).tolist()
     (True, [1.2, 1.2, 1.2])
     """
-    if not 0 < p_invariant < 1:
-        raise InvalidParameterError(f"p_invariant must be in (0, 1), got {p_invariant}")
-    before64, after64, ok = _check_pair(before, after, valid)
-    bands = before64.shape[0]
-    _, z_all, _, _, _ = _irmad_fit(before64, after64, ok, _MAX_ITERATIONS, _TOLERANCE, True, 0)
-    # no-change probability above p_invariant <=> chi-square statistic below its (1 - p) quantile
-    chi = np.full(ok.shape, np.inf)
-    chi[ok] = z_all
-    invariant = chi < special.chdtri(bands, p_invariant)
-    if invariant.sum() < min_invariant:
-        take = min(int(ok.sum()), max(min_invariant, int(0.1 * ok.sum())))
-        flat = np.flatnonzero(ok)
-        best = flat[np.argsort(chi.ravel()[flat], kind="stable")[:take]]
-        invariant = np.zeros(ok.size, bool)
-        invariant[best] = True
-        invariant = invariant.reshape(ok.shape)
-    gains = np.ones(bands)
-    offsets = np.zeros(bands)
-    out = np.empty_like(after64, dtype=np.float32)
-    for i in range(bands):
-        gains[i], offsets[i] = _orthogonal_fit(before64[i][invariant].astype(np.float64),
-                                               after64[i][invariant].astype(np.float64))
-        out[i] = ((after64[i].astype(np.float64) - offsets[i]) / gains[i]).astype(np.float32)
-    return Normalization(out, gains, offsets, invariant)
+    fit = fit_normalize_irmad(before, after, valid=valid, p_invariant=p_invariant, min_invariant=min_invariant)
+    before64, after64, _ = _check_pair(before, after, valid)
+    return Normalization(fit.apply(after64), fit.gains, fit.offsets, fit.invariant)
 
 
 def match_histograms(

@@ -230,7 +230,7 @@ def test_inputs_are_not_modified():
 
 def test_every_method_cites_its_paper():
     for name, fn in METHODS.items():
-        doc = fn.__doc__ or ""
+        doc = fn.function.__doc__ or ""
         assert "References" in doc or "Celik" in doc, f"{name} docstring has no References section"
 
 
