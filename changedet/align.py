@@ -34,7 +34,12 @@ __all__ = [
     "apply_shift",
     "coregister",
     "shift_helps",
+    "shift_from_blocks",
+    "MIN_SHIFT_PX",
 ]
+
+#: Shifts smaller than this (pixels) are not applied: resampling would only blur.
+MIN_SHIFT_PX = 0.05
 
 ResamplingName = Literal["nearest", "bilinear", "cubic", "average"]
 
@@ -71,7 +76,7 @@ class Shift:
 
     def as_dict(self) -> dict[str, float | int]:
         return {"rows": round(self.rows, 3), "cols": round(self.cols, 3), "spread_px": round(self.spread, 3),
-                "n_blocks": self.n_blocks, "applied": bool(self.applied and self.n_blocks > 0 and self.magnitude >= 0.05)}
+                "n_blocks": self.n_blocks, "applied": bool(self.applied and self.n_blocks > 0 and self.magnitude >= MIN_SHIFT_PX)}
 
 
 def overlap_grid(grid: Grid, other: Grid) -> Grid:
@@ -402,7 +407,7 @@ def coregister(
     before: GeoRaster,
     after: GeoRaster,
     *,
-    min_shift_px: float = 0.05,
+    min_shift_px: float = MIN_SHIFT_PX,
 ) -> tuple[GeoRaster, Shift]:
     """Estimate the residual shift of ``after`` and resample it onto ``before``.
 
@@ -424,11 +429,9 @@ def coregister(
     """
     if not before.grid.same_as(after.grid):
         raise GridMismatchError("coregister needs both dates on one grid; call align_pair first")
-    shift = estimate_shift(before.data, after.data)
-    if shift.n_blocks == 0 or shift.magnitude < min_shift_px:
+    shift = shift_from_blocks([(before.data, after.data)], min_shift_px=min_shift_px)
+    if not shift.applied or shift.n_blocks == 0 or shift.magnitude < min_shift_px:
         return after, shift
-    if not shift_helps(before.data, after.data, shift):
-        return after, Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
     return after.with_data(apply_shift(after.data, shift)), shift
 
 
@@ -461,3 +464,59 @@ def shift_helps(before: np.ndarray, after: np.ndarray, shift: Shift, *, min_gain
     before_err = float(np.median(np.abs(ref[ok] - mov[ok])))
     after_err = float(np.median(np.abs(ref[ok] - moved[ok])))
     return after_err < (1.0 - min_gain) * before_err
+
+
+def shift_from_blocks(
+    blocks: "list[tuple[np.ndarray, np.ndarray]]",
+    *,
+    min_shift_px: float = MIN_SHIFT_PX,
+) -> Shift:
+    """The co-registration decision, from the whole pair or from sample blocks of it.
+
+    One block (the whole scene): :func:`estimate_shift` on it.  Several blocks (a
+    sample lattice of a large scene): the median of each block's estimate, with about
+    as many correlations in all as one whole-scene estimate.  The shift is then
+    applied only if it is at least ``min_shift_px`` and brings the dates closer
+    (:func:`shift_helps`) in most blocks; otherwise ``applied`` is False.
+
+    Parameters
+    ----------
+    blocks : list of ((bands, rows, cols) ndarray, (bands, rows, cols) ndarray)
+        Before and after arrays of the same blocks (spectral bands only, NaN nodata).
+    min_shift_px : float
+        Shifts below this are reported but not applied.
+
+    Returns
+    -------
+    Shift
+        ``applied`` says whether to resample the after image by it.
+
+    Examples
+    --------
+    >>> from scipy import ndimage
+    >>> img = ndimage.gaussian_filter(np.random.default_rng(1).normal(size=(1, 200, 200)), (0, 2, 2))
+    >>> moved = ndimage.shift(img, (0, 1.5, 0.0), order=3, mode="nearest")
+    >>> s = shift_from_blocks([(img, moved)])
+    >>> abs(s.rows + 1.5) < 0.1, s.applied
+    (True, True)
+    """
+    if not blocks:
+        raise InvalidParameterError("shift_from_blocks needs at least one (before, after) block")
+    if len(blocks) == 1:
+        shift = estimate_shift(blocks[0][0], blocks[0][1])
+    else:
+        per_block = max(2, 24 // len(blocks))  # about as many correlations as one whole-scene estimate
+        est = [estimate_shift(b, a, max_blocks=per_block) for b, a in blocks]
+        est = [e for e in est if e.n_blocks > 0]
+        if not est:
+            return Shift(0.0, 0.0, 0.0, 0, applied=False)
+        rows = float(np.median([e.rows for e in est]))
+        cols = float(np.median([e.cols for e in est]))
+        spread = float(np.median([math.hypot(e.rows - rows, e.cols - cols) for e in est]))
+        shift = Shift(rows, cols, spread, int(sum(e.n_blocks for e in est)))
+    if shift.n_blocks == 0 or shift.magnitude < min_shift_px:
+        return Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
+    votes = [shift_helps(b, a, shift) for b, a in blocks]
+    if sum(votes) <= len(votes) / 2:
+        return Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
+    return shift

@@ -156,25 +156,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .pipeline import detect_changes
 
     out = Path(args.out)
-    if (out / "summary.json").exists() and not args.overwrite:
-        raise ChangedetError(f"{str(out)!r} already holds a finished result; pass --overwrite or choose another --out")
     t0 = time.perf_counter()
-    tiled = args.tiled
-    if tiled is None and not args.truth:
-        from .tiling import needs_windows
-
-        tiled = needs_windows(args.before, args.after)
-    if tiled:
-        if args.truth or args.pixel_size_m or args.no_align:
-            raise ChangedetError("--truth, --pixel-size-m and --no-align need the in-memory path; add --in-memory")
-        result = detect_changes(
-            args.before, args.after, method=args.method, threshold=args.threshold, min_area_m2=args.min_area_m2,
-            aoi=args.aoi, coregister=not args.no_coregister,
-            bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
-            out=out, tiled=True, overwrite=args.overwrite,
-        )
-        _print_result(result, out, time.perf_counter() - t0)
-        return 0
     result = detect_changes(
         args.before,
         args.after,
@@ -186,16 +168,16 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         coregister=not args.no_coregister,
         pixel_size_m=args.pixel_size_m,
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
-        tiled=False,
+        out=out,
+        tiled=args.tiled,
+        overwrite=args.overwrite,
+        truth=args.truth,
+        figures=not args.no_figures,
     )
-    if args.truth:
-        from .io import read_raster
-
-        truth = read_raster(args.truth)
-        acc = result.evaluate(truth, **_truth_values(truth.data, None, None))
-        result.summary["accuracy"] = acc.as_dict()
-        print(str(acc).splitlines()[-2] if len(str(acc).splitlines()) > 1 else acc)
-    result.save(out, overwrite=args.overwrite, figures=not args.no_figures)
+    acc = result.summary.get("accuracy")
+    if acc:
+        print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
+              f"kappa {acc['kappa']:.3f}")
     _print_result(result, out, time.perf_counter() - t0)
     return 0
 
@@ -248,15 +230,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for name in names:
         sample = data.load_sample(name)
         t0 = time.perf_counter()
-        result = detect_changes(sample.before, sample.after)
-        acc = result.evaluate(sample.truth)
-        result.summary["inputs"]["before"]["path"] = str(data.sample_path(name) / "before.tif")
-        result.summary["inputs"]["after"]["path"] = str(data.sample_path(name) / "after.tif")
-        result.summary["inputs"]["before"]["sha256"] = _sha(data.sample_path(name) / "before.tif")
-        result.summary["inputs"]["after"]["sha256"] = _sha(data.sample_path(name) / "after.tif")
-        result.summary["accuracy"] = acc.as_dict()
+        folder = data.sample_path(name)
         out = out_root / name
-        result.save(out, overwrite=True)
+        result = detect_changes(folder / "before.tif", folder / "after.tif", truth=sample.truth, out=out,
+                                overwrite=True, tiled=False)
+        acc = result.evaluate(sample.truth)
         from . import plot
 
         plot.save_figure(result.plot_histogram(), out / "score_histogram.png")

@@ -1,37 +1,47 @@
-"""``detect_changes(before, after, ...) -> ChangeResult``: the stages in order.
+"""``detect_changes(before, after, ...) -> ChangeResult``: one way through the stages.
 
-read -> common grid (align) -> area of interest -> co-registration -> masks ->
-change score -> threshold -> clean-up -> polygons with areas and from-to classes.
+options validated (:mod:`changedet.spec`) -> read and put on one grid (the whole pair
+in memory, or window by window through :mod:`changedet.tiling` for whole scenes)
+-> the run's statistics fitted on the pair or a sample of it -> every window through
+one processor (:mod:`changedet.window`: co-registration, masks, score, threshold,
+clean-up, polygon parts) -> polygons with areas and from-to classes -> one summary
+and one writer, whichever path ran.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import gc
+import json
 import math
 import os
 import platform
+import threading
 import time
-import typing
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import __version__
 from . import align as _align
-from . import change as _change
-from . import indices as _indices
 from . import io as _io
-from . import masks as _masks
 from . import objects as _objects
 from . import threshold as _threshold
+from . import window as _window
 from .areas import aoi_on_grid, parse_aoi
-from .errors import EmptyDataError, InvalidParameterError
-from .raster import GeoRaster, Grid, check_same_grid, describe_grid
+from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
+from .raster import GeoRaster, Grid, check_same_grid, describe_grid, window_transform
+from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, make_spec, run_options
+from .window import class_layer_centres, class_layers
 
-__all__ = ["ChangeResult", "detect_changes", "parse_aoi", "OUTPUT_FILES"]  # parse_aoi lives in areas
+__all__ = ["ChangeResult", "detect_changes", "parse_aoi", "OUTPUT_FILES", "NODATA_MASK", "CATEGORICAL_BANDS",
+           "class_layers", "class_layer_centres"]
 
 #: The files ``ChangeResult.save`` writes (``changes.gpkg`` only where pyogrio is installed).
 OUTPUT_FILES = (
@@ -45,18 +55,43 @@ OUTPUT_FILES = (
 
 NODATA_MASK = 255
 
-#: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change.
-CATEGORICAL_BANDS = frozenset({"SCL", "QA_PIXEL"})
+#: Scenes sampled whole up to this many pixels (then the windowed result equals the in-memory one).
+SAMPLE_BUDGET_PX = 1_048_576
 
 
-@dataclass(frozen=True, eq=False)
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _frozen_raster(r: GeoRaster) -> GeoRaster:
+    return r if not r.data.flags.writeable else r.with_data(_frozen(r.data))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a result needs to make another from its score: the spec and the fit."""
+
+    spec: RunSpec
+    fit: _window.RunFit
+    inputs: dict[str, Any]
+    dropped: tuple[str, ...]
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False, repr=False)
 class ChangeResult:
-    """What :func:`detect_changes` found.
+    """What :func:`detect_changes` found.  Immutable: its arrays are read-only and
+    :attr:`summary` gives a fresh copy on every access.
 
     Attributes
     ----------
     before, after : GeoRaster
-        The two dates on the analysis grid (after co-registration).
+        The two dates on the analysis grid (after co-registration); previews decimated
+        by ``summary["tiling"]["preview_stride"]`` on the windowed path.
     mask : GeoRaster
         uint8, one band: 1 change, 0 no change, 255 nodata.
     score : GeoRaster
@@ -66,7 +101,10 @@ class ChangeResult:
     threshold : float
         The score value above which a pixel is change.
     summary : dict
-        Counts, areas, every parameter used, inputs' SHA-256, shift, versions, timings.
+        Counts, areas, every parameter used, the fitted statistics, inputs' SHA-256,
+        shift, versions, timings.
+    layers : dict of str -> (rows, cols) ndarray
+        The method's per-pixel layers and the index changes (in-memory path).
     """
 
     before: GeoRaster
@@ -75,8 +113,19 @@ class ChangeResult:
     score: GeoRaster
     polygons: _objects.ChangePolygons
     threshold: float
-    summary: dict[str, Any]
+    summary_json: str = field(repr=False)
     layers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    run: _Run | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("before", "after", "mask", "score"):
+            object.__setattr__(self, name, _frozen_raster(getattr(self, name)))
+        object.__setattr__(self, "layers", {k: _frozen(v) for k, v in self.layers.items()})
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The run's ``summary.json`` as a dict (a fresh copy: editing it changes nothing)."""
+        return json.loads(self.summary_json)
 
     @property
     def grid(self) -> Grid:
@@ -121,50 +170,104 @@ class ChangeResult:
         return plot.plot_histogram(self.score.data[0], threshold=self.threshold, valid=valid,
                                    method_label=self.summary["parameters"]["method"], **kwargs)
 
-    def save(
-        self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True, rasters: bool = True,
-        rasters_ready: Callable[[], Any] | None = None,
-    ) -> dict[str, Path]:
+    def rethreshold(
+        self,
+        threshold: str | float | None,
+        *,
+        min_area_m2: float | None = None,
+        opening_px: int | None = None,
+        fill_holes_m2: float | None = None,
+    ) -> "ChangeResult":
+        """A new result from the score this one holds, with another threshold or clean-up.
+
+        The score is not recomputed; the result equals (mask, polygons, summary
+        parameters) a fresh :func:`detect_changes` with these options and the others as
+        they were.  Options left None take their defaults, as in a fresh run.
+
+        Parameters
+        ----------
+        threshold : str, float or None
+            As for :func:`detect_changes` (None: the method's own).
+        min_area_m2, opening_px, fill_holes_m2 : optional
+            As for :func:`detect_changes`.
+
+        Returns
+        -------
+        ChangeResult
+
+        Examples
+        --------
+        >>> from affine import Affine
+        >>> rng = np.random.default_rng(0)
+        >>> img = rng.uniform(500, 600, size=(4, 60, 60)).astype("float32")
+        >>> new = img.copy(); new[:, 20:30, 20:35] += 2000; new[:, 40:42, 40:42] += 2000
+        >>> t = Affine(10, 0, 500000, 0, -10, 6190000); names = ("B02", "B03", "B04", "B08")
+        >>> r = detect_changes(GeoRaster(img, t, "EPSG:32639", names), GeoRaster(new, t, "EPSG:32639", names))
+        >>> r.n_changes, r.rethreshold(None, min_area_m2=1000).n_changes
+        (2, 1)
+        """
+        if self.run is None or self.score.shape[1:] != self.grid.shape or self.run.extra.get("path") != "in-memory":
+            raise InvalidParameterError(
+                "rethreshold needs the full score, which only an in-memory result holds (this one is windowed: its "
+                "score is the change_score.tif it wrote); run detect_changes again with the new options"
+            )
+        t0 = time.perf_counter()
+        spec = self.run.spec.with_options(threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
+                                          fill_holes_m2=fill_holes_m2)
+        score = self.score.data[0]
+        valid = self.mask.data[0] != NODATA_MASK
+        o = spec.options
+        thr_method = o.threshold_method or self.run.fit.method.threshold_method
+        thr = _threshold.compute_threshold(score, method=thr_method, value=o.threshold_value,
+                                           percentile=o.threshold_percentile, valid=valid)
+        fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method)
+        sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
+        part_layers = {k: v[sel] for k, v in self.layers.items() if k.startswith("d_") and v.shape == sel.shape
+                       and k in _CLASS_KEYS}
+        parts = _objects.vectorize_parts(sel, self.grid.transform, score=score, layers=part_layers)
+        timings = dict(self.summary.get("timings_s", {}))
+        return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
+                                 self.run.inputs, self.run.dropped, self.run.extra["excluded"],
+                                 {**timings, "rethreshold": time.perf_counter() - t0})
+
+    def save(self, folder: str | os.PathLike[str], *, overwrite: bool = False, figures: bool = True) -> dict[str, Path]:
         """Write the output files of the command-line contract into ``folder``.
 
         Each file is written under a temporary name and renamed when complete;
         ``summary.json`` is written last, so its presence means the folder is whole.
-        An existing finished result is only replaced with ``overwrite=True``.
-        With ``rasters=False`` the rasters are in the folder already (the windowed path
-        streams them); ``rasters_ready`` is then called, after the vectors and figures
-        are written and before the summary, to wait for them.
+        An existing finished result is only replaced with ``overwrite=True``.  A
+        windowed result was saved as it ran: saving it elsewhere is refused.
+
+        Parameters
+        ----------
+        folder : path
+            The output folder (made when missing).
+        overwrite : bool
+            Replace a finished result already there.
+        figures : bool
+            Also draw ``overview.png``.
+
+        Returns
+        -------
+        dict of str -> Path
+            The files written.
         """
+        if self.run is not None and self.run.extra.get("path") == "windowed":
+            raise InvalidParameterError(
+                f"a windowed result was written as it ran (into {self.run.extra.get('out')!r}); its full-resolution "
+                "rasters are not held in memory to save again"
+            )
         out = Path(folder)
         check_output_folder(out, overwrite=overwrite)
         out.mkdir(parents=True, exist_ok=True)
-        if rasters:  # the windowed path, which streams its rasters, cleans the folder when it starts
-            remove_stale_temporaries(out)
+        remove_stale_temporaries(out)
         if overwrite and (out / "summary.json").exists():
             (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
         t0 = time.perf_counter()
         written: dict[str, Path] = {}
-        if rasters:
-            written["change_mask.tif"] = _io.write_raster(self.mask, out / "change_mask.tif", dtype="uint8", nodata=NODATA_MASK)
-            written["change_score.tif"] = _io.write_raster(self.score, out / "change_score.tif", dtype="float32")
-        written["changes.geojson"] = _io.write_geojson(self.polygons.to_geojson(), out / "changes.geojson")
-        if self.grid.crs is not None:
-            gpkg = _io.write_gpkg(self.polygons.geometries, [_flat(p) for p in self.polygons.properties],
-                                  out / "changes.gpkg", crs=self.grid.crs)
-            if gpkg is not None:
-                written["changes.gpkg"] = gpkg
-        if figures:
-            from . import plot
-
-            fig = self.plot()
-            written["overview.png"] = plot.save_figure(fig, out / "overview.png")
-        if not rasters:  # written already, or being written (the windowed path streams them)
-            if rasters_ready is not None:
-                rasters_ready()
-            for name in ("change_mask.tif", "change_score.tif"):
-                if not (out / name).exists():
-                    raise FileNotFoundError(f"{name} is missing from {str(out)!r}; save with rasters=True")
-                written[name] = out / name
-        summary = _jsonable(self.summary)
+        written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
+        written.update(_write_vectors_and_figure(self, out, figures=figures))
+        summary = self.summary
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])
         written["summary.json"] = _io.write_json(summary, out / "summary.json")
@@ -176,95 +279,53 @@ class ChangeResult:
         return f"ChangeResult({r['n_changes']} changed areas, {area}, {describe_grid(self.grid)})"
 
 
+#: The index changes that name an area's kind of change (the keys of :func:`class_layers`).
+_CLASS_KEYS = frozenset({"d_ndvi", "d_ndbi", "d_ndwi", "d_brightness", "d_greenness"})
+
+
+def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -> dict[str, Path]:
+    """The mask and score as the windowed path writes them (one writer for both paths)."""
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.windows import Window
+
+    whole = Window(0, 0, grid.width, grid.height)
+    written = {}
+    for name, arr, dtype, nodata, band in (("change_mask.tif", mask, "uint8", NODATA_MASK, "change"),
+                                           ("change_score.tif", score, "float32", float("nan"), "score")):
+        with warnings.catch_warnings():
+            # an image without georeferencing is written on its pixel grid, as it came
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            w = _io.WindowedWriter(out / name, grid, dtype=dtype, nodata=nodata, band_names=(band,))
+            try:
+                w.write(np.ascontiguousarray(arr, dtype=dtype)[np.newaxis], whole)
+                written[name] = w.commit()
+            except BaseException:
+                w.abort()
+                raise
+    return written
+
+
+def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool) -> dict[str, Path]:
+    written: dict[str, Path] = {}
+    written["changes.geojson"] = _io.write_geojson(result.polygons.to_geojson(), out / "changes.geojson")
+    if result.grid.crs is not None:
+        gpkg = _io.write_gpkg(result.polygons.geometries, [_flat(p) for p in result.polygons.properties],
+                              out / "changes.gpkg", crs=result.grid.crs)
+        if gpkg is not None:
+            written["changes.gpkg"] = gpkg
+    if figures:
+        from . import plot
+
+        fig = result.plot()
+        written["overview.png"] = plot.save_figure(fig, out / "overview.png")
+    return written
+
+
 def _flat(p: dict[str, Any]) -> dict[str, Any]:
     q = {k: v for k, v in p.items() if k != "bbox"}
     if p.get("bbox") is not None:
         q.update(dict(zip(("bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy"), p["bbox"])))
     return q
-
-
-# --------------------------------------------------------------------------- class layers
-def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Uncentred index changes; ``_bright_b``/``_bright_a`` are the per-pixel mean brightness."""
-    names = list(band_names)
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"):  # (no catch_warnings: runs in worker threads)
-        available = _indices.available_indices(names)
-        for idx in ("ndvi", "ndbi", "ndwi"):
-            if idx in available:
-                out[f"d_{idx}"] = (_indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)).astype("float32")
-        # mean over bands without np.nanmean: its empty-slice warning is not thread-safe to silence
-        for key, img in (("_bright_b", before), ("_bright_a", after)):
-            fin = np.isfinite(img)
-            n = fin.sum(axis=0)
-            out[key] = np.where(n > 0, np.where(fin, img, 0).sum(axis=0) / np.maximum(n, 1), np.nan).astype("float32")
-        resolved = _indices.resolve_bands(names)
-        if all(k in resolved for k in ("red", "green", "blue")):
-            def exg(img: np.ndarray) -> np.ndarray:
-                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
-                return (2 * g - r - b) / (r + g + b)
-
-            out["d_greenness"] = (exg(after) - exg(before)).astype("float32")
-    return out
-
-
-def class_layer_centres(before: np.ndarray, after: np.ndarray, band_names: Sequence[str], valid: np.ndarray) -> dict[str, float]:
-    """Scene medians that :func:`class_layers` removes (computed once, on the whole scene or a sample).
-
-    Examples
-    --------
-    >>> b = np.ones((4, 3, 3), "float32"); a = 2 * b
-    >>> class_layer_centres(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))["_bright_a"]
-    2.0
-    """
-    return _medians(_raw_class_layers(before, after, band_names), valid)
-
-
-def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in raw.items():
-        vals = v[valid & np.isfinite(v)]
-        out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
-    return out
-
-
-def class_layers(
-    before: np.ndarray,
-    after: np.ndarray,
-    band_names: Sequence[str],
-    valid: np.ndarray,
-    *,
-    centres: dict[str, float] | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-pixel index changes used to name the kind of change of each polygon.
-
-    ``d_ndvi``, ``d_ndbi``, ``d_ndwi`` (absolute), ``d_brightness`` (relative) and
-    ``d_greenness`` (RGB excess green), each centred on the scene median so that a
-    gain, offset or seasonal shift common to the scene does not read as change.
-    ``centres`` (from :func:`class_layer_centres`) fixes those medians, as the
-    windowed path does; by default they come from ``valid`` pixels of these arrays.
-
-    Examples
-    --------
-    >>> b = np.ones((4, 3, 3), "float32"); a = b.copy(); a[3, 0, 0] = 0.2
-    >>> out = class_layers(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))
-    >>> sorted(out)
-    ['d_brightness', 'd_greenness', 'd_ndvi', 'd_ndwi']
-    >>> bool(out["d_ndvi"][0, 0] < 0)
-    True
-    """
-    raw = _raw_class_layers(before, after, band_names)
-    if centres is None:
-        centres = _medians(raw, valid)
-    out: dict[str, np.ndarray] = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for k, v in raw.items():
-            if not k.startswith("_"):
-                out[k] = (v - np.float32(centres.get(k, 0.0))).astype("float32")
-        sb, sa = centres.get("_bright_b", 1.0), centres.get("_bright_a", 1.0)
-        if sb and sa and math.isfinite(sb) and math.isfinite(sa):
-            out["d_brightness"] = ((raw["_bright_a"] / np.float32(sa)) / (raw["_bright_b"] / np.float32(sb)) - 1.0).astype("float32")
-    return out
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -286,35 +347,29 @@ def _versions() -> dict[str, str]:
     }
 
 
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
+
+
 def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     if isinstance(value, GeoRaster):
         return value, {"path": None, "sha256": None}
-    if isinstance(value, (str, os.PathLike)):
-        raster = _io.read_raster(value)
-        text = os.fspath(value)
-        local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
-        return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
-    raise InvalidParameterError(
-        f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
-    )
-
-
-def check_options(
-    method: str, threshold: str | float | None, min_area_m2: float | None, opening_px: int | None
-) -> tuple[str | None, float | None, float | None]:
-    """Validate the options both paths share; returns the parsed threshold (method, value, percentile)."""
-    if method not in _change.METHODS:
-        raise InvalidParameterError(f"method must be one of {sorted(_change.METHODS)}, got {method!r}")
-    parsed = _parse_threshold(threshold)
-    if min_area_m2 is not None and not (np.isfinite(min_area_m2) and min_area_m2 >= 0):
-        raise InvalidParameterError(f"min_area_m2 must be a number >= 0, got {min_area_m2!r}")
-    if opening_px is not None and (int(opening_px) != opening_px or opening_px < 0):
-        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
-    return parsed
+    raster = _io.read_raster(value)
+    text = os.fspath(value)
+    local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+    return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
 
 
 def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None:
-    """Refuse a folder that already holds a finished result (its summary.json) unless ``overwrite``."""
+    """Refuse a folder that already holds a finished result (its summary.json) unless ``overwrite``.
+
+    Parameters
+    ----------
+    out : path
+        The output folder.
+    overwrite : bool
+        Whether a finished result there may be replaced.
+    """
     if (Path(out) / "summary.json").exists() and not overwrite:
         raise FileExistsError(
             f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
@@ -326,8 +381,17 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
     """Delete what a killed run left in an output folder: the temporary files of its
     outputs (``.change_mask.*.partial.tif`` ...) and the compressed tiles of its rasters
     (``.change_score.*.tiles``, as large as the raster).  Only names this package makes
-    are touched; returns the paths removed.  Called when a run starts writing the folder
-    (two runs writing one folder at once are not supported anyway)."""
+    are touched; returns the paths removed.
+
+    Parameters
+    ----------
+    out : path
+        The output folder.
+
+    Returns
+    -------
+    list of Path
+    """
     from . import _cog
 
     folder = Path(out)
@@ -342,24 +406,6 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
-
-
-def cleanup_parameters(
-    grid: Grid, px_size: float, pixel_size_m: float | None, min_area_m2: float | None,
-    opening_px: int | None, fill_holes_m2: float | None,
-) -> tuple[float, int, float]:
-    """(minimum mapping unit, opening radius, largest hole filled) with their defaults applied."""
-    mmu_m2 = _default_min_area_m2(grid, pixel_size_m) if min_area_m2 is None else float(min_area_m2)
-    open_px = (1 if px_size < 5 else 0) if opening_px is None else int(opening_px)
-    holes_m2 = mmu_m2 if fill_holes_m2 is None else float(fill_holes_m2)
-    return mmu_m2, open_px, holes_m2
-
-
-def _default_min_area_m2(grid: Grid, pixel_size_m: float | None) -> float:
-    px = pixel_size_m if (grid.crs is None and pixel_size_m) else grid.pixel_size_m
-    if grid.crs is None and not pixel_size_m:
-        return 4.0  # pixels
-    return float(max(4 * px * px, 50.0))
 
 
 def detect_changes(
@@ -379,6 +425,11 @@ def detect_changes(
     out: str | os.PathLike[str] | None = None,
     tiled: bool | None = None,
     overwrite: bool = False,
+    truth: Any = None,
+    figures: bool = True,
+    window_px: int = 512,
+    workers: int | None = None,
+    progress: bool = True,
 ) -> ChangeResult:
     """Find what changed between two images of a site.
 
@@ -410,14 +461,21 @@ def detect_changes(
     bands : sequence of str, optional
         Use only these bands.
     out : path, optional
-        Also write the output files into this folder (as :meth:`ChangeResult.save`).
+        Also write the output files into this folder.
     tiled : bool, optional
-        Run window by window in bounded memory (:mod:`changedet.tiling`; needs file
-        inputs and ``out``).  Default: when the analysis grid has more than
-        :data:`changedet.tiling.TILED_MIN_PIXELS` pixels.  The windowed result's rasters
-        are previews; the full-resolution mask and score are the files in ``out``.
+        Run window by window in bounded memory (needs file inputs and ``out``).  Default:
+        when the analysis grid has more than :data:`changedet.tiling.TILED_MIN_PIXELS`
+        pixels.  The windowed result's rasters are previews; the full-resolution mask
+        and score are the files in ``out``.
     overwrite : bool
         Replace a finished result already in ``out``.
+    truth : path or GeoRaster, optional
+        A truth mask on the analysis grid (OSCD's 1/2 coding or 0/1); its accuracy goes
+        into the summary (in-memory path).
+    figures : bool
+        Draw ``overview.png`` into ``out`` (default True).
+    window_px, workers, progress
+        The windowed path's window edge, threads and progress bar.
 
     Returns
     -------
@@ -435,166 +493,317 @@ def detect_changes(
     >>> result.n_changes, round(result.polygons.total_area_m2)
     (1, 15000)
     """
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    # ---- validate options before any heavy work
-    thr_method, thr_value, thr_pct = check_options(method, threshold, min_area_m2, opening_px)
-    if pixel_size_m is not None and not (np.isfinite(pixel_size_m) and pixel_size_m > 0):
-        raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
-    aoi_geom = parse_aoi(aoi)
-    if tiled is None and all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
-        from .tiling import needs_windows
-
-        tiled = needs_windows(before, after)
+    # ---- every option validated once, before any heavy work
+    options = run_options(method=method, threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
+                          fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
+                          coregister=coregister, bands=bands)
+    for name, value in (("before", before), ("after", after)):
+        if not (_is_path(value) or isinstance(value, GeoRaster)):
+            raise InvalidParameterError(
+                f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
+            )
+    if out is not None:
+        if not _is_path(out) or not os.fspath(out).strip():
+            raise InvalidParameterError(f"out must be a folder path, got {out!r}")
+        check_output_folder(out, overwrite=overwrite)
+    # ---- the one place the path is chosen
+    if tiled is None:
+        tiled = _is_path(before) and _is_path(after) and _needs_windows(before, after)
     if tiled:
-        if not all(isinstance(v, (str, os.PathLike)) for v in (before, after)):
+        if not (_is_path(before) and _is_path(after)):
             raise InvalidParameterError("tiled=True reads the images window by window: pass file paths, not GeoRasters")
         if out is None:
             raise InvalidParameterError(
                 "this scene takes the windowed path (bounded memory), which writes its full-resolution rasters to a "
                 "folder: pass out='folder' (or tiled=False to hold everything in memory)"
             )
-        if not align:
-            raise InvalidParameterError("the windowed path always aligns the after image onto the before grid; drop align=False")
-        if pixel_size_m is not None:
-            raise InvalidParameterError("pixel_size_m applies to images without georeferencing, which the windowed path does not take")
-        from .tiling import detect_changes_tiled
-
-        return detect_changes_tiled(before, after, out, method=method, threshold=threshold, min_area_m2=min_area_m2,
-                                    aoi=aoi_geom, coregister=coregister, opening_px=opening_px,
-                                    fill_holes_m2=fill_holes_m2, bands=bands, overwrite=overwrite)
+        if not options.align:
+            raise InvalidParameterError("the windowed path always aligns the after image onto the before grid; drop "
+                                        "align=False (--no-align) or pass tiled=False (--in-memory)")
+        if options.pixel_size_m is not None:
+            raise InvalidParameterError("pixel_size_m applies to images without georeferencing, which the windowed path "
+                                        "does not take; pass tiled=False (--in-memory)")
+        if truth is not None:
+            raise InvalidParameterError("truth is scored on the in-memory path; pass tiled=False (--in-memory), or "
+                                        "score the written change_mask.tif with changedet evaluate")
+        return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
+                                progress=progress, figures=figures, t0=t0)
+    result = _detect_in_memory(before, after, options, truth=truth, t0=t0)
     if out is not None:
-        check_output_folder(out, overwrite=overwrite)
+        result.save(out, overwrite=overwrite, figures=figures)
+    return result
 
+
+def _needs_windows(before: Any, after: Any) -> bool:
+    from .tiling import needs_windows
+
+    return needs_windows(before, after)
+
+
+def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: Any, t0: float) -> ChangeResult:
+    timings: dict[str, float] = {}
     # ---- read
     b_raster, b_info = _as_raster(before, "before")
     a_raster, a_info = _as_raster(after, "after")
-    if bands is not None:
-        b_raster, a_raster = b_raster.select(list(bands)), a_raster.select(list(bands))
+    if options.bands is not None:
+        b_raster, a_raster = b_raster.select(list(options.bands)), a_raster.select(list(options.bands))
     timings["read"] = time.perf_counter() - t0
 
     # ---- common grid
     t = time.perf_counter()
-    if not align:
+    if not options.align:
         check_same_grid(b_raster, a_raster)
     pair = _align.align_pair(b_raster, a_raster)
     grid = pair.grid
     b, a = pair.before, pair.after
-    inside_aoi = None
-    if aoi_geom is not None:
-        grid, inside_aoi = aoi_on_grid(aoi_geom, grid)
+    inside = None
+    if options.aoi is not None:
+        grid, inside = aoi_on_grid(options.aoi, grid)
         b, a = _align.align_to(b, grid), _align.align_to(a, grid)
+    spec = make_spec(options, grid, b.band_names)
+    order = list(spec.band_order)
+    b_data, a_data = b.select(order).data, a.select(order).data
     timings["align"] = time.perf_counter() - t
 
-    # ---- classification bands (SCL, QA_PIXEL) only feed the masks, never the change score
-    aux_names = [n for n in b.band_names if n.upper() in CATEGORICAL_BANDS]
-    spectral_names = [n for n in b.band_names if n not in aux_names]
-    if not spectral_names:
-        raise InvalidParameterError(
-            f"the images hold only classification bands {aux_names}; pass images with spectral bands"
-        )
-    b_aux, a_aux = (b.select(aux_names), a.select(aux_names)) if aux_names else (None, None)
-    if aux_names:
-        b, a = b.select(spectral_names), a.select(spectral_names)
-
-    # ---- co-registration
+    # ---- the fit on the whole pair, then the processor on one window covering the grid
     t = time.perf_counter()
-    shift = _align.Shift(0.0, 0.0, 0.0, 0)
-    if coregister:
-        a, shift = _align.coregister(b, a)
-        if a_aux is not None and shift.n_blocks and (shift.rows or shift.cols):
-            a_aux = a_aux.with_data(_align.apply_shift(a_aux.data, shift, order=0))
-    timings["coregister"] = time.perf_counter() - t
-
-    # ---- masks
-    valid = b.valid_mask() & a.valid_mask()
-    if inside_aoi is not None:
-        valid &= inside_aoi
-    cloud_info: dict[str, Any] = {}
-    full_b = b if b_aux is None else b.with_data(np.concatenate([b.data, b_aux.data]), band_names=(*b.band_names, *aux_names))
-    full_a = a if a_aux is None else a.with_data(np.concatenate([a.data, a_aux.data]), band_names=(*a.band_names, *aux_names))
-    excl = _masks.exclusion_mask(full_b.data, full_a.data, band_names=full_b.band_names)
-    excl_in = excl & valid
-    cloud_info = {"excluded_pixels": int(excl_in.sum()), "classification_bands": aux_names}
-    valid &= ~excl
-    if not valid.any():
+    fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
+    timings["fit"] = time.perf_counter() - t
+    t = time.perf_counter()
+    w = _window.process_window(spec, fit, b_data, a_data, transform=grid.transform, inside=inside, keep=True)
+    timings["window"] = time.perf_counter() - t
+    if not w.valid.any():
         raise EmptyDataError(
             f"no pixel is valid in both dates on the analysis grid ({describe_grid(grid)}): "
             "nodata, clouds or the area of interest leave nothing to compare"
         )
-    px_size = pixel_size_m if (grid.crs is None and pixel_size_m) else grid.pixel_size_m
-
-    # ---- change score
-    t = time.perf_counter()
-    cs = _change.change_score(b.data, a.data, method=method, band_names=b.band_names,
-                              pixel_size_m=None if (grid.crs is None and not pixel_size_m) else px_size, valid=valid)
-    score = np.where(valid, cs.score, np.nan).astype("float32")
-    timings["score"] = time.perf_counter() - t
-
-    # ---- threshold and clean-up
-    t = time.perf_counter()
-    used_thr_method = thr_method or cs.threshold_method
-    thr = _threshold.compute_threshold(score, method=used_thr_method, value=thr_value, percentile=thr_pct, valid=valid)
-    raw = _threshold.apply_threshold(score, thr, valid=valid)
-    mmu_m2, open_px, holes_m2 = cleanup_parameters(grid, px_size, pixel_size_m, min_area_m2, opening_px, fill_holes_m2)
-    px_area = 1.0 if (grid.crs is None and not pixel_size_m) else px_size * px_size
-    opened = _objects.clean_mask(raw, opening_px=open_px, valid=valid)
-    timings["threshold_clean"] = time.perf_counter() - t
-
-    # ---- polygons: minimum mapping unit and hole filling on whole objects, then the mask from them
-    t = time.perf_counter()
-    # the method's own layers (components, raw index changes) stay on the result; the
-    # from-to classes read the scene-centred index changes, as the windowed path does
-    layers = dict(cs.layers)
-    class_input = class_layers(b.data, a.data, b.band_names, valid)
-    layers.update(class_input)
-    polygons = _objects.vectorize(
-        GeoRaster(opened[np.newaxis].astype("uint8"), grid.transform, grid.crs, ("change",)),
-        score=score, layers=class_input,
-        min_area_m2=mmu_m2, fill_holes_m2=holes_m2, pixel_size_m=pixel_size_m,
-    )
-    kept = _objects.polygons_to_mask(polygons, grid) & valid
-    mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
-    mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
-    timings["vectorize"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-
-    in_px = grid.crs is None and not pixel_size_m
-    summary = build_summary(
-        grid=grid, polygons=polygons, changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
-        n_pixels=int(valid.size), in_px=in_px,
-        inputs={
-            "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
-            "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
-        },
-        parameters={
-            "method": method,
-            "threshold": threshold if not isinstance(threshold, np.generic) else float(threshold),
-            "threshold_method": used_thr_method,
-            "threshold_value": _finite_or_none(thr),
-            "min_area_m2": mmu_m2 if not in_px else None,
-            "min_area_px": mmu_m2 if in_px else int(math.ceil(mmu_m2 / px_area - 1e-9)),
-            "opening_px": open_px,
-            "fill_holes_m2": holes_m2 if not in_px else None,
-            "aoi": list(aoi_geom.bounds) if aoi_geom is not None else None,
-            "align": align,
-            "coregister": coregister,
-            "pixel_size_m": pixel_size_m,
-            "bands": list(b.band_names),
-        },
-        shift=shift if coregister else None, dropped=list(pair.dropped_bands), masks=cloud_info,
-        method_details=cs.details, timings=timings, pixel_size_m=None if in_px else px_size,
-    )
-    summary["tiling"] = {"path": "in-memory"}
-    result = ChangeResult(b, a, mask, GeoRaster(score[np.newaxis], grid.transform, grid.crs, ("score",)),
-                          polygons, float(thr), summary, layers)
-    if out is not None:
-        result.save(out, overwrite=overwrite)
+    ns = len(spec.spectral)
+    before_r = GeoRaster(b_data[:ns], grid.transform, grid.crs, spec.spectral)
+    after_r = GeoRaster(w.after, grid.transform, grid.crs, spec.spectral)
+    score_r = GeoRaster(w.score[np.newaxis], grid.transform, grid.crs, ("score",))
+    inputs = {
+        "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
+        "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
+    }
+    result = _finish_in_memory(spec, fit, w.parts, w.valid, before_r, after_r, score_r, dict(w.layers), inputs,
+                               tuple(pair.dropped_bands), w.excluded, timings, t0=t0, truth=truth)
     return result
 
 
+def _finish_in_memory(
+    spec: RunSpec, fit: _window.RunFit, parts: list[Any], valid: np.ndarray, before: GeoRaster, after: GeoRaster,
+    score: GeoRaster, layers: dict[str, np.ndarray], inputs: dict[str, Any], dropped: tuple[str, ...],
+    excluded: int, timings: dict[str, float], *, t0: float | None = None, truth: Any = None,
+) -> ChangeResult:
+    """Polygons from the parts, the mask from the polygons, the summary: the in-memory
+    run's last stage (and :meth:`ChangeResult.rethreshold`'s)."""
+    grid = spec.grid
+    t = time.perf_counter()
+    polygons = _objects.assemble_polygons(parts, grid, min_area_m2=spec.min_area_m2,
+                                          fill_holes_m2=spec.fill_holes_m2, pixel_size_m=spec.options.pixel_size_m)
+    kept = _objects.polygons_to_mask(polygons, grid) & valid
+    mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
+    mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
+    timings["polygons"] = time.perf_counter() - t
+    if t0 is not None:
+        timings["total"] = time.perf_counter() - t0
+    extra: dict[str, Any] = {"path": "in-memory", "excluded": excluded}
+    accuracy = None
+    if truth is not None:
+        accuracy = _accuracy(mask, truth)
+    summary = build_summary(
+        spec, fit, polygons=polygons, changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
+        inputs=inputs, dropped=dropped, excluded=excluded, timings=timings,
+        tiling={"path": "in-memory", "window_px": max(grid.shape), "halo_px": 0, "windows": 1, "workers": 1,
+                "sample": fit.sample, "method_statistics": "global (exact split)", "preview_stride": 1},
+        accuracy=accuracy,
+    )
+    run = _Run(spec, dataclasses.replace(fit, sample_result=None), inputs, dropped, extra)
+    return ChangeResult(before, after, mask, score, polygons, float(fit.threshold), json.dumps(summary), layers, run)
+
+
+def _accuracy(mask: GeoRaster, truth: Any) -> dict[str, Any]:
+    from .evaluate import evaluate
+
+    t = _io.read_raster(truth) if _is_path(truth) else truth
+    if not isinstance(t, GeoRaster):
+        raise InvalidParameterError(f"truth must be a path to a mask or a GeoRaster, got {type(truth).__name__}")
+    data = t.data[0]
+    vals = set(np.unique(data[np.isfinite(data)]).tolist())
+    if vals <= {1.0, 2.0} and 2.0 in vals:
+        kw = {"truth_change_values": (2,), "truth_nochange_values": (1,)}  # OSCD convention
+    else:
+        kw = {"truth_change_values": (1,), "truth_nochange_values": (0,)}
+    if t.crs is None:
+        t = np.where(np.isfinite(data), data, 255)
+    return evaluate(mask, t, **kw).as_dict()
+
+
+def _detect_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, window_px: int,
+                     workers: int | None, progress: bool, figures: bool, t0: float) -> ChangeResult:
+    # For the whole run: no cyclic garbage collection (the run makes few reference cycles;
+    # with thousands of polygon parts alive each full collection rescans them: measured
+    # about 1.5 s of a 10980 x 10980 run), and BLAS on one thread.
+    from .tiling import WindowedScene, one_blas_thread
+
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with one_blas_thread():
+            return _run_windowed(before, after, options, out=out, window_px=window_px, workers=workers,
+                                 progress=progress, figures=figures, t0=t0, scene_cls=WindowedScene)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _preload_writers() -> None:
+    with contextlib.suppress(Exception):
+        import skimage.registration  # noqa: F401  (co-registration, needed first)
+
+        from . import plot  # noqa: F401  (matplotlib)
+        import pyogrio  # noqa: F401
+
+
+def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, window_px: int, workers: int | None,
+                  progress: bool, figures: bool, t0: float, scene_cls: Any) -> ChangeResult:
+    cpu_start = time.process_time()  # all threads, as every figure named *_cpu
+    timings: dict[str, float] = {}
+    # the inputs' SHA-256 for the summary, computed beside the work (hashlib releases the GIL)
+    hasher = ThreadPoolExecutor(max_workers=1)
+    hashes = hasher.submit(input_hashes, before, after)
+    # the figure and GeoPackage libraries load while the sample is read and fitted
+    threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
+    try:
+        # ---- grids and bands (metadata only)
+        t = time.perf_counter()
+        grid_b, names_b = _io.raster_grid(before)
+        grid_a, names_a = _io.raster_grid(after)
+        wanted = list(options.bands) if options.bands is not None else [n for n in names_b if n in names_a]
+        if not wanted:
+            raise BandMismatchError(
+                f"the two dates share no band: before has {list(names_b)}, after has {list(names_a)}; "
+                "pass images with the same bands (names from band descriptions or file names)"
+            )
+        if grid_b.crs is None or grid_a.crs is None:
+            raise InvalidParameterError(
+                "the windowed path needs georeferenced images; for images without georeferencing pass tiled=False "
+                "(--in-memory)"
+            )
+        grid = _align.overlap_grid(grid_b, grid_a)
+        if options.aoi is not None:
+            grid, _ = aoi_on_grid(options.aoi, grid)
+        spec = make_spec(options, grid, wanted)
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # a killed run's scratch tiles can be hundreds of MB
+        scene = scene_cls(before, after, grid, spec.band_order, out, window_px=window_px, workers=workers,
+                          progress=progress)
+        timings["open"] = time.perf_counter() - t
+        with scene:
+            # ---- the fit, on the whole scene or a lattice of blocks
+            t = time.perf_counter()
+            blocks, whole = scene.read_sample(budget_px=SAMPLE_BUDGET_PX)
+            sample = [_window.SampleBlock(b_s, a_s, _inside(spec, w)) for w, b_s, a_s in blocks]
+            del blocks
+            fit = _window.fit_run(spec, sample, whole=whole)
+            fit = dataclasses.replace(fit, sample_result=None)
+            del sample
+            timings["sample_fit"] = time.perf_counter() - t
+            timings["sample_cpu"] = time.process_time() - cpu_start
+
+            # ---- every window through the processor
+            def process(plan: Any, b_o: np.ndarray, a_o: np.ndarray, finite: np.ndarray) -> Any:
+                core = plan.core
+                edges = (core.row_off > 0, core.row_off + core.height < grid.height,
+                         core.col_off > 0, core.col_off + core.width < grid.width)
+                return _window.process_window(spec, fit, b_o, a_o, transform=window_transform(core, grid.transform),
+                                              inner=plan.inner, edges=edges, inside=_inside(spec, plan.outer),
+                                              finite=finite)
+
+            res = scene.run(process, halo=fit.halo_px)
+            cpu_after = time.process_time()
+            t = time.perf_counter()
+            polygons = _objects.assemble_polygons(res.parts, grid, min_area_m2=spec.min_area_m2,
+                                                  fill_holes_m2=spec.fill_holes_m2)
+            timings["polygons"] = time.perf_counter() - t
+            changed = scene.publish(polygons)
+            stride = res.stride
+            prev_t = grid.transform * _affine_scale(stride)
+            ns = len(spec.spectral)
+            b_prev = GeoRaster(res.previews["before"][:ns], prev_t, grid.crs, spec.spectral)
+            a_prev = GeoRaster(res.previews["after"][:ns], prev_t, grid.crs, spec.spectral)
+            score_prev = GeoRaster(res.previews["score"][np.newaxis], prev_t, grid.crs, ("score",))
+            inputs = input_info(before, after, names_b, names_a, grid_b, grid_a, hashes=hashes.result())
+            dropped = tuple(n for n in (*names_b, *names_a) if n not in wanted)
+            # the vectors and the figure while the final mask is burnt and both COGs published
+            mask_prev_pending = GeoRaster(res.previews["mask"][np.newaxis], prev_t, grid.crs, ("change",))
+            draft = ChangeResult(b_prev, a_prev, mask_prev_pending, score_prev, polygons, float(fit.threshold), "{}")
+            written = _write_vectors_and_figure_after_mask(draft, out, changed, figures=figures)
+            scene.wait()
+            timings.update(scene.timings)
+            timings["after_windows_cpu"] = time.process_time() - cpu_after
+            timings["total"] = time.perf_counter() - t0
+            n_changed = changed.result()
+            summary = build_summary(
+                spec, fit, polygons=polygons, changed=n_changed, n_valid=res.n_valid, inputs=inputs,
+                dropped=dropped, excluded=res.excluded, timings=timings,
+                tiling={"path": "windowed", "window_px": window_px, "halo_px": fit.halo_px, "windows": res.windows,
+                        "workers": scene.workers, "sample": fit.sample, "method_statistics": "global (exact split)",
+                        "preview_stride": stride},
+                accuracy=None,
+            )
+            summary["outputs"] = sorted([*written, "change_mask.tif", "change_score.tif", "summary.json"])
+            _io.write_json(summary, out / "summary.json")
+            mask_prev = GeoRaster(res.previews["mask"][np.newaxis].copy(), prev_t, grid.crs, ("change",))
+            run = _Run(spec, fit, inputs, dropped, {"path": "windowed", "excluded": res.excluded, "out": str(out)})
+            return ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(fit.threshold),
+                                json.dumps(summary), {}, run)
+    finally:
+        hasher.shutdown(wait=False)
+
+
+def _write_vectors_and_figure_after_mask(draft: ChangeResult, out: Path, changed: Any, *,
+                                         figures: bool) -> dict[str, Path]:
+    """Vectors first (they do not need the mask), then the figure once the mask preview is burnt."""
+    written = _write_vectors_and_figure(draft, out, figures=False)
+    if not figures:
+        return written
+    changed.result()  # the mask preview is complete once the mask is burnt
+    from . import plot
+
+    written["overview.png"] = plot.save_figure(draft.plot(), out / "overview.png")
+    return written
+
+
+def _affine_scale(stride: int) -> Any:
+    from affine import Affine
+
+    return Affine.scale(stride)
+
+
+def _inside(spec: RunSpec, window: Any) -> np.ndarray | None:
+    """The area of interest over a window of the grid (None without one)."""
+    if spec.aoi_grid is None:
+        return None
+    from rasterio import features
+
+    return features.geometry_mask([spec.aoi_grid], out_shape=(int(window.height), int(window.width)),
+                                  transform=window_transform(window, spec.grid.transform), invert=True)
+
+
 def input_hashes(*paths: Any) -> list[str | None]:
-    """SHA-256 of each local input (file or folder); None for URLs."""
+    """SHA-256 of each local input (file or folder); None for URLs.
+
+    Parameters
+    ----------
+    *paths : path
+        The inputs.
+
+    Returns
+    -------
+    list of str or None
+    """
     out: list[str | None] = []
     for value in paths:
         text = os.fspath(value)
@@ -607,7 +816,23 @@ def input_info(
     before: Any, after: Any, names_b: Sequence[str], names_a: Sequence[str], grid_b: Grid, grid_a: Grid,
     *, hashes: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
-    """The ``inputs`` block of a summary: paths, SHA-256 of local files, bands, grids."""
+    """The ``inputs`` block of a summary: paths, SHA-256 of local files, bands, grids.
+
+    Parameters
+    ----------
+    before, after : path
+        The two inputs.
+    names_b, names_a : sequence of str
+        Their bands.
+    grid_b, grid_a : Grid
+        Their grids.
+    hashes : sequence of (str or None), optional
+        Their SHA-256 when known already.
+
+    Returns
+    -------
+    dict
+    """
     hashes = list(hashes) if hashes is not None else input_hashes(before, after)
     out = {}
     for (key, value, names, g), h in zip((("before", before, names_b, grid_b), ("after", after, names_a, grid_a)), hashes):
@@ -618,6 +843,15 @@ def input_info(
 def changed_results(changed: int, n_valid: int) -> dict[str, Any]:
     """The summary's figures that come from the number of changed pixels.
 
+    Parameters
+    ----------
+    changed, n_valid : int
+        Changed and valid pixels.
+
+    Returns
+    -------
+    dict
+
     Examples
     --------
     >>> changed_results(25, 1000)
@@ -627,23 +861,50 @@ def changed_results(changed: int, n_valid: int) -> dict[str, Any]:
 
 
 def build_summary(
+    spec: RunSpec,
+    fit: _window.RunFit,
     *,
-    grid: Grid,
     polygons: _objects.ChangePolygons,
     changed: int,
     n_valid: int,
-    n_pixels: int,
-    in_px: bool,
     inputs: dict[str, Any],
-    parameters: dict[str, Any],
-    shift: _align.Shift | None,
     dropped: Sequence[str],
-    masks: dict[str, Any],
-    method_details: dict[str, Any],
+    excluded: int,
     timings: dict[str, float],
-    pixel_size_m: float | None = None,
+    tiling: dict[str, Any],
+    accuracy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``summary.json`` of a run (JSON-safe): results, parameters, inputs, versions, timings."""
+    """The ``summary.json`` of a run (JSON-safe), the same keys whichever path ran.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    fit : RunFit
+        Its fitted statistics (written under ``fit``).
+    polygons : ChangePolygons
+        The changed areas.
+    changed, n_valid : int
+        Changed and valid pixels of the final mask.
+    inputs : dict
+        From :func:`input_info`.
+    dropped : sequence of str
+        Bands only one date had.
+    excluded : int
+        Pixels left out as cloud or shadow.
+    timings : dict of str -> float
+        Seconds per stage.
+    tiling : dict
+        How the run was executed (``path``, windows, sample, ...).
+    accuracy : dict, optional
+        Accuracy against a truth mask.
+
+    Returns
+    -------
+    dict
+    """
+    in_px = spec.in_px
+    grid = spec.grid
     by_class: dict[str, dict[str, Any]] = {}
     for p in polygons.properties:
         c = by_class.setdefault(p["change_class"], {"count": 0, "area_m2": 0.0 if not in_px else None, "area_px": 0})
@@ -652,12 +913,12 @@ def build_summary(
         if not in_px:
             c["area_m2"] = round(c["area_m2"] + p["area_m2"], 2)
     total_m2 = polygons.total_area_m2
-    px = pixel_size_m if pixel_size_m is not None else (grid.pixel_size_m if not in_px else None)
+    px = None if in_px else spec.px_size
     summary: dict[str, Any] = {
         "changedet_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
-        "parameters": parameters,
+        "parameters": spec.parameters(threshold_method=fit.threshold_method, threshold_value=fit.threshold),
         "grid": {
             "crs": grid.crs.to_string() if grid.crs is not None else None,
             "transform": list(grid.transform)[:6],
@@ -665,27 +926,26 @@ def build_summary(
             "pixel_size_m": round(px, 4) if px is not None else None,
             "bands_dropped": sorted(set(dropped)),
         },
-        "coregistration": shift.as_dict() if shift is not None else None,
+        "coregistration": fit.shift.as_dict() if spec.options.coregister else None,
         "results": {
             "n_changes": len(polygons),
             **changed_results(changed, n_valid),
             "valid_pixels": n_valid,
-            "nodata_pixels": int(n_pixels - n_valid),
+            "nodata_pixels": int(grid.height * grid.width - n_valid),
             "changed_area_m2": round(total_m2, 2) if total_m2 is not None else None,
             "changed_area_ha": round(total_m2 / 10_000, 4) if total_m2 is not None else None,
             "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,
             "by_class": by_class,
         },
-        "masks": masks,
-        "method_details": method_details,
+        "masks": {"excluded_pixels": int(excluded), "classification_bands": list(spec.aux)},
+        "method_details": fit.method_details,
+        "fit": fit.to_dict(),
+        "tiling": tiling,
+        "accuracy": accuracy,
         "versions": _versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     return _jsonable(summary)
-
-
-def _finite_or_none(v: float) -> float | None:
-    return float(v) if math.isfinite(v) else None
 
 
 def _jsonable(obj: Any) -> Any:
@@ -703,31 +963,3 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)
-
-
-def _parse_threshold(threshold: str | float | None) -> tuple[str | None, float | None, float | None]:
-    """(method, value, percentile) from the user's threshold option."""
-    allowed = list(typing.get_args(_threshold.ThresholdMethod))
-    if threshold is None:
-        return None, None, None
-    if isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool):
-        if not math.isfinite(float(threshold)):
-            raise InvalidParameterError(f"threshold must be finite, got {threshold!r}")
-        return "fixed", float(threshold), None
-    if isinstance(threshold, str):
-        text = threshold.strip().lower()
-        try:
-            return "fixed", float(text), None
-        except ValueError:
-            pass
-        if text.startswith("p") and text[1:].replace(".", "", 1).isdigit():
-            return "percentile", None, float(text[1:])
-        if text.startswith("chi2:"):
-            return "chi2", float(text.split(":", 1)[1]), None
-        if text in allowed and text not in ("fixed", "percentile"):
-            return text, None, None
-        raise InvalidParameterError(
-            f"threshold must be a number, 'pNN' (percentile, e.g. p99) or one of "
-            f"{[m for m in allowed if m not in ('fixed', 'percentile')]}; got {threshold!r}"
-        )
-    raise InvalidParameterError(f"threshold must be a number or a method name, got {type(threshold).__name__}")

@@ -448,7 +448,7 @@ def test_saved_summary(saved: Saved) -> None:
     assert ins["after"]["sha256"] == sha256(saved.inputs.after)
     assert ins["before"]["path"] == str(saved.inputs.before)
     assert {"changedet", "numpy", "rasterio", "gdal"} <= set(summary["versions"])
-    assert {"read", "align", "coregister", "score", "total", "save"} <= set(summary["timings_s"])
+    assert {"read", "align", "fit", "window", "polygons", "total", "save"} <= set(summary["timings_s"])
     assert all(v >= 0 for v in summary["timings_s"].values())
     assert set(summary["coregistration"]) == {"rows", "cols", "spread_px", "n_blocks", "applied"}
     assert abs(summary["coregistration"]["rows"]) < 0.1

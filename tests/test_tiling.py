@@ -83,11 +83,9 @@ def test_windowed_equals_in_memory(scene_pair: tuple[Path, Path, np.ndarray], tm
 
 
 def test_windowed_small_windows_many_seams(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
-    from changedet.tiling import detect_changes_tiled
-
     before, after, truth = scene_pair
     mem = detect_changes(before, after, method="cva", tiled=False)
-    win = detect_changes_tiled(before, after, tmp_path / "w", method="cva", window_px=37, progress=False)
+    win = detect_changes(before, after, tiled=True, out=tmp_path / "w", method="cva", window_px=37, progress=False)
     assert win.summary["tiling"]["windows"] > 100
     mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
     np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
@@ -151,11 +149,10 @@ def test_cli_tiled_flag(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Pat
 def test_windowed_equals_in_memory_high_resolution_rgb(tmp_path: Path) -> None:
     """The structural (SSIM + colour) branch of auto on the 1 m sample, cut into 200 px windows."""
     from changedet.data import sample_path
-    from changedet.tiling import detect_changes_tiled
-
     folder = sample_path("hires_rgb")
     mem = detect_changes(folder / "before.tif", folder / "after.tif", tiled=False)
-    win = detect_changes_tiled(folder / "before.tif", folder / "after.tif", tmp_path / "w", window_px=200, progress=False)
+    win = detect_changes(folder / "before.tif", folder / "after.tif", tiled=True, out=tmp_path / "w", window_px=200,
+                         progress=False)
     assert win.summary["method_details"]["auto_choice"] == mem.summary["method_details"]["auto_choice"] == "structure+colour"
     mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
     np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])

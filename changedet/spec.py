@@ -1,0 +1,322 @@
+"""The run specification: every option of a run, validated once, frozen.
+
+:func:`run_options` checks the options a user gives (before any file is opened);
+:func:`make_spec` adds what the inputs decide (the analysis grid, which bands are
+spectral and which classify pixels, the clean-up parameters' defaults, the area of
+interest on the grid).  Everything downstream reads the :class:`RunSpec`; nothing
+re-derives it.  The summary's ``parameters`` block is :meth:`RunSpec.parameters`,
+the same on the in-memory and the windowed path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import threshold as _threshold
+from .areas import aoi_in_grid_crs, parse_aoi
+from .errors import InvalidParameterError
+from .raster import Grid
+
+__all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold", "CATEGORICAL_BANDS"]
+
+#: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change.
+CATEGORICAL_BANDS = frozenset({"SCL", "QA_PIXEL"})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of a run as the user gave them, validated (see :func:`run_options`).
+
+    ``threshold_method``/``threshold_value``/``threshold_percentile`` are the parsed
+    ``threshold``; ``aoi`` is a shapely geometry in lon/lat or None.  Clean-up options
+    left None take their defaults from the grid in :func:`make_spec`.
+    """
+
+    method: str = "auto"
+    threshold: str | float | None = None
+    threshold_method: str | None = None
+    threshold_value: float | None = None
+    threshold_percentile: float | None = None
+    min_area_m2: float | None = None
+    opening_px: int | None = None
+    fill_holes_m2: float | None = None
+    pixel_size_m: float | None = None
+    aoi: Any = None
+    align: bool = True
+    coregister: bool = True
+    bands: tuple[str, ...] | None = None
+
+
+def parse_threshold(threshold: str | float | None) -> tuple[str | None, float | None, float | None]:
+    """(method, value, percentile) from the user's threshold option.
+
+    Parameters
+    ----------
+    threshold : str, float or None
+        A number (a fixed score value), ``"pNN"`` (a percentile), ``"chi2:ALPHA"`` or a
+        threshold method of :mod:`changedet.threshold`; None for the method's own.
+
+    Returns
+    -------
+    tuple of (str or None, float or None, float or None)
+        The threshold method, its value and its percentile.
+
+    Examples
+    --------
+    >>> parse_threshold("p99"), parse_threshold(3), parse_threshold("otsu")
+    (('percentile', None, 99.0), ('fixed', 3.0, None), ('otsu', None, None))
+    """
+    allowed = list(typing.get_args(_threshold.ThresholdMethod))
+    named = [m for m in allowed if m not in ("fixed", "percentile")]
+    if threshold is None:
+        return None, None, None
+    if isinstance(threshold, (int, float, np.number)) and not isinstance(threshold, bool):
+        if not math.isfinite(float(threshold)):
+            raise InvalidParameterError(f"threshold must be finite, got {threshold!r}")
+        return "fixed", float(threshold), None
+    if isinstance(threshold, str):
+        text = threshold.strip().lower()
+        try:
+            value = float(text)
+        except ValueError:
+            pass
+        else:
+            if not math.isfinite(value):
+                raise InvalidParameterError(f"threshold must be finite, got {threshold!r}")
+            return "fixed", value, None
+        if text.startswith("p") and text[1:].replace(".", "", 1).isdigit():
+            pct = float(text[1:])
+            if not 0 <= pct <= 100:
+                raise InvalidParameterError(f"threshold percentile must be between p0 and p100, got {threshold!r}")
+            return "percentile", None, pct
+        if text.startswith("chi2:"):
+            try:
+                alpha = float(text.split(":", 1)[1])
+            except ValueError:
+                alpha = float("nan")
+            if not 0 < alpha < 1:
+                raise InvalidParameterError(
+                    f"threshold {threshold!r}: chi2 takes a significance level between 0 and 1, e.g. 'chi2:0.01'"
+                )
+            return "chi2", alpha, None
+        if text in named:
+            return text, None, None
+        raise InvalidParameterError(
+            f"threshold must be a number, 'pNN' (percentile, e.g. p99) or one of {named}; got {threshold!r}"
+        )
+    raise InvalidParameterError(f"threshold must be a number or a method name, got {type(threshold).__name__}")
+
+
+def _number(name: str, value: Any, *, minimum: float, strict: bool = False) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise InvalidParameterError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < minimum or (strict and v == minimum):
+        what = "a positive number of metres" if strict else f"a number >= {minimum:g}"
+        raise InvalidParameterError(f"{name} must be {what}, got {value!r}")
+    return v
+
+
+def run_options(
+    *,
+    method: str = "auto",
+    threshold: str | float | None = None,
+    min_area_m2: float | None = None,
+    opening_px: int | None = None,
+    fill_holes_m2: float | None = None,
+    pixel_size_m: float | None = None,
+    aoi: Any = None,
+    align: bool = True,
+    coregister: bool = True,
+    bands: Sequence[str] | None = None,
+) -> RunOptions:
+    """Validate a run's options, before any file is opened.
+
+    Parameters
+    ----------
+    method : str
+        A change method of :data:`changedet.change.METHODS`.
+    threshold, min_area_m2, opening_px, fill_holes_m2, pixel_size_m, aoi, align, coregister, bands
+        As for :func:`changedet.pipeline.detect_changes`.
+
+    Returns
+    -------
+    RunOptions
+
+    Examples
+    --------
+    >>> run_options(threshold="p98", min_area_m2=100).threshold_percentile
+    98.0
+    >>> run_options(method="nope")
+    Traceback (most recent call last):
+    ...
+    changedet.errors.InvalidParameterError: method must be one of [...], got 'nope'
+    """
+    from .change import METHODS
+
+    if not isinstance(method, str) or method not in METHODS:
+        raise InvalidParameterError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    thr_method, thr_value, thr_pct = parse_threshold(threshold)
+    mmu = _number("min_area_m2", min_area_m2, minimum=0)
+    holes = _number("fill_holes_m2", fill_holes_m2, minimum=0)
+    px = _number("pixel_size_m", pixel_size_m, minimum=0, strict=True)
+    if opening_px is not None and (isinstance(opening_px, bool) or not isinstance(opening_px, (int, np.integer))
+                                   or opening_px < 0):
+        raise InvalidParameterError(f"opening_px must be an integer >= 0, got {opening_px!r}")
+    for name, flag in (("align", align), ("coregister", coregister)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise InvalidParameterError(f"{name} must be True or False, got {flag!r}")
+    if bands is not None:
+        if isinstance(bands, str) or not all(isinstance(b, str) for b in bands) or not len(bands):
+            raise InvalidParameterError(f"bands must be a non-empty list of band names, got {bands!r}")
+        bands = tuple(bands)
+    return RunOptions(
+        method=method, threshold=float(threshold) if isinstance(threshold, np.generic) else threshold,
+        threshold_method=thr_method, threshold_value=thr_value, threshold_percentile=thr_pct,
+        min_area_m2=mmu, opening_px=None if opening_px is None else int(opening_px), fill_holes_m2=holes,
+        pixel_size_m=px, aoi=parse_aoi(aoi), align=bool(align), coregister=bool(coregister), bands=bands,
+    )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs to know, fixed before the first pixel is scored.
+
+    Attributes
+    ----------
+    options : RunOptions
+        The validated user options.
+    grid : Grid
+        The analysis grid (the overlap of both dates, cropped to the area of interest).
+    spectral, aux : tuple of str
+        Spectral bands (scored) and classification bands (SCL, QA_PIXEL: masks only);
+        arrays hold the spectral bands first, then the classification bands.
+    min_area_m2, fill_holes_m2 : float
+        Minimum mapping unit and largest hole filled (pixels on pixel grids without a
+        pixel size).
+    opening_px : int
+        Radius of the morphological opening.
+    px_size : float
+        Pixel edge in metres (1 on pixel grids without a pixel size).
+    in_px : bool
+        Areas are in pixels (no georeferencing and no ``pixel_size_m``).
+    aoi_grid : shapely geometry or None
+        The area of interest in the grid's CRS.
+    """
+
+    options: RunOptions
+    grid: Grid
+    spectral: tuple[str, ...]
+    aux: tuple[str, ...]
+    min_area_m2: float
+    opening_px: int
+    fill_holes_m2: float
+    px_size: float
+    in_px: bool
+    aoi_grid: Any = None
+
+    @property
+    def band_order(self) -> tuple[str, ...]:
+        """The bands of the arrays a window holds: spectral, then classification bands."""
+        return (*self.spectral, *self.aux)
+
+    @property
+    def method_pixel_size_m(self) -> float | None:
+        """The pixel size the methods are told (None where it is unknown)."""
+        return None if self.in_px else self.px_size
+
+    @property
+    def min_area_px(self) -> int:
+        """The minimum mapping unit in whole pixels."""
+        px_area = 1.0 if self.in_px else self.px_size * self.px_size
+        return int(math.ceil(self.min_area_m2 / px_area - 1e-9))
+
+    def parameters(self, *, threshold_method: str, threshold_value: float) -> dict[str, Any]:
+        """The ``parameters`` block of ``summary.json`` (the same keys on every path)."""
+        o = self.options
+        return {
+            "method": o.method,
+            "threshold": o.threshold,
+            "threshold_method": threshold_method,
+            "threshold_value": float(threshold_value) if math.isfinite(threshold_value) else None,
+            "min_area_m2": None if self.in_px else self.min_area_m2,
+            "min_area_px": self.min_area_px,
+            "opening_px": self.opening_px,
+            "fill_holes_m2": None if self.in_px else self.fill_holes_m2,
+            "aoi": list(o.aoi.bounds) if o.aoi is not None else None,
+            "align": o.align,
+            "coregister": o.coregister,
+            "pixel_size_m": o.pixel_size_m,
+            "bands": list(self.spectral),
+        }
+
+    def with_options(self, **changes: Any) -> "RunSpec":
+        """A new spec with some options changed (threshold and clean-up), defaults re-derived.
+
+        Examples
+        --------
+        >>> from affine import Affine
+        >>> s = make_spec(run_options(), Grid((10, 10), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"), ["B04", "B08"])
+        >>> s.min_area_m2, s.with_options(min_area_m2=500).min_area_m2
+        (400.0, 500.0)
+        """
+        o = self.options
+        kw = {f.name: getattr(o, f.name) for f in dataclasses.fields(o)
+               if f.name not in ("threshold_method", "threshold_value", "threshold_percentile")}
+        kw.update(changes)
+        new = run_options(**kw)
+        return make_spec(new, self.grid, self.band_order)
+
+
+def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> RunSpec:
+    """The run specification for a pair on ``grid`` with bands ``band_names``.
+
+    Parameters
+    ----------
+    options : RunOptions
+        From :func:`run_options`.
+    grid : Grid
+        The analysis grid.
+    band_names : sequence of str
+        The bands both dates share (spectral and classification bands).
+
+    Returns
+    -------
+    RunSpec
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> g = Grid((100, 100), Affine(10, 0, 500000, 0, -10, 6000000), "EPSG:32639")
+    >>> s = make_spec(run_options(), g, ["B02", "B03", "B04", "B08", "SCL"])
+    >>> s.spectral, s.aux, s.min_area_m2, s.opening_px
+    (('B02', 'B03', 'B04', 'B08'), ('SCL',), 400.0, 0)
+    """
+    names = [str(n) for n in band_names]
+    aux = tuple(n for n in names if n.upper() in CATEGORICAL_BANDS)
+    spectral = tuple(n for n in names if n not in aux)
+    if not spectral:
+        raise InvalidParameterError(f"the images hold only classification bands {list(aux)}; pass images with spectral bands")
+    in_px = grid.crs is None and not options.pixel_size_m
+    if grid.crs is None:
+        px_size = float(options.pixel_size_m) if options.pixel_size_m else 1.0
+    else:
+        px_size = float(grid.pixel_size_m)
+    if options.min_area_m2 is not None:
+        mmu = float(options.min_area_m2)
+    elif in_px:
+        mmu = 4.0  # pixels
+    else:
+        mmu = float(max(4 * px_size * px_size, 50.0))
+    opening = (1 if px_size < 5 else 0) if options.opening_px is None else int(options.opening_px)
+    holes = mmu if options.fill_holes_m2 is None else float(options.fill_holes_m2)
+    aoi_grid = aoi_in_grid_crs(options.aoi, grid) if options.aoi is not None else None
+    return RunSpec(options, grid, spectral, aux, mmu, opening, holes, px_size, in_px, aoi_grid)

@@ -1,0 +1,493 @@
+"""The window processor: a window of both dates -> score, valid pixels and outline parts.
+
+Every run goes through here.  :func:`fit_run` takes the statistics a run needs from
+the whole pair (in memory) or a sample of it (whole scenes): the co-registration
+shift, the change method's fit (:func:`changedet.change.fit_method`), the threshold
+and the scene medians of the index changes that name each area's kind of change.
+:func:`process_window` then turns one window of both dates (with a halo for the
+neighbourhood operations) into the score, the valid pixels and the polygon parts of
+its core.  The in-memory run is that processor on one window covering the grid; the
+windowed run (:mod:`changedet.tiling`) calls it on every window of the scene.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import _kernels
+from . import align as _align
+from . import change as _change
+from . import indices as _indices
+from . import masks as _masks
+from . import objects as _objects
+from . import threshold as _threshold
+from .errors import EmptyDataError
+from .raster import describe_grid
+from .spec import RunSpec
+
+__all__ = ["RunFit", "SampleBlock", "WindowResult", "fit_run", "process_window", "changed_pixels", "class_layers",
+           "class_layer_centres"]
+
+
+# --------------------------------------------------------------------------- class layers
+def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Uncentred index changes; ``_bright_b``/``_bright_a`` are the per-pixel mean brightness."""
+    names = list(band_names)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):  # (no catch_warnings: runs in worker threads)
+        available = _indices.available_indices(names)
+        for idx in ("ndvi", "ndbi", "ndwi"):
+            if idx in available:
+                out[f"d_{idx}"] = (_indices.compute_index(after, names, idx) - _indices.compute_index(before, names, idx)).astype("float32")
+        # mean over bands without np.nanmean: its empty-slice warning is not thread-safe to silence
+        for key, img in (("_bright_b", before), ("_bright_a", after)):
+            fin = np.isfinite(img)
+            n = fin.sum(axis=0)
+            out[key] = np.where(n > 0, np.where(fin, img, 0).sum(axis=0) / np.maximum(n, 1), np.nan).astype("float32")
+        resolved = _indices.resolve_bands(names)
+        if all(k in resolved for k in ("red", "green", "blue")):
+            def exg(img: np.ndarray) -> np.ndarray:
+                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
+                return (2 * g - r - b) / (r + g + b)
+
+            out["d_greenness"] = (exg(after) - exg(before)).astype("float32")
+    return out
+
+
+def class_layer_centres(before: np.ndarray, after: np.ndarray, band_names: Sequence[str], valid: np.ndarray) -> dict[str, float]:
+    """Scene medians that :func:`class_layers` removes (computed once, on the whole scene or a sample).
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid.
+    band_names : sequence of str
+        One name per band.
+    valid : (rows, cols) ndarray of bool
+        The pixels to take the medians over.
+
+    Returns
+    -------
+    dict of str -> float
+        The median of each index change (and of each date's brightness).
+
+    Examples
+    --------
+    >>> b = np.ones((4, 3, 3), "float32"); a = 2 * b
+    >>> class_layer_centres(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))["_bright_a"]
+    2.0
+    """
+    return _medians(_raw_class_layers(before, after, band_names), valid)
+
+
+def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        vals = v[valid & np.isfinite(v)]
+        out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
+    return out
+
+
+def class_layers(
+    before: np.ndarray,
+    after: np.ndarray,
+    band_names: Sequence[str],
+    valid: np.ndarray,
+    *,
+    centres: Mapping[str, float] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-pixel index changes used to name the kind of change of each polygon.
+
+    ``d_ndvi``, ``d_ndbi``, ``d_ndwi`` (absolute), ``d_brightness`` (relative) and
+    ``d_greenness`` (RGB excess green), each centred on the scene median so that a
+    gain, offset or seasonal shift common to the scene does not read as change.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid.
+    band_names : sequence of str
+        One name per band.
+    valid : (rows, cols) ndarray of bool
+        The pixels the medians are taken over when ``centres`` is None.
+    centres : mapping of str -> float, optional
+        Fixed medians (from :func:`class_layer_centres`), as every run uses them.
+
+    Returns
+    -------
+    dict of str -> (rows, cols) ndarray of float32
+
+    Examples
+    --------
+    >>> b = np.ones((4, 3, 3), "float32"); a = b.copy(); a[3, 0, 0] = 0.2
+    >>> out = class_layers(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))
+    >>> sorted(out)
+    ['d_brightness', 'd_greenness', 'd_ndvi', 'd_ndwi']
+    >>> bool(out["d_ndvi"][0, 0] < 0)
+    True
+    """
+    raw = _raw_class_layers(before, after, band_names)
+    if centres is None:
+        centres = _medians(raw, valid)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k, v in raw.items():
+            if not k.startswith("_"):
+                out[k] = (v - np.float32(centres.get(k, 0.0))).astype("float32")
+        sb, sa = centres.get("_bright_b", 1.0), centres.get("_bright_a", 1.0)
+        if sb and sa and math.isfinite(sb) and math.isfinite(sa):
+            out["d_brightness"] = ((raw["_bright_a"] / np.float32(sa)) / (raw["_bright_b"] / np.float32(sb)) - 1.0).astype("float32")
+    return out
+
+
+# --------------------------------------------------------------------------- the fit
+class _LegacyFit:  # TEMPORARY until change.fit_method gives every method a fit and a score
+    def __init__(self, method: str, f: Any, band_names: Sequence[str], pixel_size_m: float | None):
+        self.method, self._f, self.band_names, self.pixel_size_m = method, f, tuple(band_names), pixel_size_m
+        self.halo_px = f.halo_px if f is not None else 32
+        self.threshold_method = f.threshold_method if f is not None else None
+        self.sample_result = f.sample_result if f is not None else None
+
+    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, layers: bool = True) -> Any:
+        if layers or self._f is None:
+            return _change.change_score(before, after, method=self.method, band_names=self.band_names,
+                                        pixel_size_m=self.pixel_size_m, valid=valid)
+        return self._f.apply(before, after, valid)
+
+
+def _fit_method(method: str, before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str],
+                pixel_size_m: float | None, valid: np.ndarray) -> Any:
+    f = _change.fit_method(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
+    if f is not None and hasattr(f, "score"):
+        return f
+    legacy = _LegacyFit(method, f, band_names, pixel_size_m)
+    if legacy.threshold_method is None:
+        legacy.sample_result = legacy.score(before, after, valid)
+        legacy.threshold_method = legacy.sample_result.threshold_method
+    return legacy
+
+
+@dataclass(frozen=True, eq=False)
+class SampleBlock:
+    """One block of both dates the run is fitted on: arrays in the spec's band order.
+
+    ``inside`` is the (rows, cols) bool mask of the area of interest over the block,
+    or None (no area of interest).
+    """
+
+    before: np.ndarray
+    after: np.ndarray
+    inside: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class RunFit:
+    """The statistics of a run, fixed before its windows are scored.
+
+    Attributes
+    ----------
+    shift : Shift
+        Co-registration shift (applied to every window when ``shift.applied``).
+    method : FittedMethod
+        The change method with its fitted statistics.
+    threshold : float
+        Score above which a pixel is change.
+    threshold_method : str
+        How ``threshold`` was chosen.
+    class_centres : dict of str -> float
+        Scene medians of the index changes (see :func:`class_layers`).
+    halo_px : int
+        Halo a window needs for its core to equal the whole-scene result.
+    sample : str
+        What the statistics were taken on.
+    sample_result : ChangeScore or None
+        The method's score on the sample (with the method's layers), when the
+        sample is the whole scene; None otherwise.
+    """
+
+    shift: _align.Shift
+    method: Any
+    threshold: float
+    threshold_method: str
+    class_centres: dict[str, float]
+    halo_px: int
+    sample: str
+    method_details: dict[str, Any] = field(default_factory=dict)
+    sample_result: Any = field(default=None, repr=False)
+
+    @property
+    def apply_shift(self) -> bool:
+        """Whether windows resample the after image by :attr:`shift`."""
+        return bool(self.shift.applied and self.shift.n_blocks > 0 and self.shift.magnitude >= _align.MIN_SHIFT_PX)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted statistics for ``summary.json`` (JSON-safe)."""
+        to_dict = getattr(self.method, "to_dict", None)
+        return {
+            "shift": self.shift.as_dict(),
+            "method": to_dict() if callable(to_dict) else {"method": getattr(self.method, "method", None)},
+            "threshold_method": self.threshold_method,
+            "threshold_value": float(self.threshold) if math.isfinite(self.threshold) else None,
+            "class_centres": {k: round(v, 6) for k, v in self.class_centres.items()},
+            "halo_px": self.halo_px,
+            "sample": self.sample,
+        }
+
+
+def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.Shift, apply_shift: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks' spectral bands (after image shifted) and valid pixels, side by side."""
+    ns = len(spec.spectral)
+    fit_b, fit_a, fit_v = [], [], []
+    for blk in blocks:
+        b_sp = blk.before[:ns]
+        a_sp = _align.apply_shift(blk.after[:ns], shift) if apply_shift else blk.after[:ns]
+        a_ax = _align.apply_shift(blk.after[ns:], shift, order=0) if (apply_shift and spec.aux) else blk.after[ns:]
+        v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
+        v &= ~_masks.exclusion_mask(blk.before, np.concatenate([a_sp, a_ax]), band_names=spec.band_order)
+        if blk.inside is not None:
+            v &= blk.inside
+        fit_b.append(b_sp)
+        fit_a.append(a_sp)
+        fit_v.append(v)
+    if len(blocks) == 1:
+        return fit_b[0], fit_a[0], fit_v[0]
+    # blocks side by side: the statistics do not care about the arrangement
+    return np.concatenate(fit_b, axis=2), np.concatenate(fit_a, axis=2), np.concatenate(fit_v, axis=1)
+
+
+def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> RunFit:
+    """Fix a run's statistics on the whole pair or on sample blocks of it.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    blocks : sequence of SampleBlock
+        The whole pair as one block, or a lattice of blocks of a large scene.
+    whole : bool
+        The one block is the whole analysis grid (then the method's score on it is
+        kept as ``sample_result``, which an in-memory run uses as its score).
+
+    Returns
+    -------
+    RunFit
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> from changedet.raster import Grid
+    >>> from changedet.spec import make_spec, run_options
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.uniform(500, 600, size=(4, 64, 64)).astype("float32"); a = b.copy(); a[:, 10:20, 10:20] += 900
+    >>> spec = make_spec(run_options(method="cva", coregister=False),
+    ...                  Grid((64, 64), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"), ["B02", "B03", "B04", "B08"])
+    >>> fit = fit_run(spec, [SampleBlock(b, a)], whole=True)
+    >>> fit.threshold_method, fit.threshold > 0
+    ('otsu', True)
+    """
+    ns = len(spec.spectral)
+    o = spec.options
+    if o.coregister:
+        shift = _align.shift_from_blocks([(blk.before[:ns], blk.after[:ns]) for blk in blocks])
+    else:
+        shift = _align.Shift(0.0, 0.0, 0.0, 0, applied=False)
+    apply_shift = bool(shift.applied and shift.n_blocks > 0 and shift.magnitude >= _align.MIN_SHIFT_PX)
+    sb, sa, sv = _sample_arrays(spec, blocks, shift, apply_shift)
+    if not sv.any():
+        where = "on the analysis grid" if whole else "in the sample of the analysis grid"
+        raise EmptyDataError(
+            f"no pixel is valid in both dates {where} ({describe_grid(spec.grid)}): "
+            "nodata, clouds or the area of interest leave nothing to compare"
+        )
+    fitted = _fit_method(o.method, sb, sa, band_names=spec.spectral, pixel_size_m=spec.method_pixel_size_m,
+                                valid=sv)
+    cs = fitted.sample_result if fitted.sample_result is not None else fitted.score(sb, sa, sv, layers=whole)
+    s_score = np.where(sv, cs.score, np.nan).astype("float32")
+    thr_method = o.threshold_method or cs.threshold_method
+    thr = _threshold.compute_threshold(s_score, method=thr_method, value=o.threshold_value,
+                                       percentile=o.threshold_percentile, valid=sv)
+    centres = class_layer_centres(sb, sa, spec.spectral, sv)
+    halo = max(int(fitted.halo_px), int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0, spec.opening_px + 1, 4)
+    sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
+    return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
+                  cs if whole else None)
+
+
+# --------------------------------------------------------------------------- the processor
+def changed_pixels(spec: RunSpec, threshold: float, score: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The thresholded, opened change mask of a score (before polygons and their clean-up).
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run (its ``opening_px``).
+    threshold : float
+        Score above which a pixel is change.
+    score : (rows, cols) ndarray of float32
+        The change score.
+    valid : (rows, cols) ndarray of bool
+        Pixels to judge.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> from changedet.raster import Grid
+    >>> from changedet.spec import make_spec, run_options
+    >>> spec = make_spec(run_options(opening_px=0), Grid((4, 4), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"), ["B04"])
+    >>> s = np.zeros((4, 4), "float32"); s[1:3, 1:3] = 5
+    >>> int(changed_pixels(spec, 1.0, s, np.ones((4, 4), bool)).sum())
+    4
+    """
+    raw = _threshold.apply_threshold(score, threshold, valid=valid)
+    return _objects.clean_mask(raw, opening_px=spec.opening_px, valid=valid)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowResult:
+    """What one window gives: its core's score, valid pixels and polygon parts.
+
+    Attributes
+    ----------
+    score : (rows, cols) ndarray of float32
+        The core's change score, NaN where not valid.
+    valid : (rows, cols) ndarray of bool
+        Pixels valid in both dates (not nodata, cloud, or outside the area of interest).
+    parts : list of PolygonPart
+        The changed areas of the core (before the minimum mapping unit).
+    excluded : int
+        Pixels of the core left out as cloud or shadow.
+    after : (bands, rows, cols) ndarray or None
+        The core of the co-registered after image (kept only on request).
+    layers : dict of str -> (rows, cols) ndarray
+        The method's layers and the index changes (kept only on request).
+    """
+
+    score: np.ndarray
+    valid: np.ndarray
+    parts: list[Any]
+    excluded: int
+    after: np.ndarray | None = None
+    layers: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _full(shape: tuple[int, int]) -> tuple[slice, slice]:
+    return slice(0, shape[0]), slice(0, shape[1])
+
+
+def process_window(
+    spec: RunSpec,
+    fit: RunFit,
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    transform: Any,
+    inner: tuple[slice, slice] | None = None,
+    edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    inside: np.ndarray | None = None,
+    finite: np.ndarray | None = None,
+    keep: bool = False,
+) -> WindowResult:
+    """Score one window of both dates and cut its core's changed areas into polygon parts.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    fit : RunFit
+        Its fitted statistics.
+    before, after : (bands, rows, cols) ndarray of float32
+        The window with its halo, bands in ``spec.band_order``, NaN nodata.
+    transform : Affine
+        Map transform of the window's core.
+    inner : (slice, slice), optional
+        The core inside the window (default: the whole window).
+    edges : (bool, bool, bool, bool)
+        Which sides of the core (top, bottom, left, right) are internal window edges.
+    inside : (rows, cols) ndarray of bool, optional
+        The area of interest over the window.
+    finite : (rows, cols) ndarray of bool, optional
+        Where every band of both dates is finite, when the reader found it already.
+    keep : bool
+        Also return the co-registered after image and every per-pixel layer (in-memory runs).
+
+    Returns
+    -------
+    WindowResult
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> from changedet.raster import Grid
+    >>> from changedet.spec import make_spec, run_options
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.uniform(500, 600, size=(4, 64, 64)).astype("float32"); a = b.copy(); a[:, 10:20, 10:20] += 900
+    >>> g = Grid((64, 64), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
+    >>> spec = make_spec(run_options(method="cva", coregister=False), g, ["B02", "B03", "B04", "B08"])
+    >>> w = process_window(spec, fit_run(spec, [SampleBlock(b, a)], whole=True), b, a, transform=g.transform)
+    >>> [p.n_px for p in w.parts]
+    [100]
+    """
+    ns = len(spec.spectral)
+    shifted = fit.apply_shift
+    b_sp = before[:ns]
+    a_sp = _align.apply_shift(after[:ns], fit.shift) if shifted else after[:ns]
+    a_ax = _align.apply_shift(after[ns:], fit.shift, order=0) if (shifted and spec.aux) else after[ns:]
+    if finite is not None and not (shifted or spec.aux):
+        v = finite.copy()  # found while the windows were read
+    else:
+        v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
+    if _masks.has_cloud_information(spec.band_order):
+        excl = _masks.exclusion_mask(before, np.concatenate([a_sp, a_ax]), band_names=spec.band_order)
+        excluded = excl & v
+        v &= ~excl
+    else:  # without cloud information the exclusion mask is the nodata that v leaves out already
+        excluded = None
+    if inside is not None:
+        v &= inside
+    layers: dict[str, np.ndarray] = {}
+    if keep and fit.sample_result is not None and fit.sample_result.score.shape == v.shape:
+        cs = fit.sample_result  # the in-memory run: the fit scored this very window
+        score_o = np.where(v, cs.score, np.float32(np.nan)).astype(np.float32)
+        layers.update(cs.layers)
+    elif v.any():
+        cs = fit.method.score(b_sp, a_sp, v, layers=keep)
+        score_o = np.asarray(cs.score, dtype=np.float32)
+        if not score_o.flags.writeable:
+            score_o = score_o.copy()
+        np.copyto(score_o, np.float32(np.nan), where=~v)
+        if keep:
+            layers.update(cs.layers)
+    else:  # nothing to compare here (nodata, clouds, outside the area of interest)
+        score_o = np.full(v.shape, np.nan, dtype="float32")
+    opened = changed_pixels(spec, fit.threshold, score_o, v)
+    rs, cs_ = inner if inner is not None else _full(v.shape)
+    score_c, opened_c, v_c = score_o[rs, cs_], opened[rs, cs_], v[rs, cs_]
+    b_c, a_c = b_sp[:, rs, cs_], a_sp[:, rs, cs_]
+    sel = opened_c & v_c
+    if keep:
+        full = class_layers(b_c, a_c, spec.spectral, v_c, centres=fit.class_centres)
+        layers.update(full)
+        part_layers = {k: arr[sel] for k, arr in full.items() if k.startswith("d_")}
+    else:
+        # index changes are only needed inside changed areas: compute them there alone
+        # (row-major order, as vectorize_parts takes them)
+        part_layers = {}
+        if sel.any():
+            sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
+                                  np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
+            part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k.startswith("d_")}
+    parts = _objects.vectorize_parts(sel, transform, score=score_c, layers=part_layers, window_edges=edges)
+    return WindowResult(
+        score=score_c, valid=v_c, parts=parts,
+        excluded=int(excluded[rs, cs_].sum()) if excluded is not None else 0,
+        after=a_c if keep else None, layers=layers,
+    )
