@@ -1,9 +1,10 @@
 """The bundled sample pairs and their ground truth.
 
-``sample_tiles/`` (next to the package in a repository checkout or an editable
-install) holds synthetic before/after pairs made by
-``sample_tiles/make_sample_tiles.py``, each with a truth mask, and a
-``registry.json`` with the SHA-256 of every file.  :func:`load_sample` checks
+``sample_tiles/`` at the repository's top level holds synthetic before/after
+pairs made by ``sample_tiles/make_sample_tiles.py``, each with a truth mask, and a
+``registry.json`` with the SHA-256 of every file.  It installs as the package
+``changedet.sample_tiles`` (in a wheel and in an editable install alike) and is
+found through :mod:`importlib.resources`.  :func:`load_sample` checks
 the hashes before reading, so a truncated or edited file is reported instead of
 silently giving wrong numbers.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 SAMPLE_TILES_ENV = "CHANGEDET_SAMPLE_TILES"
+_PACKAGE = "changedet.sample_tiles"
 _REGISTRY = "registry.json"
 _FILES = ("before.tif", "after.tif", "truth.tif")
 _REMAKE = "re-run `python sample_tiles/make_sample_tiles.py` from the repository root to make them again"
@@ -74,12 +77,21 @@ class SamplePair:
 def sample_tiles_dir() -> Path:
     """The folder that holds the sample pairs.
 
-    ``$CHANGEDET_SAMPLE_TILES`` when set, else ``sample_tiles/`` beside the package
-    (a repository checkout or an editable install).
+    ``$CHANGEDET_SAMPLE_TILES`` when set, else the installed package data
+    ``changedet.sample_tiles`` (``sample_tiles/`` of the checkout in an editable
+    install), else ``sample_tiles/`` beside the package (a checkout put on
+    ``sys.path`` without installing it).
 
     Returns
     -------
     Path
+        The folder, absolute; it holds ``registry.json`` and one folder per pair.
+
+    Raises
+    ------
+    RasterReadError
+        changedet is installed inside a zip archive, where the tiles are no files
+        that GDAL could open.
 
     Examples
     --------
@@ -89,7 +101,18 @@ def sample_tiles_dir() -> Path:
     env = os.environ.get(SAMPLE_TILES_ENV)
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[1] / "sample_tiles"
+    try:
+        root = resources.files(_PACKAGE)
+    except ModuleNotFoundError:
+        # not installed (a checkout on sys.path), or an editable install made before the
+        # tiles were package data: the checkout's own folder
+        return Path(__file__).resolve().parents[1] / "sample_tiles"
+    if not isinstance(root, Path):
+        raise RasterReadError(
+            f"the sample tiles are inside an archive ({root}), not files GDAL can open; "
+            f"install changedet unzipped, or set ${SAMPLE_TILES_ENV} to a folder holding them"
+        )
+    return root.resolve()
 
 
 def _registry() -> dict[str, Any]:
@@ -99,7 +122,8 @@ def _registry() -> dict[str, Any]:
         hint = (
             f"${SAMPLE_TILES_ENV} points at {str(root)!r}; unset it or point it at a folder holding registry.json"
             if os.environ.get(SAMPLE_TILES_ENV)
-            else "the sample tiles ship with a repository checkout (editable install), not with a wheel; " + _REMAKE
+            else f"this installation lacks the package data {_PACKAGE}; reinstall changedet, set ${SAMPLE_TILES_ENV} "
+            "to a folder holding the tiles, or " + _REMAKE
         )
         raise RasterReadError(f"sample registry {str(path)!r} not found; {hint}")
     try:
@@ -118,6 +142,12 @@ def list_samples() -> list[str]:
     Returns
     -------
     list of str
+        The names :func:`load_sample` accepts.
+
+    Raises
+    ------
+    RasterReadError
+        ``registry.json`` is missing or not valid.
 
     Examples
     --------
@@ -138,6 +168,9 @@ def sample_info(name: str) -> dict[str, Any]:
     Returns
     -------
     dict
+        A copy of the entry: ``description``, ``resolution_m``, ``shape``, ``bands``,
+        ``dates``, ``change_fraction``, ``new_objects``, ``after_offset_px`` and, per
+        file, its ``sha256`` and ``bytes``.
 
     Raises
     ------
@@ -167,6 +200,7 @@ def sample_path(name: str) -> Path:
     Returns
     -------
     Path
+        ``sample_tiles_dir() / name``.
 
     Raises
     ------

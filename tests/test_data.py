@@ -43,6 +43,45 @@ def test_default_folder_is_beside_the_package(monkeypatch: pytest.MonkeyPatch) -
     assert data.sample_path("s2_like") == REPO / "sample_tiles" / "s2_like"
 
 
+def test_default_folder_is_the_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the variable the folder comes from importlib.resources (wheel or editable install)."""
+    monkeypatch.delenv(data.SAMPLE_TILES_ENV, raising=False)
+    asked = []
+
+    def files(package: str) -> Path:
+        asked.append(package)
+        return tmp_path
+
+    monkeypatch.setattr(data.resources, "files", files)
+    assert data.sample_tiles_dir() == tmp_path.resolve()
+    assert asked == ["changedet.sample_tiles"]
+    with pytest.raises(RasterReadError, match=r"registry.*not found.*lacks the package data changedet\.sample_tiles"):
+        data.list_samples()
+
+
+def test_checkout_without_install_uses_its_own_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install made before the tiles were package data still finds them."""
+    monkeypatch.delenv(data.SAMPLE_TILES_ENV, raising=False)
+
+    def files(package: str) -> Path:
+        raise ModuleNotFoundError(f"No module named {package!r}")
+
+    monkeypatch.setattr(data.resources, "files", files)
+    assert data.sample_tiles_dir() == REPO / "sample_tiles"
+
+
+def test_tiles_inside_a_zip_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import zipfile
+
+    monkeypatch.delenv(data.SAMPLE_TILES_ENV, raising=False)
+    archive = tmp_path / "changedet.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("changedet/sample_tiles/registry.json", "{}")
+    monkeypatch.setattr(data.resources, "files", lambda package: zipfile.Path(archive, "changedet/sample_tiles/"))
+    with pytest.raises(RasterReadError, match=r"inside an archive.*CHANGEDET_SAMPLE_TILES"):
+        data.sample_tiles_dir()
+
+
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_load_sample_grids_and_truth(name: str) -> None:
     res, shape, bands, (lo, hi) = EXPECTED[name]
