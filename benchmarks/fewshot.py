@@ -1,0 +1,324 @@
+"""Few-shot change detection: a simulated analyst labels K change and 3K no-change pixels.
+
+Usage::
+
+    python benchmarks/fewshot.py [--data /work/shared/data] [--sets oscd,levir,dsifn] [--k 10,20,50]
+                                 [--seeds 0,1,2,3,4] [--classifier random-forest] [--synthetic]
+
+For every OSCD city and every VHR tile in the data folder, and every seed, K change
+and 3K no-change pixels are drawn at random from the truth; ``changedet.learn``
+(features of :func:`changedet.learn.pixel_features`, the default classifier, its
+threshold and probability smoothing) is trained on them and scores the whole tile.
+Beside it:
+
+(a) *baseline*: a plain ``RandomForestClassifier(n_estimators=100)`` on
+    ``skimage.feature.multiscale_basic_features`` of both dates (raw bands, default
+    sigmas 0.5-16 px), trained on the same pixels, threshold 0.5;
+(b) *unsupervised*: ``changedet.pipeline.detect_changes(before, after).change_mask()``.
+
+Prints, per data set (OSCD pooled, LEVIR pooled, DSIFN pooled) and K, the mean pooled
+F1 over seeds and its min-max (pooled = true/false positives summed over the tiles of a
+set before F1). ``--synthetic`` also runs seeded synthetic pairs with noise, a per-band
+gain/offset and a sub-pixel shift of the after date.
+
+The learned model's features are computed once per tile (``pixel_features``, cached in
+``/tmp/changedet_fewshot``) and only the classifier is fitted per seed; a check at
+start-up confirms this gives the same probabilities as ``fit_examples(...).score(...)``.
+
+Data: OSCD (Caye Daudt et al., IGARSS 2018; Copernicus Sentinel-2 data), LEVIR-CD (Chen
+& Shi 2020), DSIFN (Zhang et al. 2020); see /work/shared/data/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CACHE = Path("/tmp/changedet_fewshot")
+OSCD_BANDS = ("B02", "B03", "B04", "B08")
+#: DSIFN publishes no pixel size per tile ("metre-class"); 1 m is assumed
+PIXEL_SIZE = {"oscd": 10.0, "levir": 0.5, "dsifn": 1.0}
+
+
+@dataclass(frozen=True, eq=False)
+class Tile:
+    set: str
+    name: str
+    before: np.ndarray  # (bands, rows, cols) float32
+    after: np.ndarray
+    band_names: tuple[str, ...]
+    truth: np.ndarray  # (rows, cols) bool
+    valid: np.ndarray  # (rows, cols) bool
+    pixel_size_m: float
+    before_path: Path | None = None
+    after_path: Path | None = None
+
+
+def load_oscd(root: Path, bands: tuple[str, ...]) -> list[Tile]:
+    from methods import load_city  # benchmarks/methods.py: after reprojected and co-registered on before
+
+    out = []
+    for city in sorted(p for p in (root / "oscd").iterdir() if p.is_dir()):
+        pair = load_city(city)
+        idx = [pair.band_names.index(b) for b in bands]
+        b, a = pair.before[idx], pair.after[idx]
+        valid = np.isfinite(b).all(0) & np.isfinite(a).all(0)
+        out.append(Tile("oscd", city.name, b, a, bands, pair.truth, valid, 10.0, city / "imgs_1", city / "imgs_2"))
+    return out
+
+
+def load_vhr(root: Path, name: str) -> list[Tile]:
+    from changedet.io import read_raster
+
+    out = []
+    folder = root / "vhr" / name
+    for p in sorted((folder / "A").glob("*.png")):
+        b = read_raster(p)
+        a = read_raster(folder / "B" / p.name)
+        truth = read_raster(folder / "label" / p.name).data[0] > 127
+        valid = np.isfinite(b.data).all(0) & np.isfinite(a.data).all(0)
+        out.append(Tile(name, p.stem, b.data, a.data, b.band_names, truth, valid, PIXEL_SIZE[name],
+                        p, folder / "B" / p.name))
+    return out
+
+
+def sample(tile: Tile, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K change and 3K no-change pixels (flat indices) and their labels, drawn from the truth."""
+    rng = np.random.default_rng([seed, k, int(hashlib.md5(tile.name.encode()).hexdigest()[:8], 16)])
+    pos = np.flatnonzero(tile.truth.ravel() & tile.valid.ravel())
+    neg = np.flatnonzero(~tile.truth.ravel() & tile.valid.ravel())
+    p = rng.choice(pos, min(k, pos.size), replace=False)
+    n = rng.choice(neg, min(3 * k, neg.size), replace=False)
+    idx = np.concatenate([p, n])
+    return idx, np.concatenate([np.ones(p.size, bool), np.zeros(n.size, bool)])
+
+
+def counts(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.array([np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)], dtype=np.int64)
+
+
+def f1(c: np.ndarray) -> float:
+    tp, fp, fn = (float(v) for v in c)
+    return 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 1.0
+
+
+# --- the learned model, features cached ---------------------------------------------
+
+def learned_features(tile: Tile, *, change_score: bool = True):
+    from changedet.learn import FEATURE_VERSION, pixel_features
+
+    CACHE.mkdir(exist_ok=True)
+    key = f"{tile.set}_{tile.name}_v{FEATURE_VERSION}_{int(change_score)}_{len(tile.band_names)}"
+    path = CACHE / f"{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["values"], tuple(z["names"])
+    f = pixel_features(tile.before, tile.after, band_names=tile.band_names, pixel_size_m=tile.pixel_size_m,
+                       valid=tile.valid, change_score=change_score)
+    np.savez(path, values=f.values, names=np.array(f.names))
+    return f.values, f.names
+
+
+def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
+                        classifier: str) -> np.ndarray:
+    """What fit_examples(...).score(...) computes, on cached features."""
+    from changedet.learn import _make_classifier, _smooth_probability
+
+    X = feats.reshape(-1, feats.shape[-1])
+    clf = _make_classifier(classifier, seed)
+    clf.fit(X[idx], y.astype(np.int8))
+    prob = np.zeros(tile.valid.shape, np.float32)
+    prob[tile.valid] = clf.predict_proba(feats[tile.valid])[:, 1]
+    return _smooth_probability(prob, tile.valid)
+
+
+def check_same_as_api(tile: Tile, classifier: str) -> float:
+    """Largest difference between the cached path and fit_examples(...).score(...)."""
+    from changedet.learn import Examples, fit_examples
+
+    idx, y = sample(tile, 20, 0)
+    rows, cols = np.unravel_index(idx, tile.truth.shape)
+    model = fit_examples(tile.before, tile.after, Examples(rows, cols, y), band_names=tile.band_names,
+                         pixel_size_m=tile.pixel_size_m, valid=tile.valid, seed=0, classifier=classifier)
+    api = model.score(tile.before, tile.after, tile.valid)
+    feats, _ = learned_features(tile)
+    cached = learned_probability(feats, tile, idx, y, 0, classifier)
+    return float(np.nanmax(np.abs(api - cached)))
+
+
+# --- baselines -----------------------------------------------------------------------
+
+def baseline_features(tile: Tile) -> np.ndarray:
+    from skimage.feature import multiscale_basic_features
+
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"base_{tile.set}_{tile.name}_{len(tile.band_names)}.npy"
+    if path.exists():
+        return np.load(path)
+    fill = lambda x: np.where(np.isfinite(x), x, np.nanmedian(x))  # noqa: E731
+    stack = np.concatenate([fill(tile.before), fill(tile.after)]).astype(np.float32)
+    f = multiscale_basic_features(stack, channel_axis=0).astype(np.float32)
+    np.save(path, f)
+    return f
+
+
+def baseline_mask(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = feats.reshape(-1, feats.shape[-1])
+    clf = RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1).fit(X[idx], y)
+    pred = np.zeros(tile.valid.shape, bool)
+    pred[tile.valid] = clf.predict(feats[tile.valid])
+    return pred
+
+
+def unsupervised_mask(tile: Tile) -> np.ndarray:
+    from changedet.io import read_raster
+    from changedet.pipeline import detect_changes
+
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"unsup_{tile.set}_{tile.name}.npy"
+    if path.exists():
+        return np.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if tile.set == "oscd":
+            before, after = read_raster(tile.before_path), read_raster(tile.after_path)
+        else:
+            before, after = read_raster(tile.before_path), read_raster(tile.after_path)
+        mask = detect_changes(before, after).change_mask()
+    if mask.shape != tile.truth.shape:  # pragma: no cover - the pipeline keeps the before grid
+        raise RuntimeError(f"{tile.name}: mask {mask.shape} vs truth {tile.truth.shape}")
+    np.save(path, mask)
+    return mask
+
+
+# --- synthetic robustness ------------------------------------------------------------
+
+def synthetic_tiles(n: int = 3, size: int = 256) -> list[Tile]:
+    """Seeded synthetic RGB 0.5 m pairs: textured ground, new bright 'roofs', vegetation change
+    that does not count, noise, a per-band gain/offset and a 0.4 px shift of the after date."""
+    from scipy import ndimage
+
+    out = []
+    for seed in range(n):
+        rng = np.random.default_rng(100 + seed)
+        ground = ndimage.gaussian_filter(rng.normal(size=(3, size, size)), (0, 6, 6))
+        ground = 0.3 + 0.08 * ground / ground.std() + 0.02 * rng.normal(size=(3, size, size))
+        before = ground.copy()
+        after = ground.copy()
+        truth = np.zeros((size, size), bool)
+        for _ in range(12):  # new roofs: bright, grey, rectangular
+            r, c = rng.integers(10, size - 30, 2)
+            h, w = rng.integers(8, 20, 2)
+            after[:, r:r + h, c:c + w] = 0.55 + 0.05 * rng.normal(size=(3, 1, 1))
+            truth[r:r + h, c:c + w] = True
+        for _ in range(8):  # greener vegetation patches: a change that does not count
+            r, c = rng.integers(0, size - 40, 2)
+            blob = ndimage.gaussian_filter((rng.random((40, 40)) > 0.5).astype(float), 4) > 0.5
+            sub = after[:, r:r + 40, c:c + 40]
+            sub[1][blob & ~truth[r:r + 40, c:c + 40]] += 0.12
+            sub[0][blob & ~truth[r:r + 40, c:c + 40]] -= 0.05
+        after = ndimage.shift(after, (0, 0.4, -0.3), order=1, mode="nearest")
+        gain = rng.uniform(0.7, 1.4, 3)[:, None, None]
+        offset = rng.uniform(-0.1, 0.1, 3)[:, None, None]
+        after = gain * after + offset + 0.01 * rng.normal(size=after.shape)
+        before = before + 0.01 * rng.normal(size=before.shape)
+        out.append(Tile("synthetic", f"syn{seed}", before.astype(np.float32), after.astype(np.float32),
+                        ("red", "green", "blue"), truth, np.ones(truth.shape, bool), 0.5))
+    return out
+
+
+# --- main ----------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--sets", default="oscd,levir,dsifn")
+    p.add_argument("--k", default="10,20,50")
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--classifier", default="random-forest")
+    p.add_argument("--oscd-bands", default=",".join(OSCD_BANDS))
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--check", action="store_true", help="check the cached path equals fit_examples().score()")
+    args = p.parse_args(argv)
+    root = Path(args.data)
+    ks = [int(v) for v in args.k.split(",")]
+    seeds = [int(v) for v in args.seeds.split(",")]
+    sets = [s for s in args.sets.split(",") if s]
+
+    tiles: dict[str, list[Tile]] = {}
+    for s in sets:
+        if s == "oscd":
+            tiles[s] = load_oscd(root, tuple(args.oscd_bands.split(",")))
+        else:
+            tiles[s] = load_vhr(root, s)
+    if args.synthetic:
+        tiles["synthetic"] = synthetic_tiles()
+
+    if args.check:
+        for s, ts in tiles.items():
+            print(f"check {s}/{ts[0].name}: max |cached - fit_examples().score()| = "
+                  f"{check_same_as_api(ts[0], args.classifier):.2e}", flush=True)
+
+    rows = []
+    timing: dict[str, list[float]] = {"features": [], "fit+predict": [], "pixels": []}
+    for s, ts in tiles.items():
+        res = {(k, sd, m): np.zeros(3, np.int64) for k in ks for sd in seeds for m in ("learned", "baseline")}
+        unsup = np.zeros(3, np.int64)
+        for tile in ts:
+            t0 = time.perf_counter()
+            feats, _ = learned_features(tile)
+            timing["features"].append(time.perf_counter() - t0)
+            timing["pixels"].append(tile.valid.size)
+            bfeats = None if args.no_baselines else baseline_features(tile)
+            if not args.no_baselines and s != "synthetic":
+                unsup += counts(unsupervised_mask(tile), tile.truth)
+            for k in ks:
+                for sd in seeds:
+                    idx, y = sample(tile, k, sd)
+                    if y.all() or not y.any():
+                        # a tile without change (one LEVIR tile): the analyst has no change to
+                        # show, both classifiers answer "no change" (their false positives are 0)
+                        for m in ("learned", "baseline"):
+                            res[(k, sd, m)] += counts(np.zeros_like(tile.truth), tile.truth)
+                        continue
+                    t0 = time.perf_counter()
+                    prob = learned_probability(feats, tile, idx, y, sd, args.classifier)
+                    timing["fit+predict"].append(time.perf_counter() - t0)
+                    res[(k, sd, "learned")] += counts(np.nan_to_num(prob) >= 0.5, tile.truth)
+                    if bfeats is not None:
+                        res[(k, sd, "baseline")] += counts(baseline_mask(bfeats, tile, idx, y, sd), tile.truth)
+            print(f"  {s}/{tile.name} done", file=sys.stderr, flush=True)
+        for k in ks:
+            row = {"set": s, "k": k}
+            for m in ("learned", "baseline"):
+                v = [f1(res[(k, sd, m)]) for sd in seeds]
+                row[m] = (float(np.mean(v)), min(v), max(v))
+            row["unsup"] = f1(unsup) if not args.no_baselines and s != "synthetic" else float("nan")
+            rows.append(row)
+
+    print(f"\nPooled F1 over the tiles of each set; mean over seeds {seeds} (min-max)")
+    print(f"{'set':<10} {'K':>3}  {'learned':>22}  {'baseline RF (a)':>22}  {'unsupervised (b)':>16}")
+    for r in rows:
+        fmt = lambda t: f"{t[0]:.3f} ({t[1]:.3f}-{t[2]:.3f})"  # noqa: E731
+        print(f"{r['set']:<10} {r['k']:>3}  {fmt(r['learned']):>22}  {fmt(r['baseline']):>22}  {r['unsup']:>16.3f}")
+    mpx = np.sum(timing["pixels"]) / 1e6
+    print(f"\ntimings: features {np.sum(timing['features']):.1f} s for {mpx:.2f} Mpx "
+          f"(cached after the first run); fit+predict+smooth median {np.median(timing['fit+predict']):.2f} s per tile")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1190 @@
+"""Change as the analyst defines it: a classifier trained on a few labelled examples.
+
+The analyst marks a few places as *change* or *no change* (GeoJSON points or
+polygons, or a truth mask of another site); a scikit-learn classifier learns from
+per-pixel features of both dates what counts, and scores every pixel with a
+probability of change.
+
+Like the other methods this is a *fit* and a *score*:
+
+- :func:`fit_examples` (or :func:`train` over several labelled pairs) returns a
+  frozen :class:`LearnedModel`: the classifier, the feature set it was trained on,
+  and the per-date radiometric statistics of the pair (:class:`PairStats`);
+- :meth:`LearnedModel.score` turns a window of both dates (with a halo of
+  :attr:`LearnedModel.halo_px` pixels) into a (rows, cols) probability of change;
+  :meth:`LearnedModel.for_pair` fixes the statistics of a new pair first, so every
+  window of that pair uses the same ones.
+
+Features (:func:`pixel_features`): each date is standardized band by band by its
+own robust statistics (median, IQR/1.349), so a per-band gain and offset between
+the dates leaves them unchanged; then, at Gaussian scales chosen in metres
+(0.5 m x 2^k, 0.7 to 16 pixels), the smoothed bands of both dates, their
+difference and its magnitude, edges and Hessian texture of each date's brightness
+and of the difference magnitude (:func:`skimage.feature.multiscale_basic_features`),
+spectral indices of both dates and their change (NDVI, NDWI, NDBI, excess green
+for RGB), and the unsupervised change score of :func:`changedet.change.change_score`
+(``method="auto"``).
+
+Model files (:meth:`LearnedModel.save`, :func:`load_model`) are skops archives
+loaded with an explicit list of trusted types: a file naming any other type (one
+that could run code) is refused before anything in it is built.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from . import indices as _idx
+from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
+from .raster import GeoRaster, Grid
+
+__all__ = [
+    "FEATURE_VERSION",
+    "Examples",
+    "PairStats",
+    "PixelFeatures",
+    "LearnedModel",
+    "feature_sigmas_m",
+    "pair_stats",
+    "pixel_features",
+    "read_examples",
+    "fit_examples",
+    "train",
+    "load_model",
+]
+
+#: Version of the feature set; a model file made with another version is refused.
+FEATURE_VERSION = 1
+
+#: Gaussian truncation of :func:`skimage.filters.gaussian` (its default).
+_TRUNCATE = 4.0
+#: Smallest and largest Gaussian scale, in pixels.
+_SIGMA_PX_RANGE = (0.7, 16.0)
+#: Smoothing of the probability (Gaussian sigma in pixels), weighing each pixel with its neighbours.
+_SMOOTH_PX = 1.0
+#: Random-forest size; few examples need no more.
+_N_TREES = 200
+
+_FORMAT = "changedet.learn"
+
+
+# --- small frozen types ----------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Examples:
+    """Labelled pixels: ``row``, ``col`` and ``change`` (True = change), one entry per pixel.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ex = Examples(np.array([1, 2]), np.array([3, 4]), np.array([True, False]))
+    >>> ex.n_change, ex.n_no_change
+    (1, 1)
+    >>> ex.to_labels((4, 5))[1:3, 3:5]
+    array([[ 1, -1],
+           [-1,  0]], dtype=int8)
+    """
+
+    row: np.ndarray
+    col: np.ndarray
+    change: np.ndarray
+    source: str = "examples"
+
+    def __post_init__(self) -> None:
+        row = np.asarray(self.row, dtype=np.int64).ravel()
+        col = np.asarray(self.col, dtype=np.int64).ravel()
+        change = np.asarray(self.change, dtype=bool).ravel()
+        if not (row.size == col.size == change.size):
+            raise InvalidParameterError(
+                f"Examples needs row, col and change of one length, got {row.size}, {col.size} and {change.size}"
+            )
+        object.__setattr__(self, "row", row)
+        object.__setattr__(self, "col", col)
+        object.__setattr__(self, "change", change)
+
+    @property
+    def n_change(self) -> int:
+        return int(self.change.sum())
+
+    @property
+    def n_no_change(self) -> int:
+        return int((~self.change).sum())
+
+    def to_labels(self, shape: tuple[int, int]) -> np.ndarray:
+        """A (rows, cols) int8 label raster: 1 change, 0 no change, -1 unlabelled."""
+        out = np.full(shape, -1, dtype=np.int8)
+        out[self.row, self.col] = self.change.astype(np.int8)
+        return out
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray, *, source: str = "labels") -> "Examples":
+        """From a (rows, cols) label raster: 1 (or True) change, 0 no change, anything else unlabelled."""
+        labels = np.asarray(labels)
+        if labels.dtype == bool:
+            row, col = np.nonzero(np.ones(labels.shape, bool))
+            return cls(row, col, labels.ravel(), source)
+        row, col = np.nonzero((labels == 0) | (labels == 1))
+        return cls(row, col, labels[row, col] == 1, source)
+
+
+@dataclass(frozen=True, eq=False)
+class PairStats:
+    """Per-date radiometric statistics of one pair: the part of the fit a window reuses.
+
+    Attributes
+    ----------
+    before_median, before_spread, after_median, after_spread : (bands,) ndarray of float64
+        Each band's median and robust spread (IQR / 1.349) over the valid pixels.
+    change_fit : changedet.change.FittedScore or None
+        The unsupervised ``auto`` change score with its scene-wide statistics fixed.
+    """
+
+    before_median: np.ndarray
+    before_spread: np.ndarray
+    after_median: np.ndarray
+    after_spread: np.ndarray
+    change_fit: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class PixelFeatures:
+    """Per-pixel features of a pair and their names.
+
+    Attributes
+    ----------
+    values : (rows, cols, n_features) ndarray of float32
+    names : tuple of str
+        One name per feature, e.g. ``"d_red_s1.6"`` (band difference at sigma 1.6 px).
+    halo_px : int
+        How far a pixel's features reach: a window needs this many extra pixels on each side.
+    """
+
+    values: np.ndarray
+    names: tuple[str, ...]
+    halo_px: int
+
+
+# --- features --------------------------------------------------------------------
+
+def feature_sigmas_m(pixel_size_m: float) -> tuple[float, ...]:
+    """The Gaussian scales of the features, in metres: 0.5 m x 2^k between 0.7 and 16 pixels.
+
+    Examples
+    --------
+    >>> feature_sigmas_m(10.0)
+    (8.0, 16.0, 32.0, 64.0, 128.0)
+    >>> feature_sigmas_m(0.5)
+    (0.5, 1.0, 2.0, 4.0, 8.0)
+    """
+    px = _check_pixel_size(pixel_size_m)
+    lo, hi = _SIGMA_PX_RANGE
+    out = []
+    k = 0
+    while 0.5 * 2.0**k / px < lo:
+        k += 1
+    while 0.5 * 2.0**k / px <= hi + 1e-9:
+        out.append(0.5 * 2.0**k)
+        k += 1
+    return tuple(out)
+
+
+def _check_pixel_size(pixel_size_m: Any) -> float:
+    try:
+        px = float(pixel_size_m)
+    except (TypeError, ValueError):
+        px = float("nan")
+    if not (math.isfinite(px) and px > 0):
+        raise InvalidParameterError(
+            f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}; "
+            f"pass the ground sampling distance (10 for Sentinel-2, 0.5 for 50 cm aerial tiles)"
+        )
+    return px
+
+
+def _halo(sigmas_px: Sequence[float], change_halo: int) -> int:
+    # Gaussian truncated at 4 sigma, then Sobel / double gradient (2 px), then the
+    # probability smoothing; the unsupervised change score has its own reach, and
+    # is smoothed at the two finest scales
+    feat = int(math.ceil(_TRUNCATE * max(sigmas_px))) + 2
+    if change_halo:
+        change_halo += int(math.ceil(_TRUNCATE * sorted(sigmas_px)[:2][-1]))
+    smooth = int(math.ceil(_TRUNCATE * _SMOOTH_PX))
+    return max(feat, change_halo) + smooth
+
+
+def _prepare(before: Any, after: Any, band_names: Sequence[str] | None, valid: Any) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
+    before = np.asarray(before)
+    after = np.asarray(after)
+    if before.ndim == 2:
+        before = before[np.newaxis]
+    if after.ndim == 2:
+        after = after[np.newaxis]
+    if before.ndim != 3 or before.shape != after.shape:
+        raise InvalidParameterError(
+            f"before and after must be (bands, rows, cols) arrays of one shape, got {before.shape} and "
+            f"{after.shape}; put both on one grid first (changedet.align.align_to(after, like=before))"
+        )
+    names = tuple(str(n) for n in band_names) if band_names is not None else tuple(
+        f"band{i + 1}" for i in range(before.shape[0]))
+    if len(names) != before.shape[0]:
+        raise InvalidParameterError(
+            f"band_names has {len(names)} names {list(names)} but the images have {before.shape[0]} bands"
+        )
+    before = before.astype(np.float32, copy=False)
+    after = after.astype(np.float32, copy=False)
+    ok = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    if valid is not None:
+        valid = np.asarray(valid, dtype=bool)
+        if valid.shape != ok.shape:
+            raise InvalidParameterError(f"valid has shape {valid.shape}, expected {ok.shape} (rows, cols) of the images")
+        ok &= valid
+    return before, after, names, ok
+
+
+def _robust(x: np.ndarray) -> tuple[float, float]:
+    if x.size > 400_000:
+        x = x[:: x.size // 400_000 + 1]
+    med = float(np.median(x))
+    q1, q3 = np.percentile(x, [25, 75])
+    spread = float(q3 - q1) / 1.349
+    if not spread > 1e-12:
+        spread = float(np.std(x))
+    return med, spread if spread > 1e-12 else 1.0
+
+
+def pair_stats(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    pixel_size_m: float,
+    valid: np.ndarray | None = None,
+    change_score: bool = True,
+) -> PairStats:
+    """The per-date statistics the features of a pair need (fixed once, reused by every window).
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid; NaN = nodata. A sample of the scene is enough.
+    band_names : sequence of str
+        One name per band.
+    pixel_size_m : float
+        Ground sampling distance in metres.
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels to use.
+    change_score : bool
+        Also fix the unsupervised ``auto`` change score's statistics (default True).
+
+    Returns
+    -------
+    PairStats
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = np.random.default_rng(0).normal(100, 10, (3, 20, 20)); a = 2 * b + 5
+    >>> s = pair_stats(b, a, band_names=["red", "green", "blue"], pixel_size_m=1, change_score=False)
+    >>> bool(np.allclose(s.after_spread, 2 * s.before_spread))
+    True
+    """
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    px = _check_pixel_size(pixel_size_m)
+    if not ok.any():
+        raise EmptyDataError(f"no pixel is valid in both images ({ok.shape[0]}x{ok.shape[1]} pixels)")
+    stats = [[_robust(img[b][ok]) for b in range(img.shape[0])] for img in (before, after)]
+    fit = None
+    if change_score and min(ok.shape) >= 7:
+        from .change import fit_method
+
+        fit = fit_method("auto", before, after, band_names=names, pixel_size_m=px, valid=ok)
+    arr = np.asarray(stats, dtype=np.float64)  # (date, band, [median, spread])
+    return PairStats(arr[0, :, 0], arr[0, :, 1], arr[1, :, 0], arr[1, :, 1], fit)
+
+
+def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(x, sigma, mode="reflect", truncate=_TRUNCATE)
+
+
+def _colour_indices(img: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Spectral indices of one date on its own reflectances (NaN where undefined -> 0)."""
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for name in ("ndvi", "ndwi", "ndbi"):
+            if _idx.has_bands(names, _idx.INDEX_BANDS[name]):
+                out[name] = _idx.compute_index(img, names, name)
+        found = _idx.resolve_bands(names)
+        if "nir" not in found and all(c in found for c in ("red", "green", "blue")):
+            r, g, b = (img[found[c]].astype(np.float64) for c in ("red", "green", "blue"))
+            total = r + g + b
+            # excess green on chromatic coordinates (Woebbecke et al. 1995): gain-free
+            exg = np.where(np.abs(total) > 1e-9, (2 * g - r - b) / np.where(total == 0, 1, total), 0.0)
+            out["exg"] = exg.astype(np.float32)
+    return {k: np.nan_to_num(np.clip(v, -1.0, 1.0), nan=0.0).astype(np.float32) for k, v in out.items()}
+
+
+def _features(
+    before: np.ndarray,
+    after: np.ndarray,
+    ok: np.ndarray,
+    names: tuple[str, ...],
+    stats: PairStats,
+    sigmas_px: Sequence[float],
+) -> tuple[np.ndarray, list[str]]:
+    """The feature stack of one window (reflect borders), (rows, cols, n) float32."""
+    from skimage.feature import multiscale_basic_features
+
+    nb = before.shape[0]
+    zb = np.empty_like(before)
+    za = np.empty_like(after)
+    for i in range(nb):
+        zb[i] = (before[i] - stats.before_median[i]) / stats.before_spread[i]
+        za[i] = (after[i] - stats.after_median[i]) / stats.after_spread[i]
+    # invalid pixels at the median (0) so filters do not spread NaN
+    zb[:, ~ok] = 0.0
+    za[:, ~ok] = 0.0
+    d = za - zb
+    dmag = np.sqrt(np.mean(d * d, axis=0))
+    sig_name = [f"{s:.3g}" for s in sigmas_px]
+    layers: list[np.ndarray] = []
+    fnames: list[str] = []
+
+    def smooth_all(x: np.ndarray, name: str) -> None:
+        for s, sn in zip(sigmas_px, sig_name):
+            layers.append(_gauss(x, s))
+            fnames.append(f"{name}_s{sn}")
+
+    def mbf(x: np.ndarray, name: str) -> None:
+        f = multiscale_basic_features(x, intensity=True, edges=True, texture=True, sigma_min=sigmas_px[0],
+                                      sigma_max=sigmas_px[-1], num_sigma=len(sigmas_px), workers=1)
+        # per sigma: intensity, edges, two Hessian eigenvalues
+        for k in range(f.shape[-1]):
+            s, kind = divmod(k, 4)
+            layers.append(f[..., k])
+            fnames.append(f"{name}_{('int', 'edge', 'tex1', 'tex2')[kind]}_s{sig_name[s]}")
+
+    band_label = [_idx.canonical_name(n) or n for n in names]
+    for i in range(nb):
+        smooth_all(zb[i], f"b_{band_label[i]}")
+        smooth_all(za[i], f"a_{band_label[i]}")
+        smooth_all(d[i], f"d_{band_label[i]}")
+    mbf(zb.mean(axis=0), "b_bright")
+    mbf(za.mean(axis=0), "a_bright")
+    mbf(dmag, "dmag")
+    ib = _colour_indices(before, names)
+    ia = _colour_indices(after, names)
+    for key in ib:
+        for tag, x in (("b", ib[key]), ("a", ia[key]), ("d", ia[key] - ib[key])):
+            x = np.where(ok, x, 0.0).astype(np.float32)
+            for s, sn in list(zip(sigmas_px, sig_name))[:3]:
+                layers.append(_gauss(x, s))
+                fnames.append(f"{tag}_{key}_s{sn}")
+    if stats.change_fit is not None:
+        cs = stats.change_fit.apply(before, after, ok).score
+        cs = np.where(np.isfinite(cs), np.clip(cs, -50, 200), 0.0).astype(np.float32)
+        layers.append(cs)
+        fnames.append("auto_score")
+        for s, sn in list(zip(sigmas_px, sig_name))[:2]:
+            layers.append(_gauss(cs, s))
+            fnames.append(f"auto_score_s{sn}")
+    return np.stack(layers, axis=-1).astype(np.float32, copy=False), fnames
+
+
+def pixel_features(
+    before: np.ndarray,
+    after: np.ndarray,
+    *,
+    band_names: Sequence[str],
+    pixel_size_m: float,
+    valid: np.ndarray | None = None,
+    stats: PairStats | None = None,
+    change_score: bool = True,
+) -> PixelFeatures:
+    """Per-pixel features of both dates and of their difference.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid; NaN = nodata.
+    band_names : sequence of str
+        One name per band (``B02``, ``red``, ...): indices are computed where the bands allow.
+    pixel_size_m : float
+        Ground sampling distance; the Gaussian scales are chosen in metres (:func:`feature_sigmas_m`).
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels to use; features of other pixels are NaN.
+    stats : PairStats, optional
+        Per-date statistics fixed on the whole pair (:func:`pair_stats`); computed here when
+        not given, which is right for a whole scene but not for a window of one.
+    change_score : bool
+        Add the unsupervised ``auto`` change score (default True; ignored when ``stats`` is given).
+
+    Returns
+    -------
+    PixelFeatures
+        ``values`` (rows, cols, n_features) float32, ``names``, ``halo_px``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = np.random.default_rng(0).uniform(0, 1, (3, 32, 32)); a = b.copy(); a[:, 8:12, 8:12] += 1
+    >>> f = pixel_features(b, a, band_names=["red", "green", "blue"], pixel_size_m=1.0, change_score=False)
+    >>> f.values.shape[:2], f.values.dtype, f.names[0], f.halo_px
+    ((32, 32), dtype('float32'), 'b_red_s1', 70)
+    >>> i = f.names.index("dmag_int_s1")
+    >>> bool(f.values[10, 10, i] > f.values[25, 25, i])
+    True
+    """
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    px = _check_pixel_size(pixel_size_m)
+    if stats is None:
+        stats = pair_stats(before, after, band_names=names, pixel_size_m=px, valid=ok, change_score=change_score)
+    _check_stats(stats, len(names))
+    sigmas_px = tuple(s / px for s in feature_sigmas_m(px))
+    values, fnames = _features(before, after, ok, names, stats, sigmas_px)
+    values[~ok] = np.nan
+    change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
+    return PixelFeatures(values, tuple(fnames), _halo(sigmas_px, change_halo))
+
+
+def _check_stats(stats: PairStats, n_bands: int) -> None:
+    if stats.before_median.shape != (n_bands,):
+        raise BandMismatchError(
+            f"the pair statistics are for {stats.before_median.shape[0]} bands but the images have {n_bands}; "
+            f"fix them on this pair with pair_stats(...) or model.for_pair(...)"
+        )
+
+
+# --- examples -------------------------------------------------------------------
+
+def _bad(source: str, what: str, fix: str) -> InvalidParameterError:
+    return InvalidParameterError(f"{source}: {what}; {fix}")
+
+
+def read_examples(path_or_geojson: str | os.PathLike[str] | Mapping[str, Any], grid: Grid) -> Examples:
+    """Labelled pixels from a GeoJSON FeatureCollection of points or polygons.
+
+    Each feature carries a boolean property ``change`` (true = change, false = no
+    change). Coordinates are lon/lat (WGS84, RFC 7946) for a georeferenced grid,
+    and pixel coordinates (x = column + 0.5, y = row + 0.5 at a pixel's centre)
+    for a grid without CRS. A point labels the pixel it falls in; a polygon labels
+    every pixel whose centre it contains. Pixels marked both ways are dropped.
+
+    Parameters
+    ----------
+    path_or_geojson : path or dict
+        A GeoJSON file, a GeoJSON string, or the parsed FeatureCollection.
+    grid : changedet.raster.Grid
+        The grid of the before image (the analysis grid).
+
+    Returns
+    -------
+    Examples
+
+    Raises
+    ------
+    InvalidParameterError
+        Unparseable JSON, not a FeatureCollection, a feature without a boolean
+        ``change``, an unsupported geometry, an example outside the image, or
+        examples of only one class. The message names the file and the fix.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> g = Grid((10, 10), Affine.identity())
+    >>> fc = {"type": "FeatureCollection", "features": [
+    ...     {"type": "Feature", "properties": {"change": True}, "geometry": {"type": "Point", "coordinates": [2.5, 3.5]}},
+    ...     {"type": "Feature", "properties": {"change": False},
+    ...      "geometry": {"type": "Polygon", "coordinates": [[[5, 5], [7, 5], [7, 7], [5, 7], [5, 5]]]}}]}
+    >>> ex = read_examples(fc, g)
+    >>> ex.n_change, ex.n_no_change, int(ex.row[ex.change][0]), int(ex.col[ex.change][0])
+    (1, 4, 3, 2)
+    """
+    source, fc = _load_geojson(path_or_geojson)
+    if not isinstance(fc, dict) or fc.get("type") != "FeatureCollection" or not isinstance(fc.get("features"), list):
+        got = fc.get("type") if isinstance(fc, dict) else type(fc).__name__
+        raise _bad(source, f"expected a GeoJSON FeatureCollection, got {got!r}",
+                   'write {"type": "FeatureCollection", "features": [...]} with one Point or Polygon feature per example')
+    if not fc["features"]:
+        raise _bad(source, "the FeatureCollection has no features",
+                   "add Point or Polygon features with a boolean property 'change'")
+    to_pixel = _to_pixel(grid, source)
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    for i, feat in enumerate(fc["features"]):
+        where = f"feature {i}"
+        props = feat.get("properties") if isinstance(feat, dict) else None
+        if not isinstance(props, dict) or "change" not in props:
+            raise _bad(source, f"{where} has no property 'change'",
+                       'give every feature "properties": {"change": true} or {"change": false}')
+        flag = props["change"]
+        if not isinstance(flag, bool):
+            raise _bad(source, f"{where} has change = {flag!r} ({type(flag).__name__}), not a boolean",
+                       "use JSON true or false (not a string or a number)")
+        geom = feat.get("geometry")
+        r, c = _rasterize(geom, to_pixel, grid, source, where)
+        rows.append(r)
+        cols.append(c)
+        flags.append(np.full(r.size, flag))
+    row = np.concatenate(rows)
+    col = np.concatenate(cols)
+    change = np.concatenate(flags)
+    # one label per pixel; a pixel marked both ways is dropped
+    key = row * grid.width + col
+    uniq, inv = np.unique(key, return_inverse=True)
+    n_true = np.bincount(inv, weights=change, minlength=uniq.size)
+    n_all = np.bincount(inv, minlength=uniq.size)
+    keep = (n_true == 0) | (n_true == n_all)
+    if not keep.all():
+        warnings.warn(f"{source}: {int((~keep).sum())} pixels are marked both change and no change; they are ignored",
+                      stacklevel=2)
+    uniq, lab = uniq[keep], n_true[keep] > 0
+    ex = Examples(uniq // grid.width, uniq % grid.width, lab, source)
+    if ex.n_change == 0 or ex.n_no_change == 0:
+        one = "change" if ex.n_no_change == 0 else "no change"
+        raise _bad(source, f"all {ex.change.size} example pixels are {one}",
+                   "mark examples of both classes (some with change true and some with change false)")
+    return ex
+
+
+def _load_geojson(obj: Any) -> tuple[str, Any]:
+    if isinstance(obj, Mapping):
+        return "examples", dict(obj)
+    text = None
+    if isinstance(obj, str) and obj.lstrip().startswith("{"):
+        source, text = "examples", obj
+    else:
+        path = Path(obj)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _bad(source, "the file does not exist", "check the path of the examples file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _bad(source, f"cannot be read as text ({exc.__class__.__name__})",
+                       "pass a GeoJSON file (UTF-8 text)") from None
+    try:
+        return source, json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(source, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                   "fix the JSON or export the examples again from QGIS as GeoJSON") from None
+
+
+def _to_pixel(grid: Grid, source: str):  # noqa: ANN202 - a coordinate function
+    """Function (x, y arrays) -> (col, row) float arrays in the grid."""
+    inv = ~grid.transform
+    if grid.crs is None:
+        return lambda x, y: (np.asarray(x, float), np.asarray(y, float))
+    from pyproj import Transformer
+
+    tr = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True)
+
+    def f(x, y):  # noqa: ANN001, ANN202
+        mx, my = tr.transform(np.asarray(x, float), np.asarray(y, float))
+        mx, my = np.asarray(mx, float), np.asarray(my, float)
+        return inv.a * mx + inv.b * my + inv.c, inv.d * mx + inv.e * my + inv.f
+
+    return f
+
+
+def _rasterize(geom: Any, to_pixel, grid: Grid, source: str, where: str) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN001
+    import shapely
+    from shapely.geometry import shape
+
+    gtype = geom.get("type") if isinstance(geom, dict) else None
+    if gtype not in ("Point", "MultiPoint", "Polygon", "MultiPolygon"):
+        raise _bad(source, f"{where} has geometry {gtype!r}", "use Point, MultiPoint, Polygon or MultiPolygon")
+    try:
+        g = shape(geom)
+    except Exception as exc:  # shapely raises several types for malformed coordinates
+        raise _bad(source, f"{where} has malformed coordinates ({exc})", "check the geometry's coordinates") from None
+    coord_kind = "pixel coordinates (x = column + 0.5, y = row + 0.5)" if grid.crs is None else "lon/lat (EPSG:4326)"
+
+    def px(xy: np.ndarray) -> np.ndarray:
+        c, r = to_pixel(xy[:, 0], xy[:, 1])
+        return np.column_stack([c, r])
+
+    pg = shapely.transform(g, px)
+    rows, cols = grid.shape
+    if gtype in ("Point", "MultiPoint"):
+        xy = shapely.get_coordinates(pg)
+        c = np.floor(xy[:, 0]).astype(np.int64)
+        r = np.floor(xy[:, 1]).astype(np.int64)
+        inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols) & np.isfinite(xy).all(axis=1)
+        if not inside.all():
+            raise _bad(source, f"{where} lies outside the image ({rows}x{cols} pixels; coordinates read as {coord_kind})",
+                       "remove it or check its coordinates are in " + coord_kind)
+        return r, c
+    from rasterio.features import rasterize
+    from affine import Affine
+
+    minx, miny, maxx, maxy = pg.bounds
+    c0, r0 = max(int(math.floor(minx)), 0), max(int(math.floor(miny)), 0)
+    c1, r1 = min(int(math.ceil(maxx)), cols), min(int(math.ceil(maxy)), rows)
+    if c1 <= c0 or r1 <= r0:
+        raise _bad(source, f"{where} lies outside the image ({rows}x{cols} pixels; coordinates read as {coord_kind})",
+                   "remove it or check its coordinates are in " + coord_kind)
+    burn = rasterize([(pg, 1)], out_shape=(r1 - r0, c1 - c0), transform=Affine.translation(c0, r0), fill=0,
+                     dtype="uint8", all_touched=False)
+    r, c = np.nonzero(burn)
+    if r.size == 0:  # a polygon smaller than a pixel labels the pixel of its centre
+        cen = pg.centroid
+        r, c = np.array([int(math.floor(cen.y))]), np.array([int(math.floor(cen.x))])
+        if not (0 <= r[0] < rows and 0 <= c[0] < cols):
+            raise _bad(source, f"{where} lies outside the image ({rows}x{cols} pixels)",
+                       "remove it or check its coordinates are in " + coord_kind)
+        return r, c
+    return r + r0, c + c0
+
+
+# --- the model --------------------------------------------------------------------
+
+Classifier = Literal["random-forest", "extra-trees", "gradient-boosting"]
+_CLASSIFIERS = ("random-forest", "extra-trees", "gradient-boosting")
+
+
+def _make_classifier(kind: str, seed: int):  # noqa: ANN202 - a scikit-learn estimator
+    if kind == "random-forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=_N_TREES, max_features="sqrt", min_samples_leaf=1,
+                                      class_weight="balanced_subsample", random_state=seed, n_jobs=1)
+    if kind == "extra-trees":
+        from sklearn.ensemble import ExtraTreesClassifier
+
+        return ExtraTreesClassifier(n_estimators=_N_TREES, max_features="sqrt", min_samples_leaf=1,
+                                    class_weight="balanced", random_state=seed, n_jobs=1)
+    if kind == "gradient-boosting":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, min_samples_leaf=5,
+                                              class_weight="balanced", random_state=seed)
+    raise InvalidParameterError(f"classifier must be one of {list(_CLASSIFIERS)}, got {kind!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class LearnedModel:
+    """A classifier of change trained on labelled pixels, with the feature set it needs.
+
+    Attributes
+    ----------
+    classifier : sklearn estimator
+        Fitted binary classifier (class 1 = change).
+    band_names : tuple of str
+        The bands it expects, in order.
+    pixel_size_m : float
+        Pixel size the feature scales were set for.
+    sigmas_m : tuple of float
+        Gaussian scales of the features, in metres.
+    feature_names : tuple of str
+    threshold : float
+        Probability at and above which a pixel is change.
+    cv_accuracy : float
+        Cross-validated accuracy on the examples (NaN when too few to split).
+    n_examples : int
+        Labelled pixels it was trained on.
+    change_score : bool
+        Whether the unsupervised ``auto`` score is one of the features.
+    stats : PairStats or None
+        Statistics of the pair being scored (:meth:`for_pair`); None after :func:`load_model`
+        or :func:`train`, then :meth:`score` computes them from the arrays it is given.
+    version : int
+        Feature-set version (:data:`FEATURE_VERSION`).
+    """
+
+    classifier: Any
+    band_names: tuple[str, ...]
+    pixel_size_m: float
+    sigmas_m: tuple[float, ...]
+    feature_names: tuple[str, ...]
+    threshold: float = 0.5
+    cv_accuracy: float = float("nan")
+    n_examples: int = 0
+    change_score: bool = True
+    stats: PairStats | None = field(default=None, repr=False)
+    version: int = FEATURE_VERSION
+
+    @property
+    def sigmas_px(self) -> tuple[float, ...]:
+        return tuple(s / self.pixel_size_m for s in self.sigmas_m)
+
+    @property
+    def halo_px(self) -> int:
+        """How many pixels a window needs on each side for :meth:`score` to equal the whole-scene score."""
+        change_halo = 0
+        if self.change_score:
+            change_halo = self.stats.change_fit.halo_px if self.stats is not None and self.stats.change_fit else \
+                max(8, int(math.ceil(30.0 / self.pixel_size_m)) + 6)
+        return _halo(self.sigmas_px, change_halo)
+
+    @property
+    def method(self) -> str:
+        return "learned"
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-serialisable facts for ``summary.json``."""
+        return {
+            "method": "learned", "classifier": type(self.classifier).__name__, "threshold": self.threshold,
+            "cv_accuracy": self.cv_accuracy, "n_examples": self.n_examples, "band_names": list(self.band_names),
+            "pixel_size_m": self.pixel_size_m, "sigmas_m": list(self.sigmas_m),
+            "n_features": len(self.feature_names), "feature_version": self.version, "halo_px": self.halo_px,
+            "change_score_feature": self.change_score,
+        }
+
+    def check_bands(self, band_names: Sequence[str]) -> None:
+        """Raise :class:`~changedet.errors.BandMismatchError` unless ``band_names`` are the model's bands."""
+        got = tuple(str(n) for n in band_names)
+        if tuple(_idx.canonical_name(n) or n for n in got) != tuple(_idx.canonical_name(n) or n for n in self.band_names):
+            raise BandMismatchError(
+                f"the model was trained on bands {list(self.band_names)} but the images have {list(got)}; "
+                f"select those bands in that order (GeoRaster.select) or train a model on these bands"
+            )
+
+    def for_pair(self, before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | None = None,
+                 valid: np.ndarray | None = None) -> "LearnedModel":
+        """This model with the statistics of a new pair fixed (the fit step of a windowed run).
+
+        ``before``/``after`` may be the whole pair or a sample of it; every window then
+        uses these statistics, so a windowed run equals the whole-scene score.
+        """
+        names = self.band_names if band_names is None else tuple(band_names)
+        self.check_bands(names)
+        stats = pair_stats(before, after, band_names=self.band_names, pixel_size_m=self.pixel_size_m, valid=valid,
+                           change_score=self.change_score)
+        return replace(self, stats=stats)
+
+    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None, *,
+              block_rows: int = 256) -> np.ndarray:
+        """Probability of change per pixel.
+
+        Parameters
+        ----------
+        before, after : (bands, rows, cols) ndarray of float
+            A window of both dates (with :attr:`halo_px` pixels of context on each side
+            when it is part of a larger scene), bands as :attr:`band_names`.
+        valid : (rows, cols) ndarray of bool, optional
+            Pixels to score.
+        block_rows : int
+            Rows computed at once (bounds memory; the result does not depend on it).
+
+        Returns
+        -------
+        (rows, cols) ndarray of float32
+            Probability of change in [0, 1]; NaN outside ``valid``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> b = rng.normal(0.3, 0.05, (3, 40, 40)); a = b + rng.normal(0, 0.01, b.shape); a[:, 10:20, 10:20] += 0.3
+        >>> labels = np.full((40, 40), -1); labels[12:18, 12:18] = 1; labels[25:35, 25:35] = 0
+        >>> m = fit_examples(b, a, labels, band_names=["red", "green", "blue"], pixel_size_m=1.0)
+        >>> p = m.score(b, a)
+        >>> bool(p[15, 15] > 0.5 > p[30, 5])
+        True
+        """
+        before, after, names, ok = _prepare(before, after, self.band_names if np.ndim(before) == 3 and
+                                            np.shape(before)[0] == len(self.band_names) else None, valid)
+        if before.shape[0] != len(self.band_names):
+            raise BandMismatchError(
+                f"the model expects {len(self.band_names)} bands {list(self.band_names)}, the images have "
+                f"{before.shape[0]}; select those bands in that order"
+            )
+        out = np.full(ok.shape, np.nan, dtype=np.float32)
+        if not ok.any():
+            return out
+        model = self if self.stats is not None else self.for_pair(before, after, valid=ok)
+        halo = model.halo_px
+        rows = ok.shape[0]
+        step = max(int(block_rows), 1)
+        for r0 in range(0, rows, step):
+            r1 = min(r0 + step, rows)
+            e0, e1 = max(r0 - halo, 0), min(r1 + halo, rows)
+            p = model._score_window(before[:, e0:e1], after[:, e0:e1], ok[e0:e1])
+            out[r0:r1] = p[r0 - e0:r1 - e0]
+        return out
+
+    def _score_window(self, before: np.ndarray, after: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        assert self.stats is not None
+        prob = np.zeros(ok.shape, dtype=np.float32)
+        if ok.any():
+            feats, _ = _features(before, after, ok, self.band_names, self.stats, self.sigmas_px)
+            prob[ok] = self.classifier.predict_proba(feats[ok])[:, 1]
+        return _smooth_probability(prob, ok)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model as a skops file (no code runs when it is loaded; see :func:`load_model`).
+
+        The pair statistics are not saved: a loaded model computes them on the pair it scores.
+        """
+        import skops.io as sio
+
+        from .io import atomic_path
+
+        payload = {
+            "format": _FORMAT,
+            "feature_version": int(self.version),
+            "band_names": list(self.band_names),
+            "pixel_size_m": float(self.pixel_size_m),
+            "sigmas_m": [float(s) for s in self.sigmas_m],
+            "feature_names": list(self.feature_names),
+            "threshold": float(self.threshold),
+            "cv_accuracy": float(self.cv_accuracy),
+            "n_examples": int(self.n_examples),
+            "change_score": bool(self.change_score),
+            "classifier": self.classifier,
+        }
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            sio.dump(payload, tmp)
+        return path
+
+
+def _smooth_probability(prob: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Gaussian mean of the probability over valid pixels only; NaN outside ``ok``."""
+    if _SMOOTH_PX > 0:
+        w = _gauss(ok.astype(np.float32), _SMOOTH_PX)
+        num = _gauss(np.where(ok, prob, 0).astype(np.float32), _SMOOTH_PX)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prob = num / w
+    return np.where(ok, np.clip(prob, 0, 1), np.nan).astype(np.float32)
+
+
+#: Types a model file may contain (everything else is refused before loading).
+_TRUSTED_PREFIXES = (
+    "sklearn.ensemble._forest.RandomForestClassifier",
+    "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier",
+    "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.link.Interval",
+    "sklearn._loss._loss.CyHalfBinomialLoss",
+    "sklearn.utils._bunch.Bunch",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.int64",
+    "builtins.slice",
+)
+
+
+def load_model(path: str | os.PathLike[str]) -> LearnedModel:
+    """Read a model written by :meth:`LearnedModel.save`.
+
+    Only the types a changedet model holds (scikit-learn trees and forests, numpy
+    arrays) are allowed; a file naming any other type is refused before anything in
+    it is built, so loading a file cannot run code.
+
+    Raises
+    ------
+    InvalidParameterError
+        Not a changedet model file, a type outside the trusted list, or another
+        feature-set version.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.normal(0.3, 0.05, (3, 24, 24)); a = b.copy(); a[:, 5:10, 5:10] += 0.3
+    >>> labels = np.full((24, 24), -1); labels[6:9, 6:9] = 1; labels[15:20, 15:20] = 0
+    >>> m = fit_examples(b, a, labels, band_names=["red", "green", "blue"], pixel_size_m=1.0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.skops")
+    >>> _ = m.save(path)
+    >>> bool(np.allclose(load_model(path).score(b, a), m.score(b, a), equal_nan=True))
+    True
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidParameterError(f"model file {path} does not exist; pass the path written by LearnedModel.save")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # a zip that is not a skops archive, or not a zip at all
+        raise InvalidParameterError(
+            f"{path} is not a changedet model file ({exc.__class__.__name__}: {exc}); "
+            f"pass a file written by LearnedModel.save"
+        ) from None
+    refused = [t for t in untrusted if t not in _TRUSTED_PREFIXES]
+    if refused:
+        raise InvalidParameterError(
+            f"{path} holds types a changedet model never does ({', '.join(refused[:5])}); refusing to load it, "
+            f"as they could run code. Use a model file written by LearnedModel.save from a source you trust"
+        )
+    payload = sio.load(path, trusted=[t for t in untrusted])
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise InvalidParameterError(f"{path} is a skops file but not a changedet model; pass a file written by "
+                                    f"LearnedModel.save")
+    version = payload.get("feature_version")
+    if version != FEATURE_VERSION:
+        raise InvalidParameterError(
+            f"{path} was made with feature-set version {version}, this changedet computes version "
+            f"{FEATURE_VERSION}; train the model again with this version"
+        )
+    model = LearnedModel(
+        classifier=payload["classifier"],
+        band_names=tuple(payload["band_names"]),
+        pixel_size_m=float(payload["pixel_size_m"]),
+        sigmas_m=tuple(float(s) for s in payload["sigmas_m"]),
+        feature_names=tuple(payload["feature_names"]),
+        threshold=float(payload["threshold"]),
+        cv_accuracy=float(payload["cv_accuracy"]),
+        n_examples=int(payload["n_examples"]),
+        change_score=bool(payload["change_score"]),
+    )
+    expected = tuple(model.sigmas_m) == feature_sigmas_m(model.pixel_size_m)
+    if not expected:
+        raise InvalidParameterError(
+            f"{path} records feature scales {list(model.sigmas_m)} m, which this changedet does not compute for "
+            f"{model.pixel_size_m} m pixels ({list(feature_sigmas_m(model.pixel_size_m))}); train the model again"
+        )
+    return model
+
+
+# --- fitting ----------------------------------------------------------------------
+
+def _as_examples(labels: Any, shape: tuple[int, int]) -> Examples:
+    if isinstance(labels, Examples):
+        ex = labels
+    else:
+        arr = np.asarray(labels)
+        if arr.shape != shape:
+            raise InvalidParameterError(
+                f"labels has shape {arr.shape}, expected {shape} (rows, cols) of the images; pass an Examples "
+                f"(read_examples) or a label raster with 1 = change, 0 = no change, -1 = unlabelled"
+            )
+        ex = Examples.from_labels(arr)
+    if ex.row.size and (ex.row.min() < 0 or ex.col.min() < 0 or ex.row.max() >= shape[0] or ex.col.max() >= shape[1]):
+        raise InvalidParameterError(f"{ex.source}: examples lie outside the {shape[0]}x{shape[1]} images")
+    return ex
+
+
+def _gather(before: np.ndarray, after: np.ndarray, ok: np.ndarray, names: tuple[str, ...], stats: PairStats,
+            sigmas_px: Sequence[float], ex: Examples, halo: int, block_rows: int = 256) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Features at the example pixels (computed block by block, only where examples are)."""
+    keep = ok[ex.row, ex.col]
+    row, col, y = ex.row[keep], ex.col[keep], ex.change[keep]
+    X = None
+    fnames: list[str] = []
+    rows = ok.shape[0]
+    for r0 in range(0, rows, block_rows):
+        r1 = min(r0 + block_rows, rows)
+        sel = (row >= r0) & (row < r1)
+        if not sel.any():
+            continue
+        e0, e1 = max(r0 - halo, 0), min(r1 + halo, rows)
+        f, fnames = _features(before[:, e0:e1], after[:, e0:e1], ok[e0:e1], names, stats, sigmas_px)
+        part = f[row[sel] - e0, col[sel]]
+        if X is None:
+            X = np.empty((row.size, part.shape[1]), np.float32)
+        X[sel] = part
+    if X is None:
+        X = np.empty((0, 0), np.float32)
+    return X, y, fnames
+
+
+def _cv_accuracy(kind: str, X: np.ndarray, y: np.ndarray, seed: int) -> float:
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    n_min = int(min(y.sum(), (~y).sum()))
+    if n_min < 2:
+        return float("nan")
+    cv = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
+    return float(np.mean(cross_val_score(_make_classifier(kind, seed), X, y, cv=cv, scoring="accuracy")))
+
+
+def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: str) -> tuple[Any, float]:
+    if y.all() or not y.any():
+        raise InvalidParameterError(
+            f"{source}: the valid example pixels are all {'change' if y.all() else 'no change'} "
+            f"({y.size} pixels); give examples of both classes inside the valid area"
+        )
+    clf = _make_classifier(kind, seed)
+    clf.fit(X, y.astype(np.int8))
+    return clf, _cv_accuracy(kind, X, y, seed)
+
+
+def fit_examples(
+    before: np.ndarray,
+    after: np.ndarray,
+    labels: Examples | np.ndarray,
+    *,
+    band_names: Sequence[str],
+    pixel_size_m: float,
+    valid: np.ndarray | None = None,
+    seed: int = 0,
+    classifier: Classifier = "random-forest",
+    change_score: bool = True,
+) -> LearnedModel:
+    """Train a change classifier on a few labelled pixels of one pair.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid; NaN = nodata.
+    labels : Examples or (rows, cols) ndarray of int
+        The analyst's examples (:func:`read_examples`), or a label raster:
+        1 (True) = change, 0 = no change, -1 = unlabelled.
+    band_names : sequence of str
+        One name per band.
+    pixel_size_m : float
+        Ground sampling distance in metres (sets the feature scales).
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels to use (clouds and nodata False).
+    seed : int
+        Random seed of the classifier and of the cross-validation.
+    classifier : {"random-forest", "extra-trees", "gradient-boosting"}
+        Default a class-balanced random forest (the best measured with 10-50 examples
+        per class; see ``benchmarks/fewshot.py``).
+    change_score : bool
+        Use the unsupervised ``auto`` change score as a feature (default True).
+
+    Returns
+    -------
+    LearnedModel
+        Bound to this pair's statistics: ``model.score(before, after, valid)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> b = rng.normal(0.3, 0.05, (3, 32, 32)); a = 1.5 * b + 0.1; a[:, 4:12, 4:12] += 0.5
+    >>> labels = np.full((32, 32), -1); labels[5:10, 5:10] = 1; labels[20:30, 20:30] = 0
+    >>> m = fit_examples(b, a, labels, band_names=["red", "green", "blue"], pixel_size_m=1.0)
+    >>> m.n_examples, m.threshold, m.halo_px > 0
+    (125, 0.5, True)
+    """
+    before, after, names, ok = _prepare(before, after, band_names, valid)
+    px = _check_pixel_size(pixel_size_m)
+    if classifier not in _CLASSIFIERS:
+        raise InvalidParameterError(f"classifier must be one of {list(_CLASSIFIERS)}, got {classifier!r}")
+    ex = _as_examples(labels, ok.shape)
+    if not ok.any():
+        raise EmptyDataError(f"no pixel is valid in both images ({ok.shape[0]}x{ok.shape[1]} pixels)")
+    stats = pair_stats(before, after, band_names=names, pixel_size_m=px, valid=ok, change_score=change_score)
+    sigmas_m = feature_sigmas_m(px)
+    sigmas_px = tuple(s / px for s in sigmas_m)
+    change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
+    X, y, fnames = _gather(before, after, ok, names, stats, sigmas_px, ex, _halo(sigmas_px, change_halo))
+    clf, cv = _fit_classifier(X, y, classifier, seed, ex.source)
+    return LearnedModel(clf, names, px, sigmas_m, tuple(fnames), 0.5, cv, int(y.size),
+                        stats.change_fit is not None, stats)
+
+
+def train(
+    pairs: Sequence[tuple[GeoRaster, GeoRaster, Any]],
+    *,
+    pixel_size_m: float | None = None,
+    max_per_class: int = 2000,
+    seed: int = 0,
+    classifier: Classifier = "random-forest",
+    change_score: bool = True,
+) -> LearnedModel:
+    """Train one model on several labelled pairs ("label one site, run a hundred overnight").
+
+    Parameters
+    ----------
+    pairs : sequence of (before, after, labels)
+        ``before`` and ``after`` are :class:`~changedet.raster.GeoRaster` on one grid with the
+        same bands; ``labels`` is a truth mask ((rows, cols) bool, True = change, or int with
+        1 = change, 0 = no change, other values unlabelled), an :class:`Examples`, or a
+        GeoJSON examples file (:func:`read_examples` on the before grid).
+    pixel_size_m : float, optional
+        Default the before grid's pixel size (:attr:`Grid.pixel_size_m`) of the first pair.
+    max_per_class : int
+        At most this many pixels of each class drawn at random from each pair.
+    seed, classifier, change_score
+        As :func:`fit_examples`.
+
+    Returns
+    -------
+    LearnedModel
+        Not bound to any pair: :meth:`LearnedModel.score` fixes the statistics of the
+        pair it is given (or call :meth:`LearnedModel.for_pair` first for a windowed run).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> rng = np.random.default_rng(2)
+    >>> def pair(offset):
+    ...     b = rng.normal(0.3, 0.05, (3, 32, 32)); a = b + offset; a[:, 8:16, 8:16] += 0.4
+    ...     truth = np.zeros((32, 32), bool); truth[8:16, 8:16] = True
+    ...     mk = lambda d: GeoRaster(d.astype("float32"), Affine.identity(), None, ("red", "green", "blue"))
+    ...     return mk(b), mk(a), truth
+    >>> m = train([pair(0.0), pair(0.05)], pixel_size_m=1.0)
+    >>> b, a, truth = pair(0.1)
+    >>> p = m.score(b.data, a.data)
+    >>> bool(np.nanmean(p[truth]) > 0.5 > np.nanmean(p[~truth]))
+    True
+    """
+    if not pairs:
+        raise InvalidParameterError("train needs at least one (before, after, labels) pair")
+    rng = np.random.default_rng(seed)
+    names0: tuple[str, ...] | None = None
+    px = None
+    Xs, ys = [], []
+    fnames: list[str] = []
+    have_change = True
+    for k, item in enumerate(pairs):
+        try:
+            before, after, labels = item
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"pair {k} must be (before, after, labels), got {type(item).__name__}") from None
+        if not isinstance(before, GeoRaster) or not isinstance(after, GeoRaster):
+            raise InvalidParameterError(f"pair {k}: before and after must be GeoRaster (changedet.io.read_raster)")
+        if names0 is None:
+            names0 = before.band_names
+            px = _check_pixel_size(pixel_size_m if pixel_size_m is not None else before.grid.pixel_size_m)
+        elif tuple(_idx.canonical_name(n) or n for n in before.band_names) != \
+                tuple(_idx.canonical_name(n) or n for n in names0):
+            raise BandMismatchError(f"pair {k} has bands {list(before.band_names)}, pair 0 has {list(names0)}; "
+                                    f"select the same bands in every pair")
+        if after.band_names != before.band_names:
+            raise BandMismatchError(f"pair {k}: after has bands {list(after.band_names)}, before has "
+                                    f"{list(before.band_names)}; select the same bands in both")
+        if isinstance(labels, (str, os.PathLike, Mapping)):
+            labels = read_examples(labels, before.grid)
+        b, a, names, ok = _prepare(before.data, after.data, before.band_names, None)
+        ex = _as_examples(labels, ok.shape)
+        keep = ok[ex.row, ex.col]
+        idx = np.flatnonzero(keep)
+        chosen = []
+        for cls in (True, False):
+            members = idx[ex.change[idx] == cls]
+            if members.size > max_per_class:
+                members = rng.choice(members, max_per_class, replace=False)
+            chosen.append(members)
+        sel = np.sort(np.concatenate(chosen))
+        ex = Examples(ex.row[sel], ex.col[sel], ex.change[sel], ex.source)
+        stats = pair_stats(b, a, band_names=names, pixel_size_m=px, valid=ok, change_score=change_score)
+        have_change &= stats.change_fit is not None
+        sigmas_px = tuple(s / px for s in feature_sigmas_m(px))
+        change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
+        X, y, fn = _gather(b, a, ok, names, stats, sigmas_px, ex, _halo(sigmas_px, change_halo))
+        if fnames and fn != fnames:
+            raise InvalidParameterError(f"pair {k} gives other features than pair 0; use pairs of one kind")
+        fnames = fn
+        Xs.append(X)
+        ys.append(y)
+    X = np.concatenate(Xs)
+    y = np.concatenate(ys)
+    clf, cv = _fit_classifier(X, y, classifier, seed, "train")
+    assert names0 is not None and px is not None
+    return LearnedModel(clf, names0, px, feature_sigmas_m(px), tuple(fnames), 0.5, cv, int(y.size),
+                        change_score and have_change, None)

@@ -1,0 +1,322 @@
+"""Tests of changedet.learn: features, examples, fit/score, safe model files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from scipy import ndimage
+
+from changedet.errors import BandMismatchError, InvalidParameterError
+from changedet.learn import (
+    Examples,
+    LearnedModel,
+    feature_sigmas_m,
+    fit_examples,
+    load_model,
+    pixel_features,
+    read_examples,
+    train,
+)
+from changedet.raster import GeoRaster, Grid
+
+RGB = ("red", "green", "blue")
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured RGB pair with two planted bright roofs (True in the truth)."""
+    rng = np.random.default_rng(0)
+    ground = ndimage.gaussian_filter(rng.normal(size=(3, SIZE, SIZE)), (0, 3, 3))
+    before = (0.3 + 0.05 * ground / ground.std() + 0.01 * rng.normal(size=ground.shape)).astype(np.float32)
+    after = (before + 0.01 * rng.normal(size=before.shape)).astype(np.float32)
+    truth = np.zeros((SIZE, SIZE), bool)
+    truth[10:22, 8:20] = True
+    truth[40:50, 35:55] = True
+    after[:, truth] = 0.6
+    return before, after, truth
+
+
+def few_labels(truth: np.ndarray, k: int = 8, seed: int = 0) -> Examples:
+    rng = np.random.default_rng(seed)
+    pos = rng.choice(np.flatnonzero(truth), k, replace=False)
+    neg = rng.choice(np.flatnonzero(~truth), 3 * k, replace=False)
+    idx = np.concatenate([pos, neg])
+    rows, cols = np.unravel_index(idx, truth.shape)
+    return Examples(rows, cols, truth.ravel()[idx])
+
+
+@pytest.fixture(scope="module")
+def model(pair) -> LearnedModel:
+    before, after, truth = pair
+    return fit_examples(before, after, few_labels(truth), band_names=RGB, pixel_size_m=1.0)
+
+
+def f1(pred: np.ndarray, truth: np.ndarray) -> float:
+    tp = np.sum(pred & truth)
+    return float(2 * tp / (2 * tp + np.sum(pred & ~truth) + np.sum(~pred & truth)))
+
+
+# --- features -----------------------------------------------------------------------
+
+def test_sigmas_are_chosen_in_metres():
+    assert feature_sigmas_m(10.0) == (8.0, 16.0, 32.0, 64.0, 128.0)
+    assert feature_sigmas_m(0.5) == (0.5, 1.0, 2.0, 4.0, 8.0)
+    # the same ground scales, whatever the pixel size, within 0.7-16 pixels
+    for px in (0.3, 1.0, 2.0, 30.0):
+        s = np.array(feature_sigmas_m(px)) / px
+        assert s.min() >= 0.7 and s.max() <= 16 + 1e-9
+
+
+def test_pixel_features_shape_names_and_nan_outside_valid(pair):
+    before, after, _ = pair
+    valid = np.ones((SIZE, SIZE), bool)
+    valid[:5] = False
+    f = pixel_features(before, after, band_names=RGB, pixel_size_m=1.0, valid=valid)
+    assert f.values.shape == (SIZE, SIZE, len(f.names)) and f.values.dtype == np.float32
+    assert len(set(f.names)) == len(f.names)
+    assert np.isnan(f.values[:5]).all() and np.isfinite(f.values[5:]).all()
+    assert "a_exg_s1" in f.names and "auto_score" in f.names
+    assert f.halo_px >= 4 * 16
+
+
+def test_features_ignore_per_band_gain_and_offset(pair):
+    before, after, _ = pair
+    gain = np.array([1.7, 0.6, 1.2], np.float32)[:, None, None]
+    offset = np.array([0.1, -0.05, 0.2], np.float32)[:, None, None]
+    f1_ = pixel_features(before, after, band_names=RGB, pixel_size_m=1.0, change_score=False)
+    f2 = pixel_features(before, gain * after + offset, band_names=RGB, pixel_size_m=1.0, change_score=False)
+    standardized = [i for i, n in enumerate(f1_.names) if "exg" not in n]  # indices read raw reflectances
+    np.testing.assert_allclose(f1_.values[..., standardized], f2.values[..., standardized], atol=2e-3)
+
+
+def test_multispectral_features_include_indices():
+    rng = np.random.default_rng(1)
+    b = rng.uniform(500, 3000, (6, 30, 30)).astype(np.float32)
+    f = pixel_features(b, b * 1.05, band_names=["B02", "B03", "B04", "B08", "B11", "B12"], pixel_size_m=10.0,
+                       change_score=False)
+    for name in ("b_ndvi_s0.8", "a_ndwi_s0.8", "d_ndbi_s0.8"):
+        assert name in f.names
+
+
+# --- fit and score --------------------------------------------------------------------
+
+def test_planted_change_is_found_from_a_few_examples(pair, model):
+    before, after, truth = pair
+    prob = model.score(before, after)
+    assert prob.shape == truth.shape and prob.dtype == np.float32
+    assert f1(prob >= model.threshold, truth) > 0.85
+    assert model.n_examples == 32 and model.threshold == 0.5
+    assert 0.8 <= model.cv_accuracy <= 1.0
+
+
+def test_score_is_robust_to_gain_and_offset_of_the_after_date(pair, model):
+    before, after, truth = pair
+    gain = np.array([1.5, 0.7, 1.2], np.float32)[:, None, None]
+    offset = np.array([0.2, -0.1, 0.05], np.float32)[:, None, None]
+    after2 = gain * after + offset
+    prob = model.for_pair(before, after2).score(before, after2)  # the statistics of the new pair
+    assert f1(prob >= model.threshold, truth) > 0.85
+
+
+def test_score_is_nan_outside_valid(pair, model):
+    before, after, _ = pair
+    valid = np.ones((SIZE, SIZE), bool)
+    valid[:, :3] = False
+    prob = model.score(before, after, valid)
+    assert np.isnan(prob[:, :3]).all() and np.isfinite(prob[:, 3:]).all()
+    assert np.nanmin(prob) >= 0 and np.nanmax(prob) <= 1
+
+
+def test_a_window_with_its_halo_equals_the_whole_scene(pair, model):
+    before, after, _ = pair
+    whole = model.score(before, after)
+    h = model.halo_px
+    # rows 30..34 scored from a window with a full halo (clipped at the scene edge)
+    r0, r1 = 30, 34
+    e0, e1 = max(r0 - h, 0), min(r1 + h, SIZE)
+    part = model.score(before[:, e0:e1], after[:, e0:e1])
+    np.testing.assert_allclose(part[r0 - e0:r1 - e0], whole[r0:r1], atol=1e-6)
+    # the block size of the in-memory loop does not change the result
+    np.testing.assert_allclose(model.score(before, after, block_rows=16), whole, atol=1e-6)
+
+
+def test_label_raster_and_bad_labels(pair):
+    before, after, truth = pair
+    labels = few_labels(truth).to_labels(truth.shape)
+    m = fit_examples(before, after, labels, band_names=RGB, pixel_size_m=1.0, change_score=False)
+    assert m.n_examples == 32 and not m.change_score
+    with pytest.raises(InvalidParameterError, match="labels has shape"):
+        fit_examples(before, after, labels[:10], band_names=RGB, pixel_size_m=1.0)
+    one_class = np.where(labels == 1, -1, labels)
+    with pytest.raises(InvalidParameterError, match="all no change"):
+        fit_examples(before, after, one_class, band_names=RGB, pixel_size_m=1.0)
+    with pytest.raises(InvalidParameterError, match="pixel_size_m must be a positive"):
+        fit_examples(before, after, labels, band_names=RGB, pixel_size_m=0)
+    with pytest.raises(InvalidParameterError, match="classifier must be one of"):
+        fit_examples(before, after, labels, band_names=RGB, pixel_size_m=1.0, classifier="svm")  # type: ignore[arg-type]
+
+
+def test_train_on_several_pairs_applies_to_a_new_one(pair):
+    before, after, truth = pair
+    mk = lambda d: GeoRaster(d, Affine.identity(), None, RGB)  # noqa: E731
+    flipped = (mk(before[:, ::-1].copy()), mk(after[:, ::-1].copy()), truth[::-1].copy())
+    m = train([(mk(before), mk(after), truth), flipped], pixel_size_m=1.0, max_per_class=100, change_score=False)
+    assert m.stats is None and m.n_examples == 400
+    gain = np.array([1.3, 0.8, 1.1], np.float32)[:, None, None]
+    prob = m.score(before[:, :, ::-1], gain * after[:, :, ::-1])
+    assert f1(prob >= m.threshold, truth[:, ::-1]) > 0.85
+
+
+def test_train_refuses_pairs_with_other_bands(pair):
+    before, after, truth = pair
+    a = GeoRaster(before, Affine.identity(), None, RGB)
+    b = GeoRaster(before, Affine.identity(), None, ("B02", "B03", "B04"))
+    with pytest.raises(BandMismatchError, match="pair 1 has bands"):
+        train([(a, a, truth), (b, b, truth)], pixel_size_m=1.0)
+    with pytest.raises(InvalidParameterError, match="at least one"):
+        train([], pixel_size_m=1.0)
+
+
+# --- saving and loading -----------------------------------------------------------------
+
+def test_save_load_round_trip_gives_the_same_scores(pair, model, tmp_path):
+    before, after, _ = pair
+    path = model.save(tmp_path / "model.skops")
+    loaded = load_model(path)
+    assert loaded.band_names == model.band_names and loaded.feature_names == model.feature_names
+    assert loaded.sigmas_m == model.sigmas_m and loaded.threshold == model.threshold
+    assert loaded.cv_accuracy == pytest.approx(model.cv_accuracy)
+    np.testing.assert_allclose(loaded.score(before, after), model.score(before, after), atol=1e-6)
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+class Payload:
+    """A type a model file never holds; building it would run this code."""
+
+    built = False
+
+    def __setstate__(self, state):  # noqa: ANN001
+        Payload.built = True
+        self.__dict__.update(state)
+
+
+def test_a_file_that_could_run_code_is_refused(tmp_path):
+    import skops.io as sio
+
+    path = tmp_path / "evil.skops"
+    sio.dump({"format": "changedet.learn", "classifier": Payload()}, path)
+    with pytest.raises(InvalidParameterError, match="refusing to load it"):
+        load_model(path)
+    assert not Payload.built
+
+
+def test_other_feature_version_and_other_bands_are_refused(pair, model, tmp_path):
+    import skops.io as sio
+
+    before, after, _ = pair
+    path = model.save(tmp_path / "m.skops")
+    payload = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    payload["feature_version"] = 999
+    sio.dump(payload, tmp_path / "old.skops")
+    with pytest.raises(InvalidParameterError, match="feature-set version 999"):
+        load_model(tmp_path / "old.skops")
+    loaded = load_model(path)
+    with pytest.raises(BandMismatchError, match=r"trained on bands \['red', 'green', 'blue'\]"):
+        loaded.for_pair(before, after, band_names=["B02", "B03", "B04"])
+    with pytest.raises(BandMismatchError, match="expects 3 bands"):
+        loaded.score(before[:2], after[:2])
+
+
+def test_not_a_model_file(tmp_path):
+    bad = tmp_path / "notes.skops"
+    bad.write_text("hello")
+    with pytest.raises(InvalidParameterError, match="not a changedet model file"):
+        load_model(bad)
+    with pytest.raises(InvalidParameterError, match="does not exist"):
+        load_model(tmp_path / "missing.skops")
+
+
+# --- examples -----------------------------------------------------------------------------
+
+PIXEL_GRID = Grid((20, 30), Affine.identity())
+
+
+def point(x: float, y: float, change) -> dict:  # noqa: ANN001
+    return {"type": "Feature", "properties": {"change": change}, "geometry": {"type": "Point", "coordinates": [x, y]}}
+
+
+def fc(*features: dict) -> dict:
+    return {"type": "FeatureCollection", "features": list(features)}
+
+
+def test_examples_points_and_polygons_on_a_pixel_grid(tmp_path):
+    square = {"type": "Feature", "properties": {"change": False},
+              "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [13, 10], [13, 12], [10, 12], [10, 10]]]}}
+    path = tmp_path / "ex.geojson"
+    path.write_text(json.dumps(fc(point(2.5, 3.5, True), square)))
+    ex = read_examples(path, PIXEL_GRID)
+    assert ex.n_change == 1 and ex.n_no_change == 6
+    labels = ex.to_labels(PIXEL_GRID.shape)
+    assert labels[3, 2] == 1 and (labels[10:12, 10:13] == 0).all() and (labels >= 0).sum() == 7
+
+
+def test_examples_in_lon_lat_on_a_georeferenced_grid():
+    from pyproj import Transformer
+
+    grid = Grid((100, 100), Affine(10, 0, 500000, 0, -10, 5000000), CRS.from_epsg(32631))
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    x, y = grid.xy(12, 34)  # centre of row 12, col 34
+    lon, lat = to_ll.transform(x, y)
+    lon2, lat2 = to_ll.transform(*grid.xy(80, 5))
+    ex = read_examples(fc(point(lon, lat, True), point(lon2, lat2, False)), grid)
+    assert (int(ex.row[ex.change][0]), int(ex.col[ex.change][0])) == (12, 34)
+    assert (int(ex.row[~ex.change][0]), int(ex.col[~ex.change][0])) == (80, 5)
+    with pytest.raises(InvalidParameterError, match="outside the image.*lon/lat"):
+        read_examples(fc(point(lon, lat, True), point(lon + 1.0, lat, False)), grid)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", r"ex\.geojson: is not valid JSON .*fix the JSON"),
+        (json.dumps({"type": "Feature"}), r"expected a GeoJSON FeatureCollection, got 'Feature'"),
+        (json.dumps([1, 2]), r"expected a GeoJSON FeatureCollection, got 'list'"),
+        (json.dumps(fc()), r"has no features"),
+        (json.dumps(fc(point(1, 1, True), {"type": "Feature", "properties": {},
+                                            "geometry": {"type": "Point", "coordinates": [2, 2]}})),
+         r"feature 1 has no property 'change'"),
+        (json.dumps(fc(point(1, 1, "yes"), point(2, 2, False))), r"feature 0 has change = 'yes' \(str\), not a boolean"),
+        (json.dumps(fc(point(1, 1, 1), point(2, 2, False))), r"change = 1 \(int\), not a boolean.*true or false"),
+        (json.dumps(fc(point(1, 1, True), point(45, 2, False))), r"feature 1 lies outside the image \(20x30 pixels"),
+        (json.dumps(fc(point(1, 1, True), point(2, 2, True))), r"all 2 example pixels are change.*both classes"),
+        (json.dumps(fc(point(1, 1, True), {"type": "Feature", "properties": {"change": False},
+                                           "geometry": {"type": "LineString", "coordinates": [[0, 0], [3, 3]]}})),
+         r"feature 1 has geometry 'LineString'"),
+        (json.dumps(fc(point(1, 1, True), {"type": "Feature", "properties": {"change": False},
+                                           "geometry": {"type": "Polygon", "coordinates": [[[50, 50], [60, 50],
+                                                                                             [60, 60], [50, 50]]]}})),
+         r"feature 1 lies outside the image"),
+    ],
+)
+def test_examples_error_paths(tmp_path, content, match):
+    path = tmp_path / "ex.geojson"
+    path.write_text(content)
+    with pytest.raises(InvalidParameterError, match=match):
+        read_examples(path, PIXEL_GRID)
+
+
+def test_examples_missing_file(tmp_path):
+    with pytest.raises(InvalidParameterError, match=r"missing\.geojson: the file does not exist"):
+        read_examples(tmp_path / "missing.geojson", PIXEL_GRID)
+
+
+def test_examples_marked_both_ways_are_dropped_with_a_warning():
+    with pytest.warns(UserWarning, match="marked both change and no change"):
+        ex = read_examples(fc(point(1.5, 1.5, True), point(1.5, 1.5, False), point(5, 5, True), point(8, 8, False)),
+                           PIXEL_GRID)
+    assert ex.n_change == 1 and ex.n_no_change == 1
