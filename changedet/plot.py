@@ -60,13 +60,17 @@ _MAX_STATS_PX = 1_000_000
 class _Figure(Figure):
     """A Figure that shows itself as a PNG in Jupyter without pyplot or ``%matplotlib inline``."""
 
+    #: dpi :func:`save_figure` uses by default; map figures lower it to their images' resolution.
+    save_dpi: int = 150
+
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
         self.savefig(buf, format="png", dpi=100, facecolor="white")
         return buf.getvalue()
 
 
-_HALO = [patheffects.withStroke(linewidth=3, foreground="black", alpha=0.55)]
+_HALO_WIDTH, _HALO_ALPHA = 3.0, 0.55
+_HALO = [patheffects.withStroke(linewidth=_HALO_WIDTH, foreground="black", alpha=_HALO_ALPHA)]
 _TEXT_HALO = [patheffects.withStroke(linewidth=2.5, foreground="white")]
 
 
@@ -237,6 +241,21 @@ def _display_rgb(
     return rgb_composite(small, bands=names, percentiles=percentiles), small.grid
 
 
+def _to_bytes(rgb: np.ndarray) -> np.ndarray:
+    """(rows, cols, 3) floats in [0, 1] -> uint8, as matplotlib would quantize them."""
+    return (np.clip(rgb, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def _map_dpi(shape: tuple[int, ...], panel_w: float, panel_h: float, lo: int = 100, hi: int = 150) -> int:
+    """A dpi that gives a map panel about one screen pixel per displayed image pixel.
+
+    More only enlarges the PNG and the time to draw and compress it; fewer than
+    ``lo`` would make text and outlines coarse.
+    """
+    need = max(shape[1] / max(panel_w, 1e-6), shape[0] / max(panel_h, 1e-6))
+    return int(min(max(math.ceil(need), lo), hi))
+
+
 def _show_rgb(ax: Any, rgb: np.ndarray, grid: Grid) -> None:
     ax.imshow(rgb, extent=_extent(grid), origin="upper", interpolation="antialiased")
 
@@ -397,7 +416,11 @@ def _draw_polygons(
         label = f"{cls.replace('_', ' ')}: {counts[cls]}"
         if has_area:
             label += f" ({_fmt_area(sum(float(p['area_m2']) for p, c in zip(props, classes) if c == cls))})"
-        coll = LineCollection(rings, colors=colors[cls], linewidths=1.3, label=label, path_effects=_HALO)
+        # the halo is its own collection under the outline: a path effect on a collection is drawn
+        # path by path (twice), a plain collection in one call (0.13 s less for ~300 polygons)
+        ax.add_collection(LineCollection(rings, colors="black", alpha=_HALO_ALPHA, linewidths=_HALO_WIDTH,
+                                         label="_halo"), autolim=False)
+        coll = LineCollection(rings, colors=colors[cls], linewidths=1.3, label=label)
         ax.add_collection(coll, autolim=False)
         handles.append(coll)
     title = f"changes: {len(geoms)} area{'s' if len(geoms) != 1 else ''}"
@@ -506,7 +529,10 @@ def plot_overview(
         layout="constrained",
     )
     axes = fig.subplots(1, n_panels)
-    shown = [_display_rgb(r, bands=bands, percentiles=percentiles) for r in (before, after)]
+    # stretched once, as bytes: matplotlib then neither converts nor copies float images on each draw
+    shown = [(_to_bytes(rgb), grid) for rgb, grid in
+             (_display_rgb(r, bands=bands, percentiles=percentiles) for r in (before, after))]
+    fig.save_dpi = _map_dpi(shown[1][0].shape, fig.get_figwidth() / n_panels, min(panel_w * ratio, 9.0))
     for ax, (rgb, grid), label in zip(axes, shown, labels):
         _show_rgb(ax, rgb, grid)
         _map_axes(ax, grid, label)
@@ -868,7 +894,7 @@ def plot_comparison(
 # --- saving ------------------------------------------------------------------------------------
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = None) -> Path:
     """Write a figure atomically (temporary file, then rename) and release it.
 
     The format comes from the suffix (``.png``, ``.pdf``, ``.svg``, ...).  A
@@ -880,8 +906,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
     fig : matplotlib.figure.Figure
     path : str or path-like
         Destination; missing parent folders are created.
-    dpi : int
-        Resolution for raster formats.
+    dpi : int, optional
+        Resolution for raster formats; by default 150, or for map figures made
+        here about one pixel per displayed image pixel (100 to 150).
 
     Returns
     -------
@@ -905,11 +932,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 150) ->
             f"cannot tell the figure format from {str(dest)!r}; use one of the suffixes "
             f"{', '.join('.' + s for s in sorted(supported))}"
         )
+    if dpi is None:
+        dpi = int(getattr(fig, "save_dpi", 150))
     if int(dpi) != dpi or dpi <= 0:
         raise InvalidParameterError(f"dpi must be a positive integer, got {dpi!r}")
     with atomic_path(dest) as tmp:
-        # PNG at zlib level 3: about as small as the default 6 on imagery, in half the time
-        extra = {"pil_kwargs": {"compress_level": 3}} if fmt == "png" else {}
+        # PNG at zlib level 1: on imagery within 3 % of the size of the default 6, in a third of the time
+        extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
         fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", **extra)
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:

@@ -140,7 +140,7 @@ def test_overview_with_polygons_draws_one_outline_collection_per_class(
     assert len(fig.axes) == 3
     assert [ax.get_title() for ax in fig.axes[:2]] == ["2024-06", "2025-06"]
     overlay = fig.axes[2]
-    outlines = [c for c in overlay.collections if isinstance(c, LineCollection)]
+    outlines = [c for c in overlay.collections if isinstance(c, LineCollection) and not c.get_label().startswith("_")]
     assert len(outlines) == 2  # "new building" and "vegetation loss"
     by_label = {c.get_label(): c for c in outlines}
     assert set(by_label) == {"new building: 2 (1.8 ha)", "vegetation loss: 1 (0.84 ha)"}
@@ -189,7 +189,7 @@ def test_overview_pixel_grid_keeps_row_zero_at_top(polygons: StandInPolygons) ->
     fig = plot.plot_overview(img, img, polygons=px_polys)
     overlay = fig.axes[2]
     assert overlay.get_ylim() == pytest.approx((40.0, 0.0))  # y (= row) grows downwards
-    assert [c.get_label() for c in overlay.collections if isinstance(c, LineCollection)] == ["change: 1"]
+    assert [c.get_label() for c in overlay.collections if isinstance(c, LineCollection) and c.get_label() != "_halo"] == ["change: 1"]
     bar = next(a for a in overlay.artists if isinstance(a, AnchoredSizeBar))
     assert bar.txt_label.get_text() == "20 px"
     assert not any(t.get_text() == "N" for t in overlay.texts)  # no north on a pixel grid
