@@ -6,6 +6,32 @@ bands bilinear, the mask band nearest.  The tiles of one acquisition are mosaick
 pixel by pixel (where the mask band is nodata, the next tile fills in).  Transient
 HTTP failures are retried with exponential backoff (:class:`RetryPolicy`); a 403/404
 fails at once with :class:`DownloadError`.  Each item's read is cached.
+
+Why not odc-stac (``odc.stac.load(items, geobox=..., groupby="solar_day")``), measured
+on the local test STAC server (tests/stac_server.py, real COGs over HTTP, 2 shared cores),
+odc-stac 0.5.3:
+
+* It reads the same pixels: the 10 m bands and SCL identical, the 20 m bands within
+  5e-5 reflectance (bilinear), an area across UTM zones 39/40 mosaicked the same way
+  (``test_odc_stac_reads_the_same_pixels``).
+* It is not faster at equal GDAL settings.  A 6 x 6 km area of a 10 km tile (600 x 620
+  px, 7 bands): odc-stac 476 ms and 47 requests in one thread, 1212 ms with
+  ``pool=8``; ours about 420 ms of reads and warps in one thread (1.3 s with the
+  0.88 s cache write).  Its apparent lead with default settings (237 ms, 24 requests)
+  came from GDAL's process-wide cache of remote files, which we switch off
+  (``CPL_VSIL_CURL_NON_CACHED``) so that a retry really asks the server again.
+* It cannot tell a failed transfer: a connection cut in a file's header comes out of
+  odc-geo as a bare ``AssertionError`` with no file named, and is not retried
+  (``test_odc_stac_still_cannot_report_a_broken_transfer``); a 404 is a
+  ``RasterioIOError`` without the URL or band; float32 output keeps the nodata value 0,
+  not NaN; and it warns (``shapely.ops.transform`` deprecated), an error under our
+  test settings.  Retries, messages that name the band and URL, scaling per item and
+  the per-item cache would all stay ours around it.
+* Weight: it adds odc-geo, odc-loader, xarray (18 MB), cachetools, dask[array],
+  pandas and toolz to the ``stac`` extra, and 0.8 s to the import (sources: 0.2 s).
+
+So the read stays here (rasterio windowed reads through ``/vsicurl/``, which the design
+names for this too); the ranking of candidates by cloud over the area was always ours.
 """
 
 from __future__ import annotations

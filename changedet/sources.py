@@ -52,6 +52,8 @@ The work is split by job, each in a private module this one re-exports:
 rank by cloud over the area), ``_fetch_read`` (windowed HTTP reads onto a grid, retries),
 ``_fetch_cache`` (the on-disk cache), ``_fetch_dates`` (date ranges) and
 ``_fetch_errors``; areas and their UTM grid come from :mod:`changedet.areas`.
+``_fetch_read`` also records why the read is not odc-stac's (measured: same pixels, no
+faster at equal GDAL settings, no account of broken transfers, a much heavier extra).
 """
 
 from __future__ import annotations
