@@ -145,32 +145,6 @@ def class_layers(
 
 
 # --------------------------------------------------------------------------- the fit
-class _LegacyFit:  # TEMPORARY until change.fit_method gives every method a fit and a score
-    def __init__(self, method: str, f: Any, band_names: Sequence[str], pixel_size_m: float | None):
-        self.method, self._f, self.band_names, self.pixel_size_m = method, f, tuple(band_names), pixel_size_m
-        self.halo_px = f.halo_px if f is not None else 32
-        self.threshold_method = f.threshold_method if f is not None else None
-        self.sample_result = f.sample_result if f is not None else None
-
-    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, layers: bool = True) -> Any:
-        if layers or self._f is None:
-            return _change.change_score(before, after, method=self.method, band_names=self.band_names,
-                                        pixel_size_m=self.pixel_size_m, valid=valid)
-        return self._f.apply(before, after, valid)
-
-
-def _fit_method(method: str, before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str],
-                pixel_size_m: float | None, valid: np.ndarray) -> Any:
-    f = _change.fit_method(method, before, after, band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
-    if f is not None and hasattr(f, "score"):
-        return f
-    legacy = _LegacyFit(method, f, band_names, pixel_size_m)
-    if legacy.threshold_method is None:
-        legacy.sample_result = legacy.score(before, after, valid)
-        legacy.threshold_method = legacy.sample_result.threshold_method
-    return legacy
-
-
 @dataclass(frozen=True, eq=False)
 class SampleBlock:
     """One block of both dates the run is fitted on: arrays in the spec's band order.
@@ -304,7 +278,7 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
             f"no pixel is valid in both dates {where} ({describe_grid(spec.grid)}): "
             "nodata, clouds or the area of interest leave nothing to compare"
         )
-    fitted = _fit_method(o.method, sb, sa, band_names=spec.spectral, pixel_size_m=spec.method_pixel_size_m,
+    fitted = _change.fit_method(o.method, sb, sa, band_names=spec.spectral, pixel_size_m=spec.method_pixel_size_m,
                                 valid=sv)
     cs = fitted.sample_result if fitted.sample_result is not None else fitted.score(sb, sa, sv, layers=whole)
     s_score = np.where(sv, cs.score, np.nan).astype("float32")
@@ -312,7 +286,10 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
     thr = _threshold.compute_threshold(s_score, method=thr_method, value=o.threshold_value,
                                        percentile=o.threshold_percentile, valid=sv)
     centres = class_layer_centres(sb, sa, spec.spectral, sv)
-    halo = max(int(fitted.halo_px), int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0, spec.opening_px + 1, 4)
+    # the reaches add up: the shift's interpolation feeds the method's neighbourhood, whose
+    # score feeds the opening
+    halo = max(int(fitted.halo_px) + (int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0)
+               + spec.opening_px + 1, 4)
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
                   cs if whole else None)

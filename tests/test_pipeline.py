@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -496,3 +497,48 @@ def test_result_helpers(saved: Saved) -> None:
     truth = np.zeros(r.grid.shape, "uint8")
     truth[BUILDING] = 1
     assert r.evaluate(truth).f1 > 0.9
+
+
+@pytest.mark.parametrize(("sample", "options"), [
+    ("hires_rgb", dict(threshold="p97", min_area_m2=120.0)),
+    ("hires_rgb", dict(threshold=None, opening_px=0, fill_holes_m2=0.0)),
+    ("s2_like", dict(threshold="kittler", min_area_m2=1000.0)),
+])
+def test_rethreshold_equals_a_fresh_run(sample: str, options: dict) -> None:
+    """rethreshold reuses the score and gives what a fresh run with those options gives."""
+    from changedet import data
+
+    folder = data.sample_path(sample)
+    first = detect_changes(folder / "before.tif", folder / "after.tif")
+    opts = dict(options)
+    thr = opts.pop("threshold")
+    again = first.rethreshold(thr, **opts)
+    fresh = detect_changes(folder / "before.tif", folder / "after.tif", threshold=thr, **opts)
+    np.testing.assert_array_equal(again.mask.data, fresh.mask.data)
+    assert again.threshold == fresh.threshold
+    assert again.summary["parameters"] == fresh.summary["parameters"]
+    assert again.summary["results"] == fresh.summary["results"]
+    assert [p["area_px"] for p in again.polygons.properties] == [p["area_px"] for p in fresh.polygons.properties]
+    assert again.polygons.properties == fresh.polygons.properties
+    # the first result is untouched
+    assert first.summary["parameters"]["threshold"] is None
+
+
+def test_a_result_cannot_be_changed(scene: Scene) -> None:
+    result = detect_changes(*scene.rasters())
+    result.summary["results"]["n_changes"] = -1
+    assert result.summary["results"]["n_changes"] == result.n_changes
+    for arr in (result.mask.data, result.score.data, result.before.data, result.after.data, *result.layers.values()):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[..., 0] = 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.threshold = 0.0  # type: ignore[misc]
+
+
+def test_rethreshold_refuses_a_windowed_result(tmp_path: Path) -> None:
+    from changedet import data
+
+    folder = data.sample_path("s2_like")
+    win = detect_changes(folder / "before.tif", folder / "after.tif", tiled=True, out=tmp_path / "w", progress=False)
+    with pytest.raises(InvalidParameterError, match="only an in-memory result holds"):
+        win.rethreshold("p99")
