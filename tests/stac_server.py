@@ -529,8 +529,15 @@ def make_landsat_item(
     cloud_cover: float = 10.0,
     platform: str = "landsat-9",
     qa: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    noise: bool = False,
+    edit: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """A Landsat C2 L2-like item at 30 m: SR bands and ``qa_pixel`` (21824 clear, bit 3 cloud)."""
+    """A Landsat C2 L2-like item at 30 m: SR bands and ``qa_pixel`` (21824 clear, bit 3 cloud).
+
+    ``qa(x, y)`` gives the QA_PIXEL value at pixel centres; where its fill bit is set every
+    band is 0.  ``noise=True`` adds noise to every SR band (a different draw per item);
+    ``edit(name, array)`` returns the array to write for a band (to plant a change or a cloud).
+    """
     files: dict[str, Path] = {}
     assets: dict[str, dict[str, Any]] = {}
     t = Affine(30, 0, left, 0, -30, top)
@@ -542,6 +549,11 @@ def make_landsat_item(
             arr, nodata = qa_arr, 1
         else:
             arr = np.full((n, n), LANDSAT_DN[name], "uint16")
+            if noise:
+                seed = int.from_bytes(f"{item_id}/{name}".encode()[-8:], "little")
+                arr = arr + np.random.default_rng(seed).integers(0, 150, arr.shape).astype("uint16")
+            if edit is not None:
+                arr = edit(name, arr).astype("uint16")
             arr[(qa_arr & 1) == 1] = 0
             nodata = 0
         path = root / item_id / f"{name}.tif"

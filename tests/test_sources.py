@@ -478,6 +478,50 @@ def test_fetched_folders_feed_detect_changes(server: StacServer, tmp_path: Path)
     assert 90_000 <= props["area_m2"] <= 160_000
 
 
+
+def test_fetched_landsat_clouds_are_left_out_by_detect(server: StacServer, tmp_path: Path) -> None:
+    """A Landsat pair through fetch_pair and detect_changes: the QA_PIXEL cloud is not a change."""
+    pipeline = pytest.importorskip("changedet.pipeline")
+    root = tmp_path / "assets"
+    server.add(*make_landsat_item(root, "LC09_before", when="2024-06-14T07:50:00Z", epsg=32639, left=LEFT, top=TOP,
+                                  size_m=3000, noise=True))
+    building = (slice(40, 52), slice(30, 44))  # 360 x 420 m of bright roofs
+    cloud = (slice(10, 30), slice(60, 85))  # 600 x 750 m of cloud, far from it
+
+    def after_bands(name: str, arr: np.ndarray) -> np.ndarray:
+        arr = arr.copy()
+        if name in ("blue", "green", "red", "nir08"):
+            arr[building] = 30000
+        arr[cloud] = 40000  # bright in every band: a change, were it not flagged
+        return arr
+
+    def after_qa(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        qa = np.full(x.shape, 21824)
+        qa[cloud[0].start - 2: cloud[0].stop + 2, cloud[1].start - 2: cloud[1].stop + 2] = 21826  # dilated cloud (bit 1)
+        qa[cloud] = 22280  # high-confidence cloud (bit 3)
+        return qa
+
+    server.add(*make_landsat_item(root, "LC09_after", when="2025-06-17T07:50:00Z", epsg=32639, left=LEFT, top=TOP,
+                                  size_m=3000, noise=True, qa=after_qa, edit=after_bands))
+    area = _lonlat_box(LEFT + 150, TOP - 2850, LEFT + 2850, TOP - 150)
+    res = _fetch(server, tmp_path / "out", tmp_path / "c", bbox=area, before="2024-06-14", after="2025-06-17",
+                 collection="landsat-c2-l2")
+    # the ranking counted the same cloud bits: 24 x 29 of the area's 90 x 90 pixels (cloud and its dilation)
+    assert res.after_candidate.cloud_source == "qa_pixel"
+    assert res.after_candidate.cloud_pct == pytest.approx(100 * 24 * 29 / 8100, abs=1.5)
+    assert read_raster(res.after).band_names[-1] == "qa_pixel"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)  # affine 3 `*` inside rasterio.windows
+        result = pipeline.detect_changes(res.before, res.after, coregister=False)
+        bare = pipeline.detect_changes(res.before, res.after, coregister=False,
+                                       bands=["blue", "green", "red", "nir", "swir16", "swir22"])
+    assert len(result.polygons) == 1, result.polygons.to_records()
+    lon, lat = TO_LONLAT.transform(LEFT + 30 * 37, TOP - 30 * 46)
+    props = result.polygons.properties[0]
+    assert props["centroid_lon"] == pytest.approx(lon, abs=0.0008) and props["centroid_lat"] == pytest.approx(lat, abs=0.0005)
+    assert result.summary["masks"]["excluded_pixels"] > 0.8 * 24 * 29
+    assert len(bare.polygons) == 2  # without QA_PIXEL the cloud is taken for a change
+
 # --------------------------------------------------------------------------- odc-stac, measured
 # changedet reads with its own windowed reads (changedet/_fetch_read.py says why, with the
 # measurements).  Where odc-stac is installed, these two keep the reasons honest: the pixels
