@@ -166,7 +166,6 @@ def _gdal_path(href: str) -> str:
     return href
 
 
-
 @dataclass(frozen=True, eq=False)
 class Patch:
     """A window of a source raster as read: (rows, cols) float32 pixels (NaN nodata) with their georeferencing."""
@@ -304,7 +303,6 @@ def warp_patch(patch: Patch | None, grid: Grid, *, categorical: bool) -> np.ndar
     return warp_band(patch.data, patch.transform, patch.crs, grid, resampling="nearest" if categorical else "bilinear")
 
 
-
 class _NoBar:
     """A progress bar that shows nothing."""
 
@@ -345,7 +343,6 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
         from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="scene" if "cloud" in desc else "band")
-
 
 
 def read_candidate(
