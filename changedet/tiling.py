@@ -36,8 +36,7 @@ from . import io as _io
 from .errors import InvalidParameterError
 from .raster import Grid, window_transform
 
-__all__ = ["WindowPlan", "plan_windows", "WindowedScene", "WindowedOutput", "needs_windows", "TILED_MIN_PIXELS",
-           "one_blas_thread"]
+__all__ = ["WindowPlan", "plan_windows", "WindowedScene", "WindowedOutput", "needs_windows", "TILED_MIN_PIXELS"]
 
 #: Scenes with more analysis-grid pixels than this take the windowed path by default.
 TILED_MIN_PIXELS = 4096 * 4096
@@ -446,16 +445,6 @@ class WindowedScene:
             for w in self._writers:
                 with contextlib.suppress(BaseException):
                     w.abort()
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread while the windows run (their few small products gain nothing from
-    threads, whose spin-waiting took about 4 % of the CPU the windows need)."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _burn_mask(polygons: Any, grid: Grid, plans: Sequence[WindowPlan], window_rows: dict[int, list[int]],
