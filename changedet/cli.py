@@ -221,6 +221,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import _kernels
+
+    # a first run after an install compiles the kernels: on a thread, while the rest
+    # of the package is imported and the pair is read
+    compiling = _kernels.compile_in_background()
     from . import data
     from .pipeline import detect_changes
 
@@ -243,6 +248,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(f"  accuracy vs truth: F1 {acc.f1:.3f}  precision {acc.precision:.3f}  recall {acc.recall:.3f}  kappa {acc.kappa:.3f}")
         rows.append((name, acc.f1))
     print(f"outputs: {out_root.resolve()}")
+    compiling.join()
     return 0
 
 
@@ -264,7 +270,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         kwargs["collection"] = args.collection
     if args.max_cloud is not None:
         kwargs["max_cloud"] = args.max_cloud
-    result = sources.fetch_pair(bbox=sources.parse_bbox(args.bbox), before=args.before, after=args.after, out=Path(args.out), **kwargs)
+    result = sources.fetch_pair(bbox=args.bbox, before=args.before, after=args.after, out=Path(args.out), **kwargs)
     print(result)
     print(f"next: changedet detect {Path(args.out) / 'before'} {Path(args.out) / 'after'} --out {Path(args.out) / 'changes'}")
     return 0

@@ -25,7 +25,8 @@ from .raster import Grid
 
 __all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold", "CATEGORICAL_BANDS"]
 
-#: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change.
+#: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change
+#: (recognised by :func:`changedet.masks.classification_band`, also as the last token of a file stem).
 CATEGORICAL_BANDS = frozenset({"SCL", "QA_PIXEL"})
 
 
@@ -276,6 +277,12 @@ class RunSpec:
         return make_spec(new, self.grid, self.band_order)
 
 
+def _is_classification(name: str) -> bool:
+    from .masks import classification_band
+
+    return classification_band([name], "scl") == 0 or classification_band([name], "qa_pixel") == 0
+
+
 def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> RunSpec:
     """The run specification for a pair on ``grid`` with bands ``band_names``.
 
@@ -301,7 +308,7 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
     (('B02', 'B03', 'B04', 'B08'), ('SCL',), 400.0, 0)
     """
     names = [str(n) for n in band_names]
-    aux = tuple(n for n in names if n.upper() in CATEGORICAL_BANDS)
+    aux = tuple(n for n in names if _is_classification(n))
     spectral = tuple(n for n in names if n not in aux)
     if not spectral:
         raise InvalidParameterError(f"the images hold only classification bands {list(aux)}; pass images with spectral bands")
