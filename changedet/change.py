@@ -841,9 +841,25 @@ def _pca_position(feats: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return (feats - centres[0]) @ axis / denom if denom > 0 else np.zeros(feats.shape[0])
 
 
-def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -> _Fit:
+def _kmeans(data: np.ndarray, init: np.ndarray, *, iterations: int) -> np.ndarray:
+    """The centres of ``scipy.cluster.vq.kmeans2(data, init, minit="matrix", iter=iterations)``,
+    without the iterations after they stop moving (each would give the same centres again).
+
+    ``data`` is (n, k), ``init`` and the result (clusters, k) arrays of float64.
+    """
     from scipy.cluster.vq import kmeans2
 
+    centres = np.array(init, dtype=np.float64)
+    for _ in range(iterations):
+        # one step of kmeans2: nearest centre of every point, then the centres as their means
+        new, _ = kmeans2(data, centres, minit="matrix", iter=1)
+        if np.array_equal(new, centres):
+            break
+        centres = new
+    return centres
+
+
+def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -> _Fit:
     rows, cols = ok.shape
     if rows < block or cols < block:
         raise InvalidParameterError(f"pca-kmeans needs images of at least {block}x{block} pixels, got {rows}x{cols}")
@@ -872,7 +888,7 @@ def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -
         # start from the lowest- and highest-difference pixels so the labels are reproducible
         mags = diff_img.ravel()[okf]
         init = np.stack([feats[okf][np.argmin(mags)], feats[okf][np.argmax(mags)]])
-        centres, _ = kmeans2(sample, init, minit="matrix", iter=50)
+        centres = _kmeans(sample, init, iterations=50)
         # the change cluster is the one whose pixels have the larger mean difference
         labels = np.argmin(((feats[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
         means = [diff_img.ravel()[(labels == j) & okf].mean() if np.any((labels == j) & okf) else -np.inf

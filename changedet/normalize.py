@@ -385,7 +385,8 @@ def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, to
             converged = True
             break
         old_rho = rho
-    return IRMADTransform(a, b, mx, my, variances(mad, rho), rho, it, converged)
+    # ``var`` is of the last ``mad`` and ``rho`` already (the loop ends right after it)
+    return IRMADTransform(a, b, mx, my, var, rho, it, converged)
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
-from changedet.change import METHODS, ChangeScore, change_score
+from changedet.change import METHODS, ChangeScore, FittedMethod, change_score, fit_method, pca_kmeans
 from changedet.errors import BandMismatchError, EmptyDataError, InvalidParameterError
 from changedet.threshold import apply_threshold, compute_threshold
 
@@ -253,3 +254,192 @@ def test_auto_on_a_real_oscd_city(oscd):
     mask = _mask(res, valid=valid)
     assert _f1(mask, truth) > 0.45
     assert res.details["normalization"] == "irmad invariant pixels"
+
+
+# --- fit and score -------------------------------------------------------------------
+
+#: (method, bands, pixel size): every method, and auto's structural branch (RGB, and 4 bands at 1 m)
+CASES = [(m, S2_SWIR, 10.0) for m in ALL] + [("auto", RGB, 1.0), ("auto", S2, 1.0)]
+CASE_IDS = [f"{m}-{len(b)}b-{px:g}m" for m, b, px in CASES]
+
+
+def _holey_scene(bands, shape=(72, 80), seed=0):
+    """The planted-roof scene with NaN pixels in each date and a valid mask with holes."""
+    before, after = _scene(bands, shape=shape, seed=seed)
+    before[:, 3, 5] = np.nan
+    after[1, 50, 60] = np.nan
+    valid = np.ones(shape, bool)
+    valid[30:34, 10:13] = False
+    valid[60, :] = False
+    return before, after, valid
+
+
+def _json_only(x) -> bool:
+    if isinstance(x, dict):
+        return all(type(k) is str and _json_only(v) for k, v in x.items())
+    if type(x) is list:
+        return all(_json_only(v) for v in x)
+    return x is None or type(x) in (str, bool, int, float)
+
+
+def _windows(shape, core, halo):
+    """(outer slices, core slices within the outer window, core slices in the scene) of a grid of windows."""
+    rows, cols = shape
+    for r0 in range(0, rows, core[0]):
+        for c0 in range(0, cols, core[1]):
+            r1, c1 = min(rows, r0 + core[0]), min(cols, c0 + core[1])
+            orow, ocol = max(0, r0 - halo), max(0, c0 - halo)
+            orow1, ocol1 = min(rows, r1 + halo), min(cols, c1 + halo)
+            yield ((slice(orow, orow1), slice(ocol, ocol1)),
+                   (slice(r0 - orow, r1 - orow), slice(c0 - ocol, c1 - ocol)),
+                   (slice(r0, r1), slice(c0, c1)))
+
+
+@pytest.mark.parametrize(("method", "bands", "px"), CASES, ids=CASE_IDS)
+def test_fit_then_score_equals_change_score(method, bands, px):
+    before, after, valid = _holey_scene(bands)
+    fitted = fit_method(method, before, after, band_names=bands, pixel_size_m=px, valid=valid)
+    assert isinstance(fitted, FittedMethod) and fitted.method == method and fitted.band_names == bands
+    res = fitted.score(before, after, valid)
+    ref = change_score(before, after, method=method, band_names=bands, pixel_size_m=px, valid=valid)
+    np.testing.assert_array_equal(res.score, ref.score)
+    assert np.isnan(res.score[~valid]).all() and np.isnan(res.score[3, 5]) and np.isnan(res.score[50, 60])
+    assert res.threshold_method == ref.threshold_method == fitted.threshold_method
+    assert res.details == ref.details == fitted.details
+    assert set(res.layers) == set(ref.layers)
+    for k in res.layers:
+        np.testing.assert_array_equal(res.layers[k], ref.layers[k], err_msg=k)
+    # the layers only the in-memory result shows are skipped for windows, the score is not
+    light = fitted.apply(before, after, valid)
+    assert light.layers == {}
+    np.testing.assert_array_equal(light.score, res.score)
+    if fitted.sample_result is not None:  # what the fit computed anyway is the score
+        np.testing.assert_array_equal(fitted.sample_result.score, res.score)
+
+
+@pytest.mark.parametrize(("method", "bands", "px"), CASES, ids=CASE_IDS)
+def test_fitted_statistics_survive_json(method, bands, px):
+    before, after, valid = _holey_scene(bands)
+    fitted = fit_method(method, before, after, band_names=bands, pixel_size_m=px, valid=valid)
+    d = json.loads(json.dumps(fitted.to_dict(), allow_nan=False))
+    assert _json_only(d) and _json_only(fitted.stats) and _json_only(fitted.details)
+    back = FittedMethod.from_dict(d)
+    assert back.stats == fitted.stats and back.to_dict() == fitted.to_dict()
+    assert (back.method, back.band_names, back.pixel_size_m, back.halo_px, back.threshold_method) == (
+        fitted.method, fitted.band_names, fitted.pixel_size_m, fitted.halo_px, fitted.threshold_method)
+    np.testing.assert_array_equal(back.score(before, after, valid).score, fitted.score(before, after, valid).score)
+
+
+@pytest.mark.parametrize(("method", "bands", "px"), CASES, ids=CASE_IDS)
+def test_windows_with_the_halo_reproduce_the_whole_scene(method, bands, px):
+    """Windows scored with statistics fitted on the whole pair, read with ``halo_px``,
+    give the whole-pair score in their cores (what the windowed run relies on)."""
+    before, after, valid = _holey_scene(bands)
+    fitted = fit_method(method, before, after, band_names=bands, pixel_size_m=px, valid=valid)
+    whole = fitted.score(before, after, valid).score
+    assert fitted.halo_px >= 0
+    for outer, core, target in _windows(valid.shape, (26, 30), fitted.halo_px):
+        part = fitted.apply(before[(slice(None), *outer)], after[(slice(None), *outer)], valid[outer]).score
+        np.testing.assert_array_equal(part[core], whole[target], err_msg=f"{method}: window {target}")
+
+
+@pytest.mark.parametrize(("method", "bands", "px"), [c for c in CASES if not c[0].startswith("index:")],
+                         ids=[i for c, i in zip(CASES, CASE_IDS) if not c[0].startswith("index:")])
+def test_a_window_fitted_on_its_own_differs(method, bands, px):
+    """The statistics matter: a window scored with its own fit is not the whole-scene
+    score, so the test above would see statistics taken from the window."""
+    before, after, valid = _holey_scene(bands)
+    whole = change_score(before, after, method=method, band_names=bands, pixel_size_m=px, valid=valid).score
+    win = (slice(0, 40), slice(0, 50))
+    own = change_score(before[:, :40, :50], after[:, :40, :50], method=method, band_names=bands, pixel_size_m=px,
+                       valid=valid[win]).score
+    assert not np.allclose(own[10:30, 10:40], whole[10:30, 10:40], equal_nan=True)
+
+
+def test_a_window_without_the_halo_differs():
+    """The halo matters: auto's neighbourhood means reach past a window without one."""
+    before, after, valid = _holey_scene(S2)
+    fitted = fit_method("auto", before, after, band_names=S2, pixel_size_m=10.0, valid=valid)
+    whole = fitted.score(before, after, valid).score
+    part = fitted.apply(before[:, :, :31], after[:, :, :31], valid[:, :31]).score  # the roof's left side
+    assert fitted.halo_px == 3
+    np.testing.assert_array_equal(part[:, :31 - fitted.halo_px], whole[:, :31 - fitted.halo_px])
+    assert not np.array_equal(part[:, 30], whole[:, 30], equal_nan=True)
+
+
+#: per method, a change of both dates (or of the after date) its score ignores, and the tolerance
+INVARIANTS = {
+    "diff": (lambda b, a: (b + 300, a + 300), 1e-3),  # an offset common to both dates
+    "log-ratio": (lambda b, a: (2 * b, 2 * a), 1e-5),  # a gain common to both dates
+    "index:ndvi": (lambda b, a: (3 * b, 3 * a), 1e-6),  # normalized differences: a common gain
+    "index:ndbi": (lambda b, a: (3 * b, 3 * a), 1e-6),
+    "index:bsi": (lambda b, a: (3 * b, 3 * a), 1e-6),
+    "index:ndwi": (lambda b, a: (3 * b, 3 * a), 1e-6),
+    "index:brightness": (lambda b, a: (b + 50, a + 50), 1e-3),  # a mean of bands: a common offset
+    "imad": (lambda b, a: (0.8 * b + 20, 1.25 * a - 40), 1e-4),  # any gain/offset of either date
+}
+
+
+@pytest.mark.parametrize("method", sorted(INVARIANTS))
+def test_score_ignores_what_the_method_is_invariant_to(method):
+    before, after, valid = _holey_scene(S2_SWIR)
+    transform, tol = INVARIANTS[method]
+    b2, a2 = (x.astype("float64") for x in transform(before.astype("float64"), after.astype("float64")))
+    s0 = change_score(before, after, method=method, band_names=S2_SWIR, valid=valid).score
+    s1 = change_score(b2, a2, method=method, band_names=S2_SWIR, valid=valid).score
+    np.testing.assert_allclose(s1, s0, rtol=tol, atol=tol)
+    # and the planted roof is not invariant: the test can tell
+    a3 = after.copy()
+    a3[:, PLANTED[0], PLANTED[1]] *= 1.5
+    s3 = change_score(before, a3, method=method, band_names=S2_SWIR, valid=valid).score
+    assert not np.allclose(s3, s0, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("method", ["cva", "ssim", "pca-kmeans", "auto", "imad"])
+def test_gain_offset_of_after_hardly_changes_the_mask_of_normalized_methods(method):
+    before, after = _scene(S2, shape=(96, 96))
+    gains = np.array([0.7, 1.3, 0.9, 1.2], "float32")[:, None, None]
+    offsets = np.array([150.0, -80.0, 40.0, 300.0], "float32")[:, None, None]
+    m0 = _mask(change_score(before, after, method=method, band_names=S2, pixel_size_m=10.0))
+    m1 = _mask(change_score(before, after * gains + offsets, method=method, band_names=S2, pixel_size_m=10.0))
+    assert np.mean(m0 != m1) <= 0.01
+    assert m0[PLANTED].mean() > 0.5
+
+
+@pytest.mark.parametrize("method", ["diff", "log-ratio", "cva", "index:ndvi", "index:brightness"])
+def test_identical_images_score_zero(method):
+    before, _, valid = _holey_scene(S2_SWIR)
+    s = change_score(before, before.copy(), method=method, band_names=S2_SWIR, valid=valid).score
+    ok = np.isfinite(s)
+    assert ok.sum() > 0.9 * valid.sum()
+    np.testing.assert_allclose(s[ok], 0.0, atol=1e-5)
+
+
+def test_statistics_fitted_on_a_sample_score_the_scene():
+    """The windowed run's case: the fit sees a sample (here the left half), the score the whole scene."""
+    before, after, valid = _holey_scene(S2)
+    for method in ("imad", "pca-kmeans", "auto"):
+        fitted = fit_method(method, before[:, :, :40], after[:, :, :40], band_names=S2, pixel_size_m=10.0,
+                            valid=valid[:, :40])
+        res = fitted.score(before, after, valid)
+        assert res.score.shape == valid.shape and np.isfinite(res.score[valid & np.isfinite(after).all(0)
+                                                                        & np.isfinite(before).all(0)]).all()
+        assert np.nanmean(res.score[PLANTED]) > np.nanmean(res.score[40:, :20]), method
+
+
+def test_fitted_method_errors():
+    before, after, valid = _holey_scene(S2)
+    fitted = fit_method("cva", before, after, band_names=S2, valid=valid)
+    with pytest.raises(InvalidParameterError, match="band_names has 4 names"):
+        fitted.score(before[:3], after[:3], valid)
+    with pytest.raises(EmptyDataError, match="no pixel is valid"):
+        fitted.score(before, after, np.zeros(valid.shape, bool))
+    d = fitted.to_dict()
+    with pytest.raises(InvalidParameterError, match=r"missing \['stats'\]"):
+        FittedMethod.from_dict({k: v for k, v in d.items() if k != "stats"})
+    with pytest.raises(InvalidParameterError, match="method must be one of .*got 'nope'"):
+        FittedMethod.from_dict({**d, "method": "nope"})
+    with pytest.raises(InvalidParameterError, match="method must be one of"):
+        fit_method("nope", before, after, band_names=S2)
+    with pytest.raises(InvalidParameterError, match="block must be an integer >= 2"):
+        pca_kmeans(before, after, band_names=S2, block=1)
