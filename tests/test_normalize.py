@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from changedet.errors import EmptyDataError, InvalidParameterError
-from changedet.normalize import irmad, match_histograms, normalize_irmad
+from changedet.normalize import fit_irmad, fit_normalize_irmad, irmad, match_histograms, normalize_irmad
 
 
 def _pair(seed=0, shape=(60, 60), bands=4):
@@ -91,3 +91,35 @@ def test_errors():
         irmad(before, after, max_iterations=0)
     with pytest.raises(InvalidParameterError, match=r"valid has shape \(2, 2\)"):
         match_histograms(before, after, valid=np.ones((2, 2), bool))
+
+
+def test_fitted_irmad_transform_applies_to_windows_as_to_the_whole():
+    before, after, truth, *_ = _pair(5)
+    valid = np.ones(truth.shape, bool)
+    valid[40:45, :] = False
+    whole = irmad(before, after, valid=valid)
+    t = fit_irmad(before, after, valid=valid)
+    again = t.apply(before, after, valid=valid)
+    np.testing.assert_array_equal(again.chi2, whole.chi2)
+    np.testing.assert_array_equal(again.mad, whole.mad)
+    np.testing.assert_array_equal(t.rho, whole.rho)
+    # any window: each pixel from the frozen transform alone
+    part = t.apply(before[:, 25:50, 5:37], after[:, 25:50, 5:37], valid=valid[25:50, 5:37])
+    np.testing.assert_allclose(part.chi2, whole.chi2[25:50, 5:37], rtol=1e-12, atol=1e-12, equal_nan=True)
+    # a transform fitted on part of the scene is another transform
+    other = fit_irmad(before[:, :20], after[:, :20])
+    assert not np.allclose(other.apply(before, after).chi2, whole.chi2, equal_nan=True)
+    with pytest.raises(InvalidParameterError, match="fitted on 4 bands, got images of 3 bands"):
+        t.apply(before[:3], after[:3])
+
+
+def test_fit_normalize_irmad_gives_the_gains_of_normalize_irmad():
+    before, after, *_ = _pair(6)
+    fit = fit_normalize_irmad(before, after)
+    res = normalize_irmad(before, after)
+    np.testing.assert_array_equal(fit.gains, res.gains)
+    np.testing.assert_array_equal(fit.offsets, res.offsets)
+    np.testing.assert_array_equal(fit.invariant, res.invariant)
+    np.testing.assert_array_equal(fit.apply(after), res.after)
+    with pytest.raises(InvalidParameterError, match="of 4 bands, got shape"):
+        fit.apply(after[:2])
