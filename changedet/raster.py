@@ -110,11 +110,39 @@ class Grid:
         return self.pixel_size_m**2
 
     def xy(self, row: float, col: float) -> tuple[float, float]:
-        """Map coordinates of a pixel's centre."""
+        """Map coordinates of a pixel's centre.
+
+        Parameters
+        ----------
+        row, col : float
+            Pixel position; whole numbers name a pixel, whose centre is half a pixel on.
+
+        Returns
+        -------
+        tuple of float
+            (x, y) in the grid's CRS units.
+
+        Examples
+        --------
+        >>> Grid((10, 10), Affine(10, 0, 500000, 0, -10, 6000000)).xy(0, 2)
+        (500025.0, 5999995.0)
+        """
         return apply_affine(self.transform, col + 0.5, row + 0.5)
 
     def same_as(self, other: "Grid", *, rtol: float = 1e-6) -> bool:
-        """True when shapes, CRS and transforms agree (transforms to ``rtol`` of a pixel)."""
+        """True when shapes, CRS and transforms agree (transforms to ``rtol`` of a pixel).
+
+        Parameters
+        ----------
+        other : Grid
+            The grid to compare with.
+        rtol : float
+            Tolerance on each transform coefficient, as a fraction of the larger pixel size.
+
+        Returns
+        -------
+        bool
+        """
         if self.shape != other.shape:
             return False
         if (self.crs is None) != (other.crs is None):
@@ -127,6 +155,16 @@ class Grid:
     def offset_in(self, source: "Grid") -> tuple[int, int] | None:
         """(row, col) of this grid's first pixel in ``source`` when it is a whole-pixel
         sub-grid of it (same CRS and pixel size, inside its extent), else None.
+
+        Parameters
+        ----------
+        source : Grid
+            The larger grid.
+
+        Returns
+        -------
+        tuple of int or None
+            (row, col) offset, or None when this grid is not a whole-pixel part of ``source``.
 
         Examples
         --------
@@ -150,11 +188,29 @@ class Grid:
         return r0, c0
 
     def describe(self) -> str:
+        """One-line description for messages; see :func:`describe_grid`.
+
+        Returns
+        -------
+        str
+        """
         return describe_grid(self)
 
 
 def apply_affine(transform: Affine, x: float, y: float) -> tuple[float, float]:
     """``transform`` applied to one point (works across affine versions).
+
+    Parameters
+    ----------
+    transform : Affine
+        The transform, e.g. pixel (col, row) -> map (x, y).
+    x, y : float
+        The point in the transform's input space.
+
+    Returns
+    -------
+    tuple of float
+        The transformed (x, y).
 
     Examples
     --------
@@ -167,6 +223,18 @@ def apply_affine(transform: Affine, x: float, y: float) -> tuple[float, float]:
 
 def window_transform(window: Any, transform: Affine) -> Affine:
     """The transform of a rasterio ``Window`` of a grid (no deprecated ``Affine * tuple``).
+
+    Parameters
+    ----------
+    window : rasterio.windows.Window
+        The window; only its ``col_off`` and ``row_off`` are used.
+    transform : Affine
+        The transform of the whole grid.
+
+    Returns
+    -------
+    Affine
+        The transform whose origin is the window's first pixel.
 
     Examples
     --------
@@ -181,7 +249,22 @@ def window_transform(window: Any, transform: Affine) -> Affine:
 
 
 def describe_grid(grid: Grid) -> str:
-    """One-line description of a grid for messages, e.g. ``'EPSG:32639 10 m 300x400'``."""
+    """One-line description of a grid for messages: CRS, pixel size, rows x cols.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid to describe.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> describe_grid(Grid((300, 400), Affine(10, 0, 0, 0, -10, 0), CRS.from_epsg(32639)))
+    'EPSG:32639 10 m 300x400'
+    """
     unit = "px"
     if grid.crs is not None:
         unit = "deg" if grid.crs.is_geographic else "m"
@@ -274,6 +357,22 @@ class GeoRaster:
 
     # --- bands ----------------------------------------------------------------
     def band_index(self, name: str) -> int:
+        """Position of band ``name``.
+
+        Parameters
+        ----------
+        name : str
+            A band name of this raster.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        InvalidParameterError
+            When the raster has no band ``name``.
+        """
         try:
             return self.band_names.index(name)
         except ValueError:
@@ -282,16 +381,56 @@ class GeoRaster:
             ) from None
 
     def band(self, name: str) -> np.ndarray:
-        """One band as a (rows, cols) array (a view, do not modify)."""
+        """One band as a (rows, cols) array (a view, do not modify).
+
+        Parameters
+        ----------
+        name : str
+            A band name of this raster.
+
+        Returns
+        -------
+        (rows, cols) ndarray
+        """
         return self.data[self.band_index(name)]
 
     def select(self, names: Sequence[str]) -> "GeoRaster":
-        """A new raster with only ``names``, in that order."""
+        """A new raster with only ``names``, in that order.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Band names of this raster.
+
+        Returns
+        -------
+        GeoRaster
+            The same grid with ``len(names)`` bands.
+
+        Examples
+        --------
+        >>> r = GeoRaster(np.zeros((3, 2, 2)), Affine.identity(), None, ("b", "g", "r"))
+        >>> r.select(["r", "g"]).band_names
+        ('r', 'g')
+        """
         idx = [self.band_index(n) for n in names]
         return replace(self, data=self.data[idx], band_names=tuple(names))
 
     def with_data(self, data: np.ndarray, *, band_names: Sequence[str] | None = None) -> "GeoRaster":
-        """Same grid, new pixels (and band names when the band count changes)."""
+        """Same grid, new pixels (and band names when the band count changes).
+
+        Parameters
+        ----------
+        data : (bands, rows, cols) or (rows, cols) ndarray
+            New pixels on this raster's grid.
+        band_names : sequence of str, optional
+            Names of the new bands; by default this raster's names when the band count is
+            unchanged, else ``band1``, ``band2``, ...
+
+        Returns
+        -------
+        GeoRaster
+        """
         data = np.asarray(data)
         if data.ndim == 2:
             data = data[np.newaxis]
@@ -304,7 +443,12 @@ class GeoRaster:
         return GeoRaster(data, self.transform, self.crs, tuple(band_names))
 
     def valid_mask(self) -> np.ndarray:
-        """(rows, cols) bool: True where every band is finite."""
+        """Where every band is finite.
+
+        Returns
+        -------
+        (rows, cols) ndarray of bool
+        """
         return np.all(np.isfinite(self.data), axis=0)
 
     def __repr__(self) -> str:
@@ -313,6 +457,18 @@ class GeoRaster:
 
 def check_same_grid(before: GeoRaster | Grid, after: GeoRaster | Grid, *, what: str = "after") -> None:
     """Raise :class:`GridMismatchError` when two rasters are not on one grid.
+
+    Parameters
+    ----------
+    before, after : GeoRaster or Grid
+        The two rasters (or their grids).
+    what : str
+        What ``after`` is called in the error message.
+
+    Raises
+    ------
+    GridMismatchError
+        When shape, CRS or transform differ (see :meth:`Grid.same_as`).
 
     Examples
     --------
@@ -332,12 +488,30 @@ def check_same_grid(before: GeoRaster | Grid, after: GeoRaster | Grid, *, what: 
 
 def warp_band(band: np.ndarray, transform: Affine, crs: Any, grid: Grid, *, resampling: Any = "bilinear",
               out: np.ndarray | None = None) -> np.ndarray:
-    """One band (rows, cols) reprojected onto ``grid``: float32, NaN where nothing maps.
+    """One band reprojected onto ``grid``: float32, NaN where nothing maps.
 
-    NaN is the nodata value on both sides.  ``resampling`` is a
-    ``rasterio.enums.Resampling`` or its name; ``out``, a (rows, cols) float32 array of
-    the grid's shape, receives the result when given.  Every reprojection of the
-    package (band folders, image alignment, downloaded patches) goes through here.
+    NaN is the nodata value on both sides.  Every reprojection of the package (band
+    folders, image alignment, downloaded patches) goes through here.
+
+    Parameters
+    ----------
+    band : (rows, cols) ndarray
+        The source pixels.
+    transform : Affine
+        The source transform.
+    crs : rasterio.crs.CRS or None
+        The source CRS.
+    grid : Grid
+        The target grid.
+    resampling : rasterio.enums.Resampling or str
+        The resampling method or its name (``"bilinear"``, ``"nearest"``, ``"average"``, ...).
+    out : (rows, cols) ndarray of float32, optional
+        Receives the result when given; the shape of ``grid``.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        ``out`` when given, else a new array of the shape of ``grid``.
 
     Examples
     --------
