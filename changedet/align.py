@@ -61,7 +61,8 @@ class Shift:
     ``rows``/``cols`` are the shift that, applied to ``after``, registers it onto
     ``before`` (the convention of :func:`skimage.registration.phase_cross_correlation`).
     ``spread`` is the median absolute deviation of the per-block estimates (pixels);
-    ``n_blocks`` how many blocks agreed.
+    ``n_blocks`` how many blocks agreed; ``applied`` whether the after image is to be
+    resampled by it.
     """
 
     rows: float
@@ -75,12 +76,45 @@ class Shift:
         return float(math.hypot(self.rows, self.cols))
 
     def as_dict(self) -> dict[str, float | int]:
+        """The shift for a JSON summary, rounded to 0.001 px.
+
+        Returns
+        -------
+        dict
+            ``rows``, ``cols``, ``spread_px``, ``n_blocks`` and ``applied`` (true only when
+            ``applied``, at least one block agreed and the magnitude is at least
+            :data:`MIN_SHIFT_PX`).
+
+        Examples
+        --------
+        >>> Shift(0.51234, -1.0, 0.1, 12).as_dict()
+        {'rows': 0.512, 'cols': -1.0, 'spread_px': 0.1, 'n_blocks': 12, 'applied': True}
+        """
         return {"rows": round(self.rows, 3), "cols": round(self.cols, 3), "spread_px": round(self.spread, 3),
                 "n_blocks": self.n_blocks, "applied": bool(self.applied and self.n_blocks > 0 and self.magnitude >= MIN_SHIFT_PX)}
 
 
 def overlap_grid(grid: Grid, other: Grid) -> Grid:
     """``grid`` restricted to where it overlaps ``other`` (whole pixels of ``grid``).
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid to restrict (its CRS and pixel size are kept).
+    other : Grid
+        The other grid, in any CRS.
+
+    Returns
+    -------
+    Grid
+        ``grid`` itself for two grids without CRS of one shape.
+
+    Raises
+    ------
+    GridMismatchError
+        When one grid has a CRS and the other has not, or two grids without CRS differ in shape.
+    NoOverlapError
+        When the grids overlap by less than 2 x 2 pixels of ``grid``.
 
     Examples
     --------
@@ -136,6 +170,28 @@ def align_to(raster: GeoRaster, like: Grid, *, resampling: ResamplingName = "bil
     """Reproject ``raster`` onto the grid ``like`` (NaN outside its footprint).
 
     Exact crops of the same grid are taken without resampling.
+
+    Parameters
+    ----------
+    raster : GeoRaster
+        The raster to reproject.
+    like : Grid
+        The target grid.
+    resampling : {"nearest", "bilinear", "cubic", "average"}
+        Bilinear switches to average when ``like`` is more than 1.5x coarser.
+
+    Returns
+    -------
+    GeoRaster
+        On ``like``, float32 for reprojected data; ``raster`` itself when already on it,
+        or a view of it when ``like`` is a whole-pixel sub-grid.
+
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown ``resampling``.
+    GridMismatchError
+        When only one side is georeferenced, or a raster without CRS is not an exact crop.
 
     Examples
     --------
@@ -194,12 +250,24 @@ def align_pair(
     Parameters
     ----------
     before, after : GeoRaster
+        The two dates, on any grids.
     grid : Grid, optional
         The analysis grid; default the before image's grid restricted to the overlap.
+    resampling : {"nearest", "bilinear", "cubic", "average"}
+        How to reproject (see :func:`align_to`).
+
+    Returns
+    -------
+    AlignedPair
+        Both dates on ``grid`` with the shared bands in the before image's order; the
+        bands only one date has in ``dropped_bands``.
 
     Raises
     ------
     NoOverlapError, BandMismatchError, GridMismatchError
+        No overlap, no shared band, or grids that cannot be combined.
+    EmptyDataError
+        When either date holds only nodata on ``grid``.
 
     Examples
     --------
@@ -262,6 +330,24 @@ def estimate_shift(
     ----------
     before, after : (bands, rows, cols) or (rows, cols) ndarray
         Two dates on one grid (NaN for nodata).
+    block_size : int
+        Block edge in pixels (capped at the image size); below 32 no shift is estimated.
+    max_blocks : int
+        How many of the best-textured blocks to correlate.
+    upsample_factor : int
+        Sub-pixel precision: 1 / ``upsample_factor`` of a pixel.
+    max_shift_px : float
+        Block estimates larger than this on either axis are discarded.
+
+    Returns
+    -------
+    Shift
+        Zero with ``n_blocks == 0`` (and NaN ``spread``) when no block gave an estimate.
+
+    Raises
+    ------
+    GridMismatchError
+        When the arrays differ in shape.
 
     Examples
     --------
@@ -378,6 +464,25 @@ def apply_shift(data: np.ndarray, shift: Shift, *, order: int = 3) -> np.ndarray
     draws on a NaN pixel, so a window with a halo of ``ceil(|shift|) + 2`` pixels
     gives exactly the values of the whole scene.
 
+    Parameters
+    ----------
+    data : (bands, rows, cols) or (rows, cols) ndarray
+        The pixels to move (NaN for nodata).
+    shift : Shift
+        Its ``rows`` and ``cols`` are applied; its other fields are ignored.
+    order : {0, 1, 3}
+        Nearest, bilinear or cubic convolution.
+
+    Returns
+    -------
+    ndarray of float32
+        The shape of ``data``; ``data`` itself for a zero shift.
+
+    Raises
+    ------
+    InvalidParameterError
+        For another ``order``.
+
     Examples
     --------
     >>> import numpy as np
@@ -411,8 +516,26 @@ def coregister(
 ) -> tuple[GeoRaster, Shift]:
     """Estimate the residual shift of ``after`` and resample it onto ``before``.
 
-    Returns the shifted after raster (same grid) and the :class:`Shift`.  Shifts
-    smaller than ``min_shift_px`` are not applied (resampling would only blur).
+    The decision is :func:`shift_from_blocks` on the whole pair: shifts smaller than
+    ``min_shift_px``, or that do not bring the dates closer, are not applied.
+
+    Parameters
+    ----------
+    before, after : GeoRaster
+        The two dates on one grid.
+    min_shift_px : float
+        Smaller shifts are reported but not applied (resampling would only blur).
+
+    Returns
+    -------
+    tuple of (GeoRaster, Shift)
+        The after raster, shifted (cubic convolution) when the shift is applied, else
+        unchanged; and the estimated :class:`Shift`.
+
+    Raises
+    ------
+    GridMismatchError
+        When the dates are not on one grid.
 
     Examples
     --------
@@ -441,6 +564,20 @@ def shift_helps(before: np.ndarray, after: np.ndarray, shift: Shift, *, min_gain
 
     The median ignores changed areas (a minority of pixels), so a shift that a few
     blocks dominated by new objects made up is rejected instead of blurring the scene.
+
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) or (rows, cols) ndarray
+        The two dates on one grid.
+    shift : Shift
+        The shift to try on ``after``.
+    min_gain : float
+        Relative drop of the median absolute difference required.
+
+    Returns
+    -------
+    bool
+        False too when fewer than 100 pixels away from the borders can be compared.
 
     Examples
     --------
