@@ -990,13 +990,16 @@ def _score_imad(before, after, names, ok, stats, layers):
                        _array(stats["irmad_mean_before"]), _array(stats["irmad_mean_after"]),
                        _array(stats["mad_variances"]), _array(stats["canonical_correlations"]),
                        int(stats["iterations"]), bool(stats["converged"]))
-    res = t.apply(before, after, valid=ok)
-    prob = np.where(ok, special.chdtr(before.shape[0], np.nan_to_num(res.chi2, nan=0.0)), np.nan)
     extra = {}
     if layers:
-        extra["chi2"] = _finish(res.chi2, ok)
+        res = t.apply(before, after, valid=ok)
+        chi2 = res.chi2
+        extra["chi2"] = _finish(chi2, ok)
         for i in range(res.mad.shape[0]):
             extra[f"mad{i + 1}"] = _finish(res.mad[i], ok)
+    else:  # a window: the statistic alone
+        chi2 = t.statistic(before, after, valid=ok)
+    prob = np.where(ok, special.chdtr(before.shape[0], np.nan_to_num(chi2, nan=0.0)), np.nan)
     return _finish(prob, ok), extra
 
 

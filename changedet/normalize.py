@@ -193,15 +193,46 @@ class IRMADTransform:
         >>> bool(np.allclose(t.apply(before[:, :10], after[:, :10]).chi2, whole[:10]))
         True
         """
+        before, after, ok = self._check(before, after, valid)
+        mad_all, z_all = self._variates(*_pixels(before, after, ok), want_mad=True)
+        return _irmad_images(ok, mad_all, z_all, self)
+
+    def statistic(self, before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None) -> np.ndarray:
+        """The chi-square statistic alone (the ``chi2`` of :meth:`apply`, without the MAD variate images).
+
+        Parameters
+        ----------
+        before, after : (bands, rows, cols) ndarray of float
+        valid : (rows, cols) ndarray of bool, optional
+
+        Returns
+        -------
+        (rows, cols) ndarray of float32
+            NaN where a pixel is not valid.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> before = rng.normal(size=(3, 20, 20)); after = before + 0.1 * rng.normal(size=before.shape)
+        >>> t = fit_irmad(before, after)
+        >>> bool(np.array_equal(t.statistic(before, after), t.apply(before, after).chi2))
+        True
+        """
+        before, after, ok = self._check(before, after, valid)
+        _, z_all = self._variates(*_pixels(before, after, ok), want_mad=False)
+        chi = np.full(ok.shape, np.nan, np.float32)
+        chi[ok] = z_all
+        return chi
+
+    def _check(self, before, after, valid):
         before, after, ok = _check_pair(before, after, valid)
         if before.shape[0] != self.bands:
             raise InvalidParameterError(
                 f"the IR-MAD transform was fitted on {self.bands} bands, got images of {before.shape[0]} bands; "
                 f"pass the bands it was fitted on"
             )
-        x_all, y_all = _pixels(before, after, ok)
-        mad_all, z_all = self._variates(x_all, y_all, want_mad=True)
-        return _irmad_images(ok, mad_all, z_all, self)
+        return before, after, ok
 
     def _variates(self, x_all: np.ndarray, y_all: np.ndarray, *, want_mad: bool) -> tuple[np.ndarray | None, np.ndarray]:
         """MAD variates (when ``want_mad``) and chi-square statistic of (bands, n) pixel columns."""
