@@ -69,6 +69,16 @@ def canonical_name(name: str) -> str | None:
     Matches whole names (``B02``, ``SR_B2``, ``red``) and Sentinel-2 file stems
     ending in a band code (``T31UDQ_20170829T105019_B02``).
 
+    Parameters
+    ----------
+    name : str
+        A band name (case and surrounding spaces ignored).
+
+    Returns
+    -------
+    str or None
+        One of :data:`CANONICAL`, or None.
+
     Examples
     --------
     >>> canonical_name("B08"), canonical_name("SR_B5"), canonical_name("Red"), canonical_name("B8A")
@@ -94,6 +104,17 @@ def resolve_bands(band_names: Sequence[str]) -> dict[str, int]:
     A 3-band image whose names are unknown (``band1..band3``) is taken as an RGB
     photo (red, green, blue), the usual order of PNG/JPEG files.
 
+    Parameters
+    ----------
+    band_names : sequence of str
+        The image's band names, in band order.
+
+    Returns
+    -------
+    dict of str to int
+        Canonical name -> position; the first band wins when two share a name; bands
+        with unknown names are left out.
+
     Examples
     --------
     >>> resolve_bands(["B02", "B03", "B04", "B08"])
@@ -113,6 +134,17 @@ def resolve_bands(band_names: Sequence[str]) -> dict[str, int]:
 
 def has_bands(band_names: Sequence[str], needed: Sequence[str]) -> bool:
     """True when every canonical name in ``needed`` is present.
+
+    Parameters
+    ----------
+    band_names : sequence of str
+        The image's band names.
+    needed : sequence of str
+        Canonical names (``"red"``, ``"nir"``, ...).
+
+    Returns
+    -------
+    bool
 
     Examples
     --------
@@ -136,6 +168,16 @@ INDEX_BANDS: dict[str, tuple[str, ...]] = {
 def available_indices(band_names: Sequence[str]) -> list[str]:
     """Indices computable from these bands.
 
+    Parameters
+    ----------
+    band_names : sequence of str
+        The image's band names.
+
+    Returns
+    -------
+    list of str
+        Names from :data:`INDEX_BANDS`, in its order.
+
     Examples
     --------
     >>> available_indices(["B02", "B03", "B04", "B08"])
@@ -146,6 +188,20 @@ def available_indices(band_names: Sequence[str]) -> list[str]:
 
 def find_bands(band_names: Sequence[str], needed: Sequence[str], *, method: str) -> list[int]:
     """Positions of the canonical bands ``needed``; raise naming what is missing.
+
+    Parameters
+    ----------
+    band_names : sequence of str
+        The image's band names.
+    needed : sequence of str
+        Canonical names, in the order wanted.
+    method : str
+        The method asking, for the error message (``"index:ndvi"``, ``"ssim"``, ...).
+
+    Returns
+    -------
+    list of int
+        One position per name of ``needed``.
 
     Raises
     ------
@@ -171,7 +227,17 @@ def find_bands(band_names: Sequence[str], needed: Sequence[str], *, method: str)
 
 
 def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(a - b) / (a + b), NaN where the sum is zero or an input is NaN.
+    """(a - b) / (a + b), NaN where |a + b| <= 1e-12 or an input is NaN.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Arrays of one shape (or broadcastable).
+
+    Returns
+    -------
+    ndarray of float32
+        Computed in float64.
 
     Examples
     --------
@@ -200,6 +266,25 @@ def _get(image: np.ndarray, band_names: Sequence[str], needed: Sequence[str], me
 def ndvi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Normalized difference vegetation index (Rouse et al. 1974).
 
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`; red and nir are needed.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        (nir - red) / (nir + red), NaN where undefined.
+
+    Raises
+    ------
+    BandMismatchError
+        When a needed band is missing.
+    InvalidParameterError
+        When ``image`` is not (bands, rows, cols) with one band per name.
+
     Examples
     --------
     >>> import numpy as np
@@ -214,6 +299,25 @@ def ndvi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
 def ndbi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Normalized difference built-up index (Zha, Gao & Ni 2003).
 
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`; swir16 and nir are needed.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        (swir16 - nir) / (swir16 + nir), NaN where undefined.
+
+    Raises
+    ------
+    BandMismatchError
+        When a needed band is missing.
+    InvalidParameterError
+        When ``image`` is not (bands, rows, cols) with one band per name.
+
     Examples
     --------
     >>> import numpy as np
@@ -226,6 +330,25 @@ def ndbi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
 
 def bsi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Bare soil index (Rikimaru, Roy & Miyatake 2002).
+
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`; blue, red, nir and swir16 are needed.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        ((swir16 + red) - (nir + blue)) / (swir16 + red + nir + blue), NaN where undefined.
+
+    Raises
+    ------
+    BandMismatchError
+        When a needed band is missing.
+    InvalidParameterError
+        When ``image`` is not (bands, rows, cols) with one band per name.
 
     Examples
     --------
@@ -241,6 +364,25 @@ def bsi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
 def ndwi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Normalized difference water index (McFeeters 1996).
 
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`; green and nir are needed.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        (green - nir) / (green + nir), NaN where undefined.
+
+    Raises
+    ------
+    BandMismatchError
+        When a needed band is missing.
+    InvalidParameterError
+        When ``image`` is not (bands, rows, cols) with one band per name.
+
     Examples
     --------
     >>> import numpy as np
@@ -253,6 +395,25 @@ def ndwi(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
 
 def brightness(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     """Mean of the visible bands (and nir when present): overall albedo.
+
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`; blue, green and red are needed, nir is used when present.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        The mean of those bands.
+
+    Raises
+    ------
+    BandMismatchError
+        When a needed band is missing.
+    InvalidParameterError
+        When ``image`` is not (bands, rows, cols) with one band per name.
 
     Examples
     --------
@@ -278,6 +439,25 @@ INDICES: dict[str, Callable[[np.ndarray, Sequence[str]], np.ndarray]] = {
 
 def compute_index(image: np.ndarray, band_names: Sequence[str], name: str) -> np.ndarray:
     """One index by name.
+
+    Parameters
+    ----------
+    image : (bands, rows, cols) ndarray
+        One band per name of ``band_names``.
+    band_names : sequence of str
+        Band names, resolved by :func:`canonical_name`.
+    name : str
+        A key of :data:`INDICES` (``"ndvi"``, ``"ndbi"``, ``"bsi"``, ``"ndwi"``,
+        ``"brightness"``; case ignored).
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+
+    Raises
+    ------
+    InvalidParameterError
+        For an unknown index name (and see the index functions).
 
     Examples
     --------
