@@ -278,7 +278,20 @@ def compute_threshold(
 def apply_threshold(
     score: np.ndarray, threshold: float, *, valid: np.ndarray | None = None
 ) -> np.ndarray:
-    """(rows, cols) bool mask: ``score > threshold`` where valid; NaN is never change.
+    """The change mask: ``score > threshold`` where valid; NaN is never change.
+
+    Parameters
+    ----------
+    score : (rows, cols) ndarray of float
+        The change score (NaN = nodata).
+    threshold : float
+        Scores strictly above it are change (see :func:`compute_threshold`).
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels outside it are never change.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
 
     Examples
     --------
