@@ -167,12 +167,30 @@ class Area:
         return ((minx + maxx) / 2, (miny + maxy) / 2)
 
     def describe(self) -> str:
-        """``bbox MINX,MINY,MAXX,MAXY`` or ``polygon within bbox ...`` for messages."""
+        """A short description for messages.
+
+        Returns
+        -------
+        str
+            ``bbox MINX,MINY,MAXX,MAXY`` or ``polygon within bbox MINX,MINY,MAXX,MAXY``
+            (degrees rounded to 6 decimals).
+        """
         text = ",".join(str(round(v, 6)) for v in self.bbox)
         return f"bbox {text}" if self.is_box else f"polygon within bbox {text}"
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable: ``{"bbox": [...], "geometry": GeoJSON}``."""
+        """The area as plain JSON values.
+
+        Returns
+        -------
+        dict
+            ``{"bbox": [minx, miny, maxx, maxy], "geometry": GeoJSON geometry}`` (lon/lat).
+
+        Examples
+        --------
+        >>> parse_area((52.0, 55.78, 52.1, 55.83)).to_dict()["geometry"]["type"]
+        'Polygon'
+        """
         from shapely.geometry import mapping
 
         return {"bbox": list(self.bbox), "geometry": _plain(mapping(self.geometry))}

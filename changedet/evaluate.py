@@ -144,6 +144,11 @@ class Accuracy:
     def as_dict(self) -> dict[str, Any]:
         """Plain ``int``/``float``/``list`` values, ready for :func:`json.dumps`.
 
+        Returns
+        -------
+        dict
+            Every field, plus ``n_valid`` and ``confusion_matrix`` (as nested lists).
+
         Examples
         --------
         >>> import json
