@@ -18,6 +18,7 @@ from rasterio import features
 from scipy import ndimage
 
 from .errors import InvalidParameterError
+from .io import paused_gc
 from .raster import GeoRaster, Grid
 
 __all__ = [
@@ -249,6 +250,7 @@ class ChangePolygons:
         arr = np.array(list(self.geometries), dtype=object)
         return tuple(shapely.transform(arr, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1]))))
 
+    @paused_gc()
     def to_geojson(self, *, precision: int = 7) -> dict[str, Any]:
         """RFC 7946 FeatureCollection in WGS84 lon/lat (pixel coordinates for pixel grids).
 
@@ -257,12 +259,45 @@ class ChangePolygons:
         arr = np.array(list(self.to_wgs84()), dtype=object)
         arr = shapely.orient_polygons(shapely.set_precision(arr, 10.0**-precision), exterior_cw=False)
         feats = []
-        for g, p in zip(arr, self.properties):
-            feats.append({"type": "Feature", "id": p.get("id"), "geometry": shapely.geometry.mapping(g), "properties": _jsonable(p)})
+        for g, p in zip(_geojson_geometries(arr), self.properties):
+            feats.append({"type": "Feature", "id": p.get("id"), "geometry": g, "properties": _jsonable(p)})
         fc: dict[str, Any] = {"type": "FeatureCollection", "features": feats}
         if self.crs is None:
             fc["changedet:coordinates"] = "pixel (x = column, y = row); the images have no georeferencing"
         return fc
+
+
+def _geojson_geometries(geoms: np.ndarray) -> list[Any]:
+    """``shapely.geometry.mapping`` of each (Multi)Polygon, from one coordinate array per type.
+
+    The same JSON as the mappings (lists where they have tuples); other types and empty
+    geometries go through ``mapping``.  A per-geometry mapping walks every vertex in Python.
+    """
+    out: list[Any] = [None] * len(geoms)
+    if not len(geoms):
+        return out
+    types = shapely.get_type_id(geoms)
+    empty = shapely.is_empty(geoms)
+    for type_id, name in ((shapely.GeometryType.POLYGON, "Polygon"), (shapely.GeometryType.MULTIPOLYGON, "MultiPolygon")):
+        idx = np.flatnonzero((types == type_id) & ~empty)
+        if not idx.size:
+            continue
+        _, coords, offsets = shapely.to_ragged_array(geoms[idx])
+        xy = coords.tolist()
+        ring_off = offsets[0].tolist()
+        rings = [xy[a:b] for a, b in zip(ring_off[:-1], ring_off[1:])]
+        poly_off = offsets[1].tolist()
+        polys = [rings[a:b] for a, b in zip(poly_off[:-1], poly_off[1:])]
+        if name == "Polygon":
+            for k, i in enumerate(idx.tolist()):
+                out[i] = {"type": name, "coordinates": polys[k]}
+        else:
+            part_off = offsets[2].tolist()
+            for k, i in enumerate(idx.tolist()):
+                out[i] = {"type": name, "coordinates": polys[part_off[k] : part_off[k + 1]]}
+    for i in np.flatnonzero([o is None for o in out]).tolist():
+        out[i] = shapely.geometry.mapping(geoms[i])
+    return out
 
 
 def _jsonable(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -449,6 +484,75 @@ def _fill_holes(geom: Any, max_hole_area: float) -> Any:
     return shapely.union_all([geom, *holes])
 
 
+def _fill_holes_all(geoms: np.ndarray, max_hole_area: float, *, max_lines: int = 64) -> list[Any]:
+    """:func:`_fill_holes` of each geometry, with the same faces and unions, in a few array calls.
+
+    Geometries whose boundary noded into more than ``max_lines`` pieces go one by one
+    (padding every row of the array to the longest would cost more than it saves).
+    """
+    out = list(geoms)
+    if max_hole_area <= 0 or not len(geoms):
+        return out
+    simple = (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (shapely.get_num_interior_rings(geoms) == 0)
+    simple[simple] = shapely.is_valid(geoms[simple])
+    todo = np.flatnonzero(~simple)
+    if not todo.size:
+        return out
+    lines, owner = shapely.get_parts(shapely.node(shapely.boundary(geoms[todo])), return_index=True)
+    counts = np.bincount(owner, minlength=todo.size)
+    few = counts <= max_lines
+    for k in np.flatnonzero(~few).tolist():
+        out[todo[k]] = _fill_holes(geoms[todo[k]], max_hole_area)
+    rows = np.flatnonzero(few)
+    if not rows.size:
+        return out
+    # one row of line pieces per geometry, padded with None (which polygonize skips)
+    row_of = np.full(todo.size, -1)
+    row_of[rows] = np.arange(rows.size)
+    keep = few[owner]
+    lines, owner = lines[keep], owner[keep]
+    first = np.concatenate([[0], np.cumsum(counts[rows])[:-1]])
+    col = np.arange(owner.size) - np.repeat(first, counts[rows])
+    table = np.full((rows.size, max(int(counts[rows].max()), 1)), None, dtype=object)
+    table[row_of[owner], col] = lines
+    faces, face_row = shapely.get_parts(shapely.polygonize(table), return_index=True)
+    small = shapely.area(faces) <= max_hole_area * (1 + 1e-9)
+    host = geoms[todo[rows]]
+    hole = np.zeros(faces.size, dtype=bool)
+    if small.any():
+        hole[small] = ~shapely.covers(host[face_row[small]], shapely.point_on_surface(faces[small]))
+    for r in np.unique(face_row[hole]).tolist():
+        out[todo[rows[r]]] = shapely.union_all([host[r], *faces[hole & (face_row == r)]])
+    return out
+
+
+def _bbox_area_bound(geoms: np.ndarray, grid: Grid, in_pixels: bool, px_area_units: float, px_m2: float) -> np.ndarray:
+    """An upper bound of the area :func:`assemble_polygons` measures (m², or pixels) of each geometry after filling.
+
+    A filled part stays inside its convex hull and its bounding box.  The bound is the hull's
+    area, planar in the CRS units or in pixels from the grid's pixel area; for lon/lat grids
+    the bounding box's, on a sphere of the equatorial radius between its two parallels
+    (within 0.7 % of the ellipsoid's, with 1 % to spare).
+    """
+    minx, miny, maxx, maxy = shapely.bounds(geoms).T
+    if grid.crs is None or not grid.crs.is_geographic:  # the convex hull also holds every hole: a tighter bound
+        box_units = shapely.area(shapely.convex_hull(geoms))
+    if grid.crs is None:
+        n_px = box_units / px_area_units if px_area_units > 0 else np.full(len(geoms), np.inf)
+        return (n_px + 1.0) * (1.0 if in_pixels else px_m2)
+    if grid.crs.is_geographic:
+        # the box in lon/lat of the polygons' own CRS: only for north-up lon/lat grids; otherwise no bound
+        t = grid.transform
+        if t.b != 0 or t.d != 0:
+            return np.full(len(geoms), np.inf)
+        a = 6378137.0
+        band = np.abs(np.sin(np.radians(np.clip(maxy, -90, 90))) - np.sin(np.radians(np.clip(miny, -90, 90))))
+        return a * a * np.radians(maxx - minx) * band * 1.01 + 1e-6
+    factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
+    return box_units * factor * factor * (1 + 1e-9) + 1e-6
+
+
+@paused_gc()
 def assemble_polygons(
     parts: Sequence[PolygonPart],
     grid: Grid,
@@ -484,7 +588,15 @@ def assemble_polygons(
         hole_units = fill_holes_m2 / px_m2 * px_area_units if not in_pixels else fill_holes_m2 * px_area_units
     else:
         hole_units = fill_holes_m2 / grid.pixel_area_m2 * px_area_units
-    filled = [_fill_holes(part.geometry, hole_units) for part in merged]
+    shapes = np.array([part.geometry for part in merged], dtype=object)
+    # Parts that cannot reach the minimum mapping unit even with every hole filled are dropped
+    # first: on noisy ground they are most parts, and filling, reprojecting and measuring them
+    # was most of the time.
+    if len(shapes) and min_area_m2 > 0:
+        can_reach = _bbox_area_bound(shapes, grid, in_pixels, px_area_units, px_m2) >= min_area_m2
+        merged = [part for part, ok in zip(merged, can_reach.tolist()) if ok]
+        shapes = shapes[can_reach]
+    filled = _fill_holes_all(shapes, hole_units)
     # lon/lat of all polygons in one transformation (a transformer per polygon was most of the time)
     lonlat_all = ChangePolygons(tuple(filled), tuple({} for _ in filled), grid.crs).to_wgs84() if grid.crs is not None else None
     for k_part, part in enumerate(merged):

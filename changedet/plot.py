@@ -32,7 +32,7 @@ from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from .errors import EmptyDataError, InvalidParameterError
 from .evaluate import evaluate
 from .indices import resolve_bands
-from .io import atomic_path
+from .io import atomic_path, paused_gc
 from .raster import GeoRaster, Grid, check_same_grid, describe_grid
 
 __all__ = [
@@ -392,6 +392,7 @@ def _class_colors(classes: Sequence[str], class_colors: Mapping[str, str] | None
     return out
 
 
+@paused_gc()
 def _draw_polygons(
     ax: Any, polygons: Any, grid: Grid, class_colors: Mapping[str, str] | None
 ) -> tuple[list[Any], str]:
