@@ -93,11 +93,27 @@ def _find_side(folder: Path, names: Sequence[str]) -> Path | None:
 def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) -> list[Pair]:
     """The pairs of a batch.
 
-    ``source`` is a CSV file with columns ``site, before, after`` (relative paths are
-    relative to the CSV's folder), a folder whose sub-folders are sites each holding a
-    before and an after (``before.tif``/``after.tif``, ``before/``/``after/`` or
-    OSCD-style ``imgs_1/``/``imgs_2/``), or an iterable of :class:`Pair` or
-    ``(site, before, after)`` tuples.
+    Parameters
+    ----------
+    source : path or iterable of Pair or (site, before, after)
+        A CSV file with columns ``site, before, after`` (relative paths are relative to
+        the CSV's folder), a folder whose sub-folders are sites each holding a before
+        and an after (``before.tif``/``after.tif``, ``before/``/``after/`` or
+        OSCD-style ``imgs_1/``/``imgs_2/``), or an iterable of :class:`Pair` or
+        ``(site, before, after)`` tuples.
+
+    Returns
+    -------
+    list of Pair
+        Site names made safe for folder names (other characters become ``_``).
+
+    Raises
+    ------
+    ChangedetError
+        A missing path, a CSV without the columns or with an empty before/after, a
+        folder without pairs, or two sites with one name.
+    InvalidParameterError
+        A site name with no usable character.
 
     Examples
     --------
@@ -212,7 +228,8 @@ def run_batch(
 
     Parameters
     ----------
-    pairs : CSV path, folder, or iterable of Pair / (site, before, after)
+    pairs : path or iterable of Pair or (site, before, after)
+        Read by :func:`read_pairs`.
     out : path
         Output root: one folder per site plus ``batch.csv`` and ``batch_changes.geojson``.
     workers : int
@@ -224,6 +241,21 @@ def run_batch(
         As for :func:`changedet.pipeline.detect_changes`.
     overwrite : bool
         Recompute pairs that already have a finished result.
+    progress : bool
+        Show a progress bar (tqdm).
+
+    Returns
+    -------
+    BatchResult
+        One :class:`PairOutcome` per pair, in input order, and the paths of the tables.
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown ``method`` or ``workers`` below 1.
+    ChangedetError
+        From :func:`read_pairs`, or an unreachable dask scheduler; a pair's own failure
+        is recorded in its outcome instead.
 
     Examples
     --------

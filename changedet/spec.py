@@ -241,7 +241,28 @@ class RunSpec:
         return int(math.ceil(self.min_area_m2 / px_area - 1e-9))
 
     def parameters(self, *, threshold_method: str, threshold_value: float) -> dict[str, Any]:
-        """The ``parameters`` block of ``summary.json`` (the same keys on every path)."""
+        """The ``parameters`` block of ``summary.json`` (the same keys on every path).
+
+        Parameters
+        ----------
+        threshold_method : str
+            The thresholding method the run used.
+        threshold_value : float
+            The threshold it chose (NaN is written as null).
+
+        Returns
+        -------
+        dict
+            The options as run, plain JSON values; areas are null on pixel grids.
+
+        Examples
+        --------
+        >>> from affine import Affine
+        >>> s = make_spec(run_options(), Grid((10, 10), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"), ["B04", "B08"])
+        >>> p = s.parameters(threshold_method="otsu", threshold_value=0.25)
+        >>> p["threshold_value"], p["min_area_px"], p["bands"]
+        (0.25, 4, ['B04', 'B08'])
+        """
         o = self.options
         return {
             "method": o.method,
@@ -261,6 +282,24 @@ class RunSpec:
 
     def with_options(self, **changes: Any) -> "RunSpec":
         """A new spec with some options changed (threshold and clean-up), defaults re-derived.
+
+        Parameters
+        ----------
+        **changes : Any
+            Keyword arguments of :func:`run_options`; the others keep this spec's values
+            (the parsed threshold is re-derived from ``threshold``).
+
+        Returns
+        -------
+        RunSpec
+            On the same grid and bands.
+
+        Raises
+        ------
+        InvalidParameterError
+            As :func:`run_options`, for an invalid value.
+        TypeError
+            For a name that is not an option of :func:`run_options`.
 
         Examples
         --------
