@@ -199,7 +199,15 @@ class RunFit:
         return bool(self.shift.applied and self.shift.n_blocks > 0 and self.shift.magnitude >= _align.MIN_SHIFT_PX)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fitted statistics for ``summary.json`` (JSON-safe)."""
+        """The fitted statistics for ``summary.json`` (JSON-safe).
+
+        Returns
+        -------
+        dict
+            ``shift``, ``method`` (the fitted method's own ``to_dict``, else its name),
+            ``threshold_method``, ``threshold_value`` (null when not finite),
+            ``class_centres``, ``halo_px`` and ``sample``.
+        """
         to_dict = getattr(self.method, "to_dict", None)
         return {
             "shift": self.shift.as_dict(),
