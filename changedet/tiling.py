@@ -23,7 +23,7 @@ import os
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -42,7 +42,19 @@ __all__ = ["WindowPlan", "plan_windows", "WindowedScene", "WindowedOutput", "nee
 TILED_MIN_PIXELS = 4096 * 4096
 
 def needs_windows(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> bool:
-    """Whether two raster files are large enough for the windowed path (read from metadata only)."""
+    """Whether two raster files are large enough for the windowed path (read from metadata only).
+
+    Parameters
+    ----------
+    before, after : path
+        The two dates (files or band folders).
+
+    Returns
+    -------
+    bool
+        True when before has more than :data:`TILED_MIN_PIXELS` pixels and after more
+        than a quarter of that.
+    """
     g_b, _ = _io.raster_grid(before)
     g_a, _ = _io.raster_grid(after)
     return g_b.height * g_b.width > TILED_MIN_PIXELS and g_a.height * g_a.width > TILED_MIN_PIXELS // 4
@@ -72,6 +84,25 @@ class WindowPlan:
 
 def plan_windows(shape: tuple[int, int], *, size: int = 1024, halo: int = 16) -> list[WindowPlan]:
     """Windows of ``size`` x ``size`` covering ``shape``, each with a ``halo``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (rows, cols) of the grid.
+    size : int
+        Window edge in pixels (at least 16); the last row and column of windows are smaller.
+    halo : int
+        Pixels added on each side of a window's core, clipped to the grid.
+
+    Returns
+    -------
+    list of WindowPlan
+        Row by row, left to right.
+
+    Raises
+    ------
+    InvalidParameterError
+        When ``size`` is below 16 or ``halo`` negative.
 
     Examples
     --------
@@ -302,7 +333,17 @@ class WindowedScene:
         """Blocks of both dates to fit the run on: the whole grid when it fits
         ``budget_px``, else a lattice of 256 x 256 blocks of about that many pixels.
 
-        Returns the blocks (window, before, after) and whether the one block is the whole grid.
+        Parameters
+        ----------
+        budget_px : int
+            About how many pixels the sample holds.
+
+        Returns
+        -------
+        blocks : list of (Window, (bands, rows, cols) ndarray, (bands, rows, cols) ndarray)
+            Each block's window on the grid and its before and after pixels (float32, NaN nodata).
+        whole : bool
+            Whether the one block is the whole grid.
         """
         t = time.perf_counter()
         wins = _sample_windows(self.grid, budget_px)
@@ -319,6 +360,19 @@ class WindowedScene:
         with its halo for both dates (float32, NaN nodata) and where all their bands
         are finite, and returns an object with the core's ``score``, ``valid``,
         ``parts`` and ``excluded`` (a :class:`changedet.window.WindowResult`).
+
+        Parameters
+        ----------
+        process : callable
+            The window processor, called from worker threads.
+        halo : int
+            Pixels read around each window's core (the reach of the processor).
+
+        Returns
+        -------
+        WindowedOutput
+            The polygon parts of every window, the valid and excluded pixel counts,
+            decimated previews and the timings.
         """
         grid, window_px = self.grid, self.window_px
         t = time.perf_counter()
@@ -400,9 +454,23 @@ class WindowedScene:
         writer.commit()
         self.timings[key] = time.perf_counter() - t
 
-    def publish(self, polygons: Any) -> Any:
+    def publish(self, polygons: Any) -> "Future[int]":
         """Burn the final mask (1 inside the kept polygons, 0 elsewhere, 255 not valid) and
-        commit both COGs in the background; returns a future of the changed pixel count."""
+        commit both COGs in the background.
+
+        Call after :meth:`run`.
+
+        Parameters
+        ----------
+        polygons : changedet.objects.ChangePolygons
+            The kept polygons, in the grid's CRS.
+
+        Returns
+        -------
+        concurrent.futures.Future of int
+            The number of changed pixels, once the mask is written (:meth:`wait` waits
+            for both rasters).
+        """
 
         def burn() -> int:
             t = time.perf_counter()
@@ -434,7 +502,14 @@ class WindowedScene:
             self._env = None
 
     def close(self, *, abort: bool = False) -> None:
-        """Release readers and threads; with ``abort`` drop the rasters being written."""
+        """Release readers and threads; with ``abort`` drop the rasters being written.
+
+        Parameters
+        ----------
+        abort : bool
+            Abort the raster writers (the run failed): a raster not yet committed leaves
+            nothing at its destination.
+        """
         self._close_readers()
         for f in self._published:
             with contextlib.suppress(BaseException):
