@@ -5,7 +5,9 @@ arithmetic and small neighbourhood means, maxima and minima.  Written as numpy a
 ``scipy.ndimage`` calls it made about forty passes over memory per window and held
 the GIL in the filters, so threads could not share the work.  These kernels do the
 same arithmetic in a few passes, release the GIL (``nogil``) so windows run on all
-cores, and are compiled once and cached on disk (``cache=True``).
+cores, and are compiled once and cached on disk (``cache=True``).  The first run after
+an install compiles them: :func:`compile_in_background` does it on a thread, for the
+argument types in :data:`SIGNATURES`, while the run reads and co-registers the images.
 
 Every neighbourhood sum is taken in a fixed order around each pixel (no running
 sums), so a pixel's value does not depend on where its window starts: the windowed
@@ -15,10 +17,14 @@ path reproduces the whole-scene result bit for bit.  Image edges follow the
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+import threading
+from collections.abc import Iterable
 
-__all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score"]
+import numpy as np
+from numba import njit, types
+
+__all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
+           "SIGNATURES", "compile_in_background"]
 
 _OPTS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False)
 
@@ -695,3 +701,76 @@ def trace_rings(labels, n, boxes):  # pragma: no cover - compiled
                     ring_start.append(nv)
         label_start[k + 1] = nr
     return xy[:nv], np.array(ring_start, np.int64), label_start
+
+
+# ---- compiling ahead of the first call
+
+def _c(dtype: types.Type, ndim: int) -> types.Array:
+    return types.Array(dtype, ndim, "C")
+
+
+_F32_2, _F32_3, _F64_1 = _c(types.float32, 2), _c(types.float32, 3), _c(types.float64, 1)
+_BOOL_2, _I64_1, _I64_2, _I32_2 = _c(types.boolean, 2), _c(types.int64, 1), _c(types.int64, 2), _c(types.int32, 2)
+_I64, _F64, _BOOL = types.int64, types.float64, types.boolean
+
+#: The argument types the pipeline calls each kernel with (C-ordered arrays, Python ints
+#: and floats as int64 and float64), in the order a run first needs them.
+#: ``tests/test_kernels.py`` checks that a run compiles no other specialization.
+SIGNATURES: dict[str, tuple[types.Type, ...]] = {
+    "all_finite": (_F32_3, _F32_3),
+    "normalized_magnitude": (_F32_3, _F32_3, _I64_1, _F64_1, _F64_1, _F64_1, _F64_1, _F32_2),
+    "normalized_differences": (_F32_3, _I64_2, _F32_3, _I64, _I64),
+    "box_mean_valid": (_F32_3, _BOOL_2, _I64),
+    "mixed_pixel_weight": (_F32_2, _BOOL_2, _F64, _I64),
+    "urban_score": (_F32_2, _F32_3, _F32_2, _BOOL_2, _F64, _F64, _F64, _BOOL, _BOOL),
+    "label8": (_BOOL_2, _F32_2),
+    "trace_rings": (_I32_2, _I64, _I64_2),
+}
+
+
+def _compile_all(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            globals()[name].compile(SIGNATURES[name])
+        except Exception:  # noqa: BLE001 - the first real call compiles again and raises where it can be seen
+            pass
+
+
+def compile_in_background(names: Iterable[str] | None = None) -> threading.Thread:
+    """Compile the kernels for :data:`SIGNATURES` on a daemon thread, in that order.
+
+    A first run after an install spends most of its extra time compiling; on a thread
+    that work overlaps the reading, co-registration and normalization that come
+    before the kernels are needed.  A kernel called while the thread compiles waits
+    for numba's compiler lock and is then found compiled; where the on-disk cache is
+    warm the thread only loads it (milliseconds).
+
+    Parameters
+    ----------
+    names : iterable of str, optional
+        Keys of :data:`SIGNATURES` in the order to compile them; default all of them,
+        in the order a run needs them.
+
+    Returns
+    -------
+    threading.Thread
+        The started thread; ``join()`` it before the process exits.
+
+    Raises
+    ------
+    ValueError
+        A name is not a key of :data:`SIGNATURES`.
+
+    Examples
+    --------
+    >>> compile_in_background(["all_finite"]).join()
+    >>> all_finite.signatures[0] == SIGNATURES["all_finite"]
+    True
+    """
+    todo = tuple(SIGNATURES if names is None else names)
+    unknown = [n for n in todo if n not in SIGNATURES]
+    if unknown:
+        raise ValueError(f"names={unknown!r} are not compiled kernels; choose from {list(SIGNATURES)}")
+    thread = threading.Thread(target=_compile_all, args=(todo,), name="changedet-compile", daemon=True)
+    thread.start()
+    return thread
