@@ -363,6 +363,28 @@ def _rings(geom: Any) -> list[np.ndarray]:
     return out
 
 
+def _rings_of_all(geoms: Sequence[Any]) -> list[list[np.ndarray]]:
+    """:func:`_rings` of each geometry; for (multi)polygons from one coordinate array."""
+    import shapely
+
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    try:
+        parts, owner = shapely.get_parts(arr, return_index=True)
+    except (TypeError, shapely.errors.GEOSException):  # not shapely geometries
+        return [_rings(g) for g in geoms]
+    if not parts.size or not (shapely.get_type_id(parts) == shapely.GeometryType.POLYGON).all():
+        return [_rings(g) for g in geoms]
+    keep = ~shapely.is_empty(parts)
+    rings, ring_part = shapely.get_rings(parts[keep], return_index=True)
+    xy, ring_of = shapely.get_coordinates(rings, return_index=True)
+    pieces = np.split(xy, np.flatnonzero(np.diff(ring_of)) + 1) if xy.size else []
+    out: list[list[np.ndarray]] = [[] for _ in geoms]
+    for ring, piece in zip(owner[keep][ring_part].tolist(), pieces):
+        out[ring].append(piece)
+    return out
+
+
 def _check_polygons(polygons: Any, grid: Grid) -> tuple[Sequence[Any], Sequence[Mapping[str, Any]]]:
     if not (hasattr(polygons, "geometries") and hasattr(polygons, "properties")):
         raise InvalidParameterError(
@@ -412,8 +434,9 @@ def _draw_polygons(
     in_pixels = getattr(polygons, "areas_in_pixels", grid.crs is None)
     has_area = not in_pixels and all(isinstance(p.get("area_m2"), (int, float)) for p in props)
     handles = []
+    all_rings = _rings_of_all(geoms)
     for cls in order:
-        rings = [r for g, c in zip(geoms, classes) if c == cls for r in _rings(g)]
+        rings = [r for rs, c in zip(all_rings, classes) if c == cls for r in rs]
         label = f"{cls.replace('_', ' ')}: {counts[cls]}"
         if has_area:
             label += f" ({_fmt_area(sum(float(p['area_m2']) for p, c in zip(props, classes) if c == cls))})"
