@@ -37,7 +37,18 @@ class DateRange:
         return self.start.isoformat() if self.start == self.end else f"{self.start.isoformat()}/{self.end.isoformat()}"
 
     def to_stac(self) -> str:
-        """The range as a STAC search ``datetime`` interval, whole days UTC."""
+        """The range as a STAC search ``datetime`` interval, whole days UTC.
+
+        Returns
+        -------
+        str
+            ``YYYY-MM-DDT00:00:00Z/YYYY-MM-DDT23:59:59Z``, start to end.
+
+        Examples
+        --------
+        >>> parse_dates("2024-06-01/2024-06-30").to_stac()
+        '2024-06-01T00:00:00Z/2024-06-30T23:59:59Z'
+        """
         return f"{self.start.isoformat()}T00:00:00Z/{self.end.isoformat()}T23:59:59Z"
 
     @property

@@ -110,7 +110,13 @@ class RetryPolicy:
             raise InvalidParameterError(f"RetryPolicy.backoff_s must be a number of seconds >= 0, got {self.backoff_s!r}")
 
     def delays(self) -> list[float]:
-        """Seconds to wait before each retry."""
+        """Seconds to wait before each retry.
+
+        Returns
+        -------
+        list of float
+            ``attempts - 1`` waits, doubling from ``backoff_s``.
+        """
         return [self.backoff_s * 2**k for k in range(max(0, self.attempts - 1))]
 
 

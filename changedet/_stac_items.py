@@ -392,7 +392,15 @@ class Candidate:
         return "+".join(self.tile_ids)
 
     def to_row(self) -> dict[str, Any]:
-        """One table row (JSON-serialisable)."""
+        """One row of the candidates table (JSON-serialisable).
+
+        Returns
+        -------
+        dict
+            ``date``, ``cloud_over_area_pct``, ``coverage_pct``, ``clear_pct``,
+            ``scene_cloud_pct`` (percentages rounded to 0.01, None when unknown),
+            ``platform``, ``tile_id``, ``cloud_source``, ``datetime`` and ``item_ids``.
+        """
         return {
             "date": self.date,
             "cloud_over_area_pct": _round(self.cloud_pct),

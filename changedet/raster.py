@@ -142,6 +142,14 @@ class Grid:
         Returns
         -------
         bool
+
+        Examples
+        --------
+        >>> g = Grid((10, 10), Affine(10, 0, 0, 0, -10, 100))
+        >>> g.same_as(Grid((10, 10), Affine(10, 0, 1e-7, 0, -10, 100)))
+        True
+        >>> g.same_as(Grid((10, 10), Affine(10, 0, 5, 0, -10, 100)))
+        False
         """
         if self.shape != other.shape:
             return False
@@ -372,6 +380,11 @@ class GeoRaster:
         ------
         InvalidParameterError
             When the raster has no band ``name``.
+
+        Examples
+        --------
+        >>> GeoRaster(np.zeros((2, 1, 1)), Affine.identity(), None, ("red", "nir")).band_index("nir")
+        1
         """
         try:
             return self.band_names.index(name)
@@ -430,6 +443,12 @@ class GeoRaster:
         Returns
         -------
         GeoRaster
+
+        Examples
+        --------
+        >>> r = GeoRaster(np.zeros((2, 3, 4)), Affine.identity(), None, ("red", "nir"))
+        >>> r.with_data(r.data * 2).band_names, r.with_data(np.ones((3, 4))).band_names
+        (('red', 'nir'), ('band1',))
         """
         data = np.asarray(data)
         if data.ndim == 2:
@@ -448,6 +467,11 @@ class GeoRaster:
         Returns
         -------
         (rows, cols) ndarray of bool
+
+        Examples
+        --------
+        >>> GeoRaster(np.array([[[1.0, np.nan]], [[1.0, 1.0]]]), Affine.identity()).valid_mask()
+        array([[ True, False]])
         """
         return np.all(np.isfinite(self.data), axis=0)
 

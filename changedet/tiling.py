@@ -54,6 +54,17 @@ def needs_windows(before: str | os.PathLike[str], after: str | os.PathLike[str])
     bool
         True when before has more than :data:`TILED_MIN_PIXELS` pixels and after more
         than a quarter of that.
+
+    Examples
+    --------
+    >>> import tempfile, rasterio
+    >>> from affine import Affine
+    >>> path = tempfile.mkdtemp() + "/small.tif"
+    >>> with rasterio.open(path, "w", driver="GTiff", height=64, width=64, count=1, dtype="uint16",
+    ...                    crs="EPSG:32639", transform=Affine(10, 0, 500000, 0, -10, 6200000)) as dst:
+    ...     dst.write(np.ones((1, 64, 64), "uint16"))
+    >>> needs_windows(path, path)
+    False
     """
     g_b, _ = _io.raster_grid(before)
     g_a, _ = _io.raster_grid(after)
