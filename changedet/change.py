@@ -29,7 +29,7 @@ from . import indices as _idx
 from .errors import ChangedetError, EmptyDataError, InvalidParameterError
 
 __all__ = [
-    "ChangeScore", "FittedMethod", "Method", "METHODS", "change_score", "fit_method",
+    "ChangeScore", "FittedMethod", "Method", "MethodFit", "METHODS", "change_score", "fit_method",
     "auto", "diff", "log_ratio", "cva", "pca_kmeans", "imad", "ssim",
 ]
 
@@ -68,19 +68,33 @@ _Pair = tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)
-class _Fit:
-    """What a method's fit returns (see :class:`Method`)."""
+class MethodFit:
+    """What a method's fit returns (see :class:`Method`); :func:`fit_method` makes it a :class:`FittedMethod`.
+
+    Attributes
+    ----------
+    stats : dict
+        The scene-wide statistics the score needs, JSON values only (numpy arrays
+        and scalars are converted; a non-finite float becomes None).
+    threshold_method : str
+        The threshold that suits the score.
+    details : dict
+        JSON facts for ``summary.json``.
+    halo_px : int
+        Neighbourhood reach of the score in pixels (0 for per-pixel scores).
+    sample_result : ChangeScore or None
+        The score of the fitted pair, when the fit computed it anyway.
+    """
 
     stats: dict[str, Any]
     threshold_method: str
     details: dict[str, Any]
     halo_px: int
-    #: the score on the fitted pair, when the fit computed it anyway
     sample_result: ChangeScore | None = None
 
 
-#: fit(before, after, band_names, ok, pixel_size_m) -> _Fit
-FitFn = Callable[[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, "float | None"], _Fit]
+#: fit(before, after, band_names, ok, pixel_size_m) -> MethodFit
+FitFn = Callable[[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, "float | None"], MethodFit]
 #: score(before, after, band_names, ok, stats, layers) -> ((rows, cols) float32 score, layers)
 ScoreFn = Callable[[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray, dict, bool],
                    tuple[np.ndarray, dict[str, np.ndarray]]]
@@ -95,7 +109,7 @@ class Method:
     name : str
         The key in :data:`METHODS`.
     fit : callable
-        ``fit(before, after, band_names, ok, pixel_size_m) -> _Fit``: the scene-wide
+        ``fit(before, after, band_names, ok, pixel_size_m) -> MethodFit``: the scene-wide
         statistics (a JSON-serialisable dict), the suited threshold, the details for
         ``summary.json`` and the neighbourhood reach of the score in pixels.
         ``before`` and ``after`` are float32 (bands, rows, cols), ``ok`` the
@@ -637,12 +651,14 @@ _METHOD_PARAMETERS = """
 
 # --- methods: fit and score ------------------------------------------------------
 
-def _fit_diff(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_diff(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+              pixel_size_m: float | None) -> MethodFit:
     _, spreads = _band_stats(before, ok, range(before.shape[0]))
-    return _Fit({"before_spread": spreads}, "otsu", {"bands": list(names)}, 0)
+    return MethodFit({"before_spread": spreads}, "otsu", {"bands": list(names)}, 0)
 
 
-def _score_diff(before, after, names, ok, stats, layers):
+def _score_diff(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     acc = np.zeros(before.shape[1:], np.float32)
     for b, spread in enumerate(_floats(stats["before_spread"])):
         acc += np.abs(after[b] - before[b]) / spread
@@ -673,12 +689,14 @@ def diff(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
     return change_score(before, after, method="diff", band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
 
 
-def _fit_cva(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_cva(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+             pixel_size_m: float | None) -> MethodFit:
     stats = _fit_normalization(before, after, ok, range(before.shape[0]))
-    return _Fit(stats, "otsu", {"bands": list(names), "normalization": _normalization_name(stats)}, 0)
+    return MethodFit(stats, "otsu", {"bands": list(names), "normalization": _normalization_name(stats)}, 0)
 
 
-def _score_cva(before, after, names, ok, stats, layers):
+def _score_cva(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+               stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     zb, za = _normalized_pair(before, after, range(before.shape[0]), stats)
     d = za - zb
     mag = np.sqrt(np.sum(d * d, axis=0))
@@ -722,17 +740,19 @@ def cva(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | No
     return change_score(before, after, method="cva", band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
 
 
-def _fit_log_ratio(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_log_ratio(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                   pixel_size_m: float | None) -> MethodFit:
     shifts = []
     for b in range(before.shape[0]):
         lo = min(float(before[b][ok].min()), float(after[b][ok].min()))
         scale = max(float(np.percentile(np.abs(before[b][ok]), 50)), 1e-6)
         # a shift of 1 % of the median keeps dark pixels from exploding the ratio
         shifts.append((0.0 if lo > 0 else -lo) + 0.01 * scale)
-    return _Fit({"offsets": shifts}, "otsu", {"bands": list(names), "offsets": [round(v, 6) for v in shifts]}, 0)
+    return MethodFit({"offsets": shifts}, "otsu", {"bands": list(names), "offsets": [round(v, 6) for v in shifts]}, 0)
 
 
-def _score_log_ratio(before, after, names, ok, stats, layers):
+def _score_log_ratio(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                     stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     acc = np.zeros(before.shape[1:], np.float64)
     for b, shift in enumerate(_floats(stats["offsets"])):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -778,16 +798,18 @@ def _index_delta(before, after, names, ok, name: str) -> np.ndarray:
 def _index_entry(name: str) -> tuple[FitFn, ScoreFn, Callable[..., ChangeScore]]:
     method_name = f"index:{name}"
 
-    def fit(before, after, names, ok, pixel_size_m) -> _Fit:
+    def fit(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+        pixel_size_m: float | None) -> MethodFit:
         _idx.find_bands(names, _idx.INDEX_BANDS[name], method=method_name)
         if not np.isfinite(_index_delta(before, after, names, ok, name)).any():
             raise EmptyDataError(
                 f"index {name} is undefined (zero denominator or NaN) at every valid pixel of one of the dates; "
                 f"check the bands {list(_idx.INDEX_BANDS[name])} hold reflectances, or pick another method"
             )
-        return _Fit({}, "otsu", {"index": name, "bands": list(_idx.INDEX_BANDS[name])}, 0)
+        return MethodFit({}, "otsu", {"index": name, "bands": list(_idx.INDEX_BANDS[name])}, 0)
 
-    def score(before, after, names, ok, stats, layers):
+    def score(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+          stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         d = _index_delta(before, after, names, ok, name)
         extra = {}
         if layers:
@@ -859,7 +881,8 @@ def _kmeans(data: np.ndarray, init: np.ndarray, *, iterations: int) -> np.ndarra
     return centres
 
 
-def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -> _Fit:
+def _fit_pca_kmeans(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                    pixel_size_m: float | None, *, block: int = 4) -> MethodFit:
     rows, cols = ok.shape
     if rows < block or cols < block:
         raise InvalidParameterError(f"pca-kmeans needs images of at least {block}x{block} pixels, got {rows}x{cols}")
@@ -867,7 +890,8 @@ def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -
     diff_img = _difference_image(before, after, ok, norm)
     # PCA basis from non-overlapping blocks
     r, c = rows // block * block, cols // block * block
-    blocks = diff_img[:r, :c].reshape(r // block, block, c // block, block).transpose(0, 2, 1, 3).reshape(-1, block * block)
+    blocks = (diff_img[:r, :c].reshape(r // block, block, c // block, block).transpose(0, 2, 1, 3)
+              .reshape(-1, block * block))
     mean = blocks.mean(axis=0)
     cov = np.cov(blocks - mean, rowvar=False) if blocks.shape[0] > 1 else np.eye(block * block)
     eigval, eigvec = np.linalg.eigh(np.atleast_2d(cov))
@@ -901,10 +925,11 @@ def _fit_pca_kmeans(before, after, names, ok, pixel_size_m, *, block: int = 4) -
     # the fit has every pixel's features: the score of the fitted pair is one product away
     score = _finish(_pca_position(feats, _array(stats["kmeans_centres"])).reshape(rows, cols), ok)
     sample_result = ChangeScore(score, "pca-kmeans", "isodata", copy.deepcopy(details), {})
-    return _Fit(stats, "isodata", details, block - 1 - (block - 1) // 2, sample_result)
+    return MethodFit(stats, "isodata", details, block - 1 - (block - 1) // 2, sample_result)
 
 
-def _score_pca_kmeans(before, after, names, ok, stats, layers):
+def _score_pca_kmeans(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                      stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     diff_img = _difference_image(before, after, ok, stats)
     feats = _pca_features(diff_img, int(stats["block"]), _array(stats["pca_mean"]), _array(stats["pca_basis"]))
     return _finish(_pca_position(feats, _array(stats["kmeans_centres"])).reshape(ok.shape), ok), {}
@@ -968,7 +993,8 @@ def pca_kmeans(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[st
     return fitted._score(pair, True)
 
 
-def _fit_imad(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_imad(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+              pixel_size_m: float | None) -> MethodFit:
     from .normalize import fit_irmad
 
     t = fit_irmad(before, after, valid=ok)
@@ -978,10 +1004,11 @@ def _fit_imad(before, after, names, ok, pixel_size_m) -> _Fit:
              "iterations": int(t.iterations), "converged": bool(t.converged)}
     details = {"bands": list(names), "iterations": int(t.iterations), "converged": bool(t.converged),
                "canonical_correlations": [round(float(v), 6) for v in t.rho]}
-    return _Fit(stats, "chi2", details, 0)
+    return MethodFit(stats, "chi2", details, 0)
 
 
-def _score_imad(before, after, names, ok, stats, layers):
+def _score_imad(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     from scipy import special
 
     from .normalize import IRMADTransform
@@ -1036,17 +1063,19 @@ def imad(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
     return change_score(before, after, method="imad", band_names=band_names, pixel_size_m=pixel_size_m, valid=valid)
 
 
-def _fit_ssim(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_ssim(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+              pixel_size_m: float | None) -> MethodFit:
     rows, cols = ok.shape
     if min(rows, cols) < 7:
         raise InvalidParameterError(f"ssim needs images of at least 7x7 pixels, got {rows}x{cols}")
     bands = range(before.shape[0])
     stats = _fit_normalization(before, after, ok, bands)
     stats["ssim_range"] = _ssim_ranges(*_normalized_pair(before, after, bands, stats), ok)
-    return _Fit(stats, "otsu", {"bands": list(names), "sigma": _SSIM_SIGMA}, _SSIM_REACH)
+    return MethodFit(stats, "otsu", {"bands": list(names), "sigma": _SSIM_SIGMA}, _SSIM_REACH)
 
 
-def _score_ssim(before, after, names, ok, stats, layers):
+def _score_ssim(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     zb, za = _normalized_pair(before, after, range(before.shape[0]), stats)
     return _finish(_ssim_pair(zb, za, ok, stats["ssim_range"]), ok), {}
 
@@ -1081,7 +1110,8 @@ def ssim(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
 
 # --- auto ------------------------------------------------------------------------
 
-def _fit_auto(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_auto(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+              pixel_size_m: float | None) -> MethodFit:
     found = _idx.resolve_bands(names)
     high_res = pixel_size_m is not None and pixel_size_m < 5.0
     if "red" in found and "nir" in found and not high_res:
@@ -1089,13 +1119,15 @@ def _fit_auto(before, after, names, ok, pixel_size_m) -> _Fit:
     return _fit_structural_colour(before, after, names, ok, pixel_size_m)
 
 
-def _score_auto(before, after, names, ok, stats, layers):
+def _score_auto(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     if stats["choice"] == "urban-spectral":
         return _score_urban_spectral(before, after, names, ok, stats, layers)
     return _score_structural_colour(before, after, names, ok, stats, layers)
 
 
-def _fit_urban_spectral(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_urban_spectral(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                        pixel_size_m: float | None) -> MethodFit:
     """The default for multispectral images with red and nir (10-30 m)."""
     found = _idx.resolve_bands(names)
     use = [found[b] for b in ("blue", "green", "red", "nir") if b in found]
@@ -1116,8 +1148,9 @@ def _fit_urban_spectral(before, after, names, ok, pixel_size_m) -> _Fit:
     mag = np.minimum(np.where(ok, raw, np.float32(np.nan)), mean)
     z_median, z_mad = _robust_z_stats(mag, ok)
     stats = {
-        "choice": "urban-spectral", "bands": use, "window_px": size, **norm,
-        "ndvi_bands": [found["nir"], found["red"]], "water_index": water_index, "water_bands": water_bands,
+        "choice": "urban-spectral", "band_index": use, "window_px": size, **norm,
+        "ndvi_band_index": [found["nir"], found["red"]], "water_index": water_index,
+        "water_band_index": water_bands,
         "mixed_base": _median_finite(raw, ok), "z_median": z_median, "z_mad": z_mad,
     }
     details = {
@@ -1129,16 +1162,18 @@ def _fit_urban_spectral(before, after, names, ok, pixel_size_m) -> _Fit:
         "suppressed": "water on both dates, vegetation (NDVI > 0.5) on both dates",
     }
     # 30 m means and the rim weight's 3 x 3 means and 5 x 5 maxima
-    return _Fit(stats, "sigma", details, max(size // 2, _MIXED_REACH))
+    return MethodFit(stats, "sigma", details, max(size // 2, _MIXED_REACH))
 
 
-def _score_urban_spectral(before, after, names, ok, stats, layers):
+def _score_urban_spectral(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                          stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     bc, ac, okc = _c32(before), _c32(after), _cbool(ok)
-    pairs = [stats["ndvi_bands"]] + ([stats["water_bands"]] if stats["water_bands"] is not None else [])
+    pairs = [stats["ndvi_band_index"]] + (
+        [stats["water_band_index"]] if stats["water_band_index"] is not None else [])
     # the magnitude and each date's NDVI and water index in one stack: all their 30 m
     # means share one valid count
     stack = np.empty((1 + 2 * len(pairs), *ok.shape), np.float32)
-    raw = _normalized_magnitude(bc, ac, stats["bands"], stats, out=stack[0])
+    raw = _normalized_magnitude(bc, ac, stats["band_index"], stats, out=stack[0])
     nd = np.array(pairs, dtype=np.int64)
     _kernels.normalized_differences(bc, nd, stack, 1, 2)
     _kernels.normalized_differences(ac, nd, stack, 2, 2)
@@ -1174,7 +1209,8 @@ def _structural_parts(before, after, ok, use, stats) -> tuple[np.ndarray, np.nda
     return structure, np.sqrt(np.sum(d * d, axis=0))
 
 
-def _fit_structural_colour(before, after, names, ok, pixel_size_m) -> _Fit:
+def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                           pixel_size_m: float | None) -> MethodFit:
     """The default for high-resolution or RGB-only images: structure + colour."""
     found = _idx.resolve_bands(names)
     use = [found[b] for b in ("red", "green", "blue") if b in found] or list(range(before.shape[0]))
@@ -1182,7 +1218,8 @@ def _fit_structural_colour(before, after, names, ok, pixel_size_m) -> _Fit:
         raise InvalidParameterError(f"auto needs images of at least 7x7 pixels, got {ok.shape[0]}x{ok.shape[1]}")
     px = pixel_size_m or 1.0
     size = max(3, int(round(3.0 / px)) | 1)
-    stats = {"choice": "structure+colour", "bands": use, "window_px": size, **_fit_normalization(before, after, ok, use)}
+    stats = {"choice": "structure+colour", "band_index": use, "window_px": size,
+             **_fit_normalization(before, after, ok, use)}
     stats["ssim_range"] = _ssim_ranges(*_normalized_pair(before, after, use, stats), ok)
     structure, colour = _structural_parts(before, after, ok, use, stats)
     zs = _robust_z_stats(_smooth(structure, ok, size), ok)
@@ -1192,12 +1229,13 @@ def _fit_structural_colour(before, after, names, ok, pixel_size_m) -> _Fit:
     details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
                "normalization": _normalization_name(stats)}
     # SSIM's Gaussian window, then the window mean; the rim weight on the colour magnitude
-    return _Fit(stats, "otsu", details, max(_SSIM_REACH + size // 2, _MIXED_REACH))
+    return MethodFit(stats, "otsu", details, max(_SSIM_REACH + size // 2, _MIXED_REACH))
 
 
-def _score_structural_colour(before, after, names, ok, stats, layers):
+def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
+                             stats: dict, layers: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     size = int(stats["window_px"])
-    structure, colour = _structural_parts(before, after, ok, stats["bands"], stats)
+    structure, colour = _structural_parts(before, after, ok, stats["band_index"], stats)
     zs_med, zs_mad = _z_params(stats["z_structure_median"], stats["z_structure_mad"])
     zc_med, zc_mad = _z_params(stats["z_colour_median"], stats["z_colour_mad"])
     score = 0.5 * ((_smooth(structure, ok, size) - zs_med) / zs_mad + (_smooth(colour, ok, size) - zc_med) / zc_mad)
