@@ -4,7 +4,8 @@ Every public module (``changedet/*.py`` not starting with ``_``) has ``__all__``
 name in it exists, and every public function and public method of the classes in it has
 a numpydoc docstring with ``Parameters`` (when it takes any besides self/cls) and
 ``Returns`` (or ``Yields``) when it returns something, and annotations on every
-parameter and on the return.  Dunder methods, properties, dataclass-generated and
+parameter and on the return; the Parameters section names exactly the signature's
+parameters (``before, after : ...`` counts for both).  Dunder methods, properties, dataclass-generated and
 inherited methods are skipped, except a hand-written ``__init__``: its parameters are
 the class's, so they are annotated and documented too.  One assertion lists every
 offender.
@@ -48,6 +49,19 @@ def _has_section(doc: str, *names: str) -> bool:
     return re.search(pattern, doc, flags=re.MULTILINE) is not None
 
 
+def _documented_parameters(doc: str) -> set[str] | None:
+    """The names the Parameters section lists (``before, after : ...`` gives two), or None."""
+    section = re.search(r"^Parameters[ \t]*\n-{3,}[ \t]*\n(.*?)(?=^[^\n]+\n-{3,}[ \t]*$|\Z)", doc,
+                        flags=re.MULTILINE | re.DOTALL)
+    if section is None:
+        return None
+    names: set[str] = set()
+    for line in section.group(1).splitlines():
+        if line and not line[0].isspace():  # a "name : type" line, not its indented description
+            names.update(n.strip().lstrip("*") for n in line.split(":")[0].split(","))
+    return names
+
+
 def _is_ours(func: Callable[..., Any]) -> bool:
     """Written in a source file (dataclass-generated code comes from ``<string>``)."""
     code = getattr(func, "__code__", None)
@@ -85,6 +99,14 @@ def check_callable(func: Callable[..., Any], *, bound: bool = False) -> list[str
     params = list(sig.parameters.values())[1 if bound else 0:]
     if params and not _has_section(doc, "Parameters"):
         problems.append("no Parameters section")
+    listed = _documented_parameters(doc)
+    if listed is not None:
+        missing = [p.name for p in params if p.name not in listed]
+        stale = sorted(listed - {p.name for p in params})
+        if missing:
+            problems.append(f"Parameters lacks: {', '.join(missing)}")
+        if stale:
+            problems.append(f"Parameters lists what the signature lacks: {', '.join(stale)}")
     unannotated = [p.name for p in params if p.annotation is inspect.Parameter.empty]
     if unannotated:
         problems.append(f"unannotated: {', '.join(unannotated)}")
@@ -225,6 +247,28 @@ class _Built:
 
 def test_checker_reports_a_missing_parameters_section() -> None:
     assert check_callable(_no_parameters) == ["no Parameters section"]
+
+
+def _stale(before: int, *, factor: float = 1.0) -> int:
+    """Scale a number.
+
+    Parameters
+    ----------
+    before : int
+        The number.
+    scale : float
+        The factor (renamed since).
+
+    Returns
+    -------
+    int
+    """
+    return int(before * factor)
+
+
+def test_checker_reports_parameters_the_docstring_misses_or_invents() -> None:
+    assert check_callable(_stale) == ["Parameters lacks: factor", "Parameters lists what the signature lacks: scale"]
+    assert _documented_parameters(inspect.getdoc(_complete) or "") == {"before", "scale"}
 
 
 def test_checker_reports_missing_annotations_and_returns() -> None:
