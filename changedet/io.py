@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -566,6 +567,75 @@ def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[st
     return write_json(feature_collection, path, indent=None)
 
 
+_GPKG_DDL = (
+    "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL,srs_id INTEGER NOT NULL PRIMARY KEY,"
+    "organization TEXT NOT NULL,organization_coordsys_id INTEGER NOT NULL,definition  TEXT NOT NULL,description TEXT)",
+    "CREATE TABLE gpkg_contents (table_name TEXT NOT NULL PRIMARY KEY,data_type TEXT NOT NULL,identifier TEXT UNIQUE,"
+    "description TEXT DEFAULT '',last_change DATETIME NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),"
+    "min_x DOUBLE, min_y DOUBLE,max_x DOUBLE, max_y DOUBLE,srs_id INTEGER,"
+    "CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))",
+    "CREATE TABLE gpkg_geometry_columns (table_name TEXT NOT NULL,column_name TEXT NOT NULL,"
+    "geometry_type_name TEXT NOT NULL,srs_id INTEGER NOT NULL,z TINYINT NOT NULL,m TINYINT NOT NULL,"
+    "CONSTRAINT pk_geom_cols PRIMARY KEY (table_name, column_name),CONSTRAINT uk_gc_table_name UNIQUE (table_name),"
+    "CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name),"
+    "CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))",
+    "CREATE TABLE gpkg_extensions (table_name TEXT,column_name TEXT,extension_name TEXT NOT NULL,"
+    "definition TEXT NOT NULL,scope TEXT NOT NULL,CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))",
+    "CREATE TABLE gpkg_ogr_contents(table_name TEXT NOT NULL PRIMARY KEY,feature_count INTEGER DEFAULT NULL)",
+)
+
+# The spatial index triggers of the GeoPackage R-tree extension (as GDAL writes them); the
+# ST_ functions are those GeoPackage readers (GDAL, QGIS) register, called only on later edits.
+_GPKG_RTREE_TRIGGERS = (
+    'CREATE TRIGGER "rtree_{t}_{g}_insert" AFTER INSERT ON "{t}" WHEN (new."{g}" NOT NULL AND NOT '
+    'ST_IsEmpty(NEW."{g}")) BEGIN INSERT OR REPLACE INTO "rtree_{t}_{g}" VALUES (NEW."fid",ST_MinX(NEW."{g}"), '
+    'ST_MaxX(NEW."{g}"),ST_MinY(NEW."{g}"), ST_MaxY(NEW."{g}")); END',
+    'CREATE TRIGGER "rtree_{t}_{g}_update6" AFTER UPDATE OF "{g}" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
+    '(NEW."{g}" NOTNULL AND NOT ST_IsEmpty(NEW."{g}")) AND (OLD."{g}" NOTNULL AND NOT ST_IsEmpty(OLD."{g}")) BEGIN '
+    'UPDATE "rtree_{t}_{g}" SET minx = ST_MinX(NEW."{g}"), maxx = ST_MaxX(NEW."{g}"),miny = ST_MinY(NEW."{g}"), '
+    'maxy = ST_MaxY(NEW."{g}") WHERE id = NEW."fid";END',
+    'CREATE TRIGGER "rtree_{t}_{g}_update7" AFTER UPDATE OF "{g}" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
+    '(NEW."{g}" NOTNULL AND NOT ST_IsEmpty(NEW."{g}")) AND (OLD."{g}" ISNULL OR ST_IsEmpty(OLD."{g}")) BEGIN '
+    'INSERT INTO "rtree_{t}_{g}" VALUES (NEW."fid",ST_MinX(NEW."{g}"), ST_MaxX(NEW."{g}"),ST_MinY(NEW."{g}"), '
+    'ST_MaxY(NEW."{g}")); END',
+    'CREATE TRIGGER "rtree_{t}_{g}_update2" AFTER UPDATE OF "{g}" ON "{t}" WHEN OLD."fid" = NEW."fid" AND '
+    '(NEW."{g}" ISNULL OR ST_IsEmpty(NEW."{g}")) BEGIN DELETE FROM "rtree_{t}_{g}" WHERE id = OLD."fid"; END',
+    'CREATE TRIGGER "rtree_{t}_{g}_update5" AFTER UPDATE ON "{t}" WHEN OLD."fid" != NEW."fid" AND '
+    '(NEW."{g}" NOTNULL AND NOT ST_IsEmpty(NEW."{g}")) BEGIN DELETE FROM "rtree_{t}_{g}" WHERE id = OLD."fid"; '
+    'INSERT OR REPLACE INTO "rtree_{t}_{g}" VALUES (NEW."fid",ST_MinX(NEW."{g}"), ST_MaxX(NEW."{g}"),'
+    'ST_MinY(NEW."{g}"), ST_MaxY(NEW."{g}")); END',
+    'CREATE TRIGGER "rtree_{t}_{g}_update4" AFTER UPDATE ON "{t}" WHEN OLD."fid" != NEW."fid" AND '
+    '(NEW."{g}" ISNULL OR ST_IsEmpty(NEW."{g}")) BEGIN DELETE FROM "rtree_{t}_{g}" WHERE id IN (OLD."fid", NEW."fid"); END',
+    'CREATE TRIGGER "rtree_{t}_{g}_delete" AFTER DELETE ON "{t}" WHEN old."{g}" NOT NULL BEGIN '
+    'DELETE FROM "rtree_{t}_{g}" WHERE id = OLD."fid"; END',
+    'CREATE TRIGGER "trigger_insert_feature_count_{t}" AFTER INSERT ON "{t}" BEGIN UPDATE gpkg_ogr_contents SET '
+    "feature_count = feature_count + 1 WHERE lower(table_name) = lower('{t}'); END",
+    'CREATE TRIGGER "trigger_delete_feature_count_{t}" AFTER DELETE ON "{t}" BEGIN UPDATE gpkg_ogr_contents SET '
+    "feature_count = feature_count - 1 WHERE lower(table_name) = lower('{t}'); END",
+)
+
+_WGS84_WKT = (
+    'GEOGCS["WGS 84",DATUM["WGS_1984",SPHEROID["WGS 84",6378137,298.257223563,AUTHORITY["EPSG","7030"]],'
+    'AUTHORITY["EPSG","6326"]],PRIMEM["Greenwich",0,AUTHORITY["EPSG","8901"]],UNIT["degree",0.0174532925199433,'
+    'AUTHORITY["EPSG","9122"]],AXIS["Latitude",NORTH],AXIS["Longitude",EAST],AUTHORITY["EPSG","4326"]]'
+)
+
+
+def _gpkg_column(values: list[Any]) -> tuple[str, list[Any]]:
+    """The SQLite type of a property column and its values as SQLite stores them."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+        return "BOOLEAN", [None if v is None else int(bool(v)) for v in values]
+    if present and all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in present):
+        return "INTEGER", [None if v is None else int(v) for v in values]
+    if present and all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                       for v in present):
+        return "REAL", [None if v is None or not math.isfinite(float(v)) else float(v) for v in values]
+    if any(isinstance(v, (list, tuple, dict)) for v in present):  # lists and records as JSON text
+        return "TEXT", [None if v is None else json.dumps(v, default=_json_default) for v in values]
+    return "TEXT", [None if v is None else str(v) for v in values]
+
+
 @paused_gc()
 def write_gpkg(
     geometries: Sequence[Any],
@@ -575,49 +645,96 @@ def write_gpkg(
     crs: Any,
     layer: str = "changes",
 ) -> Path | None:
-    """Write polygons to a GeoPackage with pyogrio; returns None when pyogrio is missing.
+    """Write polygons to a GeoPackage layer of MultiPolygons, with a spatial index.
+
+    Written with Python's own SQLite (the GeoPackage tables, geometry blobs and R-tree
+    index as GDAL writes them): no GDAL vector driver to load, and no pandas, which
+    pyogrio imports with itself (0.25-0.3 s of a 4 s run on one OSCD city).  Properties
+    become INTEGER, REAL, BOOLEAN or TEXT columns; lists and records are JSON text.
 
     Examples
     --------
     >>> import tempfile
     >>> from shapely.geometry import box
     >>> p = write_gpkg([box(0, 0, 10, 10)], [{"area_m2": 100.0}], tempfile.mkdtemp() + "/c.gpkg", crs="EPSG:32639")
-    >>> p is None or p.suffix == ".gpkg"
-    True
+    >>> p.suffix
+    '.gpkg'
     """
-    try:
-        import shapely
-        from pyogrio.raw import write as _ogr_write
-    except ImportError:  # pragma: no cover - optional writer
-        warnings.warn("pyogrio is not installed; skipping the GeoPackage output", stacklevel=2)
-        return None
+    import sqlite3
+    import struct
+
+    import shapely
+    from rasterio.crs import CRS
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", layer):
+        raise InvalidParameterError(f"layer must be a plain name (letters, digits, _), got {layer!r}")
     dest = Path(path)
+    geoms = np.empty(len(geometries), dtype=object)
+    geoms[:] = list(geometries)
     keys: list[str] = []
     for props in properties:
         for k in props:
             if k not in keys:
                 keys.append(k)
-    fields = {}
-    for k in keys:
-        values = [p.get(k) for p in properties]
-        if any(isinstance(v, (list, tuple, dict)) for v in values):
-            values = [json.dumps(v, default=_json_default) if v is not None else None for v in values]
-        fields[k] = np.array(values, dtype=object) if any(isinstance(v, str) or v is None for v in values) else np.array(values)
-    wkb = shapely.to_wkb(np.array(list(geometries), dtype=object)) if len(geometries) else np.array([], dtype=object)
-    crs_text = crs.to_wkt() if hasattr(crs, "to_wkt") else crs
+    if any(k.lower() in ("fid", "geom") for k in keys):
+        raise InvalidParameterError(f"property names 'fid' and 'geom' are the GeoPackage's own; got {keys}")
+    columns = [_gpkg_column([p.get(k) for p in properties]) for k in keys]
+    # the CRS as an EPSG code where it has one, else its WKT under a private id
+    srs = CRS.from_user_input(crs)
+    epsg = srs.to_epsg()
+    srs_id, org, org_id = (epsg, "EPSG", epsg) if epsg else (100000, "NONE", 100000)
+    wkt = srs.to_wkt()
+    found = re.match(r'\s*\w+\["([^"]*)"', wkt)
+    name = found.group(1) if found else "unnamed"
+    multi = shapely.multipolygons(shapely.get_parts(geoms), indices=shapely.get_parts(geoms, return_index=True)[1]) \
+        if len(geoms) else geoms
+    multi = np.where(shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON, geoms, multi) if len(geoms) else multi
+    bounds = shapely.bounds(multi) if len(geoms) else np.empty((0, 4))
+    wkb = shapely.to_wkb(multi, byte_order=1, flavor="iso") if len(geoms) else []
+    head = b"GP\x00\x03" + struct.pack("<i", srs_id)
+    blobs = [head + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w for b, w in zip(bounds.tolist(), wkb)]
+    rows = list(zip(range(1, len(blobs) + 1), blobs, *[vals for _, vals in columns]))
     with atomic_path(dest) as tmp:
-        tmp.unlink()  # GDAL refuses to create a GeoPackage over an existing (empty) file
-        _ogr_write(
-            str(tmp),
-            wkb,
-            field_data=list(fields.values()),
-            fields=list(fields.keys()),
-            layer=layer,
-            driver="GPKG",
-            crs=crs_text,
-            geometry_type="MultiPolygon" if len(geometries) else "Polygon",
-            promote_to_multi=True,
-        )
+        tmp.unlink()
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA application_id = 1196444487")  # 'GPKG'
+            con.execute("PRAGMA user_version = 10400")
+            con.execute("PRAGMA journal_mode = OFF")  # a fresh temporary file: nothing to roll back to
+            con.execute("PRAGMA synchronous = OFF")  # renamed into place only when complete
+            with con:
+                for ddl in _GPKG_DDL:
+                    con.execute(ddl)
+                con.executemany("INSERT INTO gpkg_spatial_ref_sys VALUES (?,?,?,?,?,?)", [
+                    ("Undefined Cartesian SRS", -1, "NONE", -1, "undefined", "undefined Cartesian coordinate reference system"),
+                    ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
+                    ("WGS 84 geodetic", 4326, "EPSG", 4326, _WGS84_WKT,
+                     "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid"),
+                ])
+                if srs_id != 4326:
+                    con.execute("INSERT INTO gpkg_spatial_ref_sys VALUES (?,?,?,?,?,?)",
+                                (name, srs_id, org, org_id, wkt, None))
+                cols = "".join(f', "{k}" {typ}' for k, (typ, _) in zip(keys, columns))
+                con.execute(f'CREATE TABLE "{layer}" ( "fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
+                            f'"geom" MULTIPOLYGON{cols})')
+                box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()) \
+                    if len(blobs) else (None, None, None, None)
+                con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, min_x, min_y, "
+                            "max_x, max_y, srs_id) VALUES (?,?,?,?,?,?,?,?,?)",
+                            (layer, "features", layer, "", *[None if v is None else float(v) for v in box], srs_id))
+                con.execute("INSERT INTO gpkg_geometry_columns VALUES (?,?,?,?,?,?)", (layer, "geom", "MULTIPOLYGON", srs_id, 0, 0))
+                con.execute("INSERT INTO gpkg_ogr_contents VALUES (?,?)", (layer, len(blobs)))
+                marks = ",".join("?" * (2 + len(keys)))
+                con.executemany(f'INSERT INTO "{layer}" VALUES ({marks})', rows)
+                con.execute(f'CREATE VIRTUAL TABLE "rtree_{layer}_geom" USING rtree(id, minx, maxx, miny, maxy)')
+                con.executemany(f'INSERT INTO "rtree_{layer}_geom" VALUES (?,?,?,?,?)',
+                                [(i, b[0], b[2], b[1], b[3]) for i, b in enumerate(bounds.tolist(), start=1)])
+                con.execute("INSERT INTO gpkg_extensions VALUES (?,?,?,?,?)", (
+                    layer, "geom", "gpkg_rtree_index", "http://www.geopackage.org/spec120/#extension_rtree", "write-only"))
+                for trigger in _GPKG_RTREE_TRIGGERS:
+                    con.execute(trigger.format(t=layer, g="geom"))
+        finally:
+            con.close()
     return dest
 
 

@@ -623,3 +623,30 @@ def test_streaming_cog_bands_types_and_bigtiff(tmp_path: Path, bigtiff: bool, ke
         np.testing.assert_array_equal(src.read(), data)
         np.testing.assert_array_equal(src.read(out_shape=(2, rows // 2, -(-cols // 2))), data[:, ::2, ::2])
     assert not [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]  # GDAL did not complain
+
+
+def test_write_gpkg_is_a_geopackage_gdal_reads_with_its_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    import pyogrio
+    import shapely
+    from shapely.geometry import MultiPolygon, box
+
+    geoms = [box(0, 0, 10, 10), MultiPolygon([box(20, 20, 30, 30), box(40, 40, 45, 45)])]
+    props = [{"n": 1, "score": 0.5, "ok": True, "cls": "new"}, {"n": 2, "score": None, "ok": False, "cls": None}]
+    p = write_gpkg(geoms, props, tmp_path / "c.gpkg", crs=UTM39)
+    info = pyogrio.read_info(p, layer="changes")
+    assert info["geometry_type"] == "MultiPolygon" and info["features"] == 2
+    assert list(info["dtypes"]) == ["int64", "float64", "bool", "object"]  # a float column with None stays REAL
+    assert info["total_bounds"] == pytest.approx((0.0, 0.0, 45.0, 45.0))
+    assert info["capabilities"]["fast_spatial_filter"]  # GDAL found the R-tree index
+    meta, _, wkb, fields = pyogrio.raw.read(p, layer="changes", bbox=(35, 35, 50, 50))
+    assert len(wkb) == 1 and shapely.from_wkb(wkb[0]).equals(geoms[1])
+    assert fields[0].tolist() == [2] and np.isnan(fields[1][0])
+    with sqlite3.connect(p) as con:
+        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert con.execute('SELECT count(*) FROM "rtree_changes_geom"').fetchone()[0] == 2
+    empty = write_gpkg([], [], tmp_path / "e.gpkg", crs="EPSG:4326")
+    assert pyogrio.read_info(empty)["features"] == 0
+    with pytest.raises(InvalidParameterError, match="'fid' and 'geom'"):
+        write_gpkg(geoms[:1], [{"geom": 1}], tmp_path / "x.gpkg", crs=UTM39)
