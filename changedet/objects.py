@@ -303,7 +303,12 @@ def _geojson_geometries(geoms: np.ndarray) -> list[Any]:
 def _jsonable(p: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in p.items():
-        if isinstance(v, (np.floating, float)):
+        t = type(v)  # the common exact types first: this runs for every property of every polygon
+        if t is float:
+            out[k] = round(v, 6) if math.isfinite(v) else None
+        elif t is int or t is str or v is None:
+            out[k] = v
+        elif isinstance(v, (np.floating, float)):
             v = float(v)
             out[k] = None if not math.isfinite(v) else round(v, 6)
         elif isinstance(v, np.integer):
