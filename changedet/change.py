@@ -483,8 +483,9 @@ def _fit_normalization(before: np.ndarray, after: np.ndarray, ok: np.ndarray, ba
 
     bands = list(bands)
     meds, spreads = _band_stats(before, ok, bands)
+    whole = bands == list(range(before.shape[0]))  # no copy of the images when every band is used
     try:
-        fit = fit_normalize_irmad(before[bands], after[bands], valid=ok)
+        fit = fit_normalize_irmad(before if whole else before[bands], after if whole else after[bands], valid=ok)
     except ChangedetError:  # degenerate statistics: fall back on per-date standardization
         fit = None
     if fit is not None:

@@ -169,6 +169,7 @@ class IRMADTransform:
 
     @property
     def bands(self) -> int:
+        """Number of bands the transform was fitted on."""
         return int(self.mean_before.shape[0])
 
     def apply(self, before: np.ndarray, after: np.ndarray, *, valid: np.ndarray | None = None) -> IRMADResult:
