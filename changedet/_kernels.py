@@ -248,6 +248,11 @@ def mixed_pixel_weight(raw, ok, base, size):  # pragma: no cover - compiled
     fb = np.float32(base)
     zero = np.float32(0.0)
     outside = -fb if fb < 0 else zero
+    # the helpers' sizes and modes as run-time values: a literal argument would compile
+    # another specialization of each helper (0.7 s more on a first run)
+    one_px = np.int64(1)
+    yes = np.bool_(True)
+    no = np.bool_(False)
     above = np.empty((rows, cols), np.float32)
     for r in range(rows):
         src, okr, dst = raw[r], ok[r], above[r]
@@ -257,27 +262,27 @@ def mixed_pixel_weight(raw, ok, base, size):  # pragma: no cover - compiled
             dst[c] = (x if x > 0 else zero) if (okr[c] and np.isfinite(v)) else outside
     h = np.empty((rows, cols), np.float32)
     for r in range(rows):
-        _hsum_row(above[r], h[r], 1)
+        _hsum_row(above[r], h[r], one_px)
     mean3 = np.empty((rows, cols), np.float32)
     nine = np.float32(9.0)
     for r in range(rows):
         dst = mean3[r]
-        _vsum_row(h, r, rows, dst, 1)
+        _vsum_row(h, r, rows, dst, one_px)
         for c in range(cols):
             dst[c] = dst[c] / nine
     half = size // 2
     for r in range(rows):
-        _hext_row(mean3[r], h[r], half, True)
+        _hext_row(mean3[r], h[r], half, yes)
     hmin = np.empty((rows, cols), np.float32)
     for r in range(rows):
-        _hext_row(above[r], hmin[r], 1, False)
+        _hext_row(above[r], hmin[r], one_px, no)
     out = np.empty((rows, cols), np.float32)
     peak = np.empty(cols, np.float32)
     low = np.empty(cols, np.float32)
     tenth, quarter, fifth, one = np.float32(0.1), np.float32(0.25), np.float32(0.2), np.float32(1.0)
     for r in range(rows):
-        _vext_row(h, r, peak, half, True)
-        _vext_row(hmin, r, low, 1, False)
+        _vext_row(h, r, peak, half, yes)
+        _vext_row(hmin, r, low, one_px, no)
         ab, dst = above[r], out[r]
         for c in range(cols):
             p = peak[c]
@@ -418,72 +423,77 @@ def gather_float32(p0, p1, p2, rows, c0, c1, nodata, has_nodata, zero_is_nodata)
     return out, fin
 
 
-@njit(**_OPTS)
-def all_finite(before, after):  # pragma: no cover - compiled
+# all_finite and the 2 x 2 pooling of the score overviews are numpy, not compiled: they
+# are a few milliseconds of a run either way, and compiling them cost a first run 1.3 s
+
+def all_finite(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """(rows, cols) bool: every band of both (bands, rows, cols) arrays is finite."""
-    rows, cols = before.shape[1], before.shape[2]
-    out = np.ones((rows, cols), np.bool_)
-    for r in range(rows):
-        o = out[r]
-        for i in range(before.shape[0]):
-            src = before[i, r]
-            for c in range(cols):
-                o[c] &= np.isfinite(src[c])
-        for i in range(after.shape[0]):
-            src = after[i, r]
-            for c in range(cols):
-                o[c] &= np.isfinite(src[c])
+    out = np.ones(before.shape[1:], bool)
+    band_ok = np.empty(before.shape[1:], bool)
+    for band in (*before, *after):  # one band at a time: no (bands, rows, cols) temporary
+        np.isfinite(band, out=band_ok)
+        out &= band_ok
     return out
 
 
-@njit(**_OPTS)
-def pool2_finite(x):  # pragma: no cover - compiled
+def _pairs(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Elements 0, 2, 4, ... and 1, 3, 5, ... of ``x`` along ``axis`` (the second may be one shorter)."""
+    even = [slice(None)] * x.ndim
+    odd = [slice(None)] * x.ndim
+    even[axis], odd[axis] = slice(0, None, 2), slice(1, None, 2)
+    return x[tuple(even)], x[tuple(odd)]
+
+
+def _add_blocks(out: np.ndarray, x: np.ndarray) -> None:
+    """out[r // 2, c // 2] += x[r, c] in row-major order of (r, c) within each 2 x 2 block."""
+    top, bottom = _pairs(x, 0)
+    for half in (top, bottom):
+        left, right = _pairs(half, 1)
+        out[: left.shape[0], : left.shape[1]] += left
+        out[: right.shape[0], : right.shape[1]] += right
+
+
+def pool2_finite(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sums and counts of the finite values of ``x`` (rows, cols) over 2 x 2 blocks.
 
-    The last row or column of an odd-sized array forms blocks of its own.  float64.
+    The last row or column of an odd-sized array forms blocks of its own.  float64;
+    each block adds its values to 0 row by row, the two of a row first summed as a pair.
     """
     rows, cols = x.shape
-    orows, ocols = (rows + 1) // 2, (cols + 1) // 2
-    sums = np.zeros((orows, ocols), np.float64)
-    counts = np.zeros((orows, ocols), np.float64)
-    for r in range(rows):
-        src, srow, crow = x[r], sums[r // 2], counts[r // 2]
-        for c2 in range(cols // 2):
-            a, b = src[2 * c2], src[2 * c2 + 1]
-            fa, fb = np.isfinite(a), np.isfinite(b)
-            srow[c2] += (np.float64(a) if fa else 0.0) + (np.float64(b) if fb else 0.0)
-            crow[c2] += (1.0 if fa else 0.0) + (1.0 if fb else 0.0)
-        if cols % 2:
-            v = src[cols - 1]
-            if np.isfinite(v):
-                srow[ocols - 1] += v
-                crow[ocols - 1] += 1.0
-    return sums, counts
+    finite = np.isfinite(x)
+    values = np.where(finite, x, 0).astype(np.float64)
+    out = []
+    for v in (values, finite.astype(np.float64)):
+        pooled = np.zeros(((rows + 1) // 2, (cols + 1) // 2))
+        left, right = _pairs(v, 1)
+        pair = left[:, : right.shape[1]] + right  # a + b of each full pair of columns
+        top, bottom = _pairs(pair, 0)
+        pooled[: top.shape[0], : pair.shape[1]] += top
+        pooled[: bottom.shape[0], : pair.shape[1]] += bottom
+        if cols % 2:  # the odd last column alone
+            top, bottom = _pairs(v[:, -1], 0)
+            pooled[: top.shape[0], -1] += top
+            pooled[: bottom.shape[0], -1] += bottom
+        out.append(pooled)
+    return out[0], out[1]
 
 
-@njit(**_OPTS)
-def pool2_sums(sums, counts):  # pragma: no cover - compiled
+def pool2_sums(sums: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sums and counts over 2 x 2 blocks of block sums and counts (odd edges alone), and
     their mean (NaN where the count is 0) as float32."""
     rows, cols = sums.shape
-    orows, ocols = (rows + 1) // 2, (cols + 1) // 2
-    s2 = np.zeros((orows, ocols), np.float64)
-    c2 = np.zeros((orows, ocols), np.float64)
-    for r in range(rows):
-        for c in range(cols):
-            s2[r // 2, c // 2] += sums[r, c]
-            c2[r // 2, c // 2] += counts[r, c]
+    s2 = np.zeros(((rows + 1) // 2, (cols + 1) // 2))
+    c2 = np.zeros_like(s2)
+    _add_blocks(s2, sums)
+    _add_blocks(c2, counts)
     return s2, c2, mean_of(s2, c2)
 
 
-@njit(**_OPTS)
-def mean_of(sums, counts):  # pragma: no cover - compiled
+def mean_of(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """sums / counts as float32, NaN where the count is 0."""
-    rows, cols = sums.shape
-    mean = np.empty((rows, cols), np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            mean[r, c] = np.float32(sums[r, c] / counts[r, c]) if counts[r, c] > 0 else np.float32(np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = (sums / counts).astype(np.float32)
+    mean[~(counts > 0)] = np.nan
     return mean
 
 
@@ -717,7 +727,6 @@ _I64, _F64, _BOOL = types.int64, types.float64, types.boolean
 #: and floats as int64 and float64), in the order a run first needs them.
 #: ``tests/test_kernels.py`` checks that a run compiles no other specialization.
 SIGNATURES: dict[str, tuple[types.Type, ...]] = {
-    "all_finite": (_F32_3, _F32_3),
     "normalized_magnitude": (_F32_3, _F32_3, _I64_1, _F64_1, _F64_1, _F64_1, _F64_1, _F32_2),
     "normalized_differences": (_F32_3, _I64_2, _F32_3, _I64, _I64),
     "box_mean_valid": (_F32_3, _BOOL_2, _I64),
@@ -763,8 +772,8 @@ def compile_in_background(names: Iterable[str] | None = None) -> threading.Threa
 
     Examples
     --------
-    >>> compile_in_background(["all_finite"]).join()
-    >>> all_finite.signatures[0] == SIGNATURES["all_finite"]
+    >>> compile_in_background(["label8"]).join()
+    >>> label8.signatures[0] == SIGNATURES["label8"]
     True
     """
     todo = tuple(SIGNATURES if names is None else names)

@@ -229,3 +229,85 @@ def test_pool2() -> None:
     s2, c2, mean = K.pool2_sums(sums, counts)
     assert c2.sum() == np.isfinite(x).sum() and mean.shape == (2, 3)
     np.testing.assert_allclose(mean[0, 0], np.nanmean(x[:4, :4]), rtol=1e-6)
+
+
+def _pool2_reference(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 2 x 2 block sums and counts as a loop in the documented order (float64)."""
+    rows, cols = x.shape
+    sums = np.zeros(((rows + 1) // 2, (cols + 1) // 2))
+    counts = np.zeros_like(sums)
+    for r in range(rows):
+        for c in range(0, cols - 1, 2):
+            a, b = x[r, c], x[r, c + 1]
+            sums[r // 2, c // 2] += (float(a) if np.isfinite(a) else 0.0) + (float(b) if np.isfinite(b) else 0.0)
+            counts[r // 2, c // 2] += float(np.isfinite(a)) + float(np.isfinite(b))
+        if cols % 2 and np.isfinite(x[r, -1]):
+            sums[r // 2, -1] += float(x[r, -1])
+            counts[r // 2, -1] += 1.0
+    return sums, counts
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (7, 9), (8, 8), (9, 8), (17, 33)])
+def test_pool2_is_the_loop_bit_for_bit(shape: tuple[int, int]) -> None:
+    """The overview pooling adds in one fixed order, so windowed overviews match whole ones."""
+    x = RNG.normal(size=shape).astype(np.float32)
+    x[RNG.random(shape) < 0.3] = np.nan
+    x[RNG.random(shape) < 0.1] = -np.inf
+    x[RNG.random(shape) < 0.1] = -0.0
+    sums, counts = K.pool2_finite(x)
+    ref_sums, ref_counts = _pool2_reference(x)
+    assert sums.tobytes() == ref_sums.tobytes() and counts.tobytes() == ref_counts.tobytes()
+    s2, c2, mean = K.pool2_sums(sums, counts)
+    ref_s2, ref_c2 = np.zeros_like(s2), np.zeros_like(c2)
+    for r in range(sums.shape[0]):
+        for c in range(sums.shape[1]):
+            ref_s2[r // 2, c // 2] += sums[r, c]
+            ref_c2[r // 2, c // 2] += counts[r, c]
+    assert s2.tobytes() == ref_s2.tobytes() and c2.tobytes() == ref_c2.tobytes()
+    ref_mean = np.full(s2.shape, np.nan, np.float32)
+    ref_mean[c2 > 0] = (s2[c2 > 0] / c2[c2 > 0]).astype(np.float32)
+    assert mean.tobytes() == ref_mean.tobytes()
+
+
+def test_all_finite_on_views() -> None:
+    before = RNG.normal(size=(3, 20, 30)).astype(np.float32)
+    after = RNG.normal(size=(2, 20, 30)).astype(np.float32)
+    before[1, 4, 5] = np.nan
+    after[0, 7, 8] = np.inf
+    expected = np.isfinite(before).all(axis=0) & np.isfinite(after).all(axis=0)
+    np.testing.assert_array_equal(K.all_finite(before, after), expected)
+    np.testing.assert_array_equal(K.all_finite(before[:, ::2, 1:], after[:, ::2, 1:]), expected[::2, 1:])
+
+
+_SIGNATURE_PROBE = """
+import json, sys
+from numba.core.registry import CPUDispatcher
+from changedet import _kernels, data
+from changedet.pipeline import detect_changes
+for name in data.list_samples():
+    folder = data.sample_path(name)
+    detect_changes(folder / "before.tif", folder / "after.tif", out=sys.argv[1] + "/" + name, figures=False,
+                   progress=False, tiled=False)
+compiled = {n: f.signatures for n, f in vars(_kernels).items()
+            if isinstance(f, CPUDispatcher) and not n.startswith("_") and f.signatures}
+# the specializations a run compiled that SIGNATURES does not declare
+undeclared = {n: [str(s) for s in sigs if tuple(s) != _kernels.SIGNATURES.get(n)] for n, sigs in compiled.items()}
+print(json.dumps({"compiled": sorted(compiled), "undeclared": {n: v for n, v in undeclared.items() if v}}))
+"""
+
+
+def test_a_run_compiles_the_declared_signatures_only(tmp_path) -> None:
+    """compile_in_background compiles SIGNATURES; a run that needs other argument types
+    would compile them again on its first call (seconds on a first run)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run([sys.executable, "-c", _SIGNATURE_PROBE, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(got["compiled"]) >= {"box_mean_valid", "mixed_pixel_weight", "label8", "trace_rings"}
+    assert got["undeclared"] == {}
