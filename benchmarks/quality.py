@@ -9,6 +9,8 @@ Sets:
 - ``oscd``: the OSCD Sentinel-2 cities in ``DATA/oscd`` (truth 2 = change);
 - ``levir``: LEVIR-CD 0.5 m tiles in ``DATA/vhr/levir`` (buildings only);
 - ``dsifn``: DSIFN tiles in ``DATA/vhr/dsifn`` (pixel size not published; 1 m assumed);
+- ``samplekind``: pairs of the bundled samples' kind with other seeds and harsher sensors
+  (``benchmarks/samplekind.py``; cached in the temporary folder);
 - ``samples``: the bundled sample pairs.
 
 Every pair goes through ``changedet.pipeline.detect_changes`` as a user runs it.  Prints,
@@ -54,6 +56,25 @@ def _pairs(name: str, data: Path, seeds: int):
                 s = make_site(1000 + seed, pixel_m=pixel_m, size_px=size)
                 yield (f"{pixel_m:g}m/seed{seed}", GeoRaster(s.before.astype("float32"), s.transform, s.crs, s.band_names),
                        GeoRaster(s.after.astype("float32"), s.transform, s.crs, s.band_names), s.truth, {})
+    elif name == "samplekind":
+        from samplekind import make_pair
+
+        cache = Path(tempfile.gettempdir()) / "changedet_samplekind"
+        cache.mkdir(exist_ok=True)
+        for kind in ("hires_rgb", "s2_like"):
+            for seed in range(seeds):
+                f = cache / f"{kind}_{seed}.npz"
+                if not f.exists():
+                    p = make_pair(seed, name=kind)
+                    np.savez(f, before=p["before"], after=p["after"], truth=p["truth"],
+                             transform=np.array(list(p["transform"])[:6]), names=np.array(p["band_names"]))
+                z = np.load(f)
+                from affine import Affine
+
+                t = Affine(*z["transform"].tolist())
+                names = tuple(str(n) for n in z["names"])
+                yield (f"{kind}/seed{seed}", GeoRaster(z["before"].astype("float32"), t, "EPSG:32639", names),
+                       GeoRaster(z["after"].astype("float32"), t, "EPSG:32639", names), z["truth"], {})
     elif name == "oscd":
         for city in sorted(p.name for p in (data / "oscd").iterdir() if p.is_dir()):
             root = data / "oscd" / city
@@ -77,7 +98,7 @@ def _pairs(name: str, data: Path, seeds: int):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", default="synthetic,oscd,levir,dsifn,samples")
+    ap.add_argument("--sets", default="synthetic,samplekind,oscd,levir,dsifn,samples")
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--method", default="auto")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)

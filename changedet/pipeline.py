@@ -136,11 +136,22 @@ class ChangeResult:
         return len(self.polygons)
 
     def change_mask(self) -> np.ndarray:
-        """(rows, cols) bool: True where change."""
+        """Where the result found change.
+
+        Returns
+        -------
+        (rows, cols) ndarray of bool
+            True where change.
+        """
         return self.mask.data[0] == 1
 
     def table(self) -> Any:
-        """The polygons' attributes as a pandas DataFrame (a list of dicts without pandas)."""
+        """The polygons' attributes, one row per changed area.
+
+        Returns
+        -------
+        pandas.DataFrame, or list of dict where pandas is not installed
+        """
         records = self.polygons.to_records()
         try:
             import pandas as pd
@@ -149,7 +160,19 @@ class ChangeResult:
         return pd.DataFrame.from_records(records)
 
     def evaluate(self, truth: Any, **kwargs: Any) -> Any:
-        """Accuracy of the mask against a truth mask (see :func:`changedet.evaluate.evaluate`)."""
+        """Accuracy of the mask against a truth mask.
+
+        Parameters
+        ----------
+        truth : path or GeoRaster or (rows, cols) ndarray
+            The truth mask on the result's grid.
+        **kwargs
+            The truth coding, as for :func:`changedet.evaluate.evaluate`.
+
+        Returns
+        -------
+        Accuracy
+        """
         from .evaluate import evaluate
 
         if isinstance(truth, (str, os.PathLike)):
@@ -157,13 +180,33 @@ class ChangeResult:
         return evaluate(self.mask, truth, **kwargs)
 
     def plot(self, **kwargs: Any) -> Any:
-        """Overview figure: before | after | change outlines (a matplotlib Figure)."""
+        """Overview figure: before | after | change outlines.
+
+        Parameters
+        ----------
+        **kwargs
+            As for :func:`changedet.plot.plot_overview`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         from . import plot
 
         return plot.plot_overview(self.before, self.after, polygons=self.polygons, mask=self.mask, **kwargs)
 
     def plot_histogram(self, **kwargs: Any) -> Any:
-        """Score histogram with the threshold marked (a matplotlib Figure)."""
+        """Score histogram with the threshold marked.
+
+        Parameters
+        ----------
+        **kwargs
+            As for :func:`changedet.plot.plot_histogram`.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
         from . import plot
 
         valid = self.mask.data[0] != NODATA_MASK

@@ -31,14 +31,11 @@ PUBLIC_MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if not p.stem.start
 # owner; the checker skips them.  A module leaves this set once it is clean: the goal
 # is an empty set.
 PENDING = {
-    "change",  # being documented
     "cli",  # being documented
-    "data",  # being documented
     "io",  # being documented
     "learn",  # being documented
     "normalize",  # being documented
     "objects",  # being documented
-    "pipeline",  # being documented
     "plot",  # being documented
 }
 
