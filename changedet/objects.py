@@ -601,22 +601,39 @@ def assemble_polygons(
         can_reach = _bbox_area_bound(shapes, grid, in_pixels, px_area_units, px_m2) >= min_area_m2
         merged = [part for part, ok in zip(merged, can_reach.tolist()) if ok]
         shapes = shapes[can_reach]
-    filled = _fill_holes_all(shapes, hole_units)
-    # lon/lat of all polygons in one transformation (a transformer per polygon was most of the time)
-    lonlat_all = ChangePolygons(tuple(filled), tuple({} for _ in filled), grid.crs).to_wgs84() if grid.crs is not None else None
-    for k_part, part in enumerate(merged):
+    filled = np.empty(len(shapes), dtype=object)
+    filled[:] = _fill_holes_all(shapes, hole_units)
+    # sizes of all parts at once, then the minimum mapping unit (for lon/lat grids after reprojection)
+    areas = shapely.area(filled).tolist()
+    n_px_all = [int(round(a / px_area_units)) for a in areas] if px_area_units > 0 else [p.n_px for p in merged]
+    if grid.crs is None:
+        area_all: list[float | None] = [float(n) * px_m2 for n in n_px_all] if not in_pixels else [None] * len(areas)
+    elif not grid.crs.is_geographic:
+        factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
+        area_all = [float(a) * factor * factor for a in areas]
+    keep = [True] * len(areas)
+    if grid.crs is None or not grid.crs.is_geographic:
+        keep = [(a if a is not None else float(n)) >= min_area_m2 for a, n in zip(area_all, n_px_all)]
+    kept = np.flatnonzero(np.asarray(keep, dtype=bool)) if len(keep) else np.zeros(0, dtype=int)
+    lonlat: np.ndarray | None = None
+    if grid.crs is not None:
+        # lon/lat of the polygons in one transformation (a transformer per polygon was most of the time)
+        lonlat = np.empty(kept.size, dtype=object)
+        lonlat[:] = ChangePolygons(tuple(filled[kept]), tuple({} for _ in kept), grid.crs).to_wgs84()
+        if grid.crs.is_geographic:
+            area_all = [None] * len(areas)
+            for j, g in zip(kept.tolist(), lonlat.tolist()):
+                area_all[j] = _geod_area_m2(g)
+    # centroids and boxes where they are reported: lon/lat, or the grid's own coordinates without a CRS
+    where = lonlat if lonlat is not None else filled[kept]
+    cx, cy = (shapely.get_x(shapely.centroid(where)).tolist(), shapely.get_y(shapely.centroid(where)).tolist()) \
+        if kept.size else ([], [])
+    boxes = shapely.bounds(where).tolist() if kept.size else []
+    for k, k_part in enumerate(kept.tolist()):
+        part = merged[k_part]
         geom = filled[k_part]
-        n_px = int(round(geom.area / px_area_units)) if px_area_units > 0 else part.n_px
-        if grid.crs is None:
-            area_m2 = float(n_px) * px_m2 if not in_pixels else None
-            lonlat_geom = None
-        else:
-            lonlat_geom = lonlat_all[k_part]
-            if grid.crs.is_geographic:
-                area_m2 = _geod_area_m2(lonlat_geom)
-            else:
-                factor = grid.crs.linear_units_factor[1] if grid.crs.linear_units_factor else 1.0
-                area_m2 = float(geom.area) * factor * factor
+        n_px = n_px_all[k_part]
+        area_m2 = area_all[k_part]
         size_for_mmu = area_m2 if area_m2 is not None else float(n_px)
         if size_for_mmu < min_area_m2:
             continue
@@ -625,23 +642,22 @@ def assemble_polygons(
         p["area_ha"] = round(area_m2 / 10_000, 4) if area_m2 is not None else None
         p["mean_score"] = part.score_sum / part.score_n if part.score_n else None
         p["max_score"] = part.score_max if part.score_n else None
-        if lonlat_geom is not None:
-            c = lonlat_geom.centroid
-            p["centroid_lon"], p["centroid_lat"] = round(c.x, 7), round(c.y, 7)
-            p["bbox"] = tuple(round(v, 7) for v in lonlat_geom.bounds)
+        if lonlat is not None:
+            p["centroid_lon"], p["centroid_lat"] = round(cx[k], 7), round(cy[k], 7)
+            p["bbox"] = tuple(round(v, 7) for v in boxes[k])
         else:
-            c = geom.centroid
             p["centroid_lon"], p["centroid_lat"] = None, None
-            p["centroid_x"], p["centroid_y"] = round(c.x, 2), round(c.y, 2)
-            p["bbox"] = tuple(round(v, 2) for v in geom.bounds)
-        deltas = {k: (v / c_ if c_ else float("nan")) for k, v, c_ in part.layer_sums}
+            p["centroid_x"], p["centroid_y"] = round(cx[k], 2), round(cy[k], 2)
+            p["bbox"] = tuple(round(v, 2) for v in boxes[k])
+        deltas = {k_: (v / c_ if c_ else float("nan")) for k_, v, c_ in part.layer_sums}
         p["change_class"] = classify_change(deltas)
-        for k, v in deltas.items():
-            p[k] = round(v, 4) if math.isfinite(v) else None
+        for k_, v in deltas.items():
+            p[k_] = round(v, 4) if math.isfinite(v) else None
         geoms.append(geom)
         props.append(p)
     # Largest first, ties by position, so ids do not depend on how the scene was cut into windows.
-    order = sorted(range(len(props)), key=lambda j: (-props[j]["area_px"], geoms[j].bounds[3] * -1, geoms[j].bounds[0]))
+    own = shapely.bounds(np.array(geoms, dtype=object)).tolist() if geoms else []
+    order = sorted(range(len(props)), key=lambda j: (-props[j]["area_px"], own[j][3] * -1, own[j][0]))
     geoms = [geoms[j] for j in order]
     props = [props[j] for j in order]
     for k, p in enumerate(props, start=1):
