@@ -350,6 +350,7 @@ def vectorize_parts(
     score: np.ndarray | None = None,
     layers: Mapping[str, np.ndarray] | None = None,
     window_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
+    min_box_px: float = 0,
 ) -> list[PolygonPart]:
     """Connected (8-connected) areas of a (rows, cols) bool mask as :class:`PolygonPart`.
 
@@ -358,12 +359,21 @@ def vectorize_parts(
     which an area may continue.  ``layers`` are (rows, cols) arrays, or 1-D arrays of
     their values at the mask's True pixels in row-major order (``layer[mask]``).
 
+    ``min_box_px`` drops, before their outlines are traced, the areas that do not touch an
+    internal window edge and whose bounding box holds fewer pixels: filled or not, they
+    cannot reach a minimum mapping unit of that many pixels, which :func:`assemble_polygons`
+    would apply anyway.  On noisy ground these specks are most areas, and each kept part
+    is memory until the scene is done (pass the minimum mapping unit in pixels, rounded
+    down where pixel areas vary, as on lon/lat grids).
+
     Examples
     --------
     >>> from affine import Affine
     >>> m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
     >>> [p.n_px for p in vectorize_parts(m, Affine.identity())]
     [4]
+    >>> vectorize_parts(m, Affine.identity(), min_box_px=5)
+    []
     """
     from . import _kernels
 
@@ -377,6 +387,14 @@ def vectorize_parts(
     labels, n, boxes, counts, s_sum, s_n, s_max, contact = _kernels.label8(m, score_arr)
     if n == 0:
         return []
+    # an area touching a side that is an internal window edge may continue in the next window
+    touches = np.concatenate([[False], (contact & np.asarray(window_edges, dtype=bool)).any(axis=1)])
+    keep = np.ones(n, dtype=bool)
+    if min_box_px > 0:
+        box_px = (boxes[:, 1] - boxes[:, 0]).astype(np.int64) * (boxes[:, 3] - boxes[:, 2])
+        keep = touches[1:] | (box_px >= min_box_px)
+        if not keep.any():
+            return []
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if layers:
         # per-label sums of the layers over the changed pixels only (sparse), with bincount
@@ -398,13 +416,19 @@ def vectorize_parts(
                     f"layer {key!r} has shape {arr.shape}, expected {m.shape} or ({n_true},) values at the mask's pixels"
                 )
             sums[key] = sums_of(arr[m].astype("float64"))
-    # an area touching a side that is an internal window edge may continue in the next window
-    touches = np.concatenate([[False], (contact & np.asarray(window_edges, dtype=bool)).any(axis=1)])
     # The outlines of every label, traced along pixel edges in one compiled pass: the
     # rings GDAL's polygonize (rasterio.features.shapes, 8-connected) draws, vertex for
     # vertex (tested), without a GDAL call, a GeoJSON mapping and the GIL per area.
     # Pixel-corner coordinates are mapped as GDAL maps them (x = c + col * a + row * b),
     # so a window and the whole image give the same coordinates.
+    if not keep.all():  # trace only the kept labels: the others become background
+        lut = np.zeros(n + 1, dtype=labels.dtype)
+        lut[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=labels.dtype)
+        labels = lut[labels]
+        boxes, counts, s_sum, s_n, s_max = (a[keep] for a in (boxes, counts, s_sum, s_n, s_max))
+        touches = np.concatenate([[False], touches[1:][keep]])
+        sums = {k: (v[0][keep], v[1][keep]) for k, v in sums.items()}
+        n = int(keep.sum())
     xy, ring_start, label_start = _kernels.trace_rings(labels, n, boxes)
     t = transform
     col, row = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)

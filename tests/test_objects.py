@@ -18,13 +18,15 @@ from changedet.errors import InvalidParameterError
 from changedet.objects import (
     CHANGE_CLASSES,
     ChangePolygons,
+    assemble_polygons,
     classify_change,
     clean_mask,
     label_regions,
     polygons_to_mask,
     vectorize,
+    vectorize_parts,
 )
-from changedet.raster import GeoRaster
+from changedet.raster import GeoRaster, Grid
 
 T10 = Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
 WGS84 = CRS.from_epsg(4326)
@@ -367,3 +369,25 @@ def test_vectorize_parts_sparse_layers_equal_full_layers() -> None:
     assert a[0].geometry.area == 150 * 100
     with pytest.raises(InvalidParameterError, match="values at the mask's pixels"):
         vectorize_parts(mask, t, layers={"d_ndvi": full[:3]})
+
+
+def test_vectorize_parts_min_box_px_drops_only_what_the_mapping_unit_would() -> None:
+    from affine import Affine
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    mask = ndimage.gaussian_filter(rng.normal(size=(120, 150)), 1.0) > 0.3  # many specks, some large areas
+    mask[40:60, 40:70] = True
+    mask[48:52, 50:55] = False  # a hole the fill closes
+    t = Affine(10, 0, 500_000, 0, -10, 6_200_000)
+    grid = Grid(mask.shape, t, "EPSG:32639")
+    score = rng.random(mask.shape).astype("float32")
+    for edges in ((False, False, False, False), (True, False, False, True)):
+        every = vectorize_parts(mask, t, score=score, window_edges=edges)
+        some = vectorize_parts(mask, t, score=score, window_edges=edges, min_box_px=9)
+        assert 0 < len(some) < len(every)
+        assert all(p.on_edge or p.n_px >= 3 for p in some)
+        a = assemble_polygons(every, grid, min_area_m2=900, fill_holes_m2=400)
+        b = assemble_polygons(some, grid, min_area_m2=900, fill_holes_m2=400)
+        assert a.properties == b.properties
+        assert [g.wkb for g in a.geometries] == [g.wkb for g in b.geometries]
