@@ -350,7 +350,7 @@ def vectorize_parts(
     score: np.ndarray | None = None,
     layers: Mapping[str, np.ndarray] | None = None,
     window_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
-    min_box_px: float = 0,
+    min_area_px: float = 0,
 ) -> list[PolygonPart]:
     """Connected (8-connected) areas of a (rows, cols) bool mask as :class:`PolygonPart`.
 
@@ -359,12 +359,13 @@ def vectorize_parts(
     which an area may continue.  ``layers`` are (rows, cols) arrays, or 1-D arrays of
     their values at the mask's True pixels in row-major order (``layer[mask]``).
 
-    ``min_box_px`` drops, before their outlines are traced, the areas that do not touch an
-    internal window edge and whose bounding box holds fewer pixels: filled or not, they
-    cannot reach a minimum mapping unit of that many pixels, which :func:`assemble_polygons`
-    would apply anyway.  On noisy ground these specks are most areas, and each kept part
-    is memory until the scene is done (pass the minimum mapping unit in pixels, rounded
-    down where pixel areas vary, as on lon/lat grids).
+    ``min_area_px`` drops, before their outlines are traced, the areas that do not touch an
+    internal window edge and cannot reach that many pixels even with their holes filled
+    (a filled area stays inside its bounding box, and an area less than 3 pixels high or
+    wide encloses nothing): :func:`assemble_polygons` would drop them for a minimum mapping
+    unit of that size anyway.  On noisy ground these specks are most areas, and each kept
+    part is memory until the scene is done.  Pass the mapping unit in pixels, rounded down
+    where pixel areas vary (lon/lat grids).
 
     Examples
     --------
@@ -372,7 +373,7 @@ def vectorize_parts(
     >>> m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
     >>> [p.n_px for p in vectorize_parts(m, Affine.identity())]
     [4]
-    >>> vectorize_parts(m, Affine.identity(), min_box_px=5)
+    >>> vectorize_parts(m, Affine.identity(), min_area_px=5)
     []
     """
     from . import _kernels
@@ -390,9 +391,11 @@ def vectorize_parts(
     # an area touching a side that is an internal window edge may continue in the next window
     touches = np.concatenate([[False], (contact & np.asarray(window_edges, dtype=bool)).any(axis=1)])
     keep = np.ones(n, dtype=bool)
-    if min_box_px > 0:
-        box_px = (boxes[:, 1] - boxes[:, 0]).astype(np.int64) * (boxes[:, 3] - boxes[:, 2])
-        keep = touches[1:] | (box_px >= min_box_px)
+    if min_area_px > 0:
+        height, width = (boxes[:, 1] - boxes[:, 0]).astype(np.int64), (boxes[:, 3] - boxes[:, 2]).astype(np.int64)
+        can_enclose = (height >= 3) & (width >= 3)
+        largest = np.where(can_enclose, height * width, counts)
+        keep = touches[1:] | (largest >= min_area_px)
         if not keep.any():
             return []
     sums: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -371,7 +371,7 @@ def test_vectorize_parts_sparse_layers_equal_full_layers() -> None:
         vectorize_parts(mask, t, layers={"d_ndvi": full[:3]})
 
 
-def test_vectorize_parts_min_box_px_drops_only_what_the_mapping_unit_would() -> None:
+def test_vectorize_parts_min_area_px_drops_only_what_the_mapping_unit_would() -> None:
     from affine import Affine
     from scipy import ndimage
 
@@ -384,7 +384,7 @@ def test_vectorize_parts_min_box_px_drops_only_what_the_mapping_unit_would() -> 
     score = rng.random(mask.shape).astype("float32")
     for edges in ((False, False, False, False), (True, False, False, True)):
         every = vectorize_parts(mask, t, score=score, window_edges=edges)
-        some = vectorize_parts(mask, t, score=score, window_edges=edges, min_box_px=9)
+        some = vectorize_parts(mask, t, score=score, window_edges=edges, min_area_px=9)
         assert 0 < len(some) < len(every)
         assert all(p.on_edge or p.n_px >= 3 for p in some)
         a = assemble_polygons(every, grid, min_area_m2=900, fill_holes_m2=400)
