@@ -563,8 +563,31 @@ def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[st
     """
     if feature_collection.get("type") != "FeatureCollection":
         raise InvalidParameterError("write_geojson needs a dict with type 'FeatureCollection'")
-    # one line, no indentation: the C encoder (indentation takes the slow Python one)
-    return write_json(feature_collection, path, indent=None)
+    features = feature_collection.get("features")
+    if not isinstance(features, list) or len(features) <= _FEATURES_PER_CHUNK:
+        # one line, no indentation: the C encoder (indentation takes the slow Python one)
+        return write_json(feature_collection, path, indent=None)
+    # Many features: the same text as json.dumps, written a chunk of features at a time, so
+    # the whole file never sits in memory as one string (hundreds of MB for 450,000 polygons).
+    dest = Path(path)
+    encode = json.JSONEncoder(allow_nan=False, default=_json_default).encode
+    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("{")
+        for i, (key, value) in enumerate(feature_collection.items()):
+            fh.write((", " if i else "") + encode(key) + ": ")
+            if key != "features":
+                fh.write(encode(value))
+                continue
+            fh.write("[")
+            for start in range(0, len(features), _FEATURES_PER_CHUNK):
+                chunk = encode(features[start : start + _FEATURES_PER_CHUNK])
+                fh.write((", " if start else "") + chunk[1:-1])
+            fh.write("]")
+        fh.write("}\n")
+    return dest
+
+
+_FEATURES_PER_CHUNK = 2000
 
 
 _GPKG_DDL = (

@@ -650,3 +650,17 @@ def test_write_gpkg_is_a_geopackage_gdal_reads_with_its_index(tmp_path: Path) ->
     assert pyogrio.read_info(empty)["features"] == 0
     with pytest.raises(InvalidParameterError, match="'fid' and 'geom'"):
         write_gpkg(geoms[:1], [{"geom": 1}], tmp_path / "x.gpkg", crs=UTM39)
+
+
+def test_write_geojson_in_chunks_writes_the_same_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from changedet import io
+
+    feats = [{"type": "Feature", "id": k, "geometry": {"type": "Point", "coordinates": [k * 0.5, -k]},
+              "properties": {"name": f"é{k}", "v": None}} for k in range(7)]
+    fc = {"type": "FeatureCollection", "features": feats, "changedet:coordinates": "pixel"}
+    monkeypatch.setattr(io, "_FEATURES_PER_CHUNK", 3)
+    p = io.write_geojson(fc, tmp_path / "c.geojson")
+    assert p.read_text(encoding="utf-8") == json.dumps(fc, allow_nan=False) + "\n"
+    with pytest.raises(ValueError):
+        io.write_geojson({"type": "FeatureCollection", "features": [{"v": float("nan")}] * 5}, tmp_path / "n.geojson")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["c.geojson"]
