@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, types
 
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
-           "SIGNATURES", "compile_in_background"]
+           "SIGNATURES", "SPECTRAL", "compile_in_background"]
 
 _OPTS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False)
 
@@ -728,13 +728,15 @@ _I64, _F64, _BOOL = types.int64, types.float64, types.boolean
 #: ``tests/test_kernels.py`` checks that a run compiles no other specialization.
 SIGNATURES: dict[str, tuple[types.Type, ...]] = {
     "normalized_magnitude": (_F32_3, _F32_3, _I64_1, _F64_1, _F64_1, _F64_1, _F64_1, _F32_2),
-    "normalized_differences": (_F32_3, _I64_2, _F32_3, _I64, _I64),
     "box_mean_valid": (_F32_3, _BOOL_2, _I64),
+    "normalized_differences": (_F32_3, _I64_2, _F32_3, _I64, _I64),
     "mixed_pixel_weight": (_F32_2, _BOOL_2, _F64, _I64),
     "urban_score": (_F32_2, _F32_3, _F32_2, _BOOL_2, _F64, _F64, _F64, _BOOL, _BOOL),
     "label8": (_BOOL_2, _F32_2),
     "trace_rings": (_I32_2, _I64, _I64_2),
 }
+#: The kernels of the urban-spectral score, which only pairs with a near-infrared band need.
+SPECTRAL = ("normalized_magnitude", "normalized_differences", "urban_score")
 
 
 def _compile_all(names: tuple[str, ...]) -> None:

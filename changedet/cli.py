@@ -221,15 +221,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import _kernels
-
-    # a first run after an install compiles the kernels: on a thread, while the rest
-    # of the package is imported and the pair is read
-    compiling = _kernels.compile_in_background()
-    from . import data
-    from .pipeline import detect_changes
+    from . import _kernels, data
 
     names = [args.sample] if args.sample else data.list_samples()
+    # a first run after an install compiles the kernels: on a thread, while the rest of
+    # the package is imported and the pair is read; a first pair without NIR (hires_rgb)
+    # needs the spectral kernels last
+    order = list(_kernels.SIGNATURES)
+    if len(data.sample_info(names[0]).get("bands", ())) < 4:
+        order = [k for k in order if k not in _kernels.SPECTRAL] + list(_kernels.SPECTRAL)
+    compiling = _kernels.compile_in_background(order)
+    from .pipeline import detect_changes
+
     out_root = Path(args.out)
     rows = []
     for name in names:
