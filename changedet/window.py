@@ -364,6 +364,15 @@ class WindowResult:
     layers: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _drop_below_px(spec: RunSpec) -> int:
+    """Areas with fewer pixels than this (holes filled) are below the mapping unit anywhere on
+    the grid; 0 on lon/lat grids, whose pixel areas vary with latitude."""
+    if spec.grid.crs is not None and spec.grid.crs.is_geographic:
+        return 0
+    px_area = 1.0 if spec.in_px else spec.px_size * spec.px_size
+    return int(math.floor(spec.min_area_m2 / px_area + 1e-9))
+
+
 def _full(shape: tuple[int, int]) -> tuple[slice, slice]:
     return slice(0, shape[0]), slice(0, shape[1])
 
@@ -470,7 +479,8 @@ def process_window(
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k.startswith("d_")}
-    parts = _objects.vectorize_parts(sel, transform, score=score_c, layers=part_layers, window_edges=edges)
+    parts = _objects.vectorize_parts(sel, transform, score=score_c, layers=part_layers, window_edges=edges,
+                                     min_area_px=_drop_below_px(spec))
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,
         excluded=int(excluded[rs, cs_].sum()) if excluded is not None else 0,
