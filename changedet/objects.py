@@ -343,6 +343,7 @@ class PolygonPart:
     on_edge: bool = False
 
 
+@paused_gc()
 def vectorize_parts(
     mask: np.ndarray,
     transform: Any,

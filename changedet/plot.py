@@ -484,6 +484,7 @@ def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
     return [Line2D([], [], color=color, lw=1.5, label=f"change mask ({n_px:,} px)")]
 
 
+@paused_gc()
 def plot_overview(
     before: GeoRaster,
     after: GeoRaster,
@@ -918,6 +919,7 @@ def plot_comparison(
 # --- saving ------------------------------------------------------------------------------------
 
 
+@paused_gc()
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = None) -> Path:
     """Write a figure atomically (temporary file, then rename) and release it.
 
