@@ -16,7 +16,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import rasterio
@@ -33,6 +33,7 @@ __all__ = [
     "read_band_folder",
     "write_raster",
     "write_geojson",
+    "write_geojson_chunks",
     "write_json",
     "read_json",
     "write_gpkg",
@@ -588,6 +589,39 @@ def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[st
 
 
 _FEATURES_PER_CHUNK = 2000
+
+
+@paused_gc()
+def write_geojson_chunks(
+    chunks: Iterable[Sequence[dict[str, Any]]], path: str | os.PathLike[str], *, members: dict[str, Any] | None = None
+) -> Path:
+    """Write ``{"type": "FeatureCollection", "features": [...], **members}`` from chunks of features.
+
+    The same text as :func:`write_geojson` of the whole collection, written as the chunks
+    come, so they can be made one at a time (see ``ChangePolygons.write_geojson``).
+
+    Examples
+    --------
+    >>> import tempfile, json
+    >>> chunks = ([{"type": "Feature", "id": i, "geometry": None, "properties": {}}] for i in range(3))
+    >>> p = write_geojson_chunks(chunks, tempfile.mkdtemp() + "/c.geojson")
+    >>> [f["id"] for f in json.loads(p.read_text())["features"]]
+    [0, 1, 2]
+    """
+    dest = Path(path)
+    encode = json.JSONEncoder(allow_nan=False, default=_json_default).encode
+    with atomic_path(dest) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [')
+        first = True
+        for chunk in chunks:
+            if len(chunk):
+                fh.write(("" if first else ", ") + encode(list(chunk))[1:-1])
+                first = False
+        fh.write("]")
+        for key, value in (members or {}).items():
+            fh.write(", " + encode(key) + ": " + encode(value))
+        fh.write("}\n")
+    return dest
 
 
 _GPKG_DDL = (

@@ -256,15 +256,45 @@ class ChangePolygons:
 
         Exterior rings are counter-clockwise, coordinates rounded to ``precision`` decimals.
         """
-        arr = np.array(list(self.to_wgs84()), dtype=object)
-        arr = shapely.orient_polygons(shapely.set_precision(arr, 10.0**-precision), exterior_cw=False)
-        feats = []
-        for g, p in zip(_geojson_geometries(arr), self.properties):
-            feats.append({"type": "Feature", "id": p.get("id"), "geometry": g, "properties": _jsonable(p)})
-        fc: dict[str, Any] = {"type": "FeatureCollection", "features": feats}
-        if self.crs is None:
-            fc["changedet:coordinates"] = "pixel (x = column, y = row); the images have no georeferencing"
+        fc: dict[str, Any] = {"type": "FeatureCollection", "features": self._features(0, len(self), precision)}
+        fc.update(self._geojson_members())
         return fc
+
+    @paused_gc()
+    def write_geojson(self, path: Any, *, precision: int = 7, chunk: int = 2000) -> Any:
+        """Write :meth:`to_geojson` to ``path`` (the same text as ``io.write_geojson(self.to_geojson(), path)``).
+
+        Features are made and written ``chunk`` at a time, so a scene of hundreds of
+        thousands of polygons never holds them all as GeoJSON objects (about 3 KB each).
+
+        Examples
+        --------
+        >>> import tempfile, json
+        >>> from shapely.geometry import box
+        >>> polys = ChangePolygons((box(0, 0, 2, 1),), ({"id": 1, "area_px": 2},))
+        >>> p = polys.write_geojson(tempfile.mkdtemp() + "/c.geojson")
+        >>> json.loads(p.read_text())["features"][0]["properties"]
+        {'id': 1, 'area_px': 2}
+        """
+        from .io import write_geojson_chunks
+
+        if chunk < 1:
+            raise InvalidParameterError(f"chunk must be a positive number of features, got {chunk}")
+        chunks = (self._features(i, i + chunk, precision) for i in range(0, len(self), chunk))
+        return write_geojson_chunks(chunks, path, members=self._geojson_members())
+
+    def _geojson_members(self) -> dict[str, Any]:
+        if self.crs is None:
+            return {"changedet:coordinates": "pixel (x = column, y = row); the images have no georeferencing"}
+        return {}
+
+    def _features(self, start: int, stop: int, precision: int) -> list[dict[str, Any]]:
+        """GeoJSON features of polygons ``start:stop`` (every step is per geometry, so chunks equal the whole)."""
+        part = ChangePolygons(self.geometries[start:stop], self.properties[start:stop], self.crs, self.areas_in_pixels)
+        arr = np.array(list(part.to_wgs84()), dtype=object)
+        arr = shapely.orient_polygons(shapely.set_precision(arr, 10.0**-precision), exterior_cw=False)
+        return [{"type": "Feature", "id": p.get("id"), "geometry": g, "properties": _jsonable(p)}
+                for g, p in zip(_geojson_geometries(arr), part.properties)]
 
 
 def _geojson_geometries(geoms: np.ndarray) -> list[Any]:

@@ -391,3 +391,24 @@ def test_vectorize_parts_min_area_px_drops_only_what_the_mapping_unit_would() ->
         b = assemble_polygons(some, grid, min_area_m2=900, fill_holes_m2=400)
         assert a.properties == b.properties
         assert [g.wkb for g in a.geometries] == [g.wkb for g in b.geometries]
+
+
+def test_write_geojson_in_chunks_equals_to_geojson(tmp_path) -> None:
+    from affine import Affine
+
+    from changedet import io
+
+    mask = np.zeros((1, 30, 40), "float32")
+    mask[0, 2:6, 3:9] = 1
+    mask[0, 10:20, 10:30] = 1
+    mask[0, 14:16, 18:21] = 0  # a hole
+    mask[0, 25:28, 2:5] = 1
+    polys = vectorize(GeoRaster(mask, Affine(10, 0, 500_000, 0, -10, 6_200_000), "EPSG:32639"))
+    assert len(polys) == 3
+    whole = io.write_geojson(polys.to_geojson(), tmp_path / "whole.geojson").read_text()
+    assert polys.write_geojson(tmp_path / "chunks.geojson", chunk=2).read_text() == whole
+    pixel = vectorize(GeoRaster(mask, Affine.identity(), None))
+    assert pixel.write_geojson(tmp_path / "px.geojson", chunk=1).read_text() == \
+        io.write_geojson(pixel.to_geojson(), tmp_path / "px_whole.geojson").read_text()
+    with pytest.raises(InvalidParameterError, match="chunk must be a positive"):
+        polys.write_geojson(tmp_path / "x.geojson", chunk=0)
