@@ -26,7 +26,38 @@ from numba import njit, types
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
            "SIGNATURES", "SPECTRAL", "compile_in_background"]
 
-_OPTS = dict(cache=True, nogil=True, fastmath=False, boundscheck=False)
+
+def _cache_location() -> bool:
+    """Whether numba has a writable folder for this module's compiled kernels.
+
+    numba caches beside the source (``__pycache__``), else in the user's cache folder
+    (``~/.cache/numba``), else in ``$NUMBA_CACHE_DIR``; a read-only install whose user
+    has no writable home has none, and ``cache=True`` would then fail at import.  In
+    that case: a folder in the system's temporary directory, else no cache.
+    """
+    import os
+    import tempfile
+
+    from numba import config
+    from numba.core.caching import FunctionCache
+
+    try:
+        FunctionCache(_cache_location)
+        return True
+    except RuntimeError:  # no locator found a writable folder
+        pass
+    if not config.CACHE_DIR:
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        config.CACHE_DIR = os.path.join(tempfile.gettempdir(), f"changedet-numba-{user}")
+        try:
+            FunctionCache(_cache_location)
+            return True
+        except (RuntimeError, OSError):
+            config.CACHE_DIR = ""
+    return False
+
+
+_OPTS = dict(cache=_cache_location(), nogil=True, fastmath=False, boundscheck=False)
 
 
 @njit(**_OPTS)

@@ -311,3 +311,30 @@ def test_a_run_compiles_the_declared_signatures_only(tmp_path) -> None:
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(got["compiled"]) >= {"box_mean_valid", "mixed_pixel_weight", "label8", "trace_rings"}
     assert got["undeclared"] == {}
+
+
+_CACHE_PROBE = """
+import numpy as np
+from changedet import _kernels
+labels, n = _kernels.label8(np.eye(4, dtype=bool), np.ones((4, 4), np.float32))[:2]
+print(_kernels._OPTS["cache"], n)
+"""
+
+
+@pytest.mark.parametrize("locators, cached", [
+    # a read-only install without a user cache folder: a folder in the temporary directory
+    ("numba.core.caching.UserProvidedCacheLocator", True),
+    # not even that: the kernels still import and run, compiled every time
+    ("numba.core.caching.IPythonCacheLocator", False),
+])
+def test_kernels_run_where_numba_finds_no_cache_folder(tmp_path, locators: str, cached: bool) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(NUMBA_CACHE_LOCATOR_CLASSES=locators, TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(cached), "1"]
+    assert any(tmp_path.glob("changedet-numba-*/**/*.nbi")) == cached
