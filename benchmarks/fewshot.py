@@ -114,7 +114,7 @@ def f1(c: np.ndarray) -> float:
 
 # --- the learned model, features cached ---------------------------------------------
 
-def learned_features(tile: Tile, *, change_score: bool = True):
+def learned_features(tile: Tile, *, change_score: bool = False):
     from changedet.learn import FEATURE_VERSION, pixel_features
 
     CACHE.mkdir(exist_ok=True)
@@ -130,16 +130,18 @@ def learned_features(tile: Tile, *, change_score: bool = True):
 
 
 def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
-                        classifier: str) -> np.ndarray:
-    """What fit_examples(...).score(...) computes, on cached features."""
-    from changedet.learn import _make_classifier, _smooth_probability
+                        classifier: str) -> tuple[np.ndarray, float]:
+    """What fit_examples(...).score(...) computes (probability, threshold), on cached features."""
+    from changedet.learn import _EXAMPLE_REACH_PX, Examples, _expand, _fit_core, _scene_sample, _smooth_probability
 
-    X = feats.reshape(-1, feats.shape[-1])
-    clf = _make_classifier(classifier, seed)
-    clf.fit(X[idx], y.astype(np.int8))
+    rows, cols = np.unravel_index(idx, tile.truth.shape)
+    grown, groups = _expand(Examples(rows, cols, y), tile.valid, _EXAMPLE_REACH_PX)
+    srow, scol = _scene_sample(tile.valid, seed)
+    clf, threshold, _ = _fit_core(feats[grown.row, grown.col], grown.change, groups, feats[srow, scol],
+                                  classifier, seed, tile.name)
     prob = np.zeros(tile.valid.shape, np.float32)
     prob[tile.valid] = clf.predict_proba(feats[tile.valid])[:, 1]
-    return _smooth_probability(prob, tile.valid)
+    return _smooth_probability(prob, tile.valid), threshold
 
 
 def check_same_as_api(tile: Tile, classifier: str) -> float:
@@ -152,7 +154,8 @@ def check_same_as_api(tile: Tile, classifier: str) -> float:
                          pixel_size_m=tile.pixel_size_m, valid=tile.valid, seed=0, classifier=classifier)
     api = model.score(tile.before, tile.after, tile.valid)
     feats, _ = learned_features(tile)
-    cached = learned_probability(feats, tile, idx, y, 0, classifier)
+    cached, threshold = learned_probability(feats, tile, idx, y, 0, classifier)
+    assert threshold == model.threshold, (threshold, model.threshold)
     return float(np.nanmax(np.abs(api - cached)))
 
 
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", default="oscd,levir,dsifn")
     p.add_argument("--k", default="10,20,50")
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--classifier", default="random-forest")
+    p.add_argument("--classifier", default="extra-trees")
     p.add_argument("--oscd-bands", default=",".join(OSCD_BANDS))
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--no-baselines", action="store_true")
@@ -295,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                             res[(k, sd, m)] += counts(np.zeros_like(tile.truth), tile.truth)
                         continue
                     t0 = time.perf_counter()
-                    prob = learned_probability(feats, tile, idx, y, sd, args.classifier)
+                    prob, threshold = learned_probability(feats, tile, idx, y, sd, args.classifier)
                     timing["fit+predict"].append(time.perf_counter() - t0)
-                    res[(k, sd, "learned")] += counts(np.nan_to_num(prob) >= 0.5, tile.truth)
+                    res[(k, sd, "learned")] += counts(np.nan_to_num(prob) >= threshold, tile.truth)
                     if bfeats is not None:
                         res[(k, sd, "baseline")] += counts(baseline_mask(bfeats, tile, idx, y, sd), tile.truth)
             print(f"  {s}/{tile.name} done", file=sys.stderr, flush=True)

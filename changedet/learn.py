@@ -20,10 +20,22 @@ own robust statistics (median, IQR/1.349), so a per-band gain and offset between
 the dates leaves them unchanged; then, at Gaussian scales chosen in metres
 (0.5 m x 2^k, 0.7 to 16 pixels), the smoothed bands of both dates, their
 difference and its magnitude, edges and Hessian texture of each date's brightness
-and of the difference magnitude (:func:`skimage.feature.multiscale_basic_features`),
-spectral indices of both dates and their change (NDVI, NDWI, NDBI, excess green
-for RGB), and the unsupervised change score of :func:`changedet.change.change_score`
-(``method="auto"``).
+and of the difference magnitude (the intensity, edge and texture features of
+:func:`skimage.feature.multiscale_basic_features`, computed from Gaussians shared with
+the band features: calling it per channel costs about 2.5 s per megapixel and
+channel), spectral indices of both dates and their change (NDVI, NDWI, NDBI, excess
+green for RGB), and optionally the unsupervised change score of
+:func:`changedet.change.change_score` (``method="auto"``; measured to add nothing
+once the other features are there, and it costs time and halo, so off by default).
+
+Classifier (measured in ``benchmarks/fewshot.py``): class-balanced extremely
+randomized trees (Geurts et al. 2006), 100 trees, 30 % of the features per split;
+each example pixel also labels its 3 x 3 neighbourhood. The threshold is not 0.5:
+the analyst's examples say what change looks like but not how much of the scene
+changed (a simulated analyst gives one change pixel for three unchanged ones, the
+scenes hold 0.3 % to 65 % change), so the fit estimates the F1-best threshold from
+the recall of held-out examples (5-fold, by example) and the share of a sample of
+the scene's pixels above each threshold (:func:`_estimated_threshold`).
 
 Model files (:meth:`LearnedModel.save`, :func:`load_model`) are skops archives
 loaded with an explicit list of trusted types: a file naming any other type (one
@@ -70,8 +82,17 @@ _TRUNCATE = 4.0
 _SIGMA_PX_RANGE = (0.7, 16.0)
 #: Smoothing of the probability (Gaussian sigma in pixels), weighing each pixel with its neighbours.
 _SMOOTH_PX = 1.0
-#: Random-forest size; few examples need no more.
-_N_TREES = 200
+#: Trees per forest; few examples need no more.
+_N_TREES = 100
+#: Each example pixel also labels its neighbours within this many pixels (3 x 3): an
+#: analyst's point sits inside what it marks, and the forest needs more than one pixel
+#: of each to see the local variation
+_EXAMPLE_REACH_PX = 1
+#: Candidate thresholds on the probability, and the scene pixels sampled to choose one
+_THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
+_SCENE_SAMPLE = 20_000
+#: Recall (on held-out examples) below which a threshold is not used to bound the prevalence
+_MIN_RECALL = 0.25
 
 _FORMAT = "changedet.learn"
 
@@ -267,7 +288,7 @@ def pair_stats(
     band_names: Sequence[str],
     pixel_size_m: float,
     valid: np.ndarray | None = None,
-    change_score: bool = True,
+    change_score: bool = False,
 ) -> PairStats:
     """The per-date statistics the features of a pair need (fixed once, reused by every window).
 
@@ -282,7 +303,7 @@ def pair_stats(
     valid : (rows, cols) ndarray of bool, optional
         Pixels to use.
     change_score : bool
-        Also fix the unsupervised ``auto`` change score's statistics (default True).
+        Also fix the unsupervised ``auto`` change score's statistics (default False).
 
     Returns
     -------
@@ -333,6 +354,21 @@ def _colour_indices(img: np.ndarray, names: tuple[str, ...]) -> dict[str, np.nda
     return {k: np.nan_to_num(np.clip(v, -1.0, 1.0), nan=0.0).astype(np.float32) for k, v in out.items()}
 
 
+def _basic(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sobel edges and the two Hessian eigenvalues of a smoothed image: the edge and texture
+    features of :func:`skimage.feature.multiscale_basic_features` for an image it already smoothed."""
+    from skimage.filters import sobel
+
+    g = np.ascontiguousarray(g, dtype=np.float32)
+    edges = sobel(g).astype(np.float32)
+    gr, gc = np.gradient(g)
+    hrr, hrc = np.gradient(gr)
+    hcc = np.gradient(gc, axis=1)
+    half = 0.5 * (hrr + hcc)
+    root = np.sqrt(0.25 * (hrr - hcc) ** 2 + hrc * hrc)
+    return edges, (half + root).astype(np.float32), (half - root).astype(np.float32)
+
+
 def _features(
     before: np.ndarray,
     after: np.ndarray,
@@ -342,8 +378,6 @@ def _features(
     sigmas_px: Sequence[float],
 ) -> tuple[np.ndarray, list[str]]:
     """The feature stack of one window (reflect borders), (rows, cols, n) float32."""
-    from skimage.feature import multiscale_basic_features
-
     nb = before.shape[0]
     zb = np.empty_like(before)
     za = np.empty_like(after)
@@ -356,47 +390,44 @@ def _features(
     d = za - zb
     dmag = np.sqrt(np.mean(d * d, axis=0))
     sig_name = [f"{s:.3g}" for s in sigmas_px]
+    band_label = [_idx.canonical_name(n) or n for n in names]
     layers: list[np.ndarray] = []
     fnames: list[str] = []
 
-    def smooth_all(x: np.ndarray, name: str) -> None:
-        for s, sn in zip(sigmas_px, sig_name):
-            layers.append(_gauss(x, s))
-            fnames.append(f"{name}_s{sn}")
+    def add(x: np.ndarray, name: str) -> None:
+        layers.append(x)
+        fnames.append(name)
 
-    def mbf(x: np.ndarray, name: str) -> None:
-        f = multiscale_basic_features(x, intensity=True, edges=True, texture=True, sigma_min=sigmas_px[0],
-                                      sigma_max=sigmas_px[-1], num_sigma=len(sigmas_px), workers=1)
-        # per sigma: intensity, edges, two Hessian eigenvalues
-        for k in range(f.shape[-1]):
-            s, kind = divmod(k, 4)
-            layers.append(f[..., k])
-            fnames.append(f"{name}_{('int', 'edge', 'tex1', 'tex2')[kind]}_s{sig_name[s]}")
-
-    band_label = [_idx.canonical_name(n) or n for n in names]
-    for i in range(nb):
-        smooth_all(zb[i], f"b_{band_label[i]}")
-        smooth_all(za[i], f"a_{band_label[i]}")
-        smooth_all(d[i], f"d_{band_label[i]}")
-    mbf(zb.mean(axis=0), "b_bright")
-    mbf(za.mean(axis=0), "a_bright")
-    mbf(dmag, "dmag")
+    for s, sn in zip(sigmas_px, sig_name):
+        # Gaussians are linear: the difference's and the brightness' follow from the bands'
+        gb = np.stack([_gauss(zb[i], s) for i in range(nb)])
+        ga = np.stack([_gauss(za[i], s) for i in range(nb)])
+        for i in range(nb):
+            add(gb[i], f"b_{band_label[i]}_s{sn}")
+            add(ga[i], f"a_{band_label[i]}_s{sn}")
+            add(ga[i] - gb[i], f"d_{band_label[i]}_s{sn}")
+        # intensity, edges and texture (multiscale_basic_features) of each date's
+        # brightness and of the difference magnitude
+        for tag, g in (("b_bright", gb.mean(axis=0)), ("a_bright", ga.mean(axis=0)), ("dmag", _gauss(dmag, s))):
+            add(g, f"{tag}_int_s{sn}")
+            for kind, x in zip(("edge", "tex1", "tex2"), _basic(g)):
+                add(x, f"{tag}_{kind}_s{sn}")
     ib = _colour_indices(before, names)
     ia = _colour_indices(after, names)
     for key in ib:
-        for tag, x in (("b", ib[key]), ("a", ia[key]), ("d", ia[key] - ib[key])):
-            x = np.where(ok, x, 0.0).astype(np.float32)
-            for s, sn in list(zip(sigmas_px, sig_name))[:3]:
-                layers.append(_gauss(x, s))
-                fnames.append(f"{tag}_{key}_s{sn}")
+        xb = np.where(ok, ib[key], 0.0).astype(np.float32)
+        xa = np.where(ok, ia[key], 0.0).astype(np.float32)
+        for s, sn in list(zip(sigmas_px, sig_name))[:3]:
+            gb1, ga1 = _gauss(xb, s), _gauss(xa, s)
+            add(gb1, f"b_{key}_s{sn}")
+            add(ga1, f"a_{key}_s{sn}")
+            add(ga1 - gb1, f"d_{key}_s{sn}")
     if stats.change_fit is not None:
         cs = stats.change_fit.apply(before, after, ok).score
         cs = np.where(np.isfinite(cs), np.clip(cs, -50, 200), 0.0).astype(np.float32)
-        layers.append(cs)
-        fnames.append("auto_score")
+        add(cs, "auto_score")
         for s, sn in list(zip(sigmas_px, sig_name))[:2]:
-            layers.append(_gauss(cs, s))
-            fnames.append(f"auto_score_s{sn}")
+            add(_gauss(cs, s), f"auto_score_s{sn}")
     return np.stack(layers, axis=-1).astype(np.float32, copy=False), fnames
 
 
@@ -408,7 +439,7 @@ def pixel_features(
     pixel_size_m: float,
     valid: np.ndarray | None = None,
     stats: PairStats | None = None,
-    change_score: bool = True,
+    change_score: bool = False,
 ) -> PixelFeatures:
     """Per-pixel features of both dates and of their difference.
 
@@ -426,7 +457,7 @@ def pixel_features(
         Per-date statistics fixed on the whole pair (:func:`pair_stats`); computed here when
         not given, which is right for a whole scene but not for a window of one.
     change_score : bool
-        Add the unsupervised ``auto`` change score (default True; ignored when ``stats`` is given).
+        Add the unsupervised ``auto`` change score (default False; ignored when ``stats`` is given).
 
     Returns
     -------
@@ -649,8 +680,8 @@ def _rasterize(geom: Any, to_pixel, grid: Grid, source: str, where: str) -> tupl
 
 # --- the model --------------------------------------------------------------------
 
-Classifier = Literal["random-forest", "extra-trees", "gradient-boosting"]
-_CLASSIFIERS = ("random-forest", "extra-trees", "gradient-boosting")
+Classifier = Literal["extra-trees", "random-forest", "gradient-boosting"]
+_CLASSIFIERS = ("extra-trees", "random-forest", "gradient-boosting")
 
 
 def _make_classifier(kind: str, seed: int):  # noqa: ANN202 - a scikit-learn estimator
@@ -662,7 +693,7 @@ def _make_classifier(kind: str, seed: int):  # noqa: ANN202 - a scikit-learn est
     if kind == "extra-trees":
         from sklearn.ensemble import ExtraTreesClassifier
 
-        return ExtraTreesClassifier(n_estimators=_N_TREES, max_features="sqrt", min_samples_leaf=1,
+        return ExtraTreesClassifier(n_estimators=_N_TREES, max_features=0.3, min_samples_leaf=1,
                                     class_weight="balanced", random_state=seed, n_jobs=1)
     if kind == "gradient-boosting":
         from sklearn.ensemble import HistGradientBoostingClassifier
@@ -688,7 +719,8 @@ class LearnedModel:
         Gaussian scales of the features, in metres.
     feature_names : tuple of str
     threshold : float
-        Probability at and above which a pixel is change.
+        Probability at and above which a pixel is change: estimated by the fit (the F1-best
+        threshold given the held-out examples' recall and the scene's share above it).
     cv_accuracy : float
         Cross-validated accuracy on the examples (NaN when too few to split).
     n_examples : int
@@ -710,7 +742,7 @@ class LearnedModel:
     threshold: float = 0.5
     cv_accuracy: float = float("nan")
     n_examples: int = 0
-    change_score: bool = True
+    change_score: bool = False
     stats: PairStats | None = field(default=None, repr=False)
     version: int = FEATURE_VERSION
 
@@ -998,25 +1030,118 @@ def _gather(before: np.ndarray, after: np.ndarray, ok: np.ndarray, names: tuple[
     return X, y, fnames
 
 
-def _cv_accuracy(kind: str, X: np.ndarray, y: np.ndarray, seed: int) -> float:
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+def _expand(ex: Examples, ok: np.ndarray, reach: int) -> tuple[Examples, np.ndarray]:
+    """Each example with its valid neighbours within ``reach`` pixels; also the index of the
+    example each pixel came from (so cross-validation keeps neighbours in one fold)."""
+    keep = ok[ex.row, ex.col]
+    base = Examples(ex.row[keep], ex.col[keep], ex.change[keep], ex.source)
+    rows, cols = ok.shape
+    parts_r, parts_c, parts_y, parts_g = [], [], [], []
+    group = np.arange(base.row.size)
+    for dr in range(-reach, reach + 1):
+        for dc in range(-reach, reach + 1):
+            r, c = base.row + dr, base.col + dc
+            inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+            inside[inside] &= ok[r[inside], c[inside]]
+            parts_r.append(r[inside]), parts_c.append(c[inside])
+            parts_y.append(base.change[inside]), parts_g.append(group[inside])
+    row, col, y, g = (np.concatenate(v) for v in (parts_r, parts_c, parts_y, parts_g))
+    # a pixel next to examples of both classes keeps the label of the nearest (its own first)
+    key = row * cols + col
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    return Examples(row[first], col[first], y[first], ex.source), g[first]
 
-    n_min = int(min(y.sum(), (~y).sum()))
+
+def _out_of_fold(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray | None:
+    """Probability of each example pixel from a model that did not see its example (5-fold, by example)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    centre = np.zeros(groups.size, bool)
+    centre[np.unique(groups, return_index=True)[1]] = True
+    gy = np.zeros(groups.max() + 1, bool)
+    gy[groups[centre]] = y[centre]
+    n_min = int(min(gy.sum(), (~gy).sum()))
     if n_min < 2:
-        return float("nan")
-    cv = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
-    return float(np.mean(cross_val_score(_make_classifier(kind, seed), X, y, cv=cv, scoring="accuracy")))
+        return None
+    oof = np.full(y.size, np.nan)
+    folds = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
+    for train_g, test_g in folds.split(np.zeros(gy.size), gy):
+        tr = np.isin(groups, train_g)
+        te = np.isin(groups, test_g)
+        clf = _make_classifier(kind, seed).fit(X[tr], y[tr].astype(np.int8))
+        oof[te] = clf.predict_proba(X[te])[:, 1]
+    return oof
 
 
-def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: str) -> tuple[Any, float]:
+def _estimated_threshold(recall: np.ndarray, above: np.ndarray) -> float:
+    """The threshold of best F1 estimated from held-out recall and the scene's share above it.
+
+    With ``recall[t]`` the share of held-out change examples at or above threshold ``t``
+    and ``above[t]`` the share of scene pixels at or above it, a scene with a share ``p``
+    of change has ``F1(t) = 2 p recall / (above + p)``; ``p`` itself is bounded by
+    ``above / recall`` at every threshold (false positives are never negative), and the
+    tightest bound is taken.  The analyst's examples say what change looks like, the
+    scene says how much of it there is, so a rare change (a few new buildings in a large
+    scene) gets a higher threshold than a widespread one.
+    """
+    usable = recall >= _MIN_RECALL
+    if not usable.any():
+        return 0.5
+    share = float(np.min(above[usable] / recall[usable]))
+    if not share > 0:
+        return 0.5
+    f1 = np.where(usable, 2 * share * recall / (above + share), -1.0)
+    return float(_THRESHOLDS[int(np.argmax(f1))])
+
+
+def _scene_sample(ok: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the valid scene pixels sampled to see how much of the scene looks like change."""
+    rng = np.random.default_rng(seed)
+    flat = np.flatnonzero(ok.ravel())
+    scene = np.sort(rng.choice(flat, min(_SCENE_SAMPLE, flat.size), replace=False))
+    return np.unravel_index(scene, ok.shape)
+
+
+def _fit_core(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Xscene: np.ndarray, kind: str, seed: int,
+              source: str) -> tuple[Any, float, float]:
+    """(classifier, threshold, cross-validated accuracy) from the examples' and the scene sample's features."""
+    clf = _fit_classifier(X, y, kind, seed, source)
+    scene_prob = clf.predict_proba(Xscene)[:, 1]
+    threshold, cv = _threshold_and_accuracy(kind, X, y, groups, seed, scene_prob, None)
+    return clf, threshold, cv
+
+
+def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: str):  # noqa: ANN202
     if y.all() or not y.any():
         raise InvalidParameterError(
             f"{source}: the valid example pixels are all {'change' if y.all() else 'no change'} "
             f"({y.size} pixels); give examples of both classes inside the valid area"
         )
-    clf = _make_classifier(kind, seed)
-    clf.fit(X, y.astype(np.int8))
-    return clf, _cv_accuracy(kind, X, y, seed)
+    return _make_classifier(kind, seed).fit(X, y.astype(np.int8))
+
+
+def _threshold_and_accuracy(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
+                            scene_prob: np.ndarray | None, prevalence: float | None) -> tuple[float, float]:
+    """(threshold, cross-validated accuracy at it) from out-of-fold probabilities of the examples."""
+    oof = _out_of_fold(kind, X, y, groups, seed)
+    if oof is None:
+        return 0.5, float("nan")
+    centre = np.zeros(groups.size, bool)
+    centre[np.unique(groups, return_index=True)[1]] = True
+    po, yo = oof[centre], y[centre]
+    ts = np.array(_THRESHOLDS)
+    recall = np.array([(po[yo] >= t).mean() for t in ts])
+    if scene_prob is not None:
+        above = np.array([(scene_prob >= t).mean() for t in ts])
+        threshold = _estimated_threshold(recall, above)
+    else:  # known share of change (truth masks): F1 from held-out recall and false-alarm rate
+        fpr = np.array([(po[~yo] >= t).mean() for t in ts])
+        p = float(prevalence) if prevalence is not None else float(yo.mean())
+        above = p * recall + (1 - p) * fpr
+        f1 = np.where(above + p > 0, 2 * p * recall / np.maximum(above + p, 1e-12), 0.0)
+        threshold = float(ts[int(np.argmax(f1))])
+    return threshold, float(np.mean((po >= threshold) == yo))
 
 
 def fit_examples(
@@ -1028,8 +1153,8 @@ def fit_examples(
     pixel_size_m: float,
     valid: np.ndarray | None = None,
     seed: int = 0,
-    classifier: Classifier = "random-forest",
-    change_score: bool = True,
+    classifier: Classifier = "extra-trees",
+    change_score: bool = False,
 ) -> LearnedModel:
     """Train a change classifier on a few labelled pixels of one pair.
 
@@ -1048,16 +1173,18 @@ def fit_examples(
         Pixels to use (clouds and nodata False).
     seed : int
         Random seed of the classifier and of the cross-validation.
-    classifier : {"random-forest", "extra-trees", "gradient-boosting"}
-        Default a class-balanced random forest (the best measured with 10-50 examples
-        per class; see ``benchmarks/fewshot.py``).
+    classifier : {"extra-trees", "random-forest", "gradient-boosting"}
+        Default class-balanced extremely randomized trees (the best measured with 10-50
+        examples per class over OSCD, LEVIR and DSIFN; see ``benchmarks/fewshot.py``).
     change_score : bool
-        Use the unsupervised ``auto`` change score as a feature (default True).
+        Use the unsupervised ``auto`` change score as a feature (default False).
 
     Returns
     -------
     LearnedModel
-        Bound to this pair's statistics: ``model.score(before, after, valid)``.
+        Bound to this pair's statistics: ``model.score(before, after, valid)`` scores this
+        pair or windows of it; ``model.for_pair(other_before, other_after).score(...)``
+        applies it to another pair.
 
     Examples
     --------
@@ -1066,8 +1193,11 @@ def fit_examples(
     >>> b = rng.normal(0.3, 0.05, (3, 32, 32)); a = 1.5 * b + 0.1; a[:, 4:12, 4:12] += 0.5
     >>> labels = np.full((32, 32), -1); labels[5:10, 5:10] = 1; labels[20:30, 20:30] = 0
     >>> m = fit_examples(b, a, labels, band_names=["red", "green", "blue"], pixel_size_m=1.0)
-    >>> m.n_examples, m.threshold, m.halo_px > 0
-    (125, 0.5, True)
+    >>> m.n_examples, 0 < m.threshold < 1, m.halo_px
+    (125, True, 70)
+    >>> p = m.score(b, a)
+    >>> bool((p[6:10, 6:10] >= m.threshold).all() and (p[20:30, 20:30] < m.threshold).all())
+    True
     """
     before, after, names, ok = _prepare(before, after, band_names, valid)
     px = _check_pixel_size(pixel_size_m)
@@ -1080,9 +1210,15 @@ def fit_examples(
     sigmas_m = feature_sigmas_m(px)
     sigmas_px = tuple(s / px for s in sigmas_m)
     change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
-    X, y, fnames = _gather(before, after, ok, names, stats, sigmas_px, ex, _halo(sigmas_px, change_halo))
-    clf, cv = _fit_classifier(X, y, classifier, seed, ex.source)
-    return LearnedModel(clf, names, px, sigmas_m, tuple(fnames), 0.5, cv, int(y.size),
+    grown, groups = _expand(ex, ok, _EXAMPLE_REACH_PX)
+    srow, scol = _scene_sample(ok, seed)
+    both = Examples(np.concatenate([grown.row, srow]), np.concatenate([grown.col, scol]),
+                    np.concatenate([grown.change, np.zeros(srow.size, bool)]), ex.source)
+    Xall, _, fnames = _gather(before, after, ok, names, stats, sigmas_px, both, _halo(sigmas_px, change_halo))
+    clf, threshold, cv = _fit_core(Xall[:grown.row.size], grown.change, groups, Xall[grown.row.size:],
+                                   classifier, seed, ex.source)
+    n_examples = int(np.unique(groups).size)
+    return LearnedModel(clf, names, px, sigmas_m, tuple(fnames), threshold, cv, n_examples,
                         stats.change_fit is not None, stats)
 
 
@@ -1092,8 +1228,8 @@ def train(
     pixel_size_m: float | None = None,
     max_per_class: int = 2000,
     seed: int = 0,
-    classifier: Classifier = "random-forest",
-    change_score: bool = True,
+    classifier: Classifier = "extra-trees",
+    change_score: bool = False,
 ) -> LearnedModel:
     """Train one model on several labelled pairs ("label one site, run a hundred overnight").
 
@@ -1141,6 +1277,7 @@ def train(
     Xs, ys = [], []
     fnames: list[str] = []
     have_change = True
+    n_all = n_change_all = 0
     for k, item in enumerate(pairs):
         try:
             before, after, labels = item
@@ -1164,6 +1301,8 @@ def train(
         ex = _as_examples(labels, ok.shape)
         keep = ok[ex.row, ex.col]
         idx = np.flatnonzero(keep)
+        n_all += idx.size
+        n_change_all += int(ex.change[idx].sum())
         chosen = []
         for cls in (True, False):
             members = idx[ex.change[idx] == cls]
@@ -1184,7 +1323,9 @@ def train(
         ys.append(y)
     X = np.concatenate(Xs)
     y = np.concatenate(ys)
-    clf, cv = _fit_classifier(X, y, classifier, seed, "train")
+    clf = _fit_classifier(X, y, classifier, seed, "train")
+    prevalence = n_change_all / max(n_all, 1)
+    threshold, cv = _threshold_and_accuracy(classifier, X, y, np.arange(y.size), seed, None, prevalence)
     assert names0 is not None and px is not None
-    return LearnedModel(clf, names0, px, feature_sigmas_m(px), tuple(fnames), 0.5, cv, int(y.size),
+    return LearnedModel(clf, names0, px, feature_sigmas_m(px), tuple(fnames), threshold, cv, int(y.size),
                         change_score and have_change, None)
