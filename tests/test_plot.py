@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from affine import Affine
 from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 from rasterio.crs import CRS
@@ -359,3 +360,24 @@ def test_figures_show_as_png_in_jupyter(pair: tuple[GeoRaster, GeoRaster]) -> No
     # IPython displays objects with _repr_png_; no pyplot or %matplotlib inline needed
     fig = plot.plot_overview(*pair)
     assert fig._repr_png_()[:8] == PNG_SIGNATURE
+
+
+def test_overview_burns_outlines_of_very_many_polygons_into_an_image(
+    pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn = plot.plot_overview(*pair, polygons=polygons)
+    monkeypatch.setattr(plot, "_MAX_VECTOR_OUTLINES", 1)
+    fig = plot.plot_overview(*pair, polygons=polygons)
+    overlay = fig.axes[2]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [t.get_text() for t in drawn.legends[0].get_texts()]
+    assert not any(len(c.get_segments()) for c in overlay.collections if isinstance(c, LineCollection))
+    images = overlay.get_images()
+    assert len(images) == 2  # the after image, then the outlines
+    outlines = np.asarray(images[1].get_array())
+    assert images[1].get_extent() == pytest.approx([500000.0, 500600.0, 5299500.0, 5300000.0])
+    colour = np.array(to_rgb(plot.CLASS_COLORS[0]), np.float32)  # the most frequent class: "new building"
+    line = np.all(np.isclose(outlines[..., :3], colour, atol=1e-6), axis=-1) & (outlines[..., 3] == 1)
+    rows, cols = np.nonzero(line)
+    # the planted block's outline (rows 10-20, cols 30-45 on this 60-column grid), within the 1-pixel line width
+    assert rows.min() <= 10 and cols.max() >= 44
+    assert not line[14, 37]  # the block's inside is not outlined
