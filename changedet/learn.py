@@ -428,7 +428,9 @@ def _features(
         add(cs, "auto_score")
         for s, sn in list(zip(sigmas_px, sig_name))[:2]:
             add(_gauss(cs, s), f"auto_score_s{sn}")
-    return np.stack(layers, axis=-1).astype(np.float32, copy=False), fnames
+    # one contiguous copy, then one transposing copy: cheaper than stacking on the last axis
+    planar = np.stack(layers, axis=0).astype(np.float32, copy=False)
+    return np.ascontiguousarray(np.moveaxis(planar, 0, -1)), fnames
 
 
 def pixel_features(
@@ -796,7 +798,7 @@ class LearnedModel:
         return replace(self, stats=stats)
 
     def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None = None, *,
-              block_rows: int = 256) -> np.ndarray:
+              block_rows: int | None = None) -> np.ndarray:
         """Probability of change per pixel.
 
         Parameters
@@ -806,8 +808,9 @@ class LearnedModel:
             when it is part of a larger scene), bands as :attr:`band_names`.
         valid : (rows, cols) ndarray of bool, optional
             Pixels to score.
-        block_rows : int
-            Rows computed at once (bounds memory; the result does not depend on it).
+        block_rows : int, optional
+            Rows computed at once (bounds memory, default about half a megapixel a block;
+            the result does not depend on it).
 
         Returns
         -------
@@ -838,7 +841,7 @@ class LearnedModel:
         model = self if self.stats is not None else self.for_pair(before, after, valid=ok)
         halo = model.halo_px
         rows = ok.shape[0]
-        step = max(int(block_rows), 1)
+        step = _block_rows(ok.shape[1]) if block_rows is None else max(int(block_rows), 1)
         for r0 in range(0, rows, step):
             r1 = min(r0 + step, rows)
             e0, e1 = max(r0 - halo, 0), min(r1 + halo, rows)
@@ -851,7 +854,11 @@ class LearnedModel:
         prob = np.zeros(ok.shape, dtype=np.float32)
         if ok.any():
             feats, _ = _features(before, after, ok, self.band_names, self.stats, self.sigmas_px)
-            prob[ok] = self.classifier.predict_proba(feats[ok])[:, 1]
+            flat = feats.reshape(-1, feats.shape[-1])
+            if ok.all():  # no copy of the feature rows
+                prob.ravel()[:] = self.classifier.predict_proba(flat)[:, 1]
+            else:
+                prob[ok] = self.classifier.predict_proba(flat[ok.ravel()])[:, 1]
         return _smooth_probability(prob, ok)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -880,6 +887,11 @@ class LearnedModel:
         with atomic_path(path) as tmp:
             sio.dump(payload, tmp)
         return path
+
+
+def _block_rows(cols: int) -> int:
+    """Rows of a block of about half a megapixel (its features take about 250 MB)."""
+    return max(64, (1 << 19) // max(cols, 1))
 
 
 def _smooth_probability(prob: np.ndarray, ok: np.ndarray) -> np.ndarray:
@@ -1007,13 +1019,14 @@ def _as_examples(labels: Any, shape: tuple[int, int]) -> Examples:
 
 
 def _gather(before: np.ndarray, after: np.ndarray, ok: np.ndarray, names: tuple[str, ...], stats: PairStats,
-            sigmas_px: Sequence[float], ex: Examples, halo: int, block_rows: int = 256) -> tuple[np.ndarray, np.ndarray, list[str]]:
+            sigmas_px: Sequence[float], ex: Examples, halo: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Features at the example pixels (computed block by block, only where examples are)."""
     keep = ok[ex.row, ex.col]
     row, col, y = ex.row[keep], ex.col[keep], ex.change[keep]
     X = None
     fnames: list[str] = []
     rows = ok.shape[0]
+    block_rows = _block_rows(ok.shape[1])
     for r0 in range(0, rows, block_rows):
         r1 = min(r0 + block_rows, rows)
         sel = (row >= r0) & (row < r1)
