@@ -743,14 +743,21 @@ def write_gpkg(
     wkt = srs.to_wkt()
     found = re.match(r'\s*\w+\["([^"]*)"', wkt)
     name = found.group(1) if found else "unnamed"
-    multi = shapely.multipolygons(shapely.get_parts(geoms), indices=shapely.get_parts(geoms, return_index=True)[1]) \
-        if len(geoms) else geoms
-    multi = np.where(shapely.get_type_id(geoms) == shapely.GeometryType.MULTIPOLYGON, geoms, multi) if len(geoms) else multi
-    bounds = shapely.bounds(multi) if len(geoms) else np.empty((0, 4))
-    wkb = shapely.to_wkb(multi, byte_order=1, flavor="iso") if len(geoms) else []
+    bounds = shapely.bounds(geoms) if len(geoms) else np.empty((0, 4))
     head = b"GP\x00\x03" + struct.pack("<i", srs_id)
-    blobs = [head + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w for b, w in zip(bounds.tolist(), wkb)]
-    rows = list(zip(range(1, len(blobs) + 1), blobs, *[vals for _, vals in columns]))
+
+    def blobs(chunk: int = 5000) -> Iterator[bytes]:
+        """GeoPackage geometry blobs (header, envelope, ISO WKB of a MultiPolygon), made a chunk at a time."""
+        for start in range(0, len(geoms), chunk):
+            part = geoms[start : start + chunk]
+            pieces, owner = shapely.get_parts(part, return_index=True)
+            multi = shapely.multipolygons(pieces, indices=owner)
+            multi = np.where(shapely.get_type_id(part) == shapely.GeometryType.MULTIPOLYGON, part, multi)
+            for b, w in zip(bounds[start : start + chunk].tolist(), shapely.to_wkb(multi, byte_order=1, flavor="iso")):
+                yield head + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w
+
+    rows = zip(range(1, len(geoms) + 1), blobs(), *[vals for _, vals in columns])  # lazily: never all blobs at once
+    n_rows = len(geoms)
     with atomic_path(dest) as tmp:
         tmp.unlink()
         con = sqlite3.connect(tmp)
@@ -775,12 +782,12 @@ def write_gpkg(
                 con.execute(f'CREATE TABLE "{layer}" ( "fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                             f'"geom" MULTIPOLYGON{cols})')
                 box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()) \
-                    if len(blobs) else (None, None, None, None)
+                    if n_rows else (None, None, None, None)
                 con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, min_x, min_y, "
                             "max_x, max_y, srs_id) VALUES (?,?,?,?,?,?,?,?,?)",
                             (layer, "features", layer, "", *[None if v is None else float(v) for v in box], srs_id))
                 con.execute("INSERT INTO gpkg_geometry_columns VALUES (?,?,?,?,?,?)", (layer, "geom", "MULTIPOLYGON", srs_id, 0, 0))
-                con.execute("INSERT INTO gpkg_ogr_contents VALUES (?,?)", (layer, len(blobs)))
+                con.execute("INSERT INTO gpkg_ogr_contents VALUES (?,?)", (layer, n_rows))
                 marks = ",".join("?" * (2 + len(keys)))
                 con.executemany(f'INSERT INTO "{layer}" VALUES ({marks})', rows)
                 con.execute(f'CREATE VIRTUAL TABLE "rtree_{layer}_geom" USING rtree(id, minx, maxx, miny, maxy)')
