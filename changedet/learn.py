@@ -55,7 +55,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from . import indices as _idx
-from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
+from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid
 
 __all__ = [
@@ -828,13 +828,13 @@ class LearnedModel:
         >>> bool(p[15, 15] > 0.5 > p[30, 5])
         True
         """
-        before, after, names, ok = _prepare(before, after, self.band_names if np.ndim(before) == 3 and
-                                            np.shape(before)[0] == len(self.band_names) else None, valid)
-        if before.shape[0] != len(self.band_names):
+        n_bands = np.shape(before)[0] if np.ndim(before) == 3 else 1
+        if n_bands != len(self.band_names):
             raise BandMismatchError(
                 f"the model expects {len(self.band_names)} bands {list(self.band_names)}, the images have "
-                f"{before.shape[0]}; select those bands in that order"
+                f"{n_bands}; select those bands in that order"
             )
+        before, after, _, ok = _prepare(before, after, self.band_names, valid)
         out = np.full(ok.shape, np.nan, dtype=np.float32)
         if not ok.any():
             return out
