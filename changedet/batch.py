@@ -223,6 +223,7 @@ def run_batch(
     min_area_m2: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    model: str | os.PathLike[str] | None = None,
 ) -> BatchResult:
     """Detect changes for every pair; resumable; a failed pair is recorded, the rest go on.
 
@@ -243,6 +244,8 @@ def run_batch(
         Recompute pairs that already have a finished result.
     progress : bool
         Show a progress bar (tqdm).
+    model : path, optional
+        A model written by ``changedet train``, applied to every pair (each worker loads it).
 
     Returns
     -------
@@ -273,7 +276,12 @@ def run_batch(
     plist = read_pairs(pairs)
     out_root = Path(out)
     out_root.mkdir(parents=True, exist_ok=True)
-    options = {"method": method, "threshold": threshold, "min_area_m2": min_area_m2}
+    options: dict[str, Any] = {"method": method, "threshold": threshold, "min_area_m2": min_area_m2}
+    if model is not None:
+        from .spec import run_options
+
+        run_options(model=model)  # a missing or unreadable model stops the batch before any pair runs
+        options["model"] = os.fspath(model)
     t0 = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     bar = _progress(len(plist), progress)

@@ -82,6 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--in-memory", dest="tiled", action="store_const", const=False,
                       help="hold both images in memory whatever their size")
     d.add_argument("--no-figures", action="store_true", help="skip overview.png")
+    d.add_argument("--examples", default=None, metavar="GEOJSON",
+                   help="your examples: points or polygons with a boolean 'change' property (lon/lat); a classifier "
+                   "trained on them gives the mask")
+    d.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train")
+
+    t = sub.add_parser(
+        "train",
+        help="train a change classifier on labelled pairs and write it to a model file",
+        description="Train a classifier of change on one or more labelled pairs (BEFORE AFTER LABELS, LABELS a truth "
+        "mask on the before grid or a GeoJSON file of examples), then apply it with detect --model or batch --model.",
+    )
+    t.add_argument("triples", nargs="+", metavar="BEFORE AFTER LABELS", help="one or more labelled pairs")
+    t.add_argument("--out", required=True, metavar="MODEL", help="the model file to write (skops)")
+    t.add_argument("--bands", default=None, metavar="B1,B2,...", help="train on these bands")
+    t.add_argument("--pixel-size-m", type=float, default=None, metavar="M",
+                   help="pixel size in metres for images without georeferencing")
 
     e = sub.add_parser(
         "evaluate",
@@ -131,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address")
     b.add_argument("--method", default="auto", choices=sorted(METHODS), metavar="M")
     b.add_argument("--overwrite", action="store_true", help="recompute pairs that already have a finished result")
+    b.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train to every pair")
     return p
 
 
@@ -173,6 +190,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         truth=args.truth,
         figures=not args.no_figures,
+        examples=args.examples,
+        model=args.model,
     )
     acc = result.summary.get("accuracy")
     if acc:
@@ -217,6 +236,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(acc.as_dict(), indent=2))
     else:
         print(acc)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .pipeline import train_model
+
+    if len(args.triples) % 3:
+        raise ChangedetError(
+            f"train takes pairs as BEFORE AFTER LABELS triples; got {len(args.triples)} paths, which is not a multiple of 3"
+        )
+    triples = [tuple(args.triples[i : i + 3]) for i in range(0, len(args.triples), 3)]
+    t0 = time.perf_counter()
+    model = train_model(triples, args.out, bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
+                        pixel_size_m=args.pixel_size_m)
+    acc = model.cv_accuracy
+    print(f"trained on {model.n_examples} labelled pixels of {len(triples)} pair(s), bands {', '.join(model.band_names)}; "
+          f"cross-validated accuracy {acc:.3f} in {time.perf_counter() - t0:.1f} s -> {args.out}" if acc == acc else
+          f"trained on {model.n_examples} labelled pixels of {len(triples)} pair(s) in {time.perf_counter() - t0:.1f} s -> {args.out}")
     return 0
 
 
@@ -285,12 +322,13 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     except ImportError:
         raise ChangedetError("changedet batch is not available in this version") from None
     res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
-                          method=args.method, overwrite=args.overwrite)
+                          method=args.method, overwrite=args.overwrite, model=args.model)
     print(res)
     return 0 if not getattr(res, "n_failed", 0) else 1
 
 
-_COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch}
+_COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch,
+             "train": _cmd_train}
 
 
 def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:

@@ -40,7 +40,7 @@ from .raster import GeoRaster, Grid, check_same_grid, describe_grid, window_tran
 from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, make_spec, run_options
 from .window import class_layer_centres, class_layers
 
-__all__ = ["ChangeResult", "detect_changes", "parse_aoi", "OUTPUT_FILES", "NODATA_MASK", "CATEGORICAL_BANDS",
+__all__ = ["ChangeResult", "detect_changes", "train_model", "parse_aoi", "OUTPUT_FILES", "NODATA_MASK", "CATEGORICAL_BANDS",
            "class_layers", "class_layer_centres"]
 
 #: The files ``ChangeResult.save`` writes (``changes.gpkg`` only where pyogrio is installed).
@@ -470,6 +470,8 @@ def detect_changes(
     overwrite: bool = False,
     truth: Any = None,
     figures: bool = True,
+    examples: Any = None,
+    model: Any = None,
     window_px: int = 512,
     workers: int | None = None,
     progress: bool = True,
@@ -517,6 +519,14 @@ def detect_changes(
         into the summary (in-memory path).
     figures : bool
         Draw ``overview.png`` into ``out`` (default True).
+    examples : path, dict or Examples, optional
+        The analyst's examples: a GeoJSON FeatureCollection of points or polygons, each with a
+        boolean ``change`` property (lon/lat, or pixel coordinates x = col + 0.5, y = row + 0.5
+        for images without georeferencing).  A classifier trained on them
+        (:mod:`changedet.learn`) gives the mask; the summary records the number of examples
+        and their cross-validated accuracy.
+    model : path or LearnedModel, optional
+        A classifier trained before (``changedet train``) to apply instead.
     window_px, workers, progress
         The windowed path's window edge, threads and progress bar.
 
@@ -540,7 +550,7 @@ def detect_changes(
     # ---- every option validated once, before any heavy work
     options = run_options(method=method, threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
                           fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
-                          coregister=coregister, bands=bands)
+                          coregister=coregister, bands=bands, examples=examples, model=model)
     for name, value in (("before", before), ("after", after)):
         if not (_is_path(value) or isinstance(value, GeoRaster)):
             raise InvalidParameterError(
@@ -589,6 +599,95 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+def train_model(
+    pairs: Sequence[tuple[Any, Any, Any]],
+    out: str | os.PathLike[str],
+    *,
+    bands: Sequence[str] | None = None,
+    pixel_size_m: float | None = None,
+    seed: int = 0,
+) -> Any:
+    """Train a change classifier on labelled pairs and write it to ``out`` (a skops file).
+
+    "Label one site, run a hundred overnight": the model file goes to
+    ``detect_changes(..., model=out)`` and ``run_batch(..., model=out)``.
+
+    Parameters
+    ----------
+    pairs : sequence of (before, after, labels)
+        ``before`` and ``after`` as for :func:`detect_changes` (the after image is put on the
+        before grid); ``labels`` a truth mask on the before grid (a raster path or GeoRaster:
+        1 = change and 0 = no change, or OSCD's 2 and 1; other values unlabelled) or analyst
+        examples (a GeoJSON path or dict).
+    out : path
+        The model file to write.
+    bands : sequence of str, optional
+        Train on these bands (default: the bands every pair has).
+    pixel_size_m : float, optional
+        Pixel size for images without georeferencing.
+    seed : int
+        Random seed of the classifier.
+
+    Returns
+    -------
+    LearnedModel
+        The trained model (also written to ``out``).
+    """
+    from . import learn
+
+    if not pairs:
+        raise InvalidParameterError("train_model needs at least one (before, after, labels) pair")
+    if not _is_path(out) or not os.fspath(out).strip():
+        raise InvalidParameterError(f"out must be a file path for the model, got {out!r}")
+    px = run_options(pixel_size_m=pixel_size_m).pixel_size_m
+    prepared = []
+    for k, item in enumerate(pairs):
+        if not (isinstance(item, (tuple, list)) and len(item) == 3):
+            raise InvalidParameterError(f"pair {k + 1} must be (before, after, labels), got {item!r}")
+        before, after, labels = item
+        b, _ = _as_raster(before, "before")
+        a, _ = _as_raster(after, "after")
+        if bands is not None:
+            b, a = b.select(list(bands)), a.select(list(bands))
+        pair = _align.align_pair(b, a)
+        b, a = pair.before, pair.after
+        if b.crs is None and px is not None:
+            from affine import Affine
+
+            b = GeoRaster(b.data, Affine(px, 0, 0, 0, -px, 0) * b.transform, None, b.band_names)
+            a = GeoRaster(a.data, b.transform, None, a.band_names)
+        spectral = [n for n in b.band_names if n.upper() not in CATEGORICAL_BANDS]
+        b, a = b.select(spectral), a.select(spectral)
+        prepared.append((b, a, _training_labels(labels, b.grid, k)))
+    model = learn.train(prepared, pixel_size_m=px, seed=seed)
+    model.save(out)
+    return model
+
+
+def _training_labels(labels: Any, grid: Grid, k: int) -> Any:
+    """A truth mask as int labels (1 change, 0 no change, -1 unlabelled), or examples as given."""
+    from . import learn
+
+    text = os.fspath(labels) if _is_path(labels) else None
+    if isinstance(labels, dict) or (text is not None and text.lower().endswith((".geojson", ".json"))):
+        return learn.read_examples(labels, grid)
+    if isinstance(labels, learn.Examples):
+        return labels
+    t = _io.read_raster(labels) if text is not None else labels
+    arr = t.data[0] if isinstance(t, GeoRaster) else np.asarray(t)
+    if arr.shape != grid.shape:
+        raise InvalidParameterError(
+            f"labels of pair {k + 1} are {arr.shape[0]}x{arr.shape[1]} pixels but the pair's grid is "
+            f"{grid.height}x{grid.width}; give a truth mask on the before image's grid"
+        )
+    vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
+    change, nochange = (2.0, 1.0) if (vals <= {1.0, 2.0} and 2.0 in vals) else (1.0, 0.0)
+    out = np.full(arr.shape, -1, dtype=np.int8)
+    out[arr == change] = 1
+    out[arr == nochange] = 0
+    return out
 
 
 def _needs_windows(before: Any, after: Any) -> bool:
@@ -762,7 +861,10 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             blocks, whole = scene.read_sample(budget_px=SAMPLE_BUDGET_PX)
             sample = [_window.SampleBlock(b_s, a_s, _inside(spec, w)) for w, b_s, a_s in blocks]
             del blocks
-            fit = _window.fit_run(spec, sample, whole=whole)
+            training, offset = None, (0, 0)
+            if spec.examples is not None and not whole:
+                training, offset = _training_window(spec, scene)
+            fit = _window.fit_run(spec, sample, whole=whole, training=training, training_offset=offset)
             fit = dataclasses.replace(fit, sample_result=None)
             del sample
             timings["sample_fit"] = time.perf_counter() - t
@@ -830,6 +932,29 @@ def _write_vectors_and_figure_after_mask(draft: ChangeResult, out: Path, changed
 
     written["overview.png"] = plot.save_figure(draft.plot(), out / "overview.png")
     return written
+
+
+#: The largest window read to train a classifier on a whole scene's examples.
+TRAINING_BUDGET_PX = 4096 * 4096
+
+
+def _training_window(spec: RunSpec, scene: Any) -> tuple[_window.SampleBlock, tuple[int, int]]:
+    """The window of both dates that holds every example, with a margin for the features."""
+    from rasterio.windows import Window
+
+    ex = spec.examples
+    margin = 64
+    r0, r1 = max(int(ex.row.min()) - margin, 0), min(int(ex.row.max()) + margin + 1, spec.grid.height)
+    c0, c1 = max(int(ex.col.min()) - margin, 0), min(int(ex.col.max()) + margin + 1, spec.grid.width)
+    if (r1 - r0) * (c1 - c0) > TRAINING_BUDGET_PX:
+        raise InvalidParameterError(
+            f"the examples spread over {r1 - r0} x {c1 - c0} pixels of this scene, more than the "
+            f"{TRAINING_BUDGET_PX // 4096} x 4096 window a classifier is trained on; mark examples in one part of "
+            "the scene, or train a model on a crop (changedet train) and pass it with --model"
+        )
+    w = Window(c0, r0, c1 - c0, r1 - r0)
+    b, a = scene.read_window(w)
+    return _window.SampleBlock(b, a), (r0, c0)
 
 
 def _affine_scale(stride: int) -> Any:

@@ -52,6 +52,20 @@ class RunOptions:
     align: bool = True
     coregister: bool = True
     bands: tuple[str, ...] | None = None
+    examples: Any = None
+    model: Any = None
+    #: the model itself, loaded (and so checked) when the options were validated
+    learned_model: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def learned(self) -> bool:
+        """The mask comes from a classifier (analyst examples or a trained model)."""
+        return self.examples is not None or self.model is not None
+
+    @property
+    def method_name(self) -> str:
+        """The method the summary names: ``learned`` for examples or a model."""
+        return "learned" if self.learned else self.method
 
 
 def parse_threshold(threshold: str | float | None) -> tuple[str | None, float | None, float | None]:
@@ -138,6 +152,8 @@ def run_options(
     align: bool = True,
     coregister: bool = True,
     bands: Sequence[str] | None = None,
+    examples: Any = None,
+    model: Any = None,
 ) -> RunOptions:
     """Validate a run's options, before any file is opened.
 
@@ -147,6 +163,11 @@ def run_options(
         A change method of :data:`changedet.change.METHODS`.
     threshold, min_area_m2, opening_px, fill_holes_m2, pixel_size_m, aoi, align, coregister, bands
         As for :func:`changedet.pipeline.detect_changes`.
+    examples : path, dict or Examples, optional
+        Analyst examples (a GeoJSON FeatureCollection of points or polygons with a boolean
+        ``change`` property): a classifier trained on them gives the mask.
+    model : path or LearnedModel, optional
+        A model written by ``changedet train`` (:meth:`changedet.learn.LearnedModel.save`).
 
     Returns
     -------
@@ -179,11 +200,53 @@ def run_options(
         if isinstance(bands, str) or not all(isinstance(b, str) for b in bands) or not len(bands):
             raise InvalidParameterError(f"bands must be a non-empty list of band names, got {bands!r}")
         bands = tuple(bands)
+    examples, learned_model = _check_learned(examples, model, method)
     return RunOptions(
         method=method, threshold=float(threshold) if isinstance(threshold, np.generic) else threshold,
         threshold_method=thr_method, threshold_value=thr_value, threshold_percentile=thr_pct,
         min_area_m2=mmu, opening_px=None if opening_px is None else int(opening_px), fill_holes_m2=holes,
         pixel_size_m=px, aoi=parse_aoi(aoi), align=bool(align), coregister=bool(coregister), bands=bands,
+        examples=examples, model=model, learned_model=learned_model,
+    )
+
+
+def _check_learned(examples: Any, model: Any, method: str) -> tuple[Any, Any]:
+    """Examples (a path, GeoJSON dict or :class:`~changedet.learn.Examples`) and a model
+    (a path or :class:`~changedet.learn.LearnedModel`), checked before any pixel is read."""
+    import os
+    from pathlib import Path
+
+    if examples is None and model is None:
+        return None, None
+    if examples is not None and model is not None:
+        raise InvalidParameterError("pass examples or a model, not both: examples train a new classifier, a model "
+                                    "applies one trained before")
+    if method != "auto":
+        raise InvalidParameterError(
+            f"method={method!r} and {'examples' if examples is not None else 'a model'} both choose how change is "
+            "scored; drop the method to use the classifier"
+        )
+    from .learn import Examples, LearnedModel, load_model
+
+    if model is not None:
+        if isinstance(model, LearnedModel):
+            return None, model
+        if not isinstance(model, (str, os.PathLike)):
+            raise InvalidParameterError(f"model must be a path to a model file or a LearnedModel, got {type(model).__name__}")
+        if not Path(model).is_file():
+            raise InvalidParameterError(f"model {os.fspath(model)!r} is not a file; pass a file written by changedet train")
+        return None, load_model(model)
+    if isinstance(examples, (Examples, dict)):
+        return examples, None
+    if isinstance(examples, (str, os.PathLike)):
+        if not Path(examples).is_file():
+            raise InvalidParameterError(
+                f"examples {os.fspath(examples)!r} is not a file; pass a GeoJSON FeatureCollection of points or "
+                "polygons with a boolean 'change' property"
+            )
+        return os.fspath(examples), None
+    raise InvalidParameterError(
+        f"examples must be a GeoJSON file, a GeoJSON dict or changedet.learn.Examples, got {type(examples).__name__}"
     )
 
 
@@ -223,6 +286,7 @@ class RunSpec:
     px_size: float
     in_px: bool
     aoi_grid: Any = None
+    examples: Any = None
 
     @property
     def band_order(self) -> tuple[str, ...]:
@@ -265,7 +329,7 @@ class RunSpec:
         """
         o = self.options
         return {
-            "method": o.method,
+            "method": o.method_name,
             "threshold": o.threshold,
             "threshold_method": threshold_method,
             "threshold_value": float(threshold_value) if math.isfinite(threshold_value) else None,
@@ -278,6 +342,8 @@ class RunSpec:
             "coregister": o.coregister,
             "pixel_size_m": o.pixel_size_m,
             "bands": list(self.spectral),
+            "examples": _describe(o.examples),
+            "model": _describe(o.model),
         }
 
     def with_options(self, **changes: Any) -> "RunSpec":
@@ -310,7 +376,7 @@ class RunSpec:
         """
         o = self.options
         kw = {f.name: getattr(o, f.name) for f in dataclasses.fields(o)
-               if f.name not in ("threshold_method", "threshold_value", "threshold_percentile")}
+              if f.name not in ("threshold_method", "threshold_value", "threshold_percentile", "learned_model")}
         kw.update(changes)
         new = run_options(**kw)
         return make_spec(new, self.grid, self.band_order)
@@ -365,4 +431,22 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
     opening = (1 if px_size < 5 else 0) if options.opening_px is None else int(options.opening_px)
     holes = mmu if options.fill_holes_m2 is None else float(options.fill_holes_m2)
     aoi_grid = aoi_in_grid_crs(options.aoi, grid) if options.aoi is not None else None
-    return RunSpec(options, grid, spectral, aux, mmu, opening, holes, px_size, in_px, aoi_grid)
+    examples = None
+    if options.examples is not None:
+        from .learn import Examples, read_examples
+
+        examples = options.examples if isinstance(options.examples, Examples) else read_examples(options.examples, grid)
+    return RunSpec(options, grid, spectral, aux, mmu, opening, holes, px_size, in_px, aoi_grid, examples)
+
+
+def _describe(value: Any) -> Any:
+    """How the summary names examples or a model: the path, or what was passed."""
+    import os
+
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return "GeoJSON (in memory)"
+    return type(value).__name__

@@ -363,6 +363,20 @@ class WindowedScene:
         self.timings["sample_read"] = time.perf_counter() - t
         return blocks, whole
 
+    def read_window(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Both dates over one window of the analysis grid (float32, NaN nodata).
+
+        Parameters
+        ----------
+        window : rasterio.windows.Window
+            The window on the analysis grid.
+
+        Returns
+        -------
+        tuple of two (bands, rows, cols) ndarray of float32
+        """
+        return self._rb.read(window), self._ra.read(window)
+
     # ---- the windows
     def run(self, process: Callable[..., Any], *, halo: int) -> WindowedOutput:
         """Every window through ``process`` on all cores; scores streamed into ``change_score.tif``.

@@ -29,7 +29,7 @@ from .errors import EmptyDataError
 from .raster import describe_grid
 from .spec import RunSpec
 
-__all__ = ["RunFit", "SampleBlock", "WindowResult", "fit_run", "process_window", "changed_pixels", "class_layers",
+__all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "fit_run", "process_window", "changed_pixels", "class_layers",
            "class_layer_centres"]
 
 
@@ -242,7 +242,8 @@ def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.S
     return np.concatenate(fit_b, axis=2), np.concatenate(fit_a, axis=2), np.concatenate(fit_v, axis=1)
 
 
-def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> RunFit:
+def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
+            training: SampleBlock | None = None, training_offset: tuple[int, int] = (0, 0)) -> RunFit:
     """Fix a run's statistics on the whole pair or on sample blocks of it.
 
     Parameters
@@ -254,6 +255,11 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
     whole : bool
         The one block is the whole analysis grid (then the method's score on it is
         kept as ``sample_result``, which an in-memory run uses as its score).
+    training : SampleBlock, optional
+        With analyst examples on a windowed run: the window of both dates that holds every
+        example (the classifier is trained there); by default the one whole block.
+    training_offset : (int, int)
+        Row and column of ``training``'s first pixel on the analysis grid.
 
     Returns
     -------
@@ -274,6 +280,10 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
     """
     ns = len(spec.spectral)
     o = spec.options
+    if training is not None:
+        training = (training, training_offset)
+    elif o.learned:
+        training = (None, (0, 0)) if whole else None
     if o.coregister:
         shift = _align.shift_from_blocks([(blk.before[:ns], blk.after[:ns]) for blk in blocks])
     else:
@@ -286,12 +296,16 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
             f"no pixel is valid in both dates {where} ({describe_grid(spec.grid)}): "
             "nodata, clouds or the area of interest leave nothing to compare"
         )
-    fitted = _change.fit_method(o.method, sb, sa, band_names=spec.spectral, pixel_size_m=spec.method_pixel_size_m,
-                                valid=sv)
+    if o.learned:
+        fitted = _fit_learned(spec, sb, sa, sv, training)
+    else:
+        fitted = _change.fit_method(o.method, sb, sa, band_names=spec.spectral,
+                                    pixel_size_m=spec.method_pixel_size_m, valid=sv)
     cs = fitted.sample_result if fitted.sample_result is not None else fitted.score(sb, sa, sv, layers=whole)
     s_score = np.where(sv, cs.score, np.nan).astype("float32")
     thr_method = o.threshold_method or cs.threshold_method
-    thr = _threshold.compute_threshold(s_score, method=thr_method, value=o.threshold_value,
+    value = o.threshold_value if o.threshold_value is not None else getattr(fitted, "threshold_value", None)
+    thr = _threshold.compute_threshold(s_score, method=thr_method, value=value,
                                        percentile=o.threshold_percentile, valid=sv)
     centres = class_layer_centres(sb, sa, spec.spectral, sv)
     # the reaches add up: the shift's interpolation feeds the method's neighbourhood, whose
@@ -301,6 +315,91 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool) -> Run
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
                   cs if whole else None)
+
+
+# --------------------------------------------------------------------------- learned methods
+class LearnedFit:
+    """A classifier of change (:mod:`changedet.learn`) as a fitted method: its statistics are
+    fixed (the model, the pair's per-date statistics), its score is the probability of change.
+
+    Parameters
+    ----------
+    model : LearnedModel
+        The classifier with the pair's statistics fixed (:meth:`LearnedModel.for_pair`).
+    source : str
+        ``"examples"`` or ``"model"``: where the classifier came from.
+    """
+
+    method = "learned"
+    threshold_method = "fixed"
+    sample_result = None
+
+    def __init__(self, model: Any, source: str):
+        self.model = model
+        self.source = source
+        self.halo_px = int(model.halo_px)
+        self.threshold_value = float(model.threshold)
+        self.band_names = tuple(model.band_names)
+
+    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, layers: bool = True) -> Any:
+        """The probability of change as a :class:`~changedet.change.ChangeScore`.
+
+        Parameters
+        ----------
+        before, after : (bands, rows, cols) ndarray of float32
+            A window of both dates (the model's bands).
+        valid : (rows, cols) ndarray of bool
+            Pixels to score.
+        layers : bool
+            Unused (a classifier has no extra layers).
+
+        Returns
+        -------
+        ChangeScore
+        """
+        prob = self.model.score(before, after, valid)
+        return _change.ChangeScore(np.asarray(prob, dtype=np.float32), "learned", "fixed", self.details)
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """What the summary says of the classifier."""
+        return {**self.model.summary(), "source": self.source}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fitted classifier's description for ``summary.json`` (the model itself is a file).
+
+        Returns
+        -------
+        dict
+        """
+        return {"method": "learned", **self.details}
+
+
+def _fit_learned(spec: RunSpec, sb: np.ndarray, sa: np.ndarray, sv: np.ndarray, training: Any) -> LearnedFit:
+    from . import learn
+
+    o = spec.options
+    px = spec.px_size
+    if o.learned_model is not None:
+        model = o.learned_model
+        model.check_bands(spec.spectral)
+        return LearnedFit(model.for_pair(sb, sa, band_names=spec.spectral, valid=sv), "model")
+    ex = spec.examples
+    if training is not None and training[0] is None:  # the whole pair: train on what is scored
+        model = learn.fit_examples(sb, sa, ex, band_names=spec.spectral, pixel_size_m=px, valid=sv)
+        return LearnedFit(model, "examples")
+    if training is None:
+        raise EmptyDataError("the examples' window was not read; pass it as training=")  # pragma: no cover
+    block, (r0, c0) = training
+    rows, cols = block.before.shape[1:]
+    inside = (ex.row >= r0) & (ex.row < r0 + rows) & (ex.col >= c0) & (ex.col < c0 + cols)
+    local = learn.Examples(ex.row[inside] - r0, ex.col[inside] - c0, ex.change[inside], ex.source)
+    ns = len(spec.spectral)
+    b = block.before[:ns]
+    a = block.after[:ns]
+    valid = _kernels.all_finite(np.ascontiguousarray(b, dtype=np.float32), np.ascontiguousarray(a, dtype=np.float32))
+    model = learn.fit_examples(b, a, local, band_names=spec.spectral, pixel_size_m=px, valid=valid)
+    return LearnedFit(model, "examples")
 
 
 # --------------------------------------------------------------------------- the processor

@@ -1,0 +1,138 @@
+"""Analyst examples and trained models through the whole pipeline (both paths, the command line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyproj import Transformer
+
+from changedet import data
+from changedet.cli import main
+from changedet.errors import BandMismatchError, InvalidParameterError
+from changedet.io import read_raster
+from changedet.pipeline import detect_changes
+
+
+def _examples(truth: np.ndarray, transform, crs, *, n_change: int = 20, n_other: int = 60, seed: int = 0) -> dict:
+    """A simulated analyst: points drawn at random from the truth, in lon/lat."""
+    rng = np.random.default_rng(seed)
+    feats = []
+    tr = Transformer.from_crs(crs, 4326, always_xy=True)
+    for value, n in ((True, n_change), (False, n_other)):
+        rows, cols = np.nonzero(truth == value)
+        pick = rng.choice(rows.size, n, replace=False)
+        for r, c in zip(rows[pick], cols[pick]):
+            x, y = transform * (c + 0.5, r + 0.5)
+            lon, lat = tr.transform(x, y)
+            feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [lon, lat]},
+                          "properties": {"change": bool(value)}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def _f1(mask: np.ndarray, truth: np.ndarray) -> float:
+    m = mask == 1
+    return 2 * float((m & truth).sum()) / float(m.sum() + truth.sum())
+
+
+@pytest.fixture(scope="module")
+def s2() -> tuple[Path, Path, np.ndarray, dict]:
+    folder = data.sample_path("s2_like")
+    truth = read_raster(folder / "truth.tif")
+    ex = _examples(truth.data[0] == 1, truth.transform, truth.crs)
+    return folder / "before.tif", folder / "after.tif", truth.data[0] == 1, ex
+
+
+def test_examples_train_the_mask_and_the_summary_says_so(s2, tmp_path: Path) -> None:
+    before, after, truth, ex = s2
+    path = tmp_path / "examples.geojson"
+    path.write_text(json.dumps(ex))
+    r = detect_changes(before, after, examples=path, out=tmp_path / "out")
+    assert _f1(r.mask.data[0], truth) > 0.8
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["parameters"]["method"] == "learned" and s["parameters"]["examples"] == str(path)
+    assert 75 <= s["method_details"]["n_examples"] <= 80 and 0.5 <= s["method_details"]["cv_accuracy"] <= 1.0
+    assert s["fit"]["method"]["source"] == "examples"
+
+
+def test_examples_windowed_equals_in_memory(s2, tmp_path: Path) -> None:
+    before, after, _, ex = s2
+    mem = detect_changes(before, after, examples=ex)
+    win = detect_changes(before, after, examples=ex, tiled=True, out=tmp_path / "w", window_px=64, progress=False)
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    assert win.n_changes == mem.n_changes
+
+
+def test_a_saved_model_applies_to_another_run_and_checks_bands(s2, tmp_path: Path) -> None:
+    from changedet import learn
+
+    before, after, truth, ex = s2
+    first = detect_changes(before, after, examples=ex)
+    model = first.run.fit.method.model
+    path = model.save(tmp_path / "model.skops")
+    again = detect_changes(before, after, model=path)
+    assert again.summary["parameters"]["model"] == str(path)
+    assert _f1(again.mask.data[0], truth) > 0.8
+    assert isinstance(learn.load_model(path), learn.LearnedModel)
+    with pytest.raises(BandMismatchError, match="trained on bands"):
+        detect_changes(before, after, model=path, bands=["B02", "B03", "B04"])
+
+
+@pytest.mark.parametrize(("examples", "match"), [
+    ({"type": "FeatureCollection", "features": []}, "example"),
+    ({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [0.0, 0.0]}, "properties": {"change": True}}]},
+     "outside"),
+    ("no_such_examples.geojson", "is not a file"),
+])
+def test_bad_examples_are_one_clear_error(s2, examples, match: str) -> None:
+    before, after, _, _ = s2
+    with pytest.raises(InvalidParameterError, match=match):
+        detect_changes(before, after, examples=examples)
+
+
+def test_examples_and_a_method_or_a_model_are_exclusive(s2) -> None:
+    before, after, _, ex = s2
+    with pytest.raises(InvalidParameterError, match="drop the method"):
+        detect_changes(before, after, examples=ex, method="cva")
+    with pytest.raises(InvalidParameterError, match="not both"):
+        detect_changes(before, after, examples=ex, model="x.skops")
+
+
+def test_cli_examples_and_bad_examples(s2, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before, after, _, ex = s2
+    good = tmp_path / "ex.geojson"
+    good.write_text(json.dumps(ex))
+    assert main(["detect", str(before), str(after), "--out", str(tmp_path / "o"), "--examples", str(good)]) == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["parameters"]["method"] == "learned"
+    bad = tmp_path / "bad.geojson"
+    bad.write_text("{not json")
+    assert main(["detect", str(before), str(after), "--out", str(tmp_path / "b"), "--examples", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.geojson" in err[0]
+    assert not (tmp_path / "b" / "summary.json").exists()
+
+
+def test_train_once_apply_to_a_batch(s2, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """changedet train on one labelled site, then detect --model and batch --model on others."""
+    before, after, truth, _ = s2
+    folder = data.sample_path("s2_like")
+    model = tmp_path / "site.skops"
+    assert main(["train", str(before), str(after), str(folder / "truth.tif"), "--out", str(model)]) == 0
+    assert "trained on" in capsys.readouterr().out and model.is_file()
+    assert main(["detect", str(before), str(after), "--out", str(tmp_path / "d"), "--model", str(model)]) == 0
+    s = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert s["parameters"]["model"] == str(model) and s["fit"]["method"]["source"] == "model"
+    pred = read_raster(tmp_path / "d" / "change_mask.tif").data[0]
+    assert _f1(pred, truth) > 0.85
+    table = tmp_path / "pairs.csv"
+    table.write_text(f"site,before,after\na,{before},{after}\nb,{before},{after}\n")
+    assert main(["batch", str(table), "--out", str(tmp_path / "b"), "--model", str(model)]) == 0
+    for site in ("a", "b"):
+        s = json.loads((tmp_path / "b" / site / "summary.json").read_text())
+        assert s["parameters"]["method"] == "learned"
+    assert main(["batch", str(table), "--out", str(tmp_path / "c"), "--model", str(tmp_path / "none.skops")]) == 2
+    assert main(["train", str(before), str(after), "--out", str(model)]) == 2  # not a triple
