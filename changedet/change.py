@@ -1243,6 +1243,11 @@ def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple
     # SSIM windows reach a few pixels past an object; the pixel-exact colour change
     # decides the outline (half-contrast rule on the colour magnitude)
     score = np.where(score > 0, score * _mixed_pixel_weight(colour, ok, _float(stats["mixed_base"])), score)
+    # z-scores of real change span orders of magnitude (a new roof hundreds, a cleared
+    # plot or a faint roof a few): on a log scale the two classes the threshold splits
+    # have comparable spreads, so Otsu no longer separates the strongest roofs from
+    # every other change.  Monotonic: the order of pixels is unchanged.
+    score = np.sign(score) * np.log1p(np.abs(score))
     extra = {}
     if layers:
         extra = _index_layers(before, after, names, ok)
@@ -1280,7 +1285,9 @@ def auto(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
     High-resolution (< 5 m) or RGB images: the IR-MAD-normalized pair, then the
     mean of the robust z-scores of structural dissimilarity (1 - SSIM, Wang et al.
     2004) and colour change magnitude, with the same rim rule on the colour
-    magnitude.  Threshold: ``otsu``.  Statistics: the normalization, ``ssim_range``,
+    magnitude; the score is that z on a log scale, ``sign(z) log(1 + |z|)``:
+    new roofs reach z in the hundreds and cleared ground tens, and on a linear
+    scale Otsu split the brightest roofs from every other change.  Threshold: ``otsu``.  Statistics: the normalization, ``ssim_range``,
     ``z_structure_median``, ``z_structure_mad``, ``z_colour_median``,
     ``z_colour_mad`` and ``mixed_base``.
 

@@ -433,3 +433,36 @@ def test_fitted_method_errors():
         fit_method("nope", before, after, band_names=S2)
     with pytest.raises(InvalidParameterError, match="block must be an integer >= 2"):
         pca_kmeans(before, after, band_names=S2, block=1)
+
+
+def _cleared_plot_with_roofs(seed=0, n=160):
+    """A 1 m RGB pair: meadow cleared to bare soil over 80 x 80 m, two bright 60 x 12 m roofs on it;
+    noise 8 DN, another gain and offset on the after date."""
+    rng = np.random.default_rng(seed)
+    tex = _texture((n, n), seed + 1, sigma=2) * 6
+    meadow, soil, roof = np.array([35.0, 50.0, 25.0]), np.array([85.0, 65.0, 50.0]), np.array([210.0, 210.0, 215.0])
+    before = meadow[:, None, None] + tex
+    after = before.copy()
+    after[:, 30:110, 30:110] = soil[:, None, None] + tex[30:110, 30:110]
+    after[:, 40:52, 40:100] = roof[:, None, None]
+    after[:, 70:82, 40:100] = roof[:, None, None]
+    before = before + rng.normal(0, 8, before.shape)
+    after = after * np.array([1.1, 0.95, 1.05])[:, None, None] + 5 + rng.normal(0, 8, after.shape)
+    plot = np.zeros((n, n), bool)
+    plot[34:106, 34:106] = True
+    plot[38:54, 38:102] = plot[68:84, 38:102] = False  # the plot's bare ground, away from the roofs
+    outside = np.ones((n, n), bool)
+    outside[24:116, 24:116] = False
+    return np.clip(before, 0, 255), np.clip(after, 0, 255), plot, outside
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_high_res_finds_a_cleared_plot_beside_bright_new_roofs(seed):
+    # roofs reach z-scores in the hundreds, bare ground tens: on a linear scale Otsu split the
+    # roofs from everything else and missed the plot (found 0 %)
+    before, after, plot, outside = _cleared_plot_with_roofs(seed)
+    s = change_score(before, after, band_names=RGB, pixel_size_m=1.0)
+    mask = s.score > compute_threshold(s.score, method=s.threshold_method)
+    assert mask[42:50, 45:95].mean() > 0.95
+    assert mask[plot].mean() > 0.6
+    assert mask[outside].mean() < 0.01
