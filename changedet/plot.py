@@ -44,6 +44,8 @@ __all__ = [
     "plot_comparison",
     "save_figure",
     "CLASS_COLORS",
+    "ExamplePicker",
+    "EXAMPLE_STYLE",
 ]
 
 #: Outline colours given to change classes in order of frequency; bright hues
@@ -1017,3 +1019,398 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = 
     if pyplot is not None:
         pyplot.close(fig)
     return dest
+
+
+# --- click-to-label examples -------------------------------------------------------------------
+
+#: Colours and markers of the analyst's examples: change, no change (told apart by shape as well).
+EXAMPLE_STYLE = {True: ("#ff2e63", "o", "change"), False: ("#08d9d6", "s", "no change")}
+
+_STATIC_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template", "inline")
+
+
+def _backend_is_interactive() -> bool:
+    """True when figures get a live canvas (``%matplotlib widget``, Qt, Tk, ...)."""
+    import matplotlib
+
+    name = matplotlib.get_backend().lower()
+    return not any(name.endswith(s) for s in _STATIC_BACKENDS)
+
+
+class ExamplePicker:
+    """A click-to-label view: before | after with the change outlines; clicks make examples.
+
+    A left click on either panel marks "this is the kind of change I mean" (a
+    red circle), a right click "this is not change" (a cyan square); both
+    panels show every point.  With ``mode="no change"`` a left click marks no
+    change (for a trackpad).  :meth:`to_geojson` gives the examples as
+    :func:`changedet.pipeline.detect_changes` takes them (``examples=``): lon/lat
+    for a georeferenced grid, pixel coordinates (x = column + 0.5, y = row + 0.5)
+    without a CRS.
+
+    In JupyterLab with ``%matplotlib widget`` (ipympl) the clicks work on the live
+    figure; :meth:`widget` adds buttons (re-run, undo, clear).  Under a static
+    backend (Agg, inline) the picker still draws, and :meth:`add` does what a
+    click does.  Clicks while the toolbar's zoom or pan is on are ignored.
+
+    Parameters
+    ----------
+    source : ChangeResult, SamplePair or (before, after)
+        Anything with ``before`` and ``after`` GeoRasters (a result also gives its
+        ``polygons``, outlined on both panels), or the two rasters.
+    examples : path or dict, optional
+        Examples to start from (a GeoJSON FeatureCollection of Points, as
+        :meth:`save` writes); see :meth:`load`.
+    on_rerun : callable, optional
+        ``on_rerun(examples_geojson) -> ChangeResult``, called by :meth:`rerun` (the
+        widget's "Re-run" button); the outlines then show the new result.
+    mode : {"change", "no change"}
+        What a left click marks.
+    labels, bands, percentiles
+        Panel titles and the true-colour stretch, as for :func:`plot_overview`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from affine import Affine
+    >>> from changedet.raster import GeoRaster
+    >>> img = GeoRaster(np.random.default_rng(0).random((3, 20, 30)), Affine.identity())
+    >>> picker = ExamplePicker((img, img))
+    >>> picker.add(4.5, 2.5, True); picker.add(10.5, 12.5, False)
+    >>> [f["geometry"]["coordinates"] for f in picker.to_geojson()["features"]]
+    [[4.5, 2.5], [10.5, 12.5]]
+    >>> picker.n_change, picker.n_no_change
+    (1, 1)
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        examples: Any = None,
+        on_rerun: Any = None,
+        mode: str = "change",
+        labels: tuple[str, str] = ("before", "after"),
+        bands: Sequence[str] | None = None,
+        percentiles: tuple[float, float] = (2, 98),
+    ) -> None:
+        if isinstance(source, (tuple, list)) and len(source) == 2:
+            before, after, polygons = source[0], source[1], None
+        elif hasattr(source, "before") and hasattr(source, "after"):
+            before, after, polygons = source.before, source.after, getattr(source, "polygons", None)
+        else:
+            raise InvalidParameterError(
+                f"source must be a ChangeResult, a SamplePair or a (before, after) pair of GeoRasters; "
+                f"got {type(source).__name__}"
+            )
+        before, after = _as_raster(before, "before"), _as_raster(after, "after")
+        check_same_grid(before, after)
+        if on_rerun is not None and not callable(on_rerun):
+            raise InvalidParameterError(f"on_rerun must be a function examples -> ChangeResult, got {on_rerun!r}")
+        if len(labels) != 2:
+            raise InvalidParameterError(f"labels must be two titles (before, after); got {labels!r}")
+        self.grid: Grid = after.grid
+        self.on_rerun = on_rerun
+        self.mode = mode
+        self.result: Any = source if polygons is not None else None
+        self._x: list[float] = []
+        self._y: list[float] = []
+        self._change: list[bool] = []
+        self._outlines: list[Any] = []
+        self.figure = self._draw(before, after, labels, bands, percentiles)
+        if polygons is not None:
+            self._draw_outlines(polygons)
+        self._cid = self.figure.canvas.mpl_connect("button_press_event", self._on_click)
+        if examples is not None:
+            self.load(examples)
+        self._redraw_points()
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """What a left click marks: ``"change"`` or ``"no change"`` (a right click marks the other)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in ("change", "no change"):
+            raise InvalidParameterError(f'mode must be "change" or "no change", got {value!r}')
+        self._mode = value
+
+    @property
+    def n_change(self) -> int:
+        return sum(self._change)
+
+    @property
+    def n_no_change(self) -> int:
+        return len(self._change) - self.n_change
+
+    def __len__(self) -> int:
+        return len(self._change)
+
+    def add(self, x: float, y: float, change: bool) -> None:
+        """Add an example at grid coordinates ``(x, y)`` (what a click on the map does).
+
+        ``x, y`` are in the grid's CRS (pixel coordinates without one), as the
+        panels' axes are; ``change`` True marks change, False no change.
+        """
+        if not isinstance(change, (bool, np.bool_)):
+            raise InvalidParameterError(f"change must be True or False, got {change!r}")
+        col, row = ~self.grid.transform * (float(x), float(y))
+        if not (0 <= row < self.grid.height and 0 <= col < self.grid.width) or not np.isfinite([row, col]).all():
+            raise InvalidParameterError(
+                f"({x}, {y}) is outside the image ({describe_grid(self.grid)}); give grid coordinates on the map"
+            )
+        self._x.append(float(x))
+        self._y.append(float(y))
+        self._change.append(bool(change))
+        self._redraw_points()
+
+    def undo(self) -> None:
+        """Remove the last example."""
+        if self._change:
+            for seq in (self._x, self._y, self._change):
+                seq.pop()
+            self._redraw_points()
+
+    def clear(self) -> None:
+        """Remove every example."""
+        self._x, self._y, self._change = [], [], []
+        self._redraw_points()
+
+    # -- GeoJSON ------------------------------------------------------------------------------
+
+    def to_geojson(self) -> dict[str, Any]:
+        """The examples as a GeoJSON FeatureCollection of Points with a boolean ``change``.
+
+        Coordinates are lon/lat (EPSG:4326, RFC 7946) for a georeferenced grid and pixel
+        coordinates (x = column + 0.5 at a pixel's centre) without a CRS: what
+        ``detect_changes(..., examples=)`` reads.
+        """
+        xs, ys = np.asarray(self._x, float), np.asarray(self._y, float)
+        if self.grid.crs is None:
+            inv = ~self.grid.transform
+            xs, ys = inv.a * xs + inv.b * ys + inv.c, inv.d * xs + inv.e * ys + inv.f
+            digits = 6
+        elif xs.size:
+            from pyproj import Transformer
+
+            tr = Transformer.from_crs(self.grid.crs, "EPSG:4326", always_xy=True)
+            xs, ys = (np.asarray(v, float) for v in tr.transform(xs, ys))
+            digits = 10  # 1e-10 degree is about 0.01 mm
+        else:
+            digits = 10
+        features = [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [round(float(x), digits), round(float(y), digits)]},
+             "properties": {"change": c}}
+            for x, y, c in zip(xs, ys, self._change)
+        ]
+        return {"type": "FeatureCollection", "features": features}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_geojson` to a GeoJSON file (atomically); return its path."""
+        from .io import write_json
+
+        return write_json(self.to_geojson(), path)
+
+    def load(self, examples: str | os.PathLike[str] | Mapping[str, Any]) -> None:
+        """Add the Point examples of a GeoJSON FeatureCollection (a file or a dict), to go on labelling.
+
+        Coordinates as :meth:`to_geojson` writes them; polygons are not drawn (give them
+        to ``detect_changes`` directly).
+        """
+        import json
+
+        source = "examples"
+        if isinstance(examples, Mapping):
+            fc = dict(examples)
+        else:
+            source = os.fspath(examples)
+            try:
+                fc = json.loads(Path(source).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise InvalidParameterError(f"{source}: the examples file does not exist; check the path") from None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidParameterError(
+                    f"{source}: cannot be read as GeoJSON ({exc.__class__.__name__}); pass a file ExamplePicker.save wrote"
+                ) from None
+        feats = fc.get("features") if isinstance(fc, dict) and fc.get("type") == "FeatureCollection" else None
+        if not isinstance(feats, list):
+            raise InvalidParameterError(f"{source}: expected a GeoJSON FeatureCollection, as ExamplePicker.save writes")
+        xs, ys, flags = [], [], []
+        for i, f in enumerate(feats):
+            geom = f.get("geometry") if isinstance(f, dict) else None
+            flag = (f.get("properties") or {}).get("change") if isinstance(f, dict) else None
+            if not isinstance(geom, dict) or geom.get("type") != "Point" or not isinstance(flag, bool):
+                raise InvalidParameterError(
+                    f"{source}: feature {i} is not a Point with a boolean property 'change' (got "
+                    f"{geom.get('type') if isinstance(geom, dict) else geom!r}, change={flag!r}); the picker "
+                    "draws points only: pass polygons to detect_changes(examples=) directly"
+                )
+            xs.append(float(geom["coordinates"][0]))
+            ys.append(float(geom["coordinates"][1]))
+            flags.append(flag)
+        x, y = np.asarray(xs, float), np.asarray(ys, float)
+        if self.grid.crs is None:  # pixel coordinates -> the grid's (what the axes show)
+            t = self.grid.transform
+            x, y = t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
+        elif x.size:
+            from pyproj import Transformer
+
+            tr = Transformer.from_crs("EPSG:4326", self.grid.crs, always_xy=True)
+            x, y = (np.asarray(v, float) for v in tr.transform(x, y))
+        n = len(self._change)
+        try:
+            for xi, yi, c in zip(x, y, flags):
+                self.add(float(xi), float(yi), c)
+        except InvalidParameterError as exc:
+            del self._x[n:], self._y[n:], self._change[n:]
+            self._redraw_points()
+            raise InvalidParameterError(f"{source}: {exc}") from None
+
+    # -- drawing ------------------------------------------------------------------------------
+
+    def _draw(self, before: GeoRaster, after: GeoRaster, labels: tuple[str, str], bands: Sequence[str] | None,
+              percentiles: tuple[float, float]) -> Figure:
+        ratio = _height_over_width(self.grid)
+        size = (10.0, min(5.0 * ratio, 9.0) + 1.1)
+        if _backend_is_interactive():  # a live canvas needs the backend's figure manager
+            from matplotlib import pyplot
+
+            with pyplot.ioff():  # shown by widget(), not again at the end of the cell
+                fig = pyplot.figure(FigureClass=_Figure, figsize=size, layout="constrained")
+        else:
+            fig = _Figure(figsize=size, layout="constrained")
+        self.axes = tuple(fig.subplots(1, 2, sharex=True, sharey=True))
+        for ax, raster, label in zip(self.axes, (before, after), labels):
+            rgb, grid = _display_rgb(raster, bands=bands, percentiles=percentiles)
+            _show_rgb(ax, _to_bytes(rgb), grid)
+            _map_axes(ax, self.grid, label)
+        self._points = {
+            (k, flag): ax.scatter([], [], s=46, c=EXAMPLE_STYLE[flag][0], marker=EXAMPLE_STYLE[flag][1],
+                                  edgecolors="black", linewidths=0.9, zorder=5, label=EXAMPLE_STYLE[flag][2])
+            for k, ax in enumerate(self.axes) for flag in (True, False)
+        }
+        self._legend = fig.legend(handles=[self._points[(0, True)], self._points[(0, False)]], loc="outside lower center",
+                                  ncols=3, fontsize=9, frameon=False)
+        self._axes_extent = _extent(self.grid)
+        return fig
+
+    def _draw_outlines(self, polygons: Any) -> None:
+        for artist in self._outlines:
+            artist.remove()
+        self._outlines = []
+        for ax in self.axes:
+            before = set(ax.get_children())
+            _, title = _draw_polygons(ax, polygons, self.grid, {"change": CLASS_COLORS[0]})
+            self._outlines.extend(a for a in ax.get_children() if a not in before)
+        self._outline_title = title
+        self._outline_handle = Line2D([], [], color=CLASS_COLORS[0], lw=2.5, label=f"detected {title}")
+        self._update_legend()
+
+    def _update_legend(self) -> None:
+        handles = [self._points[(0, True)], self._points[(0, False)]]
+        if getattr(self, "_outline_handle", None) is not None:
+            handles.append(self._outline_handle)
+        self._legend.remove()
+        self._legend = self.figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9,
+                                          frameon=False)
+
+    def _redraw_points(self) -> None:
+        xy = np.column_stack([self._x, self._y]) if self._x else np.empty((0, 2))
+        flags = np.asarray(self._change, bool)
+        for (_, flag), coll in self._points.items():
+            coll.set_offsets(xy[flags == flag])
+        left = "change" if self.mode == "change" else "no change"
+        right = "no change" if self.mode == "change" else "change"
+        self.figure.suptitle(
+            f"left click: {left}, right click: {right}   |   {self.n_change} change, {self.n_no_change} no change",
+            fontsize=10,
+        )
+        self.figure.canvas.draw_idle()
+
+    def _on_click(self, event: Any) -> None:
+        if event.inaxes not in self.axes or event.xdata is None or event.button not in (1, 3):
+            return
+        toolbar = getattr(self.figure.canvas, "toolbar", None)
+        if toolbar is not None and str(getattr(toolbar, "mode", "")):  # zooming or panning
+            return
+        left = self.mode == "change"
+        try:
+            self.add(event.xdata, event.ydata, left if event.button == 1 else not left)
+        except InvalidParameterError:  # a click beside the image
+            return
+
+    # -- re-run -------------------------------------------------------------------------------
+
+    def update(self, result: Any) -> None:
+        """Show another result's change outlines (e.g. the run with these examples)."""
+        polygons = getattr(result, "polygons", None)
+        if polygons is None:
+            raise InvalidParameterError(f"update needs a ChangeResult (with .polygons), got {type(result).__name__}")
+        self.result = result
+        self._draw_outlines(polygons)
+        self.figure.canvas.draw_idle()
+
+    def rerun(self) -> Any:
+        """Call ``on_rerun`` with the examples and show the result it returns."""
+        if self.on_rerun is None:
+            raise InvalidParameterError(
+                "rerun needs on_rerun: ExamplePicker(result, on_rerun=lambda ex: detect_changes(before, after, "
+                "examples=ex))"
+            )
+        if not self.n_change or not self.n_no_change:
+            raise InvalidParameterError(
+                f"mark examples of both kinds before re-running (now {self.n_change} change, "
+                f"{self.n_no_change} no change)"
+            )
+        result = self.on_rerun(self.to_geojson())
+        self.update(result)
+        return result
+
+    def widget(self) -> Any:
+        """The figure with buttons (ipywidgets): what a left click marks, Re-run, Undo, Clear.
+
+        Needs ipywidgets; the figure is live (clickable) with ``%matplotlib widget`` (ipympl).
+        """
+        try:
+            import ipywidgets as w
+        except ImportError:
+            raise ImportError(
+                "ExamplePicker.widget needs ipywidgets (and ipympl for clicks): pip install 'changedet[notebooks]'"
+            ) from None
+        status = w.HTML()
+        mode = w.ToggleButtons(options=["change", "no change"], value=self.mode, description="left click:")
+        buttons = {name: w.Button(description=name) for name in ("Re-run", "Undo", "Clear")}
+        buttons["Re-run"].disabled = self.on_rerun is None
+
+        def set_mode(change: Any) -> None:
+            self.mode = change["new"]
+            self._redraw_points()
+
+        def run(action: Any) -> Any:
+            def handler(_: Any) -> None:
+                try:
+                    action()
+                    status.value = ""
+                except Exception as exc:  # shown to the analyst, not lost in the kernel log
+                    status.value = f"<span style='color:#b00'>{exc}</span>"
+            return handler
+
+        mode.observe(set_mode, names="value")
+        buttons["Re-run"].on_click(run(self.rerun))
+        buttons["Undo"].on_click(run(self.undo))
+        buttons["Clear"].on_click(run(self.clear))
+        canvas = self.figure.canvas
+        if not isinstance(canvas, w.DOMWidget):  # a static backend: show the figure as an image
+            view = w.Output()
+            with view:
+                from IPython.display import display
+
+                display(self.figure)
+            canvas = view
+        return w.VBox([w.HBox([mode, *buttons.values()]), canvas, status])
+
+    def _repr_png_(self) -> bytes:
+        return self.figure._repr_png_()

@@ -381,3 +381,131 @@ def test_overview_burns_outlines_of_very_many_polygons_into_an_image(
     # the planted block's outline (rows 10-20, cols 30-45 on this 60-column grid), within the 1-pixel line width
     assert rows.min() <= 10 and cols.max() >= 44
     assert not line[14, 37]  # the block's inside is not outlined
+
+
+# --- ExamplePicker: click-to-label examples ------------------------------------------------------
+
+
+def _click(picker: plot.ExamplePicker, ax: Any, x: float, y: float, button: int) -> None:
+    """A mouse click at grid coordinates (x, y) on ``ax``, through matplotlib's event machinery."""
+    from matplotlib.backend_bases import MouseEvent
+
+    canvas = picker.figure.canvas
+    px, py = ax.transData.transform((x, y))
+    event = MouseEvent("button_press_event", canvas, px, py, button=button)
+    canvas.callbacks.process("button_press_event", event)
+
+
+def test_picker_clicks_round_trip_to_the_clicked_pixels_in_lon_lat(
+    pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons, tmp_path: Path
+) -> None:
+    from changedet.learn import read_examples
+
+    @dataclass(frozen=True)
+    class Result:
+        before: GeoRaster
+        after: GeoRaster
+        polygons: StandInPolygons
+
+    picker = plot.ExamplePicker(Result(*pair, polygons))
+    picker.figure.draw_without_rendering()  # the constrained layout places the axes
+    grid = pair[0].grid
+    clicks = [(12, 33, 1, True), (15, 40, 1, True), (3, 5, 3, False), (40, 50, 3, False)]  # row, col, button
+    for k, (row, col, button, _) in enumerate(clicks):
+        x, y = grid.transform * (col + 0.5, row + 0.5)
+        _click(picker, picker.axes[k % 2], x, y, button)  # either panel
+    assert (picker.n_change, picker.n_no_change) == (2, 2)
+    fc = picker.to_geojson()
+    lon, lat = fc["features"][0]["geometry"]["coordinates"]
+    assert -3.1 < lon < -2.9 and 47.8 < lat < 47.9  # UTM 30N, 500 km E, 5300 km N: near 3 deg W, 47.8 deg N
+    ex = read_examples(fc, grid)
+    got = sorted(zip(ex.row.tolist(), ex.col.tolist(), ex.change.tolist()))
+    assert got == sorted((r, c, ch) for r, c, _, ch in clicks)
+    # drawn on both panels, in two colours and shapes
+    for ax in picker.axes:
+        colls = [c for c in ax.collections if c.get_label() in ("change", "no change")]
+        assert {c.get_label(): len(c.get_offsets()) for c in colls} == {"change": 2, "no change": 2}
+    assert "2 change, 2 no change" in picker.figure.get_suptitle()
+    # save, load into a new picker, same GeoJSON; a click beside the image, or while zooming, adds nothing
+    path = picker.save(tmp_path / "ex.geojson")
+    again = plot.ExamplePicker(pair, examples=path)
+    assert again.to_geojson() == fc
+    left, right, bottom, top = again.axes[0].get_xlim() + again.axes[0].get_ylim()
+    again.figure.draw_without_rendering()
+    _click(again, again.axes[0], left - 50, top + 50, 1)
+    assert len(again) == 4
+    out = plot.save_figure(picker.figure, tmp_path / "picker.png", dpi=60)
+    assert out.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_picker_pixel_coordinates_without_crs_and_add_does_what_a_click_does() -> None:
+    from changedet.learn import read_examples
+
+    img = GeoRaster(np.random.default_rng(1).random((3, 40, 70)), Affine.identity(), None, ("red", "green", "blue"))
+    clicked = plot.ExamplePicker((img, img))
+    clicked.figure.draw_without_rendering()
+    added = plot.ExamplePicker((img, img), mode="no change")  # a left click then marks no change
+    for row, col, change in [(0, 0, True), (39, 69, False), (20, 35, True)]:
+        _click(clicked, clicked.axes[1], col + 0.5, row + 0.5, 1 if change else 3)
+        added.add(col + 0.5, row + 0.5, change)
+    fc = clicked.to_geojson()
+    assert fc == added.to_geojson()
+    assert [f["geometry"]["coordinates"] for f in fc["features"]] == [[0.5, 0.5], [69.5, 39.5], [35.5, 20.5]]
+    ex = read_examples(fc, img.grid)
+    assert sorted(zip(ex.row.tolist(), ex.col.tolist())) == [(0, 0), (20, 35), (39, 69)]
+    clicked.undo()
+    assert len(clicked) == 2
+    clicked.clear()
+    assert clicked.to_geojson()["features"] == []
+
+
+def test_picker_rerun_redraws_the_outlines_and_errors_are_clear(
+    pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons
+) -> None:
+    seen = []
+
+    @dataclass(frozen=True)
+    class Result:
+        polygons: StandInPolygons
+
+    fewer = StandInPolygons(polygons.geometries[:1], polygons.properties[:1], UTM)
+
+    def rerun(examples: dict) -> Result:
+        seen.append(examples)
+        return Result(fewer)
+
+    picker = plot.ExamplePicker(pair, on_rerun=rerun)
+    with pytest.raises(InvalidParameterError, match="both kinds"):
+        picker.rerun()
+    x, y = pair[0].grid.transform * (35.5, 15.5)
+    picker.add(x, y, True)
+    picker.add(x + 100, y - 100, False)
+    assert picker.rerun().polygons is fewer and seen == [picker.to_geojson()]
+    legend = [t.get_text() for t in picker.figure.legends[-1].get_texts()]
+    assert legend == ["change", "no change", "detected changes: 1 area, 1.5 ha"]
+    outlines = [c for c in picker.axes[1].collections if isinstance(c, LineCollection) and c.get_label() != "_halo"]
+    assert [len(c.get_segments()) for c in outlines] == [1]  # the old outlines are gone
+    with pytest.raises(InvalidParameterError, match="outside the image"):
+        picker.add(0.0, 0.0, True)
+    with pytest.raises(InvalidParameterError, match="True or False"):
+        picker.add(x, y, "yes")
+    with pytest.raises(InvalidParameterError, match="mode must be"):
+        picker.mode = "maybe"
+    with pytest.raises(InvalidParameterError, match="source must be"):
+        plot.ExamplePicker(pair[0])
+    with pytest.raises(InvalidParameterError, match="feature 0 is not a Point"):
+        picker.load({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": []}, "properties": {"change": True}}]})
+    with pytest.raises(InvalidParameterError, match="outside the image"):
+        picker.load({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [0.0, 0.0]}, "properties": {"change": True}}]})
+    assert len(picker) == 2  # a failed load adds nothing
+
+
+def test_picker_widget_has_the_buttons(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    w = pytest.importorskip("ipywidgets")
+    picker = plot.ExamplePicker(pair)
+    box = picker.widget()
+    buttons = [c.description for c in box.children[0].children if isinstance(c, w.Button)]
+    assert buttons == ["Re-run", "Undo", "Clear"]
+    assert box.children[0].children[-3].disabled  # no on_rerun: Re-run is off
