@@ -1026,6 +1026,9 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = 
 #: Colours and markers of the analyst's examples: change, no change (told apart by shape as well).
 EXAMPLE_STYLE = {True: ("#ff2e63", "o", "change"), False: ("#08d9d6", "s", "no change")}
 
+#: The change outlines in the picker (all classes alike).
+_OUTLINE_COLOR = CLASS_COLORS[0]
+
 _STATIC_BACKENDS = ("agg", "pdf", "ps", "svg", "cairo", "template", "inline")
 
 
@@ -1301,12 +1304,20 @@ class ExamplePicker:
         for artist in self._outlines:
             artist.remove()
         self._outlines = []
+        geoms, props = _check_polygons(polygons, self.grid)
+        # one colour for every class: the question here is change or not, and the class
+        # colours would clash with the examples' red and cyan
+        rings = [r for rs in _rings_of_all(geoms) for r in rs]
         for ax in self.axes:
-            before = set(ax.get_children())
-            _, title = _draw_polygons(ax, polygons, self.grid, {"change": CLASS_COLORS[0]})
-            self._outlines.extend(a for a in ax.get_children() if a not in before)
-        self._outline_title = title
-        self._outline_handle = Line2D([], [], color=CLASS_COLORS[0], lw=2.5, label=f"detected {title}")
+            for colour, alpha, width, label in (("black", _HALO_ALPHA, _HALO_WIDTH, "_halo"),
+                                                (_OUTLINE_COLOR, 1.0, 1.3, "_outline")):
+                coll = LineCollection(rings, colors=colour, alpha=alpha, linewidths=width, label=label, zorder=3)
+                self._outlines.append(ax.add_collection(coll, autolim=False))
+        title = f"detected change: {len(geoms)} area{'s' if len(geoms) != 1 else ''}"
+        in_pixels = getattr(polygons, "areas_in_pixels", self.grid.crs is None)
+        if geoms and not in_pixels and all(isinstance(p.get("area_m2"), (int, float)) for p in props):
+            title += f", {_fmt_area(sum(float(p['area_m2']) for p in props))}"
+        self._outline_handle = Line2D([], [], color=_OUTLINE_COLOR, lw=2.5, label=title)
         self._update_legend()
 
     def _update_legend(self) -> None:
