@@ -1277,7 +1277,7 @@ class ExamplePicker:
     def _draw(self, before: GeoRaster, after: GeoRaster, labels: tuple[str, str], bands: Sequence[str] | None,
               percentiles: tuple[float, float]) -> Figure:
         ratio = _height_over_width(self.grid)
-        size = (10.0, min(5.0 * ratio, 9.0) + 1.1)
+        size = (10.0, min(4.8 * ratio, 9.0) + 0.9)
         if _backend_is_interactive():  # a live canvas needs the backend's figure manager
             from matplotlib import pyplot
 

@@ -436,6 +436,13 @@ def test_picker_clicks_round_trip_to_the_clicked_pixels_in_lon_lat(
     again.figure.draw_without_rendering()
     _click(again, again.axes[0], left - 50, top + 50, 1)
     assert len(again) == 4
+    x, y = grid.transform * (20.5, 20.5)
+    with pytest.MonkeyPatch.context() as mp:  # the toolbar's zoom is on: the click zooms, it marks nothing
+        mp.setattr(again.figure.canvas, "toolbar", type("Toolbar", (), {"mode": "zoom rect"})())
+        _click(again, again.axes[0], x, y, 1)
+    assert len(again) == 4
+    _click(again, again.axes[0], x, y, 1)
+    assert len(again) == 5
     out = plot.save_figure(picker.figure, tmp_path / "picker.png", dpi=60)
     assert out.read_bytes()[:8] == PNG_SIGNATURE
 
