@@ -109,7 +109,9 @@ def _ground(gen: Generator, lat: dict[str, np.ndarray], rows: np.ndarray, cols: 
         return np.stack([0.62 * base, 0.78 * base, 0.95 * base, 1.08 * base + 40 * smooth])
     # urban: 8-15 m roofs and streets (a nearest-sampled lattice of 3-pixel cells, blurred by the sampling of a shift)
     blocks = _sample(lat["blocks"], rows, cols, 3.0, order=1)
-    roofs = np.where(blocks > 0.3, 900.0, 0.0) + 260 * blocks
+    # roof edges ramp over about a pixel, as a sensor's footprint blends them: a hard step sampled
+    # at shifted points is aliasing (edges jump by whole pixels), not a sub-pixel shift
+    roofs = 900.0 * np.clip((blocks - 0.15) / 0.3, 0.0, 1.0) + 260 * blocks
     base = 1300 + 150 * smooth + roofs
     veg = np.clip(_sample(lat["fine"], rows, cols, 3.0) - 0.8, 0, None) * 1200  # scattered trees
     return np.stack([0.7 * base, 0.8 * base + 0.2 * veg, 0.9 * base - 0.3 * veg, 0.95 * base + veg])

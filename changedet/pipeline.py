@@ -43,7 +43,7 @@ from .window import class_layer_centres, class_layers
 __all__ = ["ChangeResult", "detect_changes", "train_model", "parse_aoi", "OUTPUT_FILES", "NODATA_MASK", "CATEGORICAL_BANDS",
            "class_layers", "class_layer_centres"]
 
-#: The files ``ChangeResult.save`` writes (``changes.gpkg`` only where pyogrio is installed).
+#: The files ``ChangeResult.save`` writes (``changes.gpkg`` for georeferenced grids).
 OUTPUT_FILES = (
     "change_mask.tif",
     "change_score.tif",
@@ -350,7 +350,7 @@ def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -
 
 def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool) -> dict[str, Path]:
     written: dict[str, Path] = {}
-    written["changes.geojson"] = _io.write_geojson(result.polygons.to_geojson(), out / "changes.geojson")
+    written["changes.geojson"] = result.polygons.write_geojson(out / "changes.geojson")
     if result.grid.crs is not None:
         gpkg = _io.write_gpkg(result.polygons.geometries, [_flat(p) for p in result.polygons.properties],
                               out / "changes.gpkg", crs=result.grid.crs)
@@ -582,6 +582,9 @@ def detect_changes(
                                         "score the written change_mask.tif with changedet evaluate")
         return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
                                 progress=progress, figures=figures, t0=t0)
+    if out is not None and figures:
+        # the figure's libraries load on the other core while the pair is read and scored
+        threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
     with one_blas_thread():
         result = _detect_in_memory(before, after, options, truth=truth, t0=t0)
     if out is not None:
@@ -818,7 +821,6 @@ def _preload_writers() -> None:
         import skimage.registration  # noqa: F401  (co-registration, needed first)
 
         from . import plot  # noqa: F401  (matplotlib)
-        import pyogrio  # noqa: F401
 
 
 def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, window_px: int, workers: int | None,
