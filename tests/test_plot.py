@@ -466,6 +466,13 @@ def test_picker_pixel_coordinates_without_crs_and_add_does_what_a_click_does() -
     assert len(clicked) == 2
     clicked.clear()
     assert clicked.to_geojson()["features"] == []
+    # a pixel size without a CRS (detect_changes(..., pixel_size_m=0.5)): the axes are in metres, the GeoJSON in pixels
+    metres = GeoRaster(img.data, Affine(0.5, 0, 0, 0, -0.5, 0), None, img.band_names)
+    scaled = plot.ExamplePicker((metres, metres))
+    scaled.add(*(metres.transform * (35.5, 20.5)), True)
+    assert scaled.to_geojson()["features"][0]["geometry"]["coordinates"] == [35.5, 20.5]
+    again = plot.ExamplePicker((metres, metres), examples=scaled.to_geojson())
+    assert again.to_geojson() == scaled.to_geojson()
 
 
 def test_picker_rerun_redraws_the_outlines_and_errors_are_clear(
