@@ -1155,8 +1155,13 @@ class ExamplePicker:
     def add(self, x: float, y: float, change: bool) -> None:
         """Add an example at grid coordinates ``(x, y)`` (what a click on the map does).
 
-        ``x, y`` are in the grid's CRS (pixel coordinates without one), as the
-        panels' axes are; ``change`` True marks change, False no change.
+        Parameters
+        ----------
+        x, y : float
+            Map coordinates in the grid's CRS (without a CRS, the grid transform's
+            coordinates: pixel coordinates for an identity transform), as the panels' axes are.
+        change : bool
+            True: this is the kind of change meant; False: this is not change.
         """
         if not isinstance(change, (bool, np.bool_)):
             raise InvalidParameterError(f"change must be True or False, got {change!r}")
@@ -1187,9 +1192,12 @@ class ExamplePicker:
     def to_geojson(self) -> dict[str, Any]:
         """The examples as a GeoJSON FeatureCollection of Points with a boolean ``change``.
 
-        Coordinates are lon/lat (EPSG:4326, RFC 7946) for a georeferenced grid and pixel
-        coordinates (x = column + 0.5 at a pixel's centre) without a CRS: what
-        ``detect_changes(..., examples=)`` reads.
+        Returns
+        -------
+        dict
+            The FeatureCollection: coordinates in lon/lat (EPSG:4326, RFC 7946) for a
+            georeferenced grid, pixel coordinates (x = column + 0.5 at a pixel's centre)
+            without a CRS; what ``detect_changes(..., examples=)`` reads.
         """
         xs, ys = np.asarray(self._x, float), np.asarray(self._y, float)
         if self.grid.crs is None:
@@ -1212,16 +1220,32 @@ class ExamplePicker:
         return {"type": "FeatureCollection", "features": features}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_geojson` to a GeoJSON file (atomically); return its path."""
+        """Write :meth:`to_geojson` to a GeoJSON file (atomically).
+
+        Parameters
+        ----------
+        path : path
+            The file to write (``.geojson``); missing parent folders are made.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+        """
         from .io import write_json
 
         return write_json(self.to_geojson(), path)
 
     def load(self, examples: str | os.PathLike[str] | Mapping[str, Any]) -> None:
-        """Add the Point examples of a GeoJSON FeatureCollection (a file or a dict), to go on labelling.
+        """Add the Point examples of a GeoJSON FeatureCollection, to go on labelling.
 
-        Coordinates as :meth:`to_geojson` writes them; polygons are not drawn (give them
-        to ``detect_changes`` directly).
+        Parameters
+        ----------
+        examples : path or dict
+            A GeoJSON file or FeatureCollection of Points with a boolean ``change``, in the
+            coordinates :meth:`to_geojson` writes.  Polygons are refused (the picker draws
+            points): give them to ``detect_changes(..., examples=)`` directly.  Nothing is
+            added when one point is unreadable or outside the image.
         """
         import json
 
@@ -1356,7 +1380,13 @@ class ExamplePicker:
     # -- re-run -------------------------------------------------------------------------------
 
     def update(self, result: Any) -> None:
-        """Show another result's change outlines (e.g. the run with these examples)."""
+        """Show another result's change outlines (e.g. the run with these examples).
+
+        Parameters
+        ----------
+        result : ChangeResult
+            Anything with ``polygons`` on this grid.
+        """
         polygons = getattr(result, "polygons", None)
         if polygons is None:
             raise InvalidParameterError(f"update needs a ChangeResult (with .polygons), got {type(result).__name__}")
@@ -1365,7 +1395,13 @@ class ExamplePicker:
         self.figure.canvas.draw_idle()
 
     def rerun(self) -> Any:
-        """Call ``on_rerun`` with the examples and show the result it returns."""
+        """Call ``on_rerun`` with the examples and show the result it returns.
+
+        Returns
+        -------
+        ChangeResult
+            What ``on_rerun`` returned (its outlines are now drawn).
+        """
         if self.on_rerun is None:
             raise InvalidParameterError(
                 "rerun needs on_rerun: ExamplePicker(result, on_rerun=lambda ex: detect_changes(before, after, "
@@ -1384,6 +1420,12 @@ class ExamplePicker:
         """The figure with buttons (ipywidgets): what a left click marks, Re-run, Undo, Clear.
 
         Needs ipywidgets; the figure is live (clickable) with ``%matplotlib widget`` (ipympl).
+        Errors of a button (e.g. Re-run without examples of both kinds) show under the figure.
+
+        Returns
+        -------
+        ipywidgets.VBox
+            The buttons, the figure and a status line.
         """
         try:
             import ipywidgets as w
