@@ -939,11 +939,14 @@ class WindowedReader:
                         src.close()
                         raise RasterReadError(f"{f!r} is not on the analysis grid and has no georeferencing to warp it")
                     cat = any(s[2].upper() in _CATEGORICAL for s in self.sources if s[0] == f)
+                    # interpolated bands are warped to float32, as read_raster warps them (a warp in
+                    # the files' integer type rounds every interpolated value)
                     vrt = WarpedVRT(
                         src, crs=self.grid.crs, transform=self.grid.transform, width=self.grid.width,
                         height=self.grid.height, resampling=Resampling.nearest if cat else Resampling.bilinear,
                         src_nodata=src.nodata if src.nodata is not None else (0 if self._s2 else None),
                         nodata=src.nodata if src.nodata is not None else 0,
+                        **({} if cat else {"dtype": "float32"}),
                     )
                     h[f] = (vrt, src, (0, 0))
             self._local.handles = h

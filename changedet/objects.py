@@ -393,6 +393,7 @@ def vectorize_parts(
     layers: Mapping[str, np.ndarray] | None = None,
     window_edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
     min_area_px: float = 0,
+    offset: tuple[int, int] = (0, 0),
 ) -> list[PolygonPart]:
     """Connected (8-connected) areas of a (rows, cols) bool mask as :class:`PolygonPart`.
 
@@ -400,6 +401,10 @@ def vectorize_parts(
     says which sides (top, bottom, left, right) are internal window edges, across
     which an area may continue.  ``layers`` are (rows, cols) arrays, or 1-D arrays of
     their values at the mask's True pixels in row-major order (``layer[mask]``).
+
+    ``offset`` (row, col) is the mask's first pixel on the grid ``transform`` belongs to, when
+    the mask is a window of a larger grid: coordinates are then computed from grid pixel
+    numbers, so parts of one area in neighbouring windows share their corners exactly.
 
     ``min_area_px`` drops, before their outlines are traced, the areas that do not touch an
     internal window edge and cannot reach that many pixels even with their holes filled
@@ -476,7 +481,11 @@ def vectorize_parts(
         n = int(keep.sum())
     xy, ring_start, label_start = _kernels.trace_rings(labels, n, boxes)
     t = transform
-    col, row = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    # pixel corners numbered on the whole grid when ``transform`` is the grid's and ``offset``
+    # the window's first row and column: a corner shared by two windows then gets the same
+    # coordinates from both, to the last bit (on lon/lat grids a window's own transform does not)
+    col = xy[:, 0].astype(np.float64) + float(offset[1])
+    row = xy[:, 1].astype(np.float64) + float(offset[0])
     coords = np.column_stack([t.c + col * t.a + row * t.b, t.f + col * t.d + row * t.e])
     geoms = shapely.from_ragged_array(shapely.GeometryType.POLYGON, coords, (ring_start, label_start))
     parts = []

@@ -729,7 +729,7 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
     timings["fit"] = time.perf_counter() - t
     t = time.perf_counter()
-    w = _window.process_window(spec, fit, b_data, a_data, transform=grid.transform, inside=inside, keep=True)
+    w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
     timings["window"] = time.perf_counter() - t
     if not w.valid.any():
         raise EmptyDataError(
@@ -877,7 +877,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
                 core = plan.core
                 edges = (core.row_off > 0, core.row_off + core.height < grid.height,
                          core.col_off > 0, core.col_off + core.width < grid.width)
-                return _window.process_window(spec, fit, b_o, a_o, transform=window_transform(core, grid.transform),
+                return _window.process_window(spec, fit, b_o, a_o, offset=(int(core.row_off), int(core.col_off)),
                                               inner=plan.inner, edges=edges, inside=_inside(spec, plan.outer),
                                               finite=finite)
 

@@ -482,7 +482,7 @@ def process_window(
     before: np.ndarray,
     after: np.ndarray,
     *,
-    transform: Any,
+    offset: tuple[int, int] = (0, 0),
     inner: tuple[slice, slice] | None = None,
     edges: tuple[bool, bool, bool, bool] = (False, False, False, False),
     inside: np.ndarray | None = None,
@@ -499,8 +499,8 @@ def process_window(
         Its fitted statistics.
     before, after : (bands, rows, cols) ndarray of float32
         The window with its halo, bands in ``spec.band_order``, NaN nodata.
-    transform : Affine
-        Map transform of the window's core.
+    offset : (int, int)
+        Row and column of the window's core on the analysis grid.
     inner : (slice, slice), optional
         The core inside the window (default: the whole window).
     edges : (bool, bool, bool, bool)
@@ -525,7 +525,7 @@ def process_window(
     >>> b = rng.uniform(500, 600, size=(4, 64, 64)).astype("float32"); a = b.copy(); a[:, 10:20, 10:20] += 900
     >>> g = Grid((64, 64), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
     >>> spec = make_spec(run_options(method="cva", coregister=False), g, ["B02", "B03", "B04", "B08"])
-    >>> w = process_window(spec, fit_run(spec, [SampleBlock(b, a)], whole=True), b, a, transform=g.transform)
+    >>> w = process_window(spec, fit_run(spec, [SampleBlock(b, a)], whole=True), b, a)
     >>> [p.n_px for p in w.parts]
     [100]
     """
@@ -578,8 +578,8 @@ def process_window(
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k.startswith("d_")}
-    parts = _objects.vectorize_parts(sel, transform, score=score_c, layers=part_layers, window_edges=edges,
-                                     min_area_px=_drop_below_px(spec))
+    parts = _objects.vectorize_parts(sel, spec.grid.transform, score=score_c, layers=part_layers,
+                                     window_edges=edges, min_area_px=_drop_below_px(spec), offset=offset)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,
         excluded=int(excluded[rs, cs_].sum()) if excluded is not None else 0,

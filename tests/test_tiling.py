@@ -242,3 +242,17 @@ def test_both_paths_write_the_same_summary_keys_and_raster_format(scene_pair: tu
                 assert str(pa.get(key)) == str(pb.get(key)), (name, key)
             assert a.overviews(1) == b.overviews(1)
             assert a.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == b.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+
+
+@pytest.mark.parametrize("method", ["auto", "diff"])
+def test_windowed_equals_in_memory_on_a_real_band_folder(oscd: Path, tmp_path: Path, method: str) -> None:
+    """A real Sentinel-2 band folder (10, 20 and 60 m bands, a lon/lat grid): the windowed reader
+    resamples the coarse bands as read_raster does (in float), and parts of one area cut by a
+    seam share their corners exactly, so both paths give the same score and mask."""
+    before, after = oscd / "rennes" / "imgs_1", oscd / "rennes" / "imgs_2"
+    mem = detect_changes(before, after, method=method, tiled=False)
+    detect_changes(before, after, method=method, tiled=True, out=tmp_path / "w", window_px=128, progress=False)
+    score = read_raster(tmp_path / "w" / "change_score.tif").data[0]
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    np.testing.assert_array_equal(score, mem.score.data[0])
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
