@@ -172,9 +172,12 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
     # NDBI rises as much over bare soil (a harvested field) as over a new roof or paving, so
     # where the brightness is known the built-up signal is a brighter surface; NDBI decides
-    # only without it (on OSCD, NDBI alone put 220 ha of harvested fields into new construction)
+    # only without it (on OSCD, NDBI alone put 220 ha of harvested fields into new construction).
+    # Built surfaces reflect swir at least as much as nir: a brighter surface whose NDBI
+    # falls (drying soil, sun and haze) is not counted as built
     if d_bright is not None:
-        built_up, built_down = d_bright > 0.10, d_bright < -0.10
+        built_up = d_bright > 0.10 and (d_ndbi is None or d_ndbi > -0.03)
+        built_down = d_bright < -0.10
     else:
         built_up = d_ndbi is not None and d_ndbi > 0.03
         built_down = d_ndbi is not None and d_ndbi < -0.03

@@ -302,6 +302,7 @@ def test_empty_change_polygons() -> None:
         ({"d_ndvi": -0.45, "d_ndbi": 0.25, "d_brightness": -0.05}, "vegetation_loss"),
         ({"d_ndvi": 0.0, "d_ndbi": 0.1, "d_brightness": 0.0}, "other"),
         ({"d_ndvi": 0.0, "d_ndbi": 0.1}, "new_construction"),  # without brightness NDBI decides
+        ({"d_ndvi": 0.0, "d_ndbi": -0.1, "d_brightness": 0.3}, "other"),  # brighter, swir down: not built
         ({"d_ndvi": 0.02, "d_ndbi": -0.1, "d_brightness": -0.3}, "demolition"),
         ({"d_ndwi": 0.4, "d_ndvi": -0.2}, "water_change"),
         ({"d_ndwi": -0.5, "d_ndvi": 0.1}, "water_change"),
