@@ -32,6 +32,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests).
 
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``changedet`` parser with its subcommands; its ``error`` exits with code 2
+        after one line on stderr.
+
     Examples
     --------
     >>> p = build_parser()
@@ -364,6 +370,19 @@ def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``changedet`` command; returns the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str or None
+        The arguments after the program name; None reads ``sys.argv`` (and tunes malloc,
+        as the process is then the program's own).
+
+    Returns
+    -------
+    int
+        0 on success, 1 when a ``batch`` run had failed sites, 2 on an error (one line on
+        stderr, or the help when no command is given), 130 when interrupted.  Argument
+        errors raise ``SystemExit(2)`` from the parser instead.
 
     Examples
     --------

@@ -920,7 +920,26 @@ def plot_comparison(
 ) -> Figure:
     """Several change masks side by side (one per method), coloured by agreement with a truth.
 
-    Each panel's title gives the method and, with a truth, its F1 and kappa.
+    Each panel's title gives the method and, with a truth, its F1 and kappa (without
+    one, the number of changed pixels).
+
+    Parameters
+    ----------
+    masks : mapping of str to (rows, cols) ndarray or 1-band GeoRaster
+        Method name to its mask (1 change, 0 no change, anything else nodata), one
+        panel each, in the mapping's order; not empty.
+    truth : (rows, cols) ndarray or 1-band GeoRaster, optional
+        Ground truth every mask is scored against (see
+        :func:`changedet.evaluate.evaluate`).
+    truth_change_values, truth_nochange_values, ignore_values : sequence of float
+        How the truth is encoded, as in :func:`changedet.evaluate.evaluate`.
+    ncols : int
+        Panels per row (at least 1; fewer when there are fewer masks).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per mask (spare panels hidden) and a shared legend below.
 
     Examples
     --------
