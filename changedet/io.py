@@ -69,6 +69,19 @@ _CATEGORICAL = {"SCL", "QA_PIXEL"}
 def band_code(path: str | os.PathLike[str]) -> str | None:
     """The band name encoded in a file name, or None.
 
+    Parameters
+    ----------
+    path : str or path-like
+        A file name or path; only the stem's last token counts (``*_B02``, ``*_B11_20m``,
+        ``*_SR_B4``, ``*_nir``).
+
+    Returns
+    -------
+    str or None
+        ``B01`` ... ``B12``, ``B8A``, ``SCL``, ``AOT``, ``WVP``, ``QA_PIXEL``, ``SR_B4`` ...
+        (upper case), a common name (``blue``, ``nir``, ``swir16`` ..., lower case), or
+        None when the name encodes no band.
+
     Examples
     --------
     >>> band_code("T30UWU_20170621T110651_B02.tif")
@@ -111,6 +124,19 @@ def _band_sort_key(name: str) -> tuple[int, str]:
 
 def sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file (hashes every file of a folder, sorted by name).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file, or a folder: then every file under it, each preceded by its relative
+        path, so renaming a file changes the digest.
+    chunk_size : int
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 lower-case hex digits.
 
     Examples
     --------
@@ -234,6 +260,27 @@ def read_band_folder(folder: str | os.PathLike[str], *, bands: Sequence[str] | N
     ordered by wavelength and resampled onto the grid of the finest band (bilinear;
     nearest for classification bands such as ``SCL``).  For Sentinel-2 band sets the
     value 0, the products' NO_DATA value, becomes NaN.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        The folder; files not named by band are ignored, two files of one band are an error.
+    bands : sequence of str, optional
+        Band codes (as :func:`band_code` gives them) to read, in this order; default all,
+        in wavelength order.
+
+    Returns
+    -------
+    GeoRaster
+        (bands, rows, cols) float32 with NaN for nodata, on the finest band's grid.
+
+    Raises
+    ------
+    RasterReadError
+        Missing folder, no band files, two files of one band, a multi-band file, or
+        bands georeferenced and not.
+    InvalidParameterError
+        A band of ``bands`` is not in the folder.
 
     Examples
     --------
@@ -393,6 +440,12 @@ def paused_gc() -> Iterator[None]:
     object the process holds (measured: 16,000 polygons to GeoJSON 3.4 s, 1.7 s paused).
     Nothing is lost: the collector runs again afterwards.
 
+    Returns
+    -------
+    context manager
+        Disables the collector on entry and re-enables it on exit if it was enabled;
+        usable as ``@paused_gc()``.
+
     Examples
     --------
     >>> import gc
@@ -418,6 +471,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds.
 
     On an exception the temporary file is removed and ``path`` is left untouched.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The destination; missing parent folders are created.
+
+    Yields
+    ------
+    pathlib.Path
+        An empty temporary file ``.STEM.XXXX.partial.SUFFIX`` in the destination folder,
+        to write (or replace) inside the block.
 
     Examples
     --------
@@ -458,6 +522,23 @@ def write_raster(
 
     Band names become the GDAL band descriptions.  NaN pixels are written as
     ``nodata`` (default NaN for float, 255 for uint8).
+
+    Parameters
+    ----------
+    raster : GeoRaster
+        The pixels, grid and band names to write.
+    path : str or path-like
+        Destination, written atomically (see :func:`atomic_path`).
+    dtype : str, optional
+        Data type of the file, e.g. ``"uint8"``; default the data's.
+    nodata : float, optional
+        Nodata value of the file; default NaN for float types, 255 for uint8, none for
+        other integer types (float data holding NaN then raises InvalidParameterError).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
 
     Examples
     --------
@@ -514,6 +595,20 @@ def write_raster(
 def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2) -> Path:
     """Write JSON atomically (NaN is refused: write ``None`` instead).
 
+    Parameters
+    ----------
+    obj : Any
+        JSON-serialisable data; numpy scalars and arrays and paths are converted.
+    path : str or path-like
+        Destination (UTF-8, ending with a newline).
+    indent : int or None
+        Indentation; None writes one line.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
     Examples
     --------
     >>> import tempfile, json, pathlib
@@ -530,6 +625,16 @@ def write_json(obj: Any, path: str | os.PathLike[str], *, indent: int | None = 2
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Read a JSON file (UTF-8).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    Any
+        The decoded value (dict, list, str, number, bool or None).
 
     Examples
     --------
@@ -554,6 +659,19 @@ def _json_default(o: Any) -> Any:
 @paused_gc()
 def write_geojson(feature_collection: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a GeoJSON FeatureCollection dict atomically.
+
+    Parameters
+    ----------
+    feature_collection : dict
+        A dict with ``"type": "FeatureCollection"``; written on one line, a chunk of
+        features at a time when there are many.
+    path : str or path-like
+        Destination.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
 
     Examples
     --------
@@ -599,6 +717,20 @@ def write_geojson_chunks(
 
     The same text as :func:`write_geojson` of the whole collection, written as the chunks
     come, so they can be made one at a time (see ``ChangePolygons.write_geojson``).
+
+    Parameters
+    ----------
+    chunks : iterable of sequences of dict
+        GeoJSON Feature dicts, a sequence at a time; empty sequences are skipped.
+    path : str or path-like
+        Destination, written atomically.
+    members : dict, optional
+        Further members of the collection, written after ``features``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
 
     Examples
     --------
@@ -708,6 +840,26 @@ def write_gpkg(
     index as GDAL writes them): no GDAL vector driver to load, and no pandas, which
     pyogrio imports with itself (0.25-0.3 s of a 4 s run on one OSCD city).  Properties
     become INTEGER, REAL, BOOLEAN or TEXT columns; lists and records are JSON text.
+
+    Parameters
+    ----------
+    geometries : sequence of shapely Polygon or MultiPolygon
+        One geometry per feature (polygons are stored as one-part MultiPolygons).
+    properties : sequence of dict
+        One dict of attributes per feature, in the order of ``geometries``; the columns
+        are the union of their keys (missing values are NULL), ``fid`` and ``geom``
+        excluded.
+    path : str or path-like
+        Destination, written atomically.
+    crs : Any
+        The geometries' CRS, anything ``rasterio.crs.CRS.from_user_input`` takes.
+    layer : str
+        Table name (letters, digits and ``_``).
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
 
     Examples
     --------
@@ -831,6 +983,16 @@ def _grid_of(sources: Sequence[tuple[str, int, str]]) -> Grid:
 def gdal_env(*, cache_mb: int = 128) -> Any:
     """A ``rasterio.Env`` bounding GDAL's block cache (MB) and letting it use all cores.
 
+    Parameters
+    ----------
+    cache_mb : int
+        ``GDAL_CACHEMAX`` in MB.
+
+    Returns
+    -------
+    rasterio.Env
+        The environment, to enter with ``with``.
+
     Examples
     --------
     >>> with gdal_env(cache_mb=64):
@@ -843,6 +1005,18 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
     """The grid and band names of a raster or band folder, without reading pixels.
 
     For a band folder the grid is the finest band's.
+
+    Parameters
+    ----------
+    path : str or path-like
+        What :func:`read_raster` takes (file, URL or folder).
+
+    Returns
+    -------
+    grid : Grid
+        The grid :func:`read_raster` would return the pixels on.
+    band_names : tuple of str
+        The band names, alpha bands left out.
 
     Examples
     --------
@@ -861,6 +1035,19 @@ def raster_grid(path: str | os.PathLike[str]) -> tuple[Grid, tuple[str, ...]]:
 
 def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) -> GeoRaster:
     """A raster read at a reduced ``shape`` (rows, cols), from its overviews where present (nearest).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A raster file.
+    shape : (int, int)
+        Rows and columns to read.
+
+    Returns
+    -------
+    GeoRaster
+        (bands, rows, cols) float32, NaN where the file's mask or nodata says so, on the
+        file's extent with pixels scaled to ``shape``.
 
     Examples
     --------
@@ -886,6 +1073,15 @@ class WindowedReader:
     on the fly through a ``WarpedVRT`` (bilinear; nearest for classification bands), so
     a window costs only the source blocks it touches.  Thread-safe: each thread opens
     its own dataset handles.  Nodata (and 0 for Sentinel-2 band sets) becomes NaN.
+
+    Parameters
+    ----------
+    path : str or path-like
+        What :func:`read_raster` takes (file, URL or folder of band files).
+    grid : Grid, optional
+        The analysis grid windows refer to; default the file's own (the finest band's).
+    bands : sequence of str, optional
+        Band names to read, in this order; default all but alpha.
 
     Examples
     --------
@@ -960,6 +1156,24 @@ class WindowedReader:
         With ``raw=True`` the pixels keep the files' data type (half the memory for
         uint16 imagery) and :meth:`to_float` applies the nodata rules later; files with
         masks beyond a nodata value are always read as float32.
+
+        Parameters
+        ----------
+        window : rasterio.windows.Window
+            Pixels of the analysis grid to read.
+        raw : bool
+            Keep the files' data type and leave nodata as it is.
+
+        Returns
+        -------
+        (bands, rows, cols) ndarray
+            float32 with NaN for nodata; with ``raw=True`` (and masks no more than a
+            nodata value) the files' common type, untouched.
+
+        Raises
+        ------
+        RasterReadError
+            GDAL failed while reading pixels.
         """
         from rasterio.enums import MaskFlags
 
@@ -1013,7 +1227,15 @@ class WindowedReader:
         return out
 
     def nodata_rules(self) -> list[tuple[float | None, bool]]:
-        """Per band: (nodata value, whether 0 is nodata) as applied by :meth:`to_float`."""
+        """Per band: (nodata value, whether 0 is nodata) as applied by :meth:`to_float`.
+
+        Returns
+        -------
+        list of (float or None, bool)
+            One pair per band: the nodata value (None when there is none or it is NaN)
+            and whether 0 is nodata too (Sentinel-2 band sets, and bands warped from files
+            without a nodata value).
+        """
         h = self._handles()
         rules = []
         for f, _idx, _name in self.sources:
@@ -1023,7 +1245,18 @@ class WindowedReader:
         return rules
 
     def to_float(self, arr: np.ndarray) -> np.ndarray:
-        """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``."""
+        """float32 with NaN for nodata from an array :meth:`read` returned with ``raw=True``.
+
+        Parameters
+        ----------
+        arr : (bands, rows, cols) ndarray
+            What :meth:`read` returned with ``raw=True``.
+
+        Returns
+        -------
+        (bands, rows, cols) ndarray of float32
+            The pixels with NaN where :meth:`nodata_rules` says nodata.
+        """
         return self.to_float_rows([(arr, 0, arr.shape[1])], 0, arr.shape[2])[0]
 
     def to_float_rows(self, parts: Sequence[tuple[np.ndarray, int, int]], c0: int,
@@ -1031,7 +1264,23 @@ class WindowedReader:
         """:meth:`to_float` of rows ``a:b``, columns ``c0:c1`` of each ``(array, a, b)`` in
         ``parts`` (at most 3, arrays :meth:`read` returned with ``raw=True``), stacked
         along the rows: a window cut from full-width strips; and where every band of it
-        is finite (rows, cols)."""
+        is finite (rows, cols).
+
+        Parameters
+        ----------
+        parts : sequence of (ndarray, int, int)
+            Up to 3 ``(array, a, b)``: a (bands, rows, cols) array :meth:`read` returned
+            with ``raw=True`` and the range of its rows to take.
+        c0, c1 : int
+            The columns to take, ``c0:c1``.
+
+        Returns
+        -------
+        data : (bands, rows, cols) ndarray of float32
+            The rows of every part, stacked, with NaN for nodata.
+        finite : (rows, cols) ndarray of bool
+            Where every band of ``data`` is finite.
+        """
         if len(parts) > 3:
             raise ValueError(f"at most 3 row ranges, got {len(parts)}")  # pragma: no cover - strips hold the halo
         from . import _kernels
@@ -1054,6 +1303,7 @@ class WindowedReader:
         return self._rules_cache
 
     def close(self) -> None:
+        """Close the dataset handles every thread opened; the reader is not to be used afterwards."""
         with self._lock:
             for h in self._all:
                 for vrt, src, _ in h.values():
@@ -1081,6 +1331,21 @@ class WindowedWriter:
     :meth:`commit` writes the COG under a temporary name and renames it into place,
     :meth:`abort` removes everything; until ``commit`` nothing exists at the destination.
 
+    Parameters
+    ----------
+    path : str or path-like
+        Destination; missing parent folders are created at once.
+    grid : Grid
+        The raster's grid.
+    dtype : str
+        Data type of the file, e.g. ``"uint8"``.
+    nodata : float or None
+        The file's nodata value.
+    band_names : sequence of str
+        One name per band, the GDAL band descriptions.
+    compress_level : int
+        ZSTD compression level.
+
     Examples
     --------
     >>> import tempfile, numpy as np
@@ -1106,9 +1371,30 @@ class WindowedWriter:
         self.factors = _cog.overview_factors(grid.height, grid.width)
 
     def write(self, data: np.ndarray, window: Any) -> None:
+        """Write the pixels of one window (no two windows may overlap).
+
+        Parameters
+        ----------
+        data : (bands, rows, cols) or (rows, cols) ndarray
+            The window's pixels, cast to the file's data type.
+        window : rasterio.windows.Window
+            Where they go on the grid; it must lie inside it.
+        """
         self._cog.write(data, int(window.row_off), int(window.col_off))
 
     def commit(self) -> Path:
+        """Write the COG (with its overviews) to the destination and free the scratch file.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+
+        Raises
+        ------
+        RuntimeError
+            Some pixels were never written (the scratch file is freed all the same).
+        """
         try:
             with atomic_path(self.dest) as final:
                 self._cog.commit(final)
@@ -1117,4 +1403,5 @@ class WindowedWriter:
         return self.dest
 
     def abort(self) -> None:
+        """Discard what was written: remove the scratch file; nothing reaches the destination."""
         self._cog.close()
