@@ -53,6 +53,19 @@ def _disk(radius: int) -> np.ndarray:
 def label_regions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """8-connected labels of a boolean mask: ``(labels int32, count)``.
 
+    Parameters
+    ----------
+    mask : (rows, cols) ndarray of bool
+        The pixels to label (anything ``bool`` converts).
+
+    Returns
+    -------
+    labels : (rows, cols) ndarray of int32
+        0 outside the mask, else 1..count, numbered in row-major order of each area's
+        first pixel (as ``scipy.ndimage.label`` numbers them).
+    count : int
+        The number of connected areas.
+
     Examples
     --------
     >>> m = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]], bool)
@@ -147,6 +160,16 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     ``d_ndwi`` and ``d_greenness`` (excess-green for RGB images); missing keys are
     treated as unknown.  See :data:`CHANGE_CLASSES`.
 
+    Parameters
+    ----------
+    deltas : mapping of str to float
+        Mean index changes of the area; None and non-finite values count as missing.
+
+    Returns
+    -------
+    str
+        A key of :data:`CHANGE_CLASSES`.
+
     Examples
     --------
     >>> classify_change({"d_ndvi": -0.35, "d_ndbi": 0.12, "d_brightness": 0.3})
@@ -235,13 +258,28 @@ class ChangePolygons:
         return int(sum(p["area_px"] for p in self.properties))
 
     def class_counts(self) -> dict[str, int]:
+        """Number of polygons per ``change_class``.
+
+        Returns
+        -------
+        dict of str to int
+            Class to count, most frequent first; polygons without a class count as
+            ``other``.
+        """
         counts: dict[str, int] = {}
         for p in self.properties:
             counts[p.get("change_class", "other")] = counts.get(p.get("change_class", "other"), 0) + 1
         return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
     def to_records(self) -> list[dict[str, Any]]:
-        """Properties as a list of flat dicts (``pandas.DataFrame(polygons.to_records())``)."""
+        """Properties as a list of flat dicts (``pandas.DataFrame(polygons.to_records())``).
+
+        Returns
+        -------
+        list of dict
+            One per polygon: its properties, with ``bbox`` split into ``bbox_minx``,
+            ``bbox_miny``, ``bbox_maxx`` and ``bbox_maxy``.
+        """
         out = []
         for p in self.properties:
             rec = {k: v for k, v in p.items() if k != "bbox"}
@@ -251,7 +289,14 @@ class ChangePolygons:
         return out
 
     def to_wgs84(self) -> tuple[Any, ...]:
-        """Geometries in lon/lat (EPSG:4326); unchanged for pixel grids."""
+        """Geometries in lon/lat (EPSG:4326); unchanged for pixel grids.
+
+        Returns
+        -------
+        tuple of shapely Polygon/MultiPolygon
+            One per polygon, in order; :attr:`geometries` itself when ``crs`` is None or
+            already WGS84.
+        """
         if self.crs is None or not self.geometries:
             return self.geometries
         from pyproj import CRS as PCRS
@@ -269,6 +314,18 @@ class ChangePolygons:
         """RFC 7946 FeatureCollection in WGS84 lon/lat (pixel coordinates for pixel grids).
 
         Exterior rings are counter-clockwise, coordinates rounded to ``precision`` decimals.
+
+        Parameters
+        ----------
+        precision : int
+            Decimals kept in the coordinates.
+
+        Returns
+        -------
+        dict
+            ``{"type": "FeatureCollection", "features": [...]}``, each feature's ``id`` that
+            of its properties, which are JSON-ready (NaN as None, floats to 6 decimals);
+            pixel grids add a ``"changedet:coordinates"`` note.
         """
         fc: dict[str, Any] = {"type": "FeatureCollection", "features": self._features(0, len(self), precision)}
         fc.update(self._geojson_members())
@@ -280,6 +337,20 @@ class ChangePolygons:
 
         Features are made and written ``chunk`` at a time, so a scene of hundreds of
         thousands of polygons never holds them all as GeoJSON objects (about 3 KB each).
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, written atomically.
+        precision : int
+            Decimals kept in the coordinates.
+        chunk : int
+            Features made and written at a time (at least 1).
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
 
         Examples
         --------
@@ -416,6 +487,29 @@ def vectorize_parts(
     unit of that size anyway.  On noisy ground these specks are most areas, and each kept
     part is memory until the scene is done.  Pass the mapping unit in pixels, rounded down
     where pixel areas vary (lon/lat grids).
+
+    Parameters
+    ----------
+    mask : (rows, cols) ndarray of bool
+        The changed pixels.
+    transform : affine.Affine
+        Pixel to map coordinates, of this array or (with ``offset``) of the larger grid.
+    score : (rows, cols) ndarray of float, optional
+        Change score; its finite values give each part's sum, count and maximum.
+    layers : mapping of str to (rows, cols) or (n_true,) ndarray, optional
+        Index changes to sum per part (finite values only).
+    window_edges : (bool, bool, bool, bool)
+        Whether the top, bottom, left and right sides are internal window edges.
+    min_area_px : float
+        Drop areas away from internal edges that cannot reach this many pixels (0 keeps all).
+    offset : (int, int)
+        Row and column of the mask's first pixel on the grid of ``transform``.
+
+    Returns
+    -------
+    list of PolygonPart
+        One per kept area, in label order (row-major order of their first pixel), with
+        ``on_edge`` set for those touching an internal window edge.
 
     Examples
     --------
@@ -652,6 +746,26 @@ def assemble_polygons(
     Areas are geodesic (WGS84 ellipsoid) for geographic grids, planar in metres for
     projected ones, and in pixels for grids without CRS (m² when ``pixel_size_m`` is given).
 
+    Parameters
+    ----------
+    parts : sequence of PolygonPart
+        What :func:`vectorize_parts` gave for every window of ``grid``.
+    grid : Grid
+        The analysis grid, in whose CRS the parts' coordinates are.
+    min_area_m2 : float
+        Minimum mapping unit: smaller polygons (after filling holes) are dropped; in
+        pixels for grids without CRS and ``pixel_size_m``.
+    fill_holes_m2 : float
+        Unchanged holes up to this area are filled (same units as ``min_area_m2``).
+    pixel_size_m : float, optional
+        Pixel edge in metres, for grids without CRS.
+
+    Returns
+    -------
+    ChangePolygons
+        Largest first (by ``area_px``), ``id`` 1, 2, ...; with ``change_class`` and the
+        mean of each layer of the parts.
+
     Examples
     --------
     >>> from affine import Affine
@@ -774,6 +888,11 @@ def vectorize(
     pixel_size_m : float, optional
         Pixel edge in metres for images without georeferencing.
 
+    Returns
+    -------
+    ChangePolygons
+        As :func:`assemble_polygons` gives them: largest first, ``id`` 1, 2, ...
+
     Examples
     --------
     >>> from affine import Affine
@@ -793,6 +912,18 @@ def vectorize(
 
 def polygons_to_mask(polygons: ChangePolygons, grid: Grid) -> np.ndarray:
     """Burn polygons back onto ``grid`` as a (rows, cols) bool mask.
+
+    Parameters
+    ----------
+    polygons : ChangePolygons
+        Polygons in the grid's CRS (or pixel coordinates).
+    grid : Grid
+        The grid to burn them onto.
+
+    Returns
+    -------
+    (rows, cols) ndarray of bool
+        True for pixels whose centre lies inside a polygon.
 
     Examples
     --------
