@@ -140,14 +140,39 @@ class Examples:
         return int((~self.change).sum())
 
     def to_labels(self, shape: tuple[int, int]) -> np.ndarray:
-        """A (rows, cols) int8 label raster: 1 change, 0 no change, -1 unlabelled."""
+        """A (rows, cols) int8 label raster: 1 change, 0 no change, -1 unlabelled.
+
+        Parameters
+        ----------
+        shape : (int, int)
+            Rows and columns of the raster; every example must lie inside it.
+
+        Returns
+        -------
+        (rows, cols) ndarray of int8
+            1 at change examples, 0 at no-change examples, -1 elsewhere.
+        """
         out = np.full(shape, -1, dtype=np.int8)
         out[self.row, self.col] = self.change.astype(np.int8)
         return out
 
     @classmethod
     def from_labels(cls, labels: np.ndarray, *, source: str = "labels") -> "Examples":
-        """From a (rows, cols) label raster: 1 (or True) change, 0 no change, anything else unlabelled."""
+        """From a (rows, cols) label raster: 1 (or True) change, 0 no change, anything else unlabelled.
+
+        Parameters
+        ----------
+        labels : (rows, cols) ndarray
+            Integer or float labels; a bool array labels every pixel (True change,
+            False no change).
+        source : str
+            Where the labels came from, for messages.
+
+        Returns
+        -------
+        Examples
+            One entry per labelled pixel, in row-major order.
+        """
         labels = np.asarray(labels)
         if labels.dtype == bool:
             row, col = np.nonzero(np.ones(labels.shape, bool))
@@ -197,6 +222,21 @@ class PixelFeatures:
 
 def feature_sigmas_m(pixel_size_m: float) -> tuple[float, ...]:
     """The Gaussian scales of the features, in metres: 0.5 m x 2^k between 0.7 and 16 pixels.
+
+    Parameters
+    ----------
+    pixel_size_m : float
+        Ground sampling distance in metres (positive).
+
+    Returns
+    -------
+    tuple of float
+        The scales in metres, smallest first.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``pixel_size_m`` is not a positive number.
 
     Examples
     --------
@@ -766,7 +806,15 @@ class LearnedModel:
         return "learned"
 
     def summary(self) -> dict[str, Any]:
-        """JSON-serialisable facts for ``summary.json``."""
+        """JSON-serialisable facts for ``summary.json``.
+
+        Returns
+        -------
+        dict
+            ``method``, ``classifier`` (its class name), ``threshold``, ``cv_accuracy``,
+            ``n_examples``, ``band_names``, ``pixel_size_m``, ``sigmas_m``, ``n_features``,
+            ``feature_version``, ``halo_px`` and ``change_score_feature``.
+        """
         return {
             "method": "learned", "classifier": type(self.classifier).__name__, "threshold": self.threshold,
             "cv_accuracy": self.cv_accuracy, "n_examples": self.n_examples, "band_names": list(self.band_names),
@@ -776,7 +824,14 @@ class LearnedModel:
         }
 
     def check_bands(self, band_names: Sequence[str]) -> None:
-        """Raise :class:`~changedet.errors.BandMismatchError` unless ``band_names`` are the model's bands."""
+        """Raise :class:`~changedet.errors.BandMismatchError` unless ``band_names`` are the model's bands.
+
+        Parameters
+        ----------
+        band_names : sequence of str
+            The images' bands, in order; compared by canonical name, so ``B04`` matches
+            ``red``.
+        """
         got = tuple(str(n) for n in band_names)
         if tuple(_idx.canonical_name(n) or n for n in got) != tuple(_idx.canonical_name(n) or n for n in self.band_names):
             raise BandMismatchError(
@@ -790,6 +845,20 @@ class LearnedModel:
 
         ``before``/``after`` may be the whole pair or a sample of it; every window then
         uses these statistics, so a windowed run equals the whole-scene score.
+
+        Parameters
+        ----------
+        before, after : (bands, rows, cols) ndarray of float
+            The pair, or a sample of it, bands as :attr:`band_names`; NaN = nodata.
+        band_names : sequence of str, optional
+            The arrays' bands, checked with :meth:`check_bands`; default the model's.
+        valid : (rows, cols) ndarray of bool, optional
+            Pixels to use.
+
+        Returns
+        -------
+        LearnedModel
+            A copy with :attr:`stats` set (see :func:`pair_stats`).
         """
         names = self.band_names if band_names is None else tuple(band_names)
         self.check_bands(names)
@@ -865,6 +934,16 @@ class LearnedModel:
         """Write the model as a skops file (no code runs when it is loaded; see :func:`load_model`).
 
         The pair statistics are not saved: a loaded model computes them on the pair it scores.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Destination, written atomically.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
         """
         import skops.io as sio
 
@@ -933,6 +1012,16 @@ def load_model(path: str | os.PathLike[str]) -> LearnedModel:
     Only the types a changedet model holds (scikit-learn trees and forests, numpy
     arrays) are allowed; a file naming any other type is refused before anything in
     it is built, so loading a file cannot run code.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A model file.
+
+    Returns
+    -------
+    LearnedModel
+        The model without pair statistics (:meth:`LearnedModel.score` computes them).
 
     Raises
     ------
