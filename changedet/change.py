@@ -1210,6 +1210,23 @@ def _structural_parts(before, after, ok, use, stats) -> tuple[np.ndarray, np.nda
     return structure, np.sqrt(np.sum(d * d, axis=0))
 
 
+#: the large scale of the high-resolution score: the colour change averaged over about
+#: 10 m (sensor noise down), then opened with a 40 m square (kept only where a whole
+#: 40 x 40 m square changed: a cleared plot, not a road, a yard or a roof's rim)
+_OPEN_DENOISE_M = 10.0
+_OPEN_M = 40.0
+
+
+def _opened_colour(colour: np.ndarray, ok: np.ndarray, denoise: int, opening: int) -> np.ndarray:
+    """Grey-scale opening (minimum then maximum over opening x opening) of the colour change's
+    denoise x denoise window mean; not-valid pixels count as unchanged."""
+    from scipy import ndimage
+
+    m = _smooth(colour, ok, denoise)
+    m = np.where(np.isfinite(m), m, np.float32(0.0)).astype(np.float32)
+    return ndimage.maximum_filter(ndimage.minimum_filter(m, opening, mode="nearest"), opening, mode="nearest")
+
+
 def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
                            pixel_size_m: float | None) -> MethodFit:
     """The default for high-resolution or RGB-only images: structure + colour."""
@@ -1227,10 +1244,16 @@ def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[s
     zc = _robust_z_stats(_smooth(colour, ok, size), ok)
     stats.update({"z_structure_median": zs[0], "z_structure_mad": zs[1],
                   "z_colour_median": zc[0], "z_colour_mad": zc[1], "mixed_base": _median_finite(colour, ok)})
+    denoise = max(size, int(round(_OPEN_DENOISE_M / px)) | 1)
+    opening = max(denoise, int(round(_OPEN_M / px)) | 1)
+    stats.update({"open_denoise_px": denoise, "open_px": opening})
+    zo = _robust_z_stats(_opened_colour(colour, ok, denoise, opening), ok)
+    stats.update({"z_open_median": zo[0], "z_open_mad": zo[1]})
     details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
                "normalization": _normalization_name(stats)}
     # SSIM's Gaussian window, then the window mean; the rim weight on the colour magnitude
-    return MethodFit(stats, "otsu", details, max(_SSIM_REACH + size // 2, _MIXED_REACH))
+    return MethodFit(stats, "otsu", details, max(_SSIM_REACH + size // 2, _MIXED_REACH,
+                                                 denoise // 2 + 2 * (opening // 2) + 1))
 
 
 def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
@@ -1243,6 +1266,13 @@ def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple
     # SSIM windows reach a few pixels past an object; the pixel-exact colour change
     # decides the outline (half-contrast rule on the colour magnitude)
     score = np.where(score > 0, score * _mixed_pixel_weight(colour, ok, _float(stats["mixed_base"])), score)
+    # two scales: a large homogeneous change (a cleared and graded plot) hides in the sensor
+    # noise at 3 m but stands far out of it once averaged and opened; as a robust z-score of
+    # the opened change over the scene (whose noise the averaging has made small)
+    opened = _opened_colour(colour, ok, int(stats["open_denoise_px"]), int(stats["open_px"]))
+    zo_med, zo_mad = _z_params(stats["z_open_median"], stats["z_open_mad"])
+    z_open = (opened - zo_med) / zo_mad
+    score = np.maximum(score, z_open)
     # z-scores of real change span orders of magnitude (a new roof hundreds, a cleared
     # plot or a faint roof a few): on a log scale the two classes the threshold splits
     # have comparable spreads, so Otsu no longer separates the strongest roofs from
@@ -1253,6 +1283,7 @@ def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple
         extra = _index_layers(before, after, names, ok)
         extra["structure"] = _finish(structure, ok)
         extra["colour"] = _finish(colour, ok)
+        extra["large_change"] = _finish(z_open, ok)
     return _finish(score, ok), extra
 
 
@@ -1282,14 +1313,26 @@ def auto(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
     ``before_spread``), ``mixed_base`` (the median magnitude, base of the rim
     rule) and ``z_median``, ``z_mad`` of the magnitude of step 2.
 
-    High-resolution (< 5 m) or RGB images: the IR-MAD-normalized pair, then the
-    mean of the robust z-scores of structural dissimilarity (1 - SSIM, Wang et al.
-    2004) and colour change magnitude, with the same rim rule on the colour
-    magnitude; the score is that z on a log scale, ``sign(z) log(1 + |z|)``:
-    new roofs reach z in the hundreds and cleared ground tens, and on a linear
-    scale Otsu split the brightest roofs from every other change.  Threshold: ``otsu``.  Statistics: the normalization, ``ssim_range``,
+    High-resolution (< 5 m) or RGB images, change at two scales:
+
+    1. the IR-MAD-normalized pair (as above);
+    2. small and structured change (a roof): the mean of the robust z-scores of
+       structural dissimilarity (1 - SSIM, Wang et al. 2004) and colour change
+       magnitude over about 3 m, with the same rim rule on the colour magnitude;
+    3. large and homogeneous change (a cleared and graded plot, which hides in
+       the sensor noise at 3 m): the colour change magnitude averaged over about
+       10 m, then opened (minimum, then maximum) with a 40 m square, so it is
+       kept only where a whole 40 x 40 m square changed (not a road, a yard or a
+       roof's rim), as a robust z-score over the scene;
+    4. per pixel the larger of the two, on a log scale ``sign(z) log(1 + |z|)``:
+       new roofs reach z in the hundreds and cleared ground tens, and on a
+       linear scale Otsu split the brightest roofs from every other change.
+
+    Threshold: ``otsu``.  Statistics: the normalization, ``ssim_range``,
     ``z_structure_median``, ``z_structure_mad``, ``z_colour_median``,
-    ``z_colour_mad`` and ``mixed_base``.
+    ``z_colour_mad``, ``mixed_base``, ``open_denoise_px``, ``open_px``,
+    ``z_open_median`` and ``z_open_mad``; ``layers`` add ``large_change``
+    (the z-score of step 3).
 
     ``details["auto_choice"]`` (and ``stats["choice"]`` of the fit) says which was
     used; ``layers`` holds index deltas (``d_ndvi``, ``d_ndbi``, ``d_brightness``,

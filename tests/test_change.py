@@ -466,3 +466,25 @@ def test_auto_high_res_finds_a_cleared_plot_beside_bright_new_roofs(seed):
     assert mask[42:50, 45:95].mean() > 0.95
     assert mask[plot].mean() > 0.6
     assert mask[outside].mean() < 0.01
+
+
+def test_auto_high_res_large_scale_keeps_a_plot_and_drops_a_road():
+    # 1 m RGB, noise 12 DN: a 90 x 90 m plot cleared to soil and a 10 m wide new road of the same
+    # colour change; the large-scale evidence (10 m mean, opened with 40 m) keeps the plot only
+    rng = np.random.default_rng(3)
+    n = 200
+    tex = _texture((n, n), 7, sigma=2) * 6
+    meadow, soil = np.array([35.0, 50.0, 25.0]), np.array([70.0, 62.0, 45.0])
+    before = meadow[:, None, None] + tex
+    after = before.copy()
+    after[:, 20:110, 20:110] = soil[:, None, None] + tex[20:110, 20:110]
+    after[:, 150:160, :] = soil[:, None, None] + tex[150:160, :]
+    before = np.clip(before + rng.normal(0, 12, before.shape), 0, 255)
+    after = np.clip(after + rng.normal(0, 12, after.shape), 0, 255)
+    s = change_score(before, after, band_names=RGB, pixel_size_m=1.0)
+    large = s.layers["large_change"]
+    plot, road, far = large[35:95, 35:95], large[153:157, 20:180], large[120:140, 130:190]
+    assert np.median(plot) > 10 * max(np.percentile(road, 95), np.percentile(far, 95), 1.0)
+    mask = s.score > compute_threshold(s.score, method=s.threshold_method)
+    assert mask[35:95, 35:95].mean() > 0.9
+    assert mask[120:140, 130:190].mean() < 0.01
