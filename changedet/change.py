@@ -1227,31 +1227,6 @@ def _opened_colour(colour: np.ndarray, ok: np.ndarray, denoise: int, opening: in
     return ndimage.maximum_filter(ndimage.minimum_filter(m, opening, mode="nearest"), opening, mode="nearest")
 
 
-#: vegetation gain: excess green up by more than the scene's median change weighs 1 up to
-#: the first value (the ``vegetation_gain`` class boundary of
-#: :func:`changedet.objects.classify_change`) and 0 from the second
-_GREEN_GAIN = (0.05, 0.10)
-
-
-def _greenness_change(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], stats: dict) -> np.ndarray | None:
-    """Excess green (2g - r - b) / (r + g + b) of the after image on before's radiometry minus
-    that of the before image (None without red, green and blue, or without IR-MAD gains)."""
-    found = _idx.resolve_bands(names)
-    use = list(stats["band_index"])
-    if stats["normalization"] != "irmad" or not all(found.get(k) in use for k in ("red", "green", "blue")):
-        return None
-    gains, offsets = _floats(stats["irmad_gains"]), _floats(stats["irmad_offsets"])
-
-    def exg(r, g, b):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (2 * g - r - b) / (r + g + b)
-
-    b = [before[found[k]].astype(np.float32) for k in ("red", "green", "blue")]
-    a = [((after[found[k]] - offsets[use.index(found[k])]) / gains[use.index(found[k])]).astype(np.float32)
-         for k in ("red", "green", "blue")]
-    return (exg(*a) - exg(*b)).astype(np.float32)
-
-
 def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
                            pixel_size_m: float | None) -> MethodFit:
     """The default for high-resolution or RGB-only images: structure + colour."""
@@ -1274,8 +1249,6 @@ def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[s
     stats.update({"open_denoise_px": denoise, "open_px": opening})
     zo = _robust_z_stats(_opened_colour(colour, ok, denoise, opening), ok)
     stats.update({"z_open_median": zo[0], "z_open_mad": zo[1]})
-    g = _greenness_change(before, after, names, stats)
-    stats["greenness_centre"] = None if g is None else _median_finite(g, ok)
     details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
                "normalization": _normalization_name(stats)}
     # SSIM's Gaussian window, then the window mean; the rim weight on the colour magnitude
@@ -1300,16 +1273,6 @@ def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple
     zo_med, zo_mad = _z_params(stats["z_open_median"], stats["z_open_mad"])
     z_open = (opened - zo_med) / zo_mad
     score = np.maximum(score, z_open)
-    w_gain = None
-    if stats.get("greenness_centre") is not None:
-        # vegetation growing (a new lawn, a crop, a season) is not construction: the 3 m mean
-        # of the excess-green change, centred on the scene's median change (a common shift
-        # of the colour balance), weighs the positive score down
-        g = _greenness_change(before, after, names, stats)
-        g = _smooth(np.nan_to_num(g - _float(stats["greenness_centre"]), nan=0.0), ok, size)
-        lo, hi = _GREEN_GAIN
-        w_gain = np.clip((hi - g) / (hi - lo), 0.0, 1.0).astype(np.float32)
-        score = np.where(score > 0, score * w_gain, score)
     # z-scores of real change span orders of magnitude (a new roof hundreds, a cleared
     # plot or a faint roof a few): on a log scale the two classes the threshold splits
     # have comparable spreads, so Otsu no longer separates the strongest roofs from
@@ -1321,8 +1284,6 @@ def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple
         extra["structure"] = _finish(structure, ok)
         extra["colour"] = _finish(colour, ok)
         extra["large_change"] = _finish(z_open, ok)
-        if w_gain is not None:
-            extra["weight_vegetation_gain"] = _finish(w_gain, ok)
     return _finish(score, ok), extra
 
 
@@ -1363,20 +1324,15 @@ def auto(before: np.ndarray, after: np.ndarray, *, band_names: Sequence[str] | N
        10 m, then opened (minimum, then maximum) with a 40 m square, so it is
        kept only where a whole 40 x 40 m square changed (not a road, a yard or a
        roof's rim), as a robust z-score over the scene;
-    4. per pixel the larger of the two;
-    5. weighted down where vegetation grew (a new lawn, crops, a season): the 3 m
-       mean of the excess-green change (after on before's radiometry), centred on
-       the scene's median change, weighs 1 below +0.05 and 0 above +0.10;
-    6. on a log scale ``sign(z) log(1 + |z|)``: new roofs reach z in the hundreds
-       and cleared ground tens, and on a linear scale Otsu split the brightest
-       roofs from every other change.
+    4. per pixel the larger of the two, on a log scale ``sign(z) log(1 + |z|)``:
+       new roofs reach z in the hundreds and cleared ground tens, and on a
+       linear scale Otsu split the brightest roofs from every other change.
 
     Threshold: ``otsu``.  Statistics: the normalization, ``ssim_range``,
     ``z_structure_median``, ``z_structure_mad``, ``z_colour_median``,
     ``z_colour_mad``, ``mixed_base``, ``open_denoise_px``, ``open_px``,
-    ``z_open_median``, ``z_open_mad`` and ``greenness_centre`` (None without
-    red, green and blue); ``layers`` add ``large_change`` (the z-score of step 3)
-    and ``weight_vegetation_gain`` (step 5).
+    ``z_open_median`` and ``z_open_mad``; ``layers`` add ``large_change``
+    (the z-score of step 3).
 
     ``details["auto_choice"]`` (and ``stats["choice"]`` of the fit) says which was
     used; ``layers`` holds index deltas (``d_ndvi``, ``d_ndbi``, ``d_brightness``,
