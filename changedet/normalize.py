@@ -124,8 +124,12 @@ def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = No
     # unit variance for both sets of canonical variates
     a /= np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", a, sxx, a), 1e-300))
     # a pair without correlation (rho 0: a constant or collinear band) leaves b as rounding
-    # noise, which normalising would blow up into a unit-variance variate: its b is 0
-    b = np.where(rho > 1e-6, b / np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", b, syy, b), 1e-300)), 0.0)
+    # noise, which normalising would blow up into a unit-variance variate, and its a alone
+    # would call identical images changed where that band varies: the pair says nothing of
+    # change, so its variate is 0 (both vectors)
+    informative = rho > 1e-6
+    b = np.where(informative, b / np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", b, syy, b), 1e-300)), 0.0)
+    a = np.where(informative, a, 0.0)
     # positive correlation between paired variates
     sign = np.sign(np.einsum("ij,ik,kj->j", a, sxy, b))
     sign[sign == 0] = 1

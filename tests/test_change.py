@@ -484,7 +484,8 @@ def test_auto_high_res_large_scale_keeps_a_plot_and_drops_a_road():
     s = change_score(before, after, band_names=RGB, pixel_size_m=1.0)
     large = s.layers["large_change"]
     plot, road, far = large[35:95, 35:95], large[153:157, 20:180], large[120:140, 130:190]
-    assert np.median(plot) > 10 * max(np.percentile(road, 95), np.percentile(far, 95), 1.0)
+    # the plot stands several robust spreads out, the road and the meadow at about none
+    assert np.median(plot) > 5.0 and max(np.percentile(road, 95), np.percentile(far, 95)) < 0.1 * np.median(plot)
     mask = s.score > compute_threshold(s.score, method=s.threshold_method)
     assert mask[35:95, 35:95].mean() > 0.9
     assert mask[120:140, 130:190].mean() < 0.01
