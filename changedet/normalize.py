@@ -623,6 +623,19 @@ def match_histograms(
     Only ``valid`` pixels (finite in both dates) shape the histograms and are
     changed; others keep NaN.
 
+    Parameters
+    ----------
+    before, after : (bands, rows, cols) ndarray of float
+        The two dates on one grid with the same bands; NaN is nodata.
+    valid : (rows, cols) ndarray of bool, optional
+        Pixels to use (default: where both dates are finite in every band).
+
+    Returns
+    -------
+    (bands, rows, cols) ndarray of float32
+        The after image on the before image's histograms (quantile mapping); NaN where
+        not valid.
+
     Examples
     --------
     >>> import numpy as np
