@@ -208,14 +208,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[float, ...] | None) -> dict[str, Any]:
-    import numpy as np
+    from .evaluate import truth_coding
 
     if change is None and nochange is None:
-        vals = set(np.unique(truth[np.isfinite(truth)]).tolist())
-        if vals <= {1.0, 2.0} and 2.0 in vals:
-            change, nochange = (2.0,), (1.0,)  # OSCD convention
-        else:
-            change, nochange = (1.0,), (0.0,)
+        change, nochange = truth_coding(truth)
     elif change is None:
         change = (1.0,)
     elif nochange is None:

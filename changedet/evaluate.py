@@ -26,7 +26,7 @@ import numpy as np
 from .errors import EmptyDataError, GridMismatchError, InvalidParameterError
 from .raster import GeoRaster, check_same_grid, describe_grid
 
-__all__ = ["Accuracy", "evaluate"]
+__all__ = ["Accuracy", "evaluate", "truth_coding"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +331,29 @@ def evaluate(
         )
     return Accuracy.from_counts(tp=tp, fp=fp, fn=fn, tn=tn, n_ignored=n_ignored)
 
+
+
+def truth_coding(truth: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The values meaning change and no change in a truth mask: OSCD's 2 and 1 when the
+    mask holds only 1 and 2 (and some 2), else 1 and 0.
+
+    Parameters
+    ----------
+    truth : ndarray
+        The truth mask's values (NaN is nodata).
+
+    Returns
+    -------
+    tuple of (tuple of float, tuple of float)
+        ``(truth_change_values, truth_nochange_values)`` for :func:`evaluate`.
+
+    Examples
+    --------
+    >>> truth_coding(np.array([1.0, 2.0, 1.0])), truth_coding(np.array([0.0, 1.0]))
+    (((2.0,), (1.0,)), ((1.0,), (0.0,)))
+    """
+    t = np.asarray(truth, dtype=np.float64)
+    vals = set(np.unique(t[np.isfinite(t)]).tolist())
+    if vals <= {1.0, 2.0} and 2.0 in vals:
+        return (2.0,), (1.0,)  # OSCD convention
+    return (1.0,), (0.0,)

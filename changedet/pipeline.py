@@ -685,8 +685,9 @@ def _training_labels(labels: Any, grid: Grid, k: int) -> Any:
             f"labels of pair {k + 1} are {arr.shape[0]}x{arr.shape[1]} pixels but the pair's grid is "
             f"{grid.height}x{grid.width}; give a truth mask on the before image's grid"
         )
-    vals = set(np.unique(arr[np.isfinite(arr)]).tolist())
-    change, nochange = (2.0, 1.0) if (vals <= {1.0, 2.0} and 2.0 in vals) else (1.0, 0.0)
+    from .evaluate import truth_coding
+
+    (change,), (nochange,) = truth_coding(arr)
     out = np.full(arr.shape, -1, dtype=np.int8)
     out[arr == change] = 1
     out[arr == nochange] = 0
@@ -782,17 +783,14 @@ def _finish_in_memory(
 
 
 def _accuracy(mask: GeoRaster, truth: Any) -> dict[str, Any]:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, truth_coding
 
     t = _io.read_raster(truth) if _is_path(truth) else truth
     if not isinstance(t, GeoRaster):
         raise InvalidParameterError(f"truth must be a path to a mask or a GeoRaster, got {type(truth).__name__}")
     data = t.data[0]
-    vals = set(np.unique(data[np.isfinite(data)]).tolist())
-    if vals <= {1.0, 2.0} and 2.0 in vals:
-        kw = {"truth_change_values": (2,), "truth_nochange_values": (1,)}  # OSCD convention
-    else:
-        kw = {"truth_change_values": (1,), "truth_nochange_values": (0,)}
+    change, nochange = truth_coding(data)
+    kw = {"truth_change_values": change, "truth_nochange_values": nochange}
     if t.crs is None:
         t = np.where(np.isfinite(data), data, 255)
     return evaluate(mask, t, **kw).as_dict()
