@@ -267,7 +267,7 @@ class ChangeResult:
         sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
         part_layers = {k: v[sel] for k, v in self.layers.items() if k.startswith("d_") and v.shape == sel.shape
                        and k in _CLASS_KEYS}
-        parts = _objects.vectorize_parts(sel, self.grid.transform, score=score, layers=part_layers)
+        parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
                                  self.run.inputs, self.run.dropped, self.run.extra["excluded"],

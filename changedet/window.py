@@ -25,11 +25,11 @@ from . import indices as _indices
 from . import masks as _masks
 from . import objects as _objects
 from . import threshold as _threshold
-from .errors import EmptyDataError
+from .errors import EmptyDataError, InvalidParameterError
 from .raster import describe_grid
 from .spec import RunSpec
 
-__all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "fit_run", "process_window", "changed_pixels", "class_layers",
+__all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels", "class_layers",
            "class_layer_centres"]
 
 
@@ -220,17 +220,33 @@ class RunFit:
         }
 
 
+def _register(spec: RunSpec, before: np.ndarray, after: np.ndarray, shift: _align.Shift, apply_shift: bool, *,
+              finite: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A window's (or sample block's) spectral bands, the after ones shifted, the pixels valid
+    in both dates and those left out as cloud or shadow (None without cloud information)."""
+    ns = len(spec.spectral)
+    b_sp = before[:ns]
+    a_sp = _align.apply_shift(after[:ns], shift) if apply_shift else after[:ns]
+    a_ax = _align.apply_shift(after[ns:], shift, order=0) if (apply_shift and spec.aux) else after[ns:]
+    if finite is not None and not (apply_shift or spec.aux):
+        v = finite.copy()  # found while the windows were read
+    else:
+        v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
+    excluded = None
+    if _masks.has_cloud_information(spec.band_order):
+        excl = _masks.exclusion_mask(before, np.concatenate([a_sp, a_ax]), band_names=spec.band_order)
+        excluded = excl & v
+        v &= ~excl
+    # (without cloud information the exclusion mask is the nodata that v leaves out already)
+    return b_sp, a_sp, v, excluded
+
+
 def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.Shift, apply_shift: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The blocks' spectral bands (after image shifted) and valid pixels, side by side."""
-    ns = len(spec.spectral)
     fit_b, fit_a, fit_v = [], [], []
     for blk in blocks:
-        b_sp = blk.before[:ns]
-        a_sp = _align.apply_shift(blk.after[:ns], shift) if apply_shift else blk.after[:ns]
-        a_ax = _align.apply_shift(blk.after[ns:], shift, order=0) if (apply_shift and spec.aux) else blk.after[ns:]
-        v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
-        v &= ~_masks.exclusion_mask(blk.before, np.concatenate([a_sp, a_ax]), band_names=spec.band_order)
+        b_sp, a_sp, v, _ = _register(spec, blk.before, blk.after, shift, apply_shift)
         if blk.inside is not None:
             v &= blk.inside
         fit_b.append(b_sp)
@@ -256,8 +272,8 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
         The one block is the whole analysis grid (then the method's score on it is
         kept as ``sample_result``, which an in-memory run uses as its score).
     training : SampleBlock, optional
-        With analyst examples on a windowed run: the window of both dates that holds every
-        example (the classifier is trained there); by default the one whole block.
+        With analyst examples on a sampled scene: the window of both dates that holds every
+        example (the classifier is trained there); without it, on the whole pair.
     training_offset : (int, int)
         Row and column of ``training``'s first pixel on the analysis grid.
 
@@ -280,10 +296,8 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     """
     ns = len(spec.spectral)
     o = spec.options
-    if training is not None:
-        training = (training, training_offset)
-    elif o.learned:
-        training = (None, (0, 0)) if whole else None
+    if o.learned and spec.examples is not None and training is None and not whole:
+        raise InvalidParameterError("examples on a sampled scene need the window that holds them: pass training=")
     if o.coregister:
         shift = _align.shift_from_blocks([(blk.before[:ns], blk.after[:ns]) for blk in blocks])
     else:
@@ -297,7 +311,7 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
             "nodata, clouds or the area of interest leave nothing to compare"
         )
     if o.learned:
-        fitted = _fit_learned(spec, sb, sa, sv, training)
+        fitted = _fit_learned(spec, sb, sa, sv, training, training_offset)
     else:
         fitted = _change.fit_method(o.method, sb, sa, band_names=spec.spectral,
                                     pixel_size_m=spec.method_pixel_size_m, valid=sv)
@@ -375,31 +389,27 @@ class LearnedFit:
         return {"method": "learned", **self.details}
 
 
-def _fit_learned(spec: RunSpec, sb: np.ndarray, sa: np.ndarray, sv: np.ndarray, training: Any) -> LearnedFit:
+def _fit_learned(spec: RunSpec, sb: np.ndarray, sa: np.ndarray, sv: np.ndarray, training: SampleBlock | None,
+                 offset: tuple[int, int]) -> LearnedFit:
+    """The classifier bound to the pair: a trained model, or one trained on the examples
+    (on the pair's sample, or on ``training``, the window at ``offset`` holding them)."""
     from . import learn
 
     o = spec.options
-    px = spec.px_size
     if o.learned_model is not None:
-        model = o.learned_model
-        model.check_bands(spec.spectral)
-        return LearnedFit(model.for_pair(sb, sa, band_names=spec.spectral, valid=sv), "model")
+        o.learned_model.check_bands(spec.spectral)
+        return LearnedFit(o.learned_model.for_pair(sb, sa, band_names=spec.spectral, valid=sv), "model")
     ex = spec.examples
-    if training is not None and training[0] is None:  # the whole pair: train on what is scored
-        model = learn.fit_examples(sb, sa, ex, band_names=spec.spectral, pixel_size_m=px, valid=sv)
-        return LearnedFit(model, "examples")
-    if training is None:
-        raise EmptyDataError("the examples' window was not read; pass it as training=")  # pragma: no cover
-    block, (r0, c0) = training
-    rows, cols = block.before.shape[1:]
-    inside = (ex.row >= r0) & (ex.row < r0 + rows) & (ex.col >= c0) & (ex.col < c0 + cols)
-    local = learn.Examples(ex.row[inside] - r0, ex.col[inside] - c0, ex.change[inside], ex.source)
-    ns = len(spec.spectral)
-    b = block.before[:ns]
-    a = block.after[:ns]
-    valid = _kernels.all_finite(np.ascontiguousarray(b, dtype=np.float32), np.ascontiguousarray(a, dtype=np.float32))
-    model = learn.fit_examples(b, a, local, band_names=spec.spectral, pixel_size_m=px, valid=valid)
-    return LearnedFit(model, "examples")
+    if training is not None:
+        r0, c0 = offset
+        rows, cols = training.before.shape[1:]
+        inside = (ex.row >= r0) & (ex.row < r0 + rows) & (ex.col >= c0) & (ex.col < c0 + cols)
+        ex = learn.Examples(ex.row[inside] - r0, ex.col[inside] - c0, ex.change[inside], ex.source)
+        ns = len(spec.spectral)
+        sb, sa = training.before[:ns], training.after[:ns]
+        sv = _kernels.all_finite(np.ascontiguousarray(sb, dtype=np.float32), np.ascontiguousarray(sa, dtype=np.float32))
+    return LearnedFit(learn.fit_examples(sb, sa, ex, band_names=spec.spectral, pixel_size_m=spec.px_size, valid=sv),
+                      "examples")
 
 
 # --------------------------------------------------------------------------- the processor
@@ -461,6 +471,35 @@ class WindowResult:
     excluded: int
     after: np.ndarray | None = None
     layers: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def outline_parts(spec: RunSpec, changed: np.ndarray, score: np.ndarray, layers: Mapping[str, np.ndarray], *,
+                  offset: tuple[int, int] = (0, 0),
+                  edges: tuple[bool, bool, bool, bool] = (False, False, False, False)) -> list[Any]:
+    """The polygon parts of a window's changed pixels, on the analysis grid's coordinates.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run (its grid and mapping unit).
+    changed : (rows, cols) ndarray of bool
+        The window core's changed pixels.
+    score : (rows, cols) ndarray of float32
+        The core's score.
+    layers : mapping of str -> 1-D ndarray
+        Index changes at the changed pixels, in row-major order (``layer[changed]``).
+    offset : (int, int)
+        Row and column of the core on the analysis grid.
+    edges : (bool, bool, bool, bool)
+        Which sides (top, bottom, left, right) are internal window edges.
+
+    Returns
+    -------
+    list of PolygonPart
+        Areas below the mapping unit (holes filled) that touch no internal edge are left out.
+    """
+    return _objects.vectorize_parts(changed, spec.grid.transform, score=score, layers=layers, window_edges=edges,
+                                    min_area_px=_drop_below_px(spec), offset=offset)
 
 
 def _drop_below_px(spec: RunSpec) -> int:
@@ -529,21 +568,7 @@ def process_window(
     >>> [p.n_px for p in w.parts]
     [100]
     """
-    ns = len(spec.spectral)
-    shifted = fit.apply_shift
-    b_sp = before[:ns]
-    a_sp = _align.apply_shift(after[:ns], fit.shift) if shifted else after[:ns]
-    a_ax = _align.apply_shift(after[ns:], fit.shift, order=0) if (shifted and spec.aux) else after[ns:]
-    if finite is not None and not (shifted or spec.aux):
-        v = finite.copy()  # found while the windows were read
-    else:
-        v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
-    if _masks.has_cloud_information(spec.band_order):
-        excl = _masks.exclusion_mask(before, np.concatenate([a_sp, a_ax]), band_names=spec.band_order)
-        excluded = excl & v
-        v &= ~excl
-    else:  # without cloud information the exclusion mask is the nodata that v leaves out already
-        excluded = None
+    b_sp, a_sp, v, excluded = _register(spec, before, after, fit.shift, fit.apply_shift, finite=finite)
     if inside is not None:
         v &= inside
     layers: dict[str, np.ndarray] = {}
@@ -578,8 +603,7 @@ def process_window(
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k.startswith("d_")}
-    parts = _objects.vectorize_parts(sel, spec.grid.transform, score=score_c, layers=part_layers,
-                                     window_edges=edges, min_area_px=_drop_below_px(spec), offset=offset)
+    parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,
         excluded=int(excluded[rs, cs_].sum()) if excluded is not None else 0,
