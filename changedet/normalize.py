@@ -38,7 +38,7 @@ from .errors import EmptyDataError, InvalidParameterError
 __all__ = ["IRMADResult", "IRMADTransform", "Normalization", "RadiometricFit", "irmad", "fit_irmad",
            "normalize_irmad", "fit_normalize_irmad", "match_histograms"]
 
-_MAX_FIT_PIXELS = 200_000  # the statistics are fitted on a random sample this large
+_MAX_FIT_PIXELS = 50_000  # the statistics are fitted on a random sample this large
 _MAX_ITERATIONS = 50  # IR-MAD's defaults, shared by irmad() and normalize_irmad()
 _TOLERANCE = 1e-4
 
