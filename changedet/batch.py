@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import io as _io
+from . import report as _report
 from .errors import ChangedetError, InvalidParameterError
 
 __all__ = ["Pair", "PairOutcome", "BatchResult", "read_pairs", "run_batch"]
@@ -232,7 +233,8 @@ def run_batch(
     pairs : path or iterable of Pair or (site, before, after)
         Read by :func:`read_pairs`.
     out : path
-        Output root: one folder per site plus ``batch.csv`` and ``batch_changes.geojson``.
+        Output root: one folder per site plus ``batch.csv``, ``batch_changes.geojson`` and
+        ``index.html`` (one row and thumbnail per site, links to each site's ``report.html``).
     workers : int
         Local worker processes (1 = in this process).
     scheduler : str or dask.distributed.Client, optional
@@ -306,6 +308,7 @@ def run_batch(
             bar.close()
     outcomes = tuple(PairOutcome(**results[p.site]) for p in plist)
     table, gj = _write_tables(outcomes, out_root)
+    _report.write_index(out_root)  # index.html: one row and thumbnail per site, links to each report.html
     return BatchResult(outcomes, table, gj, round(time.perf_counter() - t0, 3))
 
 

@@ -32,6 +32,7 @@ from . import __version__
 from . import align as _align
 from . import io as _io
 from . import objects as _objects
+from . import report as _report
 from . import threshold as _threshold
 from . import window as _window
 from .areas import aoi_on_grid, parse_aoi
@@ -50,6 +51,7 @@ OUTPUT_FILES = (
     "changes.geojson",
     "changes.gpkg",
     "overview.png",
+    "report.html",
     "summary.json",
 )
 
@@ -311,6 +313,7 @@ class ChangeResult:
         written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
         written.update(_write_vectors_and_figure(self, out, figures=figures))
         summary = self.summary
+        written["report.html"] = _report.write_report(summary, out, properties=self.polygons.properties)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])
         written["summary.json"] = _io.write_json(summary, out / "summary.json")
@@ -911,6 +914,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
                         "preview_stride": stride},
                 accuracy=None,
             )
+            written["report.html"] = _report.write_report(summary, out, properties=polygons.properties)
             summary["outputs"] = sorted([*written, "change_mask.tif", "change_score.tif", "summary.json"])
             _io.write_json(summary, out / "summary.json")
             mask_prev = GeoRaster(res.previews["mask"][np.newaxis].copy(), prev_t, grid.crs, ("change",))

@@ -182,14 +182,14 @@ def _png_data_uri(path: Path, *, budget_bytes: int, max_width: int | None = None
             bg.paste(im, mask=im.getchannel("A"))
             img = bg
         if max_width is not None and img.width > max_width:
-            img = img.resize((max_width, max(1, round(img.height * max_width / img.width))), Image.LANCZOS)
+            img = img.resize((max_width, max(1, round(img.height * max_width / img.width))), Image.Resampling.LANCZOS)
             note = f"reduced to {img.width} px wide"
         data = _encode_png(img)
         if len(data) > budget_bytes:
             data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
             note = "colours reduced to 256 to keep the page small" + (f", {note}" if note else "")
         while len(data) > budget_bytes and img.width > 400:
-            img = img.resize((img.width * 3 // 4, max(1, img.height * 3 // 4)), Image.LANCZOS)
+            img = img.resize((img.width * 3 // 4, max(1, img.height * 3 // 4)), Image.Resampling.LANCZOS)
             data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
             note = f"colours reduced to 256 and size to {img.width} px wide to keep the page small"
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), note
@@ -203,8 +203,12 @@ def _encode_png(img: Any) -> bytes:
 
 # --------------------------------------------------------------------------- where on the site
 
-def _grid_positions(props: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[tuple[float, float] | None]:
-    """Each polygon's centroid as (row, col) fractions of the grid (0 = top/left, 1 = bottom/right)."""
+_Place = tuple[tuple[float, float], tuple[float, float, float, float]]
+
+
+def _grid_places(props: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]) -> list[_Place | None]:
+    """Each polygon's centroid (row, col) and bounding box (row0, row1, col0, col1) as fractions of the
+    grid (0 = top/left, 1 = bottom/right); None where the polygon has no centroid."""
     g = summary.get("grid") or {}
     shape, tr = g.get("shape"), g.get("transform")
     if not shape or not tr or len(tr) < 6:
@@ -213,38 +217,44 @@ def _grid_positions(props: Sequence[Mapping[str, Any]], summary: Mapping[str, An
 
     inv = ~Affine(*tr[:6])
     height, width = float(shape[0]), float(shape[1])
-    xs: list[float] = []
-    ys: list[float] = []
-    have: list[bool] = []
+    pts: list[list[tuple[float, float]]] = []  # per polygon: centroid, then the box's corners
+    geo: list[bool] = []
     for p in props:
-        if _num(p.get("centroid_lon")) is not None and _num(p.get("centroid_lat")) is not None:
-            xs.append(float(p["centroid_lon"]))
-            ys.append(float(p["centroid_lat"]))
-            have.append(True)
-        elif _num(p.get("centroid_x")) is not None and _num(p.get("centroid_y")) is not None:
-            xs.append(float(p["centroid_x"]))
-            ys.append(float(p["centroid_y"]))
-            have.append(False)
-        else:
-            xs.append(float("nan"))
-            ys.append(float("nan"))
-            have.append(False)
+        lonlat = _num(p.get("centroid_lon")) is not None and _num(p.get("centroid_lat")) is not None
+        kx, ky = ("centroid_lon", "centroid_lat") if lonlat else ("centroid_x", "centroid_y")
+        if _num(p.get(kx)) is None or _num(p.get(ky)) is None:
+            pts.append([])
+            geo.append(False)
+            continue
+        q = [(float(p[kx]), float(p[ky]))]
+        box = p.get("bbox")
+        if isinstance(box, (list, tuple)) and len(box) == 4 and all(_num(v) is not None for v in box):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            q += [(x0, y0), (x0, y1), (x1, y0), (x1, y1)]
+        pts.append(q)
+        geo.append(lonlat)
     crs = g.get("crs")
-    if crs and any(have):
+    if crs and any(geo):
         from pyproj import Transformer
 
         t = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
-        idx = [i for i, h in enumerate(have) if h]
-        px, py = t.transform([xs[i] for i in idx], [ys[i] for i in idx])
-        for i, x, y in zip(idx, px, py):
-            xs[i], ys[i] = float(x), float(y)
-    out: list[tuple[float, float] | None] = []
-    for x, y in zip(xs, ys):
-        if not (math.isfinite(x) and math.isfinite(y)):
+        flat = [(i, j) for i, q in enumerate(pts) if geo[i] for j in range(len(q))]
+        xs, ys = t.transform([pts[i][j][0] for i, j in flat], [pts[i][j][1] for i, j in flat])
+        for (i, j), x, y in zip(flat, xs, ys):
+            pts[i][j] = (float(x), float(y))
+
+    def frac(x: float, y: float) -> tuple[float, float]:
+        col, row = inv * (x, y)
+        return min(max(row / height, 0.0), 1.0), min(max(col / width, 0.0), 1.0)
+
+    out: list[_Place | None] = []
+    for q in pts:
+        if not q or not all(math.isfinite(v) for xy in q for v in xy):
             out.append(None)
             continue
-        col, row = inv * (x, y)
-        out.append((min(max(row / height, 0.0), 1.0), min(max(col / width, 0.0), 1.0)))
+        rc = [frac(x, y) for x, y in q]
+        rows, cols = [r for r, _ in rc[1:] or rc], [c for _, c in rc[1:] or rc]
+        out.append((rc[0], (min(rows), max(rows), min(cols), max(cols))))
     return out
 
 
@@ -266,10 +276,16 @@ def _part_name(pos: tuple[float, float], compass: bool) -> str:
     return f"{vs} {hs}" if vs and hs else (vs or hs or "centre")
 
 
-def _where_sentence(positions: Sequence[tuple[float, float] | None], weights: Sequence[float],
-                    compass: bool) -> str:
-    """Where the changed area lies on the site, from the centroids weighted by area."""
-    pairs = [(p, w) for p, w in zip(positions, weights) if p is not None and w > 0]
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    """The fraction of [a0, a1] inside [b0, b1] (for a point: 1 when inside)."""
+    if a1 <= a0:
+        return 1.0 if (b0 <= a0 < b1 or (b1 == 1.0 and a0 == 1.0)) else 0.0
+    return max(0.0, min(a1, b1) - max(a0, b0)) / (a1 - a0)
+
+
+def _where_sentence(places: Sequence[_Place | None], weights: Sequence[float], compass: bool) -> str:
+    """Where the changed area lies on the site: each area's weight spread evenly over its bounding box."""
+    pairs = [(pl[1], w) for pl, w in zip(places, weights) if pl is not None and w > 0]
     total = sum(w for _, w in pairs)
     if not pairs or total <= 0:
         return ""
@@ -283,10 +299,10 @@ def _where_sentence(positions: Sequence[tuple[float, float] | None], weights: Se
         halves = {"n": "top half", "s": "bottom half", "w": "left half", "e": "right half"}
     share = {k: 0.0 for k in q_names}
     centre = 0.0
-    for (row, col), w in pairs:
-        share[(int(row >= 0.5), int(col >= 0.5))] += w / total
-        if 0.25 <= row <= 0.75 and 0.25 <= col <= 0.75:
-            centre += w / total
+    for (r0, r1, c0, c1), w in pairs:
+        for (qr, qc) in share:
+            share[(qr, qc)] += w / total * _overlap(r0, r1, qr / 2, qr / 2 + 0.5) * _overlap(c0, c1, qc / 2, qc / 2 + 0.5)
+        centre += w / total * _overlap(r0, r1, 0.25, 0.75) * _overlap(c0, c1, 0.25, 0.75)
     best = max(share, key=lambda k: share[k])
     half = {"n": share[(0, 0)] + share[(0, 1)], "s": share[(1, 0)] + share[(1, 1)],
             "w": share[(0, 0)] + share[(1, 0)], "e": share[(0, 1)] + share[(1, 1)]}
@@ -325,7 +341,7 @@ def _dates(summary: Mapping[str, Any]) -> dict[str, str | None]:
 
 
 def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
-           positions: Sequence[tuple[float, float] | None]) -> list[str]:
+           places: Sequence[_Place | None], structures: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
     """The paragraph at the top: what changed, how much, where."""
     r = summary.get("results") or {}
     g = summary.get("grid") or {}
@@ -354,22 +370,31 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
                 bits.append(f"{_e(_class_words(cls))}: {int(c.get('count') or 0):,} ({a})")
             lines.append("By kind of change: " + "; ".join(bits) + ".")
         weights = [(_num(p.get("area_m2")) or _num(p.get("area_px")) or 0.0) for p in props]
-        where = _where_sentence(positions, weights, compass)
+        where = _where_sentence(places, weights, compass)
         if where:
-            lines.append(f"The change lies {_e(where)}.")
+            lines.append(f"The change {'is' if where.startswith('spread') else 'lies'} {_e(where)}.")
         if props:
             big = max(range(len(props)), key=lambda i: weights[i])
             p = props[big]
             a = _ha(_num(p.get("area_m2"))) or f"{int(p.get('area_px') or 0):,} px"
-            place = f", in the {_part_name(positions[big], compass)} of the site" if positions[big] is not None else ""
+            pl = places[big]
+            place = f", centred in the {_part_name(pl[0], compass)} of the site" if pl is not None else ""
             lines.append(f"The largest area (id {_e(p.get('id'))}) is {a} of "
                          f"{_e(_class_words(p.get('change_class', 'change')))}{_e(place)}.")
     s = r.get("structures")
     if isinstance(s, Mapping):
         if s.get("count") is not None:
             med = _num(s.get("median_footprint_m2"))
+            where_s = ""
+            if structures:
+                # each structure counts once, wherever its centroid is
+                where_s = _where_sentence([(pl[0], (pl[0][0], pl[0][0], pl[0][1], pl[0][1])) if pl else None
+                                           for pl in _grid_places(structures, summary)],
+                                          [1.0] * len(structures), compass)
+                where_s = where_s.replace("of the changed area", "of them")
             lines.append(f"<b>{int(s['count']):,} individual structure{'s' if s['count'] != 1 else ''}</b> counted"
-                         + (f", median footprint {med:,.0f} m²" if med is not None else "") + ".")
+                         + (f", median footprint {med:,.0f} m²" if med is not None else "")
+                         + (f", {_e(where_s)}" if where_s else "") + ".")
         elif s.get("reason") or s.get("why"):
             lines.append(f"Structures not counted: {_e(s.get('reason') or s.get('why'))}.")
     extent = ""
@@ -383,6 +408,9 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
         lines.append(extent)
     return lines
 
+
+_OUTPUT_NAMES = ("change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg", "structures.geojson",
+                 "overview.png", "score_histogram.png", "summary.json")
 
 _CHANGE_COLUMNS = (
     # key, header, numeric, decimals
@@ -582,6 +610,7 @@ def write_report(
     folder: str | os.PathLike[str] | None = None,
     *,
     title: str | None = None,
+    properties: Sequence[Mapping[str, Any]] | None = None,
     max_rows: int = 5000,
     hash_cap_mb: float = 512.0,
 ) -> Path:
@@ -599,6 +628,9 @@ def write_report(
         written.  Default: the result folder.
     title : str, optional
         The page title.  Default: the folder's name.
+    properties : sequence of dict, optional
+        The changed areas' properties (``ChangePolygons.properties``), when the caller
+        holds them; default: read from ``changes.geojson``.
     max_rows : int
         At most this many rows per table (the largest areas); the page says when the
         rest are only in the GeoJSON.
@@ -630,26 +662,30 @@ def write_report(
         raise InvalidParameterError(f"max_rows must be an integer >= 1, got {max_rows!r}")
     summary, out = _load(result_folder_or_summary, folder)
     name = title or out.resolve().name or "changedet result"
-    feats = _features(out, "changes.geojson")
+    feats = _features(out, "changes.geojson") if properties is None else [{"properties": p} for p in properties]
     props = [dict(f.get("properties") or {}) for f in (feats or [])]
-    positions = _grid_positions(props, summary)
+    places = _grid_places(props, summary)
     compass = _north_up(summary)
-    for p, pos in zip(props, positions):
-        p["where"] = _part_name(pos, compass) if pos is not None else ""
+    for p, pl in zip(props, places):
+        p["where"] = _part_name(pl[0], compass) if pl is not None else ""
     dates = _dates(summary)
     sub = f"changedet {summary.get('changedet_version', '')} · run {summary.get('created_utc', '')}"
     if dates["before"] or dates["after"]:
         sub = f"{dates['before'] or '?'} → {dates['after'] or '?'} · " + sub
     body = [f"<h1>What changed: {_e(name)}</h1><p class=sub>{_e(sub)}</p>"]
-    body.append('<div class=lead id="words">' + "".join(f"<p>{s}</p>" for s in _words(summary, props, positions))
-                + "</div>")
+    s_info = (summary.get("results") or {}).get("structures")
+    sfeats = _features(out, "structures.geojson") if isinstance(s_info, Mapping) else None
+    sprops = [dict(f.get("properties") or {}) for f in sfeats] if sfeats else []
+    body.append('<div class=lead id="words">'
+                + "".join(f"<p>{s}</p>" for s in _words(summary, props, places, sprops)) + "</div>")
 
     # ---- figures
     body.append("<h2>Overview</h2>")
     fig = out / "overview.png"
     if fig.is_file():
         uri, note = _png_data_uri(fig, budget_bytes=FIGURE_BUDGET_BYTES)
-        cap = "Before, after and the outlines of the changed areas, coloured by kind of change."
+        cap = "Before, after and the outlines of the changed areas, coloured by kind of change" + (
+            ", and each counted structure." if sprops else ".")
         if note:
             cap += f" ({_e(note)}; the full figure is <a href=\"overview.png\">overview.png</a>.)"
         body.append(f'<figure><img id="overview" alt="overview figure" src="{uri}"><figcaption>{cap}'
@@ -681,21 +717,21 @@ def write_report(
                                                        if (out / "changes.gpkg").is_file() else "") + ".</p>")
 
     # ---- structures
-    s = (summary.get("results") or {}).get("structures")
-    sfeats = _features(out, "structures.geojson") if isinstance(s, Mapping) else None
+    s = s_info
     if isinstance(s, Mapping):
         body.append("<h2>Structures</h2>")
-        extra = {k: v for k, v in s.items() if not isinstance(v, (dict, list))}
+        # every figure and setting of results.structures; a per-area breakdown is in the table below
+        extra = {k: v for k, v in s.items() if not (isinstance(v, (dict, list)) and len(v) > 30)}
         body.append(_kv_table(extra.items()))
         if sfeats:
-            sprops = [dict(f.get("properties") or {}) for f in sfeats]
             keys = [k for k in _STRUCTURE_PREFERRED if any(k in p for p in sprops)]
             keys += [k for k in dict.fromkeys(k for p in sprops for k in p)
                      if k not in keys and all(not isinstance(p.get(k), (dict, list, tuple)) for p in sprops)]
             cols = [(k, k.replace("_", " ").replace(" m2", " (m²)").replace(" m", " (m)").replace(" deg", " (°)"),
                      all(p.get(k) is None or _num(p.get(k)) is not None for p in sprops)
                      and any(_num(p.get(k)) is not None for p in sprops),
-                     0 if k in ("id", "change_id", "area_id", "changed_area_id") else 2) for k in keys]
+                     0 if k in ("id", "change_id", "area_id", "changed_area_id") else 1 if k == "area_m2" else 2)
+                    for k in keys]
             shown_s = sorted(sprops, key=lambda p: -(_num(p.get("area_m2")) or 0))[:max_rows]
             if len(sprops) > max_rows:
                 body.append(f"<p class=note>The {max_rows:,} largest of {len(sprops):,} structures; all are in "
@@ -708,7 +744,8 @@ def write_report(
     body.append("<h2>Accuracy</h2>" + _accuracy_section(summary.get("accuracy")))
     body.append("<h2>Method and parameters</h2>" + _method_section(summary))
     body.append("<h2>Inputs</h2>" + _inputs_section(summary, hash_cap_mb=hash_cap_mb))
-    outputs = summary.get("outputs") or []
+    outputs = summary.get("outputs") or sorted(
+        {f for f in _OUTPUT_NAMES if (out / f).is_file()} | {REPORT_NAME, "summary.json"})
     if outputs:
         body.append("<h2>Files</h2><p>" + " · ".join(f'<a href="{_e(o)}">{_e(o)}</a>' for o in outputs) + "</p>")
     body.append("<details><summary>The whole summary.json</summary><pre>"
@@ -745,9 +782,10 @@ def _site_rows(batch: Path) -> list[dict[str, Any]]:
 
         with open(table, encoding="utf-8", newline="") as fh:
             for r in csv.DictReader(fh):
-                out = Path(r.get("out") or batch / (r.get("site") or ""))
-                if not out.is_absolute() and not out.exists():
-                    out = batch / out
+                # run_batch writes each site into OUT/<site>; the recorded path may be relative to another cwd
+                out = batch / (r.get("site") or "")
+                if not out.is_dir() and r.get("out"):
+                    out = Path(r["out"])
                 rows.append({"site": r.get("site", out.name), "status": r.get("status", ""), "dir": out,
                              "error": r.get("error") or ""})
     else:
@@ -822,7 +860,10 @@ def write_index(
             totals["finished"] += 1
             report = d / REPORT_NAME
             if write_missing and not report.is_file():
-                write_report(d)
+                try:
+                    write_report(d)
+                except ChangedetError as exc:  # one site's unreadable files must not hide the others
+                    row["error"] = f"no report: {exc}"
             rel = os.path.relpath(d, batch).replace(os.sep, "/")
             if report.is_file():
                 row["site"] = _Html(f'<a href="{_e(rel)}/{REPORT_NAME}">{_e(site["site"])}</a>')
@@ -847,10 +888,11 @@ def write_index(
                 row["main_class"] = _class_words(main[0])
             feats = _features(d, "changes.geojson") or []
             props = [f.get("properties") or {} for f in feats]
-            where = _where_sentence(_grid_positions(props, summary),
+            where = _where_sentence(_grid_places(props, summary),
                                     [(_num(p.get("area_m2")) or _num(p.get("area_px")) or 0.0) for p in props],
                                     _north_up(summary))
-            row["where"] = where.replace(" of the site", "")
+            row["where"] = where.replace("mostly in the ", "").replace(" of the site", "").replace(
+                " of the changed area", "")
             s = r.get("structures")
             if isinstance(s, Mapping) and s.get("count") is not None:
                 row["structures"] = s["count"]

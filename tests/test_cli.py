@@ -40,7 +40,7 @@ def test_detect(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixt
     assert stdout.startswith("1 changed areas, 0.60 ha (1.5 acres), in ")
     assert "new_construction" in stdout and str(out) in stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg", "summary.json"
+        "change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg", "report.html", "summary.json"
     ]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parameters"]["method"] == "auto" and summary["parameters"]["coregister"] is True
