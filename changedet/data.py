@@ -32,6 +32,10 @@ __all__ = [
     "sample_path",
     "sample_info",
     "load_sample",
+    "SampleSeries",
+    "list_series",
+    "series_path",
+    "load_series",
 ]
 
 SAMPLE_TILES_ENV = "CHANGEDET_SAMPLE_TILES"
@@ -284,3 +288,130 @@ def load_sample(name: str, *, verify: bool = True) -> SamplePair:
         truth=rasters["truth.tif"],
         description=str(info.get("description", "")),
     )
+
+
+# --------------------------------------------------------------------------- series of dates
+@dataclass(frozen=True, eq=False)
+class SampleSeries:
+    """A bundled series: one site on several dates, with the date each pixel first changed.
+
+    Attributes
+    ----------
+    name : str
+        The series' name, e.g. ``"site_growth"``.
+    images : tuple of Path
+        One GeoTIFF per date, in time order (all on one grid up to a sub-pixel shift).
+    dates : tuple of str
+        ``YYYY-MM-DD`` of each image.
+    truth : GeoRaster
+        One band ``first_change``: the index (1 .. N-1) of the first date whose land cover
+        differs from the first date's, 0 never; on the first date's grid.
+    description : str
+        What the series shows and which nuisances it carries.
+    """
+
+    name: str
+    images: tuple[Path, ...]
+    dates: tuple[str, ...]
+    truth: GeoRaster
+    description: str
+
+    def __repr__(self) -> str:
+        return f"SampleSeries({self.name!r}, {len(self.dates)} dates {self.dates[0]} .. {self.dates[-1]})"
+
+
+def _series_entries() -> dict[str, Any]:
+    series = _registry().get("series", {})
+    return series if isinstance(series, dict) else {}
+
+
+def list_series() -> list[str]:
+    """Names of the bundled series of dates, sorted.
+
+    Returns
+    -------
+    list of str
+        The names :func:`load_series` accepts.
+
+    Examples
+    --------
+    >>> list_series()
+    ['site_growth']
+    """
+    return sorted(_series_entries())
+
+
+def series_path(name: str) -> Path:
+    """The folder of one bundled series (one GeoTIFF per date and ``truth.tif``).
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_series`.
+
+    Returns
+    -------
+    Path
+        ``sample_tiles_dir() / "series" / name``.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a bundled series.
+
+    Examples
+    --------
+    >>> series_path("site_growth").name
+    'site_growth'
+    """
+    entries = _series_entries()
+    if name not in entries:
+        raise InvalidParameterError(f"name={name!r} is not a sample series; choose one of {sorted(entries)}")
+    return sample_tiles_dir() / "series" / name
+
+
+def load_series(name: str = "site_growth", *, verify: bool = True) -> SampleSeries:
+    """A bundled series of dates, its files checked against the hash registry.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_series`.
+    verify : bool, default True
+        Compare each file's SHA-256 with ``registry.json`` first.
+
+    Returns
+    -------
+    SampleSeries
+        The image paths in time order, their dates and the first-change truth.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``name`` is not a bundled series.
+    RasterReadError
+        A file is missing or its hash differs from the registry.
+
+    Examples
+    --------
+    >>> s = load_series("site_growth")
+    >>> len(s.images), s.dates[0], int(s.truth.data.max())
+    (5, '2024-06-14', 4)
+    """
+    folder = series_path(name)
+    entry = _series_entries()[name]
+    files = entry.get("files", {})
+    images = tuple(folder / f for f in entry.get("images", []))
+    for path in (*images, folder / "truth.tif"):
+        if not path.is_file():
+            raise RasterReadError(f"series {name!r}: file {str(path)!r} is missing; {_REMAKE}")
+        if verify:
+            expected = files.get(path.name, {}).get("sha256")
+            got = sha256(path)
+            if got != expected:
+                raise RasterReadError(
+                    f"series {name!r}: file {str(path)!r} is corrupted or was modified (SHA-256 {got[:12]}... but "
+                    f"the registry expects {str(expected)[:12]}...); {_REMAKE}"
+                )
+    return SampleSeries(name=name, images=images, dates=tuple(entry.get("dates", [])),
+                        truth=read_raster(folder / "truth.tif"), description=str(entry.get("description", "")))

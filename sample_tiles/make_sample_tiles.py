@@ -620,11 +620,231 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# --------------------------------------------------------------------------- a series of dates
+SERIES_SEED = 20240701
+#: The bundled series: one site seen on five dates, new buildings appearing between them.
+SERIES = {
+    "site_growth": {
+        "description": (
+            "Synthetic series, not real imagery: one 256 x 256 m site, 1 m, bands red green blue (uint8), seen on "
+            "five dates (2024-06-14 to 2025-09-03). Between the dates a plot is cleared, then rows of new "
+            "buildings, a foundation slab and a site road appear; truth.tif gives per pixel the index of the first "
+            "date whose land cover differs from the first date's (0 never). Nuisances per date: phenology, sun "
+            "angle (shadows), per-band gain/offset, illumination gradient, sensor noise and a sub-pixel shift."
+        ),
+        "size": 256,
+        "dates": ("2024-06-14", "2024-08-22", "2025-05-20", "2025-07-09", "2025-09-03"),
+        # (azimuth, elevation) at a late-morning overpass near 55.8 N on each date
+        "sun": ((158.0, 55.0), (160.0, 45.0), (156.0, 52.0), (158.0, 55.0), (162.0, 40.0)),
+    },
+}
+# centre of the series site in the local frame of the industrial zone (a meadow east of the
+# construction site, beside the access road)
+SERIES_CENTRE_UV = (1450.0, 500.0)
+
+
+def _series_layout(rng: np.random.Generator) -> list[dict]:
+    """What the site holds on each date: shapes in the site's own frame (metres from its centre).
+
+    Each item: ``geom`` (u, v rectangle or polyline), ``cls``, ``spec``, ``tex``, ``height``,
+    ``gable``, ``first`` (the index of the first date it exists; 0 from the start).  The dates
+    at which the three building groups appear are drawn from ``rng``, and every building is
+    jittered, so each seed is a different site.
+    """
+    def j(s: float = 2.0) -> float:
+        return float(rng.uniform(-s, s))
+
+    items: list[dict] = []
+
+    def add(geom, cls, spec, tex, first, height=0.0, gable=False, axis_v=0.0, half_width=0.0):
+        items.append(dict(geom=geom, cls=cls, spec=spec, tex=tex, first=first, height=height, gable=gable,
+                          axis_v=axis_v, half_width=half_width))
+
+    # there from the start: a field, the street with its trees, an old hall on a concrete apron
+    add(("box", -140, 30, -20, 140), FIELD, "crop", TX_FIELD, 0)
+    add(("line", [(-140, -95), (140, -95)], 12), ROAD, "asphalt", TX_PAVED, 0)
+    add(("box", -125, -80, -55, -35), PAVED, "concrete", TX_PAVED, 0)
+    add(("rect", -90, -58, 50, 24), BUILDING, "roof_grey", TX_ROOF, 0, height=8.0)
+    # the construction: a plot cleared on date 1; three groups of buildings whose dates are drawn
+    add(("box", 5 + j(), 15 + j(), 115 + j(), 95 + j()), SITE, "site", TX_SITE, 1)
+    # the groups on fresh ground appear on dates 2, 3 and 4 in a drawn order; the plot's, on any
+    order = [int(rng.integers(2, 5))] + [int(d) for d in rng.permutation([2, 3, 4])]
+    groups = {
+        "plot": [(40 + j(), 40 + j()), (40 + j(), 72 + j()), (92 + j(3), 40 + j())],  # on the cleared plot
+        "meadow": [(-95 + 50 * k + j(), -20 + j()) for k in range(3)],  # a row on the meadow
+        "field": [(-110 + j(), 60 + j()), (-55 + j(), 60 + j()), (-110 + j(), 100 + j())],  # on the field
+        "east": [(100 + j(), -58 + j()), (100 + j(), -25 + j())],  # south-east of the plot
+    }
+    for (name, centres), first in zip(groups.items(), order):
+        for cu, cv in centres:
+            add(("rect", cu, cv, 40, 12), DORM, "dorm_roof", TX_DORM, first, height=6.0, gable=True, axis_v=cv,
+                half_width=6.0)
+        if name == "field":  # a foundation slab and the gravel road to the group
+            add(("rect", -55 + j(), 100 + j(), 42, 14), SLAB, "slab", TX_PAVED, first, height=0.3)
+            add(("line", [(-140, 121), (-20, 121)], 7), NEW_ROAD, "gravel", TX_PAVED, first)
+        if name == "meadow":  # its access from the street
+            add(("line", [(10, -89), (10, -26)], 8), NEW_ROAD, "concrete", TX_PAVED, first)
+    return items
+
+
+def _series_geom(g: tuple) -> dict:
+    cu0, cv0 = SERIES_CENTRE_UV
+    if g[0] == "box":
+        return box(cu0 + g[1], cv0 + g[2], cu0 + g[3], cv0 + g[4])
+    if g[0] == "rect":
+        return rect(cu0 + g[1], cv0 + g[2], g[3], g[4])
+    return line([(cu0 + a, cv0 + b) for a, b in g[1]], g[2])
+
+
+def render_series(*, seed: int = SERIES_SEED, noise_dn: float = 2.5, max_shift_render_px: int = 1,
+                  name: str = "site_growth") -> dict:
+    """Render one series: the images of every date (uint8 RGB), the truth and the grid.
+
+    Parameters: ``seed`` draws the building layout, the dates of the groups, the per-date
+    camera (gain, offset, gradient), the shifts and the noise; ``noise_dn`` is the sensor noise
+    (DN, standard deviation); each date after the first is displaced by a whole number of
+    render pixels (1/3 m) up to ``max_shift_render_px`` in rows and columns: a sub-pixel shift.
+
+    Returns ``{"images": [(3, n, n) uint8, ...], "truth": (n, n) uint8, "transform": Affine,
+    "dates": [...], "shifts_px": [(rows, cols), ...], "first_dates": {...}}``.
+    """
+    cfg = SERIES[name]
+    size, f = cfg["size"], 3
+    res = 1.0 / f
+    margin = 4 * f
+    n = size * f + 2 * margin
+    rng = np.random.default_rng([seed, 100])
+    items = _series_layout(rng)
+    cx, cy = to_map(*SERIES_CENTRE_UV)
+    left, top = float(round(float(cx) - size / 2)), float(round(float(cy) + size / 2))
+    canvas = from_origin(left - margin * res, top + margin * res, res, res)
+    rows, cols = np.mgrid[0:n, 0:n].astype(np.float64)
+    u, v = to_local(left - margin * res + (cols + 0.5) * res, top + margin * res - (rows + 0.5) * res)
+    u, v = u.astype(np.float32), v.astype(np.float32)
+    del rows, cols
+    tex_rng = np.random.default_rng([seed, 101])
+    n_large = smooth_noise(tex_rng, (n, n), 40.0 / res)
+    n_med = smooth_noise(tex_rng, (n, n), 4.0 / res)
+    n_small = smooth_noise(tex_rng, (n, n), 1.0 / res)
+    # street trees and a few meadow trees: (u, v, radius, height), gone where something is built
+    trees = [(SERIES_CENTRE_UV[0] + t, SERIES_CENTRE_UV[1] - 83 + tex_rng.uniform(-1, 1), tex_rng.uniform(2.5, 3.5),
+              tex_rng.uniform(8, 11)) for t in np.arange(-135, 140, 10.0)]
+    dates = cfg["dates"]
+    n_dates = len(dates)
+    # phenology: the meadow's and the field's green -> dry mixing on each date, and a yearly vigour pattern
+    meadow_s = (0.10, 0.45, 0.05, 0.20, 0.50)
+    field_s = (0.20, 0.40, 0.35, 0.15, 0.45)
+    cam_rng = np.random.default_rng([seed, 102])
+    classes, images, shifts = [], [], []
+    for k in range(n_dates):
+        objs = [o for o in items if o["first"] <= k]
+        shapes = [(_series_geom(o["geom"]), i + 1) for i, o in enumerate(objs)]
+        ids = rasterize(shapes, out_shape=(n, n), transform=canvas, fill=0, dtype="int32")
+        cls = np.array([GRASS] + [o["cls"] for o in objs], np.uint8)[ids]
+        tex = np.array([TX_VEG] + [o["tex"] for o in objs], np.uint8)[ids]
+        a = np.array([SPECTRA["grass"]] + [SPECTRA[o["spec"]] for o in objs], np.float32)[ids]
+        b_names = {"crop": "soil", "site": "site_wet"}
+        b = np.array([SPECTRA["dry_grass"]] + [SPECTRA[b_names.get(o["spec"], o["spec"])] for o in objs],
+                     np.float32)[ids]
+        n_year = smooth_noise(np.random.default_rng([seed, 103, k]), (n, n), 20.0 / res)
+        s = np.where(tex == TX_FIELD, field_s[k], meadow_s[k]).astype(np.float32)
+        s += 0.10 * n_large + 0.05 * n_med + 0.08 * n_year
+        m = tex == TX_FIELD
+        s[m] += 0.05 * np.sin(2 * np.pi * u[m] / 14.0)
+        m = tex == TX_SITE
+        s[m] = 0.15 + 0.25 * n_large[m] + 0.1 * n_med[m] + 0.1 * (k % 2)  # wetter or drier ground
+        s = np.clip(s, 0, 1)
+        refl = a + (b - a) * s[..., None]
+        del a, b
+        amp = np.zeros((9, 2), np.float32)
+        amp[[TX_VEG, TX_FIELD, TX_PAVED, TX_SITE, TX_DORM, TX_ROOF]] = [
+            (0.05, 0.04), (0.03, 0.02), (0.05, 0.03), (0.08, 0.06), (0.01, 0.01), (0.03, 0.01)]
+        refl *= (1 + amp[tex, 0] * n_med + amp[tex, 1] * n_small)[..., None]
+        lut_h = np.array([0.0] + [o["height"] for o in objs], np.float32)
+        height = lut_h[ids]
+        g = np.array([False] + [o["gable"] for o in objs])[ids]
+        ax = np.array([0.0] + [SERIES_CENTRE_UV[1] + o["axis_v"] for o in objs], np.float32)[ids]
+        hw = np.array([0.0] + [o["half_width"] for o in objs], np.float32)[ids]
+        height[g] += np.clip(hw[g] - np.abs(v[g] - ax[g]), 0, None) * math.tan(math.radians(24))
+        # trees where the ground is still meadow or field
+        for tu, tv, r, h in trees:
+            d2 = ((u - tu) ** 2 + (v - tv) ** 2) / r**2
+            inside = (d2 < 1) & np.isin(cls, (GRASS, FIELD))
+            top_h = (h - r) + r * np.sqrt(np.clip(1 - d2, 0, 1))
+            upd = inside & (top_h > height)
+            height[upd] = top_h[upd]
+            refl[upd] = np.array(SPECTRA["tree"], np.float32) * (1 + 0.12 * n_small[upd, None])
+        factor, lit = sun_terms(height, res, cfg["sun"][k])
+        refl *= DIFFUSE[None, None, :] + (1 - DIFFUSE)[None, None, :] * (factor * lit)[..., None]
+        dr, dc = (0, 0) if k == 0 else (int(cam_rng.integers(-max_shift_render_px, max_shift_render_px + 1)),
+                                        int(cam_rng.integers(-max_shift_render_px, max_shift_render_px + 1)))
+        core = np.s_[margin + dr:margin + dr + size * f, margin + dc:margin + dc + size * f]
+        img = area_mean(np.moveaxis(refl, -1, 0)[(slice(None),) + core], f)
+        # the camera of the date: gamma curve to 8 bits, gain, offset, a gradient, noise
+        dn = 255 * np.sqrt(np.clip(img[[2, 1, 0]] * 2.4, 0, 1))
+        if k:
+            gain = cam_rng.uniform(0.9, 1.1, 3).astype(np.float32)[:, None, None]
+            offset = cam_rng.uniform(-6, 6, 3).astype(np.float32)[:, None, None]
+            rr, cc = np.mgrid[0:size, 0:size].astype(np.float32) / size
+            gr, gc = cam_rng.uniform(-0.04, 0.04, 2)
+            dn = (dn * gain + offset) * (1 + gr * (rr - 0.5) + gc * (cc - 0.5))
+        dn = dn + cam_rng.normal(0, noise_dn, dn.shape)
+        images.append(np.clip(np.round(dn), 0, 255).astype(np.uint8))
+        classes.append(cls[margin:margin + size * f, margin:margin + size * f])
+        shifts.append((round(dr / f, 4), round(dc / f, 4)))
+        del refl, height
+    truth = np.zeros((size, size), np.uint8)
+    for k in range(n_dates - 1, 0, -1):  # the earliest date whose cover differs from the first date's
+        changed = area_mean((classes[k] != classes[0]).astype(np.float32), f) >= 0.5
+        truth[changed] = k
+    return {"images": images, "truth": truth, "transform": from_origin(left, top, 1.0, 1.0), "dates": list(dates),
+            "shifts_px": shifts}
+
+
+def write_series(out: Path, name: str = "site_growth", **kwargs) -> dict:
+    """Write one series (``<date>.tif`` per date and ``truth.tif``) into ``out/series/name``; return its registry entry."""
+    made = render_series(name=name, **kwargs)
+    folder = out / "series" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    common = {"SYNTHETIC": "yes", "LICENCE": "CC0-1.0", "GENERATOR": "sample_tiles/make_sample_tiles.py"}
+    files = {}
+    cfg = SERIES[name]
+    for k, (img, date) in enumerate(zip(made["images"], made["dates"])):
+        fname = f"{date}.tif"
+        _write(folder / fname, img, made["transform"], ("red", "green", "blue"),
+               dict(common, ACQUISITION_DATE=date, SUN_AZIMUTH=str(cfg["sun"][k][0]),
+                    SUN_ELEVATION=str(cfg["sun"][k][1])))
+        files[fname] = None
+    _write(folder / "truth.tif", made["truth"][None], made["transform"], ("first_change",),
+           dict(common, DATES=",".join(made["dates"]),
+                MEANING="index (1..N-1) of the first date whose land cover differs from the first date's; 0 never"))
+    files["truth.tif"] = None
+    for fname in files:
+        p = folder / fname
+        files[fname] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    truth = made["truth"]
+    return {
+        "description": cfg["description"],
+        "resolution_m": 1.0,
+        "shape": [cfg["size"], cfg["size"]],
+        "bands": ["red", "green", "blue"],
+        "dates": made["dates"],
+        "images": [f"{d}.tif" for d in made["dates"]],
+        "truth": "truth.tif",
+        "changed_pixels_by_first_date": {d: int((truth == k).sum()) for k, d in enumerate(made["dates"]) if k},
+        "change_fraction": round(float((truth > 0).mean()), 4),
+        "offsets_px": [{"rows": r, "cols": c} for r, c in made["shifts_px"]],
+        "files": files,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                         help="output folder (default: the folder of this script)")
     parser.add_argument("--pairs", nargs="*", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--series", nargs="*", default=list(SERIES), choices=list(SERIES),
+                        help="the series to make (default: all; pass --series alone for none)")
     args = parser.parse_args(argv)
     scene = build_scene()
     registry: dict = {
@@ -636,6 +856,9 @@ def main(argv: list[str] | None = None) -> int:
     reg = args.out / "registry.json"
     if reg.is_file() and set(args.pairs) != set(PAIRS):  # remaking some pairs keeps the others' entries
         registry["pairs"] = json.loads(reg.read_text())["pairs"]
+    registry["series"] = {}
+    if reg.is_file() and set(args.series) != set(SERIES):
+        registry["series"] = json.loads(reg.read_text()).get("series", {})
     for name in args.pairs:
         pair = render_pair(name, scene)
         images = _sensor(name, pair)
@@ -673,7 +896,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{name}: {folder} truth {pair['truth'].mean():.3%} changed, "
               f"{sum(f['bytes'] for f in files.values()) / 1e6:.2f} MB")
+    for name in args.series:
+        registry["series"][name] = entry = write_series(args.out, name)
+        print(f"{name}: {args.out / 'series' / name} {len(entry['dates'])} dates, truth {entry['change_fraction']:.3%} changed, "
+              f"{sum(f['bytes'] for f in entry['files'].values()) / 1e6:.2f} MB")
     tmp = reg.with_name(reg.name + ".part")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text(json.dumps(registry, indent=2, sort_keys=True) + "\n")
     tmp.replace(reg)
     return 0
