@@ -1,10 +1,16 @@
 """Many pairs: a folder or a CSV, resumable, on local processes or a dask.distributed cluster.
 
 Each pair gets its own output folder (``OUT/<site>/``, the files of ``changedet detect``);
-``summary.json`` is written last, so a folder holding it is finished and is skipped
-on the next run, while a folder without it (a killed run) is computed again.
+``summary.json`` is written last, so a folder holding it is finished, while a folder
+without it (a killed run) is computed again.  A finished folder is skipped on the next
+run only if it was made with the same options and inputs (recorded under ``request`` in
+its ``summary.json``); otherwise the pair runs again and the batch says why.
 The batch table ``OUT/batch.csv`` and ``OUT/batch_changes.geojson`` (every polygon
 with its site) are rewritten whole after every run.
+
+One batch at a time in an output folder (a lock file with the owner's pid, taken over
+when that process is gone).  Ctrl-C or SIGTERM stops the workers at once: queued pairs
+are cancelled, running ones removed what they had written, and the next run resumes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import io as _stdio
 import json
 import os
 import re
+import signal
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import _outdir
 from . import io as _io
 from . import report as _report
 from .errors import ChangedetError, InvalidParameterError
@@ -42,7 +51,8 @@ class Pair:
 
 @dataclass(frozen=True)
 class PairOutcome:
-    """What happened to one pair: ``status`` is ``done``, ``skipped`` (already finished) or ``failed``."""
+    """What happened to one pair: ``status`` is ``done``, ``skipped`` (finished before with the
+    same options and inputs) or ``failed``; ``note`` says why a finished pair was run again."""
 
     site: str
     status: str
@@ -52,6 +62,7 @@ class PairOutcome:
     changed_area_ha: float | None = None
     seconds: float | None = None
     error: str | None = None
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,10 +81,31 @@ class BatchResult:
 
     def __str__(self) -> str:
         c = {s: sum(o.status == s for o in self.outcomes) for s in ("done", "skipped", "failed")}
-        lines = [f"{len(self.outcomes)} pairs: {c['done']} done, {c['skipped']} skipped (already finished), "
-                 f"{c['failed']} failed, in {self.seconds:.1f} s; table: {self.table_csv}"]
-        lines += [f"  FAILED {o.site}: {o.error}" for o in self.outcomes if o.status == "failed"]
+        lines = [f"{len(self.outcomes)} pairs: {c['done']} done, {c['skipped']} skipped (already finished with "
+                 f"these options and inputs), {c['failed']} failed, in {self.seconds:.1f} s; table: {self.table_csv}"]
+        lines += [f"  re-ran {what}" for what in _notes(self.outcomes)]
+        failed = [o for o in self.outcomes if o.status == "failed"]
+        lines += [f"  FAILED {o.site}: {o.error}" for o in failed[:MAX_FAILED_LINES]]
+        if len(failed) > MAX_FAILED_LINES:
+            lines.append(f"  ... and {len(failed) - MAX_FAILED_LINES} more failed; every error is in {self.table_csv}")
         return "\n".join(lines)
+
+
+#: Failed pairs listed one per line by ``str(BatchResult)``; the others are counted.
+MAX_FAILED_LINES = 5
+
+
+def _notes(outcomes: Sequence[PairOutcome]) -> list[str]:
+    """``"site0, site1 and 4 more: options changed (...)"`` per distinct reason for re-running."""
+    by_note: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.note:
+            by_note.setdefault(o.note, []).append(o.site)
+    out = []
+    for note, sites in by_note.items():
+        names = ", ".join(sites[:3]) + (f" and {len(sites) - 3} more" if len(sites) > 3 else "")
+        out.append(f"{names}: {note}")
+    return out
 
 
 def _safe_site(name: str) -> str:
@@ -163,38 +195,103 @@ def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) 
     return [Pair(s, p.before, p.after) for s, p in zip(sites, pairs)]
 
 
-def _run_one_limited(pair: Pair, out_root: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+def _run_one_limited(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     """:func:`_run_one` with BLAS/OpenMP held to one thread: with one process per core, more
     threads only fight over the cores (measured: 1.4x instead of 2.0x on 2 workers)."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        return _run_one(pair, out_root, options, overwrite)
+        return _run_one(pair, folder, options, overwrite)
 
 
-def _run_one(pair: Pair, out_root: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    """Run one pair in a worker; never raises (the error goes into the outcome)."""
-    out = Path(out_root) / pair.site
-    if (out / "summary.json").exists() and not overwrite:
-        try:
-            s = json.loads((out / "summary.json").read_text(encoding="utf-8"))["results"]
-            return asdict(PairOutcome(pair.site, "skipped", str(out), s["n_changes"], s["changed_area_m2"], s["changed_area_ha"]))
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable summary: not trusted, recompute
+def _run_one(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool, note: str | None = None) -> dict[str, Any]:
+    """Run one pair into ``folder``; never raises an error (it goes into the outcome); an
+    interrupt (Ctrl-C, SIGTERM) propagates once the pair's partial files are removed."""
     t0 = time.perf_counter()
     try:
         from .pipeline import detect_changes
 
-        result = detect_changes(pair.before, pair.after, **options)
-        result.save(out, overwrite=True)
+        result = detect_changes(pair.before, pair.after, out=folder, overwrite=overwrite, progress=False, **options)
         s = result.summary["results"]
-        return asdict(PairOutcome(pair.site, "done", str(out), s["n_changes"], s["changed_area_m2"],
-                                  s["changed_area_ha"], round(time.perf_counter() - t0, 3)))
+        return asdict(PairOutcome(pair.site, "done", folder, s["n_changes"], s["changed_area_m2"],
+                                  s["changed_area_ha"], round(time.perf_counter() - t0, 3), note=note))
     except Exception as exc:  # a failed pair must not stop the batch
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if not isinstance(exc, (ChangedetError, OSError)):
-            msg = f"{type(exc).__name__}: {msg} ({traceback.extract_tb(exc.__traceback__)[-1].name})"
-        return asdict(PairOutcome(pair.site, "failed", str(out), seconds=round(time.perf_counter() - t0, 3), error=msg))
+        return _failed(pair.site, folder, exc, time.perf_counter() - t0, note)
+
+
+def _failed(site: str, folder: str, exc: BaseException, seconds: float = 0.0, note: str | None = None) -> dict[str, Any]:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, (ChangedetError, OSError)):
+        msg = f"{type(exc).__name__}: {msg} ({traceback.extract_tb(exc.__traceback__)[-1].name})"
+    return asdict(PairOutcome(site, "failed", folder, seconds=round(seconds, 3), error=msg, note=note))
+
+
+# ---- worker processes of a local pool
+_busy = False  # a pool worker is running a pair (then a signal unwinds it; idle, it just exits)
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    pass
+
+
+def _worker_signal(signum: int, frame: Any) -> None:
+    if not _busy:
+        os._exit(128 + signum)
+    # the first signal unwinds the pair; a second one (Ctrl-C reaches the workers and the batch
+    # then stops them) must not cut that cleanup short: the batch sends SIGKILL after 3 s
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _ignore)  # a Python no-op, not SIG_IGN: a signal already pending would raise OSError
+    raise KeyboardInterrupt() if signum == signal.SIGINT else _outdir.Terminated(signum)
+
+
+def _worker_init() -> None:
+    """In each pool worker: SIGTERM and SIGINT unwind the running pair (its partial files are
+    removed) and end the process; and the worker gets SIGTERM when the batch process dies
+    (Linux), so a killed batch leaves no worker writing on."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _worker_signal)
+    if sys.platform.startswith("linux"):
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+            if os.getppid() == 1:  # the batch died before the line above: nobody to work for
+                os._exit(143)
+
+
+def _pool_task(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool, note: str | None) -> dict[str, Any]:
+    """A pair in a pool worker: an interrupt ends the worker once the pair has cleaned up
+    (the pool would otherwise take the next pair)."""
+    global _busy
+    from threadpoolctl import threadpool_limits
+
+    _busy = True
+    try:
+        with threadpool_limits(limits=1):
+            return _run_one(pair, folder, options, overwrite, note)
+    except KeyboardInterrupt as exc:
+        os._exit(128 + getattr(exc, "signum", signal.SIGINT))
+    finally:
+        _busy = False
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued pairs and end the workers now: SIGTERM (each removes what its pair
+    wrote), SIGKILL for one still alive after 3 s."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + 3.0
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(timeout=1.0)
 
 
 def _preload() -> None:
@@ -211,6 +308,47 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="changedet batch", unit="pair")
+
+
+#: Names in the output folder that belong to the batch: a site folder cannot take them.
+RESERVED_NAMES = frozenset({"batch.csv", "batch_changes.geojson", "index.html", _outdir.LOCK_NAME})
+
+
+@dataclass(frozen=True)
+class _Todo:
+    pair: Pair
+    folder: str
+    note: str | None  # why a finished result is made again
+
+
+def _prepare(pair: Pair, out_root: Path, record: dict[str, Any], overwrite: bool) -> dict[str, Any] | _Todo:
+    """What to do with one pair: an outcome already (skipped: finished with the same options
+    and inputs; failed: a site name that cannot be a folder here), or a pair to run."""
+    folder = out_root / pair.site
+    try:
+        if pair.site.lower() in RESERVED_NAMES:
+            raise ChangedetError(f"site {pair.site!r} takes the name of the batch's own file {pair.site!r} in "
+                                 f"{str(out_root)!r}; rename the site")
+        summary_path = folder / "summary.json"
+        if overwrite or not summary_path.exists():
+            return _Todo(pair, str(folder), None)
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            s = summary["results"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return _Todo(pair, str(folder), "its summary.json is unreadable")
+        missing = [n for n in summary.get("outputs") or () if not (folder / n).is_file()]
+        if missing:
+            return _Todo(pair, str(folder), f"its files are incomplete ({', '.join(missing)} missing)")
+        request = {"options": record, "inputs": {"before": _outdir.fingerprint(pair.before),
+                                                 "after": _outdir.fingerprint(pair.after)}}
+        reason = _outdir.rerun_reason(summary, request)
+        if reason is not None:
+            return _Todo(pair, str(folder), reason)
+        return asdict(PairOutcome(pair.site, "skipped", str(folder), s.get("n_changes"), s.get("changed_area_m2"),
+                                  s.get("changed_area_ha")))
+    except Exception as exc:  # one odd site never stops the batch
+        return _failed(pair.site, str(folder), exc)
 
 
 def run_batch(
@@ -257,10 +395,23 @@ def run_batch(
     Raises
     ------
     InvalidParameterError
-        An unknown ``method`` or ``workers`` below 1.
+        An unknown ``method`` or ``threshold``, or ``workers`` below 1.
+    OutputInUseError
+        Another batch (a live process) is running in ``out``.
     ChangedetError
         From :func:`read_pairs`, or an unreachable dask scheduler; a pair's own failure
         is recorded in its outcome instead.
+    KeyboardInterrupt
+        Ctrl-C (or SIGTERM under the command line): queued pairs are cancelled and the
+        workers stopped within seconds; the tables are not rewritten.
+
+    Notes
+    -----
+    A pair whose folder holds a finished result is skipped only when the result was
+    made with the same options (method, threshold, minimum area, model) and the same
+    inputs (size, modification time and the first and last MiB of each file, and the
+    whole file's SHA-256 when only its time changed); otherwise it runs again and its
+    outcome's ``note`` says why, e.g. ``options changed (method auto -> cva)``.
 
     Examples
     --------
@@ -270,49 +421,82 @@ def run_batch(
     ('failed', 1)
     """
     from .change import METHODS
+    from .spec import run_options
 
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise InvalidParameterError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if int(workers) != workers or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
-    plist = read_pairs(pairs)
-    out_root = Path(out)
-    out_root.mkdir(parents=True, exist_ok=True)
     options: dict[str, Any] = {"method": method, "threshold": threshold, "min_area_m2": min_area_m2}
     if model is not None:
-        from .spec import run_options
-
-        run_options(model=model)  # a missing or unreadable model stops the batch before any pair runs
-        options["model"] = os.fspath(model)
-    t0 = time.perf_counter()
-    results: dict[str, dict[str, Any]] = {}
-    bar = _progress(len(plist), progress)
-    try:
-        if scheduler is not None:
-            results = _run_dask(plist, out_root, options, overwrite, scheduler, bar)
-        elif workers == 1 or len(plist) == 1:
-            for p in plist:
-                results[p.site] = _run_one(p, str(out_root), options, overwrite)
-                if bar is not None:
-                    bar.update(1)
-        else:
-            _preload()  # forked workers inherit the imports instead of each paying for them
-            with ProcessPoolExecutor(max_workers=min(workers, len(plist))) as pool:
-                futs = {pool.submit(_run_one_limited, p, str(out_root), options, overwrite): p for p in plist}
-                for f in as_completed(futs):
-                    results[futs[f].site] = f.result()
+        options["model"] = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
+    # every option checked (and a model loaded) before any pair runs; what a finished pair is compared with
+    record = _outdir.options_record(run_options(**options))
+    plist = read_pairs(pairs)
+    out_root = Path(out)
+    with _outdir.folder_lock(out_root):
+        t0 = time.perf_counter()
+        results: dict[str, dict[str, Any]] = {}
+        todo: list[_Todo] = []
+        for p in plist:
+            step = _prepare(p, out_root, record, overwrite)
+            if isinstance(step, _Todo):
+                todo.append(step)
+            else:
+                results[p.site] = step
+        if progress:
+            for line in _notes([PairOutcome(t.pair.site, "", t.folder, note=t.note) for t in todo]):
+                print(f"re-running {line}", file=sys.stderr)
+        bar = _progress(len(plist), progress)
+        if bar is not None:
+            bar.update(len(results))
+        try:
+            if not todo:
+                pass
+            elif scheduler is not None:
+                results.update(_run_dask(todo, options, scheduler, bar))
+            elif workers == 1 or len(todo) == 1:
+                for t in todo:
+                    results[t.pair.site] = _run_one(t.pair, t.folder, options, True, t.note)
                     if bar is not None:
                         bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
-    outcomes = tuple(PairOutcome(**results[p.site]) for p in plist)
-    table, gj = _write_tables(outcomes, out_root)
-    _report.write_index(out_root)  # index.html: one row and thumbnail per site, links to each report.html
-    return BatchResult(outcomes, table, gj, round(time.perf_counter() - t0, 3))
+            else:
+                results.update(_run_pool(todo, options, workers, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+        outcomes = tuple(PairOutcome(**results[p.site]) for p in plist)
+        table, gj = _write_tables(outcomes, out_root)
+        _report.write_index(out_root)  # index.html: one row and thumbnail per site, links to each report.html
+        return BatchResult(outcomes, table, gj, round(time.perf_counter() - t0, 3))
 
 
-def _run_dask(plist: list[Pair], out_root: Path, options: dict[str, Any], overwrite: bool, scheduler: Any, bar: Any) -> dict[str, dict[str, Any]]:
+def _run_pool(todo: list[_Todo], options: dict[str, Any], workers: int, bar: Any) -> dict[str, dict[str, Any]]:
+    """The pairs on local worker processes; an interrupt stops them at once (see :func:`_stop_pool`)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    _preload()  # forked workers inherit the imports instead of each paying for them
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        futs = {pool.submit(_pool_task, t.pair, t.folder, options, True, t.note): t for t in todo}
+        for f in as_completed(futs):
+            t = futs[f]
+            try:
+                results[t.pair.site] = f.result()
+            except BrokenProcessPool as exc:  # a worker was killed (out of memory?): this pair failed, not the batch
+                results[t.pair.site] = _failed(t.pair.site, t.folder, ChangedetError(
+                    f"its worker process died ({exc}); run the batch again to resume"), note=t.note)
+            if bar is not None:
+                bar.update(1)
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+    return results
+
+
+def _run_dask(todo: list[_Todo], options: dict[str, Any], scheduler: Any, bar: Any) -> dict[str, dict[str, Any]]:
     try:
         from dask.distributed import Client, as_completed as dask_completed
     except ImportError:
@@ -323,20 +507,27 @@ def _run_dask(plist: list[Pair], out_root: Path, options: dict[str, Any], overwr
     except OSError as exc:
         raise ChangedetError(f"cannot reach the dask scheduler at {scheduler!r} ({exc}); start it or fix the address") from None
     results: dict[str, dict[str, Any]] = {}
+    futs: list[Any] = []
     try:
-        futs = client.map(_run_one_limited, plist, out_root=str(out_root), options=options, overwrite=overwrite, pure=False)
-        site_of = {f.key: p.site for f, p in zip(futs, plist)}
+        futs = client.map(_run_one_limited, [t.pair for t in todo], [t.folder for t in todo], options=options,
+                          overwrite=True, pure=False)
+        by_key = {f.key: t for f, t in zip(futs, todo)}
         for f in dask_completed(futs):
-            results[site_of[f.key]] = f.result()
+            t = by_key[f.key]
+            results[t.pair.site] = {**f.result(), "note": t.note}
             if bar is not None:
                 bar.update(1)
+    except BaseException:
+        if futs:
+            client.cancel(futs)  # an interrupt: the queued pairs do not run on
+        raise
     finally:
         if own:
             client.close()
     return results
 
 
-_COLUMNS = ("site", "status", "n_changes", "changed_area_m2", "changed_area_ha", "seconds", "out", "error")
+_COLUMNS = ("site", "status", "n_changes", "changed_area_m2", "changed_area_ha", "seconds", "out", "note", "error")
 
 
 def _write_tables(outcomes: Sequence[PairOutcome], out_root: Path) -> tuple[Path, Path]:

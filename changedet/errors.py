@@ -15,6 +15,7 @@ __all__ = [
     "BandMismatchError",
     "EmptyDataError",
     "InvalidParameterError",
+    "OutputInUseError",
 ]
 
 
@@ -44,3 +45,7 @@ class EmptyDataError(ChangedetError, ValueError):
 
 class InvalidParameterError(ChangedetError, ValueError):
     """An option has a value outside what it accepts."""
+
+
+class OutputInUseError(ChangedetError, OSError):
+    """Another run (a live process) is writing into the same output folder."""

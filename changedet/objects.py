@@ -313,7 +313,9 @@ class ChangePolygons:
     def to_geojson(self, *, precision: int = 7) -> dict[str, Any]:
         """RFC 7946 FeatureCollection in WGS84 lon/lat (pixel coordinates for pixel grids).
 
-        Exterior rings are counter-clockwise, coordinates rounded to ``precision`` decimals.
+        Every geometry is a MultiPolygon (a polygon is one part), so the layer has one
+        geometry type; exterior rings are counter-clockwise, coordinates rounded to
+        ``precision`` decimals.
 
         Parameters
         ----------
@@ -383,10 +385,13 @@ class ChangePolygons:
 
 
 def _geojson_geometries(geoms: np.ndarray) -> list[Any]:
-    """``shapely.geometry.mapping`` of each (Multi)Polygon, from one coordinate array per type.
+    """Each (Multi)Polygon as a GeoJSON MultiPolygon, from one coordinate array per type.
 
-    The same JSON as the mappings (lists where they have tuples); other types and empty
-    geometries go through ``mapping``.  A per-geometry mapping walks every vertex in Python.
+    One geometry type in a layer (as the GeoPackage): a polygon is a MultiPolygon of one
+    part, so ``pyogrio.read_info`` and QGIS see MultiPolygon, not Unknown.  The same JSON
+    as ``shapely.geometry.mapping`` of the MultiPolygon (lists where it has tuples); other
+    types and empty geometries go through ``mapping``.  A per-geometry mapping walks every
+    vertex in Python.
     """
     out: list[Any] = [None] * len(geoms)
     if not len(geoms):
@@ -405,13 +410,16 @@ def _geojson_geometries(geoms: np.ndarray) -> list[Any]:
         polys = [rings[a:b] for a, b in zip(poly_off[:-1], poly_off[1:])]
         if name == "Polygon":
             for k, i in enumerate(idx.tolist()):
-                out[i] = {"type": name, "coordinates": polys[k]}
+                out[i] = {"type": "MultiPolygon", "coordinates": [polys[k]]}
         else:
             part_off = offsets[2].tolist()
             for k, i in enumerate(idx.tolist()):
                 out[i] = {"type": name, "coordinates": polys[part_off[k] : part_off[k + 1]]}
     for i in np.flatnonzero([o is None for o in out]).tolist():
-        out[i] = shapely.geometry.mapping(geoms[i])
+        g = geoms[i]
+        if g.geom_type == "Polygon":  # an empty one
+            g = shapely.MultiPolygon()
+        out[i] = shapely.geometry.mapping(g)
     return out
 
 

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import __version__
+from . import _outdir
 from . import align as _align
 from . import io as _io
 from . import objects as _objects
@@ -303,11 +304,17 @@ class ChangeResult:
                 "rasters are not held in memory to save again"
             )
         out = Path(folder)
-        check_output_folder(out, overwrite=overwrite)
-        out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(out)
-        if overwrite and (out / "summary.json").exists():
-            (out / "summary.json").unlink()  # the folder is not whole until the new summary lands
+        with _outdir.folder_lock(out):
+            check_output_folder(out, overwrite=overwrite)
+            remove_stale_temporaries(out)
+            _outdir.clear_outputs(out, OUTPUT_FILES)  # the folder is not whole until the new summary lands
+            try:
+                return self._write_outputs(out, figures=figures)
+            except BaseException:  # an error or an interrupt (Ctrl-C, SIGTERM): no files without a summary
+                _outdir.discard_unfinished(out, names=OUTPUT_FILES)
+                raise
+
+    def _write_outputs(self, out: Path, *, figures: bool) -> dict[str, Path]:
         t0 = time.perf_counter()
         written: dict[str, Path] = {}
         written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
@@ -559,40 +566,55 @@ def detect_changes(
             raise InvalidParameterError(
                 f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
             )
-    if out is not None:
-        if not _is_path(out) or not os.fspath(out).strip():
-            raise InvalidParameterError(f"out must be a folder path, got {out!r}")
-        check_output_folder(out, overwrite=overwrite)
-    # ---- the one place the path is chosen
-    if tiled is None:
-        tiled = _is_path(before) and _is_path(after) and _needs_windows(before, after)
-    if tiled:
-        if not (_is_path(before) and _is_path(after)):
-            raise InvalidParameterError("tiled=True reads the images window by window: pass file paths, not GeoRasters")
-        if out is None:
-            raise InvalidParameterError(
-                "this scene takes the windowed path (bounded memory), which writes its full-resolution rasters to a "
-                "folder: pass out='folder' (or tiled=False to hold everything in memory)"
-            )
-        if not options.align:
-            raise InvalidParameterError("the windowed path always aligns the after image onto the before grid; drop "
-                                        "align=False (--no-align) or pass tiled=False (--in-memory)")
-        if options.pixel_size_m is not None:
-            raise InvalidParameterError("pixel_size_m applies to images without georeferencing, which the windowed path "
-                                        "does not take; pass tiled=False (--in-memory)")
-        if truth is not None:
-            raise InvalidParameterError("truth is scored on the in-memory path; pass tiled=False (--in-memory), or "
-                                        "score the written change_mask.tif with changedet evaluate")
-        return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
-                                progress=progress, figures=figures, t0=t0)
-    if out is not None and figures:
-        # the figure's libraries load on the other core while the pair is read and scored
-        threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
-    with one_blas_thread():
-        result = _detect_in_memory(before, after, options, truth=truth, t0=t0)
-    if out is not None:
-        result.save(out, overwrite=overwrite, figures=figures)
-    return result
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            if not _is_path(out) or not os.fspath(out).strip():
+                raise InvalidParameterError(f"out must be a folder path, got {out!r}")
+            # one run at a time in a folder; what a failed or interrupted run wrote does not stay
+            held.enter_context(_outdir.folder_lock(out))
+            check_output_folder(out, overwrite=overwrite)
+            held.enter_context(_discarded_on_failure(out))
+        # ---- the one place the path is chosen
+        if tiled is None:
+            tiled = _is_path(before) and _is_path(after) and _needs_windows(before, after)
+        if tiled:
+            if not (_is_path(before) and _is_path(after)):
+                raise InvalidParameterError("tiled=True reads the images window by window: pass file paths, not GeoRasters")
+            if out is None:
+                raise InvalidParameterError(
+                    "this scene takes the windowed path (bounded memory), which writes its full-resolution rasters to a "
+                    "folder: pass out='folder' (or tiled=False to hold everything in memory)"
+                )
+            if not options.align:
+                raise InvalidParameterError("the windowed path always aligns the after image onto the before grid; drop "
+                                            "align=False (--no-align) or pass tiled=False (--in-memory)")
+            if options.pixel_size_m is not None:
+                raise InvalidParameterError("pixel_size_m applies to images without georeferencing, which the windowed "
+                                            "path does not take; pass tiled=False (--in-memory)")
+            if truth is not None:
+                raise InvalidParameterError("truth is scored on the in-memory path; pass tiled=False (--in-memory), or "
+                                            "score the written change_mask.tif with changedet evaluate")
+            return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
+                                    progress=progress, figures=figures, t0=t0)
+        if out is not None and figures:
+            # the figure's libraries load on the other core while the pair is read and scored
+            threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
+        with one_blas_thread():
+            result = _detect_in_memory(before, after, options, truth=truth, t0=t0)
+        if out is not None:
+            result.save(out, overwrite=overwrite, figures=figures)
+        return result
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(out: str | os.PathLike[str]) -> Iterator[None]:
+    """On an error or interrupt, remove the result files this run wrote (unless its summary landed)."""
+    state = _outdir.outputs_state(out, OUTPUT_FILES)
+    try:
+        yield
+    except BaseException:
+        _outdir.discard_unfinished(out, state, names=OUTPUT_FILES)
+        raise
 
 
 @contextlib.contextmanager
@@ -855,6 +877,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
         spec = make_spec(options, grid, wanted)
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)  # a killed run's scratch tiles can be hundreds of MB
+        _outdir.clear_outputs(out, OUTPUT_FILES)  # an old summary.json must not vouch for the files this run replaces
         scene = scene_cls(before, after, grid, spec.band_order, out, window_px=window_px, workers=workers,
                           progress=progress)
         timings["open"] = time.perf_counter() - t
@@ -1125,6 +1148,8 @@ def build_summary(
         "masks": {"excluded_pixels": int(excluded), "classification_bands": list(spec.aux)},
         "method_details": fit.method_details,
         "fit": fit.to_dict(),
+        # what made this result: a batch or a detect re-runs it when these change
+        "request": _outdir.request_record(spec.options, inputs["before"].get("path"), inputs["after"].get("path")),
         "tiling": tiling,
         "accuracy": accuracy,
         "versions": _versions(),

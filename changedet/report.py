@@ -307,12 +307,13 @@ def _where_sentence(places: Sequence[_Place | None], weights: Sequence[float], c
     half = {"n": share[(0, 0)] + share[(0, 1)], "s": share[(1, 0)] + share[(1, 1)],
             "w": share[(0, 0)] + share[(1, 0)], "e": share[(0, 1)] + share[(1, 1)]}
     best_half = max(half, key=lambda k: half[k])
+    # the middle first when the change straddles the centre lines (no quarter holds nearly all of it)
+    if centre >= 0.6 and share[best] < 0.9:
+        return f"mostly in the middle of the site ({centre:.0%} of the changed area)"
     if share[best] >= 0.6:
         return f"mostly in the {q_names[best]} of the site ({share[best]:.0%} of the changed area)"
     if half[best_half] >= 0.75:
         return f"mostly in the {halves[best_half]} of the site ({half[best_half]:.0%} of the changed area)"
-    if centre >= 0.6:
-        return f"mostly in the middle of the site ({centre:.0%} of the changed area)"
     parts = ", ".join(f"{q_names[k].split()[0]} {share[k]:.0%}" for k in sorted(share, key=lambda k: -share[k]))
     return f"spread over the site (by quarter: {parts})"
 
@@ -356,10 +357,14 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
     if n == 0:
         lines.append(when + "no changed area was found (above the minimum mapping unit).")
     else:
-        size = (f"covering <b>{area / 10_000:,.2f} ha</b> ({area:,.0f} m², {r.get('changed_area_acres', 0):,.1f} acres"
-                if area is not None else f"covering <b>{int(r.get('changed_pixels') or 0):,} pixels</b> (")
         frac = _num(r.get("changed_fraction"))
-        size += f", {frac:.1%} of the valid site area)" if frac is not None else ")"
+        of_site = f"{frac:.1%} of the valid site area" if frac is not None else ""
+        if area is not None:
+            acres = _num(r.get("changed_area_acres"))
+            size = (f"covering <b>{area / 10_000:,.2f} ha</b> ({area:,.0f} m²"
+                    + (f", {acres:,.1f} acres" if acres is not None else "") + (f", {of_site})" if of_site else ")"))
+        else:
+            size = f"covering <b>{int(r.get('changed_pixels') or 0):,} pixels</b>" + (f" ({of_site})" if of_site else "")
         lines.append(when + f"<b>{n:,} changed area{'s' if n != 1 else ''}</b> {size}.")
         by_class = r.get("by_class") or {}
         if by_class:
@@ -378,7 +383,9 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
             p = props[big]
             a = _ha(_num(p.get("area_m2"))) or f"{int(p.get('area_px') or 0):,} px"
             pl = places[big]
-            place = f", centred in the {_part_name(pl[0], compass)} of the site" if pl is not None else ""
+            part = _part_name(pl[0], compass) if pl is not None else ""
+            place = "" if not part else (", in the middle of the site" if part == "centre"
+                                         else f", centred in the {part} of the site")
             lines.append(f"The largest area (id {_e(p.get('id'))}) is {a} of "
                          f"{_e(_class_words(p.get('change_class', 'change')))}{_e(place)}.")
     s = r.get("structures")
@@ -712,9 +719,10 @@ def write_report(
             body.append(f"<p class=note>The {max_rows:,} largest of {len(props):,} areas; all are in "
                         '<a href="changes.geojson">changes.geojson</a>.</p>')
         body.append(_table("changes", cols, shown))
+        coords = "lon/lat" if (summary.get("grid") or {}).get("crs") else "pixel coordinates"
+        gpkg = ', <a href="changes.gpkg">changes.gpkg</a> (for QGIS)' if (out / "changes.gpkg").is_file() else ""
         body.append('<p class=note>Click a column header to sort. The polygons: <a href="changes.geojson">'
-                    'changes.geojson</a> (lon/lat)' + (', <a href="changes.gpkg">changes.gpkg</a> (for QGIS)'
-                                                       if (out / "changes.gpkg").is_file() else "") + ".</p>")
+                    f"changes.geojson</a> ({coords}){gpkg}.</p>")
 
     # ---- structures
     s = s_info

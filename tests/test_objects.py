@@ -254,12 +254,13 @@ def test_geojson_is_rfc7946() -> None:
     fc = json.loads(json.dumps(fc, allow_nan=False))  # raises on NaN/Infinity and non-JSON types
     assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 2
     holed = fc["features"][0]
-    assert holed["geometry"]["type"] == "Polygon"
-    exterior, *holes = holed["geometry"]["coordinates"]
+    assert holed["geometry"]["type"] == "MultiPolygon"  # one geometry type in the layer
+    (exterior, *holes), = holed["geometry"]["coordinates"]
     assert _ring_is_ccw(exterior) and len(holes) == 1 and not _ring_is_ccw(holes[0])
     for f in fc["features"]:
         assert f["type"] == "Feature" and f["id"] == f["properties"]["id"]
-        for ring in f["geometry"]["coordinates"]:
+        assert f["geometry"]["type"] == "MultiPolygon"
+        for ring in (r for part in f["geometry"]["coordinates"] for r in part):
             lons, lats = zip(*ring)
             assert all(50.9 < x < 51.1 for x in lons) and all(55.9 < y < 56.0 for y in lats)  # lon, lat order
             assert ring[0] == ring[-1]
@@ -282,7 +283,7 @@ def test_geojson_from_a_geographic_grid_is_unchanged() -> None:
     m = _mask((10, 10), np.s_[2:4, 2:4])
     polys = vectorize(_raster(m, Affine(1e-4, 0, 51.0, 0, -1e-4, 56.0), WGS84))
     assert polys.to_wgs84() == polys.geometries
-    coords = polys.to_geojson()["features"][0]["geometry"]["coordinates"][0]
+    coords = polys.to_geojson()["features"][0]["geometry"]["coordinates"][0][0]  # part 0, exterior ring
     assert min(c[0] for c in coords) == pytest.approx(51.0002, abs=1e-7)
 
 

@@ -461,3 +461,25 @@ def test_batch_index_rows_thumbnails_links_and_totals(tmp_path: Path, chromium: 
     (out / "north" / "report.html").unlink()
     write_index(out)
     assert (out / "north" / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------- images without georeferencing
+def test_png_pair_report_in_pixels(png_pair: Any, tmp_path: Path, chromium: str) -> None:
+    from changedet.pipeline import detect_changes
+
+    out = tmp_path / "png"
+    res = detect_changes(png_pair.before, png_pair.after, out=out)
+    assert res.n_changes >= 1
+    dom_html = dump_dom(chromium, out / "report.html", tmp_path)
+    rows = rows_as_dicts(parse(dom_html).tables["changes"])
+    feats = json.loads((out / "changes.geojson").read_text())["features"]
+    assert {int(r["id"][0]): int(r["area_px"][0].replace(",", "")) for r in rows} == \
+        {f["properties"]["id"]: f["properties"]["area_px"] for f in feats}
+    assert "area_m2" not in rows[0] and "centroid_x" in rows[0]  # areas in pixels, grid coordinates
+    words = re.search(r'id="words">(.*?)</div>', dom_html, flags=re.S).group(1)
+    assert "no georeferencing: areas in pixels" in words
+    assert "north" not in words and "east" not in words  # a pixel grid has no compass: top/left words
+    # the planted block sits at rows 40-48, columns 60-72 of 96 x 128: the middle of the image
+    assert re.search(r"covering <b>[\d,]+ pixels</b> \([\d.]+% of the valid site area\)\.", words), words
+    assert "The change lies mostly in the middle of the site" in words, words
+    assert re.search(r"is [\d,]+ px of new construction, in the middle of the site\.", words), words

@@ -1,0 +1,154 @@
+"""Two runs on one output folder cannot clobber each other: a lock file with the owner's pid;
+a second run refuses with one line naming the folder and the owner; a lock left by a
+killed run is taken over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from changedet import _outdir, data
+from changedet.batch import run_batch
+from changedet.cli import main
+from changedet.errors import ChangedetError, OutputInUseError
+from changedet.pipeline import detect_changes
+
+S2 = data.sample_path("s2_like")
+HOLD = """
+import sys, time
+from changedet import _outdir
+with _outdir.folder_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.fixture()
+def holder(tmp_path: Path):
+    """A live process holding the lock of ``tmp_path / 'out'``."""
+    folder = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    yield folder, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    proc.stdout.close()
+
+
+def _one_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_second_run_refuses_naming_the_folder_and_the_owner(holder, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    folder, proc = holder
+    record = json.loads((folder / _outdir.LOCK_NAME).read_text())
+    assert record["pid"] == proc.pid and record["host"] == socket.gethostname()
+    assert _outdir.lock_owner(folder)["pid"] == proc.pid
+    code = main(["detect", str(S2 / "before.tif"), str(S2 / "after.tif"), "--out", str(folder), "--no-figures"])
+    assert code == 2
+    line = _one_line(capsys)
+    assert f"output folder {str(folder)!r} is in use" in line and f"pid {proc.pid}" in line
+    with pytest.raises(OutputInUseError, match=rf"in use by another changedet run \(pid {proc.pid}"):
+        run_batch([("a", S2 / "before.tif", S2 / "after.tif")], folder, progress=False)
+    with pytest.raises(OutputInUseError, match=f"pid {proc.pid}"):
+        detect_changes(S2 / "before.tif", S2 / "after.tif", out=folder, figures=False)
+    assert sorted(p.name for p in folder.iterdir()) == [_outdir.LOCK_NAME]  # nothing written
+    # a killed owner leaves its lock file; the next run takes it over
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert (folder / _outdir.LOCK_NAME).exists() and _outdir.lock_owner(folder) is None
+    assert main(["detect", str(S2 / "before.tif"), str(S2 / "after.tif"), "--out", str(folder), "--no-figures"]) == 0
+    assert (folder / "summary.json").exists() and not (folder / _outdir.LOCK_NAME).exists()
+
+
+def test_batch_and_detect_in_one_folder_refuse_each_other(tmp_path: Path) -> None:
+    """A real batch holding the folder: a detect started meanwhile gets exit 2 and one line."""
+    pairs = tmp_path / "pairs"
+    for site in ("a", "b"):
+        (pairs / site).mkdir(parents=True)
+        for name in ("before.tif", "after.tif"):
+            (pairs / site / name).symlink_to(S2 / name)
+    out = tmp_path / "out"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    batch = subprocess.Popen([sys.executable, "-m", "changedet.cli", "batch", str(pairs), "--out", str(out)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while _outdir.lock_owner(out) is None and batch.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert batch.poll() is None, batch.communicate()
+        second = subprocess.run([sys.executable, "-m", "changedet.cli", "detect", str(S2 / "before.tif"),
+                                 str(S2 / "after.tif"), "--out", str(out), "--no-figures"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"pid {batch.pid}" in lines[0] and str(out) in lines[0], second.stderr
+    finally:
+        stdout, stderr = batch.communicate(timeout=180)
+    assert batch.returncode == 0, stderr
+    assert "2 pairs: 2 done" in stdout
+    assert not (out / "summary.json").exists()  # the detect wrote nothing into the batch's folder
+
+
+def test_a_stale_lock_file_of_a_dead_pid_is_taken_over(tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / _outdir.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    with _outdir.folder_lock(folder):
+        assert json.loads((folder / _outdir.LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (folder / _outdir.LOCK_NAME).exists()
+
+
+def test_the_pid_fallback_takes_over_only_a_dead_owner(tmp_path: Path) -> None:
+    """Where flock is missing the lock is an exclusive create plus the owner's pid."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    path = folder / _outdir.LOCK_NAME
+    path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))  # alive
+    with pytest.raises(OutputInUseError, match=f"pid {os.getppid()}"):
+        _outdir._acquire_by_pid(folder, path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    fd = _outdir._acquire_by_pid(folder, path)
+    try:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+    finally:
+        os.close(fd)
+
+
+def test_the_lock_is_reentrant_and_an_empty_folder_it_made_goes(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "out"
+    with _outdir.folder_lock(folder):
+        with _outdir.folder_lock(folder):  # detect_changes inside a command that holds it
+            assert (folder / _outdir.LOCK_NAME).exists()
+        assert (folder / _outdir.LOCK_NAME).exists()  # still held by the outer block
+    assert not folder.exists()  # made here and left empty: removed
+    with pytest.raises(ValueError):
+        with _outdir.folder_lock(folder):
+            (folder / "kept.txt").write_text("x")
+            raise ValueError("boom")
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.txt"]
+
+
+@pytest.mark.parametrize("make", ["file", "parent_file"])
+def test_an_output_folder_that_cannot_be_one_is_one_line(make: str, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    folder = tmp_path / "f" if make == "file" else tmp_path / "f" / "sub"
+    with pytest.raises(ChangedetError, match=r"(exists and is not a folder|a part of its path is a file)"):
+        with _outdir.folder_lock(folder):
+            pass
