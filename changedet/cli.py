@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, _outdir
+from . import __version__
 from .errors import ChangedetError
 
 __all__ = ["main", "build_parser"]
@@ -154,7 +154,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", default="auto", choices=sorted(METHODS), metavar="M")
     b.add_argument("--overwrite", action="store_true", help="recompute pairs that already have a finished result")
     b.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train to every pair")
+    _add_series_parser(sub, sorted(METHODS))
     return p
+
+
+def _add_series_parser(sub: Any, methods: list[str]) -> None:
+    s = sub.add_parser(
+        "series",
+        help="watch a site over many dates: first-change date per pixel, area per date, an animated GIF",
+        description="Compare the first image with each later one (and each with the one before it), put every "
+        "result on the first image's grid and write first_change.tif (per pixel the index of the first date of a "
+        "lasting change), series.csv and series.png (changed area and structures per date), series.gif and "
+        "series.json into --out.",
+        epilog="IMAGE...: three or more rasters of one site in time order, or one folder holding them (e.g. "
+        "written by `changedet fetch --dates`). Dates: --dates, else each image's metadata (item.json, "
+        "the GeoTIFF tag ACQUISITION_DATE).",
+    )
+    s.add_argument("images", nargs="+", metavar="IMAGE", help="the images in time order, or one folder")
+    s.add_argument("--dates", default=None, metavar="D1,D2,...", help="one date (YYYY-MM-DD) per image, increasing")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    s.add_argument("--method", default="auto", choices=methods, metavar="M", help="change method (default: auto)")
+    s.add_argument("--threshold", default=None, metavar="T", help="threshold method or value, as for detect")
+    s.add_argument("--min-area-m2", type=float, default=None, metavar="A", help="minimum mapping unit in m²")
+    s.add_argument("--pixel-size-m", type=float, default=None, metavar="M",
+                   help="pixel size in metres for images without georeferencing")
+    s.add_argument("--title", default=None, metavar="TEXT", help="the site's name, shown in the chart and the GIF")
+    s.add_argument("--no-structures", action="store_true", help="do not count structures per date")
+    s.add_argument("--overwrite", action="store_true", help="replace a finished series already in --out")
 
 
 def _values(text: str | None) -> tuple[float, ...] | None:
@@ -180,7 +206,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    options = dict(
+    result = detect_changes(
+        args.before,
+        args.after,
         method=args.method,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,
@@ -189,26 +217,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         coregister=not args.no_coregister,
         pixel_size_m=args.pixel_size_m,
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
+        out=out,
+        tiled=args.tiled,
+        overwrite=args.overwrite,
+        truth=args.truth,
+        figures=not args.no_figures,
         examples=args.examples,
         model=args.model,
     )
-    overwrite = args.overwrite
-    with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)
-        if not overwrite and (out / "summary.json").exists():
-            # a result is finished only for the options and inputs that made it
-            from .spec import run_options
-
-            request = _outdir.request_record(run_options(**options), args.before, args.after)
-            reason = _outdir.rerun_reason(out / "summary.json", request)
-            if reason is None:
-                raise ChangedetError(
-                    f"{str(out)!r} already holds a finished result for these inputs and options (summary.json); "
-                    "pass --overwrite to compute it again, or choose another --out"
-                )
-            print(f"re-running: {reason}", file=sys.stderr)
-            overwrite = True
-        result = detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
-                                truth=args.truth, figures=not args.no_figures, **options)
     acc = result.summary.get("accuracy")
     if acc:
         print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
@@ -336,14 +352,29 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
                           method=args.method, overwrite=args.overwrite, model=args.model)
     print(res)
-    if not res.n_failed:
-        return 0
-    # every pair failed: nothing was made from this input (bad input, exit 2); some failed: 1
-    return 2 if res.n_failed == len(res.outcomes) else 1
+    return 0 if not getattr(res, "n_failed", 0) else 1
+
+
+def _cmd_series(args: argparse.Namespace) -> int:
+    from .series import detect_series
+
+    t0 = time.perf_counter()
+    res = detect_series(args.images if len(args.images) > 1 else args.images[0], args.dates, method=args.method,
+                        threshold=args.threshold, min_area_m2=args.min_area_m2, pixel_size_m=args.pixel_size_m,
+                        structures=not args.no_structures, title=args.title, out=args.out, overwrite=args.overwrite)
+    unit = res.summary["area_unit"]
+    print(f"{len(res.dates)} dates {res.dates[0]} .. {res.dates[-1]} in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    for row in res.table:
+        area = f"{row['changed_area_ha']:8.2f} ha" if unit == "m2" else f"{row['changed_area_m2']:8.0f} px"
+        new = f"+{row['new_area_m2'] / 10_000:.2f} ha" if unit == "m2" else f"+{row['new_area_m2']:.0f} px"
+        n = f"  {row['structures']} structures" if row["structures"] is not None else ""
+        print(f"  {row['date']}  changed {area}  ({new}){n}")
+    print(f"  {res.structures_note}")
+    return 0
 
 
 _COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch,
-             "train": _cmd_train}
+             "train": _cmd_train, "series": _cmd_series}
 
 
 def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
@@ -389,10 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 when a ``batch`` run had some failed sites (2 when every site
-        failed), 2 on an error (one line on stderr, or the help when no command is given),
-        130 when interrupted (Ctrl-C), 143 on SIGTERM.  Argument errors raise
-        ``SystemExit(2)`` from the parser instead.
+        0 on success, 1 when a ``batch`` run had failed sites, 2 on an error (one line on
+        stderr, or the help when no command is given), 130 when interrupted.  Argument
+        errors raise ``SystemExit(2)`` from the parser instead.
 
     Examples
     --------
@@ -407,18 +437,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with _outdir.terminate_on_signals():  # SIGTERM unwinds like Ctrl-C: scratch files and partial outputs go
-            return _COMMANDS[args.command](args)
+        return _COMMANDS[args.command](args)
     except (ChangedetError, FileExistsError, FileNotFoundError, PermissionError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"changedet {args.command}: error: {msg}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
-        signum = getattr(exc, "signum", None)
-        print(f"changedet {args.command}: {'terminated' if signum else 'interrupted'}", file=sys.stderr)
-        return 128 + signum if signum else 130
+    except KeyboardInterrupt:
+        print(f"changedet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -315,7 +315,9 @@ def series_inputs(images: Sequence[Any], dates: str | Sequence[Any] | None = Non
                 items = found
     for i, img in enumerate(items):
         if isinstance(img, (str, os.PathLike)) and not str(img).startswith(("http://", "https://", "/vsi")):
-            _io.check_input_path(img, f"image {i + 1}")
+            if not Path(img).exists():
+                raise SeriesInputError(f"image {i + 1} {os.fspath(img)!r} does not exist; check the path (relative "
+                                       f"paths are resolved from {os.getcwd()!r})")
         elif not isinstance(img, (str, os.PathLike, GeoRaster)):
             raise SeriesInputError(f"image {i + 1} must be a path or a GeoRaster, got {type(img).__name__}")
     if len(items) < MIN_DATES:
