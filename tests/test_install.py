@@ -86,6 +86,8 @@ def test_wheel_carries_the_sample_tiles(wheel: Path) -> None:
     registry = json.loads((REPO / "sample_tiles" / "registry.json").read_text())
     expected = {f"changedet/sample_tiles/{pair}/{fname}" for pair, entry in registry["pairs"].items()
                 for fname in entry["files"]}
+    expected |= {f"changedet/sample_tiles/series/{name}/{fname}" for name, entry in registry.get("series", {}).items()
+                 for fname in entry["files"]}
     assert expected | {"changedet/sample_tiles/registry.json", "changedet/py.typed"} <= names
 
 
