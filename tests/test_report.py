@@ -1,6 +1,8 @@
 """report.html and the batch index, rendered in a real headless Chromium with no network.
 
-The browser tests need Chromium (Debian package ``chromium``; ``.ci/run`` installs it).
+Chromium reaches the network only through a proxy on 127.0.0.1 that records every request
+and answers none: a page that tried to fetch anything fails its test (a canary page shows
+the check catches it).  The browser tests need Chromium (Debian package ``chromium``; ``.ci/run`` installs it).
 Without it they skip, saying so, unless ``CHANGEDET_REQUIRE_BROWSER=1`` (set by
 ``.ci/run`` once it has installed the browser): then a missing browser fails.
 """
@@ -12,8 +14,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -40,6 +45,50 @@ def _find_chromium() -> str | None:
     return None
 
 
+#: Chromium's own background requests (clock, component updates, sign-in), made whatever the page
+#: holds; any other request the browser makes while a page is open comes from the page.
+BROWSER_OWN_HOSTS = frozenset({
+    "clients2.google.com", "update.googleapis.com", "accounts.google.com", "redirector.gvt1.com",
+    "edgedl.me.gvt1.com", "optimizationguide-pa.googleapis.com", "safebrowsing.googleapis.com",
+    "content-autofill.googleapis.com", "android.clients.google.com",
+})
+
+
+class _Proxy:
+    """The browser's only way out: a proxy on 127.0.0.1 that records each request and answers none,
+    so the network is closed to the page and every attempt to reach it is seen."""
+
+    def __init__(self) -> None:
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(32)
+        self.port = self._srv.getsockname()[1]
+        self.requests: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(2)
+                try:
+                    first = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+                except OSError:
+                    first = "(no request line)"
+                self.requests.append(first.split(" ")[1] if first.count(" ") >= 2 else first)
+
+    def page_requests(self) -> list[str]:
+        """The requests not from the browser's own background services."""
+        def host(target: str) -> str:
+            t = re.sub(r"^[a-z]+://", "", target)
+            return t.split("/", 1)[0].split(":", 1)[0].lower()
+
+        return [r for r in self.requests if host(r) not in BROWSER_OWN_HOSTS]
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     exe = _find_chromium()
@@ -50,16 +99,32 @@ def chromium() -> str:
     return exe
 
 
-def _browser(exe: str, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Chromium headless, every request to the network sent to a closed port (127.0.0.1:9)."""
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=127.0.0.1:9",
+def _browser(exe: str, profile: Path, *args: str, allow_requests: bool = False) -> subprocess.CompletedProcess[str]:
+    """Chromium headless, every request sent to a recording proxy that answers none; the page made none."""
+    proxy = _Proxy()
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", f"--proxy-server=127.0.0.1:{proxy.port}",
            "--proxy-bypass-list=<-loopback>", "--no-first-run", "--disable-extensions",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            "--disable-default-apps", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
                           env={**os.environ, "HOME": str(profile)})
     assert proc.returncode == 0, proc.stderr[-2000:]
+    time.sleep(0.2)  # the last connection's request line
+    proc.page_requests = proxy.page_requests()  # type: ignore[attr-defined]
+    if not allow_requests:
+        assert proc.page_requests == [], f"the page tried to reach the network: {proc.page_requests}"  # type: ignore[attr-defined]
     return proc
+
+
+def test_the_network_check_sees_a_page_that_fetches(chromium: str, tmp_path: Path) -> None:
+    """The check above can fail: a page with a remote image and style sheet is caught."""
+    page = tmp_path / "leaky.html"
+    page.write_text('<html><body><table><tr><td>x</td></tr></table><img src="http://example.com/x.png">'
+                    '<link rel=stylesheet href="https://cdn.example.org/a.css"></body></html>')
+    proc = _browser(chromium, tmp_path / "profile", "--virtual-time-budget=3000", "--dump-dom", page.as_uri(),
+                    allow_requests=True)
+    assert "http://example.com/x.png" in proc.page_requests  # type: ignore[attr-defined]
+    assert "cdn.example.org:443" in proc.page_requests  # type: ignore[attr-defined]
 
 
 def dump_dom(exe: str, page: Path, tmp_path: Path, *, fragment: str = "") -> str:
