@@ -41,6 +41,7 @@ import math
 import os
 import re
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from ._fetch_cache import cache_path, cache_read, cache_write, default_cache_dir
-from ._fetch_errors import DownloadError, short_error
+from ._fetch_errors import DownloadError, network_reason, short_error
 from ._stac_items import Candidate, Profile, asset_href, asset_key, profile_for, scale_offset
 from .areas import area_grid, parse_area
 from .errors import EmptyDataError, InvalidParameterError
@@ -268,12 +269,14 @@ def read_window(href: str, grid: Grid, *, categorical: bool, retry: RetryPolicy,
         except (RasterioError, OSError, _Truncated, NotGeoreferencedWarning) as exc:
             # NotGeoreferencedWarning arrives here only when warnings are errors: same cause as _Truncated.
             last = exc
-            if _is_permanent(exc, href):
-                break
+            if _is_permanent(exc, href) or network_reason(exc) == "name resolution failed":
+                break  # a retry cannot fix a missing object, nor a host name nobody resolves
             if _GDAL_RETRIED.search(str(exc)):
                 attempt = retry.attempts - 1  # GDAL itself already retried this HTTP status
                 break
-    msg = short_error(last) if last is not None else "unknown error"
+    reason = network_reason(last) if last is not None else None
+    msg = (f"cannot reach {urllib.parse.urlsplit(href).netloc or href}: {reason}" if reason
+           else short_error(last) if last is not None else "unknown error")
     tries = attempt + 1
     raise DownloadError(
         f"{what}: could not read {href} after {tries} attempt{'s' if tries > 1 else ''} ({msg}); "

@@ -22,7 +22,8 @@ import numpy as np
 
 from ._fetch_cache import cache_path, cache_read, cache_write, default_cache_dir
 from ._fetch_dates import DateRange, parse_dates
-from ._fetch_errors import CatalogueError, CloudyAreaWarning, DownloadError, NoSceneFoundError, short_error
+from ._fetch_errors import (CatalogueError, CloudyAreaWarning, DownloadError, NoSceneFoundError, check_host,
+                            network_reason, short_error)
 from ._fetch_read import RetryPolicy, mask_observed, progress_bar, read_window, warp_patch
 from ._stac_items import (
     DEFAULT_COLLECTION,
@@ -112,14 +113,25 @@ def _import_client() -> Any:
     return Client
 
 
+def _host(url: str) -> str:
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    return parts.netloc or url
+
+
 def _open_client(stac_url: str, collection: str) -> Any:
     Client = _import_client()
     import requests
     from pystac_client.exceptions import APIError
 
+    check_host(stac_url)
     try:
         client = Client.open(stac_url, timeout=30)
     except (APIError, requests.RequestException, OSError, ValueError) as exc:
+        if (reason := network_reason(exc)) is not None:
+            raise CatalogueError(f"cannot reach {_host(stac_url)}: {reason}, so could not open the STAC API at "
+                                 f"{stac_url!r}; check the network or --stac-url (the default is {DEFAULT_STAC_URL})") from None
         raise CatalogueError(
             f"could not open the STAC API at {stac_url!r} ({short_error(exc)}); check the URL and the network "
             f"connection (the default is {DEFAULT_STAC_URL})"

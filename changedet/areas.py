@@ -76,42 +76,45 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
             aoi = json.loads(aoi)
         except json.JSONDecodeError as exc:
             raise InvalidParameterError(f"{name} text is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
+    label = name
     if isinstance(aoi, (str, os.PathLike)) and not (isinstance(aoi, str) and aoi.count(",") == 3 and not os.path.exists(aoi)):
         p = Path(aoi)
-        if not p.is_file():
+        if not os.path.lexists(p):
             raise InvalidParameterError(
                 f"{name} {str(aoi)!r} is neither an existing GeoJSON file nor 'minx,miny,maxx,maxy'; give four "
                 f"lon/lat numbers, {_EXAMPLE}, or the path of a GeoJSON file"
             )
+        from .errors import RasterReadError
+        from .io import check_input_path
+
+        label = f"{name} file {str(p)!r}"
+        try:
+            check_input_path(p, f"{name} file", folder_ok=False)
+        except RasterReadError as exc:
+            raise InvalidParameterError(f"{exc}, a GeoJSON polygon in lon/lat") from None
+        if p.stat().st_size > _MAX_GEOJSON_BYTES:
+            raise InvalidParameterError(
+                f"{label} is {p.stat().st_size / 2**20:.0f} MiB, too large for an area of interest; simplify it "
+                "(ogr2ogr -simplify) or give its bbox"
+            )
         try:
             aoi = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidParameterError(f"{name} file {str(p)!r} is not valid GeoJSON ({exc}); pass a GeoJSON polygon in lon/lat") from None
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidParameterError(
+                f"{label} is not valid GeoJSON ({str(exc)[:100]}); pass a GeoJSON polygon in lon/lat"
+            ) from None
+        if not isinstance(aoi, dict):
+            raise InvalidParameterError(
+                f"{label} holds a JSON {type(aoi).__name__} ({str(aoi)[:40]!r}), not a GeoJSON object; pass a GeoJSON "
+                "geometry, Feature or FeatureCollection (a polygon in lon/lat)"
+            )
     if isinstance(aoi, str):
         try:
             aoi = [float(v) for v in aoi.split(",")]
         except ValueError:
             raise InvalidParameterError(f"{name} {aoi!r} must be 'minx,miny,maxx,maxy' in lon/lat degrees, {_EXAMPLE}") from None
     if isinstance(aoi, dict):
-        kind = aoi.get("type")
-        try:
-            if kind == "FeatureCollection":
-                geoms = [shape(f["geometry"]) for f in aoi.get("features", []) if f.get("geometry")]
-                if not geoms:
-                    raise InvalidParameterError(
-                        f"{name} FeatureCollection holds no geometry; give features with polygons, or a bbox {_EXAMPLE}"
-                    )
-                return shapely.union_all(geoms)
-            if kind == "Feature":
-                return shape(aoi["geometry"])
-            return shape(aoi)
-        except InvalidParameterError:
-            raise
-        except Exception:  # shapely raises several types for malformed GeoJSON
-            raise InvalidParameterError(
-                f"{name} dict is not a GeoJSON geometry, Feature or FeatureCollection (type={kind!r}); "
-                "check its type and coordinates (lon/lat)"
-            ) from None
+        return _checked_geojson(_geojson_geometry(aoi, label), aoi, label)
     as_box = name if name.endswith("bbox") else f"{name} bbox"
     try:
         vals = list(aoi)
@@ -139,6 +142,84 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
             f"give MINX(lon),MINY(lat),MAXX(lon),MAXY(lat), {_EXAMPLE}"
         )
     return box(minx, miny, maxx, maxy)
+
+
+#: An area of interest file larger than this is refused (an area, not a data set).
+_MAX_GEOJSON_BYTES = 64 << 20
+
+
+def _geojson_geometry(obj: dict[str, Any], label: str) -> Any:
+    """The shapely geometry of a GeoJSON geometry, Feature or FeatureCollection (their union)."""
+    import shapely
+    from shapely.geometry import shape
+
+    kind = obj.get("type")
+    try:
+        if kind == "FeatureCollection":
+            features = obj.get("features")
+            if not isinstance(features, list):
+                raise InvalidParameterError(
+                    f"{label} is a FeatureCollection whose 'features' is {type(features).__name__}, not a list; "
+                    "give a list of Features with polygons"
+                )
+            geoms = [shape(f["geometry"]) for f in features if isinstance(f, dict) and f.get("geometry")]
+            if not geoms:
+                what = f"{label} is a FeatureCollection holding" if " file " in label else f"{label} FeatureCollection holds"
+                raise InvalidParameterError(
+                    f"{what} no geometry (features without 'geometry' or with null); "
+                    f"give features with polygons, or a bbox {_EXAMPLE}"
+                )
+            return shapely.union_all(geoms)
+        if kind == "Feature":
+            if not isinstance(obj.get("geometry"), dict):
+                raise InvalidParameterError(
+                    f"{label} is a Feature without a geometry ({'null' if obj.get('geometry') is None else 'not an object'}); "
+                    "give a Feature with a polygon in lon/lat"
+                )
+            return shape(obj["geometry"])
+        return shape(obj)
+    except InvalidParameterError:
+        raise
+    except Exception as exc:  # shapely raises several types for malformed GeoJSON
+        raise InvalidParameterError(
+            f"{label if ' file ' in label else label + ' dict'} is not a GeoJSON geometry, Feature or FeatureCollection "
+            f"(type={kind!r}): {str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__}; check its type and "
+            "coordinates (lon/lat)"
+        ) from None
+
+
+def _checked_geojson(geom: Any, obj: dict[str, Any], label: str) -> Any:
+    """Refuse GeoJSON that cannot be an area in lon/lat: an old ``crs`` member naming another CRS,
+    projected coordinates, an empty or degenerate geometry."""
+    import shapely
+
+    crs = obj.get("crs")
+    if crs is not None:
+        named = str(crs.get("properties", {}).get("name", crs)) if isinstance(crs, dict) else str(crs)
+        if not any(k in named.upper().replace(":", "") for k in ("CRS84", "EPSG4326")):
+            raise InvalidParameterError(
+                f"{label} declares crs {named[:60]!r} (an old GeoJSON member); changedet reads RFC 7946 GeoJSON in "
+                "lon/lat WGS84: reproject it (ogr2ogr -t_srs EPSG:4326 out.geojson in.geojson)"
+            )
+    if geom.is_empty:
+        raise InvalidParameterError(f"{label} holds an empty geometry; give a polygon in lon/lat, or a bbox {_EXAMPLE}")
+    bounds = tuple(float(v) for v in geom.bounds)
+    if not all(math.isfinite(v) for v in bounds):
+        raise InvalidParameterError(f"{label} has coordinates that are not finite numbers; check its coordinates (lon/lat)")
+    minx, miny, maxx, maxy = bounds
+    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+        raise InvalidParameterError(
+            f"{label} has coordinates outside lon -180..180 / lat -90..90 (bounds {tuple(round(v, 3) for v in bounds)}: "
+            "projected coordinates?); RFC 7946 GeoJSON is lon/lat WGS84: reproject it (ogr2ogr -t_srs EPSG:4326)"
+        )
+    if geom.geom_type in ("Polygon", "MultiPolygon") and not geom.is_valid:
+        from shapely.validation import explain_validity
+
+        raise InvalidParameterError(
+            f"{label} holds an invalid {geom.geom_type} ({explain_validity(geom)[:80]}; a ring needs at least 4 "
+            "positions, the last equal to the first, and must not cross itself); fix it (QGIS: Fix geometries)"
+        )
+    return geom
 
 
 @dataclass(frozen=True)

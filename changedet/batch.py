@@ -123,6 +123,34 @@ def _find_side(folder: Path, names: Sequence[str]) -> Path | None:
     return None
 
 
+#: Names a site folder cannot take: the batch's own files in the output folder.
+_RESERVED_SITES = frozenset({"batch.csv", "batch_changes.geojson", "index.html", ".changedet.lock"})
+#: Longest site name (a folder name, with room for its files' temporary names).
+_MAX_SITE_BYTES = 200
+#: A batch table larger than this is refused (a table of pairs, not a data set).
+_MAX_TABLE_BYTES = 256 << 20
+
+
+def _table_text(path: Path) -> str:
+    """A batch table's text (UTF-8, with or without BOM), or one clear line for what it is not."""
+    size = path.stat().st_size
+    if size > _MAX_TABLE_BYTES:
+        raise ChangedetError(f"batch table {str(path)!r} is {size / 2**20:.0f} MiB, too large for a table of pairs; "
+                             "split it")
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ChangedetError(f"batch table {str(path)!r} is UTF-16 text; save it as UTF-8 CSV (site,before,after)")
+    if b"\0" in data[:65536]:
+        raise ChangedetError(f"batch table {str(path)!r} is a binary file, not a CSV; give a UTF-8 CSV with columns "
+                             "site,before,after")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ChangedetError(f"batch table {str(path)!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                             "save it as UTF-8 CSV (site,before,after)") from None
+
+
 def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) -> list[Pair]:
     """The pairs of a batch.
 
@@ -161,15 +189,28 @@ def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) 
         path = Path(source)
         if not path.exists():
             raise ChangedetError(f"batch input {str(path)!r} does not exist; pass a CSV (site,before,after) or a folder of pairs")
+        if not path.is_dir():
+            try:
+                _io.check_input_path(path, "batch table", folder_ok=False)
+            except ChangedetError as exc:
+                raise ChangedetError(f"{exc} (a CSV with columns site,before,after) or a folder of pairs") from None
+        if path.is_dir() and path.suffix.lower() in (".csv", ".txt", ".tsv"):
+            raise ChangedetError(f"batch table {str(path)!r} is a folder, not a CSV file; give the CSV's path "
+                                 "(site,before,after), or a folder whose sub-folders hold before/after pairs")
         if path.is_file():
-            text = path.read_text(encoding="utf-8-sig")
-            reader = csv.DictReader(_stdio.StringIO(text))
-            cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+            reader = csv.DictReader(_stdio.StringIO(_table_text(path)))
+            try:
+                cols = [c.strip().lower() for c in (reader.fieldnames or [])]
+                rows = list(reader)
+            except csv.Error as exc:
+                raise ChangedetError(
+                    f"batch table {str(path)!r} is not a readable CSV ({exc}); give one line per pair: site,before,after"
+                ) from None
             if not {"site", "before", "after"} <= set(cols):
                 raise ChangedetError(
                     f"{str(path)!r} needs a header with columns site,before,after; got {reader.fieldnames}"
                 )
-            for i, row in enumerate(reader, start=2):
+            for i, row in enumerate(rows, start=2):
                 row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
                 if not row.get("before") or not row.get("after"):
                     raise ChangedetError(f"{str(path)!r} line {i}: before and after are both needed")
@@ -188,10 +229,18 @@ def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) 
     else:
         for item in source:
             pairs.append(item if isinstance(item, Pair) else Pair(*(str(v) for v in item)))
+    where = f"batch table {os.fspath(source)!r}: " if isinstance(source, (str, os.PathLike)) else ""
     sites = [_safe_site(p.site) for p in pairs]
+    for raw, site in zip((p.site for p in pairs), sites):
+        if site.lower() in _RESERVED_SITES:
+            raise ChangedetError(f"{where}site {raw!r} takes the name of the batch's own file {site!r} in the output "
+                                 "folder; rename the site")
+        if len(site.encode("utf-8")) > _MAX_SITE_BYTES:
+            raise ChangedetError(f"{where}site name {raw[:40]!r}... is {len(site)} characters, too long for a folder "
+                                 f"name (at most {_MAX_SITE_BYTES}); give the site a shorter name")
     dupes = sorted({s for s in sites if sites.count(s) > 1})
     if dupes:
-        raise ChangedetError(f"site names must be unique (each gets an output folder); repeated: {dupes}")
+        raise ChangedetError(f"{where}site names must be unique (each gets an output folder); repeated: {dupes}")
     return [Pair(s, p.before, p.after) for s, p in zip(sites, pairs)]
 
 

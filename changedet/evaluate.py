@@ -199,14 +199,30 @@ def _check_grids(pred: np.ndarray, truth: np.ndarray, pred_r: GeoRaster | None, 
         except GridMismatchError as err:
             raise GridMismatchError(
                 f"truth grid ({describe_grid(truth_r.grid)}) differs from the predicted mask's grid "
-                f"({describe_grid(pred_r.grid)}); resample the truth onto the prediction grid with nearest "
-                "neighbour (e.g. changedet.align.align_to(truth, like=predicted)) before evaluating"
+                f"({describe_grid(pred_r.grid)}) and the prediction is not a whole-pixel part of it; resample the "
+                "truth onto the prediction grid with nearest neighbour before evaluating: "
+                "changedet.align.align_to(truth, predicted.grid, resampling='nearest')"
             ) from err
     elif pred.shape != truth.shape:
         raise GridMismatchError(
             f"predicted mask has shape {pred.shape} (rows, cols) but truth has shape {truth.shape}; "
             "a truth mask without georeferencing must have exactly the prediction's shape"
         )
+
+
+def _crop_truth(pred_r: GeoRaster | None, true: np.ndarray, truth_r: GeoRaster | None) -> tuple[np.ndarray, GeoRaster | None]:
+    """The truth cut to the prediction's grid when that grid is a whole-pixel part of the truth's
+    (a result made with an area of interest, scored against the scene's truth)."""
+    if pred_r is None or truth_r is None or pred_r.crs is None or truth_r.crs is None:
+        return true, truth_r
+    if pred_r.grid.same_as(truth_r.grid):
+        return true, truth_r
+    offset = pred_r.grid.offset_in(truth_r.grid)
+    if offset is None:
+        return true, truth_r
+    r0, c0 = offset
+    crop = true[r0 : r0 + pred_r.height, c0 : c0 + pred_r.width]
+    return crop, GeoRaster(crop[np.newaxis], pred_r.transform, pred_r.crs, truth_r.band_names[:1])
 
 
 def _isin(arr: np.ndarray, values: Sequence[float]) -> np.ndarray:
@@ -238,7 +254,10 @@ def evaluate(
     truth : (rows, cols) ndarray or 1-band GeoRaster
         Ground truth, encoded as the three options below say.  A truth
         without georeferencing (a plain array, or a GeoRaster whose ``crs`` is
-        None, like the OSCD masks) is accepted when its shape matches.
+        None, like the OSCD masks) is accepted when its shape matches.  A
+        georeferenced truth covering more than the prediction (a result made
+        with an area of interest) is cropped to the prediction's grid when that
+        grid is a whole-pixel part of the truth's.
     truth_change_values, truth_nochange_values : sequence of numbers
         Truth values meaning change / no change.  OSCD masks:
         ``truth_change_values=(2,), truth_nochange_values=(1,)``.
@@ -292,6 +311,7 @@ def evaluate(
         both = sorted(set(a) & set(b))
         if both:
             raise InvalidParameterError(f"values {both} are in both {a_name}={a} and {b_name}={b}; list each once")
+    true, truth_r = _crop_truth(pred_r, true, truth_r)
     _check_grids(pred, true, pred_r, truth_r)
 
     pred_f = pred.astype(np.float64, copy=False)

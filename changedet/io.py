@@ -10,10 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import stat
+import struct
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -26,7 +30,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from .errors import EmptyDataError, InvalidParameterError, RasterReadError
-from .raster import GeoRaster, Grid, warp_band
+from .raster import GeoRaster, Grid, grid_problem, warp_band
 
 __all__ = [
     "read_raster",
@@ -47,6 +51,9 @@ __all__ = [
     "read_raster_decimated",
     "WindowedReader",
     "WindowedWriter",
+    "check_input_path",
+    "check_output_path",
+    "available_memory_bytes",
 ]
 
 #: File suffixes treated as rasters when a folder is given.
@@ -163,22 +170,419 @@ def sha256(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
 
 
 def _check_exists(path: Path, what: str) -> None:
-    if not path.exists():
-        raise RasterReadError(f"{what} {str(path)!r} does not exist; check the path (relative paths are resolved from {os.getcwd()!r})")
+    check_input_path(path, what)
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_input_path(path: str | os.PathLike[str], what: str = "input", *, folder_ok: bool = True) -> Path:
+    """Refuse, before anything opens it, an input that is not a regular file (or folder).
+
+    A FIFO or a device would block the reader forever; a name that is not valid UTF-8
+    cannot be handed to GDAL.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A local path.
+    what : str
+        What the path is, for the message (``"before"``, ``"aoi file"``, ``"batch table"``).
+    folder_ok : bool
+        Whether a folder is an acceptable input.
+
+    Returns
+    -------
+    Path
+        The path, checked.
+
+    Raises
+    ------
+    RasterReadError
+        Missing, not a regular file or folder, unreadable, or a name that is not UTF-8.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> check_input_path(tempfile.gettempdir(), "folder").is_dir()
+    True
+    >>> check_input_path("/dev/null", "before")
+    Traceback (most recent call last):
+    ...
+    changedet.errors.RasterReadError: before '/dev/null' is a character device, not a regular file; give the path of a file or folder
+    """
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RasterReadError(
+            f"{what} {text!r} has a name that is not valid UTF-8 (bytes from another encoding); rename the file "
+            "with UTF-8 characters only"
+        ) from None
+    p = Path(text)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise RasterReadError(
+            f"{what} {text!r} does not exist; check the path (relative paths are resolved from {os.getcwd()!r})"
+        ) from None
+    except OSError as exc:
+        raise RasterReadError(f"{what} {text!r} cannot be opened ({exc.strerror or exc}); check the path") from None
+    target = "a file or folder" if folder_ok else "a file"
+    if stat.S_ISDIR(st.st_mode):
+        if not folder_ok:
+            raise RasterReadError(f"{what} {text!r} is a folder; give the path of a file")
+        return p
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            raise RasterReadError(f"{what} {text!r} is {kind}, not a regular file; give the path of {target}")
+    if not os.access(p, os.R_OK):
+        raise RasterReadError(f"{what} {text!r} is not readable (permission denied); check its permissions")
+    return p
+
+
+def check_output_path(out: Any, *, name: str = "out", kind: str = "folder") -> Path:
+    """Check an output path before any work: a non-empty name without control characters,
+    each part short enough for the file system, its nearest existing parent a writable folder,
+    itself not an existing file (for a folder).
+
+    Parameters
+    ----------
+    out : str or path-like
+        The output folder (or file, with ``kind="file"``).
+    name : str
+        The option's name for messages (``"out"``, ``"--out"``).
+    kind : str
+        ``"folder"`` or ``"file"``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InvalidParameterError
+        Any of the above.
+
+    Examples
+    --------
+    >>> check_output_path("results/site_a").name
+    'site_a'
+    >>> check_output_path("")
+    Traceback (most recent call last):
+    ...
+    changedet.errors.InvalidParameterError: out is empty; give a folder path for the results, e.g. out='results' (--out results)
+    """
+    if not isinstance(out, (str, os.PathLike)):
+        raise InvalidParameterError(f"{name} must be a {kind} path, got {type(out).__name__} {out!r:.80}")
+    text = os.fspath(out)
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidParameterError(f"{name} is empty; give a {kind} path for the results, e.g. out='results' (--out results)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidParameterError(
+            f"{name} {text!r} holds a control character (a newline or tab); give a {kind} name without them"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidParameterError(f"{name} {text!r} is not valid UTF-8; give a {kind} name in UTF-8") from None
+    p = Path(text)
+    try:
+        limit = os.pathconf(_existing_parent(p), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in p.parts:
+        if len(os.fsencode(part)) > limit:
+            raise InvalidParameterError(
+                f"{name} has a name of {len(os.fsencode(part))} bytes ({part[:40]!r}...), more than this file "
+                f"system takes ({limit} bytes); give a shorter name"
+            )
+    parent = _existing_parent(p)
+    if parent != p and not parent.is_dir():
+        raise InvalidParameterError(
+            f"{name} {text!r} is inside {str(parent)!r}, which is a file, not a folder; give a path under a folder"
+        )
+    if parent == p and kind == "folder" and not p.is_dir():
+        raise InvalidParameterError(f"{name} {text!r} is an existing file, not a folder; give a folder path")
+    if parent == p and kind == "file" and p.is_dir():
+        raise InvalidParameterError(f"{name} {text!r} is an existing folder; give a file path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"{name} {text!r}: the folder {str(parent)!r} is not writable; choose another place")
+    if kind == "folder" and p.is_dir():
+        for result in _RESULT_NAMES:
+            if (p / result).is_dir():
+                raise InvalidParameterError(
+                    f"{name} {text!r} holds a folder named {result!r} where a result file goes; remove or rename it, "
+                    "or choose another output folder"
+                )
+    return p
+
+
+#: The result files a run writes into its folder (a folder of that name there is refused).
+_RESULT_NAMES = ("summary.json", "change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg",
+                 "overview.png", "report.html")
+
+
+def _existing_parent(p: Path) -> Path:
+    """``p`` itself when it exists, else its nearest existing ancestor (the current folder at worst)."""
+    q = p
+    while True:
+        try:
+            if os.path.lexists(q):
+                return q
+        except (OSError, ValueError):
+            pass
+        if q.parent == q:
+            return q
+        q = q.parent if str(q.parent) else Path(".")
+        if str(q) == ".":
+            return q
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give this process now, in bytes (``MemAvailable`` on Linux).
+
+    Returns
+    -------
+    int
+        Bytes; a large number where it cannot be told.
+
+    Examples
+    --------
+    >>> available_memory_bytes() > 0
+    True
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return 1 << 62
+
+
+#: Of the memory available, the share one whole-image read may take.
+MEMORY_SHARE = 0.7
+#: Bytes per pixel and band of a whole-image read (float32 pixels, their mask, the filled copy).
+READ_BYTES_PER_PIXEL = 9
+#: A file declaring more than this many times its own size in pixels (and over BOMB_MIN_BYTES) is refused.
+BOMB_RATIO = 10_000
+BOMB_MIN_BYTES = 1 << 30
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _check_read_memory(path: Any, grid: Grid, n_bands: int) -> None:
+    """Refuse a whole-image read that needs more memory than is available (before reading)."""
+    need = float(n_bands) * grid.height * grid.width * READ_BYTES_PER_PIXEL
+    have = available_memory_bytes() * MEMORY_SHARE
+    if need > have:
+        raise RasterReadError(
+            f"{str(path)!r} is {grid.height} x {grid.width} pixels x {n_bands} band(s): reading it whole needs about "
+            f"{_gib(need)}, more than the {_gib(have)} this machine has free; run window by window (--tiled, "
+            "tiled=True) or crop it to the site first (gdal_translate -projwin)"
+        )
+
+
+_TIFF_BITS = {1, 2, 4, 8, 12, 16, 32, 64}
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float", 4: "undefined"}
+_TIFF_PHOTOMETRIC = {0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 32844, 32845, 34892}
+
+
+def _tiff_short_tags(path: Path, wanted: set[int]) -> dict[int, list[int]]:
+    """The SHORT values of some tags of a TIFF's first directory (classic or BigTIFF); {} if not a TIFF."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+        bo = {b"II": "<", b"MM": ">"}.get(head[:2])
+        if bo is None or len(head) < 8:
+            return {}
+        magic = struct.unpack(bo + "H", head[2:4])[0]
+        if magic == 42:
+            off, nfmt, nlen, esize, vlen = struct.unpack(bo + "I", head[4:8])[0], "H", 2, 12, 4
+        elif magic == 43 and len(head) >= 16:
+            off, nfmt, nlen, esize, vlen = struct.unpack(bo + "Q", head[8:16])[0], "Q", 8, 20, 8
+        else:
+            return {}
+        fh.seek(off)
+        raw = fh.read(nlen)
+        if len(raw) < nlen:
+            return {}
+        n = struct.unpack(bo + nfmt, raw)[0]
+        if not 0 < n <= 4096:
+            return {}
+        entries = fh.read(n * esize)
+        found: dict[int, list[int]] = {}
+        for i in range(len(entries) // esize):
+            e = entries[i * esize : (i + 1) * esize]
+            tag, typ = struct.unpack(bo + "HH", e[:4])
+            if tag not in wanted or typ != 3:
+                continue
+            count = struct.unpack(bo + ("I" if vlen == 4 else "Q"), e[4 : 4 + vlen])[0]
+            count = min(int(count), 64)
+            field = e[4 + vlen : 4 + 2 * vlen]
+            if count * 2 <= vlen:
+                data = field[: count * 2]
+            else:
+                pos = fh.tell()
+                fh.seek(struct.unpack(bo + ("I" if vlen == 4 else "Q"), field)[0])
+                data = fh.read(count * 2)
+                fh.seek(pos)
+            found[tag] = list(struct.unpack(bo + "H" * (len(data) // 2), data[: len(data) // 2 * 2]))
+        return found
+
+
+def _tiff_problem(path: Path) -> str | None:
+    """What in a TIFF header GDAL would read as wrong pixels without a word."""
+    try:
+        tags = _tiff_short_tags(path, {258, 262, 339})
+    except (OSError, struct.error):
+        return None
+    bits = sorted(set(tags.get(258, [])) - _TIFF_BITS)
+    if bits:
+        return (f"declares {bits[0]} bits per sample (TIFF BitsPerSample), which GDAL reads as wrong values; "
+                "export it again as 8, 16 or 32 bits (gdal_translate -ot UInt16)")
+    formats = sorted(set(tags.get(339, [])) - set(_TIFF_SAMPLE_FORMATS))
+    if formats:
+        return (f"declares TIFF SampleFormat {formats[0]} (complex or unknown samples), not integer or float pixels; "
+                "export the image's real values (gdal_translate -ot Float32)")
+    photometric = tags.get(262, [])
+    if photometric and photometric[0] not in _TIFF_PHOTOMETRIC:
+        return (f"declares an unknown TIFF Photometric interpretation {photometric[0]}, so its pixels cannot be "
+                "trusted; export it again (gdal_translate -co PHOTOMETRIC=MINISBLACK)")
+    return None
+
+
+def _local_file(path: Path | str) -> Path | None:
+    if isinstance(path, Path):
+        return path
+    text = str(path)
+    return None if text.startswith(("/vsi", "http://", "https://", "s3://")) else Path(text)
 
 
 def _open(path: Path | str, *, quiet: bool = True):  # noqa: ANN202 - rasterio dataset
+    local = _local_file(path)
+    if local is not None:
+        check_input_path(local, "input")
+        problem = _tiff_problem(local) if local.is_file() else None
+        if problem:
+            raise RasterReadError(f"{str(path)!r} {problem}")
     try:
         if not quiet:  # worker threads: catch_warnings is not thread-safe (inputs are georeferenced there)
-            return rasterio.open(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
+            src = rasterio.open(path)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(path)
     except RasterioError as exc:
+        kind = _signature(local) if local is not None else None
+        if kind is not None:
+            raise RasterReadError(
+                f"{str(path)!r} is a {kind} file but truncated or corrupt: GDAL cannot read it ({_first_line(exc)}); "
+                "download or export it again"
+            ) from None
         raise RasterReadError(
             f"{str(path)!r} is not a raster GDAL can read ({_first_line(exc)}); "
             "pass a GeoTIFF/COG, JPEG2000, PNG/JPEG or a folder of single-band files"
         ) from None
+    try:
+        _check_opened(src, path, local)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
+_SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
+               (b"\x00\x00\x00\x0cjP  ", "JPEG2000"), (b"\xffO\xffQ", "JPEG2000"))
+
+
+def _signature(path: Path) -> str | None:
+    """The raster format a file's first bytes announce (a classic TIFF, PNG, JPEG, JPEG2000), or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _check_opened(src: Any, path: Path | str, local: Path | None) -> None:
+    """Refuse what an open dataset declares before any pixel is read."""
+    if any(np.dtype(d).kind == "c" for d in src.dtypes):
+        raise RasterReadError(
+            f"{str(path)!r} holds complex pixels ({src.dtypes[0]}); export the image's real values (gdal_translate -ot Float32)"
+        )
+    declared = float(src.count) * src.width * src.height * max(np.dtype(d).itemsize for d in src.dtypes)
+    if local is not None and src.driver == "GTiff" and declared > BOMB_MIN_BYTES:
+        size = max(1, os.path.getsize(local))
+        if declared > BOMB_RATIO * size:
+            raise RasterReadError(
+                f"{str(path)!r} declares {src.width} x {src.height} pixels x {src.count} band(s) ({_gib(declared)}) in "
+                f"a file of {_gib(size) if size >= 2**20 else f'{size / 1024:.0f} KiB'}: a sparse or decompression-bomb "
+                "file, not an image; crop the real data out of it (gdal_translate -projwin) or download it again"
+            )
+    grid = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
+    problem = grid_problem(grid)
+    if problem:
+        raise RasterReadError(f"{str(path)!r} {problem}")
+
+
+#: GDAL's warnings while pixels are decoded that mean the pixels read are not the file's
+_DECODE_PROBLEM = re.compile(
+    r"decode|TIFFRead|TIFFFill|read error|discarding|not enough data|corrupt|premature|truncat|IReadBlock", re.IGNORECASE
+)
+
+
+class _GdalLog(logging.Handler):
+    """Collects GDAL's warnings (rasterio logs them) while some read is active, in any thread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+        self.active = 0
+        self.guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.active:
+            with contextlib.suppress(Exception):
+                self.messages.append(record.getMessage())
+
+
+_GDAL_LOG = _GdalLog()
+# GDAL's complaints come back as one clear error from the reader, not several lines on stderr
+logging.getLogger("rasterio._err").addHandler(_GDAL_LOG)
+
+
+@contextlib.contextmanager
+def _decoding(path: Any) -> Iterator[None]:
+    """Turn GDAL's decoding warnings during a pixel read (corrupt tiles read as data) into an error."""
+    with _GDAL_LOG.guard:
+        _GDAL_LOG.active += 1
+        start = len(_GDAL_LOG.messages)
+    try:
+        yield
+        with _GDAL_LOG.guard:
+            bad = [m for m in _GDAL_LOG.messages[start:] if _DECODE_PROBLEM.search(m)]
+    finally:
+        with _GDAL_LOG.guard:
+            _GDAL_LOG.active -= 1
+            if not _GDAL_LOG.active:
+                _GDAL_LOG.messages.clear()
+    if bad:
+        msg = bad[0].split(":", 2)[-1].strip() if bad[0].startswith("CPLE_") else bad[0]
+        raise RasterReadError(
+            f"{str(path)!r} is corrupt: GDAL could not decode some of its blocks ({msg[:120]}); "
+            "download or export the file again"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -220,7 +624,7 @@ def _read_file(path: Path, *, bands: Sequence[str] | None = None) -> GeoRaster:
                 )
             indexes = [names.index(b) + 1 for b in bands]
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _decoding(path):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 arr = src.read(indexes, masked=True, out_dtype="float32")
         except RasterioError as exc:
@@ -380,6 +784,8 @@ def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = N
     ((2, 2, 3), dtype('float32'), True)
     """
     p = _gdal_path(path)
+    grid, names = raster_grid(p)
+    _check_read_memory(p, grid, len(bands) if bands is not None else len(names))
     if isinstance(p, Path) and p.is_dir():
         single = _folder_source(p)
         raster = read_band_folder(p, bands=bands) if single is None else _read_file(single, bands=bands)
@@ -1058,7 +1464,7 @@ def read_raster_decimated(path: str | os.PathLike[str], shape: tuple[int, int]) 
     ((1, 2, 2), (20.0, 20.0))
     """
     src = _open(Path(path))
-    with src:
+    with src, _decoding(path):
         data = src.read(out_shape=(src.count, *shape), masked=True, resampling=Resampling.nearest, out_dtype="float32")
         t = src.transform * Affine.scale(src.width / shape[1], src.height / shape[0])
         names = _default_names(src)
@@ -1204,16 +1610,18 @@ class WindowedReader:
                 and all(np.dtype(ds.dtypes[k - 1]) == dtype for k in indexes)
             try:
                 if direct:
-                    ds.read(indexes, window=win, out=out[rows[0] : rows[0] + len(rows)])
+                    with _decoding(f):
+                        ds.read(indexes, window=win, out=out[rows[0] : rows[0] + len(rows)])
                     continue
-                if raw:
-                    arr = ds.read(indexes, window=win, out_dtype=dtype)
-                elif plain:
-                    arr = ds.read(indexes, window=win, out_dtype="float32")
-                    if ds.nodata is not None and not np.isnan(ds.nodata):
-                        arr[arr == np.float32(ds.nodata)] = np.nan
-                else:
-                    arr = np.ma.filled(ds.read(indexes, window=win, masked=True, out_dtype="float32"), np.nan)
+                with _decoding(f):
+                    if raw:
+                        arr = ds.read(indexes, window=win, out_dtype=dtype)
+                    elif plain:
+                        arr = ds.read(indexes, window=win, out_dtype="float32")
+                    else:
+                        arr = np.ma.filled(ds.read(indexes, window=win, masked=True, out_dtype="float32"), np.nan)
+                if not raw and plain and ds.nodata is not None and not np.isnan(ds.nodata):
+                    arr[arr == np.float32(ds.nodata)] = np.nan
             except RasterioError as exc:
                 raise RasterReadError(
                     f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "

@@ -38,8 +38,8 @@ from . import threshold as _threshold
 from . import window as _window
 from .areas import aoi_on_grid, parse_aoi
 from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
-from .raster import GeoRaster, Grid, check_same_grid, describe_grid, window_transform
-from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, make_spec, run_options
+from .raster import GeoRaster, Grid, check_same_grid, describe_grid, grid_problem, window_transform
+from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, check_call, make_spec, run_options
 from .window import class_layer_centres, class_layers
 
 __all__ = ["ChangeResult", "detect_changes", "train_model", "parse_aoi", "OUTPUT_FILES", "NODATA_MASK", "CATEGORICAL_BANDS",
@@ -323,6 +323,10 @@ class ChangeResult:
         written["report.html"] = _report.write_report(summary, out, properties=self.polygons.properties)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])
+        if "changes.gpkg" not in written:
+            summary["outputs_not_written"] = {"changes.gpkg": (
+                "the images have no georeferencing (pixel grid): no CRS for a GeoPackage; changes.geojson holds "
+                "pixel coordinates" if self.grid.crs is None else "no GeoPackage writer is installed (pip install pyogrio)")}
         written["summary.json"] = _io.write_json(summary, out / "summary.json")
         return written
 
@@ -402,6 +406,14 @@ def _versions() -> dict[str, str]:
 
 def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike))
+
+
+def _check_input(value: Any, name: str) -> None:
+    """A local input path that is missing, or not a regular file or folder (a FIFO), refused by name."""
+    if _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
+        _io.check_input_path(value, name)
+    elif isinstance(value, GeoRaster) and (problem := grid_problem(value.grid)):
+        raise InvalidParameterError(f"{name} GeoRaster {problem}")
 
 
 def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
@@ -566,10 +578,16 @@ def detect_changes(
             raise InvalidParameterError(
                 f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
             )
+        _check_input(value, name)
+    check_call(flags={"overwrite": overwrite, "figures": figures, "progress": progress}, optional_flags={"tiled": tiled},
+               counts={"window_px": (window_px, 16), "workers": (workers, 1)})
+    if truth is not None:
+        if not (_is_path(truth) or isinstance(truth, GeoRaster)):
+            raise InvalidParameterError(f"truth must be a path to a mask or a GeoRaster, got {type(truth).__name__}")
+        _check_input(truth, "truth")
     with contextlib.ExitStack() as held:
         if out is not None:
-            if not _is_path(out) or not os.fspath(out).strip():
-                raise InvalidParameterError(f"out must be a folder path, got {out!r}")
+            _io.check_output_path(out)
             # one run at a time in a folder; what a failed or interrupted run wrote does not stay
             held.enter_context(_outdir.folder_lock(out))
             check_output_folder(out, overwrite=overwrite)

@@ -17,7 +17,8 @@ from rasterio.crs import CRS
 
 from .errors import GridMismatchError, InvalidParameterError
 
-__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform", "warp_band"]
+__all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform", "warp_band",
+           "as_crs", "grid_problem"]
 
 
 def _crs_name(crs: CRS | None) -> str:
@@ -25,6 +26,119 @@ def _crs_name(crs: CRS | None) -> str:
         return "pixel grid (no CRS)"
     epsg = crs.to_epsg()
     return f"EPSG:{epsg}" if epsg else crs.to_string()[:40]
+
+
+def as_crs(crs: Any, *, name: str = "crs") -> CRS:
+    """A :class:`rasterio.crs.CRS` from anything ``CRS.from_user_input`` takes, or a clear error.
+
+    Parameters
+    ----------
+    crs : CRS, str, int or dict
+        ``"EPSG:32639"``, ``32639``, WKT, a PROJ string or dict.
+    name : str
+        The parameter's name in the error message.
+
+    Returns
+    -------
+    rasterio.crs.CRS
+
+    Raises
+    ------
+    InvalidParameterError
+        PROJ does not know the CRS (an unknown EPSG code, malformed WKT).
+
+    Examples
+    --------
+    >>> as_crs("EPSG:32639").to_epsg()
+    32639
+    >>> as_crs("EPSG:99999")
+    Traceback (most recent call last):
+    ...
+    changedet.errors.InvalidParameterError: crs 'EPSG:99999' is not a coordinate reference system PROJ knows (...); give an EPSG code such as 'EPSG:32639', WKT, or None for images without georeferencing
+    """
+    if isinstance(crs, CRS):
+        return crs
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(crs)
+    except (CRSError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InvalidParameterError(
+            f"{name} {crs!r} is not a coordinate reference system PROJ knows ({reason}); give an EPSG code such as "
+            "'EPSG:32639', WKT, or None for images without georeferencing"
+        ) from None
+
+
+#: The finest pixel accepted, in metres (finer is a georeferencing error: degrees on a metric CRS ...).
+MIN_PIXEL_M = 1e-3
+
+
+def grid_problem(grid: "Grid") -> str | None:
+    """What makes a grid unusable, as the end of a sentence naming the file; None when it is usable.
+
+    Checked when a raster is opened, before any pixel is read: a geotransform holding NaN,
+    a south-up or east-left grid, a CRS without defined units (a local engineering CRS),
+    a geographic grid beyond the poles or past 180 degrees (across the antimeridian), and
+    pixels finer than :data:`MIN_PIXEL_M`.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid to check.
+
+    Returns
+    -------
+    str or None
+        "has ...; <the fix>", or None.
+
+    Examples
+    --------
+    >>> grid_problem(Grid((10, 10), Affine(10, 0, 500000, 0, -10, 6000000), "EPSG:32639")) is None
+    True
+    >>> grid_problem(Grid((10, 10), Affine(0.1, 0, 179.5, 0, -0.1, 50), "EPSG:4326"))[:60]
+    'reaches longitude 180.5, past 180 degrees (a grid across the'
+    """
+    t = grid.transform
+    coeffs = tuple(float(v) for v in tuple(t)[:6])
+    if not all(math.isfinite(v) for v in coeffs):
+        return (f"has a geotransform holding NaN or infinity {coeffs}; fix its georeferencing "
+                "(gdal_edit.py -a_ullr ULX ULY LRX LRY) or drop it (gdal_edit.py -unsetgt) to use the pixel grid")
+    if t.a * t.e - t.b * t.d == 0:
+        return f"has a degenerate geotransform {coeffs} (zero pixel size); fix its georeferencing (gdal_edit.py -a_ullr)"
+    if grid.crs is not None and t.b == 0 and t.d == 0 and (t.e > 0 or t.a < 0):
+        which = "south-up (its rows run from south to north)" if t.e > 0 else "east-left (its columns run from east to west)"
+        return (f"is {which}, geotransform {coeffs}; make it north-up first: gdalwarp -overwrite FILE north_up.tif")
+    crs = grid.crs
+    if crs is not None:
+        from rasterio.errors import CRSError
+
+        if not (crs.is_geographic or crs.is_projected):
+            return (f"has a CRS without a defined unit on the Earth ({_crs_name(crs)}: a local or engineering CRS); "
+                    "assign the real one (gdal_edit.py -a_srs EPSG:XXXX FILE) or drop it (-a_srs None) to use the pixel grid")
+        if crs.is_projected:
+            try:
+                crs.linear_units_factor
+            except CRSError:
+                return (f"has a projected CRS without a defined linear unit ({_crs_name(crs)}); assign a CRS in "
+                        "metres (gdal_edit.py -a_srs EPSG:XXXX FILE)")
+        else:
+            minx, miny, maxx, maxy = grid.bounds
+            tol = 0.5 * max(grid.res) + 1e-9
+            if miny < -90 - tol or maxy > 90 + tol:
+                return (f"reaches latitude {miny if miny < -90 else maxy:.6g}, beyond the pole, on a geographic CRS "
+                        f"({_crs_name(crs)}, bounds {tuple(round(v, 6) for v in grid.bounds)}); fix its georeferencing "
+                        "(latitude within -90..90)")
+            if minx < -180 - tol or maxx > 180 + tol:
+                return (f"reaches longitude {minx if minx < -180 else maxx:.6g}, past 180 degrees (a grid across the "
+                        f"antimeridian or in 0..360 longitudes, bounds {tuple(round(v, 6) for v in grid.bounds)}); "
+                        "split it at 180 degrees or reproject it to UTM (gdalwarp -t_srs EPSG:326zz)")
+    px = grid.pixel_size_m if crs is not None else math.sqrt(grid.res[0] * grid.res[1])
+    if not math.isfinite(px) or px < (MIN_PIXEL_M if crs is not None else 1e-6):
+        unit = "m" if crs is not None else "units"
+        return (f"has pixels of {px:.3g} {unit}, too small to be real (a pixel size in the wrong unit?); fix its "
+                "georeferencing (gdal_edit.py -tr XRES YRES) or drop it (gdal_edit.py -unsetgt)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -53,9 +167,9 @@ class Grid:
             raise InvalidParameterError(f"grid shape must be positive, got {self.shape}")
         object.__setattr__(self, "shape", (rows, cols))
         if self.crs is not None and not isinstance(self.crs, CRS):
-            object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
+            object.__setattr__(self, "crs", as_crs(self.crs))
         if not isinstance(self.transform, Affine):
-            object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
+            object.__setattr__(self, "transform", _as_affine(self.transform))
 
     @property
     def height(self) -> int:
@@ -205,6 +319,15 @@ class Grid:
         return describe_grid(self)
 
 
+def _as_affine(value: Any) -> Affine:
+    try:
+        return Affine(*(float(v) for v in tuple(value)[:6]))
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"transform must be an affine.Affine or 6 numbers (a, b, c, d, e, f), got {type(value).__name__} {value!r:.80}"
+        ) from None
+
+
 def apply_affine(transform: Affine, x: float, y: float) -> tuple[float, float]:
     """``transform`` applied to one point (works across affine versions).
 
@@ -330,9 +453,9 @@ class GeoRaster:
             raise InvalidParameterError(f"band_names must be unique, got {names}")
         object.__setattr__(self, "band_names", names)
         if not isinstance(self.transform, Affine):
-            object.__setattr__(self, "transform", Affine(*tuple(self.transform)[:6]))
+            object.__setattr__(self, "transform", _as_affine(self.transform))
         if self.crs is not None and not isinstance(self.crs, CRS):
-            object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
+            object.__setattr__(self, "crs", as_crs(self.crs))
 
     # --- grid -----------------------------------------------------------------
     @property

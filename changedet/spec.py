@@ -23,7 +23,7 @@ from .areas import aoi_in_grid_crs, parse_aoi
 from .errors import InvalidParameterError
 from .raster import Grid
 
-__all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold", "CATEGORICAL_BANDS"]
+__all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold", "check_call", "CATEGORICAL_BANDS"]
 
 #: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change
 #: (recognised by :func:`changedet.masks.classification_band`, also as the last token of a file stem).
@@ -126,6 +126,49 @@ def parse_threshold(threshold: str | float | None) -> tuple[str | None, float | 
             f"threshold must be a number, 'pNN' (percentile, e.g. p99) or one of {named}; got {threshold!r}"
         )
     raise InvalidParameterError(f"threshold must be a number or a method name, got {type(threshold).__name__}")
+
+
+def check_call(
+    *,
+    flags: dict[str, Any] | None = None,
+    optional_flags: dict[str, Any] | None = None,
+    counts: dict[str, Any] | None = None,
+) -> None:
+    """Check the type and range of a call's plain options at the top, before any work.
+
+    Parameters
+    ----------
+    flags : dict of str -> Any
+        Options that must be True or False.
+    optional_flags : dict of str -> Any
+        Options that must be True, False or None.
+    counts : dict of str -> (value, minimum)
+        Options that must be None or a whole number at least ``minimum``.
+
+    Raises
+    ------
+    InvalidParameterError
+        Naming the first option whose value does not fit.
+
+    Examples
+    --------
+    >>> check_call(flags={"overwrite": False}, optional_flags={"tiled": None}, counts={"workers": (2, 1)})
+    >>> check_call(flags={"overwrite": "no"})
+    Traceback (most recent call last):
+    ...
+    changedet.errors.InvalidParameterError: overwrite must be True or False, got str 'no'
+    """
+    for name, value in (flags or {}).items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise InvalidParameterError(f"{name} must be True or False, got {type(value).__name__} {value!r:.60}")
+    for name, value in (optional_flags or {}).items():
+        if value is not None and not isinstance(value, (bool, np.bool_)):
+            raise InvalidParameterError(f"{name} must be True, False or None, got {type(value).__name__} {value!r:.60}")
+    for name, (value, minimum) in (counts or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise InvalidParameterError(f"{name} must be a whole number >= {minimum}, got {type(value).__name__} {value!r:.60}")
 
 
 def _number(name: str, value: Any, *, minimum: float, strict: bool = False) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,86 @@ def test_batch_unreachable_scheduler(pair_folder: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     with pytest.raises(ChangedetError, match="cannot reach the dask scheduler"):
         run_batch(pair_folder, tmp_path / "x", scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+# --------------------------------------------------------------------------- finished only for its options and inputs
+def test_batch_reruns_pairs_whose_options_changed_and_says_so(pair_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert {o.status for o in run_batch(pair_folder, out, progress=False).outcomes} == {"done"}
+    second = run_batch(pair_folder, out, method="cva", progress=False)
+    assert [o.status for o in second.outcomes] == ["done"] * 3
+    assert {o.note for o in second.outcomes} == {"options changed (method auto -> cva)"}
+    assert "re-ran site0, site1, site2: options changed (method auto -> cva)" in str(second)
+    for site in ("site0", "site1", "site2"):
+        summary = json.loads((out / site / "summary.json").read_text())
+        assert summary["parameters"]["method"] == "cva" and summary["request"]["options"]["method"] == "cva"
+    rows = list(csv.DictReader((out / "batch.csv").read_text(encoding="utf-8").splitlines()))
+    assert rows[0]["note"] == "options changed (method auto -> cva)"
+    third = run_batch(pair_folder, out, method="cva", progress=False)
+    assert [o.status for o in third.outcomes] == ["skipped"] * 3 and "re-ran" not in str(third)
+    fourth = run_batch(pair_folder, out, method="cva", threshold="p99", progress=False)
+    assert {o.note for o in fourth.outcomes} == {"options changed (threshold default -> p99)"}
+
+
+def test_batch_reruns_pairs_whose_inputs_changed(pair_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_batch(pair_folder, out, progress=False)
+    _pair(pair_folder / "site1", 7)  # new content for site1 (same size: the edges differ)
+    t = (pair_folder / "site0" / "before.tif").stat().st_mtime_ns + 5 * 10**9
+    os.utime(pair_folder / "site0" / "before.tif", ns=(t, t))  # only touched: the whole-file SHA-256 decides
+    (out / "site2" / "change_score.tif").unlink()  # a finished folder that lost a file
+    res = run_batch(pair_folder, out, progress=False)
+    by_site = {o.site: o for o in res.outcomes}
+    assert by_site["site0"].status == "skipped"
+    assert by_site["site1"].status == "done"
+    assert by_site["site1"].note.startswith("inputs changed (before file changed")
+    assert by_site["site2"].status == "done" and by_site["site2"].note == "its files are incomplete (change_score.tif missing)"
+    # a result from a changedet that did not record its request is made again
+    summary_path = out / "site0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["request"]
+    summary_path.write_text(json.dumps(summary))
+    res = run_batch(pair_folder, out, progress=False)
+    assert [o.status for o in res.outcomes] == ["done", "skipped", "skipped"]
+    assert "does not record the options" in res.outcomes[0].note
+
+
+def test_many_failed_pairs_are_summarised_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from changedet.cli import main
+
+    table = tmp_path / "pairs.csv"
+    table.write_text("site,before,after\n" + "".join(f"s{i},missing{i}_a.tif,missing{i}_b.tif\n" for i in range(40)),
+                     encoding="utf-8")
+    assert main(["batch", str(table), "--out", str(tmp_path / "out")]) == 2  # every pair failed: bad input
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("40 pairs: 0 done, 0 skipped") and "40 failed" in lines[0]
+    assert len(lines) == 1 + 5 + 1 and all(line.startswith("  FAILED s") for line in lines[1:6])
+    assert lines[-1] == f"  ... and 35 more failed; every error is in {tmp_path / 'out' / 'batch.csv'}"
+    rows = list(csv.DictReader((tmp_path / "out" / "batch.csv").read_text(encoding="utf-8").splitlines()))
+    assert len(rows) == 40 and all("does not exist" in r["error"] for r in rows)
+
+
+def test_a_batch_with_some_failed_pairs_exits_1(pair_folder: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from changedet.cli import main
+
+    table = tmp_path / "pairs.csv"
+    table.write_text(f"site,before,after\nok,{pair_folder}/site0/before.tif,{pair_folder}/site0/after.tif\n"
+                     "gone,missing_a.tif,missing_b.tif\n", encoding="utf-8")
+    assert main(["batch", str(table), "--out", str(tmp_path / "out")]) == 1
+    assert "1 done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["batch.csv", "Batch_Changes.geojson", "index.html"])
+def test_a_site_named_like_the_batch_files_does_not_take_their_place(name: str, pair_folder: Path,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    b, a = pair_folder / "site0" / "before.tif", pair_folder / "site0" / "after.tif"
+    try:
+        res = run_batch([(name, b, a), ("fine", b, a)], out, progress=False)
+    except ChangedetError as exc:  # refused up front, naming the site
+        assert name in str(exc)
+    else:  # or that pair alone fails
+        assert [o.status for o in res.outcomes] == ["failed", "done"] and name in res.outcomes[0].error
+        assert (out / "batch.csv").is_file() and (out / "batch_changes.geojson").is_file()
+    assert not (out / name).is_dir() and not (out / name.lower()).is_dir()

@@ -73,7 +73,7 @@ def test_detect_with_truth_adds_accuracy(pair_tifs: PairFiles, tmp_path: Path) -
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        (["{missing}", "{after}"], r"input '.*missing\.tif' does not exist"),
+        (["{missing}", "{after}"], r"before '.*missing\.tif' does not exist"),
         (["{text}", "{after}"], r"fake\.tif' is not a raster GDAL can read"),
         (["{before}", "{after}", "--threshold", "median"], r"threshold must be a number, 'pNN'"),
         (["{before}", "{after}", "--aoi", "1,2,3"], r"aoi '1,2,3' is neither an existing GeoJSON file"),
@@ -244,7 +244,7 @@ def test_console_script_runs_detect(tmp_path: Path, make_tif) -> None:
     bad = subprocess.run([*_changedet_command(), "detect", str(tmp_path / "nope.tif"), str(a), "--out", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("changedet detect: error: input ") and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.stderr.startswith("changedet detect: error: before ") and len(bad.stderr.strip().splitlines()) == 1
 
 
 # --------------------------------------------------------------------------- OSCD

@@ -209,3 +209,65 @@ def test_counts_partition_pixels_and_scores_in_range(predicted: np.ndarray, data
     assert (swapped.fp, swapped.fn) == (acc.fn, acc.fp)
     assert swapped.f1 == pytest.approx(acc.f1, abs=1e-12)
     assert swapped.kappa == pytest.approx(acc.kappa, abs=1e-12)
+
+
+# --------------------------------------------------------------------------- a result on part of the truth's grid
+def test_truth_covering_more_is_cropped_to_the_prediction_grid(grid_transform: Affine) -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, (10, 12)).astype("uint8")
+    predicted = rng.integers(0, 2, (4, 5)).astype("uint8")
+    sub = grid_transform @ Affine.translation(2, 3)  # rows 3..6, cols 2..6 of the truth's grid
+    acc = evaluate(GeoRaster(predicted, sub, UTM), GeoRaster(truth, grid_transform, UTM))
+    assert acc == evaluate(predicted, truth[3:7, 2:7])
+    assert acc != evaluate(predicted, truth[0:4, 0:5])  # the crop is where the prediction lies, not the corner
+
+
+def test_the_suggested_alignment_call_runs(grid_transform: Affine) -> None:
+    """The message's fix, run as written, gives a truth the evaluation takes."""
+    from changedet import align  # noqa: F401  (the name the message uses)
+    import changedet
+
+    truth = GeoRaster(np.ones((10, 12), "uint8"), grid_transform, UTM)
+    predicted = GeoRaster(np.ones((4, 5), "uint8"), grid_transform @ Affine.translation(2.5, 3), UTM)
+    with pytest.raises(GridMismatchError, match=r"not a whole-pixel part of it") as err:
+        evaluate(predicted, truth)
+    call = str(err.value).rsplit(": ", 1)[1]
+    assert call.startswith("changedet.align.align_to(")
+    aligned = eval(call, {"changedet": changedet, "truth": truth, "predicted": predicted})  # noqa: S307 - our own message
+    assert aligned.grid.same_as(predicted.grid)
+    assert evaluate(predicted, aligned).f1 == 1.0
+
+
+def test_detect_with_aoi_and_truth_then_evaluate(tmp_path, capsys) -> None:  # noqa: ANN001
+    """`detect --aoi ... --truth` and `evaluate aoi/change_mask.tif truth.tif`: the truth is cropped to the result."""
+    from conftest import BANDS, BUILDING, make_scene, write_tif
+
+    from changedet.cli import main
+
+    scene = make_scene()
+    kw = dict(transform=scene.transform, crs=scene.crs, descriptions=BANDS)
+    b = write_tif(tmp_path / "b.tif", scene.before, **kw)
+    a = write_tif(tmp_path / "a.tif", scene.after, **kw)
+    truth = write_tif(tmp_path / "truth.tif", scene.truth.astype("uint8"), transform=scene.transform, crs=scene.crs,
+                      dtype="uint8")
+    # a box around the building, well inside the scene
+    from pyproj import Transformer
+
+    to_ll = Transformer.from_crs(scene.crs, 4326, always_xy=True)
+    t = scene.transform
+    (r0, r1), (c0, c1) = (BUILDING[0].start - 20, BUILDING[0].stop + 20), (BUILDING[1].start - 20, BUILDING[1].stop + 20)
+    lon0, lat1 = to_ll.transform(t.c + c0 * t.a, t.f + r0 * t.e)
+    lon1, lat0 = to_ll.transform(t.c + c1 * t.a, t.f + r1 * t.e)
+    aoi = f"{lon0},{lat0},{lon1},{lat1}"
+    out = tmp_path / "aoi"
+    assert main(["detect", str(b), str(a), "--aoi", aoi, "--truth", str(truth), "--out", str(out), "--no-figures"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"]["f1"] > 0.8
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "change_mask.tif"), str(truth), "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["f1"] == summary["accuracy"]["f1"] and acc["tp"] == summary["accuracy"]["tp"]
+    import rasterio
+
+    with rasterio.open(out / "change_mask.tif") as m:
+        assert (m.height, m.width) != scene.truth.shape and acc["n_valid"] + acc["n_ignored"] == m.height * m.width

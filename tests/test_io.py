@@ -252,7 +252,7 @@ def test_truncated_geotiff(tmp_path: Path, scene: Scene) -> None:
         read_raster(cut)
     head = tmp_path / "head.tif"
     head.write_bytes(data[:200])  # the header survives but not the directory
-    with pytest.raises(RasterReadError, match=r"head\.tif' is not a raster GDAL can read \(.+\)"):
+    with pytest.raises(RasterReadError, match=r"head\.tif' is a TIFF file but truncated or corrupt: GDAL cannot read it \(.+\); download"):
         read_raster(head)
 
 
@@ -261,7 +261,7 @@ def test_truncated_plain_geotiff(tmp_path: Path, pair_tifs: PairFiles) -> None:
     data = pair_tifs.after.read_bytes()
     cut = tmp_path / "half.tif"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(RasterReadError, match=r"half\.tif' (is not a raster GDAL can read|is truncated or corrupt)"):
+    with pytest.raises(RasterReadError, match=r"half\.tif' (is a TIFF file but truncated or corrupt|is truncated or corrupt)"):
         read_raster(cut)
 
 
