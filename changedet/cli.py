@@ -130,13 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser(
         "fetch",
-        help="find and download public scenes (STAC) of an area for two dates",
+        help="find and download public scenes (STAC) of an area for two dates (or several: --dates)",
         description="Search a STAC API for the least cloudy scene over the area in each date range and download "
-        "only the area's pixels into DIR/before and DIR/after (then: changedet detect DIR/before DIR/after --out ...).",
+        "only the area's pixels into DIR/before and DIR/after (then: changedet detect DIR/before DIR/after --out ...); "
+        "with --dates, one folder per date DIR/<date> (then: changedet series DIR --out ...).",
     )
     f.add_argument("--bbox", required=True, metavar="MINX,MINY,MAXX,MAXY", help="area in lon/lat degrees")
-    f.add_argument("--before", required=True, metavar="DATE[/DATE]", help="date or range, e.g. 2024-05-01/2024-07-31")
-    f.add_argument("--after", required=True, metavar="DATE[/DATE]", help="date or range, e.g. 2025-05-01/2025-07-31")
+    f.add_argument("--before", default=None, metavar="DATE[/DATE]", help="date or range, e.g. 2024-05-01/2024-07-31")
+    f.add_argument("--after", default=None, metavar="DATE[/DATE]", help="date or range, e.g. 2025-05-01/2025-07-31")
+    f.add_argument("--dates", nargs="+", default=None, metavar="DATE[/DATE]",
+                   help="instead of --before/--after: three or more dates or ranges in time order, one scene each")
     f.add_argument("--out", required=True, metavar="DIR")
     f.add_argument("--stac-url", default=None, metavar="URL", help="STAC API (default: Earth Search)")
     f.add_argument("--collection", default=None, metavar="C", help="collection (default: sentinel-2-l2a)")
@@ -201,16 +204,6 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
         print(f"  {cls:18s} {c['count']:5d}  {a}")
 
 
-def _print_not_written(out: Path) -> None:
-    """Say which output files of the contract a run did not write, and why (from its summary)."""
-    try:
-        skipped = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("outputs_not_written") or {}
-    except (OSError, ValueError, AttributeError):
-        return
-    for name, why in skipped.items():
-        print(f"  no {name}: {why}")
-
-
 def _cmd_detect(args: argparse.Namespace) -> int:
     from .pipeline import detect_changes
 
@@ -240,7 +233,6 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
               f"kappa {acc['kappa']:.3f}")
     _print_result(result, out, time.perf_counter() - t0)
-    _print_not_written(out)
     return 0
 
 
@@ -349,9 +341,27 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         kwargs["collection"] = args.collection
     if args.max_cloud is not None:
         kwargs["max_cloud"] = args.max_cloud
+    if args.dates:
+        return _fetch_series(args, kwargs)
+    if args.before is None or args.after is None:
+        raise ChangedetError("fetch needs --before DATE[/DATE] and --after DATE[/DATE], or --dates D1 D2 D3 ... for a "
+                             "series of three or more")
     result = sources.fetch_pair(bbox=args.bbox, before=args.before, after=args.after, out=Path(args.out), **kwargs)
     print(result)
     print(f"next: changedet detect {Path(args.out) / 'before'} {Path(args.out) / 'after'} --out {Path(args.out) / 'changes'}")
+    return 0
+
+
+def _fetch_series(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    from .series import fetch_series
+
+    if args.before is not None or args.after is not None:
+        raise ChangedetError("give either --dates (a series) or --before and --after (a pair), not both")
+    dates = [d for text in args.dates for d in text.split(",") if d.strip()]
+    folders = fetch_series(bbox=args.bbox, dates=dates, out=Path(args.out), **kwargs)
+    for folder in folders:
+        print(f"{folder.name}: {folder}")
+    print(f"next: changedet series {Path(args.out)} --out {Path(args.out) / 'series'}")
     return 0
 
 
@@ -386,33 +396,6 @@ def _cmd_series(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch,
              "train": _cmd_train, "series": _cmd_series}
-
-
-def _check_out_option(args: argparse.Namespace) -> None:
-    """``--out`` checked before any work: not empty (``--out ""`` would write into the current
-    folder), no control characters, a name the file system takes, under a folder."""
-    out = getattr(args, "out", None)
-    if out is None:
-        return
-    from .io import check_output_path
-
-    check_output_path(out, name="--out", kind="file" if args.command == "train" else "folder")
-
-
-def _error_line(exc: BaseException) -> str:
-    """One line for an error: ours as written; an operating-system error with its file; memory."""
-    if isinstance(exc, MemoryError):
-        return (f"not enough memory ({_first(exc) or 'MemoryError'}); run window by window (--tiled) or crop the "
-                "images to the site first")
-    if isinstance(exc, OSError) and not isinstance(exc, ChangedetError) and exc.strerror:
-        where = f" {os.fsdecode(exc.filename)!r}" if exc.filename is not None else ""
-        return f"{exc.strerror}:{where}; check the path and its permissions"
-    return _first(exc) or type(exc).__name__
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
@@ -475,12 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        _check_out_option(args)
         return _COMMANDS[args.command](args)
-    except (ChangedetError, OSError, MemoryError, RecursionError, UnicodeError) as exc:
+    except (ChangedetError, FileExistsError, FileNotFoundError, PermissionError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise
-        print(f"changedet {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"changedet {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"changedet {args.command}: interrupted", file=sys.stderr)

@@ -58,6 +58,7 @@ __all__ = [
     "first_change_accuracy",
     "series_inputs",
     "detect_series",
+    "fetch_series",
 ]
 
 #: Fewest dates a series takes (with two, use :func:`changedet.pipeline.detect_changes`).
@@ -791,3 +792,126 @@ def _gif(result: SeriesResult, *, frame_ms: int) -> bytes:
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=int(frame_ms), loop=0,
                    optimize=False, disposal=2)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- public scenes for several dates
+def fetch_series(
+    *,
+    bbox: Any,
+    dates: Sequence[str] | str,
+    out: str | os.PathLike[str],
+    stac_url: str | None = None,
+    collection: str | None = None,
+    max_cloud: float | None = None,
+    resolution: float | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Find the best public scene in each of several date ranges and write the area's pixels.
+
+    The same search, ranking by cloud over the area and windowed reading as
+    :func:`changedet.sources.fetch_pair`, for any number of dates, all read onto one grid
+    (the first date's profile: 10 m UTM for Sentinel-2, 30 m for Landsat, or
+    ``resolution``) before anything is written::
+
+        OUT/<date>/scene.tif, OUT/<date>/item.json   (one folder per date, named by the scene's date)
+        OUT/fetch.json                                ("series": the folders in time order)
+
+    ``changedet series OUT --out ...`` (or :func:`detect_series` on ``OUT``) then runs them.
+
+    Parameters
+    ----------
+    bbox : bbox tuple, ``"MINX,MINY,MAXX,MAXY"``, GeoJSON or shapely geometry
+        The area, WGS84 lon/lat.
+    dates : sequence of str, or str
+        One date or range (``YYYY-MM-DD`` or ``YYYY-MM-DD/YYYY-MM-DD``) per scene, in time
+        order and not overlapping; a str is split on commas.
+    out : path
+        Output folder (created).
+    stac_url, collection, max_cloud
+        As in :func:`changedet.sources.search_scenes` (default Earth Search, Sentinel-2 L2A).
+    resolution : float, optional
+        Output pixel size in metres.
+    cache_dir : path, optional
+        Read cache (default ``$CHANGEDET_CACHE`` or ``~/.cache/changedet``).
+    progress : bool
+        Progress bars (tqdm).
+
+    Returns
+    -------
+    list of Path
+        The date folders, in time order.
+
+    Raises
+    ------
+    ChangedetError
+        Fewer than :data:`MIN_DATES` ranges, ranges out of order or overlapping, two ranges
+        whose best scene is the same day, and every error of the search and the reads.
+
+    Examples
+    --------
+    Arguments are checked before any network access:
+
+    >>> fetch_series(bbox="52.0,55.78,52.1,55.83", dates=["2024-06-01/2024-08-31", "2023-06-01/2023-08-31",
+    ...              "2025-06-01/2025-08-31"], out="alabuga")
+    Traceback (most recent call last):
+    ...
+    changedet.series.SeriesInputError: date ranges must follow each other: range 2 2023-06-01/2023-08-31 does not start after range 1 2024-06-01/2024-08-31 ends; give them in time order, not overlapping
+    """
+    from . import sources
+
+    area = sources.parse_area(bbox, name="bbox")
+    texts = [d.strip() for d in dates.split(",")] if isinstance(dates, str) else [str(d).strip() for d in dates]
+    ranges = [sources.parse_dates(t) for t in texts]
+    if len(ranges) < MIN_DATES:
+        raise SeriesInputError(f"a series needs at least {MIN_DATES} date ranges, got {len(ranges)}; for two dates "
+                               "use changedet fetch --before ... --after ...")
+    for i in range(1, len(ranges)):
+        if ranges[i].start <= ranges[i - 1].end:
+            raise SeriesInputError(
+                f"date ranges must follow each other: range {i + 1} {ranges[i]} does not start after range {i} "
+                f"{ranges[i - 1]} ends; give them in time order, not overlapping"
+            )
+    kw: dict[str, Any] = {}
+    if stac_url:
+        kw["stac_url"] = stac_url
+    if collection:
+        kw["collection"] = collection
+    out_dir = Path(out)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    chosen, tables = [], []
+    for i, r in enumerate(ranges):
+        cands = sources.search_scenes(area, r, cache_dir=cache, progress=progress, **kw)
+        tables.append([c.to_row() for c in cands])
+        chosen.append(sources.choose_candidate(cands, max_cloud=max_cloud, what=f"date {i + 1} scene ({r})"))
+    days = [c.date for c in chosen]
+    if len(set(days)) != len(days):
+        raise SeriesInputError(f"two date ranges chose the same day ({days}); give ranges that do not share scenes")
+    first = chosen[0]
+    from ._stac_items import SENTINEL2, profile_for
+
+    profile = profile_for(first.items[0], first.collection) if first.items else SENTINEL2
+    grid = sources.area_grid(area, resolution=resolution or profile.resolution)
+    # every scene read before anything is written: OUT is complete or untouched (reads stay cached)
+    scenes = [sources.read_candidate(c, area, grid=grid, cache_dir=cache, progress=progress) for c in chosen]
+    folders = []
+    for cand, scene in zip(chosen, scenes):
+        folder = out_dir / cand.date
+        _io.write_raster(scene, folder / "scene.tif", dtype="float32")
+        items = list(cand.items)
+        _io.write_json(items[0] if len(items) == 1 else {"type": "FeatureCollection", "features": items},
+                       folder / "item.json")
+        folders.append(folder)
+    record = {
+        "series": [c.date for c in chosen],
+        "query": {"area": area.to_dict(), "dates": [str(r) for r in ranges], "max_cloud": max_cloud,
+                  "resolution_m": grid.res[0], **kw},
+        "grid": {"crs": grid.crs.to_string() if grid.crs else None, "transform": list(tuple(grid.transform)[:6]),
+                 "shape": list(grid.shape)},
+        "candidates": tables,
+        "choice": [c.to_row() for c in chosen],
+        "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": {"changedet": __version__},
+    }
+    _io.write_json(record, out_dir / "fetch.json")
+    return folders

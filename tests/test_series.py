@@ -266,3 +266,65 @@ def test_cli_errors_are_one_line_exit_2(args, match: str, bundled: data.SampleSe
     assert code == 2
     assert err.startswith("changedet series: error: ") and match in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------- fetch for several dates
+def test_fetch_dates_writes_a_series_folder_that_series_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`changedet fetch --dates` against a real STAC API on 127.0.0.1, then `changedet series` on its folder."""
+    pytest.importorskip("pystac_client")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pyproj import Transformer
+    from stac_server import StacServer, make_s2_item
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("GDAL_HTTP_PROXY", "")
+    monkeypatch.setenv("CHANGEDET_CACHE", str(tmp_path / "cache"))
+    left, top = 565000.0, 6186000.0
+    t = Transformer.from_crs(32639, 4326, always_xy=True)
+    (a, b), (c, d) = t.transform(left + 900, top - 1500), t.transform(left + 1500, top - 900)
+    bbox = f"{min(a, c)},{min(b, d)},{max(a, c)},{max(b, d)}"
+
+    def build(when: str, first_built: int):
+        def edit(band: str, arr: np.ndarray) -> np.ndarray:  # a roof appears in the area from this date on
+            if first_built and band in ("blue", "green", "red", "nir"):
+                out = arr.copy()
+                f = arr.shape[0] / 240  # pixels per 10 m
+                r0, c0 = int((900 + 10 * first_built) / 10 * f), int(1000 / 10 * f)
+                out[r0:r0 + int(12 * f), c0:c0 + int(15 * f)] = 3000
+                return out
+            return arr
+        return edit
+
+    srv = StacServer().start()
+    try:
+        root = tmp_path / "assets"
+        days = ["2023-06-12", "2024-06-17", "2025-06-07"]
+        for k, day in enumerate(days):
+            srv.add(*make_s2_item(root, f"S2A_39UWB_{day.replace('-', '')}_0_L2A", when=f"{day}T08:16:01Z",
+                                  epsg=32639, left=left, top=top, cloud_cover=5.0, noise=True,
+                                  edit=build(day, k)))
+        out = tmp_path / "fetched"
+        code = main(["fetch", "--bbox", bbox, "--dates", "2023-06-01/2023-06-30", "2024-06-01/2024-06-30",
+                     "2025-06-01/2025-06-30", "--stac-url", srv.url, "--out", str(out)])
+        printed = capsys.readouterr()
+        assert code == 0, printed.err
+    finally:
+        srv.stop()
+    assert json.loads((out / "fetch.json").read_text())["series"] == days
+    for day in days:
+        assert (out / day / "scene.tif").is_file() and (out / day / "item.json").is_file()
+    images, dates = series_inputs(out)
+    assert [Path(p).name for p in images] == days and [x.isoformat() for x in dates] == days
+    # the two forms of fetch cannot be mixed, and a pair still needs both of its dates
+    assert main(["fetch", "--bbox", bbox, "--dates", "2023-06-01", "--before", "2024-06-01", "--out", str(tmp_path / "y")]) == 2
+    assert main(["fetch", "--bbox", bbox, "--before", "2024-06-01", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "not both" in err and "needs --before" in err
+    code = main(["series", str(out), "--out", str(tmp_path / "series"), "--no-structures"])
+    assert code == 0, capsys.readouterr().err
+    with rasterio.open(tmp_path / "series" / "first_change.tif") as src:
+        assert src.tags()["DATES"] == ",".join(days)
