@@ -139,7 +139,10 @@ def _fmt(value: Any, decimals: int = 2) -> str:
 
 
 def _ha(area_m2: float | None) -> str:
-    return "" if area_m2 is None else f"{area_m2 / 10_000:,.2f} ha"
+    """An area as a reader says it: hectares from 1 ha, square metres below."""
+    if area_m2 is None:
+        return ""
+    return f"{area_m2 / 10_000:,.2f} ha" if area_m2 >= 10_000 else f"{area_m2:,.0f} m²"
 
 
 def _class_words(name: str) -> str:
@@ -362,8 +365,10 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
         of_site = f"{frac:.1%} of the valid site area" if frac is not None else ""
         if area is not None:
             acres = _num(r.get("changed_area_acres"))
-            size = (f"covering <b>{area / 10_000:,.2f} ha</b> ({area:,.0f} m²"
-                    + (f", {acres:,.1f} acres" if acres is not None else "") + (f", {of_site})" if of_site else ")"))
+            size = (f"covering <b>{area / 10_000:,.2f} ha</b> ({area:,.0f} m²" if area >= 10_000
+                    else f"covering <b>{area:,.0f} m²</b> ({area / 10_000:,.4f} ha")
+            size += (f", {acres:,.{1 if acres >= 10 else 2}f} acres" if acres is not None else "")
+            size += f", {of_site})" if of_site else ")"
         else:
             size = f"covering <b>{int(r.get('changed_pixels') or 0):,} pixels</b>" + (f" ({of_site})" if of_site else "")
         lines.append(when + f"<b>{n:,} changed area{'s' if n != 1 else ''}</b> {size}.")
@@ -408,8 +413,10 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
     extent = ""
     shape = g.get("shape")
     if shape and px:
-        extent = f"The site: {shape[1] * px / 1000:,.2f} x {shape[0] * px / 1000:,.2f} km"
-        extent += f" ({_e(g.get('crs'))}, {px:g} m pixels)."
+        w_m, h_m = shape[1] * px, shape[0] * px
+        extent = (f"The site: {w_m / 1000:,.2f} x {h_m / 1000:,.2f} km" if max(w_m, h_m) >= 1000
+                  else f"The site: {w_m:,.0f} x {h_m:,.0f} m")
+        extent += f" ({_e(g.get('crs') or 'no georeferencing')}, {px:g} m pixels)."
     elif shape:
         extent = f"The site: {shape[1]:,} x {shape[0]:,} pixels (no georeferencing: areas in pixels)."
     if extent:
