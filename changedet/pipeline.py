@@ -760,7 +760,11 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     grid = pair.grid
     b, a = pair.before, pair.after
     inside = None
+    context = None
     if options.aoi is not None:
+        # the statistics come from the whole pair around the area (the answer inside the
+        # area must not depend on whether it was given); only the area is processed
+        context = (b, a)
         grid, inside = aoi_on_grid(options.aoi, grid)
         b, a = _align.align_to(b, grid), _align.align_to(a, grid)
     spec = make_spec(options, grid, b.band_names)
@@ -770,10 +774,19 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
 
     # ---- the fit on the whole pair, then the processor on one window covering the grid
     t = time.perf_counter()
-    fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
+    if context is None:
+        fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
+    else:
+        whole_pair = _window.SampleBlock(context[0].select(order).data, context[1].select(order).data)
+        fit = _window.fit_run(spec, [whole_pair], whole=False,
+                              training=_window.SampleBlock(b_data, a_data) if spec.examples is not None else None)
+        del whole_pair
     timings["fit"] = time.perf_counter() - t
     t = time.perf_counter()
-    w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
+    if context is None:
+        w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
+    else:  # the area with the pixels around it that its score and opening reach
+        w = _process_area(spec, fit, context, order, inside)
     timings["window"] = time.perf_counter() - t
     if not w.valid.any():
         raise EmptyDataError(
@@ -791,6 +804,24 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     result = _finish_in_memory(spec, fit, w.parts, w.valid, before_r, after_r, score_r, dict(w.layers), inputs,
                                tuple(pair.dropped_bands), w.excluded, timings, t0=t0, truth=truth)
     return result
+
+
+def _process_area(spec: RunSpec, fit: _window.RunFit, context: tuple[GeoRaster, GeoRaster], order: list[str],
+                  inside: np.ndarray) -> Any:
+    """The processor on the area of interest's grid, read from the whole pair with the
+    fit's halo around it, so pixels near the area's edge are judged as in a run without it."""
+    full = context[0].grid
+    col0 = int(round((spec.grid.transform.c - full.transform.c) / full.transform.a))
+    row0 = int(round((spec.grid.transform.f - full.transform.f) / full.transform.e))
+    h = int(fit.halo_px)
+    r0, c0 = max(row0 - h, 0), max(col0 - h, 0)
+    r1, c1 = min(row0 + spec.grid.height + h, full.height), min(col0 + spec.grid.width + h, full.width)
+    b_w = context[0].select(order).data[:, r0:r1, c0:c1]
+    a_w = context[1].select(order).data[:, r0:r1, c0:c1]
+    inner = (slice(row0 - r0, row0 - r0 + spec.grid.height), slice(col0 - c0, col0 - c0 + spec.grid.width))
+    inside_w = np.zeros((r1 - r0, c1 - c0), bool)
+    inside_w[inner] = inside
+    return _window.process_window(spec, fit, b_w, a_w, inner=inner, inside=inside_w, keep=True)
 
 
 def _finish_in_memory(
@@ -890,6 +921,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
                 "(--in-memory)"
             )
         grid = _align.overlap_grid(grid_b, grid_a)
+        scene_grid = grid  # the statistics of an area of interest come from the scene around it
         if options.aoi is not None:
             grid, _ = aoi_on_grid(options.aoi, grid)
         spec = make_spec(options, grid, wanted)
@@ -902,8 +934,8 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
         with scene:
             # ---- the fit, on the whole scene or a lattice of blocks
             t = time.perf_counter()
-            blocks, whole = scene.read_sample(budget_px=SAMPLE_BUDGET_PX)
-            sample = [_window.SampleBlock(b_s, a_s, _inside(spec, w)) for w, b_s, a_s in blocks]
+            blocks, whole = scene.read_sample(budget_px=SAMPLE_BUDGET_PX, grid=scene_grid)
+            sample = [_window.SampleBlock(b_s, a_s) for w, b_s, a_s in blocks]
             del blocks
             training, offset = None, (0, 0)
             if spec.examples is not None and not whole:

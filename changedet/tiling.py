@@ -340,7 +340,8 @@ class WindowedScene:
         self.close(abort=exc[0] is not None)
 
     # ---- the sample
-    def read_sample(self, *, budget_px: int = 1_048_576) -> tuple[list[tuple[Window, np.ndarray, np.ndarray]], bool]:
+    def read_sample(self, *, budget_px: int = 1_048_576,
+                    grid: Grid | None = None) -> tuple[list[tuple[Window, np.ndarray, np.ndarray]], bool]:
         """Blocks of both dates to fit the run on: the whole grid when it fits
         ``budget_px``, else a lattice of 256 x 256 blocks of about that many pixels.
 
@@ -348,6 +349,9 @@ class WindowedScene:
         ----------
         budget_px : int
             About how many pixels the sample holds.
+        grid : Grid, optional
+            Sample this grid instead of the scene's (same CRS and pixel size; the scene
+            around an area of interest, whose statistics the area is judged by).
 
         Returns
         -------
@@ -357,6 +361,16 @@ class WindowedScene:
             Whether the one block is the whole grid.
         """
         t = time.perf_counter()
+        if grid is not None and grid != self.grid:
+            wins = _sample_windows(grid, budget_px)
+            rb = _io.WindowedReader(self._rb.path, grid=grid, bands=self.bands)
+            ra = _io.WindowedReader(self._ra.path, grid=grid, bands=self.bands)
+            try:
+                blocks = [(w, rb.read(w), ra.read(w)) for w in wins]
+            finally:
+                rb.close(), ra.close()
+            self.timings["sample_read"] = time.perf_counter() - t
+            return blocks, False
         wins = _sample_windows(self.grid, budget_px)
         blocks = [(w, self._rb.read(w), self._ra.read(w)) for w in wins]
         whole = len(wins) == 1 and wins[0].width == self.grid.width and wins[0].height == self.grid.height

@@ -569,13 +569,14 @@ def process_window(
     [100]
     """
     b_sp, a_sp, v, excluded = _register(spec, before, after, fit.shift, fit.apply_shift, finite=finite)
-    if inside is not None:
-        v &= inside
+    rs, cs_ = inner if inner is not None else _full(v.shape)
     layers: dict[str, np.ndarray] = {}
+    if inside is not None and not inside[rs, cs_].any():
+        v &= False  # the core is outside the area of interest: nothing to score
     if keep and fit.sample_result is not None and fit.sample_result.score.shape == v.shape:
         cs = fit.sample_result  # the in-memory run: the fit scored this very window
         score_o = np.where(v, cs.score, np.float32(np.nan)).astype(np.float32)
-        layers.update(cs.layers)
+        layers.update({k: arr[rs, cs_] for k, arr in cs.layers.items()})
     elif v.any():
         cs = fit.method.score(b_sp, a_sp, v, layers=keep)
         score_o = np.asarray(cs.score, dtype=np.float32)
@@ -583,11 +584,16 @@ def process_window(
             score_o = score_o.copy()
         np.copyto(score_o, np.float32(np.nan), where=~v)
         if keep:
-            layers.update(cs.layers)
+            layers.update({k: arr[rs, cs_] for k, arr in cs.layers.items()})
     else:  # nothing to compare here (nodata, clouds, outside the area of interest)
         score_o = np.full(v.shape, np.nan, dtype="float32")
+    # the area of interest restricts what is reported, not how its pixels are judged: the
+    # score and the opening see the pixels around it, the area cuts their result
     opened = changed_pixels(spec, fit.threshold, score_o, v)
-    rs, cs_ = inner if inner is not None else _full(v.shape)
+    if inside is not None:
+        v &= inside
+        opened &= inside
+        np.copyto(score_o, np.float32(np.nan), where=~inside)
     score_c, opened_c, v_c = score_o[rs, cs_], opened[rs, cs_], v[rs, cs_]
     b_c, a_c = b_sp[:, rs, cs_], a_sp[:, rs, cs_]
     sel = opened_c & v_c
