@@ -300,6 +300,14 @@ def test_sort_by_url_fragment_in_the_browser(demo: Path, chromium: str, tmp_path
     desc = parse(dump_dom(chromium, page, tmp_path, fragment="sort=changes:change_class:desc"))
     classes = [r["change_class"][0] for r in rows_as_dicts(desc.tables["changes"])]
     assert classes == sorted(classes, reverse=True) and len(set(classes)) > 1
+    # a reader's clicks on a header: the first sorts ascending, the second descending
+    clicked = tmp_path / "clicked.html"
+    click = "document.querySelector('#changes th[data-key=mean_score]').click();"
+    clicked.write_text(page.read_text().replace("</body>", f"<script>{click}{click}</script></body>"))
+    dom = parse(dump_dom(chromium, clicked, tmp_path))
+    assert dom.tables["changes"]["attrs"].get("data-sorted") == "mean_score:desc"
+    scores = [float(r["mean_score"][1]) for r in rows_as_dicts(dom.tables["changes"])]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
