@@ -556,3 +556,23 @@ def test_png_pair_report_in_pixels(png_pair: Any, tmp_path: Path, chromium: str)
     assert re.search(r"covering <b>[\d,]+ pixels</b> \([\d.]+% of the valid site area\)\.", words), words
     assert "The change lies mostly in the middle of the site" in words, words
     assert re.search(r"is [\d,]+ px of new construction, in the middle of the site\.", words), words
+
+
+def test_index_without_batch_csv_counts_structures(demo: Path, tmp_path: Path) -> None:
+    """A folder of result folders (no batch.csv): every one with a summary is a row; structures are totalled."""
+    root = tmp_path / "sites"
+    for name, count in (("a", 5), ("b", 7), ("c", None)):
+        shutil.copytree(demo / "s2_like", root / name)
+        if count is not None:
+            _patch_summary(root / name, lambda s, n=count: s["results"].__setitem__(
+                "structures", {"count": n, "median_footprint_m2": 900.0}))
+        else:
+            _patch_summary(root / name, lambda s: s["results"].pop("structures", None))
+    (root / "not_a_result").mkdir()
+    text = write_index(root, title="three sites").read_text()
+    rows = rows_as_dicts(parse(text).tables["sites"])
+    assert [r["site"][0] for r in rows] == ["a", "b", "c"]
+    assert [r["structures"][0] for r in rows] == ["5", "7", ""]
+    assert "12 structures counted" in text and "<h1>Batch: three sites</h1>" in text
+    n = json.loads((demo / "s2_like" / "summary.json").read_text())["results"]["n_changes"]
+    assert f"{3 * n} changed areas" in re.sub(r"<[^>]+>", "", text)
