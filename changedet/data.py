@@ -15,7 +15,7 @@ laid out the same way.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,8 @@ class SampleSeries:
         differs from the first date's, 0 never; on the first date's grid.
     description : str
         What the series shows and which nuisances it carries.
+    new_buildings : dict of str -> int
+        How many new buildings first appear on each date after the first.
     """
 
     name: str
@@ -315,6 +317,7 @@ class SampleSeries:
     dates: tuple[str, ...]
     truth: GeoRaster
     description: str
+    new_buildings: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return f"SampleSeries({self.name!r}, {len(self.dates)} dates {self.dates[0]} .. {self.dates[-1]})"
@@ -414,4 +417,5 @@ def load_series(name: str = "site_growth", *, verify: bool = True) -> SampleSeri
                     f"the registry expects {str(expected)[:12]}...); {_REMAKE}"
                 )
     return SampleSeries(name=name, images=images, dates=tuple(entry.get("dates", [])),
-                        truth=read_raster(folder / "truth.tif"), description=str(entry.get("description", "")))
+                        truth=read_raster(folder / "truth.tif"), description=str(entry.get("description", "")),
+                        new_buildings=dict(entry.get("new_buildings_by_first_date", {})))

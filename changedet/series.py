@@ -403,6 +403,21 @@ class SeriesResult:
         """
         return _chart(self)
 
+    def plot_map(self, truth: GeoRaster | np.ndarray | None = None) -> Any:
+        """The first-change map: one colour per date over the first image in grey.
+
+        Parameters
+        ----------
+        truth : GeoRaster or (rows, cols) ndarray, optional
+            A known first-change index map on the same grid, drawn beside it with the
+            fraction of changed pixels whose date is right.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        return _first_change_map(self, truth)
+
     def gif_bytes(self, *, frame_ms: int = 900) -> bytes:
         """The animated GIF of the site over time with the changed areas outlined.
 
@@ -700,20 +715,35 @@ def _write_csv(table: list[dict[str, Any]], path: Path) -> None:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
 
-def _chart(result: SeriesResult) -> Any:
+def _new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure (no pyplot state) that shows itself as a PNG in Jupyter."""
     from matplotlib.figure import Figure
 
+    class _Shown(Figure):
+        def _repr_png_(self) -> bytes:
+            buf = _pyio.BytesIO()
+            self.savefig(buf, format="png", dpi=100, facecolor="white")
+            return buf.getvalue()
+
+    return _Shown(**kwargs)
+
+
+def _chart(result: SeriesResult) -> Any:
     dates = [dt.datetime.combine(d, dt.time()) for d in result.dates]
     area = [r["changed_area_ha"] for r in result.table]
     pair = [r["pair_changed_area_m2"] / 10_000 for r in result.table]
-    fig = Figure(figsize=(7.5, 4.2), dpi=110, layout="constrained")
+    fig = _new_figure(figsize=(7.5, 4.2), dpi=110, layout="constrained")
     ax = fig.add_subplot()
     unit = result.summary.get("area_unit", "m2")
     scale = "ha" if unit == "m2" else "px / 10 000"
     ax.plot(dates, area, "o-", color="#d62728", lw=2, label="changed since the first date (lasting)")
     ax.plot(dates[1:], pair[1:], "s--", color="#7f7f7f", lw=1, ms=4, label="pair mask alone (before the step fit)")
-    for x, y in zip(dates, area):
-        ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
+    for x, y in zip(dates[1:], area[1:]):
+        ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(7, -11), ha="left", fontsize=8,
+                    color="#d62728")
+    ax.plot(dates[-1:], area[-1:], "o", ms=11, mfc="none", mec="#d62728", lw=1)
+    ax.annotate("last date: not yet confirmed\nby a later one", (dates[-1], area[-1]), textcoords="offset points",
+                xytext=(-8, 14), ha="right", fontsize=7, color="#555")
     ax.set_ylabel(f"changed area ({scale})")
     ax.set_ylim(0, max(max(area), max(pair), 1e-6) * 1.25)
     ax.grid(alpha=0.3)
@@ -736,6 +766,40 @@ def _chart(result: SeriesResult) -> Any:
     title = f"{title}: changed area per date" if title else "Changed area per date"
     ax.set_title(f"{title}\n{result.dates[0]} .. {result.dates[-1]}, {len(result.dates)} dates", fontsize=10)
     fig.autofmt_xdate()
+    return fig
+
+
+def _first_change_map(result: SeriesResult, truth: Any) -> Any:
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    fc = result.first_change.data[0]
+    n = len(result.dates)
+    colors = colormaps["plasma"](np.linspace(0.05, 0.95, max(n - 1, 1)))
+    cmap = ListedColormap(colors)
+    lo, hi = _common_stretch(result.images[:1])
+    grey = np.nanmean(np.clip((np.asarray(result.images[0].data[:3], np.float32) - lo[:, None, None])
+                              / (hi - lo)[:, None, None], 0, 1), axis=0)
+    maps = [("first change found", fc)]
+    if truth is not None:
+        t = np.asarray(truth.data[0] if isinstance(truth, GeoRaster) else truth)
+        acc = first_change_accuracy(fc, t)
+        maps.append((f"truth (date right for {acc['date_right']:.1%} of changed pixels)", t))
+    rows, cols = fc.shape
+    fig = _new_figure(figsize=(5.2 * len(maps), 5.2 * rows / cols + 1.2), layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for ax, (label, m) in zip(axes, maps):
+        ax.imshow(grey, cmap="gray", vmin=-0.3, vmax=1.3, interpolation="nearest")
+        shown = np.ma.masked_where(m == 0, m.astype(float))
+        ax.imshow(shown, cmap=cmap, vmin=0.5, vmax=n - 0.5, interpolation="nearest")
+        ax.set_title(label, fontsize=10)
+        ax.set_axis_off()
+    handles = [Patch(color=colors[k - 1], label=f"{k}: {result.dates[k]}") for k in range(1, n)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(n - 1, 4), fontsize=8,
+               title=f"first date of change (none: grey, {result.dates[0]} the reference)", title_fontsize=8)
+    title = result.summary.get("title")
+    fig.suptitle(f"{title + ': ' if title else ''}when each pixel first changed", fontsize=11)
     return fig
 
 

@@ -798,7 +798,9 @@ def render_series(*, seed: int = SERIES_SEED, noise_dn: float = 2.5, max_shift_r
         changed = area_mean((classes[k] != classes[0]).astype(np.float32), f) >= 0.5
         truth[changed] = k
     return {"images": images, "truth": truth, "transform": from_origin(left, top, 1.0, 1.0), "dates": list(dates),
-            "shifts_px": shifts}
+            "shifts_px": shifts,
+            "buildings_by_first_date": {dates[k]: sum(o["cls"] == DORM and o["first"] == k for o in items)
+                                        for k in range(1, n_dates)}}
 
 
 def write_series(out: Path, name: str = "site_growth", **kwargs) -> dict:
@@ -833,6 +835,7 @@ def write_series(out: Path, name: str = "site_growth", **kwargs) -> dict:
         "truth": "truth.tif",
         "changed_pixels_by_first_date": {d: int((truth == k).sum()) for k, d in enumerate(made["dates"]) if k},
         "change_fraction": round(float((truth > 0).mean()), 4),
+        "new_buildings_by_first_date": made["buildings_by_first_date"],
         "offsets_px": [{"rows": r, "cols": c} for r, c in made["shifts_px"]],
         "files": files,
     }

@@ -16,6 +16,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.i
 def test_notebooks_exist() -> None:
     names = [p.name for p in NOTEBOOKS]
     assert "01_quickstart.ipynb" in names, names
+    assert "05_monitoring.ipynb" in names, names  # the series of dates (changedet.series)
 
 
 def test_notebooks_committed_without_outputs() -> None:
