@@ -159,7 +159,13 @@ class SwipeView:
         self.figure.canvas.draw_idle()
 
     def shown(self) -> np.ndarray:
-        """The (rows, cols, 3) uint8 image on screen now."""
+        """The image on screen now.
+
+        Returns
+        -------
+        (rows, cols, 3) ndarray of uint8
+            Before left of the split, after right of it (decimated like the figure).
+        """
         return np.asarray(self._image.get_array())
 
     def widget(self) -> Any:
