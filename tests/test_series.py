@@ -328,3 +328,27 @@ def test_fetch_dates_writes_a_series_folder_that_series_runs(tmp_path: Path, mon
     assert code == 0, capsys.readouterr().err
     with rasterio.open(tmp_path / "series" / "first_change.tif") as src:
         assert src.tags()["DATES"] == ",".join(days)
+
+
+def test_a_date_covering_part_of_the_site_is_put_on_the_first_grid(tmp_path: Path, bundled: data.SampleSeries) -> None:
+    """Date 3 covers only the site's west half: its pixels elsewhere are no observation, not 'no change'."""
+    from rasterio.windows import Window, transform as window_transform
+
+    paths = list(bundled.images)
+    with rasterio.open(paths[3]) as src:
+        win = Window(0, 0, 128, 256)
+        profile = dict(src.profile, width=128, height=256, transform=window_transform(win, src.transform))
+        arr = src.read(window=win)
+        tags = src.tags()
+    paths[3] = tmp_path / "west_half.tif"
+    with rasterio.open(paths[3], "w", **profile) as dst:
+        dst.write(arr)
+        dst.update_tags(**tags)
+    res = detect_series(paths, list(bundled.dates), structures=False)
+    assert res.first_change.grid.same_as(bundled.truth.grid)
+    assert res.images[3].shape[1:] == (256, 256) and np.isnan(res.images[3].data[:, :, 140:]).all()
+    acc = first_change_accuracy(res.first_change.data[0], bundled.truth.data[0])
+    assert acc["date_right"] >= 0.85, acc
+    # in the east half, date 3 was not seen: changes of date 3 there are given date 4 at the latest, never date 3
+    east = res.first_change.data[0][:, 140:]
+    assert not (east == 3).any()
