@@ -204,6 +204,16 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
         print(f"  {cls:18s} {c['count']:5d}  {a}")
 
 
+def _print_not_written(out: Path) -> None:
+    """Say which output files of the contract a run did not write, and why (from its summary)."""
+    try:
+        skipped = json.loads((out / "summary.json").read_text(encoding="utf-8")).get("outputs_not_written") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    for name, why in skipped.items():
+        print(f"  no {name}: {why}")
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from .pipeline import detect_changes
 
@@ -233,6 +243,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
               f"kappa {acc['kappa']:.3f}")
     _print_result(result, out, time.perf_counter() - t0)
+    _print_not_written(out)
     return 0
 
 
@@ -398,6 +409,33 @@ _COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo
              "train": _cmd_train, "series": _cmd_series}
 
 
+def _check_out_option(args: argparse.Namespace) -> None:
+    """``--out`` checked before any work: not empty (``--out ""`` would write into the current
+    folder), no control characters, a name the file system takes, under a folder."""
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    from .io import check_output_path
+
+    check_output_path(out, name="--out", kind="file" if args.command == "train" else "folder")
+
+
+def _error_line(exc: BaseException) -> str:
+    """One line for an error: ours as written; an operating-system error with its file; memory."""
+    if isinstance(exc, MemoryError):
+        return (f"not enough memory ({_first(exc) or 'MemoryError'}); run window by window (--tiled) or crop the "
+                "images to the site first")
+    if isinstance(exc, OSError) and not isinstance(exc, ChangedetError) and exc.strerror:
+        where = f" {os.fsdecode(exc.filename)!r}" if exc.filename is not None else ""
+        return f"{exc.strerror}:{where}; check the path and its permissions"
+    return _first(exc) or type(exc).__name__
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def tune_malloc(*, mmap_threshold_mb: int = 64, trim_threshold_mb: int = 256) -> bool:
     """Keep freed memory of working-size arrays in the process (glibc only; False elsewhere).
 
@@ -458,12 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _check_out_option(args)
         return _COMMANDS[args.command](args)
-    except (ChangedetError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+    except (ChangedetError, OSError, MemoryError, RecursionError, UnicodeError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"changedet {args.command}: error: {msg}", file=sys.stderr)
+        print(f"changedet {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"changedet {args.command}: interrupted", file=sys.stderr)
