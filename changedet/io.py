@@ -440,9 +440,35 @@ def _tiff_short_tags(path: Path, wanted: set[int]) -> dict[int, list[int]]:
         return found
 
 
+def _tiff_directory_problem(path: Path) -> str | None:
+    """A TIFF whose first directory lies outside the file (cut short, or not a TIFF at all):
+    said here, before libtiff prints its own complaint on stderr."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    bo = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if bo is None or len(head) < 8:
+        return None
+    magic = struct.unpack(bo + "H", head[2:4])[0]
+    if magic == 42:
+        off = struct.unpack(bo + "I", head[4:8])[0]
+    elif magic == 43 and len(head) >= 16:
+        off = struct.unpack(bo + "Q", head[8:16])[0]
+    else:
+        return None
+    size = path.stat().st_size
+    if not 8 <= off < size:
+        kind = "BigTIFF" if magic == 43 else "TIFF"
+        return (f"is a {kind} file but truncated or corrupt: its first directory is at byte {off}, outside the file "
+                f"({size} bytes); download or export it again")
+    return None
+
+
 def _tiff_problem(path: Path) -> str | None:
-    """What in a TIFF header GDAL would read as wrong pixels without a word."""
+    """What in a TIFF header GDAL would read as wrong pixels (or complain about) without a word."""
     try:
+        problem = _tiff_directory_problem(path)
+        if problem:
+            return problem
         tags = _tiff_short_tags(path, {258, 262, 339})
     except (OSError, struct.error):
         return None
@@ -678,6 +704,8 @@ def _decoding(path: Any) -> Iterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
+    if (not text or "previous exception" in text[0]) and exc.__cause__ is not None:
+        return _first_line(exc.__cause__)  # rasterio's "Read failed. See previous exception for details."
     return text[0] if text else type(exc).__name__
 
 

@@ -143,7 +143,7 @@ RASTERS: dict[str, tuple[Callable[[Path], Path], str, str]] = {
     "bits_per_sample_7": (lambda p: patched_tag(p, 258, 7), "after", "7 bits per sample"),
     "sample_format_5": (lambda p: patched_tag(p, 339, 5, dtype="int16"), "after", "SampleFormat 5"),
     "photometric_99": (lambda p: patched_tag(p, 262, 99), "after", "Photometric interpretation 99"),
-    "bigtiff_noise": (bigtiff_noise, "before", "not a raster GDAL can read"),
+    "bigtiff_noise": (bigtiff_noise, "before", "truncated or corrupt"),
     "truncated": (truncated, "after", "corrupt"),
     "empty_file": (lambda p: (p.write_bytes(b""), p)[1], "before", "not a raster GDAL can read"),
     "text_file": (lambda p: (p.write_text("site,before,after\n"), p)[1], "after", "not a raster GDAL can read"),
@@ -272,6 +272,17 @@ def test_fifo_is_refused_before_it_is_opened(inputs: Path, tmp_path: Path) -> No
         assert_one_line(proc.returncode, proc.stderr, command=str(argv[0]), names=names, says="FIFO")
     assert_nothing_written(tmp_path / "o1")
     assert_nothing_written(tmp_path / "o2")
+
+
+@pytest.mark.parametrize("case", ["bigtiff_noise", "corrupt_packbits", "engineering_crs"])
+def test_one_line_on_the_real_stderr(case: str, inputs: Path, tmp_path: Path) -> None:
+    """In a subprocess, so what GDAL or PROJ would print on file descriptor 2 is seen too."""
+    bad = RASTERS[case][0](inputs / f"{case}.tif")
+    proc = subprocess.run([*_changedet(), "detect", str(inputs / "before.tif"), str(bad), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    line = assert_one_line(proc.returncode, proc.stderr, command="detect", names=bad.name)
+    assert "previous exception" not in line
+    assert_nothing_written(tmp_path / "o")
 
 
 # --------------------------------------------------------------------------- guards before heavy work
