@@ -225,6 +225,20 @@ def _crop_truth(pred_r: GeoRaster | None, true: np.ndarray, truth_r: GeoRaster |
     return crop, GeoRaster(crop[np.newaxis], pred_r.transform, pred_r.crs, truth_r.band_names[:1])
 
 
+def _values(name: str, values: Any) -> tuple[float, ...]:
+    """An option listing mask values: a sequence of numbers (one number is taken as a list of one)."""
+    if isinstance(values, (int, float, np.number)) and not isinstance(values, bool):
+        return (values,)
+    try:
+        out = tuple(values)
+    except TypeError:
+        raise InvalidParameterError(f"{name} must be a list of numbers, got {type(values).__name__} {values!r:.60}") from None
+    if isinstance(values, (str, bytes)) or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                                                   for v in out):
+        raise InvalidParameterError(f"{name} must be a list of numbers, got {values!r:.60}")
+    return out
+
+
 def _isin(arr: np.ndarray, values: Sequence[float]) -> np.ndarray:
     if not len(values):
         return np.zeros(arr.shape, dtype=bool)
@@ -295,9 +309,9 @@ def evaluate(
     """
     pred, pred_r = _as_mask(predicted, "predicted")
     true, truth_r = _as_mask(truth, "truth")
-    change_v = tuple(truth_change_values)
-    nochange_v = tuple(truth_nochange_values)
-    ignore_v = tuple(ignore_values)
+    change_v = _values("truth_change_values", truth_change_values)
+    nochange_v = _values("truth_nochange_values", truth_nochange_values)
+    ignore_v = _values("ignore_values", ignore_values)
     if not change_v or not nochange_v:
         raise InvalidParameterError(
             f"truth_change_values and truth_nochange_values each need at least one value, "

@@ -902,6 +902,8 @@ def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = N
     >>> r.shape, r.data.dtype, bool(np.isnan(r.data[0, 0, 0]))
     ((2, 2, 3), dtype('float32'), True)
     """
+    if bands is not None and (isinstance(bands, str) or not all(isinstance(b, str) for b in bands)):
+        raise InvalidParameterError(f"bands must be a list of band names, got {bands!r:.80}")
     p = _gdal_path(path)
     grid, names = raster_grid(p)
     _check_read_memory(p, grid, len(bands) if bands is not None else len(names))
@@ -921,7 +923,17 @@ def read_raster(path: str | os.PathLike[str], *, bands: Sequence[str] | None = N
 
 def _gdal_path(path: str | os.PathLike[str]) -> Path | str:
     """What GDAL opens for ``path``: an existing local Path, or a /vsi path for URLs."""
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidParameterError(
+            f"path must be a file, folder or URL (str or path-like), got {type(path).__name__} {path!r:.60}"
+        )
     text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise InvalidParameterError("path is empty; give a raster file, a band folder or a URL")
     if text.startswith(("/vsi", "s3://")):
         return text
     if text.startswith(("http://", "https://")):
@@ -1074,7 +1086,9 @@ def write_raster(
     >>> read_raster(out).band_names
     ('score',)
     """
-    dest = Path(path)
+    if not isinstance(raster, GeoRaster):
+        raise InvalidParameterError(f"raster must be a GeoRaster, got {type(raster).__name__}")
+    dest = check_output_path(path, name="path", kind="file")
     data = np.asarray(raster.data)
     dtype = np.dtype(dtype or data.dtype).name
     if nodata is None:

@@ -162,7 +162,10 @@ class Grid:
     crs: CRS | None = None
 
     def __post_init__(self) -> None:
-        rows, cols = (int(v) for v in self.shape)
+        try:
+            rows, cols = (int(v) for v in self.shape)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(f"grid shape must be two whole numbers (rows, cols), got {self.shape!r:.60}") from None
         if rows <= 0 or cols <= 0:
             raise InvalidParameterError(f"grid shape must be positive, got {self.shape}")
         object.__setattr__(self, "shape", (rows, cols))

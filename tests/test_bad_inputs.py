@@ -430,6 +430,41 @@ def test_bad_api_options(case: str, inputs: Path, tmp_path: Path, monkeypatch: p
     assert_nothing_written(tmp_path / "out")
 
 
+ENTRY_POINTS: dict[str, tuple[Callable[[Path], Any], str]] = {
+    "read_raster_int": (lambda d: cio.read_raster(5), "path"),
+    "read_raster_none": (lambda d: cio.read_raster(None), "path"),
+    "read_raster_empty": (lambda d: cio.read_raster(""), "path"),
+    "read_raster_bands_str": (lambda d: cio.read_raster(d / "before.tif", bands="B02"), "bands"),
+    "read_raster_fifo": (lambda d: (os.mkfifo(d / "p.tif"), cio.read_raster(d / "p.tif")), "p.tif"),
+    "write_raster_int_path": (lambda d: cio.write_raster(cio.read_raster(d / "before.tif"), 5), "path"),
+    "write_raster_not_a_raster": (lambda d: cio.write_raster(np.zeros((2, 2)), d / "x.tif"), "raster"),
+    "evaluate_values_str": (lambda d: __import__("changedet.evaluate", fromlist=["evaluate"]).evaluate(
+        np.zeros((2, 2)), np.zeros((2, 2)), truth_change_values="1"), "truth_change_values"),
+    "grid_shape_str": (lambda d: __import__("changedet.raster", fromlist=["Grid"]).Grid(("a", 2), T10), "grid shape"),
+    "parse_aoi_fifo": (lambda d: (os.mkfifo(d / "a.geojson"),
+                                  __import__("changedet.areas", fromlist=["parse_aoi"]).parse_aoi(d / "a.geojson")),
+                       "a.geojson"),
+    "read_pairs_missing": (lambda d: __import__("changedet.batch", fromlist=["read_pairs"]).read_pairs(d / "nope.csv"),
+                       "nope.csv"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ENTRY_POINTS))
+def test_other_public_entry_points(case: str, inputs: Path) -> None:
+    call, name = ENTRY_POINTS[case]
+    with pytest.raises(ChangedetError, match=name):
+        call(inputs)
+
+
+def test_save_checks_its_options_at_the_top(inputs: Path, tmp_path: Path) -> None:
+    result = detect_changes(inputs / "before.tif", inputs / "after.tif")
+    for folder, kw, name in ((5, {}, "out"), ("", {}, "out"), (tmp_path / "s", {"overwrite": "x"}, "overwrite"),
+                             (tmp_path / "s", {"figures": None}, "figures")):
+        with pytest.raises(ChangedetError, match=rf"^{name}\b"):
+            result.save(folder, **kw)
+    assert_nothing_written(tmp_path / "s")
+
+
 @pytest.mark.parametrize("value, name", [(5, "before"), (None, "before"), (b"before.tif", "before")])
 def test_bad_api_inputs(value: Any, name: str, inputs: Path) -> None:
     with pytest.raises(ChangedetError, match=rf"^{name} must be a path"):
