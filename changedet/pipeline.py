@@ -303,7 +303,8 @@ class ChangeResult:
                 f"a windowed result was written as it ran (into {self.run.extra.get('out')!r}); its full-resolution "
                 "rasters are not held in memory to save again"
             )
-        out = Path(folder)
+        out = _io.check_output_path(folder)
+        check_call(flags={"overwrite": overwrite, "figures": figures})
         with _outdir.folder_lock(out):
             check_output_folder(out, overwrite=overwrite)
             remove_stale_temporaries(out)
