@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     -------
     int
         0 on success, 1 when a ``batch`` run had failed sites, 2 on an error (one line on
-        stderr, or the help when no command is given), 130 when interrupted.  Argument
+        stderr, or the usage and a hint when no command is given), 130 when interrupted.  Argument
         errors raise ``SystemExit(2)`` from the parser instead.
 
     Examples
@@ -492,8 +492,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
+    if not args.command:  # the usage and one hint, not the whole help
+        parser.print_usage()
+        print("changedet: give a command; try `changedet demo` on the bundled samples, or `changedet --help` for all")
         return 2
     try:
         _check_out_option(args)
