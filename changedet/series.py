@@ -17,6 +17,16 @@ Why the first date against each, and why a step fit:
   changed dates does not delay it.  Ties go to the later date and, between a change
   and none, to none: a change needs more dates for it than against it.  Dates without
   an observation (nodata, outside a pair's overlap) count neither way.
+- *Each date against the one before it* as well: a step at a date whose own consecutive
+  pair saw nothing there costs one more disagreement, so a false alarm on the date just
+  before a real change (a field about to be built on, flagged for its phenology) does not
+  pull the change a date early.
+
+Measured (``benchmarks/series.py``): on the bundled synthetic series the first-change date
+is right for 97.9 % of the changed pixels; on six unseen seeds of its generator 0.934-0.979
+(mean 0.959).  The first date any pair flags gives mean 0.926 (min 0.835) and flags 16 % of
+the unchanged pixels instead of 7 %; the step fit without the consecutive pairs, mean 0.947
+(min 0.861).  The last date has no later one to confirm it (``confirmed`` in the table).
 
 Outputs (:meth:`SeriesResult.save`, ``changedet series``):
 
@@ -362,6 +372,9 @@ class SeriesResult:
         (False for the last date, whose new change no later date confirms).
     structures_note : str
         How structures were counted, or why not.
+    pair_masks : (dates - 1, rows, cols) ndarray of uint8
+        What each pair said before the step fit, on the first date's grid: row ``k - 1`` is
+        date ``k`` against the first date (1 change, 0 no change, 255 no observation).
     summary : dict
         Parameters, inputs, timings, the table (``series.json``).
     """
@@ -371,6 +384,7 @@ class SeriesResult:
     images: tuple[GeoRaster, ...]
     table: list[dict[str, Any]]
     structures_note: str
+    pair_masks: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0), np.uint8), repr=False)
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -675,8 +689,8 @@ def detect_series(
         "table": table,
         "timings_s": dict(timings, total=round(time.perf_counter() - t0, 3)),
     }
-    result = SeriesResult(tuple(parsed), first, tuple(frames), table, note, json.loads(json.dumps(summary,
-                                                                                                   default=str)))
+    result = SeriesResult(tuple(parsed), first, tuple(frames), table, note, np.stack(masks),
+                          json.loads(json.dumps(summary, default=str)))
     if out is not None:
         result.save(out, overwrite=overwrite)
     return result
