@@ -169,20 +169,38 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
                 _held[key][1] -= 1
         return
     path = folder / LOCK_NAME
-    fd = _acquire(folder, path)
-    with _held_guard:
-        _held[key] = [fd, 1]
+    fd = None
     try:
+        with _signals_deferred():  # an interrupt lands before the lock file exists or once its removal is due
+            fd = _acquire(folder, path)
+            with _held_guard:
+                _held[key] = [fd, 1]
         yield folder
     finally:
-        with _held_guard:
-            _held.pop(key, None)
-        with contextlib.suppress(OSError):
-            path.unlink()  # while still holding it: a waiting process sees a new inode and retries
-        _release(fd)
+        if fd is not None:
+            with _held_guard:
+                _held.pop(key, None)
+            with contextlib.suppress(OSError):
+                path.unlink()  # while still holding it: a waiting process sees a new inode and retries
+            _release(fd)
         if made:
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty: a failed first run leaves no empty folder behind
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP held back (POSIX) while a few system calls run together."""
+    sigs = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _record() -> bytes:
