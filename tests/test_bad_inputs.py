@@ -292,12 +292,34 @@ def test_read_needing_more_memory_than_available_is_refused(inputs: Path, tmp_pa
     big_b = tif(inputs / "big_b.tif", shape=(600, 600), seed=1)
     big_a = tif(inputs / "big_a.tif", shape=(600, 600), seed=2)
     monkeypatch.setattr(cio, "available_memory_bytes", lambda: 8 << 20)  # 600*600*4 bands*9 B = 12.4 MiB needed
-    code, err = run_cli(["detect", big_b, big_a, "--out", tmp_path / "out", "--in-memory"], capsys)
-    line = assert_one_line(code, err, command="detect", names="big_b.tif", says="--tiled")
+    code, err = run_cli(["evaluate", big_b, big_a], capsys)
+    line = assert_one_line(code, err, command="evaluate", names="big_b.tif", says="--tiled")
     assert "600 x 600 pixels x 4 band(s)" in line and "MiB" in line
+    code, err = run_cli(["detect", big_b, big_a, "--out", tmp_path / "out", "--in-memory"], capsys)
+    assert_one_line(code, err, command="detect", names="in memory", says="--tiled")
     assert_nothing_written(tmp_path / "out")
     with pytest.raises(ChangedetError, match=r"big_b\.tif.*tiled=True"):
         cio.read_raster(big_b)
+
+
+def test_a_pair_that_would_not_fit_in_memory_runs_windowed_or_is_refused(
+        inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether the in-memory run fits is estimated from the headers: by default a pair that would not
+    fit runs window by window; --in-memory is refused with the fix before anything is read."""
+    from changedet import pipeline
+
+    need = pipeline._in_memory_bytes(inputs / "before.tif", inputs / "after.tif")
+    assert need == int(2 * 4 * 48 * 48 * cio.READ_BYTES_PER_PIXEL * pipeline.IN_MEMORY_FACTOR)
+    monkeypatch.setattr(cio, "available_memory_bytes", lambda: int(need / cio.MEMORY_SHARE) - 1)
+    out = tmp_path / "auto"
+    result = detect_changes(inputs / "before.tif", inputs / "after.tif", out=out, figures=False, progress=False)
+    assert result.summary["tiling"]["path"] == "windowed" and (out / "summary.json").exists()
+    code, err = run_cli(["detect", inputs / "before.tif", inputs / "after.tif", "--out", tmp_path / "mem", "--in-memory"],
+                        capsys)
+    assert_one_line(code, err, command="detect", names="in memory", says="--tiled")
+    assert_nothing_written(tmp_path / "mem")
+    monkeypatch.setattr(cio, "available_memory_bytes", lambda: int(need / cio.MEMORY_SHARE) + 1)
+    assert detect_changes(inputs / "before.tif", inputs / "after.tif").summary["tiling"]["path"] == "in-memory"
 
 
 def test_sparse_bomb_as_truth_for_evaluate(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
