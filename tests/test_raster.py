@@ -233,3 +233,54 @@ def test_errors_subclass_builtins(cls: type, builtin: type) -> None:
 
 def test_raster_read_error_is_not_a_value_error() -> None:
     assert not issubclass(errors.RasterReadError, ValueError)
+
+
+# --------------------------------------------------------------------------- grids refused when opened
+@pytest.mark.parametrize(
+    ("transform", "crs", "says"),
+    [
+        (Affine(10, 0, float("nan"), 0, -10, 0), "EPSG:32639", "NaN or infinity"),
+        (Affine(10, 0, 0, 0, 10, 0), "EPSG:32639", "south-up"),
+        (Affine(-10, 0, 0, 0, -10, 0), "EPSG:32639", "east-left"),
+        (Affine(0, 0, 0, 0, 0, 0), "EPSG:32639", "degenerate"),
+        (Affine(1e-9, 0, 500000, 0, -1e-9, 0), "EPSG:32639", "too small to be real"),
+        (Affine(0.01, 0, 10, 0, -0.01, 90.5), "EPSG:4326", "beyond the pole"),
+        (Affine(0.01, 0, -180.5, 0, -0.01, 50), "EPSG:4326", "past 180 degrees"),
+        (Affine(0.1, 0, 179.5, 0, -0.1, 50), "EPSG:4326", "antimeridian"),
+        (Affine(1, 0, 0, 0, -1, 0), 'ENGCRS["x",EDATUM["d"],CS[Cartesian,2],AXIS["x",east,LENGTHUNIT["metre",1]],'
+                                    'AXIS["y",north,LENGTHUNIT["metre",1]]]', "local or engineering CRS"),
+    ],
+)
+def test_grid_problem_names_what_is_wrong_and_the_fix(transform: Affine, crs: str, says: str) -> None:
+    from changedet.raster import grid_problem
+
+    text = grid_problem(Grid((10, 10), transform, CRS.from_user_input(crs)))
+    assert text is not None and says in text and ";" in text  # what, then the fix
+
+
+@pytest.mark.parametrize(
+    ("shape", "transform", "crs"),
+    [
+        ((10, 10), Affine(10, 0, 500000, 0, -10, 6000000), "EPSG:32639"),
+        ((1800, 3600), Affine(0.1, 0, -180, 0, -0.1, 90), "EPSG:4326"),  # the whole globe
+        ((721, 1440), Affine(0.25, 0, -180.125, 0, -0.25, 90.125), "EPSG:4326"),  # pixel centres on the edges
+        ((10, 10), Affine(2e-7, 0, 52.0, 0, -2e-7, 55.8), "EPSG:4326"),  # 2 cm drone pixels in degrees
+        ((10, 10), Affine(8.66, 5, 500000, 5, -8.66, 6000000), "EPSG:32639"),  # rotated
+        ((10, 10), Affine.identity(), None),  # a PNG's pixel grid (rows run down: e = +1)
+    ],
+)
+def test_grid_problem_accepts_real_grids(shape: tuple[int, int], transform: Affine, crs: str | None) -> None:
+    from changedet.raster import grid_problem
+
+    assert grid_problem(Grid(shape, transform, crs)) is None
+
+
+def test_unknown_crs_is_a_changedet_error_naming_it() -> None:
+    from changedet.errors import ChangedetError
+    from changedet.raster import as_crs
+
+    with pytest.raises(ChangedetError, match=r"^crs 'EPSG:99999' is not a coordinate reference system PROJ knows"):
+        GeoRaster(np.zeros((1, 2, 2), "float32"), Affine.identity(), "EPSG:99999")
+    with pytest.raises(ChangedetError, match=r"^grid crs 12 is not"):
+        as_crs(12, name="grid crs")
+    assert as_crs(32639).to_epsg() == 32639
