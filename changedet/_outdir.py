@@ -424,20 +424,22 @@ def request_record(options: Any, before: Any, after: Any) -> dict[str, Any]:
             "inputs": {"before": fingerprint(before), "after": fingerprint(after)}}
 
 
-def _show(v: Any) -> str:
+def _show(v: Any, *, path: bool = False) -> str:
     if v is None:
         return "default"
     if isinstance(v, dict):
-        v = v.get("path") or "given in memory"
+        v, path = v.get("path") or "given in memory", True
     text = json.dumps(v) if isinstance(v, list) else str(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    if len(text) <= 40:
+        return text
+    return "..." + text[-37:] if path else text[:37] + "..."  # a path's end names the file
 
 
 def _input_change(side: str, old: dict[str, Any] | None, new: dict[str, Any] | None, sha_old: str | None) -> str | None:
     if new is None or old is None:
         return f"{side} given in memory, cannot be compared" if new is None else f"{side} not recorded"
     if os.path.abspath(str(old.get("path"))) != os.path.abspath(str(new.get("path"))):
-        return f"{side} {_show(old.get('path'))} -> {_show(new.get('path'))}"
+        return f"{side} {_show(old.get('path'), path=True)} -> {_show(new.get('path'), path=True)}"
     if new.get("url"):
         return None  # a URL: the same address is taken for the same scene
     if old.get("size") != new.get("size"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +224,27 @@ def test_a_site_named_like_the_batch_files_does_not_take_their_place(name: str, 
         assert [o.status for o in res.outcomes] == ["failed", "done"] and name in res.outcomes[0].error
         assert (out / "batch.csv").is_file() and (out / "batch_changes.geojson").is_file()
     assert not (out / name).is_dir() and not (out / name.lower()).is_dir()
+
+
+def test_detect_without_overwrite_reruns_only_what_changed(pair_folder: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``changedet detect`` into a finished folder: the same options and inputs are refused
+    (exit 2, one line); other options or inputs re-run it, saying why."""
+    from changedet.cli import main
+
+    b, a = pair_folder / "site0" / "before.tif", pair_folder / "site0" / "after.tif"
+    out = tmp_path / "out"
+    argv = ["detect", str(b), str(a), "--out", str(out), "--no-figures"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a finished result for these inputs and options" in err[0]
+    assert main([*argv, "--method", "index:brightness"]) == 0
+    assert capsys.readouterr().err.strip() == "re-running: options changed (method auto -> index:brightness)"
+    assert json.loads((out / "summary.json").read_text())["parameters"]["method"] == "index:brightness"
+    other = pair_folder / "site1" / "after.tif"
+    assert main(["detect", str(b), str(other), "--out", str(out), "--no-figures", "--method", "index:brightness"]) == 0
+    line = capsys.readouterr().err.strip()
+    assert re.fullmatch(r"re-running: inputs changed \(after \.\.\..+/sites/site0/after\.tif -> "
+                        r"\.\.\..+/sites/site1/after\.tif\)", line), line
