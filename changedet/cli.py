@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
+from . import __version__, _outdir
 from .errors import ChangedetError
 
 __all__ = ["main", "build_parser"]
@@ -219,9 +219,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    result = detect_changes(
-        args.before,
-        args.after,
+    options = dict(
         method=args.method,
         threshold=args.threshold,
         min_area_m2=args.min_area_m2,
@@ -230,14 +228,26 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         coregister=not args.no_coregister,
         pixel_size_m=args.pixel_size_m,
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
-        out=out,
-        tiled=args.tiled,
-        overwrite=args.overwrite,
-        truth=args.truth,
-        figures=not args.no_figures,
         examples=args.examples,
         model=args.model,
     )
+    overwrite = args.overwrite
+    with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)
+        if not overwrite and (out / "summary.json").exists():
+            # a result is finished only for the options and inputs that made it
+            from .spec import run_options
+
+            request = _outdir.request_record(run_options(**options), args.before, args.after)
+            reason = _outdir.rerun_reason(out / "summary.json", request)
+            if reason is None:
+                raise ChangedetError(
+                    f"{str(out)!r} already holds a finished result for these inputs and options (summary.json); "
+                    "pass --overwrite to compute it again, or choose another --out"
+                )
+            print(f"re-running: {reason}", file=sys.stderr)
+            overwrite = True
+        result = detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
+                                truth=args.truth, figures=not args.no_figures, **options)
     acc = result.summary.get("accuracy")
     if acc:
         print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
@@ -384,7 +394,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
                           method=args.method, overwrite=args.overwrite, model=args.model)
     print(res)
-    return 0 if not getattr(res, "n_failed", 0) else 1
+    if not res.n_failed:
+        return 0
+    # every pair failed: nothing was made from this input (bad input, exit 2); some failed: 1
+    return 2 if res.n_failed == len(res.outcomes) else 1
 
 
 def _cmd_series(args: argparse.Namespace) -> int:
@@ -479,9 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 when a ``batch`` run had failed sites, 2 on an error (one line on
-        stderr, or the usage and a hint when no command is given), 130 when interrupted.  Argument
-        errors raise ``SystemExit(2)`` from the parser instead.
+        0 on success, 1 when a ``batch`` run had some failed sites (2 when every site
+        failed), 2 on an error (one line on stderr, or the usage and a hint when no command is given),
+        130 when interrupted (Ctrl-C), 143 on SIGTERM.  Argument errors raise
+        ``SystemExit(2)`` from the parser instead.
 
     Examples
     --------
@@ -497,16 +511,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("changedet: give a command; try `changedet demo` on the bundled samples, or `changedet --help` for all")
         return 2
     try:
-        _check_out_option(args)
-        return _COMMANDS[args.command](args)
+        with _outdir.terminate_on_signals():  # SIGTERM unwinds like Ctrl-C: scratch files and partial outputs go
+            _check_out_option(args)
+            return _COMMANDS[args.command](args)
     except (ChangedetError, OSError, MemoryError, RecursionError, UnicodeError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise
         print(f"changedet {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"changedet {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
+        signum = getattr(exc, "signum", None)
+        print(f"changedet {args.command}: {'terminated' if signum else 'interrupted'}", file=sys.stderr)
+        return 128 + signum if signum else 130
 
 
 if __name__ == "__main__":  # pragma: no cover
