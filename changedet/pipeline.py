@@ -29,6 +29,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from . import __version__
+from . import _kernels
 from . import _outdir
 from . import align as _align
 from . import io as _io
@@ -928,6 +929,9 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
     hashes = hasher.submit(input_hashes, before, after)
     # the figure and GeoPackage libraries load while the sample is read and fitted
     threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
+    # the windows run the compiled kernels (no GIL: all cores); they load, or after an
+    # install compile, on a thread while the sample is read
+    loading = _kernels.use_compiled(background=True)
     try:
         # ---- grids and bands (metadata only)
         t = time.perf_counter()
@@ -1020,6 +1024,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
                                 json.dumps(summary), {}, run)
     finally:
         hasher.shutdown(wait=False)
+        loading.join()  # a compiler thread must not outlive the run (nor the interpreter)
 
 
 def _write_vectors_and_figure_after_mask(draft: ChangeResult, out: Path, changed: Any, *,
