@@ -15,6 +15,7 @@ are cancelled, running ones removed what they had written, and the next run resu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _stdio
 import json
@@ -300,7 +301,6 @@ def _worker_init() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _worker_signal)
     if sys.platform.startswith("linux"):
-        import contextlib
         import ctypes
 
         with contextlib.suppress(Exception):
@@ -394,6 +394,9 @@ def _prepare(pair: Pair, out_root: Path, record: dict[str, Any], overwrite: bool
         reason = _outdir.rerun_reason(summary, request)
         if reason is not None:
             return _Todo(pair, str(folder), reason)
+        if (folder / _outdir.LOCK_NAME).exists():  # a run killed just after its summary landed: its lock goes
+            with contextlib.suppress(ChangedetError), _outdir.folder_lock(folder):
+                pass
         return asdict(PairOutcome(pair.site, "skipped", str(folder), s.get("n_changes"), s.get("changed_area_m2"),
                                   s.get("changed_area_ha")))
     except Exception as exc:  # one odd site never stops the batch

@@ -426,11 +426,15 @@ class WindowedScene:
             "mask": np.full(prev_shape, 255, dtype="uint8"),
         }
         self.out.mkdir(parents=True, exist_ok=True)
+        # each writer listed as soon as it exists: an interrupt between the two still aborts the first
+        # (its scratch file of tiles is as large as the raster)
+        self._writers = []
         self._score_w = _io.WindowedWriter(self.out / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
                                            band_names=("score",))
+        self._writers.append(self._score_w)
         self._mask_w = _io.WindowedWriter(self.out / "change_mask.tif", grid, dtype="uint8", nodata=255,
                                           band_names=("change",))
-        self._writers = [self._score_w, self._mask_w]
+        self._writers.append(self._mask_w)
         self._valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
         parts: list[Any] = []
         lock = threading.Lock()

@@ -152,3 +152,17 @@ def test_an_output_folder_that_cannot_be_one_is_one_line(make: str, tmp_path: Pa
     with pytest.raises(ChangedetError, match=r"(exists and is not a folder|a part of its path is a file)"):
         with _outdir.folder_lock(folder):
             pass
+
+
+def test_a_finished_site_keeps_no_stale_lock(tmp_path: Path) -> None:
+    """A batch killed between a pair's summary and its lock's release: the next batch skips the
+    pair and removes the lock file it left."""
+    pairs = [("a", S2 / "before.tif", S2 / "after.tif")]
+    out = tmp_path / "out"
+    run_batch(pairs, out, progress=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / "a" / _outdir.LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    res = run_batch(pairs, out, progress=False)
+    assert res.outcomes[0].status == "skipped"
+    assert not (out / "a" / _outdir.LOCK_NAME).exists()
