@@ -160,6 +160,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert all(_check_result(out / s, ref) for s in ("a", "b"))
     assert not _temporaries(out)
     # the kills did land at different stages (not all before the first result, not all after the last)
+    print(f"after each kill: detect finished {states}; batch sites finished {finished}")
     assert len(set(states)) == 2 and len(set(finished)) > 1, (states, finished)
 
 
