@@ -38,7 +38,7 @@ from . import report as _report
 from . import threshold as _threshold
 from . import window as _window
 from .areas import aoi_on_grid, parse_aoi
-from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
+from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid, check_same_grid, describe_grid, grid_problem, window_transform
 from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, check_call, make_spec, run_options
 from .window import class_layer_centres, class_layers
@@ -410,10 +410,23 @@ def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike))
 
 
+@contextlib.contextmanager
+def _named(name: str) -> Iterator[None]:
+    """An error about an input starts with which input it is (``before``, ``after``, ``truth``)."""
+    try:
+        yield
+    except ChangedetError as exc:
+        if not str(exc).startswith(name):
+            exc.args = (f"{name} {exc}",)
+        raise
+
+
 def _check_input(value: Any, name: str) -> None:
     """A local input path that is missing, or not a regular file or folder (a FIFO), refused by name."""
     if _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
         _io.check_input_path(value, name)
+        with _named(name):  # its header, before any pixel: what cannot be read is said now, with the date
+            _io.raster_grid(value)
     elif isinstance(value, GeoRaster) and (problem := grid_problem(value.grid)):
         raise InvalidParameterError(f"{name} GeoRaster {problem}")
 
@@ -421,7 +434,8 @@ def _check_input(value: Any, name: str) -> None:
 def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     if isinstance(value, GeoRaster):
         return value, {"path": None, "sha256": None}
-    raster = _io.read_raster(value)
+    with _named(name):
+        raster = _io.read_raster(value)
     text = os.fspath(value)
     local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
     return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
