@@ -209,9 +209,11 @@ def test_bad_rasters(case: str, inputs: Path, tmp_path: Path, capsys: pytest.Cap
     before_bytes = sha_tree(inputs)
     out = tmp_path / "out"
     code, err = run_cli(["detect", bad_b, bad_a, "--out", out, "--no-figures"], capsys)
-    assert_one_line(code, err, command="detect", names=named, says=says)
+    line = assert_one_line(code, err, command="detect", names=named, says=says)
+    date = "after" if side == "after" else "before"
+    assert line.startswith(f"changedet detect: error: {date} "), line  # which of the two dates is at fault
     assert_nothing_written(out)
-    with pytest.raises(ChangedetError, match=named):
+    with pytest.raises(ChangedetError, match=rf"^{date} .*{named}"):
         detect_changes(bad_b, bad_a, out=tmp_path / "api_out", figures=False)
     assert_nothing_written(tmp_path / "api_out")
     assert sha_tree(inputs) == before_bytes
