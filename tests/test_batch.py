@@ -248,3 +248,15 @@ def test_detect_without_overwrite_reruns_only_what_changed(pair_folder: Path, tm
     line = capsys.readouterr().err.strip()
     assert re.fullmatch(r"re-running: inputs changed \(after \.\.\..+/sites/site0/after\.tif -> "
                         r"\.\.\..+/sites/site1/after\.tif\)", line), line
+
+
+def test_detect_changes_into_a_finished_folder_says_whether_it_was_made_the_same_way(pair_folder: Path,
+                                                                                     tmp_path: Path) -> None:
+    from changedet.pipeline import detect_changes
+
+    b, a = pair_folder / "site0" / "before.tif", pair_folder / "site0" / "after.tif"
+    detect_changes(b, a, out=tmp_path, figures=False)
+    with pytest.raises(FileExistsError, match=r"\(summary\.json\) for these inputs and options; pass overwrite=True"):
+        detect_changes(b, a, out=tmp_path, figures=False)
+    with pytest.raises(FileExistsError, match=r"; for this run the options changed \(method auto -> cva\); pass"):
+        detect_changes(b, a, out=tmp_path, figures=False, method="cva")
