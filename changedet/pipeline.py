@@ -416,8 +416,11 @@ def _named(name: str) -> Iterator[None]:
     try:
         yield
     except ChangedetError as exc:
-        if not str(exc).startswith(name):
-            exc.args = (f"{name} {exc}",)
+        text = str(exc)
+        if text.startswith("input "):  # io's word for a path it was given
+            text = text[len("input "):]
+        if not text.startswith(name):
+            exc.args = (f"{name} {text}",)
         raise
 
 
@@ -441,7 +444,7 @@ def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
 
 
-def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool, request: dict[str, Any] | None = None) -> None:
+def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None:
     """Refuse a folder that already holds a finished result (its summary.json) unless ``overwrite``.
 
     Parameters
@@ -450,18 +453,10 @@ def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool, request
         The output folder.
     overwrite : bool
         Whether a finished result there may be replaced.
-    request : dict, optional
-        The new run's options and inputs (``changedet._outdir.request_record``): the
-        message then says whether the result there was made with the same ones.
     """
-    summary = Path(out) / "summary.json"
-    if summary.exists() and not overwrite:
-        why = ""
-        if request is not None:
-            reason = _outdir.rerun_reason(summary, request)
-            why = " for these inputs and options" if reason is None else f"; for this run the {reason}"
+    if (Path(out) / "summary.json").exists() and not overwrite:
         raise FileExistsError(
-            f"{str(out)!r} already holds a finished result (summary.json){why}; pass overwrite=True "
+            f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
             "(--overwrite on the command line) or choose another folder"
         )
 
@@ -614,8 +609,7 @@ def detect_changes(
             _io.check_output_path(out)
             # one run at a time in a folder; what a failed or interrupted run wrote does not stay
             held.enter_context(_outdir.folder_lock(out))
-            check_output_folder(out, overwrite=overwrite,
-                                request=_outdir.request_record(options, before, after) if not overwrite else None)
+            check_output_folder(out, overwrite=overwrite)
             held.enter_context(_discarded_on_failure(out))
         # ---- the one place the path is chosen
         if tiled is None:
@@ -713,11 +707,13 @@ def train_model(
     """
     from . import learn
 
-    if not pairs:
-        raise InvalidParameterError("train_model needs at least one (before, after, labels) pair")
-    if not _is_path(out) or not os.fspath(out).strip():
-        raise InvalidParameterError(f"out must be a file path for the model, got {out!r}")
-    px = run_options(pixel_size_m=pixel_size_m).pixel_size_m
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise InvalidParameterError(
+            f"pairs must be a non-empty list of (before, after, labels), got {type(pairs).__name__} {pairs!r:.60}"
+        )
+    _io.check_output_path(out, kind="file")
+    check_call(counts={"seed": (seed, 0)})
+    px = run_options(pixel_size_m=pixel_size_m, bands=bands).pixel_size_m
     prepared = []
     for k, item in enumerate(pairs):
         if not (isinstance(item, (tuple, list)) and len(item) == 3):
