@@ -468,6 +468,16 @@ ENTRY_POINTS: dict[str, tuple[Callable[[Path], Any], str]] = {
     "parse_aoi_fifo": (lambda d: (os.mkfifo(d / "a.geojson"),
                                   __import__("changedet.areas", fromlist=["parse_aoi"]).parse_aoi(d / "a.geojson")),
                        "a.geojson"),
+    "train_model_pairs_int": (lambda d: __import__("changedet.pipeline", fromlist=["x"]).train_model(5, d / "m.skops"),
+                              "pairs"),
+    "train_model_bands_str": (lambda d: __import__("changedet.pipeline", fromlist=["x"]).train_model(
+        [(d / "before.tif", d / "after.tif", d / "before.tif")], d / "m.skops", bands="B02"), "bands"),
+    "train_model_seed_str": (lambda d: __import__("changedet.pipeline", fromlist=["x"]).train_model(
+        [(d / "before.tif", d / "after.tif", d / "before.tif")], d / "m.skops", seed="x"), "seed"),
+    "train_model_out_a_folder": (lambda d: __import__("changedet.pipeline", fromlist=["x"]).train_model(
+        [(d / "before.tif", d / "after.tif", d / "before.tif")], d), "existing folder"),
+    "train_model_missing_before": (lambda d: __import__("changedet.pipeline", fromlist=["x"]).train_model(
+        [(d / "nope.tif", d / "after.tif", d / "before.tif")], d / "m.skops"), r"^before '.*nope\.tif' does not exist"),
     "read_pairs_missing": (lambda d: __import__("changedet.batch", fromlist=["read_pairs"]).read_pairs(d / "nope.csv"),
                        "nope.csv"),
 }
