@@ -444,7 +444,7 @@ def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
 
 
-def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None:
+def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool, request: dict[str, Any] | None = None) -> None:
     """Refuse a folder that already holds a finished result (its summary.json) unless ``overwrite``.
 
     Parameters
@@ -453,10 +453,18 @@ def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool) -> None
         The output folder.
     overwrite : bool
         Whether a finished result there may be replaced.
+    request : dict, optional
+        The new run's options and inputs (``changedet._outdir.request_record``): the
+        message then says whether the result there was made with the same ones.
     """
-    if (Path(out) / "summary.json").exists() and not overwrite:
+    summary = Path(out) / "summary.json"
+    if summary.exists() and not overwrite:
+        why = ""
+        if request is not None:
+            reason = _outdir.rerun_reason(summary, request)
+            why = " for these inputs and options" if reason is None else f"; for this run the {reason}"
         raise FileExistsError(
-            f"{str(out)!r} already holds a finished result (summary.json); pass overwrite=True "
+            f"{str(out)!r} already holds a finished result (summary.json){why}; pass overwrite=True "
             "(--overwrite on the command line) or choose another folder"
         )
 
@@ -609,7 +617,8 @@ def detect_changes(
             _io.check_output_path(out)
             # one run at a time in a folder; what a failed or interrupted run wrote does not stay
             held.enter_context(_outdir.folder_lock(out))
-            check_output_folder(out, overwrite=overwrite)
+            check_output_folder(out, overwrite=overwrite,
+                                request=_outdir.request_record(options, before, after) if not overwrite else None)
             held.enter_context(_discarded_on_failure(out))
         # ---- the one place the path is chosen
         if tiled is None:
