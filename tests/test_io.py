@@ -664,3 +664,56 @@ def test_write_geojson_in_chunks_writes_the_same_text(tmp_path: Path, monkeypatc
     with pytest.raises(ValueError):
         io.write_geojson({"type": "FeatureCollection", "features": [{"v": float("nan")}] * 5}, tmp_path / "n.geojson")
     assert sorted(f.name for f in tmp_path.iterdir()) == ["c.geojson"]
+
+
+# --------------------------------------------------------------------------- what a header check must not refuse
+@pytest.mark.parametrize(
+    "profile",
+    [
+        dict(count=3, dtype="uint8", photometric="YCBCR", compress="jpeg", tiled=True, blockxsize=16, blockysize=16),
+        dict(count=1, dtype="uint8", nbits=1),  # a bilevel mask
+        dict(count=1, dtype="uint16", nbits=12),  # 12-bit sensor data
+        dict(count=1, dtype="int8"),
+        dict(count=2, dtype="float64", compress="zstd", predictor=3),
+        dict(count=4, dtype="uint16", photometric="RGB", alpha="unspecified", compress="lzw"),
+        dict(count=1, dtype="uint8", photometric="PALETTE"),
+        dict(count=1, dtype="uint8", photometric="MINISWHITE", compress="packbits"),
+        dict(count=1, dtype="int16", BIGTIFF="YES", compress="deflate"),
+    ],
+    ids=["ycbcr_jpeg", "nbits1", "nbits12", "int8", "float64_zstd", "rgba_lzw", "palette", "miniswhite", "bigtiff"],
+)
+def test_legitimate_tiffs_pass_the_header_checks(profile: dict, tmp_path: Path) -> None:
+    import warnings
+
+    import rasterio
+
+    path = tmp_path / "ok.tif"
+    rng = np.random.default_rng(0)
+    count, dtype = profile["count"], np.dtype(profile["dtype"])
+    hi = 2 if profile.get("nbits") == 1 else (4096 if profile.get("nbits") == 12 else 100)
+    data = rng.integers(0, hi, (count, 32, 32)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(path, "w", driver="GTiff", width=32, height=32, crs="EPSG:32639",
+                           transform=Affine(10, 0, 500000, 0, -10, 6000000), **profile) as dst:
+            dst.write(data)
+            if profile.get("photometric") == "PALETTE":
+                dst.write_colormap(1, {i: (i, i, i, 255) for i in range(256)})
+    r = read_raster(path)
+    assert r.shape[1:] == (32, 32) and np.isfinite(r.data).any()
+
+
+def test_a_large_constant_file_is_no_bomb(tmp_path: Path) -> None:
+    """Deflate packs a constant image about 1000:1; a file is a bomb only far past that (BOMB_RATIO)."""
+    import rasterio
+
+    from changedet import io as cio
+
+    path = tmp_path / "flat.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8192, height=8192, count=1, dtype="uint16", compress="deflate",
+                       tiled=True, crs="EPSG:32639", transform=Affine(10, 0, 500000, 0, -10, 6000000)) as dst:
+        dst.write(np.full((1, 8192, 8192), 7, "uint16"))
+    ratio = 8192 * 8192 * 2 / path.stat().st_size
+    assert 100 < ratio < cio.BOMB_RATIO
+    grid, names = cio.raster_grid(path)
+    assert grid.shape == (8192, 8192) and names == ("band1",)
