@@ -34,6 +34,7 @@ from . import _outdir
 from . import align as _align
 from . import io as _io
 from . import objects as _objects
+from . import structures as _structures
 from . import report as _report
 from . import threshold as _threshold
 from . import window as _window
@@ -52,6 +53,7 @@ OUTPUT_FILES = (
     "change_score.tif",
     "changes.geojson",
     "changes.gpkg",
+    "structures.geojson",
     "overview.png",
     "report.html",
     "summary.json",
@@ -120,6 +122,9 @@ class ChangeResult:
     summary_json: str = field(repr=False)
     layers: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     run: _Run | None = field(default=None, repr=False)
+    #: The new structures counted in the changed areas (:class:`changedet.structures.Structures`;
+    #: ``.count``, ``.table()``, ``.summary()``), or why they were not counted.
+    structures: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("before", "after", "mask", "score"):
@@ -197,6 +202,15 @@ class ChangeResult:
         """
         from . import plot
 
+        if self.structures is not None and self.structures.count:
+            kwargs.setdefault("structures", self.structures.polygons)
+        summary = self.summary
+        if self.grid.crs is None:
+            kwargs.setdefault("pixel_size_m", (summary.get("grid") or {}).get("pixel_size_m"))
+        dates = summary.get("dates") or {}
+        if dates.get("before") or dates.get("after"):
+            kwargs.setdefault("labels", tuple(f"{side} ({dates[side]})" if dates.get(side) else side
+                                              for side in ("before", "after")))
         return plot.plot_overview(self.before, self.after, polygons=self.polygons, mask=self.mask, **kwargs)
 
     def plot_histogram(self, **kwargs: Any) -> Any:
@@ -372,11 +386,46 @@ def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool)
                               out / "changes.gpkg", crs=result.grid.crs)
         if gpkg is not None:
             written["changes.gpkg"] = gpkg
+    written.update(_write_structures(result, out, gpkg=written.get("changes.gpkg")))
     if figures:
         from . import plot
 
         fig = result.plot()
         written["overview.png"] = plot.save_figure(fig, out / "overview.png")
+    return written
+
+
+#: Why a windowed run has no structure count.
+WINDOWED_STRUCTURES_REASON = (
+    "a windowed run (whole scene) holds no full-resolution after image to split changed areas into structures; "
+    "count them on a crop of the site with the in-memory path (tiled=False, --in-memory)"
+)
+
+
+def _write_structures(result: ChangeResult, out: Path, *, gpkg: Path | None) -> dict[str, Path]:
+    """``structures.geojson``, and a ``structures`` layer added to ``changes.gpkg`` (atomically)."""
+    s = result.structures
+    if s is None or s.count is None:
+        return {}
+    written = {"structures.geojson": s.polygons.write_geojson(out / "structures.geojson")}
+    if gpkg is not None and s.count:
+        import shutil
+
+        import pyogrio.raw
+        import shapely
+
+        geoms = np.empty(len(s.polygons), dtype=object)
+        geoms[:] = list(s.polygons.geometries)
+        parts, owner = shapely.get_parts(geoms, return_index=True)
+        multi = shapely.multipolygons(parts, indices=owner)
+        props = s.polygons.properties
+        names = [k for k in props[0]]
+        values = [np.asarray([p[k] for p in props], dtype=object if isinstance(props[0][k], str) else None)
+                  for k in names]
+        with _io.atomic_path(gpkg) as tmp:
+            shutil.copyfile(gpkg, tmp)
+            pyogrio.raw.write(tmp, shapely.to_wkb(multi, flavor="iso"), values, names, layer="structures",
+                              driver="GPKG", geometry_type="MultiPolygon", crs=result.grid.crs.to_wkt())
     return written
 
 
@@ -898,15 +947,20 @@ def _finish_in_memory(
     accuracy = None
     if truth is not None:
         accuracy = _accuracy(mask, truth)
+    t = time.perf_counter()
+    structures = _structures.find_structures(mask, after, areas=polygons, pixel_size_m=spec.options.pixel_size_m)
+    timings["structures"] = time.perf_counter() - t
     summary = build_summary(
-        spec, fit, polygons=polygons, changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
+        spec, fit, polygons=polygons, structures=structures.summary(),
+        changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
         inputs=inputs, dropped=dropped, excluded=excluded, timings=timings,
         tiling={"path": "in-memory", "window_px": max(grid.shape), "halo_px": 0, "windows": 1, "workers": 1,
                 "sample": fit.sample, "method_statistics": "global (exact split)", "preview_stride": 1},
         accuracy=accuracy,
     )
     run = _Run(spec, dataclasses.replace(fit, sample_result=None), inputs, dropped, extra)
-    return ChangeResult(before, after, mask, score, polygons, float(fit.threshold), json.dumps(summary), layers, run)
+    return ChangeResult(before, after, mask, score, polygons, float(fit.threshold), json.dumps(summary), layers, run,
+                        structures)
 
 
 def _accuracy(mask: GeoRaster, truth: Any) -> dict[str, Any]:
@@ -1037,6 +1091,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             n_changed = changed.result()
             summary = build_summary(
                 spec, fit, polygons=polygons, changed=n_changed, n_valid=res.n_valid, inputs=inputs,
+                structures=_structures.no_structures(WINDOWED_STRUCTURES_REASON, crs=grid.crs).summary(),
                 dropped=dropped, excluded=res.excluded, timings=timings,
                 tiling={"path": "windowed", "window_px": window_px, "halo_px": fit.halo_px, "windows": res.windows,
                         "workers": scene.workers, "sample": fit.sample, "method_statistics": "global (exact split)",
@@ -1188,6 +1243,7 @@ def build_summary(
     timings: dict[str, float],
     tiling: dict[str, Any],
     accuracy: dict[str, Any] | None = None,
+    structures: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` of a run (JSON-safe), the same keys whichever path ran.
 
@@ -1213,6 +1269,9 @@ def build_summary(
         How the run was executed (``path``, windows, sample, ...).
     accuracy : dict, optional
         Accuracy against a truth mask.
+    structures : dict, optional
+        :meth:`changedet.structures.Structures.summary` (``results.structures``); without
+        it the summary says they were not counted.
 
     Returns
     -------
@@ -1251,6 +1310,7 @@ def build_summary(
             "changed_area_ha": round(total_m2 / 10_000, 4) if total_m2 is not None else None,
             "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,
             "by_class": by_class,
+            "structures": structures if structures is not None else {"count": None, "reason": "not counted"},
         },
         "masks": {"excluded_pixels": int(excluded), "classification_bands": list(spec.aux)},
         "method_details": fit.method_details,

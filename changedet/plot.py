@@ -44,13 +44,30 @@ __all__ = [
     "plot_comparison",
     "save_figure",
     "CLASS_COLORS",
+    "CHANGE_CLASS_COLORS",
+    "STRUCTURE_COLOR",
     "ExamplePicker",
     "EXAMPLE_STYLE",
 ]
 
-#: Outline colours given to change classes in order of frequency; bright hues
-#: that stay visible over both vegetation and built-up areas.
+#: Bright outline colours that stay visible over both vegetation and built-up areas; classes
+#: not in :data:`CHANGE_CLASS_COLORS` take the first one no class uses.
 CLASS_COLORS = ("#ffe119", "#f032e6", "#42d4f4", "#f58231", "#e6194b", "#3cb44b", "#4363d8", "#ffffff")
+
+#: One colour per change class, the same in every figure whatever the scene (the classes of
+#: :data:`changedet.objects.CHANGE_CLASSES`; ``change`` for areas without a class).
+CHANGE_CLASS_COLORS = {
+    "new_construction": "#ffe119",  # yellow
+    "vegetation_loss": "#f58231",  # orange
+    "demolition": "#42d4f4",  # cyan
+    "water_change": "#4363d8",  # blue
+    "vegetation_gain": "#3cb44b",  # green
+    "other": "#f032e6",  # magenta
+    "change": "#ffe119",
+}
+
+#: Outline of each counted structure (no change class uses it).
+STRUCTURE_COLOR = "#e6194b"
 
 # Larger images are decimated (every n-th pixel) for display; a figure cannot show more.
 _MAX_DISPLAY_PX = 2000
@@ -167,10 +184,12 @@ def _fmt_area(area_m2: float) -> str:
     return f"{ha:.2f} ha"
 
 
-def _add_scale_bar(ax: Any, grid: Grid) -> None:
+def _add_scale_bar(ax: Any, grid: Grid, pixel_size_m: float | None = None) -> None:
     left, right, bottom, top = _extent(grid)
     width_units = abs(right - left)
     per_unit = _metres_per_x_unit(grid)
+    if per_unit is None and pixel_size_m:  # a pixel grid with a stated pixel size: metres
+        per_unit = float(pixel_size_m) / abs(grid.transform.a)
     unit, width = ("px", width_units / grid.res[0]) if per_unit is None else ("m", width_units * per_unit)
     length = _nice_length(width / 4)
     size = length / (per_unit if per_unit is not None else 1.0 / grid.res[0])
@@ -230,17 +249,50 @@ def _map_axes(ax: Any, grid: Grid, title: str | None) -> None:
         ax.set_title(title, fontsize=11)
 
 
-def _display_rgb(
-    raster: GeoRaster, *, bands: Sequence[str] | None, percentiles: tuple[float, float]
-) -> tuple[np.ndarray, Grid]:
-    """The true-colour composite of a raster decimated for display, and the grid it covers."""
+def _decimated(raster: GeoRaster, bands: Sequence[str] | None) -> GeoRaster:
+    """The display bands of a raster, every n-th pixel (a view before the band pick: a tile is never copied)."""
     names = _rgb_band_names(raster, bands)
     stride = _stride(raster.shape)
     idx = [raster.band_index(n) for n in names]
-    # Decimate (a view) before picking bands, so a full tile is never copied.
     data = raster.data[:, ::stride, ::stride][idx]
-    small = GeoRaster(data, raster.transform @ Affine.scale(stride), raster.crs, tuple(names))
-    return rgb_composite(small, bands=names, percentiles=percentiles), small.grid
+    return GeoRaster(data, raster.transform @ Affine.scale(stride), raster.crs, tuple(names))
+
+
+def _display_rgb(
+    raster: GeoRaster, *, bands: Sequence[str] | None, percentiles: tuple[float, float],
+    limits: np.ndarray | None = None,
+) -> tuple[np.ndarray, Grid]:
+    """The true-colour composite of a raster decimated for display, and the grid it covers."""
+    small = _decimated(raster, bands)
+    return rgb_composite(small, bands=list(small.band_names), percentiles=percentiles, limits=limits), small.grid
+
+
+def _common_limits(rasters: Sequence[GeoRaster], bands: Sequence[str] | None,
+                   percentiles: tuple[float, float]) -> np.ndarray | None:
+    """One stretch for several dates: each band's percentiles over the pixels of all of them.
+
+    With each date stretched on its own, a brighter date looks like the other and a colour
+    difference on screen says nothing; one stretch keeps real differences visible.  None
+    when the dates' display bands differ in number.
+    """
+    smalls = [_decimated(r, bands) for r in rasters]
+    if len({s.count for s in smalls}) != 1:
+        return None
+    out = []
+    for b in range(smalls[0].count):
+        values = np.concatenate([_sample(s.data[b]) for s in smalls])
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return None
+        out.append(np.percentile(values, percentiles))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _sample(band: np.ndarray) -> np.ndarray:
+    flat = band.ravel()
+    if flat.size > _MAX_STATS_PX:
+        flat = flat[:: flat.size // _MAX_STATS_PX + 1]
+    return flat.astype(np.float64, copy=False)
 
 
 def _to_bytes(rgb: np.ndarray) -> np.ndarray:
@@ -283,13 +335,16 @@ def _rgb_band_names(raster: GeoRaster, bands: Sequence[str] | None) -> list[str]
     return [raster.band_names[0]]
 
 
-def _stretch(band: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
-    values = band[np.isfinite(band)]
-    if values.size == 0:
-        return np.zeros(band.shape, dtype=np.float64)
-    if values.size > _MAX_STATS_PX:
-        values = values[:: values.size // _MAX_STATS_PX + 1]
-    lo, hi = np.percentile(values, percentiles)
+def _stretch(band: np.ndarray, percentiles: tuple[float, float], limits: Sequence[float] | None = None) -> np.ndarray:
+    if limits is not None:
+        lo, hi = float(limits[0]), float(limits[1])
+    else:
+        values = band[np.isfinite(band)]
+        if values.size == 0:
+            return np.zeros(band.shape, dtype=np.float64)
+        if values.size > _MAX_STATS_PX:
+            values = values[:: values.size // _MAX_STATS_PX + 1]
+        lo, hi = np.percentile(values, percentiles)
     if hi <= lo:
         return np.where(band > lo, 1.0, np.where(band < lo, 0.0, 0.5))
     return np.clip((band - lo) / (hi - lo), 0.0, 1.0)
@@ -300,6 +355,7 @@ def rgb_composite(
     *,
     bands: Sequence[str] | str | None = None,
     percentiles: tuple[float, float] = (2, 98),
+    limits: Sequence[Sequence[float]] | np.ndarray | None = None,
 ) -> np.ndarray:
     """A display-ready true-colour image: each band stretched between two percentiles.
 
@@ -314,6 +370,10 @@ def rgb_composite(
         band in grey.
     percentiles : (float, float)
         Low and high percentiles of each band (NaN ignored) mapped to 0 and 1.
+    limits : (n_bands, 2) array of float, optional
+        The values mapped to 0 and 1 for each chosen band instead of its percentiles:
+        one stretch shared by two dates (what the overview does), so that a colour
+        difference between them on screen is a real one.
 
     Returns
     -------
@@ -337,7 +397,13 @@ def rgb_composite(
         raise InvalidParameterError(f"percentiles must be (low, high) with 0 <= low < high <= 100; got {percentiles}")
     names = _rgb_band_names(raster, bands)
     raw = [raster.band(n).astype(np.float64, copy=False) for n in names]
-    channels = [_stretch(band, (lo, hi)) for band in raw]
+    if limits is not None:
+        limits = np.asarray(limits, dtype=np.float64)
+        if limits.shape != (len(names), 2) or not np.isfinite(limits).all():
+            raise InvalidParameterError(
+                f"limits must be (low, high) for each of the {len(names)} bands shown; got {limits.tolist()}"
+            )
+    channels = [_stretch(band, (lo, hi), None if limits is None else limits[i]) for i, band in enumerate(raw)]
     rgb = np.stack(channels * 3 if len(channels) == 1 else channels, axis=-1)
     nodata = ~np.all([np.isfinite(band) for band in raw], axis=0)
     rgb[nodata] = 1.0
@@ -408,11 +474,18 @@ def _check_polygons(polygons: Any, grid: Grid) -> tuple[Sequence[Any], Sequence[
 
 
 def _class_colors(classes: Sequence[str], class_colors: Mapping[str, str] | None) -> dict[str, str]:
-    given = dict(class_colors or {})
-    spare = [c for c in CLASS_COLORS if c not in given.values()] or list(CLASS_COLORS)
+    """Each class's colour: the one given, else its own (:data:`CHANGE_CLASS_COLORS`), else a spare."""
+    given = {**CHANGE_CLASS_COLORS, **dict(class_colors or {})}
+    taken = {given[c] for c in classes if c in given}
+    spare = [c for c in CLASS_COLORS if c not in taken and c != STRUCTURE_COLOR] or list(CLASS_COLORS)
     out = {}
-    for i, cls in enumerate(classes):
-        out[cls] = given.get(cls, spare[i % len(spare)])
+    unknown = 0
+    for cls in classes:
+        if cls in given:
+            out[cls] = given[cls]
+        else:
+            out[cls] = spare[unknown % len(spare)]
+            unknown += 1
     return out
 
 
@@ -544,8 +617,13 @@ def plot_overview(
     class_colors: Mapping[str, str] | None = None,
     bands: Sequence[str] | None = None,
     percentiles: tuple[float, float] = (2, 98),
+    structures: Any = None,
+    pixel_size_m: float | None = None,
 ) -> Figure:
     """Before | after | change outlines over the after image, with scale bar, north arrow and legend.
+
+    Both dates share one stretch (each band's percentiles over the pixels of both), so a
+    colour difference between the panels is a real one.
 
     Parameters
     ----------
@@ -564,9 +642,16 @@ def plot_overview(
     labels : (str, str)
         Titles of the two image panels, e.g. the dates.
     class_colors : mapping of str to colour, optional
-        Outline colour per change class; other classes get :data:`CLASS_COLORS`.
+        Outline colour per change class; by default each class has its own
+        (:data:`CHANGE_CLASS_COLORS`), the same in every figure.
     bands, percentiles
         Passed to :func:`rgb_composite`.
+    structures : ChangePolygons, optional
+        The counted structures (``ChangeResult.structures.polygons``): each one outlined
+        in :data:`STRUCTURE_COLOR` on the change panel, their number and median
+        footprint in the legend.
+    pixel_size_m : float, optional
+        Pixel size of images without georeferencing: the scale bar then reads metres.
 
     Returns
     -------
@@ -593,6 +678,10 @@ def plot_overview(
         raise InvalidParameterError(f"labels must be two titles (before, after); got {labels!r}")
     if polygons is not None:
         _check_polygons(polygons, after.grid)
+    if structures is not None:
+        _check_polygons(structures, after.grid)
+    if pixel_size_m is not None and not (isinstance(pixel_size_m, (int, float)) and 0 < pixel_size_m < math.inf):
+        raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
     n_panels = 3 if (polygons is not None or mask is not None) else 2
     ratio = max(_height_over_width(before.grid), _height_over_width(after.grid))
     panel_w = 5.0
@@ -603,8 +692,9 @@ def plot_overview(
     )
     axes = fig.subplots(1, n_panels)
     # stretched once, as bytes: matplotlib then neither converts nor copies float images on each draw
+    limits = _common_limits((before, after), bands, percentiles)
     shown = [(_to_bytes(rgb), grid) for rgb, grid in
-             (_display_rgb(r, bands=bands, percentiles=percentiles) for r in (before, after))]
+             (_display_rgb(r, bands=bands, percentiles=percentiles, limits=limits) for r in (before, after))]
     fig.save_dpi = _map_dpi(shown[1][0].shape, fig.get_figwidth() / n_panels, min(panel_w * ratio, 9.0))
     for ax, (rgb, grid), label in zip(axes, shown, labels):
         _show_rgb(ax, rgb, grid)
@@ -616,8 +706,14 @@ def plot_overview(
             handles, panel_title = _draw_polygons(ax, polygons, after.grid, class_colors,
                                                   screen_px=int(fig.get_figwidth() / n_panels * fig.save_dpi))
         else:
-            color = (class_colors or {}).get("change", CLASS_COLORS[0])
+            color = (class_colors or {}).get("change", CHANGE_CLASS_COLORS["change"])
             handles, panel_title = _draw_mask_outline(ax, mask, after.grid, color), "change mask outline"
+        if structures is not None:
+            handle = _draw_structures(ax, structures)
+            if handle is not None:
+                handles.append(handle)
+                n = len(structures.geometries)
+                panel_title += f", {n} structure{'s' if n != 1 else ''}"
         _map_axes(ax, after.grid, f"{panel_title} (on {labels[1]})")
         if handles:
             leg = fig.legend(
@@ -635,12 +731,29 @@ def plot_overview(
                 if isinstance(handle, (Line2D, LineCollection)):
                     handle.set_linewidth(3)
     for ax, raster in zip(axes, (before, after, after)):
-        _add_scale_bar(ax, raster.grid)
+        _add_scale_bar(ax, raster.grid, pixel_size_m)
         _add_north_arrow(ax, raster.grid)
     axes[0].set_xlabel(_caption(after.grid), fontsize=7, color="0.35", loc="left")
     if title:
         fig.suptitle(title, fontsize=13)
     return fig
+
+
+def _draw_structures(ax: Any, structures: Any) -> Any:
+    """Outline each counted structure (thin, over the change outlines); the legend's handle."""
+    geoms, props = list(structures.geometries), list(structures.properties)
+    if not geoms:
+        return None
+    rings = [r for rs in _rings_of_all(geoms) for r in rs]
+    ax.add_collection(LineCollection(rings, colors="white", alpha=0.8, linewidths=2.0, label="_halo", zorder=4),
+                      autolim=False)
+    ax.add_collection(LineCollection(rings, colors=STRUCTURE_COLOR, linewidths=0.9, label="_structures", zorder=4),
+                      autolim=False)
+    label = f"structures: {len(geoms)}"
+    areas = [float(p["area_m2"]) for p in props if isinstance(p.get("area_m2"), (int, float))]
+    if areas and not getattr(structures, "areas_in_pixels", False):
+        label += f" (median {np.median(areas):,.0f} m\u00b2)"
+    return Line2D([], [], color=STRUCTURE_COLOR, lw=1.5, label=label)
 
 
 # --- histogram ---------------------------------------------------------------------------------
@@ -776,8 +889,9 @@ def plot_swipe(
     if not 0 < position < 1:
         raise InvalidParameterError(f"position must be between 0 and 1 (fraction of the width), got {position!r}")
     check_same_grid(before, after)
-    rgb, grid = _display_rgb(before, bands=bands, percentiles=percentiles)
-    rgb_after, _ = _display_rgb(after, bands=bands, percentiles=percentiles)
+    limits = _common_limits((before, after), bands, percentiles)
+    rgb, grid = _display_rgb(before, bands=bands, percentiles=percentiles, limits=limits)
+    rgb_after, _ = _display_rgb(after, bands=bands, percentiles=percentiles, limits=limits)
     split = int(round(position * rgb.shape[1]))
     rgb[:, split:] = rgb_after[:, split:]
     left, right, _, _ = _extent(grid)
@@ -1329,8 +1443,9 @@ class ExamplePicker:
         else:
             fig = _Figure(figsize=size, layout="constrained")
         self.axes = tuple(fig.subplots(1, 2, sharex=True, sharey=True))
+        limits = _common_limits((before, after), bands, percentiles)
         for ax, raster, label in zip(self.axes, (before, after), labels):
-            rgb, grid = _display_rgb(raster, bands=bands, percentiles=percentiles)
+            rgb, grid = _display_rgb(raster, bands=bands, percentiles=percentiles, limits=limits)
             _show_rgb(ax, _to_bytes(rgb), grid)
             _map_axes(ax, self.grid, label)
         self._points = {

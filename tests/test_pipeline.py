@@ -373,8 +373,10 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Saved:
 
 
 def test_save_writes_exactly_the_contract_files(saved: Saved) -> None:
-    assert sorted(p.name for p in saved.folder.iterdir()) == sorted(OUTPUT_FILES)  # and no temp files
-    assert set(saved.written) == set(OUTPUT_FILES)
+    expected = set(OUTPUT_FILES) - {"structures.geojson"}  # 10 m pixels: no structures counted
+    assert saved.result.summary["results"]["structures"]["count"] is None
+    assert sorted(p.name for p in saved.folder.iterdir()) == sorted(expected)  # and no temp files
+    assert set(saved.written) == expected
     assert all(p.parent == saved.folder for p in saved.written.values())
 
 
@@ -456,7 +458,7 @@ def test_saved_summary(saved: Saved) -> None:
     assert abs(summary["coregistration"]["rows"]) < 0.1
     assert summary["results"]["n_changes"] == 1
     assert summary["results"]["changed_area_m2"] == pytest.approx(BUILDING_AREA_M2, rel=0.10)
-    assert sorted(summary["outputs"]) == sorted(OUTPUT_FILES)
+    assert sorted(summary["outputs"]) == sorted(set(OUTPUT_FILES) - {"structures.geojson"})  # 10 m: no count
     assert summary["grid"]["crs"] == "EPSG:32639" and summary["grid"]["shape"] == [192, 224]
 
 

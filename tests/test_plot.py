@@ -281,8 +281,11 @@ def test_swipe_splits_at_position(pair: tuple[GeoRaster, GeoRaster]) -> None:
     ax = fig.axes[0]
     assert [float(x) for x in ax.lines[0].get_xdata()] == pytest.approx([500300.0, 500300.0])
     shown = np.asarray(ax.get_images()[0].get_array())
-    np.testing.assert_allclose(shown[:, :30], plot.rgb_composite(before)[:, :30])
-    np.testing.assert_allclose(shown[:, 30:], plot.rgb_composite(after)[:, 30:])
+    # both sides under one stretch: the percentiles of both dates' pixels together
+    limits = np.stack([np.percentile(np.concatenate([before.band(n).ravel(), after.band(n).ravel()]), (2, 98))
+                       for n in ("B04", "B03", "B02")])
+    np.testing.assert_allclose(shown[:, :30], plot.rgb_composite(before, limits=limits)[:, :30])
+    np.testing.assert_allclose(shown[:, 30:], plot.rgb_composite(after, limits=limits)[:, 30:])
 
 
 def test_swipe_errors(pair: tuple[GeoRaster, GeoRaster], transform: Affine) -> None:
@@ -526,3 +529,68 @@ def test_picker_widget_has_the_buttons(pair: tuple[GeoRaster, GeoRaster]) -> Non
     buttons = [c.description for c in box.children[0].children if isinstance(c, w.Button)]
     assert buttons == ["Re-run", "Undo", "Clear"]
     assert box.children[0].children[-3].disabled  # no on_rerun: Re-run is off
+
+
+# --- one colour per class, one stretch, scale in metres, structures (issue 13) -----------------
+
+
+def _class_colour(fig: Any, cls: str) -> tuple[float, ...]:
+    coll = next(c for c in fig.axes[2].collections if str(c.get_label()).startswith(cls.replace("_", " ")))
+    return tuple(np.round(coll.get_colors()[0][:3], 6))
+
+
+def test_overview_each_class_keeps_its_colour_whatever_the_scene(pair: tuple[GeoRaster, GeoRaster]) -> None:
+    a, b, c = box(500000, 5299500, 500050, 5299550), box(500100, 5299600, 500200, 5299700), box(500300, 5299800,
+                                                                                              500450, 5299900)
+    # water change alone, then as the rarest of three classes: colours used to go by frequency rank
+    alone = StandInPolygons((a,), ({"change_class": "water_change", "area_m2": 2500.0},), UTM)
+    crowd = StandInPolygons((a, b, c), ({"change_class": "water_change", "area_m2": 2500.0},
+                                        {"change_class": "new_construction", "area_m2": 1e4},
+                                        {"change_class": "new_construction", "area_m2": 1.5e4}), UTM)
+    want = tuple(np.round(to_rgb(plot.CHANGE_CLASS_COLORS["water_change"]), 6))
+    assert _class_colour(plot.plot_overview(*pair, polygons=alone), "water_change") == want
+    fig = plot.plot_overview(*pair, polygons=crowd)
+    assert _class_colour(fig, "water_change") == want
+    assert _class_colour(fig, "new_construction") == tuple(np.round(to_rgb(plot.CHANGE_CLASS_COLORS["new_construction"]), 6))
+    assert len(set(plot.CHANGE_CLASS_COLORS[k] for k in plot.CHANGE_CLASS_COLORS if k != "change")) == 6
+    assert plot.STRUCTURE_COLOR not in plot.CHANGE_CLASS_COLORS.values()
+
+
+def test_overview_stretches_both_dates_alike(transform: Affine) -> None:
+    rng = np.random.default_rng(3)
+    names = ("red", "green", "blue")
+    before = GeoRaster(rng.uniform(100, 200, (3, 40, 50)).astype("float32"), transform, UTM, names)
+    after = before.with_data(before.data * 0.5)  # the same scene, half as bright
+    fig = plot.plot_overview(before, after)
+    shown_b, shown_a = (np.asarray(ax.get_images()[0].get_array(), float) for ax in fig.axes[:2])
+    # stretched each on its own both would look alike; under one stretch the after date is darker
+    assert shown_a.mean() < 0.6 * shown_b.mean()
+    np.testing.assert_allclose(shown_b.mean(axis=(0, 1)), shown_b.mean(axis=(0, 1)).mean(), atol=15)
+
+
+def _scale_text(ax: Any) -> str:
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    bar = next(a for a in ax.artists if isinstance(a, AnchoredSizeBar))
+    return bar.txt_label.get_children()[0].get_text()
+
+
+def test_scale_bar_reads_metres_with_a_pixel_size() -> None:
+    img = GeoRaster(np.random.default_rng(0).random((3, 200, 200)).astype("float32"), Affine.identity(), None)
+    assert _scale_text(plot.plot_overview(img, img).axes[0]).endswith(" px")
+    # 200 px of 0.5 m: 100 m wide, a bar of a quarter of it at most
+    assert _scale_text(plot.plot_overview(img, img, pixel_size_m=0.5).axes[0]) == "20 m"
+    with pytest.raises(InvalidParameterError, match="pixel_size_m must be a positive number"):
+        plot.plot_overview(img, img, pixel_size_m=-1)
+
+
+def test_overview_marks_each_structure(pair: tuple[GeoRaster, GeoRaster], polygons: StandInPolygons) -> None:
+    blocks = StandInPolygons((box(500300, 5299800, 500360, 5299815), box(500300, 5299830, 500360, 5299845)),
+                             ({"area_m2": 900.0}, {"area_m2": 900.0}), UTM)
+    fig = plot.plot_overview(*pair, polygons=polygons, structures=blocks)
+    drawn = [c for c in fig.axes[2].collections if c.get_label() == "_structures"]
+    assert len(drawn) == 1 and len(drawn[0].get_segments()) == 2
+    np.testing.assert_allclose(drawn[0].get_colors()[0][:3], to_rgb(plot.STRUCTURE_COLOR))
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "structures: 2 (median 900 m\u00b2)" in texts
+    assert "2 structures" in fig.axes[2].get_title()

@@ -1,0 +1,677 @@
+"""Count new structures: changed areas split into individual building footprints.
+
+At 1 m a row of new blocks on a cleared plot is one changed area; an analyst wants the
+blocks.  :func:`find_structures` looks inside each changed area for building-like
+segments, in two ways, and keeps for each area the one that explains more of it:
+
+- **appearance** (with the after image): the area's dominant surface (the cleared
+  ground of a construction site) is its median colour; pixels far from it in a robust
+  z-score are objects, except shadows (much darker than the ground), which lie beside a
+  footprint, not on it;
+- **shape** (the mask alone): the area itself, for new buildings on ground that did
+  not change.
+
+Either foreground is split by a watershed on its distance transform, with markers from
+the h-maxima (a neck narrower than the blocks either side splits, a long block does
+not); pieces whose union is well fitted by a rectangle are merged back, and segments
+too small, too large, too thin or not rectangular enough to be a building are dropped.
+Each footprint gets its area, length, width and orientation from its oriented bounding
+box (principal axes), and the id of the changed area that holds it.
+
+Pixels coarser than :data:`MAX_PIXEL_SIZE_M` give no count (neighbouring blocks merge
+into one blob): the result says why instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import InvalidParameterError
+from .objects import ChangePolygons
+from .raster import GeoRaster, Grid
+
+__all__ = ["MAX_PIXEL_SIZE_M", "Structures", "find_structures", "no_structures"]
+
+#: Pixels finer than or equal to this (m) are fine enough to count structures.
+MAX_PIXEL_SIZE_M = 2.0
+
+# appearance: robust z-score above which a pixel is not the area's dominant surface
+_Z_OBJECT = 3.0
+# a pixel this much darker than the dominant surface (relative brightness) is shadow
+_SHADOW_DROP = 0.35
+# this much darker is shadow whatever its colour (the noise of a black shadow looks like colour)
+_DEEP_SHADOW_DROP = 0.45
+# shadows are narrower than this (m): a 10 m high block in a sun 45 degrees up
+_MAX_SHADOW_M = 11.0
+# shape priors of a building footprint
+_MIN_RECTANGULARITY = 0.78
+_MERGE_RECTANGULARITY = 0.80
+# a connected foreground this rectangular is kept whole without trying a split
+_WHOLE_RECTANGULARITY = 0.95
+_MAX_ASPECT = 6.0
+_MIN_WIDTH_M = 5.0
+# width of an area's rim (m), where an object found by appearance is a strip of the surroundings
+_RIM_M = 2.0
+# h of the h-maxima markers (m of distance to the edge): a neck this much narrower splits
+_H_M = 1.5
+
+
+@dataclass(frozen=True, eq=False)
+class Structures:
+    """Individual structures found in the changed areas, or why none were counted.
+
+    Attributes
+    ----------
+    polygons : ChangePolygons
+        One footprint per structure, in the grid's CRS (pixel coordinates without one);
+        properties ``id``, ``change_id`` (the changed area holding it), ``area_m2``,
+        ``length_m``, ``width_m``, ``orientation_deg`` (of the long side, clockwise from
+        the grid's up direction: grid north, 0-180), ``rectangularity`` (area over its
+        oriented box), ``centroid_x``, ``centroid_y`` and ``source`` (``"appearance"`` or
+        ``"shape"``: how it was split from its area).
+    count : int or None
+        The number of structures; None when they were not counted.
+    reason : str or None
+        Why they were not counted (pixels too coarse, a windowed run, ...).
+    pixel_size_m : float or None
+        The pixel size they were counted at.
+    """
+
+    polygons: ChangePolygons
+    count: int | None
+    reason: str | None = None
+    pixel_size_m: float | None = None
+    settings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.polygons)
+
+    @property
+    def footprints_m2(self) -> np.ndarray:
+        """Footprint areas in m², one per structure."""
+        return np.array([p["area_m2"] for p in self.polygons.properties], dtype=float)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``summary.json`` holds under ``results.structures``.
+
+        Returns
+        -------
+        dict
+            ``count``, ``median_footprint_m2``, ``total_footprint_m2``,
+            ``median_length_m``, ``median_width_m``, ``by_change_id`` (count per changed
+            area), ``pixel_size_m``, ``method`` and the settings; with ``count`` None,
+            ``reason`` says why.
+        """
+        if self.count is None:
+            return {"count": None, "reason": self.reason, "pixel_size_m": self.pixel_size_m}
+        props = self.polygons.properties
+        areas = self.footprints_m2
+
+        def med(key: str) -> float | None:
+            return round(float(np.median([p[key] for p in props])), 2) if props else None
+
+        by_area: dict[str, int] = {}
+        for p in props:
+            by_area[str(p["change_id"])] = by_area.get(str(p["change_id"]), 0) + 1
+        return {
+            "count": int(self.count),
+            "median_footprint_m2": round(float(np.median(areas)), 2) if areas.size else None,
+            "total_footprint_m2": round(float(areas.sum()), 2),
+            "median_length_m": med("length_m"),
+            "median_width_m": med("width_m"),
+            "by_change_id": by_area,
+            "pixel_size_m": self.pixel_size_m,
+            "method": "watershed on the distance transform (h-maxima markers) of each changed area's objects "
+                      "(after image) or of the area itself, pieces merged when a rectangle fits their union",
+            "settings": dict(self.settings),
+        }
+
+    def table(self) -> Any:
+        """One row per structure: its properties and its ``geometry`` (shapely).
+
+        Returns
+        -------
+        pandas.DataFrame, or list of dict where pandas is not installed
+        """
+        records = [{**p, "geometry": g} for p, g in zip(self.polygons.properties, self.polygons.geometries)]
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is in the notebooks extra
+            return records
+        cols = ["id", "change_id", "area_m2", "length_m", "width_m", "orientation_deg", "rectangularity",
+                "centroid_x", "centroid_y", "source", "geometry"]
+        return pd.DataFrame.from_records(records, columns=cols)
+
+    def __repr__(self) -> str:
+        if self.count is None:
+            return f"Structures(not counted: {self.reason})"
+        s = self.summary()
+        med = f", median footprint {s['median_footprint_m2']:.0f} m2" if s["median_footprint_m2"] is not None else ""
+        return f"Structures({self.count} structures{med})"
+
+
+def no_structures(reason: str, *, crs: Any = None, pixel_size_m: float | None = None) -> Structures:
+    """A :class:`Structures` that holds no count, and why.
+
+    Parameters
+    ----------
+    reason : str
+        Why the structures were not counted; goes into ``summary.json``.
+    crs : CRS, optional
+        The grid's CRS (for an empty layer).
+    pixel_size_m : float, optional
+        The grid's pixel size.
+
+    Returns
+    -------
+    Structures
+        ``count`` None, no polygons.
+
+    Examples
+    --------
+    >>> no_structures("a windowed run").summary()
+    {'count': None, 'reason': 'a windowed run', 'pixel_size_m': None}
+    """
+    return Structures(ChangePolygons((), (), crs), None, str(reason), pixel_size_m)
+
+
+def _pixel_size(mask: GeoRaster, pixel_size_m: float | None) -> float | None:
+    if mask.crs is not None:
+        return float(mask.grid.pixel_size_m)
+    return float(pixel_size_m) if pixel_size_m else None
+
+
+def find_structures(
+    mask: GeoRaster,
+    after: GeoRaster | None = None,
+    *,
+    areas: ChangePolygons | None = None,
+    pixel_size_m: float | None = None,
+    min_area_m2: float = 40.0,
+    max_area_m2: float = 6000.0,
+    max_length_m: float = 200.0,
+) -> Structures:
+    """Split the changed areas of a mask into individual structures (building footprints).
+
+    Parameters
+    ----------
+    mask : GeoRaster
+        One band on the analysis grid: 1 change, anything else not.
+    after : GeoRaster, optional
+        The after image on the same grid (its spectral bands); with it, structures are
+        also found inside areas that changed as a whole (a cleared plot with new blocks).
+    areas : ChangePolygons, optional
+        The changed areas (polygons on the same grid); each structure's ``change_id`` is
+        the ``id`` of the area holding it (else the number of its mask region).
+    pixel_size_m : float, optional
+        Pixel size of a grid without a CRS (else from the grid).
+    min_area_m2 : float
+        Segments smaller than this are not a building (a car, a pile, noise).
+    max_area_m2 : float
+        Segments larger than this are not one building (a plot, a yard).
+    max_length_m : float
+        Segments longer than this are not one building (a road, a fence line).
+
+    Returns
+    -------
+    Structures
+        The footprints and their count; with pixels coarser than :data:`MAX_PIXEL_SIZE_M`
+        (or no pixel size), no count and the reason.
+
+    Examples
+    --------
+    >>> from affine import Affine
+    >>> m = np.zeros((1, 60, 80), "uint8")
+    >>> m[0, 10:25, 5:65] = 1; m[0, 25:29, 30:34] = 1; m[0, 29:44, 5:65] = 1  # two blocks and a neck
+    >>> s = find_structures(GeoRaster(m, Affine(1, 0, 0, 0, -1, 60), "EPSG:32639"))
+    >>> s.count, [round(p["area_m2"]) for p in s.polygons.properties]
+    (2, [906, 906])
+    >>> find_structures(GeoRaster(m, Affine(10, 0, 0, 0, -10, 600), "EPSG:32639")).reason[:30]
+    'pixels of 10 m are coarser tha'
+    """
+    if not isinstance(mask, GeoRaster):
+        raise InvalidParameterError(f"mask must be a GeoRaster (1 change), got {type(mask).__name__}")
+    if mask.count != 1:
+        raise InvalidParameterError(f"mask must have one band, got {mask.count}")
+    if after is not None:
+        if not isinstance(after, GeoRaster):
+            raise InvalidParameterError(f"after must be a GeoRaster on the mask's grid, got {type(after).__name__}")
+        if after.shape[1:] != mask.shape[1:]:
+            raise InvalidParameterError(
+                f"after has {after.shape[1:]} pixels but the mask {mask.shape[1:]}; pass the after image on the "
+                "mask's grid (ChangeResult.after)"
+            )
+    for name, value in (("min_area_m2", min_area_m2), ("max_area_m2", max_area_m2), ("max_length_m", max_length_m)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InvalidParameterError(f"{name} must be a positive number of metres, got {value!r}")
+    if min_area_m2 >= max_area_m2:
+        raise InvalidParameterError(f"min_area_m2 ({min_area_m2}) must be below max_area_m2 ({max_area_m2})")
+    px = _pixel_size(mask, pixel_size_m)
+    if px is None:
+        return no_structures("the images have no georeferencing and no pixel size: structures are counted in metres; "
+                             "pass pixel_size_m (--pixel-size-m)", crs=mask.crs)
+    if px > MAX_PIXEL_SIZE_M + 1e-9:
+        return no_structures(
+            f"pixels of {px:.3g} m are coarser than {MAX_PIXEL_SIZE_M:g} m: neighbouring buildings merge into one "
+            f"changed area; structures are counted on images of {MAX_PIXEL_SIZE_M:g} m or finer",
+            crs=mask.crs, pixel_size_m=round(px, 4),
+        )
+    settings = {"min_area_m2": float(min_area_m2), "max_area_m2": float(max_area_m2),
+                "max_length_m": float(max_length_m), "h_maxima_m": _H_M, "object_z": _Z_OBJECT,
+                "min_rectangularity": _MIN_RECTANGULARITY, "merge_rectangularity": _MERGE_RECTANGULARITY}
+    changed = mask.data[0] == 1
+    labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
+    ids, _ = _area_ids(labels, n, areas, mask.grid)
+    bands = None
+    if after is not None:
+        bands = np.asarray(after.data, dtype=np.float32)
+    prior = _Prior(px, min_area_m2, max_area_m2, max_length_m)
+    segments: list[_Segment] = []
+    pad = 2
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        r0, r1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, labels.shape[0])
+        c0, c1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, labels.shape[1])
+        area = labels[r0:r1, c0:c1] == k
+        n_px = int(area.sum())
+        if n_px * px * px < min_area_m2:
+            continue
+        candidates = [_segments_of(area, prior, "shape")]
+        if bands is not None and n_px * px * px > min_area_m2 * 2:
+            # the area's rim: where its edge cuts through the ground around it (a field strip
+            # left in the area by the mask's blur looks like an object, and lies along the rim)
+            rim = area & ~ndimage.binary_erosion(area, _disk(max(1, int(round(_RIM_M / px)))))
+            for objects in _objects_by_appearance(bands[:, r0:r1, c0:c1], area, px):
+                candidates.append([s for s in _segments_of(objects, prior, "appearance")
+                                   if rim[s.rows, s.cols].mean() <= 0.25])
+        best = _choose(candidates)
+        for s in best:
+            s.rows += r0
+            s.cols += c0
+            s.change_id = ids[k]
+            segments.append(s)
+    return _as_structures(segments, mask.grid, px, settings)
+
+
+# --------------------------------------------------------------------------- internals
+@dataclass
+class _Prior:
+    px: float
+    min_area_m2: float
+    max_area_m2: float
+    max_length_m: float
+
+
+@dataclass
+class _Segment:
+    rows: np.ndarray
+    cols: np.ndarray
+    area_m2: float
+    length_m: float
+    width_m: float
+    orientation_deg: float
+    rectangularity: float
+    source: str
+    change_id: Any = None
+
+
+def _area_ids(labels: np.ndarray, n: int, areas: ChangePolygons | None,
+              grid: Grid) -> tuple[list[Any], list[str | None]]:
+    """For each mask region (1..n), the id and change class of the changed-area polygon over most of it."""
+    ids: list[Any] = list(range(n + 1))
+    classes: list[str | None] = [None] * (n + 1)
+    if areas is None or not len(areas):
+        return ids, classes
+    from rasterio import features
+
+    props = areas.properties
+    burnt = features.rasterize([(g, i + 1) for i, g in enumerate(areas.geometries)], out_shape=labels.shape,
+                               transform=grid.transform, fill=0, dtype="int32")
+    inside = labels > 0
+    pairs = np.stack([labels[inside], burnt[inside]], axis=1)
+    if not pairs.size:
+        return ids, classes
+    uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+    order = np.lexsort((-counts, uniq[:, 0]))
+    seen: set[int] = set()
+    for (lab, poly), _ in zip(uniq[order].tolist(), counts[order].tolist()):
+        if lab in seen:
+            continue
+        seen.add(lab)
+        if poly > 0:
+            ids[lab] = props[poly - 1].get("id", poly)
+            classes[lab] = props[poly - 1].get("change_class")
+    return ids, classes
+
+
+def _objects_by_appearance(img: np.ndarray, area: np.ndarray, px: float) -> list[np.ndarray]:
+    """Candidate objects of an area: the pixels unlike its ground, for a few guesses of the ground.
+
+    The ground is guessed as the whole area (its median: a cleared plot with blocks on
+    it) and as each of three colour clusters of the area that covers a tenth of it or more
+    (the blocks may cover more of a plot than the ground between them).  Against a guess,
+    two robust z-scores: of the colour (each band over the brightness: a grey roof on
+    brown ground, whatever the light) and of the brightness (a white slab on grey
+    ground); much darker than the ground is shadow, not an object.
+    """
+    sigma = max(1.0, 1.0 / px)
+    finite = np.isfinite(img).all(axis=0)
+    inside = area & finite
+    if inside.sum() < 16:
+        return []
+    filled = [np.where(finite, b, np.nanmedian(b[inside])) for b in img]
+    smooth = np.stack([ndimage.gaussian_filter(b, sigma) for b in filled])
+    floor = max(float(np.abs(smooth[:, inside]).mean()) * 1e-3, 1e-6)
+    bright = np.log(np.maximum(smooth.mean(axis=0), floor))
+    chroma = [np.log(np.maximum(b, floor)) - bright for b in smooth] if len(smooth) > 1 else []
+    # the same on a finer scale: the smoothing finds objects, this puts their edges back
+    fine = np.stack([ndimage.gaussian_filter(b, 0.5) for b in filled])
+    fine_bright = np.log(np.maximum(fine.mean(axis=0), floor))
+    fine_chroma = [np.log(np.maximum(b, floor)) - fine_bright for b in fine] if len(fine) > 1 else []
+    guesses = [inside]
+    feats = np.stack([bright[inside], *[c[inside] for c in chroma]], axis=1)
+    spread = 1.4826 * np.median(np.abs(feats - np.median(feats, axis=0)), axis=0)
+    feats = feats / np.maximum(spread, 0.01)
+    if len(feats) >= 300:
+        from scipy.cluster.vq import kmeans2
+
+        sample = feats[:: max(1, len(feats) // 20000)]
+        centres, _ = kmeans2(sample, 3, minit="++", seed=0)
+        cluster = np.argmin(((feats[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        for c in range(3):
+            sel = cluster == c
+            if sel.mean() >= 0.1:
+                g = np.zeros_like(inside)
+                g[inside] = sel
+                guesses.append(g)
+    from skimage.filters import apply_hysteresis_threshold
+
+    wide = _disk(max(1, int(round(_MAX_SHADOW_M / 2 / px))))
+    out = []
+    for ground in guesses:
+        def robust_z(x: np.ndarray, like: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+            v = (x if like is None else like)[ground]
+            m = float(np.median(v))
+            s = max(1.4826 * float(np.median(np.abs(v - m))), 0.01)
+            return (x - m) / s, m
+
+        z_bright, m_bright = robust_z(bright)
+        z_colour = np.sqrt(np.mean(np.square([robust_z(c)[0] for c in chroma]), axis=0)) if chroma \
+            else np.zeros_like(z_bright)
+        # shadow: much darker than the ground with the ground's colour (a dark red roof half is not)
+        shadow = ((bright < m_bright + math.log(1 - _SHADOW_DROP)) & (z_colour < _Z_OBJECT)) | (
+            bright < m_bright + math.log(1 - _DEEP_SHADOW_DROP))
+        # a shadow is a band beside a building; a dark patch wider than that is a dark roof
+        shadow &= ~ndimage.binary_opening(shadow, wide)
+        # darker than the ground with its colour is shade (penumbra, a wet patch), not an object
+        z = np.maximum(z_colour, z_bright)
+        z[shadow | ~inside] = 0
+        # hysteresis: a pixel a little off the ground joins an object that is clearly off it
+        objects = apply_hysteresis_threshold(z, _Z_OBJECT, _Z_OBJECT * 4 / 3)
+        # edges: a pixel of an object stays when it is off the ground on the fine scale too
+        # (on the smooth scale every object is a sigma wider)
+        zf = np.maximum(robust_z(fine_bright)[0], np.sqrt(np.mean(np.square(
+            [robust_z(f)[0] for f in fine_chroma]), axis=0)) if fine_chroma else 0.0)
+        objects &= zf > _Z_OBJECT * 0.75
+        if objects.any():
+            out.append(objects)
+    return out
+
+
+def _disk(radius: int) -> np.ndarray:
+    y, x = np.ogrid[-radius : radius + 1, -radius : radius + 1]
+    return (x * x + y * y) <= radius * radius
+
+
+def _segments_of(fg: np.ndarray, prior: _Prior, source: str) -> list[_Segment]:
+    """Building-like segments of a foreground: opened, split by watershed, merged, filtered.
+
+    Pieces a narrow gap apart (texture biting into a roof) are also tried joined: each
+    group of pieces that a closing joins is one building when the joined shape explains
+    clearly more of it than the pieces do on their own (blocks 3 m apart each fit a
+    rectangle on their own and stay apart).
+    """
+    px = prior.px
+    r_open = max(1, int(round(1.0 / px)))
+    fg = _fill_small_holes(ndimage.binary_opening(fg, _disk(r_open)), prior)
+    if not fg.any():
+        return []
+    eight = np.ones((3, 3), bool)
+    comp, _ = ndimage.label(fg, structure=eight)
+    joined = _fill_small_holes(ndimage.binary_closing(fg, _disk(r_open), border_value=0) | fg, prior)
+    groups, _ = ndimage.label(joined, structure=eight)
+    out = []
+    for g, sl in enumerate(ndimage.find_objects(groups), start=1):
+        if sl is None:
+            continue
+        group = groups[sl] == g
+        if group.sum() * px * px < prior.min_area_m2:
+            continue
+        inside = np.unique(comp[sl][group & (comp[sl] > 0)])
+        apart: list[_Segment] = []
+        for k in inside.tolist():
+            apart += _component(comp[sl] == k, prior, source)
+        candidates = [apart]
+        if len(inside) > 1 or (group & ~(comp[sl] > 0)).sum() * px * px >= prior.min_area_m2 / 4:
+            candidates.append(_component(group, prior, source))
+        chosen = candidates[0] if len(candidates) == 1 else (
+            candidates[1] if _explained(candidates[1]) > 1.25 * _explained(candidates[0]) else candidates[0])
+        for s in chosen:
+            s.rows += sl[0].start
+            s.cols += sl[1].start
+            out.append(s)
+    return out
+
+
+def _fill_small_holes(fg: np.ndarray, prior: _Prior) -> np.ndarray:
+    """Holes smaller than a building filled (a roof unit, a skylight, texture)."""
+    holes = ndimage.binary_fill_holes(fg) & ~fg
+    if not holes.any():
+        return fg
+    hl, _ = ndimage.label(holes)
+    sizes = np.bincount(hl.ravel())
+    small = sizes * prior.px * prior.px < prior.min_area_m2
+    small[0] = False
+    return fg | small[hl]
+
+
+def _component(piece: np.ndarray, prior: _Prior, source: str) -> list[_Segment]:
+    """One connected foreground: one building, several (split), or none."""
+    px = prior.px
+    # bites of texture into its edge filled (this piece alone: no neighbour joins it)
+    r = max(1, int(round(1.0 / px)))
+    piece = ndimage.binary_closing(np.pad(piece, r + 1), _disk(r))[r + 1 : -r - 1, r + 1 : -r - 1] | piece
+    rr, cc = np.nonzero(piece)
+    if rr.size * px * px < prior.min_area_m2:
+        return []
+    whole = _shape(rr, cc, px, source)
+    pieces = []
+    if whole.rectangularity < _WHOLE_RECTANGULARITY or not _plausible(whole, prior):
+        pieces = _split(piece, prior, source)
+    # the split stands when the merge (the rectangle prior) kept two or more buildings that
+    # explain most of the piece; else the piece is one building or none
+    split_wins = len(pieces) >= 2 and sum(p.area_m2 for p in pieces) >= 0.7 * whole.area_m2
+    if _plausible(whole, prior) and not split_wins:
+        return [whole]
+    return pieces
+
+
+def _split(piece: np.ndarray, prior: _Prior, source: str) -> list[_Segment]:
+    """Watershed of one connected foreground on its distance transform, pieces merged back where a rectangle fits."""
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    px = prior.px
+    fg = np.pad(piece, 1)
+    dist = ndimage.distance_transform_edt(fg) * px
+    # smoothed and quantised to a quarter metre: a ragged edge does not make a maximum of its own
+    smooth = ndimage.gaussian_filter(dist, max(1.0, 1.0 / px))
+    quant = np.round(smooth / 0.25).astype(np.int32)
+    markers, n_markers = ndimage.label(h_maxima(quant, int(round(_H_M / 0.25))), structure=np.ones((3, 3), bool))
+    if n_markers < 2:
+        seg = fg.astype(np.int32)
+    else:
+        seg = watershed(-smooth, markers, mask=fg)
+    seg = _merge_pieces(seg, prior)[1:-1, 1:-1]
+    return [s for s in _measure(seg, px, source) if _plausible(s, prior)]
+
+
+def _measure(seg: np.ndarray, px: float, source: str) -> list[_Segment]:
+    out = []
+    for k, sl in enumerate(ndimage.find_objects(seg), start=1):
+        if sl is None:
+            continue
+        rr, cc = np.nonzero(seg[sl] == k)
+        if rr.size < 3:
+            continue
+        rr = rr + sl[0].start
+        cc = cc + sl[1].start
+        out.append(_shape(rr, cc, px, source))
+    return out
+
+
+def _shape(rr: np.ndarray, cc: np.ndarray, px: float, source: str) -> _Segment:
+    """The minimum-area rectangle around the pixels: length, width, orientation, rectangularity."""
+    import shapely
+
+    # the hull only needs each row's first and last pixel
+    r0 = int(rr.min())
+    h = int(rr.max()) - r0 + 1
+    lo = np.full(h, np.iinfo(np.int64).max, np.int64)
+    hi = np.full(h, -1, np.int64)
+    np.minimum.at(lo, rr - r0, cc)
+    np.maximum.at(hi, rr - r0, cc)
+    rows = np.flatnonzero(hi >= 0)
+    pts = np.concatenate([np.stack([rows + r0, lo[rows]], 1), np.stack([rows + r0, hi[rows]], 1)]).astype(float)
+    hull = shapely.convex_hull(shapely.multipoints(pts[:, ::-1]))  # (x=col, y=row)
+    if hull.geom_type != "Polygon":  # a line of pixels
+        d = np.ptp(pts, axis=0)
+        length, width = float(np.hypot(*d)) + 1.0, 1.0
+        vec = (d[0], d[1])
+    else:
+        box = np.asarray(shapely.minimum_rotated_rectangle(hull).exterior.coords)[:4]
+        e1, e2 = box[1] - box[0], box[2] - box[1]
+        n1, n2 = float(np.hypot(*e1)), float(np.hypot(*e2))
+        # centres span one pixel less than the footprint: a pixel's width along each side
+        if n1 >= n2:
+            length, width, vec = n1 + 1.0, n2 + 1.0, (e1[1], e1[0])
+        else:
+            length, width, vec = n2 + 1.0, n1 + 1.0, (e2[1], e2[0])
+    n = float(rr.size)
+    # azimuth of the long side, clockwise from up (-row); vec is (drow, dcol)
+    orient = math.degrees(math.atan2(vec[1], -vec[0])) % 180.0
+    return _Segment(rr, cc, n * px * px, length * px, width * px, float(orient), min(n / (length * width), 1.0), source)
+
+
+def _plausible(s: _Segment, prior: _Prior) -> bool:
+    return (prior.min_area_m2 <= s.area_m2 <= prior.max_area_m2 and s.length_m <= prior.max_length_m
+            and s.width_m >= _MIN_WIDTH_M and s.length_m / max(s.width_m, 1e-9) <= _MAX_ASPECT
+            and s.rectangularity >= _MIN_RECTANGULARITY)
+
+
+def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
+    """Merge neighbouring pieces while a rectangle fits their union at least as well as each piece."""
+    seg = seg.copy()
+    px = prior.px
+    for _ in range(4):
+        pairs = _neighbour_pairs(seg)
+        if not pairs:
+            break
+        shapes: dict[int, _Segment] = {}
+
+        def shape_of(k: int) -> _Segment:
+            if k not in shapes:
+                rr, cc = np.nonzero(seg == k)
+                shapes[k] = _shape(rr, cc, px, "")
+            return shapes[k]
+
+        merged_any = False
+        used: set[int] = set()
+        candidates = []
+        for (i, j), contact in pairs.items():
+            si, sj = shape_of(i), shape_of(j)
+            # pieces of one building share a side; two buildings joined by a neck touch along the neck only
+            if contact * px < 0.5 * min(si.width_m, sj.width_m):
+                continue
+            rr = np.concatenate([si.rows, sj.rows])
+            cc = np.concatenate([si.cols, sj.cols])
+            u = _shape(rr, cc, px, "")
+            if (u.rectangularity >= _MERGE_RECTANGULARITY
+                    and u.rectangularity >= min(si.rectangularity, sj.rectangularity) - 0.05
+                    and u.area_m2 <= prior.max_area_m2 and u.length_m <= prior.max_length_m
+                    and u.length_m / max(u.width_m, 1e-9) <= _MAX_ASPECT):
+                candidates.append((u.rectangularity, i, j))
+        for _, i, j in sorted(candidates, reverse=True):
+            if i in used or j in used:
+                continue
+            seg[seg == j] = i
+            used.update((i, j))
+            merged_any = True
+        if not merged_any:
+            break
+    return seg
+
+
+def _neighbour_pairs(seg: np.ndarray) -> dict[tuple[int, int], int]:
+    """Pairs of touching labels and the length of their contact (pixel edges, 4-neighbours)."""
+    pairs: dict[tuple[int, int], int] = {}
+    for a, b in ((seg[:, :-1], seg[:, 1:]), (seg[:-1, :], seg[1:, :])):
+        touch = (a != b) & (a > 0) & (b > 0)
+        if touch.any():
+            lo = np.minimum(a[touch], b[touch])
+            hi = np.maximum(a[touch], b[touch])
+            for key, n in zip(*np.unique(np.stack([lo, hi], axis=1), axis=0, return_counts=True)):
+                pairs[(int(key[0]), int(key[1]))] = pairs.get((int(key[0]), int(key[1])), 0) + int(n)
+    return pairs
+
+
+def _explained(segments: list[_Segment]) -> float:
+    return float(sum(s.area_m2 for s in segments))
+
+
+def _choose(candidates: list[list[_Segment]]) -> list[_Segment]:
+    """The split of an area that explains most of it as buildings; of those that explain at
+    least 60 % as much, the one with the most buildings (joined blocks are one shape, not one
+    building, when the after image shows them apart)."""
+    most = max(_explained(c) for c in candidates)
+    if most <= 0:
+        return []
+    close = [c for c in candidates if _explained(c) >= 0.6 * most]
+    return max(close, key=lambda c: (len(c), _explained(c)))
+
+
+def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: dict[str, float]) -> Structures:
+    import shapely
+    from rasterio import features
+
+    geoms: list[Any] = []
+    props: list[dict[str, Any]] = []
+    t = grid.transform
+    for i, s in enumerate(segments, start=1):
+        r0, c0 = int(s.rows.min()), int(s.cols.min())
+        local = np.zeros((int(s.rows.max()) - r0 + 1, int(s.cols.max()) - c0 + 1), np.uint8)
+        local[s.rows - r0, s.cols - c0] = 1
+        shapes = [shapely.geometry.shape(g) for g, v in
+                  features.shapes(local, mask=local.astype(bool), transform=t * t.translation(c0, r0)) if v == 1]
+        geom = shapely.union_all(shapes) if len(shapes) > 1 else shapes[0]
+        cx, cy = t * (float(s.cols.mean()) + 0.5, float(s.rows.mean()) + 0.5)
+        geoms.append(geom)
+        props.append({
+            "id": i,
+            "change_id": s.change_id.item() if isinstance(s.change_id, np.generic) else s.change_id,
+            "area_m2": round(s.area_m2, 2),
+            "length_m": round(s.length_m, 2),
+            "width_m": round(s.width_m, 2),
+            "orientation_deg": round(s.orientation_deg, 1),
+            "rectangularity": round(s.rectangularity, 3),
+            "centroid_x": round(float(cx), 3),
+            "centroid_y": round(float(cy), 3),
+            "source": s.source,
+        })
+    return Structures(ChangePolygons(tuple(geoms), tuple(props), grid.crs), len(geoms), None, round(px, 4), settings)

@@ -1,0 +1,271 @@
+"""Counting new structures: known blocks in synthetic rasters, the files read back, the reasons given."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from scipy import ndimage
+from shapely import affinity
+from shapely.geometry import box, shape
+
+from changedet import structures
+from changedet.errors import InvalidParameterError
+from changedet.pipeline import detect_changes
+from changedet.raster import GeoRaster
+
+UTM = CRS.from_epsg(32639)
+NAMES = ("red", "green", "blue")
+
+
+def _grid(px: float, n: int) -> Affine:
+    return Affine(px, 0, 565000.0, 0, -px, 6185000.0 + n * px)
+
+
+def _blocks(n_rows: int, n_cols: int, length: float, width: float, gap: float, angle: float, centre: tuple[float, float]):
+    """Rectangles (map coordinates) of a lattice of blocks, long side along ``angle`` (degrees from north)."""
+    out = []
+    cx, cy = centre
+    for i in range(n_rows):
+        for j in range(n_cols):
+            u = (j - (n_cols - 1) / 2) * (width + gap)
+            v = (i - (n_rows - 1) / 2) * (length + gap)
+            b = box(u - width / 2, v - length / 2, u + width / 2, v + length / 2)
+            out.append(affinity.translate(affinity.rotate(b, -angle, origin=(0, 0)), cx, cy))
+    return out
+
+
+def _burn(geoms, n: int, t: Affine) -> np.ndarray:
+    from rasterio import features
+
+    ss = 4
+    fine = features.rasterize([(g, 1) for g in geoms], out_shape=(n * ss, n * ss), transform=t * Affine.scale(1 / ss),
+                              fill=0, dtype="uint8")
+    return fine.reshape(n, ss, n, ss).mean(axis=(1, 3))
+
+
+def _site(seed: int, *, px: float = 1.0, n: int = 260, angle: float = 25.0, gap: float = 6.0,
+          length: float = 40.0, width: float = 14.0, rows: int = 3, cols: int = 4):
+    """A meadow (before) cleared to brown ground with grey blocks and their shadows (after); uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    t = _grid(px, n)
+    centre = t * (n / 2, n / 2)
+    blocks = _blocks(rows, cols, length, width, gap, angle, centre)
+    plot = affinity.rotate(box(centre[0] - (cols * (width + gap)) / 2 - 15, centre[1] - (rows * (length + gap)) / 2 - 15,
+                               centre[0] + (cols * (width + gap)) / 2 + 15, centre[1] + (rows * (length + gap)) / 2 + 15),
+                           -angle, origin=centre)
+    tex = 1 + 0.08 * ndimage.gaussian_filter(rng.normal(size=(n, n)), 3 / px) / 0.1
+    meadow = np.array([0.06, 0.08, 0.04])[:, None, None] * tex
+    after = meadow.copy()
+    cover = _burn([plot], n, t)
+    after = after * (1 - cover) + np.array([0.15, 0.115, 0.085])[:, None, None] * tex * cover
+    roofs = _burn(blocks, n, t)
+    after = after * (1 - roofs) + np.array([0.145, 0.15, 0.16])[:, None, None] * roofs
+    shadow = _burn([affinity.translate(b, 0, 5).union(b).convex_hull.difference(b) for b in blocks], n, t)
+    after = after * (1 - 0.6 * np.minimum(shadow, 1 - roofs))
+    noisy = [np.clip(img * 640 + rng.normal(0, 4, img.shape), 0, 255).astype("uint8") for img in (meadow, after)]
+    return noisy[0], noisy[1], t, blocks, plot
+
+
+def _write(path: Path, data: np.ndarray, t: Affine) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8",
+                       crs=UTM, transform=t) as dst:
+        dst.write(data)
+        dst.descriptions = NAMES
+    return path
+
+
+def _mask(blocks, n: int, t: Affine) -> GeoRaster:
+    return GeoRaster((_burn(blocks, n, t) >= 0.5).astype("uint8")[np.newaxis], t, UTM, ("change",))
+
+
+# --- the mask alone -----------------------------------------------------------------------------
+
+
+def test_blocks_joined_by_necks_are_split_and_counted() -> None:
+    n = 200
+    t = _grid(1.0, n)
+    blocks = _blocks(3, 4, 30.0, 12.0, 5.0, 0.0, t * (n / 2, n / 2))
+    m = _mask(blocks, n, t)
+    data = m.data.copy()
+    # a 3 m neck between the first two blocks of each row (a path, a wall): the mask joins them
+    rows = np.flatnonzero(data[0].any(axis=1))
+    cols = np.flatnonzero(data[0].any(axis=0))
+    c0 = cols.min() + 12
+    for r in (rows.min() + 10, rows.min() + 45, rows.min() + 80):
+        data[0, r : r + 3, c0 : c0 + 5] = 1
+    s = structures.find_structures(m.with_data(data))
+    assert s.count == 12
+    areas = s.footprints_m2
+    assert np.all(np.abs(areas - 360) <= 0.1 * 360), areas
+    assert {p["source"] for p in s.polygons.properties} == {"shape"}
+
+
+def test_one_rotated_block_length_width_orientation() -> None:
+    n = 120
+    t = _grid(0.5, n)
+    block = _blocks(1, 1, 40.0, 12.0, 0.0, 30.0, t * (n / 2, n / 2))
+    s = structures.find_structures(_mask(block, n, t))
+    assert s.count == 1
+    p = s.polygons.properties[0]
+    assert p["length_m"] == pytest.approx(40.0, abs=1.5)
+    assert p["width_m"] == pytest.approx(12.0, abs=1.5)
+    assert p["orientation_deg"] == pytest.approx(30.0, abs=3.0)
+    assert p["area_m2"] == pytest.approx(480.0, rel=0.05)
+    assert s.polygons.geometries[0].area == pytest.approx(p["area_m2"])
+
+
+def test_too_small_or_too_long_is_not_a_building() -> None:
+    n = 300
+    t = _grid(1.0, n)
+    shed = _blocks(1, 1, 6.0, 5.0, 0, 0, t * (50, 50))  # 30 m2
+    road = _blocks(1, 1, 280.0, 10.0, 0, 90, t * (150, 150))  # a 10 m road across the scene
+    s = structures.find_structures(_mask(shed + road, n, t))
+    assert s.count == 0
+    assert structures.find_structures(_mask(shed, n, t), min_area_m2=20).count == 1
+
+
+# --- the after image: blocks inside one changed area ----------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "angle", "gap"), [(0, 25.0, 6.0), (1, 70.0, 4.0), (2, 0.0, 9.0)])
+def test_blocks_on_a_cleared_plot_are_counted(seed: int, angle: float, gap: float) -> None:
+    before, after, t, blocks, plot = _site(seed, angle=angle, gap=gap)
+    n = after.shape[1]
+    mask = _mask([plot], n, t)  # the whole cleared plot is one changed area
+    assert ndimage.label(mask.data[0])[1] == 1
+    s = structures.find_structures(mask, GeoRaster(after.astype("float32"), t, UTM, NAMES))
+    assert abs(s.count - len(blocks)) <= 1, s.count
+    assert abs(np.median(s.footprints_m2) - 40 * 14) <= 0.2 * 40 * 14
+    assert all(p["source"] == "appearance" for p in s.polygons.properties)
+    # each structure lies on a true block
+    for g in s.polygons.geometries:
+        assert max(g.intersection(b).area for b in blocks) >= 0.6 * g.area
+    assert n == after.shape[2]
+
+
+# --- why no count -----------------------------------------------------------------------------------
+
+
+def test_coarse_pixels_give_no_count_and_say_why() -> None:
+    m = GeoRaster(np.ones((1, 20, 20), "uint8"), Affine(10, 0, 500000, 0, -10, 6200000), UTM, ("change",))
+    s = structures.find_structures(m)
+    assert s.count is None and len(s) == 0
+    assert s.summary() == {"count": None, "reason": s.reason, "pixel_size_m": 10.0}
+    assert s.reason.startswith("pixels of 10 m are coarser than 2 m")
+    grid_only = GeoRaster(np.ones((1, 20, 20), "uint8"), Affine.identity(), None, ("change",))
+    assert "pass pixel_size_m" in structures.find_structures(grid_only).reason
+    assert structures.find_structures(grid_only, pixel_size_m=0.5).count == 1
+
+
+def test_bad_arguments_are_refused_by_name() -> None:
+    m = GeoRaster(np.zeros((1, 20, 20), "uint8"), _grid(1.0, 20), UTM, ("change",))
+    with pytest.raises(InvalidParameterError, match="mask must be a GeoRaster"):
+        structures.find_structures(np.zeros((20, 20)))  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match=r"after has \(10, 10\) pixels but the mask \(20, 20\)"):
+        structures.find_structures(m, GeoRaster(np.zeros((3, 10, 10), "float32"), _grid(1.0, 10), UTM, NAMES))
+    with pytest.raises(InvalidParameterError, match="min_area_m2 must be a positive number"):
+        structures.find_structures(m, min_area_m2=float("nan"))
+    with pytest.raises(InvalidParameterError, match=r"min_area_m2 \(500\) must be below max_area_m2 \(400\)"):
+        structures.find_structures(m, min_area_m2=500, max_area_m2=400)
+
+
+# --- through the pipeline: files written and read back ----------------------------------------------
+
+
+def test_detect_writes_structures_geojson_and_gpkg_layer(tmp_path: Path) -> None:
+    import pyogrio
+
+    before, after, t, blocks, plot = _site(4)
+    b = _write(tmp_path / "before.tif", before, t)
+    a = _write(tmp_path / "after.tif", after, t)
+    out = tmp_path / "out"
+    result = detect_changes(b, a, out=out)
+    summary = json.loads((out / "summary.json").read_text())
+    s = summary["results"]["structures"]
+    assert abs(s["count"] - len(blocks)) <= 1
+    assert abs(s["median_footprint_m2"] - 560) <= 0.25 * 560
+    assert s == result.summary["results"]["structures"]
+    assert result.structures.count == s["count"] and len(result.structures.table()) == s["count"]
+    assert "structures.geojson" in summary["outputs"]
+    fc = json.loads((out / "structures.geojson").read_text())
+    assert len(fc["features"]) == s["count"]
+    assert {f["geometry"]["type"] for f in fc["features"]} <= {"Polygon", "MultiPolygon"}
+    lon, lat = fc["features"][0]["geometry"]["coordinates"][0][0][:2] if fc["features"][0]["geometry"]["type"] == \
+        "Polygon" else fc["features"][0]["geometry"]["coordinates"][0][0][0][:2]
+    assert 50 < lon < 54 and 54 < lat < 57  # lon/lat (RFC 7946), not grid metres
+    layers = dict(pyogrio.list_layers(out / "changes.gpkg"))
+    assert layers == {"changes": "MultiPolygon", "structures": "MultiPolygon"}
+    meta, _, geoms, fields = pyogrio.raw.read(out / "changes.gpkg", layer="structures")
+    cols = dict(zip(meta["fields"], fields))
+    assert len(geoms) == s["count"]
+    for k in ("area_m2", "length_m", "width_m", "orientation_deg", "change_id"):
+        assert k in cols
+    np.testing.assert_allclose(sorted(cols["area_m2"]), sorted(result.structures.footprints_m2))
+    _, _, _, change_fields = pyogrio.raw.read(out / "changes.gpkg", layer="changes")
+    change_meta = pyogrio.read_info(out / "changes.gpkg", layer="changes")
+    ids = set(change_fields[list(change_meta["fields"]).index("id")].tolist())
+    assert set(cols["change_id"].tolist()) <= ids
+    # every footprint inside the changed area it names
+    changes = json.loads((out / "changes.geojson").read_text())
+    by_id = {f["properties"]["id"]: shape(f["geometry"]) for f in changes["features"]}
+    for f in fc["features"]:
+        assert by_id[f["properties"]["change_id"]].buffer(1e-5).contains(shape(f["geometry"]).centroid)
+
+
+def test_pixel_grid_with_pixel_size_counts_in_metres(tmp_path: Path) -> None:
+    from PIL import Image
+
+    before, after, _, blocks, _ = _site(5, px=0.5, n=400, length=20, width=8, gap=5)
+    for name, img in (("before.png", before), ("after.png", after)):
+        Image.fromarray(np.moveaxis(img, 0, -1)).save(tmp_path / name)
+    result = detect_changes(tmp_path / "before.png", tmp_path / "after.png", pixel_size_m=0.5)
+    s = result.summary["results"]["structures"]
+    assert abs(s["count"] - len(blocks)) <= 2
+    assert abs(s["median_footprint_m2"] - 160) <= 0.3 * 160
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    fig = result.plot()
+    bar = next(a for a in fig.axes[0].artists if isinstance(a, AnchoredSizeBar))
+    assert bar.txt_label.get_children()[0].get_text().endswith(" m")
+    no_size = detect_changes(tmp_path / "before.png", tmp_path / "after.png")
+    assert no_size.summary["results"]["structures"]["count"] is None
+    assert "pixel_size_m" in no_size.summary["results"]["structures"]["reason"]
+
+
+def test_windowed_run_says_why_it_has_no_count(tmp_path: Path) -> None:
+    before, after, t, _, _ = _site(6, n=160)
+    b = _write(tmp_path / "before.tif", before, t)
+    a = _write(tmp_path / "after.tif", after, t)
+    result = detect_changes(b, a, out=tmp_path / "w", tiled=True, window_px=64, progress=False)
+    s = json.loads((tmp_path / "w" / "summary.json").read_text())["results"]["structures"]
+    assert s["count"] is None and "windowed run" in s["reason"] and "--in-memory" in s["reason"]
+    assert not (tmp_path / "w" / "structures.geojson").exists()
+    assert result.summary["results"]["structures"] == s
+
+
+def test_ten_metre_sample_gives_reason_in_summary() -> None:
+    from changedet import data
+
+    pair = data.load_sample("s2_like")
+    s = detect_changes(pair.before, pair.after, figures=False).summary["results"]["structures"]
+    assert s["count"] is None
+    assert s["reason"].startswith("pixels of 10 m are coarser than 2 m")
+
+
+@pytest.mark.xfail(strict=True, reason="the hires sample's 66 blocks are not yet counted within one: site roads, "
+                                       "material piles, the slabs and a parking lot of moved cars are counted too")
+def test_hires_sample_block_count_within_one() -> None:
+    from changedet import data
+
+    pair = data.load_sample("hires_rgb")
+    # the truth: 66 dormitory blocks (registry.json new_objects, from make_sample_tiles.py)
+    s = detect_changes(pair.before, pair.after, figures=False).summary["results"]["structures"]
+    assert abs(s["count"] - 66) <= 1
+    assert math.isfinite(s["median_footprint_m2"])
