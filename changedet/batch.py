@@ -19,6 +19,7 @@ import contextlib
 import csv
 import io as _stdio
 import json
+import numbers
 import os
 import re
 import signal
@@ -477,8 +478,9 @@ def run_batch(
 
     if not isinstance(method, str) or method not in METHODS:
         raise InvalidParameterError(f"method must be one of {sorted(METHODS)}, got {method!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
+    workers = int(workers)
     options: dict[str, Any] = {"method": method, "threshold": threshold, "min_area_m2": min_area_m2}
     if model is not None:
         options["model"] = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model

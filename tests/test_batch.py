@@ -124,6 +124,12 @@ def test_batch_options_validated(tmp_path: Path) -> None:
         run_batch([Pair("a", "x", "y")], tmp_path, method="magic", progress=False)
     with pytest.raises(InvalidParameterError, match="workers"):
         run_batch([Pair("a", "x", "y")], tmp_path, workers=0, progress=False)
+    with pytest.raises(InvalidParameterError, match="workers"):
+        run_batch([Pair("a", "x", "y")], tmp_path, workers=1.5, progress=False)
+    # every option is checked before any pair runs (not once per pair)
+    with pytest.raises(InvalidParameterError, match="threshold"):
+        run_batch([Pair("a", "x", "y")], tmp_path / "t", threshold="chi2:abc", progress=False)
+    assert not (tmp_path / "t").exists()
 
 
 def test_batch_on_real_dask_scheduler(pair_folder: Path, tmp_path: Path) -> None:
