@@ -368,7 +368,9 @@ class SeriesResult:
     table : list of dict
         One row per date: ``date``, ``index``, ``new_area_m2``, ``changed_area_m2``,
         ``changed_area_ha``, ``changed_fraction``, ``structures`` (None when not counted),
-        ``pair_changed_area_m2`` (the pair's own mask, before the step fit), ``confirmed``
+        ``pair_changed_area_m2`` (the pair's own mask, before the step fit), ``pair_structures``
+        (the pair pipeline's own count, ``summary.json`` ``results.structures``, None where it
+        has none), ``confirmed``
         (False for the last date, whose new change no later date confirms).
     structures_note : str
         How structures were counted, or why not.
@@ -526,8 +528,9 @@ def _count_structures(changed: np.ndarray, image: GeoRaster, grid: Grid, pixel_s
     found = structures.find_structures(mask, image, pixel_size_m=pixel_size_m)
     if found.count is None:
         return None, f"structures not counted: {found.reason}"
-    return int(found.count), ("structures counted by changedet.structures.find_structures in the changed area by "
-                              "each date (the area changed since the first date), on that date's image")
+    return int(found.count), ("structures: counted by changedet.structures.find_structures in the area changed "
+                              "(lastingly) by each date, on that date's image; pair_structures: the pair "
+                              "pipeline's own count for that date against the first (summary.json)")
 
 
 def detect_series(
@@ -601,6 +604,7 @@ def detect_series(
     masks: list[np.ndarray] = []
     frames: list[GeoRaster] = []
     pair_area: list[float] = []
+    pair_structures: list[int | None] = []  # the pair pipeline's own count (summary results.structures), if any
     grid: Grid | None = None
     pair_summary: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -618,6 +622,8 @@ def detect_series(
         masks.append(_mask_on_grid(res.mask, grid))
         frames.append(_on_grid(res.after, grid, nearest=False))
         pair_area.append(float(res.change_mask().sum()) * _pixel_area(grid, pixel_size_m))
+        counted_by_pair = (res.summary.get("results", {}).get("structures") or {}).get("count")
+        pair_structures.append(int(counted_by_pair) if counted_by_pair is not None else None)
         timings[f"pair_0_{k}"] = round(time.perf_counter() - tk, 3)
     assert grid is not None
     # each date against the one before it: a step must show where it happens
@@ -660,6 +666,7 @@ def detect_series(
             "changed_fraction": round(changed / n_valid, 5) if n_valid else 0.0,
             "structures": counted[k],
             "pair_changed_area_m2": round(pair_area[k - 1], 1) if k else 0.0,
+            "pair_structures": (pair_structures[k - 1] if k else 0) if structures else None,
             # the last date's new change has no later date to confirm that it lasts
             "confirmed": k < len(parsed) - 1,
         })

@@ -184,6 +184,8 @@ def test_outputs_are_written_and_read_back(bundled: data.SampleSeries, bundled_r
     with (out / "series.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["date"] for r in rows] == list(bundled.dates)
+    assert {"new_area_m2", "changed_area_ha", "structures", "pair_structures", "confirmed"} <= set(rows[0])
+    assert [r["confirmed"] for r in rows] == ["True"] * 4 + ["False"]
     area = [float(r["changed_area_m2"]) for r in rows]
     assert area[0] == 0 and all(b >= a for a, b in zip(area, area[1:]))  # cumulative
     # area at each date = pixels (1 m) whose first change is at or before it
