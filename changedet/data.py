@@ -2,7 +2,8 @@
 
 ``sample_tiles/`` at the repository's top level holds synthetic before/after
 pairs made by ``sample_tiles/make_sample_tiles.py``, each with a truth mask, and a
-``registry.json`` with the SHA-256 of every file.  It installs as the package
+``registry.json`` with the SHA-256 of every file; ``sample_tiles/series/`` holds a
+synthetic series of dates with the date each pixel first changed (:func:`load_series`).  It installs as the package
 ``changedet.sample_tiles`` (in a wheel and in an editable install alike) and is
 found through :mod:`importlib.resources`.  :func:`load_sample` checks
 the hashes before reading, so a truncated or edited file is reported instead of
