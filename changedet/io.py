@@ -564,7 +564,8 @@ def _check_opened(src: Any, path: Path | str, local: Path | None) -> None:
 
 #: GDAL's warnings while pixels are decoded that mean the pixels read are not the file's
 _DECODE_PROBLEM = re.compile(
-    r"decode|TIFFRead|TIFFFill|read error|discarding|not enough data|corrupt|premature|truncat|IReadBlock", re.IGNORECASE
+    r"decode|TIFFReadEncoded|TIFFReadRaw|TIFFFill|read error|discarding|not enough data|corrupt|premature end|truncat|"
+    r"IReadBlock failed", re.IGNORECASE
 )
 
 
@@ -577,6 +578,7 @@ class _GdalLog(logging.Handler):
         super().__init__(logging.WARNING)
         self.messages: list[tuple[int | None, str]] = []
         self.readers: dict[int, int] = {}
+        self.reader_threads: set[int] = set()  # every thread that read since the messages were cleared
         self.guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -597,12 +599,13 @@ def _decoding(path: Any) -> Iterator[None]:
     log = _GDAL_LOG
     with log.guard:
         log.readers[me] = log.readers.get(me, 0) + 1
+        log.reader_threads.add(me)
         start = len(log.messages)
     try:
         yield
         with log.guard:
             bad = [m for t, m in log.messages[start:]
-                   if (t == me or t not in log.readers) and _DECODE_PROBLEM.search(m)]
+                   if (t == me or t not in log.reader_threads) and _DECODE_PROBLEM.search(m)]
     finally:
         with log.guard:
             log.readers[me] -= 1
@@ -610,90 +613,7 @@ def _decoding(path: Any) -> Iterator[None]:
                 del log.readers[me]
             if not log.readers:
                 log.messages.clear()
-    if bad:
-        msg = bad[0].split(":", 2)[-1].strip() if bad[0].startswith("CPLE_") else bad[0]
-        raise RasterReadError(
-            f"{str(path)!r} is corrupt: GDAL could not decode some of its blocks ({msg[:120]}); "
-            "download or export the file again"
-        )
-
-
-_SIGNATURES = ((b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"),
-               (b"\x00\x00\x00\x0cjP  ", "JPEG2000"), (b"\xffO\xffQ", "JPEG2000"))
-
-
-def _signature(path: Path) -> str | None:
-    """The raster format a file's first bytes announce (a classic TIFF, PNG, JPEG, JPEG2000), or None."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-    except OSError:
-        return None
-    return next((kind for magic, kind in _SIGNATURES if head.startswith(magic)), None)
-
-
-def _check_opened(src: Any, path: Path | str, local: Path | None) -> None:
-    """Refuse what an open dataset declares before any pixel is read."""
-    if any(np.dtype(d).kind == "c" for d in src.dtypes):
-        raise RasterReadError(
-            f"{str(path)!r} holds complex pixels ({src.dtypes[0]}); export the image's real values (gdal_translate -ot Float32)"
-        )
-    declared = float(src.count) * src.width * src.height * max(np.dtype(d).itemsize for d in src.dtypes)
-    if local is not None and src.driver == "GTiff" and declared > BOMB_MIN_BYTES:
-        size = max(1, os.path.getsize(local))
-        if declared > BOMB_RATIO * size:
-            raise RasterReadError(
-                f"{str(path)!r} declares {src.width} x {src.height} pixels x {src.count} band(s) ({_gib(declared)}) in "
-                f"a file of {_gib(size) if size >= 2**20 else f'{size / 1024:.0f} KiB'}: a sparse or decompression-bomb "
-                "file, not an image; crop the real data out of it (gdal_translate -projwin) or download it again"
-            )
-    grid = Grid((src.height, src.width), src.transform if _is_georeferenced(src) else Affine.identity(), src.crs or None)
-    problem = grid_problem(grid)
-    if problem:
-        raise RasterReadError(f"{str(path)!r} {problem}")
-
-
-#: GDAL's warnings while pixels are decoded that mean the pixels read are not the file's
-_DECODE_PROBLEM = re.compile(
-    r"decode|TIFFRead|TIFFFill|read error|discarding|not enough data|corrupt|premature|truncat|IReadBlock", re.IGNORECASE
-)
-
-
-class _GdalLog(logging.Handler):
-    """Collects GDAL's warnings (rasterio logs them) while some read is active, in any thread."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-        self.active = 0
-        self.guard = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.active:
-            with contextlib.suppress(Exception):
-                self.messages.append(record.getMessage())
-
-
-_GDAL_LOG = _GdalLog()
-# GDAL's complaints come back as one clear error from the reader, not several lines on stderr
-logging.getLogger("rasterio._err").addHandler(_GDAL_LOG)
-
-
-@contextlib.contextmanager
-def _decoding(path: Any) -> Iterator[None]:
-    """Turn GDAL's decoding warnings during a pixel read (corrupt tiles read as data) into an error."""
-    with _GDAL_LOG.guard:
-        _GDAL_LOG.active += 1
-        start = len(_GDAL_LOG.messages)
-    try:
-        yield
-        with _GDAL_LOG.guard:
-            bad = [m for m in _GDAL_LOG.messages[start:] if _DECODE_PROBLEM.search(m)]
-    finally:
-        with _GDAL_LOG.guard:
-            _GDAL_LOG.active -= 1
-            if not _GDAL_LOG.active:
-                _GDAL_LOG.messages.clear()
+                log.reader_threads.clear()
     if bad:
         msg = bad[0].split(":", 2)[-1].strip() if bad[0].startswith("CPLE_") else bad[0]
         raise RasterReadError(

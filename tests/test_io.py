@@ -717,3 +717,50 @@ def test_a_large_constant_file_is_no_bomb(tmp_path: Path) -> None:
     assert 100 < ratio < cio.BOMB_RATIO
     grid, names = cio.raster_grid(path)
     assert grid.shape == (8192, 8192) and names == ("band1",)
+
+
+def test_decoding_warnings_are_pinned_on_the_file_that_raised_them(tmp_path: Path) -> None:
+    """Two reads at once (the windowed path's threads): GDAL's warnings about a corrupt file's
+    tiles fail that file's read, never the good file's read that ends after it."""
+    import threading
+
+    import rasterio
+
+    from changedet import io as cio
+
+    good, bad = tmp_path / "good.tif", tmp_path / "bad.tif"
+    for p in (good, bad):
+        with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint16", tiled=True,
+                           blockxsize=16, blockysize=16, compress="packbits", crs="EPSG:32639",
+                           transform=Affine(10, 0, 500000, 0, -10, 6000000)) as dst:
+            dst.write(np.random.default_rng(1).integers(500, 3000, (1, 64, 64)).astype("uint16"))
+    data = bytearray(bad.read_bytes())
+    rng = np.random.default_rng(5)
+    for i in range(2000, len(data) - 2000, 7):
+        data[i] = int(rng.integers(0, 256))
+    bad.write_bytes(bytes(data))
+
+    entered, bad_done = threading.Event(), threading.Event()
+    outcome: dict[str, BaseException | None] = {}
+
+    def read_good() -> None:
+        try:
+            with cio._decoding(good), rasterio.open(good) as src:
+                src.read()
+                entered.set()
+                bad_done.wait(30)  # ends after the bad read, with the bad file's warnings in the log
+            outcome["good"] = None
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome["good"] = exc
+
+    t = threading.Thread(target=read_good)
+    t.start()
+    assert entered.wait(30)
+    with pytest.raises(RasterReadError, match=r"bad\.tif' is corrupt: GDAL could not decode"):
+        try:
+            with cio._decoding(bad), rasterio.open(bad) as src:
+                src.read()
+        finally:
+            bad_done.set()
+    t.join(30)
+    assert outcome == {"good": None}
