@@ -202,6 +202,15 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     for cls, c in s["by_class"].items():
         a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
         print(f"  {cls:18s} {c['count']:5d}  {a}")
+    st = s.get("structures") or {}
+    if st.get("count") is not None:
+        med = f", median footprint {st['median_footprint_m2']:.0f} m2" if st.get("median_footprint_m2") else ""
+        print(f"  structures: {st['count']}{med}")
+    elif st.get("reason"):
+        print(f"  structures: not counted ({st['reason']})")
+    dates = result.summary.get("dates") or {}
+    if dates.get("before") or dates.get("after"):
+        print(f"  dates: {dates.get('before') or '?'} -> {dates.get('after') or '?'}")
 
 
 def _print_not_written(out: Path) -> None:

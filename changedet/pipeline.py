@@ -34,6 +34,7 @@ from . import _outdir
 from . import align as _align
 from . import io as _io
 from . import objects as _objects
+from . import _dates
 from . import structures as _structures
 from . import report as _report
 from . import threshold as _threshold
@@ -1292,6 +1293,7 @@ def build_summary(
         "changedet_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
+        "dates": _dates.input_dates(inputs),
         "parameters": spec.parameters(threshold_method=fit.threshold_method, threshold_value=fit.threshold),
         "grid": {
             "crs": grid.crs.to_string() if grid.crs is not None else None,

@@ -594,3 +594,78 @@ def test_overview_marks_each_structure(pair: tuple[GeoRaster, GeoRaster], polygo
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "structures: 2 (median 900 m\u00b2)" in texts
     assert "2 structures" in fig.axes[2].get_title()
+
+
+# --- the README's hero image is the demo's (issue 13) ------------------------------------------
+
+
+def test_readme_hero_agrees_with_the_demo(tmp_path: Path) -> None:
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("make_hero", root / "docs" / "make_hero.py")
+    make_hero = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(make_hero)
+    result = make_hero.demo_result(tmp_path / "demo")
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())  # lines wrapped anywhere
+    # the image the README shows, and under it the demo's own numbers
+    assert "](docs/demo_overview.png)" in readme
+    assert make_hero.caption(result.summary) in readme
+    from matplotlib import image as mpl_image
+
+    shown = mpl_image.imread(root / "docs" / "demo_overview.png")
+    fresh = mpl_image.imread(tmp_path / "demo" / "overview.png")
+    assert shown.shape == fresh.shape
+    # the figure's change-panel title gives the same count the README states
+    assert f"changes: {result.n_changes} areas" in result.plot().axes[2].get_title()
+    assert f"{result.n_changes} changed areas" in make_hero.caption(result.summary)
+
+
+# --- acquisition dates in the summary and the titles (issue 13) --------------------------------
+
+
+def _tif(path: Path, data: np.ndarray, transform: Affine, **tags: str) -> Path:
+    import rasterio
+
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype.name, crs=UTM, transform=transform) as dst:
+        dst.write(data)
+        dst.descriptions = ("B02", "B03", "B04", "B08")
+        if tags:
+            dst.update_tags(**tags)
+    return path
+
+
+def test_dates_from_tags_names_item_json_and_dates_txt(tmp_path: Path, transform: Affine) -> None:
+    import json
+
+    from changedet._dates import acquisition_date
+    from changedet.pipeline import detect_changes
+
+    rng = np.random.default_rng(1)
+    img = rng.uniform(500, 600, (4, 40, 40)).astype("uint16")
+    new = img.copy()
+    new[:, 10:20, 10:25] += 2000
+    b = _tif(tmp_path / "before.tif", img, transform, ACQUISITION_DATE="2024-06-14")
+    a = _tif(tmp_path / "S2B_MSIL2A_20250619T083559_N0511_R064_T39UWB.tif", new, transform)
+    result = detect_changes(b, a, figures=False)
+    assert result.summary["dates"] == {"before": "2024-06-14", "after": "2025-06-19",
+                                       "source": {"before": "tag", "after": "name"}}
+    titles = [ax.get_title() for ax in result.plot().axes]
+    assert titles[0] == "before (2024-06-14)" and titles[1] == "after (2025-06-19)"
+    # a folder written by fetch: item.json; OSCD band folders: dates.txt beside them
+    fetched = tmp_path / "fetched" / "after"
+    fetched.mkdir(parents=True)
+    (fetched / "item.json").write_text(json.dumps({"type": "Feature", "properties": {"datetime": "2023-05-02T08:36:01Z"}}))
+    assert acquisition_date(fetched) == ("2023-05-02", "item.json")
+    city = tmp_path / "rennes"
+    (city / "imgs_2").mkdir(parents=True)
+    (city / "dates.txt").write_text("date_1: 20150703\ndate_2: 20170628\n")
+    assert acquisition_date(city / "imgs_2") == ("2017-06-28", "dates.txt")
+    assert acquisition_date(tmp_path / "scene_20241341.tif") == (None, None)  # not a date
+    untagged = detect_changes(GeoRaster(img.astype("float32"), transform, UTM, ("B02", "B03", "B04", "B08")),
+                              GeoRaster(new.astype("float32"), transform, UTM, ("B02", "B03", "B04", "B08")),
+                              figures=False)
+    assert untagged.summary["dates"]["before"] is None
+    assert [ax.get_title() for ax in untagged.plot().axes][:2] == ["before", "after"]

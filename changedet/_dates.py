@@ -1,0 +1,154 @@
+"""Acquisition dates of the inputs, from what they carry: metadata, names, fetch's item.json, dates.txt.
+
+Looked at in this order, the first found wins:
+
+1. the raster's tags (``ACQUISITION_DATE``, ``DATE_ACQUIRED``, ``SENSING_TIME``,
+   ``DATATAKE_SENSING_START``, ``ACQUISITIONDATETIME``; the sample tiles carry the first);
+2. ``item.json`` in a folder written by ``changedet fetch`` (``properties.datetime``) or beside
+   the file;
+3. ``dates.txt`` beside band folders, as the OSCD data set has (``date_1: 20150703`` for
+   ``imgs_1``, ``date_2`` for ``imgs_2``);
+4. the name: Sentinel-2 (``..._20240614T083601_...``), Landsat (``..._20240614_...``) or any
+   ``YYYY-MM-DD`` / ``YYYYMMDD`` in the file or folder name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["acquisition_date", "input_dates"]
+
+_TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_SENSING_START", "ACQUISITIONDATETIME",
+         "ACQUISITION_DATETIME", "DATETIME_ACQUIRED")
+_ISO = re.compile(r"(?<!\d)((?:19|20)\d\d)-?(0[1-9]|1[0-2])-?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+def _date(text: Any) -> str | None:
+    """``YYYY-MM-DD`` from the first date in a text, if it is a real date."""
+    if not isinstance(text, str):
+        return None
+    for m in _ISO.finditer(text):
+        try:
+            return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def _from_tags(path: Path) -> str | None:
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    target = path
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".tif", ".tiff", ".jp2"))
+        if not files:
+            return None
+        target = files[0]
+    try:
+        with rasterio.open(target) as src:
+            tags = {k.upper(): v for k, v in src.tags().items()}
+    except (RasterioError, OSError):
+        return None
+    for key in _TAGS:
+        found = _date(tags.get(key))
+        if found:
+            return found
+    return None
+
+
+def _from_item(path: Path) -> str | None:
+    for item in ((path / "item.json") if path.is_dir() else None, path.parent / "item.json"):
+        if item is None or not item.is_file():
+            continue
+        try:
+            doc = json.loads(item.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        feats = doc.get("features") if isinstance(doc, dict) and doc.get("type") == "FeatureCollection" else [doc]
+        for f in feats or []:
+            props = f.get("properties") if isinstance(f, dict) else None
+            if isinstance(props, dict):
+                found = _date(props.get("datetime") or props.get("start_datetime"))
+                if found:
+                    return found
+    return None
+
+
+def _from_dates_txt(path: Path) -> str | None:
+    m = re.search(r"(\d+)$", path.name)
+    listing = path.parent / "dates.txt"
+    if not m or not listing.is_file():
+        return None
+    try:
+        text = listing.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in (f"date_{m.group(1)}", f"date{m.group(1)}"):
+            return _date(value.strip())
+    return None
+
+
+def acquisition_date(path: str | os.PathLike[str] | None) -> tuple[str | None, str | None]:
+    """The acquisition date of one input and where it was found.
+
+    Parameters
+    ----------
+    path : path or None
+        A raster file or band folder (None: a raster given in memory, no date).
+
+    Returns
+    -------
+    (str or None, str or None)
+        ``YYYY-MM-DD`` and its source (``"tag"``, ``"item.json"``,
+        ``"dates.txt"``, ``"name"``), or ``(None, None)``.
+
+    Examples
+    --------
+    >>> acquisition_date("S2B_MSIL2A_20240614T083559_N0510_R064_T39UWB_20240614T104017.SAFE")
+    ('2024-06-14', 'name')
+    >>> acquisition_date(None)
+    (None, None)
+    """
+    if path is None:
+        return None, None
+    text = os.fspath(path)
+    p = Path(text)
+    local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+    if local and p.exists():
+        for source, finder in (("tag", _from_tags), ("item.json", _from_item), ("dates.txt", _from_dates_txt)):
+            found = finder(p)
+            if found:
+                return found, source
+    found = _date(p.name) or _date(p.parent.name)
+    return (found, "name") if found else (None, None)
+
+
+def input_dates(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The ``dates`` block of a summary from its ``inputs`` block.
+
+    Parameters
+    ----------
+    inputs : dict
+        ``{"before": {"path": ...}, "after": {"path": ...}}``.
+
+    Returns
+    -------
+    dict
+        ``{"before": date or None, "after": date or None, "source": {"before": ..., "after": ...}}``.
+    """
+    out: dict[str, Any] = {"before": None, "after": None, "source": {"before": None, "after": None}}
+    for side in ("before", "after"):
+        info = inputs.get(side) if isinstance(inputs, dict) else None
+        path = info.get("path") if isinstance(info, dict) else None
+        date, source = acquisition_date(path)
+        out[side] = date
+        out["source"][side] = source
+    return out
