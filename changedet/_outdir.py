@@ -203,6 +203,17 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def forget_inherited_locks() -> None:
+    """In a forked child: close the lock descriptors inherited from the parent and forget them,
+    so the parent's locks end with the parent (a child that outlives it does not keep them)
+    and the child does not take the parent's folders for its own."""
+    with _held_guard:
+        for fd, _ in _held.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _held.clear()
+
+
 def _record() -> bytes:
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}).encode()

@@ -299,6 +299,7 @@ def _worker_init() -> None:
     """In each pool worker: SIGTERM and SIGINT unwind the running pair (its partial files are
     removed) and end the process; and the worker gets SIGTERM when the batch process dies
     (Linux), so a killed batch leaves no worker writing on."""
+    _outdir.forget_inherited_locks()  # the batch's lock on the output folder stays the batch's
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _worker_signal)
     if sys.platform.startswith("linux"):

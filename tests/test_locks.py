@@ -166,3 +166,42 @@ def test_a_finished_site_keeps_no_stale_lock(tmp_path: Path) -> None:
     res = run_batch(pairs, out, progress=False)
     assert res.outcomes[0].status == "skipped"
     assert not (out / "a" / _outdir.LOCK_NAME).exists()
+
+
+FORK_THEN_DIE = """
+import os, sys, time
+from changedet import _outdir
+with _outdir.folder_lock(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:  # the child, as a pool worker starts
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)  # the test reads the parent's output to its end
+        if sys.argv[2] == "forget":
+            _outdir.forget_inherited_locks()
+        time.sleep(30)
+        os._exit(0)
+    print(pid, flush=True)
+    os.kill(os.getpid(), 9)  # the parent is killed outright; its child lives on
+"""
+
+
+@pytest.mark.parametrize("forget", [True, False])
+def test_a_forked_worker_does_not_keep_a_killed_batchs_lock(forget: bool, tmp_path: Path) -> None:
+    """A batch's workers are forked while it holds the output folder's lock; killed, the batch
+    leaves its lock file, and a worker still alive must not keep the folder locked."""
+    folder = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", FORK_THEN_DIE, str(folder), "forget" if forget else "keep"],
+                          capture_output=True, text=True, timeout=60)
+    child = int(proc.stdout.split()[0])
+    try:
+        assert (folder / _outdir.LOCK_NAME).exists()
+        if forget:
+            with _outdir.folder_lock(folder):  # taken over
+                pass
+        else:  # what forget_inherited_locks prevents: the child holds the dead parent's lock
+            with pytest.raises(OutputInUseError):
+                with _outdir.folder_lock(folder):
+                    pass
+    finally:
+        os.kill(child, signal.SIGKILL)
