@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,10 @@ def _from_tags(path: Path) -> str | None:
             return None
         target = files[0]
     try:
-        with rasterio.open(target) as src:
-            tags = {k.upper(): v for k, v in src.tags().items()}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # only the tags are read: a PNG's missing georeferencing is not news here
+            with rasterio.open(target) as src:
+                tags = {k.upper(): v for k, v in src.tags().items()}
     except (RasterioError, OSError):
         return None
     for key in _TAGS:

@@ -949,7 +949,8 @@ def _finish_in_memory(
     if truth is not None:
         accuracy = _accuracy(mask, truth)
     t = time.perf_counter()
-    structures = _structures.find_structures(mask, after, areas=polygons, pixel_size_m=spec.options.pixel_size_m)
+    structures = _structures.find_structures(mask, after, areas=polygons, before=before,
+                                             pixel_size_m=spec.options.pixel_size_m)
     timings["structures"] = time.perf_counter() - t
     summary = build_summary(
         spec, fit, polygons=polygons, structures=structures.summary(),

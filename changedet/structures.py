@@ -57,6 +57,9 @@ _MAX_ASPECT = 6.0
 _MIN_WIDTH_M = 5.0
 # width of an area's rim (m), where an object found by appearance is a strip of the surroundings
 _RIM_M = 2.0
+# a footprint that stands out this much (robust z) from its surroundings in the before image
+# as well was there before
+_WAS_THERE_Z = 3.0
 # h of the h-maxima markers (m of distance to the edge): a neck this much narrower splits
 _H_M = 1.5
 
@@ -191,6 +194,7 @@ def find_structures(
     after: GeoRaster | None = None,
     *,
     areas: ChangePolygons | None = None,
+    before: GeoRaster | None = None,
     pixel_size_m: float | None = None,
     min_area_m2: float = 40.0,
     max_area_m2: float = 6000.0,
@@ -208,6 +212,10 @@ def find_structures(
     areas : ChangePolygons, optional
         The changed areas (polygons on the same grid); each structure's ``change_id`` is
         the ``id`` of the area holding it (else the number of its mask region).
+    before : GeoRaster, optional
+        The before image on the same grid (the bands of ``after``).  With it, a shape the
+        before image already shows as clearly as the after image (an existing building
+        whose roof was repainted, or that the light made look changed) is not counted as new.
     pixel_size_m : float, optional
         Pixel size of a grid without a CRS (else from the grid).
     min_area_m2 : float
@@ -270,6 +278,14 @@ def find_structures(
     bands = None
     if after is not None:
         bands = np.asarray(after.data, dtype=np.float32)
+    old = None
+    if before is not None and after is not None:
+        if not isinstance(before, GeoRaster) or before.shape != after.shape:
+            raise InvalidParameterError(
+                f"before must be a GeoRaster with the after image's bands and pixels {after.shape}; got "
+                f"{getattr(before, 'shape', type(before).__name__)}"
+            )
+        old = np.asarray(before.data, dtype=np.float32)
     prior = _Prior(px, min_area_m2, max_area_m2, max_length_m)
     segments: list[_Segment] = []
     pad = 2
@@ -296,6 +312,8 @@ def find_structures(
             s.cols += c0
             s.change_id = ids[k]
             segments.append(s)
+    if old is not None:
+        segments = [s for s in segments if not _was_there(s, old, bands, px)]
     return _as_structures(segments, mask.grid, px, settings)
 
 
@@ -408,7 +426,7 @@ def _objects_by_appearance(img: np.ndarray, area: np.ndarray, px: float) -> list
         shadow = ((bright < m_bright + math.log(1 - _SHADOW_DROP)) & (z_colour < _Z_OBJECT)) | (
             bright < m_bright + math.log(1 - _DEEP_SHADOW_DROP))
         # a shadow is a band beside a building; a dark patch wider than that is a dark roof
-        shadow &= ~ndimage.binary_opening(shadow, wide)
+        shadow &= ~ndimage.binary_propagation(ndimage.binary_opening(shadow, wide), mask=shadow)
         # darker than the ground with its colour is shade (penumbra, a wet patch), not an object
         z = np.maximum(z_colour, z_bright)
         z[shadow | ~inside] = 0
@@ -602,8 +620,10 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
             rr = np.concatenate([si.rows, sj.rows])
             cc = np.concatenate([si.cols, sj.cols])
             u = _shape(rr, cc, px, "")
-            if (u.rectangularity >= _MERGE_RECTANGULARITY
-                    and u.rectangularity >= min(si.rectangularity, sj.rectangularity) - 0.05
+            # the union is a building: a rectangle fits it well, or as well as it fits the pieces
+            if (u.rectangularity >= _MIN_RECTANGULARITY
+                    and (u.rectangularity >= _MERGE_RECTANGULARITY
+                         or u.rectangularity >= min(si.rectangularity, sj.rectangularity) - 0.05)
                     and u.area_m2 <= prior.max_area_m2 and u.length_m <= prior.max_length_m
                     and u.length_m / max(u.width_m, 1e-9) <= _MAX_ASPECT):
                 candidates.append((u.rectangularity, i, j))
@@ -629,6 +649,36 @@ def _neighbour_pairs(seg: np.ndarray) -> dict[tuple[int, int], int]:
             for key, n in zip(*np.unique(np.stack([lo, hi], axis=1), axis=0, return_counts=True)):
                 pairs[(int(key[0]), int(key[1]))] = pairs.get((int(key[0]), int(key[1])), 0) + int(n)
     return pairs
+
+
+def _contrast(img: np.ndarray, inside: np.ndarray, ring: np.ndarray) -> float:
+    """How far a footprint stands out from the ring around it: robust z of the medians, over the bands."""
+    logs = np.log(np.maximum(img, 1e-6))
+    zs = []
+    for b in logs:
+        v_in, v_ring = b[inside], b[ring]
+        v_in, v_ring = v_in[np.isfinite(v_in)], v_ring[np.isfinite(v_ring)]
+        if v_in.size < 4 or v_ring.size < 4:
+            return 0.0
+        m = float(np.median(v_ring))
+        zs.append(abs(float(np.median(v_in)) - m) / max(1.4826 * float(np.median(np.abs(v_ring - m))), 0.01))
+    return float(np.max(zs))
+
+
+def _was_there(s: _Segment, before: np.ndarray, after: np.ndarray, px: float) -> bool:
+    """The before image shows this footprint as clearly as the after image: not a new structure."""
+    gap, width = max(1, int(round(1.0 / px))), max(2, int(round(4.0 / px)))
+    pad = gap + width + 1
+    r0, r1 = max(int(s.rows.min()) - pad, 0), min(int(s.rows.max()) + pad + 1, before.shape[1])
+    c0, c1 = max(int(s.cols.min()) - pad, 0), min(int(s.cols.max()) + pad + 1, before.shape[2])
+    inside = np.zeros((r1 - r0, c1 - c0), bool)
+    inside[s.rows - r0, s.cols - c0] = True
+    near = ndimage.binary_dilation(inside, _disk(gap))
+    ring = ndimage.binary_dilation(near, _disk(width)) & ~near
+    core = ndimage.binary_erosion(inside, _disk(gap)) if inside.sum() > 50 else inside
+    c_before = _contrast(before[:, r0:r1, c0:c1], core, ring)
+    c_after = _contrast(after[:, r0:r1, c0:c1], core, ring)
+    return c_before >= _WAS_THERE_Z and c_before >= 0.5 * c_after
 
 
 def _explained(segments: list[_Segment]) -> float:
