@@ -345,6 +345,13 @@ def _dates(summary: Mapping[str, Any]) -> dict[str, str | None]:
     return out
 
 
+def _date_source(summary: Mapping[str, Any], side: str) -> str:
+    """Where a date came from, as summary.json's ``dates.source`` records it: " (tag)", or ""."""
+    src = (summary.get("dates") or {}).get("source") if isinstance(summary.get("dates"), Mapping) else None
+    value = src.get(side) if isinstance(src, Mapping) else None
+    return f" (from {value})" if value else ""
+
+
 def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
            places: Sequence[_Place | None], structures: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
     """The paragraph at the top: what changed, how much, where."""
@@ -500,7 +507,8 @@ def _inputs_section(summary: Mapping[str, Any], *, hash_cap_mb: float) -> str:
                 computed.append(side)
         rows.append(
             f"<tr><th>{side}</th><td class=mono>{_e(path if path else '(an array passed in Python: no file)')}</td>"
-            f"<td>{_e(dates[side] or 'not known')}</td><td>{_e(info.get('grid', ''))}</td>"
+            f"<td>{_e(dates[side] or 'not known')}{_e(_date_source(summary, side))}</td>"
+            f"<td>{_e(info.get('grid', ''))}</td>"
             f"<td>{_e(', '.join(info.get('bands') or []))}</td>"
             f"<td class=mono>{_e(digest or '—')}</td><td class=note>{_e(how)}</td></tr>"
         )

@@ -277,6 +277,8 @@ def test_rendered_table_matches_the_polygons(demo: Path, sample: str, chromium: 
     for cls in res["by_class"]:
         assert cls.replace("_", " ") in words
     assert re.search(r"The change (lies mostly in the|is spread over)", words)
+    dates = summary["dates"]  # the bundled pairs carry their acquisition dates in their tags
+    assert f"Between {dates['before']} and {dates['after']}, " in words
     # accuracy (the demo passes the truth): the page shows the summary's F1
     acc = rows_as_dicts(dom.tables["accuracy"])[0]
     assert float(acc["F1"][0]) == pytest.approx(summary["accuracy"]["f1"], abs=5e-4)
@@ -392,13 +394,13 @@ def test_input_hashes_computed_when_the_summary_lacks_them(s2_copy: Path) -> Non
 
 def test_dates_no_truth_and_max_rows(s2_copy: Path) -> None:
     def patch(s: dict[str, Any]) -> None:
-        s["inputs"]["before"]["date"] = "2024-06-15"
-        s["inputs"]["after"]["date"] = "2025-06-20"
+        s["dates"] = {"before": "2024-06-15", "after": "2025-06-20", "source": {"before": "item.json", "after": "name"}}
         s["accuracy"] = None
 
     _patch_summary(s2_copy, patch)
     text = write_report(s2_copy, max_rows=3).read_text()
     assert "Between 2024-06-15 and 2025-06-20, " in text
+    assert "2024-06-15 (from item.json)</td>" in text and "2025-06-20 (from name)</td>" in text
     assert "No ground truth was given" in text and 'id="accuracy"' not in text
     rows = rows_as_dicts(parse(text).tables["changes"])
     assert len(rows) == 3 and "The 3 largest of 10 areas" in text
