@@ -112,6 +112,10 @@ class ChangeResult:
         shift, versions, timings.
     layers : dict of str -> (rows, cols) ndarray
         The method's per-pixel layers and the index changes (in-memory path).
+    structures : Structures or None
+        The new structures counted in the changed areas at 2 m or finer
+        (:func:`changedet.structures.find_structures`: ``.count``, ``.table()``,
+        ``.summary()``), or why none were counted (``.reason``); None on the windowed path.
     """
 
     before: GeoRaster

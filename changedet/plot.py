@@ -733,7 +733,10 @@ def plot_overview(
     for ax, raster in zip(axes, (before, after, after)):
         _add_scale_bar(ax, raster.grid, pixel_size_m)
         _add_north_arrow(ax, raster.grid)
-    axes[0].set_xlabel(_caption(after.grid), fontsize=7, color="0.35", loc="left")
+    caption = _caption(after.grid)
+    if pixel_size_m and after.grid.crs is None:
+        caption += f" \u00b7 pixels of {pixel_size_m:g} m"
+    axes[0].set_xlabel(caption, fontsize=7, color="0.35", loc="left")
     if title:
         fig.suptitle(title, fontsize=13)
     return fig

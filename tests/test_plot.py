@@ -579,7 +579,9 @@ def test_scale_bar_reads_metres_with_a_pixel_size() -> None:
     img = GeoRaster(np.random.default_rng(0).random((3, 200, 200)).astype("float32"), Affine.identity(), None)
     assert _scale_text(plot.plot_overview(img, img).axes[0]).endswith(" px")
     # 200 px of 0.5 m: 100 m wide, a bar of a quarter of it at most
-    assert _scale_text(plot.plot_overview(img, img, pixel_size_m=0.5).axes[0]) == "20 m"
+    fig = plot.plot_overview(img, img, pixel_size_m=0.5)
+    assert _scale_text(fig.axes[0]) == "20 m"
+    assert fig.axes[0].get_xlabel().endswith("pixels of 0.5 m")
     with pytest.raises(InvalidParameterError, match="pixel_size_m must be a positive number"):
         plot.plot_overview(img, img, pixel_size_m=-1)
 
