@@ -115,7 +115,7 @@ class ChangeResult:
     structures : Structures or None
         The new structures counted in the changed areas at 2 m or finer
         (:func:`changedet.structures.find_structures`: ``.count``, ``.table()``,
-        ``.summary()``), or why none were counted (``.reason``); None on the windowed path.
+        ``.summary()``), or why none were counted (``.reason``: pixels too coarse, a windowed run).
     """
 
     before: GeoRaster
@@ -1110,7 +1110,8 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             mask_prev = GeoRaster(res.previews["mask"][np.newaxis].copy(), prev_t, grid.crs, ("change",))
             run = _Run(spec, fit, inputs, dropped, {"path": "windowed", "excluded": res.excluded, "out": str(out)})
             return ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(fit.threshold),
-                                json.dumps(summary), {}, run)
+                                json.dumps(summary), {}, run,
+                                _structures.no_structures(WINDOWED_STRUCTURES_REASON, crs=grid.crs))
     finally:
         hasher.shutdown(wait=False)
         loading.join()  # a compiler thread must not outlive the run (nor the interpreter)

@@ -248,6 +248,7 @@ def test_windowed_run_says_why_it_has_no_count(tmp_path: Path) -> None:
     assert s["count"] is None and "windowed run" in s["reason"] and "--in-memory" in s["reason"]
     assert not (tmp_path / "w" / "structures.geojson").exists()
     assert result.summary["results"]["structures"] == s
+    assert result.structures.count is None and result.structures.reason == s["reason"]
 
 
 def test_ten_metre_sample_gives_reason_in_summary() -> None:
