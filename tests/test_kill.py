@@ -121,13 +121,17 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     # ---- detect, windowed: scratch tiles, COG commits, vectors, report, summary; --overwrite over a finished one
     args = [str(S2 / "before.tif"), str(S2 / "after.tif"), "--tiled", "--no-figures"]
     out = tmp_path / "detect"
-    t_detect = 1.5 * t_ref  # the windowed path on this small pair takes longer; a run that ends first resets it
+    # how long an uninterrupted windowed run takes here (it loads the compiled kernels)
+    code, t_detect, err = _run("detect", *args, "--out", str(tmp_path / "ref_windowed"))
+    assert code == 0, err
+    # moments from late in the imports (nothing is written before) to about the end of a run, and
+    # one surely before and one surely after it, so the kills land on both sides of the end
+    moments = [rng.uniform(0.4, 1.0) for _ in range(8)] + [0.15, 3.0]
+    rng.shuffle(moments)
     states = []
-    for _ in range(10):
+    for share in moments:
         again = ["--overwrite"] if (out / "summary.json").exists() else []
-        # moments from late in the imports (nothing is written before) to about the end of a run
-        ended = _kill_at(["detect", *args, "--out", str(out), *again], rng.uniform(0.4, 1.0) * t_detect)
-        t_detect = ended or t_detect
+        _kill_at(["detect", *args, "--out", str(out), *again], share * t_detect)
         states.append(_check_result(out, ref, polygons=False))
     again = ["--overwrite"] if (out / "summary.json").exists() else []
     code, _, err = _run("detect", *args, "--out", str(out), *again)
@@ -143,11 +147,12 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     out = tmp_path / "batch"
     t_batch = 3.0 * t_ref
     finished = []
-    for _ in range(10):
+    moments = [rng.uniform(0.4, 1.0) for _ in range(8)] + [0.1, 4.0]  # and one surely early, one surely late
+    rng.shuffle(moments)
+    for share in moments:
         # all finished: the next run re-makes them (--overwrite), to be killed over finished results
         again = ["--overwrite"] if all((out / s / "summary.json").exists() for s in ("a", "b")) else []
-        ended = _kill_at(["batch", str(pairs), "--out", str(out), "--workers", "2", *again],
-                         rng.uniform(0.4, 1.0) * t_batch)
+        ended = _kill_at(["batch", str(pairs), "--out", str(out), "--workers", "2", *again], share * t_batch)
         t_batch = ended if ended and again else t_batch
         finished.append(sum(_check_result(out / s, ref) for s in ("a", "b")))
         if (out / "batch.csv").exists():  # the table is written whole or not at all
