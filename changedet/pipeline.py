@@ -931,6 +931,32 @@ def _process_area(spec: RunSpec, fit: _window.RunFit, context: tuple[GeoRaster, 
     return _window.process_window(spec, fit, b_w, a_w, inner=inner, inside=inside_w, keep=True)
 
 
+#: A changed area whose new structures cover at least this share of it is new construction,
+#: whatever its mean index changes say (a construction site of new blocks on cleared ground
+#: reads as vegetation loss on average: bare soil dominates it)
+BUILT_SHARE = 0.10
+
+
+def _built_where_structures(polygons: Any, structures: Any) -> Any:
+    """The changed areas, those holding new structures over ``BUILT_SHARE`` of their area
+    classed ``new_construction``."""
+    if structures is None or not structures.count:
+        return polygons
+    built: dict[Any, float] = {}
+    for p in structures.polygons.properties:
+        built[p.get("change_id")] = built.get(p.get("change_id"), 0.0) + float(p.get("area_m2") or 0.0)
+    props = []
+    changed = False
+    for p in polygons.properties:
+        area = p.get("area_m2")
+        share = built.get(p.get("id"), 0.0) / float(area) if isinstance(area, (int, float)) and area > 0 else 0.0
+        if share >= BUILT_SHARE and p.get("change_class") != "new_construction":
+            p = {**p, "change_class": "new_construction"}
+            changed = True
+        props.append(p)
+    return dataclasses.replace(polygons, properties=tuple(props)) if changed else polygons
+
+
 def _finish_in_memory(
     spec: RunSpec, fit: _window.RunFit, parts: list[Any], valid: np.ndarray, before: GeoRaster, after: GeoRaster,
     score: GeoRaster, layers: dict[str, np.ndarray], inputs: dict[str, Any], dropped: tuple[str, ...],
@@ -955,6 +981,7 @@ def _finish_in_memory(
     t = time.perf_counter()
     structures = _structures.find_structures(mask, after, areas=polygons, before=before,
                                              pixel_size_m=spec.options.pixel_size_m)
+    polygons = _built_where_structures(polygons, structures)
     timings["structures"] = time.perf_counter() - t
     summary = build_summary(
         spec, fit, polygons=polygons, structures=structures.summary(),
