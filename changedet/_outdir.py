@@ -589,6 +589,9 @@ def clear_outputs(folder: str | os.PathLike[str], names: Sequence[str] = CONTRAC
 
 
 def _remove_temporaries(folder: Path, names: Sequence[str]) -> list[Path]:
+    """The hidden temporaries a killed run left beside each of ``names``: a raster or vector
+    being written (``.NAME.*.partial.EXT``, :data:`changedet.io.PARTIAL`) and a windowed run's
+    scratch tiles (``.NAME.*.tiles``, :data:`changedet._cog.SCRATCH_SUFFIX`)."""
     removed = []
     for name in names:
         stem, suffix = os.path.splitext(name)
@@ -598,6 +601,25 @@ def _remove_temporaries(folder: Path, names: Sequence[str]) -> list[Path]:
                     p.unlink()
                     removed.append(p)
     return removed
+
+
+def remove_temporaries(folder: str | os.PathLike[str], names: Sequence[str]) -> list[Path]:
+    """Remove what killed runs left in ``folder`` beside the result files ``names``.
+
+    Parameters
+    ----------
+    folder : path
+        An output folder (nothing happens when it does not exist).
+    names : sequence of str
+        The result files' names.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    folder = Path(folder)
+    return _remove_temporaries(folder, names) if folder.is_dir() else []
 
 
 @contextlib.contextmanager

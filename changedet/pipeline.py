@@ -538,20 +538,7 @@ def remove_stale_temporaries(out: str | os.PathLike[str]) -> list[Path]:
     -------
     list of Path
     """
-    from . import _cog
-
-    folder = Path(out)
-    if not folder.is_dir():
-        return []
-    removed = []
-    for name in OUTPUT_FILES:
-        stem, suffix = os.path.splitext(name)
-        for pattern in (f".{stem}.*{_io.PARTIAL}{suffix}", f".{stem}.*{_cog.SCRATCH_SUFFIX}"):
-            for p in folder.glob(pattern):
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-                    removed.append(p)
-    return removed
+    return _outdir.remove_temporaries(out, OUTPUT_FILES)
 
 
 def detect_changes(

@@ -205,3 +205,14 @@ def test_a_forked_worker_does_not_keep_a_killed_batchs_lock(forget: bool, tmp_pa
                     pass
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_the_temporary_names_are_the_writers_names() -> None:
+    """_outdir finds a killed run's temporaries by the marks io and _cog give them."""
+    import inspect
+
+    from changedet import _cog, _outdir
+    from changedet import io as _io
+
+    source = inspect.getsource(_outdir._remove_temporaries)
+    assert f"{_io.PARTIAL}{{suffix}}" in source and f"*{_cog.SCRATCH_SUFFIX}" in source
