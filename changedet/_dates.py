@@ -134,13 +134,16 @@ def acquisition_date(path: str | os.PathLike[str] | None) -> tuple[str | None, s
     return (found, "name") if found else (None, None)
 
 
-def input_dates(inputs: dict[str, Any]) -> dict[str, Any]:
+def input_dates(inputs: dict[str, Any], given: Any = None) -> dict[str, Any]:
     """The ``dates`` block of a summary from its ``inputs`` block.
 
     Parameters
     ----------
     inputs : dict
         ``{"before": {"path": ...}, "after": {"path": ...}}``.
+    given : (str or None, str or None), optional
+        Dates the user gave (``detect_changes(dates=)``, ``--dates``): they win, with
+        source ``"option"``.
 
     Returns
     -------
@@ -152,6 +155,8 @@ def input_dates(inputs: dict[str, Any]) -> dict[str, Any]:
         info = inputs.get(side) if isinstance(inputs, dict) else None
         path = info.get("path") if isinstance(info, dict) else None
         date, source = acquisition_date(path)
+        if given is not None and given[0 if side == "before" else 1]:
+            date, source = given[0 if side == "before" else 1], "option"
         out[side] = date
         out["source"][side] = source
     return out

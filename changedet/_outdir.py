@@ -394,7 +394,7 @@ def options_record(options: Any) -> dict[str, Any]:
         ``method``, ``threshold`` (``"otsu"``, ``"p99"``, ``"0.5"``, ``"chi2:0.01"`` or None for
         the method's own), the clean-up options, ``aoi`` (WKT, 9 decimals), ``align``,
         ``coregister``, ``pixel_size_m``, ``bands``, ``examples`` and ``model`` (their files'
-        size and edge hash).
+        size and edge hash), and ``dates`` given by the user.
     """
     import shapely
 
@@ -412,6 +412,7 @@ def options_record(options: Any) -> dict[str, Any]:
         "bands": list(o.bands) if o.bands is not None else None,
         "examples": _learned_text(o.examples),
         "model": _learned_text(o.model),
+        "dates": list(o.dates) if getattr(o, "dates", None) else None,
     }
 
 

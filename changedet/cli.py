@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your examples: points or polygons with a boolean 'change' property (lon/lat); a classifier "
                    "trained on them gives the mask")
     d.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train")
+    d.add_argument("--dates", default=None, metavar="BEFORE,AFTER",
+                   help="acquisition dates YYYY-MM-DD,YYYY-MM-DD for the summary and the figure (default: read from "
+                   "the files' tags, item.json, dates.txt or Sentinel-2/Landsat names)")
 
     t = sub.add_parser(
         "train",
@@ -239,6 +242,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
         examples=args.examples,
         model=args.model,
+        dates=args.dates,
     )
     overwrite = args.overwrite
     with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)

@@ -562,6 +562,7 @@ def detect_changes(
     figures: bool = True,
     examples: Any = None,
     model: Any = None,
+    dates: Any = None,
     window_px: int = 512,
     workers: int | None = None,
     progress: bool = True,
@@ -617,6 +618,10 @@ def detect_changes(
         and their cross-validated accuracy.
     model : path or LearnedModel, optional
         A classifier trained before (``changedet train``) to apply instead.
+    dates : (str, str) or str, optional
+        Acquisition dates of the before and after images (``YYYY-MM-DD``, or
+        ``"BEFORE,AFTER"``), for the summary and the figure titles; by default they are read
+        from the inputs (GeoTIFF tags, ``item.json``, ``dates.txt``, Sentinel-2/Landsat names).
     window_px, workers, progress
         The windowed path's window edge, threads and progress bar.
 
@@ -640,7 +645,7 @@ def detect_changes(
     # ---- every option validated once, before any heavy work
     options = run_options(method=method, threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
                           fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
-                          coregister=coregister, bands=bands, examples=examples, model=model)
+                          coregister=coregister, bands=bands, examples=examples, model=model, dates=dates)
     for name, value in (("before", before), ("after", after)):
         if not (_is_path(value) or isinstance(value, GeoRaster)):
             raise InvalidParameterError(
@@ -1313,7 +1318,7 @@ def build_summary(
         "changedet_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
-        "dates": _dates.input_dates(inputs),
+        "dates": _dates.input_dates(inputs, given=spec.options.dates),
         "parameters": spec.parameters(threshold_method=fit.threshold_method, threshold_value=fit.threshold),
         "grid": {
             "crs": grid.crs.to_string() if grid.crs is not None else None,

@@ -54,6 +54,8 @@ class RunOptions:
     bands: tuple[str, ...] | None = None
     examples: Any = None
     model: Any = None
+    #: acquisition dates (before, after) as ``YYYY-MM-DD`` given by the user; None: read from the inputs
+    dates: tuple[str | None, str | None] | None = None
     #: the model itself, loaded (and so checked) when the options were validated
     learned_model: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -197,6 +199,7 @@ def run_options(
     bands: Sequence[str] | None = None,
     examples: Any = None,
     model: Any = None,
+    dates: Any = None,
 ) -> RunOptions:
     """Validate a run's options, before any file is opened.
 
@@ -211,6 +214,9 @@ def run_options(
         ``change`` property): a classifier trained on them gives the mask.
     model : path or LearnedModel, optional
         A model written by ``changedet train`` (:meth:`changedet.learn.LearnedModel.save`).
+    dates : (str or None, str or None) or str, optional
+        The acquisition dates of the before and after images, ``YYYY-MM-DD`` (or one string
+        ``"BEFORE,AFTER"``); they override the dates found in the inputs' metadata.
 
     Returns
     -------
@@ -244,13 +250,44 @@ def run_options(
             raise InvalidParameterError(f"bands must be a non-empty list of band names, got {bands!r}")
         bands = tuple(bands)
     examples, learned_model = _check_learned(examples, model, method)
+    dates = _check_dates(dates)
     return RunOptions(
         method=method, threshold=float(threshold) if isinstance(threshold, np.generic) else threshold,
         threshold_method=thr_method, threshold_value=thr_value, threshold_percentile=thr_pct,
         min_area_m2=mmu, opening_px=None if opening_px is None else int(opening_px), fill_holes_m2=holes,
         pixel_size_m=px, aoi=parse_aoi(aoi), align=bool(align), coregister=bool(coregister), bands=bands,
-        examples=examples, model=model, learned_model=learned_model,
+        examples=examples, model=model, learned_model=learned_model, dates=dates,
     )
+
+
+def _check_dates(dates: Any) -> tuple[str | None, str | None] | None:
+    """``(before, after)`` as ``YYYY-MM-DD`` strings (either may be None), or None."""
+    import datetime
+
+    if dates is None:
+        return None
+    if isinstance(dates, str):
+        dates = [d.strip() or None for d in dates.split(",")]
+    if isinstance(dates, (bytes, dict)) or not hasattr(dates, "__len__") or len(dates) != 2:
+        raise InvalidParameterError(
+            f"dates must be two dates (before, after) as YYYY-MM-DD, e.g. '2024-06-14,2025-06-19'; got {dates!r}")
+    out: list[str | None] = []
+    for side, d in zip(("before", "after"), dates):
+        if d is None:
+            out.append(None)
+            continue
+        if isinstance(d, (datetime.date, datetime.datetime)):
+            out.append(d.strftime("%Y-%m-%d"))
+            continue
+        try:
+            out.append(datetime.date.fromisoformat(str(d).strip()).isoformat())
+        except ValueError:
+            raise InvalidParameterError(
+                f"dates: the {side} date {d!r} is not a date as YYYY-MM-DD (e.g. 2024-06-14)") from None
+    if out[0] and out[1] and out[0] > out[1]:
+        raise InvalidParameterError(f"dates: the before date {out[0]} is after the after date {out[1]}; "
+                                    "give them in the order before, after")
+    return out[0], out[1]
 
 
 def _check_learned(examples: Any, model: Any, method: str) -> tuple[Any, Any]:

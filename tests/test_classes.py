@@ -39,3 +39,32 @@ def test_the_sample_construction_site_is_new_construction() -> None:
     by_class = result.summary["results"]["by_class"]
     assert by_class["new_construction"]["area_m2"] >= site["area_m2"]
     assert sum(v["count"] for v in by_class.values()) == len(result.polygons)
+
+
+def test_dates_given_as_an_option_win_and_bad_ones_are_named(tmp_path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    from changedet.data import sample_path
+    from changedet.errors import ChangedetError
+
+    folder = sample_path("s2_like")
+    r = detect_changes(folder / "before.tif", folder / "after.tif", dates=("2023-05-01", "2025-08-30"))
+    assert r.summary["dates"]["before"] == "2023-05-01" and r.summary["dates"]["source"]["after"] == "option"
+    assert "2023-05-01" in r.plot().axes[0].get_title()
+    r2 = detect_changes(folder / "before.tif", folder / "after.tif")
+    assert r2.summary["dates"]["source"]["before"] != "option"  # read from the files
+    for bad in ("2024-13-01,2025-01-01", "2025-06-01,2024-06-01", ("2024-06-01",), 5):
+        with pytest.raises(ChangedetError, match="dates"):
+            detect_changes(folder / "before.tif", folder / "after.tif", dates=bad)
+    cli = [sys.executable, "-m", "changedet.cli", "detect", str(folder / "before.tif"), str(folder / "after.tif")]
+    ok = subprocess.run([*cli, "--out", str(tmp_path / "a"), "--dates", "2023-05-01,2025-08-30", "--no-figures"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["dates"]["after"] == "2025-08-30"
+    bad = subprocess.run([*cli, "--out", str(tmp_path / "b"), "--dates", "June"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "dates" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
