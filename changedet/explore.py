@@ -21,7 +21,6 @@ from .plot import (
     _as_raster,
     _backend_is_interactive,
     _check_polygons,
-    _class_colors,
     _common_limits,
     _display_rgb,
     _draw_polygons,
@@ -32,7 +31,7 @@ from .plot import (
     _show_rgb,
     _to_bytes,
 )
-from .raster import GeoRaster, check_same_grid
+from .raster import GeoRaster, check_same_grid  # noqa: F401 - GeoRaster: the doctests
 
 __all__ = ["SwipeView", "AreaExplorer"]
 
@@ -47,19 +46,32 @@ def _new_figure(size: tuple[float, float]) -> Any:
     return _Figure(figsize=size, layout="constrained")
 
 
+def _png(figure: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
 def _figure_widget(figure: Any) -> Any:
-    """The figure as an ipywidget: its live canvas (ipympl), else an Output showing it."""
+    """The figure as an ipywidget: its live canvas (ipympl), else an Image of it (a static
+    backend; :func:`_refresh` redraws it).  Not an Output widget: capturing a display into
+    one waits for a front end, and a notebook run headless would stall on it."""
     import ipywidgets as w
 
     canvas = figure.canvas
     if isinstance(canvas, w.DOMWidget):
         return canvas
-    view = w.Output()
-    with view:
-        from IPython.display import display
+    return w.Image(value=_png(figure), format="png")
 
-        display(figure)
-    return view
+
+def _refresh(view: Any, figure: Any) -> None:
+    """Show the figure's new state in a static view made by :func:`_figure_widget`."""
+    import ipywidgets as w
+
+    if isinstance(view, w.Image):
+        view.value = _png(figure)
 
 
 def _ipywidgets() -> Any:
@@ -182,12 +194,7 @@ class SwipeView:
 
         def moved(change: Any) -> None:
             self.set_position(float(change["new"]))
-            if isinstance(view, w.Output):  # a static backend: show the new image
-                from IPython.display import display
-
-                view.clear_output(wait=True)
-                with view:
-                    display(self.figure)
+            _refresh(view, self.figure)
 
         slider.observe(moved, names="value")
         return w.VBox([slider, view])
@@ -250,6 +257,7 @@ class AreaExplorer:
                                       fontsize=9)
         self.selected: int | None = None
         self._html: Any = None
+        self._view: Any = None
         self._cid = self.figure.canvas.mpl_connect("button_press_event", self._on_click)
         self._tree = None
         if self._geoms:
@@ -335,6 +343,8 @@ class AreaExplorer:
         if self._html is not None:
             self._html.value = self._table(props)
         self.figure.canvas.draw_idle()
+        if self._view is not None:
+            _refresh(self._view, self.figure)
         return props
 
     def click(self, x: float, y: float) -> dict[str, Any] | None:
@@ -368,6 +378,8 @@ class AreaExplorer:
         if self._html is not None:
             self._html.value = ""
         self.figure.canvas.draw_idle()
+        if self._view is not None:
+            _refresh(self._view, self.figure)
 
     def _on_click(self, event: Any) -> None:
         if event.inaxes not in self.axes or event.xdata is None or event.button != 1:
@@ -410,8 +422,13 @@ class AreaExplorer:
         w = _ipywidgets()
         self._html = w.HTML(self._table(self.attributes(self.selected)) if self.selected is not None else "")
         reset = w.Button(description="Show all")
-        reset.on_click(lambda _: self.reset())
-        return w.VBox([_figure_widget(self.figure), w.HBox([reset]), self._html])
+        self._view = _figure_widget(self.figure)
+
+        def show_all(_: Any) -> None:
+            self.reset()
+
+        reset.on_click(show_all)
+        return w.VBox([self._view, w.HBox([reset]), self._html])
 
     def _repr_png_(self) -> bytes:
         return self.figure._repr_png_()
