@@ -591,12 +591,14 @@ def clear_outputs(folder: str | os.PathLike[str], names: Sequence[str] = CONTRAC
 
 def _remove_temporaries(folder: Path, names: Sequence[str]) -> list[Path]:
     """The hidden temporaries a killed run left beside each of ``names``: a raster or vector
-    being written (``.NAME.*.partial.EXT``, :data:`changedet.io.PARTIAL`) and a windowed run's
+    being written (``.NAME.*.partial.EXT``, :data:`changedet.io.PARTIAL`, and SQLite's
+    ``-journal``/``-wal``/``-shm`` beside a GeoPackage) and a windowed run's
     scratch tiles (``.NAME.*.tiles``, :data:`changedet._cog.SCRATCH_SUFFIX`)."""
     removed = []
     for name in names:
         stem, suffix = os.path.splitext(name)
-        for pattern in (f".{stem}.*.partial{suffix}", f".{stem}.*.tiles"):
+        # (a GeoPackage being written also has SQLite's -journal / -wal / -shm beside it)
+        for pattern in (f".{stem}.*.partial{suffix}", f".{stem}.*.partial{suffix}-*", f".{stem}.*.tiles"):
             for p in folder.glob(pattern):
                 with contextlib.suppress(OSError):
                     p.unlink()

@@ -216,3 +216,16 @@ def test_the_temporary_names_are_the_writers_names() -> None:
 
     source = inspect.getsource(_outdir._remove_temporaries)
     assert f"{_io.PARTIAL}{{suffix}}" in source and f"*{_cog.SCRATCH_SUFFIX}" in source
+
+
+def test_a_killed_geopackage_writes_journal_is_removed(tmp_path) -> None:
+    from changedet import _outdir
+
+    left = [tmp_path / ".changes.ab12cd.partial.gpkg", tmp_path / ".changes.ab12cd.partial.gpkg-journal",
+            tmp_path / ".changes.ab12cd.partial.gpkg-wal", tmp_path / ".change_score.x1.tiles"]
+    keep = [tmp_path / "changes.gpkg", tmp_path / "notes.txt"]
+    for p in left + keep:
+        p.write_text("x")
+    removed = _outdir.remove_temporaries(tmp_path, ["changes.gpkg", "change_score.tif"])
+    assert sorted(removed) == sorted(left)
+    assert all(p.exists() for p in keep)
