@@ -25,8 +25,10 @@ from .plot import (
     _display_rgb,
     _draw_polygons,
     _Figure,
+    _figure_widget,
     _height_over_width,
     _map_axes,
+    _refresh,
     _rings,
     _show_rgb,
     _to_bytes,
@@ -44,34 +46,6 @@ def _new_figure(size: tuple[float, float]) -> Any:
         with pyplot.ioff():  # shown by widget(), not again at the end of the cell
             return pyplot.figure(FigureClass=_Figure, figsize=size, layout="constrained")
     return _Figure(figsize=size, layout="constrained")
-
-
-def _png(figure: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=100)
-    return buf.getvalue()
-
-
-def _figure_widget(figure: Any) -> Any:
-    """The figure as an ipywidget: its live canvas (ipympl), else an Image of it (a static
-    backend; :func:`_refresh` redraws it).  Not an Output widget: capturing a display into
-    one waits for a front end, and a notebook run headless would stall on it."""
-    import ipywidgets as w
-
-    canvas = figure.canvas
-    if isinstance(canvas, w.DOMWidget):
-        return canvas
-    return w.Image(value=_png(figure), format="png")
-
-
-def _refresh(view: Any, figure: Any) -> None:
-    """Show the figure's new state in a static view made by :func:`_figure_widget`."""
-    import ipywidgets as w
-
-    if isinstance(view, w.Image):
-        view.value = _png(figure)
 
 
 def _ipywidgets() -> Any:

@@ -1176,6 +1176,34 @@ def _backend_is_interactive() -> bool:
     return not any(name.endswith(s) for s in _STATIC_BACKENDS)
 
 
+def _png(figure: Any) -> bytes:
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def _figure_widget(figure: Any) -> Any:
+    """The figure as an ipywidget: its live canvas (ipympl), else an Image of it (a static
+    backend; :func:`_refresh` redraws it).  Not an Output widget: capturing a display into
+    one waits for a front end, and a notebook run headless would stall on it."""
+    import ipywidgets as w
+
+    canvas = figure.canvas
+    if isinstance(canvas, w.DOMWidget):
+        return canvas
+    return w.Image(value=_png(figure), format="png")
+
+
+def _refresh(view: Any, figure: Any) -> None:
+    """Show the figure's new state in a static view made by :func:`_figure_widget`."""
+    if view is None:  # no widget made (ipywidgets may not even be installed)
+        return
+    import ipywidgets as w
+
+    if isinstance(view, w.Image):
+        view.value = _png(figure)
+
+
 class ExamplePicker:
     """A click-to-label view: before | after with the change outlines; clicks make examples.
 
@@ -1501,6 +1529,7 @@ class ExamplePicker:
             fontsize=10,
         )
         self.figure.canvas.draw_idle()
+        _refresh(getattr(self, "_view", None), self.figure)
 
     def _on_click(self, event: Any) -> None:
         if event.inaxes not in self.axes or event.xdata is None or event.button not in (1, 3):
@@ -1530,6 +1559,7 @@ class ExamplePicker:
         self.result = result
         self._draw_outlines(polygons)
         self.figure.canvas.draw_idle()
+        _refresh(getattr(self, "_view", None), self.figure)
 
     def rerun(self) -> Any:
         """Call ``on_rerun`` with the examples and show the result it returns.
@@ -1592,15 +1622,8 @@ class ExamplePicker:
         buttons["Re-run"].on_click(run(self.rerun))
         buttons["Undo"].on_click(run(self.undo))
         buttons["Clear"].on_click(run(self.clear))
-        canvas = self.figure.canvas
-        if not isinstance(canvas, w.DOMWidget):  # a static backend: show the figure as an image
-            view = w.Output()
-            with view:
-                from IPython.display import display
-
-                display(self.figure)
-            canvas = view
-        return w.VBox([w.HBox([mode, *buttons.values()]), canvas, status])
+        self._view = _figure_widget(self.figure)  # live with ipympl; an image redrawn after each change otherwise
+        return w.VBox([w.HBox([mode, *buttons.values()]), self._view, status])
 
     def _repr_png_(self) -> bytes:
         return self.figure._repr_png_()

@@ -76,3 +76,25 @@ def test_widgets_build_headless() -> None:
     panel = ex.widget()
     ex.select(0)
     assert "change_class" in panel.children[-1].value
+
+
+def test_static_views_are_images_that_follow_the_figure() -> None:
+    """Under a static backend the widgets show the figure as an Image (an Output capture would
+    wait for a front end, stalling a headless notebook), redrawn after each change."""
+    w = pytest.importorskip("ipywidgets")
+    from changedet.plot import ExamplePicker
+
+    before, after = _pair()
+    result = detect_changes(before, after)
+    picker = ExamplePicker(result)
+    box = picker.widget()
+    view = box.children[1]
+    assert isinstance(view, w.Image) and view.value[:8] == b"\x89PNG\r\n\x1a\n"
+    first = view.value
+    picker.add(500_030.0, 6_199_970.0, True)
+    assert view.value != first
+    ex = AreaExplorer(result)
+    panel = ex.widget()
+    shown = panel.children[0].value
+    ex.select(0)
+    assert panel.children[0].value != shown
