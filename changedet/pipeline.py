@@ -115,7 +115,7 @@ class ChangeResult:
     structures : Structures or None
         The new structures counted in the changed areas at 2 m or finer
         (:func:`changedet.structures.find_structures`: ``.count``, ``.table()``,
-        ``.summary()``), or why none were counted (``.reason``: pixels too coarse, a windowed run).
+        ``.summary()``), or why none were counted (``.reason``: pixels too coarse).
     """
 
     before: GeoRaster
@@ -400,11 +400,61 @@ def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool)
     return written
 
 
-#: Why a windowed run has no structure count.
-WINDOWED_STRUCTURES_REASON = (
-    "a windowed run (whole scene) holds no full-resolution after image to split changed areas into structures; "
-    "count them on a crop of the site with the in-memory path (tiled=False, --in-memory)"
-)
+#: The largest window of both dates read at once to count the structures of a windowed run.
+STRUCTURE_WINDOW_PX = 2048
+
+
+def _windowed_structures(scene: Any, spec: RunSpec, polygons: Any) -> Any:
+    """The structures of a windowed run's changed areas, counted area group by area group on
+    windows of both dates read back around them (at most :data:`STRUCTURE_WINDOW_PX` a side,
+    a larger area alone on its own window), as :func:`changedet.structures.find_structures`
+    counts them on a whole pair."""
+    from rasterio import features
+    from rasterio.windows import Window
+
+    grid = spec.grid
+    empty = GeoRaster(np.zeros((1, 1, 1), np.uint8), grid.transform, grid.crs, ("change",))
+    probe = _structures.find_structures(empty, pixel_size_m=spec.options.pixel_size_m)
+    if probe.count is None or not len(polygons):  # pixels too coarse (the probe says why), or nothing changed
+        return probe
+    inv = ~grid.transform
+    boxes = []
+    for g in polygons.geometries:
+        minx, miny, maxx, maxy = g.bounds
+        cols, rows = zip(*(inv * (x, y) for x, y in ((minx, miny), (maxx, maxy), (minx, maxy), (maxx, miny))))
+        boxes.append((max(int(math.floor(min(rows))) - 4, 0), min(int(math.ceil(max(rows))) + 4, grid.height),
+                      max(int(math.floor(min(cols))) - 4, 0), min(int(math.ceil(max(cols))) + 4, grid.width)))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (r0, _, c0, _) in enumerate(boxes):
+        groups.setdefault((r0 // STRUCTURE_WINDOW_PX, c0 // STRUCTURE_WINDOW_PX), []).append(i)
+    ns = len(spec.spectral)
+    geoms: list[Any] = []
+    props: list[dict[str, Any]] = []
+    settings: dict[str, float] = {}
+    for members in groups.values():
+        r0 = min(boxes[i][0] for i in members)
+        r1 = max(boxes[i][1] for i in members)
+        c0 = min(boxes[i][2] for i in members)
+        c1 = max(boxes[i][3] for i in members)
+        win = Window(c0, r0, c1 - c0, r1 - r0)
+        b, a = scene.read_window(win)
+        t = window_transform(win, grid.transform)
+        burnt = features.rasterize([polygons.geometries[i] for i in members], out_shape=(r1 - r0, c1 - c0),
+                                   transform=t, dtype="uint8")
+        burnt &= np.isfinite(a[:ns]).all(axis=0)
+        sub = dataclasses.replace(polygons, geometries=tuple(polygons.geometries[i] for i in members),
+                                  properties=tuple(polygons.properties[i] for i in members))
+        found = _structures.find_structures(
+            GeoRaster(burnt[np.newaxis], t, grid.crs, ("change",)),
+            GeoRaster(a[:ns], t, grid.crs, spec.spectral), areas=sub,
+            before=GeoRaster(b[:ns], t, grid.crs, spec.spectral), pixel_size_m=spec.options.pixel_size_m)
+        settings = dict(found.settings)
+        geoms.extend(found.polygons.geometries)
+        props.extend(found.polygons.properties)
+    props = [{**p, "id": k + 1} for k, p in enumerate(props)]
+    return dataclasses.replace(probe, polygons=dataclasses.replace(probe.polygons, geometries=tuple(geoms),
+                                                                   properties=tuple(props)),
+                               count=len(props), settings=settings)
 
 
 def _write_structures(result: ChangeResult, out: Path, *, gpkg: Path | None) -> dict[str, Path]:
@@ -1096,6 +1146,10 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             polygons = _objects.assemble_polygons(res.parts, grid, min_area_m2=spec.min_area_m2,
                                                   fill_holes_m2=spec.fill_holes_m2)
             timings["polygons"] = time.perf_counter() - t
+            t = time.perf_counter()
+            structures = _windowed_structures(scene, spec, polygons)
+            polygons = _built_where_structures(polygons, structures)
+            timings["structures"] = time.perf_counter() - t
             changed = scene.publish(polygons)
             stride = res.stride
             prev_t = grid.transform * _affine_scale(stride)
@@ -1107,7 +1161,8 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             dropped = tuple(n for n in (*names_b, *names_a) if n not in wanted)
             # the vectors and the figure while the final mask is burnt and both COGs published
             mask_prev_pending = GeoRaster(res.previews["mask"][np.newaxis], prev_t, grid.crs, ("change",))
-            draft = ChangeResult(b_prev, a_prev, mask_prev_pending, score_prev, polygons, float(fit.threshold), "{}")
+            draft = ChangeResult(b_prev, a_prev, mask_prev_pending, score_prev, polygons, float(fit.threshold), "{}",
+                                 structures=structures)
             written = _write_vectors_and_figure_after_mask(draft, out, changed, figures=figures)
             scene.wait()
             timings.update(scene.timings)
@@ -1116,7 +1171,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             n_changed = changed.result()
             summary = build_summary(
                 spec, fit, polygons=polygons, changed=n_changed, n_valid=res.n_valid, inputs=inputs,
-                structures=_structures.no_structures(WINDOWED_STRUCTURES_REASON, crs=grid.crs).summary(),
+                structures=structures.summary(),
                 dropped=dropped, excluded=res.excluded, timings=timings,
                 tiling={"path": "windowed", "window_px": window_px, "halo_px": fit.halo_px, "windows": res.windows,
                         "workers": scene.workers, "sample": fit.sample, "method_statistics": "global (exact split)",
@@ -1129,8 +1184,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             mask_prev = GeoRaster(res.previews["mask"][np.newaxis].copy(), prev_t, grid.crs, ("change",))
             run = _Run(spec, fit, inputs, dropped, {"path": "windowed", "excluded": res.excluded, "out": str(out)})
             return ChangeResult(b_prev, a_prev, mask_prev, score_prev, polygons, float(fit.threshold),
-                                json.dumps(summary), {}, run,
-                                _structures.no_structures(WINDOWED_STRUCTURES_REASON, crs=grid.crs))
+                                json.dumps(summary), {}, run, structures)
     finally:
         hasher.shutdown(wait=False)
         loading.join()  # a compiler thread must not outlive the run (nor the interpreter)

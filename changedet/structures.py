@@ -84,7 +84,7 @@ class Structures:
     count : int or None
         The number of structures; None when they were not counted.
     reason : str or None
-        Why they were not counted (pixels too coarse, a windowed run, ...).
+        Why they were not counted (pixels too coarse, no pixel size, ...).
     pixel_size_m : float or None
         The pixel size they were counted at.
     """

@@ -321,6 +321,7 @@ class WindowedScene:
         self._env.__enter__()
         self._ahead = ThreadPoolExecutor(max_workers=1)  # reads strips ahead of the windows
         self._pending: Any = None
+        self._readers_closed = False
         self._writers: list[Any] = []
         self._published: list[Any] = []
         try:
@@ -389,6 +390,10 @@ class WindowedScene:
         -------
         tuple of two (bands, rows, cols) ndarray of float32
         """
+        if self._readers_closed:  # after the window pass (which frees them): open them again
+            self._rb = _io.WindowedReader(self._rb.path, grid=self.grid, bands=self.bands)
+            self._ra = _io.WindowedReader(self._ra.path, grid=self.grid, bands=self.bands)
+            self._readers_closed = False
         return self._rb.read(window), self._ra.read(window)
 
     # ---- the windows
@@ -540,6 +545,7 @@ class WindowedScene:
         self._ahead.shutdown()
         self._rb.close()
         self._ra.close()
+        self._readers_closed = True
         if self._env is not None:
             self._env.__exit__(None, None, None)
             self._env = None

@@ -239,16 +239,25 @@ def test_pixel_grid_with_pixel_size_counts_in_metres(tmp_path: Path) -> None:
     assert "pixel_size_m" in no_size.summary["results"]["structures"]["reason"]
 
 
-def test_windowed_run_says_why_it_has_no_count(tmp_path: Path) -> None:
+def test_windowed_run_counts_the_structures_of_a_run_in_memory(tmp_path: Path) -> None:
+    """A whole scene counts its structures too: each group of changed areas is read back on a
+    window of both dates and split as in memory (same count, footprints and change ids)."""
     before, after, t, _, _ = _site(6, n=160)
     b = _write(tmp_path / "before.tif", before, t)
     a = _write(tmp_path / "after.tif", after, t)
-    result = detect_changes(b, a, out=tmp_path / "w", tiled=True, window_px=64, progress=False)
+    mem = detect_changes(b, a, progress=False)
+    win = detect_changes(b, a, out=tmp_path / "w", tiled=True, window_px=64, progress=False)
     s = json.loads((tmp_path / "w" / "summary.json").read_text())["results"]["structures"]
-    assert s["count"] is None and "windowed run" in s["reason"] and "--in-memory" in s["reason"]
-    assert not (tmp_path / "w" / "structures.geojson").exists()
-    assert result.summary["results"]["structures"] == s
-    assert result.structures.count is None and result.structures.reason == s["reason"]
+    assert mem.structures.count and s["count"] == mem.structures.count == win.structures.count
+    assert s["median_footprint_m2"] == mem.summary["results"]["structures"]["median_footprint_m2"]
+    assert (sorted(p["area_m2"] for p in win.structures.polygons.properties)
+            == sorted(p["area_m2"] for p in mem.structures.polygons.properties))
+    assert (tmp_path / "w" / "structures.geojson").is_file()
+    assert result_classes(win) == result_classes(mem)
+
+
+def result_classes(result) -> list[str]:
+    return sorted(p["change_class"] for p in result.polygons.properties)
 
 
 def test_ten_metre_sample_gives_reason_in_summary() -> None:
