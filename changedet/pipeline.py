@@ -925,17 +925,17 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     t = time.perf_counter()
     if context is None:
         fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
-    else:
+    else:  # the whole pair's bands in the run's order, once: the fit and the area's halo read them
         whole_pair = _window.SampleBlock(context[0].select(order).data, context[1].select(order).data)
         fit = _window.fit_run(spec, [whole_pair], whole=False,
                               training=_window.SampleBlock(b_data, a_data) if spec.examples is not None else None)
-        del whole_pair
     timings["fit"] = time.perf_counter() - t
     t = time.perf_counter()
     if context is None:
         w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
     else:  # the area with the pixels around it that its score and opening reach
-        w = _process_area(spec, fit, context, order, inside)
+        w = _process_area(spec, fit, whole_pair, context[0].grid, inside)
+        del whole_pair
     timings["window"] = time.perf_counter() - t
     if not w.valid.any():
         raise EmptyDataError(
@@ -955,18 +955,18 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     return result
 
 
-def _process_area(spec: RunSpec, fit: _window.RunFit, context: tuple[GeoRaster, GeoRaster], order: list[str],
+def _process_area(spec: RunSpec, fit: _window.RunFit, whole_pair: _window.SampleBlock, full: Grid,
                   inside: np.ndarray) -> Any:
-    """The processor on the area of interest's grid, read from the whole pair with the
-    fit's halo around it, so pixels near the area's edge are judged as in a run without it."""
-    full = context[0].grid
+    """The processor on the area of interest's grid, cut from the whole pair (on ``full``, bands
+    in the run's order) with the fit's halo around it, so pixels near the area's edge are
+    judged as in a run without it."""
     col0 = int(round((spec.grid.transform.c - full.transform.c) / full.transform.a))
     row0 = int(round((spec.grid.transform.f - full.transform.f) / full.transform.e))
     h = int(fit.halo_px)
     r0, c0 = max(row0 - h, 0), max(col0 - h, 0)
     r1, c1 = min(row0 + spec.grid.height + h, full.height), min(col0 + spec.grid.width + h, full.width)
-    b_w = context[0].select(order).data[:, r0:r1, c0:c1]
-    a_w = context[1].select(order).data[:, r0:r1, c0:c1]
+    b_w = whole_pair.before[:, r0:r1, c0:c1]
+    a_w = whole_pair.after[:, r0:r1, c0:c1]
     inner = (slice(row0 - r0, row0 - r0 + spec.grid.height), slice(col0 - c0, col0 - c0 + spec.grid.width))
     inside_w = np.zeros((r1 - r0, c1 - c0), bool)
     inside_w[inner] = inside
