@@ -620,7 +620,9 @@ def _ssim_pair(zb: np.ndarray, za: np.ndarray, ok: np.ndarray, ranges: Sequence[
     acc = np.zeros(ok.shape, np.float64)
     for b in range(zb.shape[0]):
         lo, hi = _floats(ranges[b])
-        if not hi - lo > 0:
+        # no range, or one so small that SSIM's stabilising constants (0.01 and 0.03 of it,
+        # squared) vanish in the images' float type: nothing to compare (SSIM would divide 0 by 0)
+        if not hi - lo > 0 or not zb.dtype.type((0.01 * (hi - lo)) ** 2) > 0:
             acc += 1.0
             continue
         _, full = structural_similarity(zb[b], za[b], full=True, gaussian_weights=True, sigma=_SSIM_SIGMA,

@@ -489,3 +489,14 @@ def test_auto_high_res_large_scale_keeps_a_plot_and_drops_a_road():
     mask = s.score > compute_threshold(s.score, method=s.threshold_method)
     assert mask[35:95, 35:95].mean() > 0.9
     assert mask[120:140, 130:190].mean() < 0.01
+
+
+def test_ssim_of_a_range_below_float_precision_is_no_change():
+    """The falsifying example hypothesis found in CI: bands of subnormal values, whose SSIM
+    constants vanish in float32, once made SSIM divide 0 by 0."""
+    data = np.full((4, 12, 12), 1.1754944e-38, np.float32)
+    data[0, 0, 0] = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = change_score(data, data.copy(), method="ssim", band_names=S2, pixel_size_m=10.0)
+    assert not _mask(res).any() and np.nanmax(res.score) == 0.0
