@@ -1148,13 +1148,56 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = 
     if int(dpi) != dpi or dpi <= 0:
         raise InvalidParameterError(f"dpi must be a positive integer, got {dpi!r}")
     with atomic_path(dest) as tmp:
-        # PNG at zlib level 1: on imagery within 3 % of the size of the default 6, in a third of the time
-        extra = {"pil_kwargs": {"compress_level": 1}} if fmt == "png" else {}
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white", **extra)
+        if fmt == "png":
+            _save_png(fig, tmp, dpi)
+        else:
+            fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
     return dest
+
+
+def _save_png(fig: Figure, path: Path, dpi: int) -> None:
+    """The figure as a PNG on white: RGB when every pixel is opaque, zlib level 1.
+
+    Matplotlib writes RGBA; on a white background the alpha channel is 255
+    everywhere and a quarter of the bytes to compress.  The figure is rendered by
+    ``savefig`` (its canvas, dpi and layout handling) into an uncompressed PNG,
+    then encoded once: at level 1, on imagery, within 3 % of the size of the
+    default level 6 in a third of the time.  The 1 m sample's overview went from
+    2.3 MB RGBA to under the report's 2 MB embedding budget.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    buf = io.BytesIO()
+    engine = fig.get_layout_engine()
+    if engine is not None and type(engine).__name__ == "ConstrainedLayoutEngine":
+        # savefig draws a figure with a layout engine twice: once to lay it out, once to
+        # render (each resampling every image).  Lay it out here at the output dpi, render
+        # once with the layout fixed, and give the figure its engine back.
+        original_dpi = fig.dpi
+        try:
+            fig.set_dpi(dpi)
+            engine.execute(fig)
+            fig.set_layout_engine("none")
+            fig.savefig(buf, format="png", dpi=dpi, facecolor="white", pil_kwargs={"compress_level": 0})
+        finally:
+            fig.set_layout_engine(engine)
+            fig.set_dpi(original_dpi)
+    else:
+        fig.savefig(buf, format="png", dpi=dpi, facecolor="white", pil_kwargs={"compress_level": 0})
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.load()
+        info = PngInfo()
+        for key, value in getattr(im, "text", {}).items():
+            info.add_text(key, value)
+        img = im
+        if im.mode == "RGBA" and im.getchannel("A").getextrema() == (255, 255):
+            img = im.convert("RGB")
+        img.save(path, "PNG", compress_level=1, pnginfo=info, dpi=(dpi, dpi))
 
 
 # --- click-to-label examples -------------------------------------------------------------------
