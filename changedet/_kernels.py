@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
-           "label8", "trace_rings", "gather_float32", "all_finite", "pool2_finite", "pool2_sums", "mean_of",
+           "label8", "trace_rings", "shift_cubic", "gather_float32", "all_finite", "pool2_finite", "pool2_sums", "mean_of",
            "use_compiled", "compiled_in_use", "SMALL_PX"]
 
 #: Arrays of more pixels than this run compiled even when :func:`use_compiled` was not called.
@@ -364,6 +364,42 @@ def trace_rings(labels: np.ndarray, n: int, boxes: np.ndarray) -> tuple[np.ndarr
         label_start.append(len(ring_start) - 1)
     xy = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
     return xy, np.asarray(ring_start, np.int64), np.asarray(label_start, np.int64)
+
+
+def shift_cubic(x: np.ndarray, k: int, weights: np.ndarray, axis: int) -> np.ndarray:
+    """The 4-tap cubic convolution of :func:`changedet.align.apply_shift` along one axis.
+
+    Parameters
+    ----------
+    x : (bands, rows, cols) ndarray of float32
+    k : int
+        The integer part of the source offset: output ``i`` draws on ``i + k - 1`` to ``i + k + 2``.
+    weights : (4,) ndarray of float64
+        The taps' weights (applied as float32).
+    axis : {1, 2}
+        Rows or columns.
+
+    Returns
+    -------
+    (bands, rows, cols) ndarray of float32
+        NaN where a tap falls outside ``x``; a NaN tap gives NaN.
+    """
+    compiled = _compiled_for(x.size)
+    if compiled is not None:
+        return compiled.shift_cubic(np.ascontiguousarray(x, dtype=np.float32), np.int64(k),
+                                    np.asarray(weights, np.float64), np.int64(axis))
+    n = x.shape[axis]
+    out = np.full_like(x, np.nan)
+    src = np.moveaxis(x, axis, 0)
+    dst = np.moveaxis(out, axis, 0)
+    lo, hi = max(0, 1 - k), min(n, n - 2 - k)
+    if hi > lo:
+        acc = None
+        for m, wt in zip((-1, 0, 1, 2), weights):
+            term = np.float32(wt) * src[lo + k + m : hi + k + m]
+            acc = term if acc is None else acc + term
+        dst[lo:hi] = acc
+    return out
 
 
 def gather_float32(*args: Any) -> Any:

@@ -21,6 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from . import _kernels
 from .errors import BandMismatchError, EmptyDataError, GridMismatchError, InvalidParameterError, NoOverlapError
 from .raster import GeoRaster, Grid, describe_grid, warp_band, window_transform
 
@@ -409,9 +410,6 @@ def _shift_axis(x: np.ndarray, d: float, axis: int, *, order: int) -> np.ndarray
     """``out[i] = x[i - d]`` along one axis: linear (order 1) or nearest (order 0); NaN where
     the source falls outside ``x`` or touches NaN with a non-zero weight."""
     n = x.shape[axis]
-    out = np.full_like(x, np.nan)
-    src = np.moveaxis(x, axis, 0)
-    dst = np.moveaxis(out, axis, 0)
     if order == 3:
         # Keys (1981) cubic convolution, a = -0.5: 4 taps, local, sharper than linear
         k = math.floor(-d)
@@ -426,15 +424,11 @@ def _shift_axis(x: np.ndarray, d: float, axis: int, *, order: int) -> np.ndarray
             if s < 2:
                 return a * s**3 - 5 * a * s**2 + 8 * a * s - 4 * a
             return 0.0
-        weights = [w(t + 1), w(t), w(1 - t), w(2 - t)]  # taps at i+k-1, i+k, i+k+1, i+k+2
-        lo, hi = max(0, 1 - k), min(n, n - 2 - k)
-        if hi > lo:
-            acc = None
-            for m, wt in zip((-1, 0, 1, 2), weights):
-                term = np.float32(wt) * src[lo + k + m : hi + k + m]
-                acc = term if acc is None else acc + term
-            dst[lo:hi] = acc
-        return out
+        weights = np.array([w(t + 1), w(t), w(1 - t), w(2 - t)])  # taps at i+k-1, i+k, i+k+1, i+k+2
+        return _kernels.shift_cubic(x.astype(np.float32, copy=False), k, weights, axis)
+    out = np.full_like(x, np.nan)
+    src = np.moveaxis(x, axis, 0)
+    dst = np.moveaxis(out, axis, 0)
     if order == 0:
         k = -int(round(d))
         lo, hi = max(0, -k), min(n, n - k)

@@ -104,6 +104,28 @@ def test_label8_and_trace_rings(density: float, shape: tuple[int, int]) -> None:
             _same(x, y)
 
 
+@pytest.mark.parametrize("axis", [1, 2])
+@pytest.mark.parametrize("d", [0.37, -0.62, 1.3, -2.8, 40.5])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (37, 53)])
+def test_shift_cubic(axis: int, d: float, shape: tuple[int, int]) -> None:
+    import math
+
+    x = _image(3, *shape)
+    k = math.floor(-d)
+    weights = RNG.uniform(-0.2, 1.0, 4)
+    _same(K.shift_cubic(x, k, weights, axis), C.shift_cubic(x, np.int64(k), weights, np.int64(axis)))
+
+
+def test_shift_through_align_is_the_same_compiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    from changedet.align import Shift, apply_shift
+
+    x = _image(4, 61, 47, nan=0.002)
+    numpy_twin = apply_shift(x, Shift(0.43, -1.27))
+    monkeypatch.setattr(K, "_USE_COMPILED", True)
+    _same(numpy_twin, apply_shift(x, Shift(0.43, -1.27)))
+    assert np.isnan(numpy_twin[:, :1]).all() and np.isfinite(numpy_twin[:, 5:-5, 5:-5]).mean() > 0.5
+
+
 def test_a_small_call_does_not_load_the_compiler() -> None:
     import subprocess
     import sys
