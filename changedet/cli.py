@@ -279,7 +279,9 @@ def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[
         change = (1.0,)
     elif nochange is None:
         nochange = (0.0,)
-    return {"truth_change_values": change, "truth_nochange_values": nochange}
+    # 8-bit label images mark change with 255, which is otherwise read as nodata
+    ignore = () if 255.0 in change else (255,)
+    return {"truth_change_values": change, "truth_nochange_values": nochange, "ignore_values": ignore}
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

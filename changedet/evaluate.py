@@ -369,7 +369,10 @@ def evaluate(
 
 def truth_coding(truth: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The values meaning change and no change in a truth mask: OSCD's 2 and 1 when the
-    mask holds only 1 and 2 (and some 2), else 1 and 0.
+    mask holds only 1 and 2 (and some 2); 255 and 0 when it holds only 0 and 255 (and
+    some 255: the 8-bit PNG labels of LEVIR-CD, DSIFN, WHU and most building-change
+    sets); else 1 and 0.  A truth read with its nodata (our own ``change_mask.tif``
+    stores 255 as nodata) has no 255 left to confuse.
 
     Parameters
     ----------
@@ -385,9 +388,13 @@ def truth_coding(truth: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...
     --------
     >>> truth_coding(np.array([1.0, 2.0, 1.0])), truth_coding(np.array([0.0, 1.0]))
     (((2.0,), (1.0,)), ((1.0,), (0.0,)))
+    >>> truth_coding(np.array([0.0, 255.0]))
+    ((255.0,), (0.0,))
     """
     t = np.asarray(truth, dtype=np.float64)
     vals = set(np.unique(t[np.isfinite(t)]).tolist())
     if vals <= {1.0, 2.0} and 2.0 in vals:
         return (2.0,), (1.0,)  # OSCD convention
+    if vals <= {0.0, 255.0} and 255.0 in vals:
+        return (255.0,), (0.0,)  # 8-bit label images
     return (1.0,), (0.0,)

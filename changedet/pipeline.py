@@ -1046,9 +1046,11 @@ def _accuracy(mask: GeoRaster, truth: Any) -> dict[str, Any]:
         raise InvalidParameterError(f"truth must be a path to a mask or a GeoRaster, got {type(truth).__name__}")
     data = t.data[0]
     change, nochange = truth_coding(data)
-    kw = {"truth_change_values": change, "truth_nochange_values": nochange}
+    # 8-bit label images mark change with 255, which is otherwise read as nodata
+    kw = {"truth_change_values": change, "truth_nochange_values": nochange,
+          "ignore_values": () if 255.0 in change else (255,)}
     if t.crs is None:
-        t = np.where(np.isfinite(data), data, 255)
+        t = data  # no georeferencing: compared by shape (NaN is nodata)
     return evaluate(mask, t, **kw).as_dict()
 
 

@@ -178,10 +178,19 @@ def masks(tmp_path: Path) -> dict[str, Path]:
         "truth01": write_tif(tmp_path / "truth01.tif", TRUTH01, **kw),
         "truth12": write_tif(tmp_path / "truth12.tif", TRUTH01 + 1, **kw),  # OSCD: 2 change, 1 no change
         "rgb": write_tif(tmp_path / "rgb.tif", np.ones((3, 3, 4)), **kw),
+        "truth0255": write_tif(tmp_path / "truth0255.tif", TRUTH01 * 255, **kw),  # 8-bit labels
+        "truthpng": _png(tmp_path / "label.png", TRUTH01 * 255),  # LEVIR-CD's kind: 255 change, no georeferencing
     }
 
 
-@pytest.mark.parametrize("truth", ["truth01", "truth12"])
+def _png(path: Path, arr: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(arr.astype("uint8")).save(path)
+    return path
+
+
+@pytest.mark.parametrize("truth", ["truth01", "truth12", "truth0255", "truthpng"])
 def test_evaluate_auto_detects_truth_values(masks: dict[str, Path], truth: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(masks["pred"]), str(masks[truth]), "--json"]) == 0
     acc = json.loads(capsys.readouterr().out)
