@@ -23,6 +23,7 @@ from .raster import GeoRaster, Grid
 
 __all__ = [
     "CHANGE_CLASSES",
+    "MIN_CLASS_PX",
     "PolygonPart",
     "vectorize_parts",
     "assemble_polygons",
@@ -40,8 +41,15 @@ CHANGE_CLASSES: dict[str, str] = {
     "demolition": "built-up or bright surface removed (built-up or brightness down, NDVI not up)",
     "water_change": "water appeared or disappeared (NDWI change)",
     "vegetation_gain": "vegetation grew on formerly bare or built ground (NDVI up)",
-    "other": "changed, but the indices do not say how",
+    "other": "changed, but the indices do not say how (or the area is under MIN_CLASS_PX pixels)",
 }
+
+#: An area of fewer pixels than this is classed ``other``: its mean index changes are
+#: those of mixed pixels at its edge (a 3 x 3 px area has no pixel that is not at its
+#: edge) and do not say what it became.  On the seven OSCD cities in the project's
+#: development data, the areas under 12 px called new construction were 11 % true
+#: change against 50 % for the rest; each of six cities gained from it, none lost.
+MIN_CLASS_PX = 12
 
 
 def _disk(radius: int) -> np.ndarray:
@@ -853,7 +861,7 @@ def assemble_polygons(
             p["centroid_x"], p["centroid_y"] = round(cx[k], 2), round(cy[k], 2)
             p["bbox"] = tuple(round(v, 2) for v in boxes[k])
         deltas = {k_: (v / c_ if c_ else float("nan")) for k_, v, c_ in part.layer_sums}
-        p["change_class"] = classify_change(deltas)
+        p["change_class"] = classify_change(deltas) if n_px >= MIN_CLASS_PX else "other"
         for k_, v in deltas.items():
             p[k_] = round(v, 4) if math.isfinite(v) else None
         geoms.append(geom)

@@ -201,16 +201,29 @@ def test_vectorize_ignores_nodata_and_empty_masks() -> None:
 
 
 def test_vectorize_scores_and_classes() -> None:
-    m = _mask((10, 10), np.s_[2:4, 2:5])
+    m = _mask((10, 10), np.s_[2:5, 2:6])  # 12 px: enough to tell a class
     score = np.zeros((10, 10))
-    score[2:4, 2:5] = [[1, 2, 3], [4, 5, np.nan]]
+    score[2:5, 2:6] = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, np.nan]]
     d_ndvi = np.full((10, 10), -0.4)
     d_bright = np.full((10, 10), 0.5)
     polys = vectorize(_raster(m), score=score, layers={"d_ndvi": d_ndvi, "d_brightness": d_bright})
     p = polys.properties[0]
-    assert p["mean_score"] == pytest.approx(3.0) and p["max_score"] == 5.0
+    assert p["mean_score"] == pytest.approx(6.0) and p["max_score"] == 11.0
     assert p["d_ndvi"] == pytest.approx(-0.4) and p["change_class"] == "new_construction"
     assert polys.class_counts() == {"new_construction": 1}
+
+
+def test_an_area_too_small_to_tell_its_class_is_other() -> None:
+    from changedet.objects import MIN_CLASS_PX
+
+    d_ndvi, d_bright = np.full((10, 10), -0.4), np.full((10, 10), 0.5)
+    for rows, expected in ((np.s_[2:4, 2:7], "other"), (np.s_[2:5, 2:6], "new_construction")):
+        m = _mask((10, 10), rows)
+        polys = vectorize(_raster(m), layers={"d_ndvi": d_ndvi, "d_brightness": d_bright})
+        p = polys.properties[0]
+        assert (p["area_px"] < MIN_CLASS_PX) == (expected == "other")
+        # the index changes are reported either way; only the class is withheld
+        assert p["change_class"] == expected and p["d_ndvi"] == pytest.approx(-0.4)
 
 
 def test_vectorize_validation() -> None:
