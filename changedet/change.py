@@ -1260,6 +1260,16 @@ def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[s
     stats.update({"z_open_median": zo[0], "z_open_mad": spread})
     details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
                "normalization": _normalization_name(stats)}
+    if not found and len(names) >= 4:
+        # a 4-band stack without band names is most often blue, green, red, near-infrared
+        # (Sentinel-2, PlanetScope) or red, green, blue, near-infrared (NAIP): guessing would
+        # be wrong half the time, so say what was done and how to do better
+        details["note"] = (
+            f"the {len(names)} bands carry no names ({', '.join(names)}), so 'auto' could not tell which is red "
+            "or near-infrared and compared all of them by structure and colour; when they are e.g. blue, green, "
+            "red, near-infrared, write their names into the files (rasterio: dst.set_band_description(1, 'B02') "
+            "..., or a band folder of *_B02.tif, *_B03.tif, ...) to use the spectral method with its classes"
+        )
     # SSIM's Gaussian window, then the window mean; the rim weight on the colour magnitude
     return MethodFit(stats, "otsu", details, max(_SSIM_REACH + size // 2, _MIXED_REACH,
                                                  denoise // 2 + 2 * (opening // 2) + 1))

@@ -214,6 +214,9 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     dates = result.summary.get("dates") or {}
     if dates.get("before") or dates.get("after"):
         print(f"  dates: {dates.get('before') or '?'} -> {dates.get('after') or '?'}")
+    note = (result.summary.get("method_details") or {}).get("note")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _print_not_written(out: Path) -> None:

@@ -46,6 +46,27 @@ def test_detect(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixt
     assert summary["parameters"]["method"] == "auto" and summary["parameters"]["coregister"] is True
 
 
+def test_detect_says_when_unnamed_bands_keep_it_from_the_spectral_method(
+        pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import rasterio
+
+    unnamed = {}
+    for key, src_path in (("before", pair_tifs.before), ("after", pair_tifs.after)):
+        with rasterio.open(src_path) as src:
+            unnamed[key] = write_tif(tmp_path / f"{key}_unnamed.tif", src.read(), transform=src.transform,
+                                     crs=src.crs, nodata=0)
+    assert main(["detect", str(unnamed["before"]), str(unnamed["after"]), "--out", str(tmp_path / "u"),
+                 "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the 4 bands carry no names (band1, band2, band3, band4)" in err and "set_band_description" in err
+    summary = json.loads((tmp_path / "u" / "summary.json").read_text())
+    assert summary["method_details"]["auto_choice"] == "structure+colour" and "note" in summary["method_details"]
+    # named bands: the spectral method, and nothing to say
+    assert main(["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(tmp_path / "n"),
+                 "--no-figures"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_detect_options_reach_the_pipeline(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main([
