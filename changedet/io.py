@@ -593,8 +593,9 @@ logging.getLogger("rasterio._err").addHandler(_GDAL_LOG)
 
 
 @contextlib.contextmanager
-def _decoding(path: Any) -> Iterator[None]:
-    """Turn GDAL's decoding warnings during a pixel read (corrupt tiles read as data) into an error."""
+def _decoding(path: Any, who: str | None = None) -> Iterator[None]:
+    """Turn GDAL's decoding warnings during a pixel read (corrupt tiles read as data) into an error
+    (which starts with ``who``, default the quoted path)."""
     me = threading.get_ident()
     log = _GDAL_LOG
     with log.guard:
@@ -617,7 +618,7 @@ def _decoding(path: Any) -> Iterator[None]:
     if bad:
         msg = bad[0].split(":", 2)[-1].strip() if bad[0].startswith("CPLE_") else bad[0]
         raise RasterReadError(
-            f"{str(path)!r} is corrupt: GDAL could not decode some of its blocks ({msg[:120]}); "
+            f"{who or repr(str(path))} is corrupt: GDAL could not decode some of its blocks ({msg[:120]}); "
             "download or export the file again"
         )
 
@@ -1541,6 +1542,8 @@ class WindowedReader:
         The analysis grid windows refer to; default the file's own (the finest band's).
     bands : sequence of str, optional
         Band names to read, in this order; default all but alpha.
+    name : str, optional
+        Which input this is (``"before"``, ``"after"``): errors start with it.
 
     Examples
     --------
@@ -1556,8 +1559,11 @@ class WindowedReader:
     ((2, 2, 3), ('band1', 'band2'))
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, grid: Grid | None = None, bands: Sequence[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, grid: Grid | None = None, bands: Sequence[str] | None = None,
+                 name: str | None = None):
         import threading
+
+        self.name = name
 
         text = os.fspath(path)
         self.path = text
@@ -1568,7 +1574,7 @@ class WindowedReader:
         if bands is not None:
             missing = [b for b in bands if b not in names]
             if missing:
-                raise InvalidParameterError(f"{text!r} has no band(s) {missing}; its bands are {list(names)}")
+                raise InvalidParameterError(f"{self._who(text)} has no band(s) {missing}; its bands are {list(names)}")
             sources = [next(s for s in sources if s[2] == b) for b in bands]
         self.sources = sources
         self.band_names = tuple(s[2] for s in sources)
@@ -1576,6 +1582,9 @@ class WindowedReader:
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
+
+    def _who(self, path: str) -> str:
+        return f"{self.name} {path!r}" if self.name else repr(path)
 
     def _handles(self) -> dict[str, Any]:
         h = getattr(self._local, "handles", None)
@@ -1592,7 +1601,7 @@ class WindowedReader:
                 else:
                     if g.crs is None or self.grid.crs is None:
                         src.close()
-                        raise RasterReadError(f"{f!r} is not on the analysis grid and has no georeferencing to warp it")
+                        raise RasterReadError(f"{self._who(f)} is not on the analysis grid and has no georeferencing to warp it")
                     cat = any(s[2].upper() in _CATEGORICAL for s in self.sources if s[0] == f)
                     # interpolated bands are warped to float32, as read_raster warps them (a warp in
                     # the files' integer type rounds every interpolated value)
@@ -1663,10 +1672,10 @@ class WindowedReader:
                 and all(np.dtype(ds.dtypes[k - 1]) == dtype for k in indexes)
             try:
                 if direct:
-                    with _decoding(f):
+                    with _decoding(f, self._who(f)):
                         ds.read(indexes, window=win, out=out[rows[0] : rows[0] + len(rows)])
                     continue
-                with _decoding(f):
+                with _decoding(f, self._who(f)):
                     if raw:
                         arr = ds.read(indexes, window=win, out_dtype=dtype)
                     elif plain:
@@ -1677,7 +1686,7 @@ class WindowedReader:
                     arr[arr == np.float32(ds.nodata)] = np.nan
             except RasterioError as exc:
                 raise RasterReadError(
-                    f"{f!r} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
+                    f"{self._who(f)} is truncated or corrupt: GDAL failed while reading pixels ({_first_line(exc)}); "
                     "download or export the file again"
                 ) from None
             zero_is_nodata = self._s2 or (ds is not src and ds.nodata == 0 and src.nodata is None)

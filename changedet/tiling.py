@@ -325,8 +325,8 @@ class WindowedScene:
         self._writers: list[Any] = []
         self._published: list[Any] = []
         try:
-            self._rb = _io.WindowedReader(before, grid=grid, bands=self.bands)
-            self._ra = _io.WindowedReader(after, grid=grid, bands=self.bands)
+            self._rb = _io.WindowedReader(before, grid=grid, bands=self.bands, name="before")
+            self._ra = _io.WindowedReader(after, grid=grid, bands=self.bands, name="after")
         except BaseException:
             self._env.__exit__(None, None, None)
             raise
@@ -364,8 +364,8 @@ class WindowedScene:
         t = time.perf_counter()
         if grid is not None and grid != self.grid:
             wins = _sample_windows(grid, budget_px)
-            rb = _io.WindowedReader(self._rb.path, grid=grid, bands=self.bands)
-            ra = _io.WindowedReader(self._ra.path, grid=grid, bands=self.bands)
+            rb = _io.WindowedReader(self._rb.path, grid=grid, bands=self.bands, name="before")
+            ra = _io.WindowedReader(self._ra.path, grid=grid, bands=self.bands, name="after")
             try:
                 blocks = [(w, rb.read(w), ra.read(w)) for w in wins]
             finally:
@@ -391,8 +391,8 @@ class WindowedScene:
         tuple of two (bands, rows, cols) ndarray of float32
         """
         if self._readers_closed:  # after the window pass (which frees them): open them again
-            self._rb = _io.WindowedReader(self._rb.path, grid=self.grid, bands=self.bands)
-            self._ra = _io.WindowedReader(self._ra.path, grid=self.grid, bands=self.bands)
+            self._rb = _io.WindowedReader(self._rb.path, grid=self.grid, bands=self.bands, name="before")
+            self._ra = _io.WindowedReader(self._ra.path, grid=self.grid, bands=self.bands, name="after")
             self._readers_closed = False
         return self._rb.read(window), self._ra.read(window)
 

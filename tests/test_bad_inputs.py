@@ -228,6 +228,8 @@ def test_bad_rasters_windowed(case: str, inputs: Path, tmp_path: Path, capsys: p
     out = tmp_path / "out"
     code, err = run_cli(["detect", *pair, "--out", out, "--tiled", "--no-figures"], capsys)
     assert_one_line(code, err, command="detect", names=bad.name, says=says)
+    if side in ("before", "after"):  # which date, as the in-memory path says it
+        assert f"error: {side} " in err, err
     assert_nothing_written(out)
 
 
