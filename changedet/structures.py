@@ -650,10 +650,17 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
         if not pairs:
             break
         shapes: dict[int, _Segment] = {}
+        # every label's pixels at once, in row-major order as np.nonzero(seg == k) gives them:
+        # one sort instead of a scan of the whole area per label (a 184 ha site of 552
+        # blocks at 1 m spent 30 s in those scans)
+        flat = seg.ravel()
+        inside = np.flatnonzero(flat)
+        order = inside[np.argsort(flat[inside], kind="stable")]
+        starts = np.searchsorted(flat[order], np.arange(int(flat.max(initial=0)) + 2))
 
         def shape_of(k: int) -> _Segment:
             if k not in shapes:
-                rr, cc = np.nonzero(seg == k)
+                rr, cc = np.divmod(order[starts[k]:starts[k + 1]], seg.shape[1])
                 shapes[k] = _shape(rr, cc, px, "")
             return shapes[k]
 
@@ -675,14 +682,16 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
                     and u.area_m2 <= prior.max_area_m2 and u.length_m <= prior.max_length_m
                     and u.length_m / max(u.width_m, 1e-9) <= _MAX_ASPECT):
                 candidates.append((u.rectangularity, i, j))
+        relabel = np.arange(int(flat.max(initial=0)) + 1, dtype=seg.dtype)
         for _, i, j in sorted(candidates, reverse=True):
             if i in used or j in used:
                 continue
-            seg[seg == j] = i
+            relabel[j] = i  # i and j are used now: no label is merged twice in a round
             used.update((i, j))
             merged_any = True
         if not merged_any:
             break
+        seg = relabel[seg]
     return seg
 
 
