@@ -9,7 +9,7 @@ vary what a detector could be tuned to: block sizes from 8 x 8 m to 60 x 15 m, s
 pixels of 0.5, 1 and 2 m, noise, a cleared plot around the blocks or new buildings on
 ground that did not change.  ``sites`` is the quality benchmark's own generator
 (``benchmarks/sites.py``, rows of 60 x 15 m blocks on a graded plot), written for another
-purpose.
+purpose; ``sites_half`` the same at 0.5 m (1536 px).
 
     python benchmarks/structures.py            # every generator, 3 seeds each
     python benchmarks/structures.py --seeds 5 --only heldout_like
@@ -269,7 +269,7 @@ def _shift(x: float, y: float, azimuth: float, d: float) -> tuple[float, float]:
     return x + d * math.sin(a), y + d * math.cos(a)
 
 
-def _sites_truth(seed: int):
+def _sites_truth(seed: int, pixel_m: float = 1.0, size_px: int = 512, name: str = "sites"):
     """Blocks of ``sites.make_site``: rectangles of 60 x 15 m from the generator's own arrays."""
     sys.path.insert(0, str(Path(__file__).parent))
     import sites
@@ -283,13 +283,14 @@ def _sites_truth(seed: int):
 
     sites._rect = spy
     try:
-        s = sites.make_site(seed, pixel_m=1.0, size_px=512)
+        s = sites.make_site(seed, pixel_m=pixel_m, size_px=size_px)
     finally:
         sites._rect = real_rect
     from shapely.geometry import box
 
     # the blocks are the calls of 15 x 60 m (h, w) after the plot
-    rects = [r for calls in captured.values() for r in calls if abs(r[2] - 15) < 1e-9 and abs(r[3] - 60) < 1e-9]
+    rects = [r for calls in captured.values() for r in calls
+             if abs(r[2] - 15 / pixel_m) < 1e-9 and abs(r[3] - 60 / pixel_m) < 1e-9]
     t = s.transform
     n = s.before.shape[1]
     fps = []
@@ -298,7 +299,7 @@ def _sites_truth(seed: int):
         c, d = max(0, round(c0)), min(n, round(c0 + w))
         if b > a and d > c:
             fps.append(box(*(t * (c, b)), *(t * (d, a))))
-    return StructureSite("sites", s.before, s.after, fps, t, s.crs, 1.0)
+    return StructureSite(name, s.before, s.after, fps, t, s.crs, pixel_m)
 
 
 def run(site: StructureSite) -> dict:
@@ -386,13 +387,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{h['other']} other")
         if args.only == "hires":
             return 0
-    kinds = [args.only] if args.only else [*KINDS, "sites"]
+    kinds = [args.only] if args.only else [*KINDS, "sites", "sites_half"]
     rows = []
     print(f"{'generator':<13} {'seed':>4} {'true':>5} {'found':>5} {'count err':>9} {'true med':>9} "
           f"{'found med':>9} {'fp err':>7}")
     for kind in kinds:
         for seed in range(args.seeds):
-            site = _sites_truth(seed) if kind == "sites" else make_structure_site(kind, seed)
+            site = (_sites_truth(seed) if kind == "sites"
+                    else _sites_truth(seed, pixel_m=0.5, size_px=1536, name=kind) if kind == "sites_half"
+                    else make_structure_site(kind, seed))
             r = run(site)
             rows.append(r)
             ce = "-" if r["count_err_pct"] is None else f"{r['count_err_pct']:+.1f}%"
