@@ -456,6 +456,16 @@ def _error_line(exc: BaseException) -> str:
     return _first(exc) or type(exc).__name__
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's last flush finds no closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests, notebooks): nothing to redirect
+        pass
+
+
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else ""
@@ -506,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     int
         0 on success, 1 when a ``batch`` run had some failed sites (2 when every site
         failed), 2 on an error (one line on stderr, or the usage and a hint when no command is given),
-        130 when interrupted (Ctrl-C), 143 on SIGTERM.  Argument errors raise
+        130 when interrupted (Ctrl-C), 143 on SIGTERM, 141 when the reader of stdout closed it.  Argument errors raise
         ``SystemExit(2)`` from the parser instead.
 
     Examples
@@ -525,7 +535,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _outdir.terminate_on_signals():  # SIGTERM unwinds like Ctrl-C: scratch files and partial outputs go
             _check_out_option(args)
-            return _COMMANDS[args.command](args)
+            code = _COMMANDS[args.command](args)
+            sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's last flush
+            return code
+    except BrokenPipeError as exc:
+        if exc.filename is not None:  # a file of ours, not our output stream
+            print(f"changedet {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+            return 2
+        # the reader of our output went away (`changedet ... | head`): nothing to say, nothing lost
+        # (the outputs are written before anything is printed); as a program killed by SIGPIPE
+        _quiet_stdout()
+        return 141
     except (ChangedetError, OSError, MemoryError, RecursionError, UnicodeError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise

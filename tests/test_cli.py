@@ -67,6 +67,25 @@ def test_detect_says_when_unnamed_bands_keep_it_from_the_spectral_method(
     assert "note:" not in capsys.readouterr().err
 
 
+def test_detect_into_a_closed_pipe_is_quiet(pair_tifs: PairFiles, tmp_path: Path) -> None:
+    """`changedet detect ... | head -0`: the reader is gone before the first line; the outputs are whole,
+    nothing is said on stderr, and the exit status is a SIGPIPE death's (141), buffered or not."""
+    for unbuffered in ("1", ""):
+        out = tmp_path / f"out{unbuffered}"
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered, "MPLBACKEND": "Agg"}
+        if not unbuffered:
+            env.pop("PYTHONUNBUFFERED")
+        proc = subprocess.Popen([sys.executable, "-m", "changedet.cli", "detect", str(pair_tifs.before),
+                                 str(pair_tifs.after), "--out", str(out), "--no-figures"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        proc.stdout.close()  # the reader went away
+        with proc.stderr:
+            err = proc.stderr.read().decode()
+        assert proc.wait() == 141, err
+        assert err == ""
+        assert (out / "summary.json").is_file() and (out / "changes.gpkg").is_file()
+
+
 def test_detect_options_reach_the_pipeline(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     code = main([
