@@ -393,10 +393,13 @@ def _objects_by_appearance(img: np.ndarray, area: np.ndarray, px: float) -> list
     floor = max(float(np.abs(smooth[:, inside]).mean()) * 1e-3, 1e-6)
     bright = np.log(np.maximum(smooth.mean(axis=0), floor))
     chroma = [np.log(np.maximum(b, floor)) - bright for b in smooth] if len(smooth) > 1 else []
+    del smooth  # each of these is the area's box in every band: freed as soon as used
     # the same on a finer scale: the smoothing finds objects, this puts their edges back
     fine = np.stack([ndimage.gaussian_filter(b, 0.5) for b in filled])
+    del filled
     fine_bright = np.log(np.maximum(fine.mean(axis=0), floor))
     fine_chroma = [np.log(np.maximum(b, floor)) - fine_bright for b in fine] if len(fine) > 1 else []
+    del fine
     guesses = [inside]
     feats = np.stack([bright[inside], *[c[inside] for c in chroma]], axis=1)
     spread = 1.4826 * np.median(np.abs(feats - np.median(feats, axis=0)), axis=0)
@@ -406,7 +409,18 @@ def _objects_by_appearance(img: np.ndarray, area: np.ndarray, px: float) -> list
 
         sample = feats[:: max(1, len(feats) // 20000)]
         centres, _ = kmeans2(sample, 3, minit="++", seed=0)
-        cluster = np.argmin(((feats[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        # the nearest centre, one centre at a time (an (n, 3, bands) temporary was 300 MB on a
+        # 100 ha plot at 0.5 m); ties go to the first centre, as argmin gives them
+        cluster = np.zeros(len(feats), dtype=np.intp)
+        best = None
+        for c, centre in enumerate(centres):
+            d = np.square(feats - centre).sum(axis=1)
+            if best is None:
+                best = d
+            else:
+                closer = d < best
+                cluster[closer] = c
+                np.minimum(best, d, out=best)
         for c in range(3):
             sel = cluster == c
             if sel.mean() >= 0.1:
@@ -675,6 +689,10 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
             si, sj = shape_of(i), shape_of(j)
             # pieces of one building share a side; two buildings joined by a neck touch along the neck only
             if contact * px < 0.5 * min(si.width_m, sj.width_m):
+                continue
+            # too large a union for a building (the test below, made before the union's shape:
+            # a cleared plot's piece of millions of pixels cost hundreds of MB per pair)
+            if float(si.rows.size + sj.rows.size) * px * px > prior.max_area_m2:
                 continue
             rr = np.concatenate([si.rows, sj.rows])
             cc = np.concatenate([si.cols, sj.cols])
