@@ -1248,12 +1248,14 @@ def _shift_tolerant_colour(zb: np.ndarray, za: np.ndarray, ok: np.ndarray, radiu
         NaN where the pixel itself is not finite in both.
     """
     d = za - zb
-    direct = np.sqrt(np.sum(d * d, axis=0))
     if radius <= 0:
-        return direct
+        return np.sqrt(np.sum(d * d, axis=0))
+    # squared distances, one square root at the end (the same values: it is monotonic)
+    direct = np.sum(d * d, axis=0)
     rows, cols = ok.shape
+    all_ok = bool(ok.all())
     to_before = direct.copy()  # the after colour against the before colours around it
-    to_after = direct.copy()  # the before colour against the after colours around it
+    to_after = direct  # the before colour against the after colours around it
     for dr in range(-radius, radius + 1):
         for dc in range(-radius, radius + 1):
             if (dr == 0 and dc == 0) or dr * dr + dc * dc > radius * radius + radius:
@@ -1264,12 +1266,14 @@ def _shift_tolerant_colour(zb: np.ndarray, za: np.ndarray, ok: np.ndarray, radiu
                 continue
             here = (slice(r0, r1), slice(c0, c1))
             there = (slice(r0 + dr, r1 + dr), slice(c0 + dc, c1 + dc))
-            usable = ok[there]
             for own, other, best in ((za, zb, to_before), (zb, za, to_after)):
                 e = own[(slice(None), *here)] - other[(slice(None), *there)]
-                e = np.where(usable, np.sqrt(np.sum(e * e, axis=0)), np.float32(np.inf))
-                np.minimum(best[here], e, out=best[here])
-    return np.maximum(to_before, to_after)
+                e *= e
+                e2 = e.sum(axis=0)
+                if not all_ok:
+                    e2[~ok[there]] = np.inf
+                np.minimum(best[here], e2, out=best[here])
+    return np.sqrt(np.maximum(to_before, to_after))
 
 
 #: sub-metre pairs: a pixel whose after image is this many robust spreads greener than
