@@ -1372,7 +1372,7 @@ def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[s
     details = {"auto_choice": "structure+colour", "bands": [names[i] for i in use], "window_px": size,
                "normalization": _normalization_name(stats), "shift_tolerance_px": tolerance}
     if v_med is not None:
-        details["suppressed"] = "small-scale change where the after image is vegetation (excess green)"
+        details["suppressed"] = "change where the after image is vegetation (excess green above the scene's)"
     if not found and len(names) >= 4:
         # a 4-band stack without band names is most often blue, green, red, near-infrared
         # (Sentinel-2, PlanetScope) or red, green, blue, near-infrared (NAIP): guessing would
