@@ -249,7 +249,8 @@ def test_auto_on_a_real_oscd_city(oscd):
 # --- fit and score -------------------------------------------------------------------
 
 #: (method, bands, pixel size): every method, and auto's structural branch (RGB, and 4 bands at 1 m)
-CASES = [(m, S2_SWIR, 10.0) for m in ALL] + [("auto", RGB, 1.0), ("auto", S2, 1.0)]
+CASES = [(m, S2_SWIR, 10.0) for m in ALL] + [("auto", RGB, 1.0), ("auto", S2, 1.0), ("auto", RGB, 0.5),
+                                             ("auto", RGB, 0.25)]
 CASE_IDS = [f"{m}-{len(b)}b-{px:g}m" for m, b, px in CASES]
 
 
@@ -489,6 +490,72 @@ def test_auto_high_res_large_scale_keeps_a_plot_and_drops_a_road():
     mask = s.score > compute_threshold(s.score, method=s.threshold_method)
     assert mask[35:95, 35:95].mean() > 0.9
     assert mask[120:140, 130:190].mean() < 0.01
+
+
+def _houses(shift: int, seed: int = 0, n: int = 120):
+    """0.5 m RGB on bare ground: an existing house drawn ``shift`` pixels further right in
+    the after image (another view angle), a new house, a demolished one and a new lawn."""
+    rng = np.random.default_rng(seed)
+    tex = _texture((n, n), seed + 1, sigma=2) * 5
+    ground, roof, lawn = np.array([120.0, 105.0, 85.0]), np.array([70.0, 72.0, 78.0]), np.array([70.0, 110.0, 45.0])
+    before = ground[:, None, None] + tex
+    after = before.copy()
+    before[:, 20:44, 20:44] = roof[:, None, None]  # the existing house
+    after[:, 20:44, 20 + shift:44 + shift] = roof[:, None, None]
+    after[:, 70:94, 20:44] = roof[:, None, None]  # new
+    before[:, 20:44, 70:94] = roof[:, None, None]  # demolished
+    after[:, 70:100, 66:100] = lawn[:, None, None] + tex[70:100, 66:100]  # new lawn
+    before = before + rng.normal(0, 3, before.shape)
+    after = after + rng.normal(0, 3, after.shape)
+    return np.clip(before, 0, 255), np.clip(after, 0, 255)
+
+
+def test_auto_sub_metre_colour_tolerates_a_pixel_of_misregistration():
+    # LEVIR-CD at 0.5 m: existing houses stand a pixel or more apart between the dates, and
+    # their edges came out as change; a new or demolished house has no match and keeps its change
+    before, after = _houses(shift=1)
+    fine = change_score(before, after, band_names=RGB, pixel_size_m=0.5)
+    plain = change_score(before, after, band_names=RGB, pixel_size_m=1.0)
+    assert fine.details["shift_tolerance_px"] == 1 and plain.details["shift_tolerance_px"] == 0
+    edges = (slice(22, 42), [20, 44])  # the columns the existing house left and took
+    new, gone = (slice(72, 92), slice(22, 42)), (slice(22, 42), slice(72, 92))
+    assert np.median(plain.layers["colour"][edges]) > 3.0
+    assert np.median(fine.layers["colour"][edges]) < 0.25 * np.median(plain.layers["colour"][edges])  # noise
+    for where in (new, gone):
+        np.testing.assert_allclose(np.median(fine.layers["colour"][where]), np.median(plain.layers["colour"][where]),
+                                   rtol=0.1)
+    mask = fine.score > compute_threshold(fine.score, method=fine.threshold_method)
+    assert mask[new].mean() > 0.95 and mask[gone].mean() > 0.95
+    assert mask[edges].mean() < 0.05
+
+
+def test_shift_tolerant_colour_ignores_invalid_neighbours_and_radius_0_is_plain():
+    from changedet.change import _shift_tolerant_colour
+
+    zb = np.zeros((1, 5, 5), np.float32)
+    za = np.zeros((1, 5, 5), np.float32)
+    za[0, 2, 2] = 4.0  # a new one-pixel object
+    zb[0, 2, 3] = 4.0  # the same colour beside it, in a pixel that is not valid
+    ok = np.ones((5, 5), bool)
+    np.testing.assert_array_equal(_shift_tolerant_colour(zb, za, ok, 0), np.abs(za - zb)[0])
+    assert _shift_tolerant_colour(zb, za, ok, 1)[2, 2] == 0.0  # matched by the neighbour
+    ok[2, 3] = False
+    assert _shift_tolerant_colour(zb, za, ok, 1)[2, 2] == 4.0
+
+
+def test_auto_sub_metre_new_lawn_is_not_construction():
+    # a lawn sown on bare ground changes colour as much as a roof; below 1 m the default
+    # weighs the small-scale change of the after image's vegetation down (truths of new buildings)
+    before, after = _houses(shift=0)
+    fine = change_score(before, after, band_names=RGB, pixel_size_m=0.5)
+    lawn, new = (slice(74, 98), slice(70, 98)), (slice(72, 92), slice(22, 42))
+    assert np.median(fine.layers["weight_vegetation"][lawn]) == 0.0
+    assert np.median(fine.layers["weight_vegetation"][new]) == 1.0
+    mask = fine.score > compute_threshold(fine.score, method=fine.threshold_method)
+    assert mask[new].mean() > 0.95 and mask[lawn].mean() < 0.05
+    # at 1 m and coarser (DSIFN's land-cover truth counts vegetation) there is no such weight
+    plain = change_score(before, after, band_names=RGB, pixel_size_m=1.0)
+    assert "weight_vegetation" not in plain.layers
 
 
 def test_ssim_of_a_range_below_float_precision_is_no_change():

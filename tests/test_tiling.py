@@ -163,6 +163,35 @@ def test_windowed_equals_in_memory_high_resolution_rgb(tmp_path: Path) -> None:
     assert win.n_changes == mem.n_changes
 
 
+def test_windowed_equals_in_memory_sub_metre_rgb(tmp_path: Path) -> None:
+    """Below 1 m the structural branch adds the shift-tolerant colour change and the vegetation
+    weight: the 1 m sample put on a 0.5 m grid, cut into 200 px windows, gives the in-memory result."""
+    from changedet.data import sample_path
+    folder = sample_path("hires_rgb")
+    paths = []
+    for name in ("before.tif", "after.tif"):
+        with rasterio.open(folder / name) as ds:
+            profile, data, names = ds.profile, ds.read(), ds.descriptions
+        t = profile["transform"]
+        profile.update(transform=Affine(0.5, 0, t.c, 0, -0.5, t.f))
+        with rasterio.open(tmp_path / name, "w", **profile) as dst:
+            dst.write(data)
+            for i, n in enumerate(names, start=1):
+                if n:
+                    dst.set_band_description(i, n)
+        paths.append(tmp_path / name)
+    mem = detect_changes(*paths, tiled=False)
+    win = detect_changes(*paths, tiled=True, out=tmp_path / "w", window_px=200, progress=False)
+    assert win.summary["tiling"]["windows"] > 4
+    assert win.summary["method_details"]["shift_tolerance_px"] == mem.summary["method_details"]["shift_tolerance_px"] == 1
+    assert "vegetation" in mem.summary["method_details"]["suppressed"]
+    mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
+    score = read_raster(tmp_path / "w" / "change_score.tif").data[0]
+    np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+    np.testing.assert_array_equal(score, mem.score.data[0])
+    assert win.n_changes == mem.n_changes and mem.n_changes > 0
+
+
 def test_windowed_float_inputs_with_nodata_value(scene_pair: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     """Float32 files whose nodata is a value (-9999): the windowed path reads those pixels as
     nodata, as the in-memory path does (a float32 shortcut once passed -9999 on as data)."""
