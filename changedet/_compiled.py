@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, types
 
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
-           "label8", "trace_rings", "gather_float32", "SIGNATURES", "SPECTRAL", "compile_in_background"]
+           "label8", "trace_rings", "shift_cubic", "gather_float32", "SIGNATURES", "SPECTRAL", "compile_in_background"]
 
 
 def _cache_location() -> bool:
@@ -723,6 +723,7 @@ _I64, _F64, _BOOL = types.int64, types.float64, types.boolean
 #: and floats as int64 and float64), in the order a run first needs them.
 #: ``tests/test_kernels.py`` checks that a run compiles no other specialization.
 SIGNATURES: dict[str, tuple[types.Type, ...]] = {
+    "shift_cubic": (_F32_3, _I64, _F64_1, _I64),  # the co-registration, before any score
     "normalized_magnitude": (_F32_3, _F32_3, _I64_1, _F64_1, _F64_1, _F64_1, _F64_1, _F32_2),
     "box_mean_valid": (_F32_3, _BOOL_2, _I64),
     "normalized_differences": (_F32_3, _I64_2, _F32_3, _I64, _I64),
@@ -730,7 +731,6 @@ SIGNATURES: dict[str, tuple[types.Type, ...]] = {
     "urban_score": (_F32_2, _F32_3, _F32_2, _BOOL_2, _F64, _F64, _F64, _BOOL, _BOOL),
     "label8": (_BOOL_2, _F32_2),
     "trace_rings": (_I32_2, _I64, _I64_2),
-    "shift_cubic": (_F32_3, _I64, _F64_1, _I64),
 }
 #: The kernels of the urban-spectral score, which only pairs with a near-infrared band need.
 SPECTRAL = ("normalized_magnitude", "normalized_differences", "urban_score")
