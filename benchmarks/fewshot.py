@@ -147,10 +147,10 @@ def learned_features(tile: Tile, *, change_score: bool = False):
 def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
                         classifier: str) -> tuple[np.ndarray, float]:
     """What fit_examples(...).score(...) computes (probability, threshold), on cached features."""
-    from changedet.learn import _EXAMPLE_REACH_PX, Examples, _expand, _fit_core, _scene_sample, _smooth_probability
+    from changedet.learn import Examples, _expand, _fit_core, _scene_sample, _smooth_probability
 
     rows, cols = np.unravel_index(idx, tile.truth.shape)
-    grown, groups = _expand(Examples(rows, cols, y), tile.valid, _EXAMPLE_REACH_PX)
+    grown, groups = _expand(Examples(rows, cols, y), tile.valid)
     srow, scol = _scene_sample(tile.valid, seed)
     clf, threshold, _ = _fit_core(feats[grown.row, grown.col], grown.change, groups, feats[srow, scol],
                                   classifier, seed, tile.name)
