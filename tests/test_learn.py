@@ -141,7 +141,10 @@ def test_score_is_robust_to_gain_and_offset_of_the_after_date(pair, model):
     offset = np.array([0.2, -0.1, 0.05], np.float32)[:, None, None]
     after2 = gain * after + offset
     prob = model.for_pair(before, after2).score(before, after2)  # the statistics of the new pair
-    assert f1(prob >= model.threshold, truth) > 0.85
+    # about as good as on the pair itself (over six draws of the examples, F1 0.83-0.92 here,
+    # within 0.031 of the pair's own)
+    same = f1(model.score(before, after) >= model.threshold, truth)
+    assert f1(prob >= model.threshold, truth) > 0.8 and abs(f1(prob >= model.threshold, truth) - same) < 0.05
 
 
 def test_score_is_nan_outside_valid(pair, model):
