@@ -25,20 +25,32 @@ The learned model's features are computed once per tile (``pixel_features``, cac
 ``/tmp/changedet_fewshot``) and only the classifier is fitted per seed; a check at
 start-up confirms this gives the same probabilities as ``fit_examples(...).score(...)``.
 
-Measured (2026-11-29, OSCD bands B02,B03,B04,B08, DSIFN taken as 1 m; one LEVIR tile has no
-change, where the analyst can show none and both classifiers answer "no change")::
+Measured (2026-11-29, seeds 0-4, OSCD bands B02,B03,B04,B08, DSIFN taken as 1 m; one LEVIR
+tile has no change, where the analyst can show none and both classifiers answer "no change")::
 
     set        K   learned               baseline RF (a)       unsupervised (b)
-    oscd      10   0.315 (0.238-0.382)   0.178 (0.148-0.197)   0.262
-    oscd      20   0.366 (0.292-0.467)   0.197 (0.186-0.210)   0.262
-    oscd      50   0.566 (0.543-0.581)   0.235 (0.218-0.251)   0.262
-    levir     10   0.621 (0.562-0.686)   0.336 (0.235-0.376)   0.183
-    levir     20   0.697 (0.672-0.727)   0.560 (0.487-0.603)   0.183
-    levir     50   0.798 (0.766-0.826)   0.736 (0.722-0.758)   0.183
-    dsifn     10   0.679 (0.640-0.704)   0.512 (0.475-0.549)   0.361
-    dsifn     20   0.759 (0.711-0.779)   0.605 (0.562-0.636)   0.361
-    dsifn     50   0.865 (0.854-0.873)   0.717 (0.708-0.726)   0.361
-    synthetic 20   0.873 (0.834-0.909)   0.917 (0.900-0.940)   -
+    oscd      10   0.313 (0.234-0.360)   0.178 (0.148-0.197)   0.262
+    oscd      20   0.353 (0.194-0.426)   0.197 (0.186-0.210)   0.262
+    oscd      50   0.558 (0.542-0.573)   0.235 (0.218-0.251)   0.262
+    levir     10   0.625 (0.582-0.688)   0.336 (0.235-0.376)   0.183
+    levir     20   0.704 (0.669-0.732)   0.560 (0.487-0.603)   0.183
+    levir     50   0.795 (0.779-0.808)   0.736 (0.722-0.758)   0.183
+    dsifn     10   0.682 (0.616-0.726)   0.512 (0.475-0.549)   0.361
+    dsifn     20   0.756 (0.715-0.784)   0.605 (0.562-0.636)   0.361
+    dsifn     50   0.864 (0.851-0.874)   0.717 (0.708-0.726)   0.361
+    synthetic 10   0.829 (0.786-0.851)   0.911 (0.871-0.944)   -
+    synthetic 20   0.883 (0.857-0.904)   0.917 (0.900-0.940)   -
+    synthetic 50   0.907 (0.891-0.923)   0.940 (0.924-0.948)   -
+
+Issue 12 asks K = 20 to reach 0.80 on LEVIR and 0.50 on OSCD: not reached (0.704 and
+0.353; K = 50 comes within 0.005 on LEVIR and passes on OSCD). The OSCD minimum at K = 20
+is one seed where the threshold estimated on Aguas Claras is 0.25 (F1 0.08 there, its false
+alarms swamp the pooled count); with the best threshold per tile the same probabilities
+give OSCD 0.46-0.49 and LEVIR 0.71-0.75 at K = 20. Variants measured against this and not
+kept are listed in ``changedet.learn``'s docstring. Against the previous table
+(2026-11-29 earlier, same seeds) the only change is that an example pixel now keeps its own
+label where neighbourhoods of examples of both classes overlap: OSCD K = 20 0.366 -> 0.353,
+LEVIR 0.697 -> 0.704, DSIFN 0.759 -> 0.756, all within the spread of the seeds.
 
 Data: OSCD (Caye Daudt et al., IGARSS 2018; Copernicus Sentinel-2 data), LEVIR-CD (Chen
 & Shi 2020), DSIFN (Zhang et al. 2020); see /work/shared/data/README.md.
@@ -147,10 +159,10 @@ def learned_features(tile: Tile, *, change_score: bool = False):
 def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
                         classifier: str) -> tuple[np.ndarray, float]:
     """What fit_examples(...).score(...) computes (probability, threshold), on cached features."""
-    from changedet.learn import _EXAMPLE_REACH_PX, Examples, _expand, _fit_core, _scene_sample, _smooth_probability
+    from changedet.learn import Examples, _expand, _fit_core, _scene_sample, _smooth_probability
 
     rows, cols = np.unravel_index(idx, tile.truth.shape)
-    grown, groups = _expand(Examples(rows, cols, y), tile.valid, _EXAMPLE_REACH_PX)
+    grown, groups = _expand(Examples(rows, cols, y), tile.valid)
     srow, scol = _scene_sample(tile.valid, seed)
     clf, threshold, _ = _fit_core(feats[grown.row, grown.col], grown.change, groups, feats[srow, scol],
                                   classifier, seed, tile.name)
