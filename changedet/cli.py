@@ -274,7 +274,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[float, ...] | None) -> dict[str, Any]:
-    from .evaluate import truth_coding
+    from .evaluate import nodata_values, truth_coding
 
     if change is None and nochange is None:
         change, nochange = truth_coding(truth)
@@ -282,9 +282,7 @@ def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[
         change = (1.0,)
     elif nochange is None:
         nochange = (0.0,)
-    # 8-bit label images mark change with 255, which is otherwise read as nodata
-    ignore = () if 255.0 in change else (255,)
-    return {"truth_change_values": change, "truth_nochange_values": nochange, "ignore_values": ignore}
+    return {"truth_change_values": change, "truth_nochange_values": nochange, "ignore_values": nodata_values(change)}
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

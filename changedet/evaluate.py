@@ -26,7 +26,7 @@ import numpy as np
 from .errors import EmptyDataError, GridMismatchError, InvalidParameterError
 from .raster import GeoRaster, check_same_grid, describe_grid
 
-__all__ = ["Accuracy", "evaluate", "truth_coding"]
+__all__ = ["Accuracy", "evaluate", "truth_coding", "nodata_values"]
 
 
 @dataclass(frozen=True)
@@ -398,3 +398,25 @@ def truth_coding(truth: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...
     if vals <= {0.0, 255.0} and 255.0 in vals:
         return (255.0,), (0.0,)  # 8-bit label images
     return (1.0,), (0.0,)
+
+
+def nodata_values(truth_change_values: Sequence[float]) -> tuple[float, ...]:
+    """The ``ignore_values`` to use with these truth change values: 255 (our masks' nodata),
+    unless 255 is itself change, as in 8-bit label images.
+
+    Parameters
+    ----------
+    truth_change_values : sequence of numbers
+        What :func:`truth_coding` (or the user) says means change.
+
+    Returns
+    -------
+    tuple of float
+        For :func:`evaluate`'s ``ignore_values``.
+
+    Examples
+    --------
+    >>> nodata_values((1.0,)), nodata_values((255.0,))
+    ((255.0,), ())
+    """
+    return () if 255.0 in [float(v) for v in truth_change_values] else (255.0,)

@@ -1039,16 +1039,14 @@ def _finish_in_memory(
 
 
 def _accuracy(mask: GeoRaster, truth: Any) -> dict[str, Any]:
-    from .evaluate import evaluate, truth_coding
+    from .evaluate import evaluate, nodata_values, truth_coding
 
     t = _io.read_raster(truth) if _is_path(truth) else truth
     if not isinstance(t, GeoRaster):
         raise InvalidParameterError(f"truth must be a path to a mask or a GeoRaster, got {type(truth).__name__}")
     data = t.data[0]
     change, nochange = truth_coding(data)
-    # 8-bit label images mark change with 255, which is otherwise read as nodata
-    kw = {"truth_change_values": change, "truth_nochange_values": nochange,
-          "ignore_values": () if 255.0 in change else (255,)}
+    kw = {"truth_change_values": change, "truth_nochange_values": nochange, "ignore_values": nodata_values(change)}
     if t.crs is None:
         t = data  # no georeferencing: compared by shape (NaN is nodata)
     return evaluate(mask, t, **kw).as_dict()
