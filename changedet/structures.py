@@ -674,7 +674,8 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
         flat = seg.ravel()
         inside = np.flatnonzero(flat)
         order = inside[np.argsort(flat[inside], kind="stable")]
-        starts = np.searchsorted(flat[order], np.arange(int(flat.max(initial=0)) + 2))
+        top = int(flat.max(initial=0))
+        starts = np.searchsorted(flat[order], np.arange(top + 2))
 
         def shape_of(k: int) -> _Segment:
             if k not in shapes:
@@ -704,7 +705,7 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
                     and u.area_m2 <= prior.max_area_m2 and u.length_m <= prior.max_length_m
                     and u.length_m / max(u.width_m, 1e-9) <= _MAX_ASPECT):
                 candidates.append((u.rectangularity, i, j))
-        relabel = np.arange(int(flat.max(initial=0)) + 1, dtype=seg.dtype)
+        relabel = np.arange(top + 1, dtype=seg.dtype)
         for _, i, j in sorted(candidates, reverse=True):
             if i in used or j in used:
                 continue
