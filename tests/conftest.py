@@ -143,6 +143,18 @@ def write_tif(
     return Path(path)
 
 
+def sample_pairs_folder(folder: Path, sites: Sequence[str], sample: str = "s2_like") -> Path:
+    """A batch folder: one subfolder per site holding before.tif / after.tif, links to a bundled pair."""
+    from changedet import data
+
+    src = data.sample_path(sample)
+    for site in sites:
+        (folder / site).mkdir(parents=True)
+        for name in ("before.tif", "after.tif"):
+            (folder / site / name).symlink_to(src / name)
+    return folder
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def grid() -> Grid:

@@ -28,6 +28,7 @@ import pytest
 import rasterio
 from affine import Affine
 
+from conftest import sample_pairs_folder
 from changedet import data
 from changedet.cli import main
 
@@ -139,11 +140,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert _check_result(out, ref, polygons=False) and not _temporaries(out)
 
     # ---- batch, 2 pairs on 2 workers with figures: kills land in and between pairs and while tables are written
-    pairs = tmp_path / "pairs"
-    for site in ("a", "b"):
-        (pairs / site).mkdir(parents=True)
-        for name in ("before.tif", "after.tif"):
-            (pairs / site / name).symlink_to(S2 / name)
+    pairs = sample_pairs_folder(tmp_path / "pairs", ("a", "b"))
     out = tmp_path / "batch"
     t_batch = 3.0 * t_ref
     finished = []
@@ -268,12 +265,8 @@ def _session(sid: int) -> list[int]:
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-batch-only"])
 def test_interrupting_a_batch_with_2_workers_stops_it_within_seconds(how: str, tmp_path: Path) -> None:
-    pairs = tmp_path / "pairs"
     sites = [f"s{i}" for i in range(4)]
-    for site in sites:
-        (pairs / site).mkdir(parents=True)
-        for name in ("before.tif", "after.tif"):
-            (pairs / site / name).symlink_to(S2 / name)
+    pairs = sample_pairs_folder(tmp_path / "pairs", sites)
     out = tmp_path / "out"
     proc = _start("batch", str(pairs), "--out", str(out), "--workers", "2")
     assert _wait_for(out, "*/summary.json", proc), proc.communicate()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import sample_pairs_folder
 from changedet import _outdir, data
 from changedet.batch import run_batch
 from changedet.cli import main
@@ -75,11 +76,7 @@ def test_a_second_run_refuses_naming_the_folder_and_the_owner(holder, tmp_path: 
 
 def test_batch_and_detect_in_one_folder_refuse_each_other(tmp_path: Path) -> None:
     """A real batch holding the folder: a detect started meanwhile gets exit 2 and one line."""
-    pairs = tmp_path / "pairs"
-    for site in ("a", "b"):
-        (pairs / site).mkdir(parents=True)
-        for name in ("before.tif", "after.tif"):
-            (pairs / site / name).symlink_to(S2 / name)
+    pairs = sample_pairs_folder(tmp_path / "pairs", ("a", "b"))
     out = tmp_path / "out"
     env = dict(os.environ, MPLBACKEND="Agg")
     batch = subprocess.Popen([sys.executable, "-m", "changedet.cli", "batch", str(pairs), "--out", str(out)],
