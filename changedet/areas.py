@@ -65,7 +65,7 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
     changedet.errors.InvalidParameterError: bbox must have minx < maxx and miny < maxy; got [52.1, 55.7, 52.0, 55.8]; give MINX,MINY,MAXX,MAXY with min below max (an area across the antimeridian must be split in two), e.g. '52.0,55.78,52.1,55.83'
     """
     import shapely
-    from shapely.geometry import box, shape
+    from shapely.geometry import box
 
     if aoi is None:
         return None
@@ -191,7 +191,6 @@ def _geojson_geometry(obj: dict[str, Any], label: str) -> Any:
 def _checked_geojson(geom: Any, obj: dict[str, Any], label: str) -> Any:
     """Refuse GeoJSON that cannot be an area in lon/lat: an old ``crs`` member naming another CRS,
     projected coordinates, an empty or degenerate geometry."""
-    import shapely
 
     crs = obj.get("crs")
     if crs is not None:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from changedet import data
-from changedet.io import sha256
 from changedet.errors import ChangedetError, InvalidParameterError, RasterReadError
 
 REPO = Path(__file__).resolve().parents[1]

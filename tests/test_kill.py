@@ -211,7 +211,7 @@ def test_ctrl_c_while_saving_leaves_nothing_without_a_summary(tiled: bool, tmp_p
     real = pipeline._write_vectors_and_figure
 
     def then_ctrl_c(*args, **kwargs):
-        written = real(*args, **kwargs)
+        real(*args, **kwargs)
         assert (args[1] / "changes.geojson").exists()
         raise KeyboardInterrupt
 

@@ -19,7 +19,6 @@ from rasterio.warp import transform_bounds
 from shapely.geometry import Polygon, box
 
 from conftest import BANDS, BUILDING, BUILDING_AREA_M2, ORIGIN, UTM39, PairFiles, Scene, make_scene, textured_image, write_tif
-from changedet import pipeline
 from changedet.errors import EmptyDataError, GridMismatchError, InvalidParameterError, NoOverlapError
 from changedet.evaluate import evaluate
 from changedet.io import sha256
