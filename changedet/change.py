@@ -206,7 +206,7 @@ class FittedMethod:
     sample_result: ChangeScore | None = field(default=None, repr=False, compare=False)
 
     def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None, *,
-              layers: bool = True) -> ChangeScore:
+              layers: bool = True, valid_is_finite: bool = False) -> ChangeScore:
         """Score a pair, or a window of the scene, with the fitted statistics.
 
         Parameters
@@ -218,6 +218,9 @@ class FittedMethod:
         layers : bool, default True
             Also compute the extra per-pixel layers (index deltas, components); a
             windowed run that keeps only the score passes False.
+        valid_is_finite : bool, default False
+            ``valid`` is known to leave out every pixel not finite in both images (the
+            window processor's mask): the check over every band is skipped.
 
         Returns
         -------
@@ -238,7 +241,7 @@ class FittedMethod:
         >>> f.score(b[:, :20], a[:, :20], None).score.shape
         (20, 40)
         """
-        return self._score(_prepare(before, after, self.band_names, valid), layers)
+        return self._score(_prepare(before, after, self.band_names, valid, valid_is_finite=valid_is_finite), layers)
 
     def apply(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None) -> ChangeScore:
         """:meth:`score` without the extra layers: one window of a windowed run.
@@ -381,7 +384,7 @@ def fit_method(
     return _fit_prepared(method, _prepare(before, after, band_names, valid), pixel_size_m)
 
 
-def _prepare(before, after, band_names, valid) -> _Pair:
+def _prepare(before, after, band_names, valid, *, valid_is_finite: bool = False) -> _Pair:
     before = np.asarray(before)
     after = np.asarray(after)
     if before.ndim == 2:
@@ -412,9 +415,12 @@ def _prepare(before, after, band_names, valid) -> _Pair:
             raise InvalidParameterError(
                 f"valid has shape {valid.shape}, expected {before.shape[1:]} (rows, cols) of the images"
             )
-    ok = _kernels.all_finite(before, after)
-    if valid is not None:
-        ok &= valid
+    if valid is not None and valid_is_finite:
+        ok = valid.copy()
+    else:
+        ok = _kernels.all_finite(before, after)
+        if valid is not None:
+            ok &= valid
     if not ok.any():
         raise EmptyDataError(
             f"no pixel is valid in both images ({before.shape[1]}x{before.shape[2]} pixels): "

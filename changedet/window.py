@@ -230,6 +230,11 @@ def _register(spec: RunSpec, before: np.ndarray, after: np.ndarray, shift: _alig
     a_ax = _align.apply_shift(after[ns:], shift, order=0) if (apply_shift and spec.aux) else after[ns:]
     if finite is not None and not (apply_shift or spec.aux):
         v = finite.copy()  # found while the windows were read
+    elif finite is not None and not spec.aux and finite.all():
+        # every input pixel finite: the shift leaves NaN only where its stencil reaches past
+        # the window, in every band alike (the cubic weights sum to 1 and their magnitudes to
+        # 1.25: finite pixels of a float32 image cannot overflow), so one band tells it
+        v = np.isfinite(a_sp[0])
     else:
         v = _kernels.all_finite(np.ascontiguousarray(b_sp, dtype=np.float32), np.ascontiguousarray(a_sp, dtype=np.float32))
     excluded = None
@@ -355,7 +360,8 @@ class LearnedFit:
         self.threshold_value = float(model.threshold)
         self.band_names = tuple(model.band_names)
 
-    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, layers: bool = True) -> Any:
+    def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray, *, layers: bool = True,
+              valid_is_finite: bool = False) -> Any:
         """The probability of change as a :class:`~changedet.change.ChangeScore`.
 
         Parameters
@@ -366,6 +372,8 @@ class LearnedFit:
             Pixels to score.
         layers : bool
             Unused (a classifier has no extra layers).
+        valid_is_finite : bool
+            Unused (the model checks the pixels it scores itself).
 
         Returns
         -------
@@ -578,7 +586,7 @@ def process_window(
         score_o = np.where(v, cs.score, np.float32(np.nan)).astype(np.float32)
         layers.update({k: arr[rs, cs_] for k, arr in cs.layers.items()})
     elif v.any():
-        cs = fit.method.score(b_sp, a_sp, v, layers=keep)
+        cs = fit.method.score(b_sp, a_sp, v, layers=keep, valid_is_finite=True)
         score_o = np.asarray(cs.score, dtype=np.float32)
         if not score_o.flags.writeable:
             score_o = score_o.copy()

@@ -285,3 +285,31 @@ def test_windowed_equals_in_memory_on_a_real_band_folder(oscd: Path, tmp_path: P
     mask = read_raster(tmp_path / "w" / "change_mask.tif").data[0]
     np.testing.assert_array_equal(score, mem.score.data[0])
     np.testing.assert_array_equal(np.nan_to_num(mask, nan=255), mem.mask.data[0])
+
+
+@pytest.mark.parametrize("shift", [(0.3, -0.7), (-1.4, 0.0), (0.0, 2.6)])
+def test_window_valid_mask_from_the_reader_equals_the_full_check(shift):
+    """A window finite throughout and shifted: the valid pixels taken from one shifted band are
+    those every band of both dates gives (the NaN the shift brings in is alike in every band)."""
+    from changedet.align import Shift
+    from changedet.raster import Grid
+    from changedet.spec import make_spec, run_options
+    from changedet.window import _register
+
+    rng = np.random.default_rng(3)
+    b = rng.uniform(300, 3000, size=(4, 70, 90)).astype("float32")
+    a = (b * 1.2 + rng.normal(0, 30, size=b.shape)).astype("float32")
+    g = Grid((70, 90), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639")
+    spec = make_spec(run_options(method="cva", coregister=False), g, ["B02", "B03", "B04", "B08"])
+    s = Shift(*shift)
+    _, a_fast, v_fast, _ = _register(spec, b, a, s, True, finite=np.ones((70, 90), bool))
+    _, a_full, v_full, _ = _register(spec, b, a, s, True, finite=None)
+    assert not v_full.all()  # the shift brought NaN in at the window's edge
+    np.testing.assert_array_equal(v_fast, v_full)
+    np.testing.assert_array_equal(a_fast, a_full)
+    # a window with nodata inside takes the full check
+    b2 = b.copy()
+    b2[1, 30, 40] = np.nan
+    fin = np.isfinite(b2).all(0) & np.isfinite(a).all(0)
+    _, _, v2, _ = _register(spec, b2, a, s, True, finite=fin)
+    assert not v2[30, 40]
