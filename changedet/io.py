@@ -1216,6 +1216,37 @@ def write_geojson_chunks(
     return dest
 
 
+def _gpkg_timestamp() -> str:
+    """The ``last_change`` a GeoPackage layer is written with: now, in UTC, or the time
+    ``SOURCE_DATE_EPOCH`` gives (seconds since 1970, the reproducible-builds convention,
+    https://reproducible-builds.org/specs/source-date-epoch/), so that two runs on the same
+    inputs write the same GeoPackage bytes.
+
+    Returns
+    -------
+    str
+        ``YYYY-MM-DDTHH:MM:SS.fffZ``, the GeoPackage's timestamp format.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``SOURCE_DATE_EPOCH`` is set but not a whole number of seconds.
+    """
+    import datetime as dt
+
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None or not epoch.strip():
+        when = dt.datetime.now(dt.timezone.utc)
+    else:
+        if not epoch.strip().isdigit():
+            raise InvalidParameterError(
+                f"SOURCE_DATE_EPOCH is {epoch!r}, not a whole number of seconds since 1970-01-01 UTC; "
+                "set it to one (e.g. SOURCE_DATE_EPOCH=$(date +%s)) or unset it"
+            )
+        when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
 _GPKG_DDL = (
     "CREATE TABLE gpkg_spatial_ref_sys (srs_name TEXT NOT NULL,srs_id INTEGER NOT NULL PRIMARY KEY,"
     "organization TEXT NOT NULL,organization_coordsys_id INTEGER NOT NULL,definition  TEXT NOT NULL,description TEXT)",
@@ -1368,6 +1399,7 @@ def write_gpkg(
             for b, w in zip(bounds[start : start + chunk].tolist(), shapely.to_wkb(multi, byte_order=1, flavor="iso")):
                 yield head + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w
 
+    stamp = _gpkg_timestamp()
     rows = zip(range(1, len(geoms) + 1), blobs(), *[vals for _, vals in columns])  # lazily: never all blobs at once
     n_rows = len(geoms)
     with atomic_path(dest) as tmp:
@@ -1395,9 +1427,10 @@ def write_gpkg(
                             f'"geom" MULTIPOLYGON{cols})')
                 box = (bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()) \
                     if n_rows else (None, None, None, None)
-                con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, min_x, min_y, "
-                            "max_x, max_y, srs_id) VALUES (?,?,?,?,?,?,?,?,?)",
-                            (layer, "features", layer, "", *[None if v is None else float(v) for v in box], srs_id))
+                con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, description, "
+                            "last_change, min_x, min_y, max_x, max_y, srs_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                            (layer, "features", layer, "", stamp, *[None if v is None else float(v) for v in box],
+                             srs_id))
                 con.execute("INSERT INTO gpkg_geometry_columns VALUES (?,?,?,?,?,?)", (layer, "geom", "MULTIPOLYGON", srs_id, 0, 0))
                 con.execute("INSERT INTO gpkg_ogr_contents VALUES (?,?)", (layer, n_rows))
                 marks = ",".join("?" * (2 + len(keys)))

@@ -86,3 +86,32 @@ def test_a_result_folder_has_multipolygon_layers(tmp_path: Path) -> None:
     detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path, figures=False, tiled=False)
     assert pyogrio.read_info(tmp_path / "changes.geojson")["geometry_type"] == "MultiPolygon"
     assert pyogrio.read_info(tmp_path / "changes.gpkg")["geometry_type"] == "MultiPolygon"
+
+
+def test_geopackage_is_the_same_bytes_with_source_date_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GeoPackage's only varying content is each layer's ``last_change``; with
+    SOURCE_DATE_EPOCH set it is that time, and two runs write the same bytes."""
+    import sqlite3
+
+    from changedet.errors import InvalidParameterError
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    for k in range(2):
+        detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / f"run{k}", figures=False, progress=False)
+    a, b = tmp_path / "run0" / "changes.gpkg", tmp_path / "run1" / "changes.gpkg"
+    assert _sha(a) == _sha(b)
+    with sqlite3.connect(a) as con:
+        stamps = [r[0] for r in con.execute("SELECT last_change FROM gpkg_contents")]
+    assert stamps and set(stamps) == {"2023-11-14T22:13:20.000Z"}
+    assert pyogrio.read_info(a)["features"] == json.loads((tmp_path / "run0" / "summary.json").read_text())[
+        "results"]["n_changes"]
+    # without it, now; a malformed value is refused by name
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "now", figures=False, progress=False)
+    with sqlite3.connect(tmp_path / "now" / "changes.gpkg") as con:
+        (stamp,) = con.execute("SELECT last_change FROM gpkg_contents").fetchone()
+    assert stamp[:4] >= "2025" and stamp.endswith("Z")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(InvalidParameterError, match="SOURCE_DATE_EPOCH"):
+        detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "bad", figures=False, progress=False)
+    assert not (tmp_path / "bad" / "changes.gpkg").exists()

@@ -365,3 +365,29 @@ def test_examples_marked_both_ways_are_dropped_with_a_warning():
         ex = read_examples(fc(point(1.5, 1.5, True), point(1.5, 1.5, False), point(5, 5, True), point(8, 8, False)),
                            PIXEL_GRID)
     assert ex.n_change == 1 and ex.n_no_change == 1
+
+
+def test_expected_f1_threshold_follows_the_share_of_change_in_the_scene():
+    """Calibrated on held-out examples, the scene's share of change found by EM: a rare change
+    gets a higher threshold than a common one, each near the threshold of best F1 on the scene."""
+    from changedet.learn import _THRESHOLDS, _expected_f1_threshold
+
+    rng = np.random.default_rng(0)
+
+    def probs(n_change, n_no):  # a classifier's probabilities: change high, no change low
+        return (np.clip(rng.beta(5, 2, n_change), 0, 1), np.clip(rng.beta(2, 5, n_no), 0, 1))
+
+    pc, pn = probs(20, 60)  # the examples' held-out probabilities
+    po = np.concatenate([pc, pn])
+    yo = np.concatenate([np.ones(20, bool), np.zeros(60, bool)])
+    chosen = {}
+    for share in (0.03, 0.5):
+        n_change = int(20000 * share)
+        sc, sn = probs(n_change, 20000 - n_change)
+        scene = np.concatenate([sc, sn])
+        truth = np.concatenate([np.ones(sc.size, bool), np.zeros(sn.size, bool)])
+        f1 = {t: 2 * np.sum((scene >= t) & truth) / (np.sum(scene >= t) + truth.sum()) for t in _THRESHOLDS}
+        best = max(f1, key=f1.get)
+        chosen[share] = _expected_f1_threshold(po, yo, scene)
+        assert f1[chosen[share]] >= f1[best] - 0.03, (share, chosen[share], best)
+    assert chosen[0.03] > chosen[0.5] + 0.1
