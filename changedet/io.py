@@ -41,6 +41,7 @@ __all__ = [
     "write_json",
     "read_json",
     "write_gpkg",
+    "gpkg_timestamp",
     "atomic_path",
     "paused_gc",
     "sha256",
@@ -1216,7 +1217,7 @@ def write_geojson_chunks(
     return dest
 
 
-def _gpkg_timestamp() -> str:
+def gpkg_timestamp() -> str:
     """The ``last_change`` a GeoPackage layer is written with: now, in UTC, or the time
     ``SOURCE_DATE_EPOCH`` gives (seconds since 1970, the reproducible-builds convention,
     https://reproducible-builds.org/specs/source-date-epoch/), so that two runs on the same
@@ -1231,6 +1232,11 @@ def _gpkg_timestamp() -> str:
     ------
     InvalidParameterError
         ``SOURCE_DATE_EPOCH`` is set but not a whole number of seconds.
+
+    Examples
+    --------
+    >>> len(gpkg_timestamp()), gpkg_timestamp()[-1]
+    (24, 'Z')
     """
     import datetime as dt
 
@@ -1399,7 +1405,7 @@ def write_gpkg(
             for b, w in zip(bounds[start : start + chunk].tolist(), shapely.to_wkb(multi, byte_order=1, flavor="iso")):
                 yield head + struct.pack("<4d", b[0], b[2], b[1], b[3]) + w
 
-    stamp = _gpkg_timestamp()
+    stamp = gpkg_timestamp()
     rows = zip(range(1, len(geoms) + 1), blobs(), *[vals for _, vals in columns])  # lazily: never all blobs at once
     n_rows = len(geoms)
     with atomic_path(dest) as tmp:

@@ -711,6 +711,7 @@ def detect_changes(
     with contextlib.ExitStack() as held:
         if out is not None:
             _io.check_output_path(out)
+            _io.gpkg_timestamp()  # a malformed SOURCE_DATE_EPOCH is refused now, not after the work
             # one run at a time in a folder; what a failed or interrupted run wrote does not stay
             held.enter_context(_outdir.folder_lock(out))
             check_output_folder(out, overwrite=overwrite,
