@@ -1240,16 +1240,19 @@ def gpkg_timestamp() -> str:
     """
     import datetime as dt
 
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is None or not epoch.strip():
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not epoch:
         when = dt.datetime.now(dt.timezone.utc)
     else:
-        if not epoch.strip().isdigit():
+        try:  # ASCII digits only (str.isdigit also takes superscripts, which int() refuses)
+            if not re.fullmatch(r"[0-9]+", epoch):
+                raise ValueError(epoch)
+            when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+        except (ValueError, OverflowError, OSError):  # not a number, or past the year 9999
             raise InvalidParameterError(
                 f"SOURCE_DATE_EPOCH is {epoch!r}, not a whole number of seconds since 1970-01-01 UTC; "
                 "set it to one (e.g. SOURCE_DATE_EPOCH=$(date +%s)) or unset it"
-            )
-        when = dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc)
+            ) from None
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 

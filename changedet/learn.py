@@ -1279,14 +1279,17 @@ def _expected_f1_threshold(po: np.ndarray, yo: np.ndarray, scene_prob: np.ndarra
 
     platt = LogisticRegression(class_weight="balanced").fit(logit(po)[:, None], yo.astype(np.int8))
     f = platt.predict_proba(logit(scene_prob)[:, None])[:, 1]
+
+    def adjusted(p: float) -> np.ndarray:  # each pixel's probability of change at a share p
+        return p * f / (p * f + (1 - p) * (1 - f))
+
     p = 0.5  # the prior the classes were balanced to
     for _ in range(200):
-        q = p * f / (p * f + (1 - p) * (1 - f))
-        p_new = float(q.mean())
+        p_new = float(adjusted(p).mean())
         if abs(p_new - p) < 1e-7:
             break
         p = p_new
-    q = p * f / (p * f + (1 - p) * (1 - f))
+    q = adjusted(p)
     total = float(q.sum())
     best, best_t = -1.0, 0.5
     for t in _THRESHOLDS:

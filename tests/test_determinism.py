@@ -111,7 +111,8 @@ def test_geopackage_is_the_same_bytes_with_source_date_epoch(tmp_path: Path, mon
     with sqlite3.connect(tmp_path / "now" / "changes.gpkg") as con:
         (stamp,) = con.execute("SELECT last_change FROM gpkg_contents").fetchone()
     assert stamp[:4] >= "2025" and stamp.endswith("Z")
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
-    with pytest.raises(InvalidParameterError, match="SOURCE_DATE_EPOCH"):
-        detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "bad", figures=False, progress=False)
-    assert not (tmp_path / "bad" / "changes.gpkg").exists()
+    for bad in ("yesterday", "\u00b2", "9" * 30):  # a word, a superscript digit, past the year 9999
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", bad)
+        with pytest.raises(InvalidParameterError, match="SOURCE_DATE_EPOCH"):
+            detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "bad", figures=False, progress=False)
+        assert not (tmp_path / "bad" / "changes.gpkg").exists()
