@@ -13,6 +13,15 @@ purpose; ``sites_half`` the same at 0.5 m (1536 px).
 
     python benchmarks/structures.py            # every generator, 3 seeds each
     python benchmarks/structures.py --seeds 5 --only heldout_like
+    python benchmarks/structures.py --examples 20          # a classifier's mask instead
+    python benchmarks/structures.py --only levir --examples 20
+
+``--examples K`` runs each pair with K change examples drawn from the true footprints and
+3K no-change examples from outside them (a simulated analyst, as ``benchmarks/fewshot.py``),
+so the structures are counted on a classifier's mask.  ``--only levir`` counts on the
+LEVIR-CD tiles in ``../shared/data/vhr/levir`` (each connected region of the truth is one
+house) and prints, per tile and seed, the houses, the structures counted and those matching
+a house (intersection over union >= 0.5).
 
 Prints, per generator and seed, the true and found count, the count error (%), the true
 and found median footprint and its error (%); then per generator the mean and the spread
@@ -302,16 +311,35 @@ def _sites_truth(seed: int, pixel_m: float = 1.0, size_px: int = 512, name: str 
     return StructureSite(name, s.before, s.after, fps, t, s.crs, pixel_m)
 
 
-def run(site: StructureSite) -> dict:
+def simulated_examples(truth: np.ndarray, k: int, seed: int):
+    """K change pixels drawn from ``truth`` and 3K no-change pixels from outside it."""
+    from changedet.learn import Examples
+
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(truth), np.flatnonzero(~truth)
+    idx = np.concatenate([rng.choice(pos, min(k, pos.size), replace=False),
+                          rng.choice(neg, min(3 * k, neg.size), replace=False)])
+    rows, cols = np.unravel_index(idx, truth.shape)
+    return Examples(rows, cols, truth.ravel()[idx])
+
+
+def run(site: StructureSite, *, examples: int = 0, seed: int = 0) -> dict:
     """The pipeline on one site; count and median footprint against the truth."""
+    from rasterio import features
+
     from changedet.pipeline import detect_changes
     from changedet.raster import GeoRaster
 
     names = ("red", "green", "blue")
     before = GeoRaster(site.before.astype(np.float32), site.transform, site.crs, names)
     after = GeoRaster(site.after.astype(np.float32), site.transform, site.crs, names)
+    ex = None
+    if examples:
+        roofs = features.rasterize([(f, 1) for f in site.footprints], out_shape=site.before.shape[1:],
+                                   transform=site.transform).astype(bool)
+        ex = simulated_examples(roofs, examples, seed)
     t0 = time.perf_counter()
-    result = detect_changes(before, after, figures=False, progress=False)
+    result = detect_changes(before, after, figures=False, progress=False, examples=ex)
     s = result.summary["results"]["structures"]
     found, med = s.get("count"), s.get("median_footprint_m2")
     return {
@@ -375,12 +403,50 @@ def hires() -> dict:
             "median_m2": result.summary["results"]["structures"]["median_footprint_m2"]}
 
 
+def levir(data: Path, examples: int, seeds: int) -> None:
+    """Structures counted on the LEVIR-CD tiles (0.5 m) against their new houses."""
+    from changedet.io import read_raster
+    from changedet.pipeline import detect_changes
+
+    folder = data / "vhr" / "levir"
+    totals = np.zeros(3, int)
+    for p in sorted((folder / "A").glob("*.png")):
+        truth = read_raster(folder / "label" / p.name).data[0] > 127
+        houses, n = ndimage.label(truth)
+        if not n:
+            continue
+        for seed in range(seeds if examples else 1):
+            ex = simulated_examples(truth, examples, seed) if examples else None
+            r = detect_changes(read_raster(p), read_raster(folder / "B" / p.name), pixel_size_m=0.5,
+                               examples=ex, figures=False, progress=False)
+            found = r.structures.polygons.geometries
+            # footprints are in pixel coordinates x = col, y = row (no georeferencing)
+            from rasterio import features
+            matched = 0
+            for g in found:
+                fp = features.rasterize([(g, 1)], out_shape=truth.shape).astype(bool)
+                ids = np.unique(houses[fp])
+                best = max((np.sum(fp & (houses == i)) / np.sum(fp | (houses == i)) for i in ids[ids > 0]), default=0)
+                matched += best >= 0.5
+            totals += (n, len(found), matched)
+            print(f"{p.stem:<22} seed {seed}: {n:>3} houses, {len(found):>3} counted, {matched:>3} matching one",
+                  flush=True)
+    print(f"LEVIR-CD, {'%d examples' % examples if examples else 'no examples'}: {totals[0]} houses, "
+          f"{totals[1]} counted, {totals[2]} matching one (IoU >= 0.5)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--only", default=None, help="one generator (a kind, or 'sites')")
+    ap.add_argument("--only", default=None, help="one generator (a kind, 'sites', 'hires' or 'levir')")
+    ap.add_argument("--examples", type=int, default=0, metavar="K",
+                    help="K change and 3K no-change examples drawn from the truth (a classifier's mask)")
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args(argv)
-    if args.only in (None, "hires"):
+    if args.only == "levir":
+        levir(args.data, args.examples, args.seeds)
+        return 0
+    if args.only in (None, "hires") and not args.examples:
         h = hires()
         print(f"bundled hires pair: {h['count']} structures (median {h['median_m2']:.0f} m2): {h['blocks_found']} of its "
               f"{h['blocks']} blocks and {h['slabs_found']} of its {h['slabs']} slabs found (IoU >= 0.5), "
@@ -396,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             site = (_sites_truth(seed) if kind == "sites"
                     else _sites_truth(seed, pixel_m=0.5, size_px=1536, name=kind) if kind == "sites_half"
                     else make_structure_site(kind, seed))
-            r = run(site)
+            r = run(site, examples=args.examples, seed=seed)
             rows.append(r)
             ce = "-" if r["count_err_pct"] is None else f"{r['count_err_pct']:+.1f}%"
             fe = "-" if r["footprint_err_pct"] is None else f"{r['footprint_err_pct']:+.1f}%"

@@ -407,7 +407,7 @@ def options_record(options: Any) -> dict[str, Any]:
         "fill_holes_m2": o.fill_holes_m2,
         "aoi": shapely.to_wkt(o.aoi, rounding_precision=9) if o.aoi is not None else None,
         "align": bool(o.align),
-        "coregister": bool(o.coregister),
+        "coregister": None if o.coregister is None else bool(o.coregister),
         "pixel_size_m": o.pixel_size_m,
         "bands": list(o.bands) if o.bands is not None else None,
         "examples": _learned_text(o.examples),

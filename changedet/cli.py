@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--aoi", default=None, metavar="GEOJSON|minx,miny,maxx,maxy",
                    help="area of interest in lon/lat: a GeoJSON file or a bbox")
     d.add_argument("--bands", default=None, metavar="B1,B2,...", help="use only these bands (comma-separated names)")
-    d.add_argument("--no-coregister", action="store_true", help="skip the sub-pixel co-registration")
+    reg = d.add_mutually_exclusive_group()
+    reg.add_argument("--coregister", dest="coregister", action="store_const", const=True, default=None,
+                     help="estimate and remove a shift between the dates (the default, except with --examples "
+                     "or --model on pixels finer than 2 m)")
+    reg.add_argument("--no-coregister", dest="coregister", action="store_const", const=False,
+                     help="skip the co-registration")
     d.add_argument("--no-align", action="store_true", help="fail instead of reprojecting when the grids differ")
     d.add_argument("--pixel-size-m", type=float, default=None, metavar="M",
                    help="pixel size in metres for images without georeferencing (areas in m² instead of pixels)")
@@ -240,7 +245,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         min_area_m2=args.min_area_m2,
         aoi=args.aoi,
         align=not args.no_align,
-        coregister=not args.no_coregister,
+        coregister=args.coregister,
         pixel_size_m=args.pixel_size_m,
         bands=[b.strip() for b in args.bands.split(",")] if args.bands else None,
         examples=args.examples,

@@ -447,7 +447,8 @@ def _windowed_structures(scene: Any, spec: RunSpec, polygons: Any) -> Any:
         found = _structures.find_structures(
             GeoRaster(burnt[np.newaxis], t, grid.crs, ("change",)),
             GeoRaster(a[:ns], t, grid.crs, spec.spectral), areas=sub,
-            before=GeoRaster(b[:ns], t, grid.crs, spec.spectral), pixel_size_m=spec.options.pixel_size_m)
+            before=GeoRaster(b[:ns], t, grid.crs, spec.spectral), pixel_size_m=spec.options.pixel_size_m,
+            classifier_mask=spec.options.learned)
         settings = dict(found.settings)
         geoms.extend(found.polygons.geometries)
         props.extend(found.polygons.properties)
@@ -600,7 +601,7 @@ def detect_changes(
     min_area_m2: float | None = None,
     aoi: Any = None,
     align: bool = True,
-    coregister: bool = True,
+    coregister: bool | None = None,
     opening_px: int | None = None,
     fill_holes_m2: float | None = None,
     pixel_size_m: float | None = None,
@@ -636,8 +637,10 @@ def detect_changes(
     align : bool
         Reproject the after image onto the before image's grid when they differ
         (default True); False raises :class:`~changedet.errors.GridMismatchError` instead.
-    coregister : bool
-        Estimate and remove the residual sub-pixel shift (default True).
+    coregister : bool, optional
+        Estimate and remove the residual shift between the dates.  Default (None): yes,
+        except with ``examples`` or ``model`` on pixels finer than 2 m or of unknown size
+        (:attr:`changedet.spec.RunSpec.coregister` says why).
     opening_px : int, optional
         Radius of the morphological opening; default 1 for pixels finer than 5 m, else 0.
     fill_holes_m2 : float, optional
@@ -1023,7 +1026,8 @@ def _finish_in_memory(
         accuracy = _accuracy(mask, truth)
     t = time.perf_counter()
     structures = _structures.find_structures(mask, after, areas=polygons, before=before,
-                                             pixel_size_m=spec.options.pixel_size_m)
+                                             pixel_size_m=spec.options.pixel_size_m,
+                                             classifier_mask=spec.options.learned)
     polygons = _built_where_structures(polygons, structures)
     timings["structures"] = time.perf_counter() - t
     summary = build_summary(
@@ -1382,7 +1386,7 @@ def build_summary(
             "pixel_size_m": round(px, 4) if px is not None else None,
             "bands_dropped": sorted(set(dropped)),
         },
-        "coregistration": fit.shift.as_dict() if spec.options.coregister else None,
+        "coregistration": fit.shift.as_dict() if spec.coregister else None,
         "results": {
             "n_changes": len(polygons),
             **changed_results(changed, n_valid),

@@ -303,7 +303,7 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     o = spec.options
     if o.learned and spec.examples is not None and training is None and not whole:
         raise InvalidParameterError("examples on a sampled scene need the window that holds them: pass training=")
-    if o.coregister:
+    if spec.coregister:
         shift = _align.shift_from_blocks([(blk.before[:ns], blk.after[:ns]) for blk in blocks])
     else:
         shift = _align.Shift(0.0, 0.0, 0.0, 0, applied=False)

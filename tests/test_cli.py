@@ -202,7 +202,9 @@ def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["detect", "a.tif", "b.tif", "--out", "x"])
-    assert (args.method, args.threshold, args.aoi, args.no_coregister, args.overwrite) == ("auto", None, None, False, False)
+    assert (args.method, args.threshold, args.aoi, args.coregister, args.overwrite) == ("auto", None, None, None, False)
+    assert build_parser().parse_args(["detect", "a.tif", "b.tif", "--out", "x", "--no-coregister"]).coregister is False
+    assert build_parser().parse_args(["detect", "a.tif", "b.tif", "--out", "x", "--coregister"]).coregister is True
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -149,6 +149,83 @@ def test_blocks_on_a_cleared_plot_are_counted(seed: int, angle: float, gap: floa
     assert n == after.shape[2]
 
 
+# --- a classifier's mask (examples or a model) --------------------------------------------------------
+
+
+def _ragged(mask: np.ndarray, seed: int, bite: float = 0.25) -> np.ndarray:
+    """A classifier's outline: edge pixels dropped or added at random (its roof edges are not clean)."""
+    rng = np.random.default_rng(seed)
+    edge = mask ^ ndimage.binary_erosion(mask)
+    rim = ndimage.binary_dilation(mask) & ~mask
+    out = mask & ~(edge & (rng.random(mask.shape) < bite))
+    return out | (rim & (rng.random(mask.shape) < bite))
+
+
+def test_classifier_mask_houses_joined_by_lawn_are_counted_one_by_one() -> None:
+    """Houses a classifier outlines touch where it also took a strip of lawn between them: the
+    region is split at each neck.  The appearance and shape tests see one ragged region that
+    is not a rectangle and count nothing of it."""
+    n = 240
+    t = _grid(0.5, n)
+    houses = _blocks(2, 6, 15.0, 12.0, 4.0, 20.0, t * (n / 2, n / 2))
+    m = _burn(houses, n, t) >= 0.5
+    # lawn taken as change: a 4 m strip between each pair of neighbours in a row
+    lawn = []
+    for i in range(2):
+        for j in range(5):
+            a, b = houses[i * 6 + j].centroid, houses[i * 6 + j + 1].centroid
+            lawn.append(box(-2.0, -2.0, 2.0, 2.0).buffer(0).centroid.buffer(2.0, cap_style=3))
+            lawn[-1] = affinity.translate(lawn[-1], (a.x + b.x) / 2, (a.y + b.y) / 2)
+    m |= _burn(lawn, n, t) >= 0.5
+    assert ndimage.label(m, structure=np.ones((3, 3), bool))[1] == 2  # two rows, each one region
+    mask = GeoRaster(_ragged(m, 0).astype("uint8")[np.newaxis], t, UTM, ("change",))
+    s = structures.find_structures(mask, classifier_mask=True)
+    assert abs(s.count - 12) <= 1, s.count
+    assert {p["source"] for p in s.polygons.properties} == {"classifier"}
+    assert abs(np.median(s.footprints_m2) - 180) <= 0.25 * 180
+    for g in s.polygons.geometries:  # each on one house
+        assert max(g.intersection(h).area for h in houses) >= 0.6 * g.area
+    assert structures.find_structures(mask).count <= 2
+
+
+def test_classifier_mask_long_blocks_stay_whole() -> None:
+    """A long block's distance ridge is flat: its watershed pieces join back into one."""
+    n = 300
+    t = _grid(1.0, n)
+    blocks = _blocks(2, 3, 60.0, 15.0, 8.0, 35.0, t * (n / 2, n / 2))
+    mask = GeoRaster(_ragged(_burn(blocks, n, t) >= 0.5, 1).astype("uint8")[np.newaxis], t, UTM, ("change",))
+    s = structures.find_structures(mask, classifier_mask=True)
+    assert s.count == 6, s.count
+    assert np.all(np.abs(s.footprints_m2 - 900) <= 0.15 * 900), s.footprints_m2
+    assert s.settings["neck_ratio"] == structures._NECK_RATIO
+
+
+def test_examples_run_counts_on_the_classifier_mask_without_coregistering() -> None:
+    """With examples on a fine grid, detect counts the structures on the classifier's mask and
+    does not co-register (the summary says so); without examples it co-registers."""
+    from rasterio import features
+
+    from changedet.learn import Examples
+
+    before, after, t, blocks, _ = _site(2, px=0.5, n=320, length=20.0, width=12.0)
+    b = GeoRaster(before.astype("float32"), t, UTM, NAMES)
+    a = GeoRaster(after.astype("float32"), t, UTM, NAMES)
+    roofs = features.rasterize([(g, 1) for g in blocks], out_shape=before.shape[1:], transform=t).astype(bool)
+    rng = np.random.default_rng(0)
+    pos = rng.choice(np.flatnonzero(roofs), 20, replace=False)
+    neg = rng.choice(np.flatnonzero(~roofs), 60, replace=False)
+    idx = np.concatenate([pos, neg])
+    rows, cols = np.unravel_index(idx, roofs.shape)
+    r = detect_changes(b, a, examples=Examples(rows, cols, roofs.ravel()[idx]), progress=False)
+    assert r.summary["parameters"]["coregister"] is False and r.summary["coregistration"] is None
+    assert abs(r.structures.count - len(blocks)) <= 2, (r.structures.count, len(blocks))
+    assert {p["source"] for p in r.structures.polygons.properties} == {"classifier"}
+    plain = detect_changes(b, a, progress=False)
+    assert plain.summary["parameters"]["coregister"] is True and plain.summary["coregistration"] is not None
+    forced = detect_changes(b, a, examples=Examples(rows, cols, roofs.ravel()[idx]), coregister=True, progress=False)
+    assert forced.summary["parameters"]["coregister"] is True
+
+
 # --- why no count -----------------------------------------------------------------------------------
 
 
