@@ -226,6 +226,30 @@ def test_examples_run_counts_on_the_classifier_mask_without_coregistering() -> N
     assert forced.summary["parameters"]["coregister"] is True
 
 
+def test_examples_windowed_run_counts_as_in_memory(tmp_path: Path) -> None:
+    """A whole scene with examples counts its structures on the classifier's mask too, and as in memory."""
+    from rasterio import features
+
+    from changedet.learn import Examples
+
+    before, after, t, blocks, _ = _site(4, px=0.5, n=320, length=20.0, width=12.0)
+    b = _write(tmp_path / "before.tif", before, t)
+    a = _write(tmp_path / "after.tif", after, t)
+    roofs = features.rasterize([(g, 1) for g in blocks], out_shape=before.shape[1:], transform=t).astype(bool)
+    rng = np.random.default_rng(1)
+    idx = np.concatenate([rng.choice(np.flatnonzero(roofs), 20, replace=False),
+                          rng.choice(np.flatnonzero(~roofs), 60, replace=False)])
+    rows, cols = np.unravel_index(idx, roofs.shape)
+    ex = Examples(rows, cols, roofs.ravel()[idx])
+    mem = detect_changes(b, a, examples=ex, progress=False)
+    win = detect_changes(b, a, examples=ex, out=tmp_path / "w", tiled=True, window_px=128, progress=False)
+    assert np.array_equal(mem.change_mask(), win.change_mask())
+    assert mem.structures.count and win.structures.count == mem.structures.count
+    assert (sorted(p["area_m2"] for p in win.structures.polygons.properties)
+            == sorted(p["area_m2"] for p in mem.structures.polygons.properties))
+    assert json.loads((tmp_path / "w" / "summary.json").read_text())["parameters"]["coregister"] is False
+
+
 # --- why no count -----------------------------------------------------------------------------------
 
 
