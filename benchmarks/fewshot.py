@@ -76,7 +76,7 @@ mapping unit, outlines).  K = 20, seeds 0-4 (2026-11-30)::
 (:attr:`changedet.spec.RunSpec.coregister`).  The synthetic pairs' roofs (4-10 m a side) are
 mostly under the default minimum mapping unit of 50 m², which the cached path above does not
 apply: hence 0.58 against 0.88 there; LEVIR and DSIFN read within 0.01 of the cached path,
-OSCD 0.03 below it (areas under 4 pixels dropped).
+OSCD 0.03 below it (its clean-up drops areas under 4 pixels; the share of that in the gap is not measured).
 
 Data: OSCD (Caye Daudt et al., IGARSS 2018; Copernicus Sentinel-2 data), LEVIR-CD (Chen
 & Shi 2020), DSIFN (Zhang et al. 2020); see /work/shared/data/README.md.
