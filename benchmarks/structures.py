@@ -405,6 +405,9 @@ def hires() -> dict:
 
 def levir(data: Path, examples: int, seeds: int) -> None:
     """Structures counted on the LEVIR-CD tiles (0.5 m) against their new houses."""
+    from rasterio import features
+    from shapely.geometry import shape
+
     from changedet.io import read_raster
     from changedet.pipeline import detect_changes
 
@@ -415,19 +418,15 @@ def levir(data: Path, examples: int, seeds: int) -> None:
         houses, n = ndimage.label(truth)
         if not n:
             continue
+        # the houses as polygons in pixel coordinates x = col, y = row, as the footprints are
+        # (no georeferencing)
+        truth_fps = [shape(g) for g, v in features.shapes(houses.astype(np.int32), mask=houses > 0)]
         for seed in range(seeds if examples else 1):
             ex = simulated_examples(truth, examples, seed) if examples else None
             r = detect_changes(read_raster(p), read_raster(folder / "B" / p.name), pixel_size_m=0.5,
                                examples=ex, figures=False, progress=False)
-            found = r.structures.polygons.geometries
-            # footprints are in pixel coordinates x = col, y = row (no georeferencing)
-            from rasterio import features
-            matched = 0
-            for g in found:
-                fp = features.rasterize([(g, 1)], out_shape=truth.shape).astype(bool)
-                ids = np.unique(houses[fp])
-                best = max((np.sum(fp & (houses == i)) / np.sum(fp | (houses == i)) for i in ids[ids > 0]), default=0)
-                matched += best >= 0.5
+            found = list(r.structures.polygons.geometries)
+            matched = match(found, truth_fps)
             totals += (n, len(found), matched)
             print(f"{p.stem:<22} seed {seed}: {n:>3} houses, {len(found):>3} counted, {matched:>3} matching one",
                   flush=True)

@@ -311,12 +311,10 @@ def find_structures(
     settings = {"min_area_m2": float(min_area_m2), "max_area_m2": float(max_area_m2),
                 "max_length_m": float(max_length_m), "h_maxima_m": _H_M, "object_z": _Z_OBJECT,
                 "min_rectangularity": _MIN_RECTANGULARITY, "merge_rectangularity": _MERGE_RECTANGULARITY}
-    if classifier_mask:
-        settings = {"min_area_m2": float(min_area_m2), "max_area_m2": float(max_area_m2),
-                    "max_length_m": float(max_length_m), "peak_spacing_m": _PEAK_SPACING_M,
-                    "neck_ratio": _NECK_RATIO, "neck_depth_px": _NECK_DEPTH_PX,
-                    "min_rectangularity": _CLASSIFIER_MIN_RECTANGULARITY, "min_corner_fill": _CLASSIFIER_MIN_CORNER_FILL,
-                    "h_maxima_m": _H_M, "object_z": _Z_OBJECT, "merge_rectangularity": _MERGE_RECTANGULARITY}
+    if classifier_mask:  # the shape and appearance tests run too, with their own settings above
+        settings.update({"peak_spacing_m": _PEAK_SPACING_M, "neck_ratio": _NECK_RATIO, "neck_depth_px": _NECK_DEPTH_PX,
+                         "classifier_min_rectangularity": _CLASSIFIER_MIN_RECTANGULARITY,
+                         "classifier_min_corner_fill": _CLASSIFIER_MIN_CORNER_FILL})
     changed = mask.data[0] == 1
     labels, n = ndimage.label(changed, structure=np.ones((3, 3), bool))
     ids, _ = _area_ids(labels, n, areas, mask.grid)

@@ -174,8 +174,7 @@ def test_classifier_mask_houses_joined_by_lawn_are_counted_one_by_one() -> None:
     for i in range(2):
         for j in range(5):
             a, b = houses[i * 6 + j].centroid, houses[i * 6 + j + 1].centroid
-            lawn.append(box(-2.0, -2.0, 2.0, 2.0).buffer(0).centroid.buffer(2.0, cap_style=3))
-            lawn[-1] = affinity.translate(lawn[-1], (a.x + b.x) / 2, (a.y + b.y) / 2)
+            lawn.append(affinity.translate(box(-2.0, -2.0, 2.0, 2.0), (a.x + b.x) / 2, (a.y + b.y) / 2))
     m |= _burn(lawn, n, t) >= 0.5
     assert ndimage.label(m, structure=np.ones((3, 3), bool))[1] == 2  # two rows, each one region
     mask = GeoRaster(_ragged(m, 0).astype("uint8")[np.newaxis], t, UTM, ("change",))
