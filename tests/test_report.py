@@ -64,6 +64,7 @@ class _Proxy:
         self._srv.listen(32)
         self.port = self._srv.getsockname()[1]
         self.requests: list[str] = []
+        self.idle_connections = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -75,9 +76,15 @@ class _Proxy:
             with conn:
                 conn.settimeout(2)
                 try:
-                    first = conn.recv(4096).split(b"\r\n", 1)[0].decode("latin-1")
+                    data = conn.recv(4096)
                 except OSError:
-                    first = "(no request line)"
+                    data = b""
+                if not data:
+                    # Chromium opens spare connections to its proxy ahead of need (preconnect) and
+                    # closes them unused when it exits: no request was made on them.
+                    self.idle_connections += 1
+                    continue
+                first = data.split(b"\r\n", 1)[0].decode("latin-1")
                 self.requests.append(first.split(" ")[1] if first.count(" ") >= 2 else first)
 
     def page_requests(self) -> list[str]:
