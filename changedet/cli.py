@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, _outdir
+from . import __version__, _figproc, _outdir
 from .errors import ChangedetError
 
 __all__ = ["main", "build_parser"]
@@ -224,6 +224,13 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
+def _figure_helper_wanted(args: argparse.Namespace) -> bool:
+    """Draw the overview in a forked helper (:mod:`changedet._figproc`): only when this process is
+    the program's own (not ``main([...])`` called inside another program, which forking would copy),
+    with figures, on a run that may be in memory (a windowed run draws from its own preview)."""
+    return bool(getattr(args, "own_process", False)) and not args.no_figures and args.tiled is not True
+
+
 def _print_not_written(out: Path) -> None:
     """Say which output files of the contract a run did not write, and why (from its summary)."""
     try:
@@ -267,8 +274,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 )
             print(f"re-running: {reason}", file=sys.stderr)
             overwrite = True
-        result = detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
-                                truth=args.truth, figures=not args.no_figures, **options)
+        with _figproc.started(_figure_helper_wanted(args)):
+            result = detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
+                                    truth=args.truth, figures=not args.no_figures, **options)
     acc = result.summary.get("accuracy")
     if acc:
         print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
@@ -531,6 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune_malloc()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.own_process = argv is None
     if not args.command:  # the usage and one hint, not the whole help
         parser.print_usage()
         print("changedet: give a command; try `changedet demo` on the bundled samples, or `changedet --help` for all")

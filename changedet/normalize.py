@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, special
+from scipy import special
 
 from .errors import EmptyDataError, InvalidParameterError
 
@@ -106,6 +106,15 @@ def _weighted_cov(data: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return mean, c @ c.T / sw
 
 
+def _generalized_eigh(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and vectors of ``m a = lambda s a``, ``s`` symmetric positive
+    definite, the vectors scaled to ``a.T s a = I`` (as ``scipy.linalg.eigh(m, s)``), by
+    Cholesky whitening in numpy: a few bands, and no import of ``scipy.linalg`` (0.05 s)."""
+    inv_l = np.linalg.inv(np.linalg.cholesky(s))
+    w, v = np.linalg.eigh(inv_l @ m @ inv_l.T)
+    return w, inv_l.T @ v
+
+
 def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = None):
     """Weighted canonical correlation: vectors a, b (columns), correlations rho, means.
 
@@ -116,11 +125,11 @@ def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = No
     # a ridge one millionth of the trace keeps constant or collinear bands solvable
     sxx = sxx + np.eye(p) * (1e-9 + 1e-6 * np.trace(sxx) / p)
     syy = syy + np.eye(p) * (1e-9 + 1e-6 * np.trace(syy) / p)
-    m = sxy @ linalg.solve(syy, sxy.T, assume_a="pos")
+    m = sxy @ np.linalg.solve(syy, sxy.T)
     m = 0.5 * (m + m.T)
-    rho2, a = linalg.eigh(m, sxx)  # ascending: least correlated first
+    rho2, a = _generalized_eigh(m, sxx)  # ascending: least correlated first
     rho = np.sqrt(np.clip(rho2, 0.0, 1.0))
-    b = linalg.solve(syy, sxy.T @ a, assume_a="pos")
+    b = np.linalg.solve(syy, sxy.T @ a)
     # unit variance for both sets of canonical variates
     a /= np.sqrt(np.maximum(np.einsum("ij,ik,kj->j", a, sxx, a), 1e-300))
     # a pair without correlation (rho 0: a constant or collinear band) leaves b as rounding

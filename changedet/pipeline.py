@@ -35,6 +35,7 @@ from . import align as _align
 from . import io as _io
 from . import objects as _objects
 from . import _dates
+from . import _figproc
 from . import structures as _structures
 from . import report as _report
 from . import threshold as _threshold
@@ -207,6 +208,10 @@ class ChangeResult:
         """
         from . import plot
 
+        return plot.plot_overview(**self._overview_arguments(**kwargs))
+
+    def _overview_arguments(self, **kwargs: Any) -> dict[str, Any]:
+        """The arguments of :func:`changedet.plot.plot_overview` for this result (``kwargs`` win)."""
         if self.structures is not None and self.structures.count:
             kwargs.setdefault("structures", self.structures.polygons)
         summary = self.summary
@@ -216,7 +221,7 @@ class ChangeResult:
         if dates.get("before") or dates.get("after"):
             kwargs.setdefault("labels", tuple(f"{side} ({dates[side]})" if dates.get(side) else side
                                               for side in ("before", "after")))
-        return plot.plot_overview(self.before, self.after, polygons=self.polygons, mask=self.mask, **kwargs)
+        return {"before": self.before, "after": self.after, "polygons": self.polygons, "mask": self.mask, **kwargs}
 
     def plot_histogram(self, **kwargs: Any) -> Any:
         """Score histogram with the threshold marked.
@@ -338,8 +343,18 @@ class ChangeResult:
     def _write_outputs(self, out: Path, *, figures: bool) -> dict[str, Path]:
         t0 = time.perf_counter()
         written: dict[str, Path] = {}
-        written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
-        written.update(_write_vectors_and_figure(self, out, figures=figures))
+        with _io.atomic_path(out / "overview.png") if figures else contextlib.nullcontext() as figure_tmp:
+            # the command line's figure helper (changedet._figproc) draws while the files are written
+            helper = _figproc.current() if figures else None
+            sent = helper is not None and helper.draw_overview(self._overview_arguments(), figure_tmp)
+            written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
+            written.update(_write_vectors(self, out))
+            if figures and not (sent and helper.wait()):
+                from . import plot
+
+                plot._write_figure(self.plot(), figure_tmp)
+        if figures:
+            written["overview.png"] = out / "overview.png"
         summary = self.summary
         written["report.html"] = _report.write_report(summary, out, properties=self.polygons.properties)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
@@ -383,7 +398,8 @@ def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -
     return written
 
 
-def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool) -> dict[str, Path]:
+def _write_vectors(result: ChangeResult, out: Path) -> dict[str, Path]:
+    """``changes.geojson``, ``changes.gpkg`` (with a CRS) and the structures' files."""
     written: dict[str, Path] = {}
     written["changes.geojson"] = result.polygons.write_geojson(out / "changes.geojson")
     if result.grid.crs is not None:
@@ -392,11 +408,6 @@ def _write_vectors_and_figure(result: ChangeResult, out: Path, *, figures: bool)
         if gpkg is not None:
             written["changes.gpkg"] = gpkg
     written.update(_write_structures(result, out, gpkg=written.get("changes.gpkg")))
-    if figures:
-        from . import plot
-
-        fig = result.plot()
-        written["overview.png"] = plot.save_figure(fig, out / "overview.png")
     return written
 
 
@@ -747,8 +758,9 @@ def detect_changes(
                                             "score the written change_mask.tif with changedet evaluate")
             return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
                                     progress=progress, figures=figures, t0=t0)
-        if out is not None and figures:
-            # the figure's libraries load on the other core while the pair is read and scored
+        if out is not None and figures and _figproc.current() is None:
+            # the figure's libraries load on a thread while the pair is read and scored (with the
+            # command line's figure helper they load in that process instead: no GIL shared)
             threading.Thread(target=_preload_writers, name="changedet-preload", daemon=True).start()
         with one_blas_thread():
             result = _detect_in_memory(before, after, options, truth=truth, t0=t0)
@@ -1198,7 +1210,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
 def _write_vectors_and_figure_after_mask(draft: ChangeResult, out: Path, changed: Any, *,
                                          figures: bool) -> dict[str, Path]:
     """Vectors first (they do not need the mask), then the figure once the mask preview is burnt."""
-    written = _write_vectors_and_figure(draft, out, figures=False)
+    written = _write_vectors(draft, out)
     if not figures:
         return written
     changed.result()  # the mask preview is complete once the mask is burnt

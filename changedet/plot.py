@@ -1143,19 +1143,25 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int | None = 
             f"cannot tell the figure format from {str(dest)!r}; use one of the suffixes "
             f"{', '.join('.' + s for s in sorted(supported))}"
         )
-    if dpi is None:
-        dpi = int(getattr(fig, "save_dpi", 150))
-    if int(dpi) != dpi or dpi <= 0:
+    if dpi is not None and (int(dpi) != dpi or dpi <= 0):
         raise InvalidParameterError(f"dpi must be a positive integer, got {dpi!r}")
     with atomic_path(dest) as tmp:
-        if fmt == "png":
-            _save_png(fig, tmp, dpi)
-        else:
-            fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+        _write_figure(fig, tmp, fmt=fmt, dpi=dpi)
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close(fig)
     return dest
+
+
+def _write_figure(fig: Figure, path: Path, *, fmt: str = "png", dpi: int | None = None) -> None:
+    """The figure written straight into ``path`` (the caller makes that atomic); by default at
+    the figure's own ``save_dpi`` (map figures) or 150."""
+    if dpi is None:
+        dpi = int(getattr(fig, "save_dpi", 150))
+    if fmt == "png":
+        _save_png(fig, path, dpi)
+    else:
+        fig.savefig(path, format=fmt, dpi=dpi, facecolor="white")
 
 
 def _save_png(fig: Figure, path: Path, dpi: int) -> None:
@@ -1183,8 +1189,11 @@ def _save_png(fig: Figure, path: Path, dpi: int) -> None:
             # savefig draws a figure with a layout engine twice: once to lay it out, once to
             # render (each resampling every image).  Lay it out here at the output dpi and
             # render once with the layout fixed; the figure gets its engine back
+            # ('none' would leave a placeholder engine, which savefig still lays out and draws
+            # twice for; None with the rc layouts off removes it)
             engine.execute(fig)
-            fig.set_layout_engine("none")
+            with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+                fig.set_layout_engine(None)
         fig.savefig(buf, format="raw", dpi=dpi, facecolor="white")
     finally:
         if engine is not None and fig.get_layout_engine() is not engine:

@@ -208,14 +208,14 @@ def test_ctrl_c_while_saving_leaves_nothing_without_a_summary(tiled: bool, tmp_p
     """Ctrl-C arrives once the rasters and vectors are written, before the summary."""
     from changedet import pipeline
 
-    real = pipeline._write_vectors_and_figure
+    real = pipeline._write_vectors
 
     def then_ctrl_c(*args, **kwargs):
         real(*args, **kwargs)
         assert (args[1] / "changes.geojson").exists()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "_write_vectors_and_figure", then_ctrl_c)
+    monkeypatch.setattr(pipeline, "_write_vectors", then_ctrl_c)
     out = tmp_path / "out"
     argv = ["detect", str(S2 / "before.tif"), str(S2 / "after.tif"), "--out", str(out), "--no-figures",
             "--tiled" if tiled else "--in-memory"]
@@ -223,9 +223,9 @@ def test_ctrl_c_while_saving_leaves_nothing_without_a_summary(tiled: bool, tmp_p
     assert capsys.readouterr().err.strip().splitlines()[-1] == "changedet detect: interrupted"
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
     # over a finished result (--overwrite): the old summary does not vouch for half-new files
-    monkeypatch.setattr(pipeline, "_write_vectors_and_figure", real)
+    monkeypatch.setattr(pipeline, "_write_vectors", real)
     assert main(argv) == 0
-    monkeypatch.setattr(pipeline, "_write_vectors_and_figure", then_ctrl_c)
+    monkeypatch.setattr(pipeline, "_write_vectors", then_ctrl_c)
     assert main([*argv, "--overwrite"]) == 130
     assert sorted(p.name for p in out.iterdir()) == []
 

@@ -1,0 +1,147 @@
+"""The overview figure drawn by a second process, started before the images are read.
+
+Drawing ``overview.png`` in the command's own process costs the import of matplotlib
+(about 0.2 s) and the drawing itself after the change map is ready.  ``changedet
+detect`` forks a helper at its start instead: it imports matplotlib on the other core
+while the pair is read and scored, then draws the figure it is sent while the command
+writes the rasters and polygons.  The figure is the one :func:`changedet.plot.plot_overview`
+draws in process (the same function, the same arguments; a test compares the bytes).
+
+Only the command line starts a helper (it owns its process); a result saved from Python
+draws in process.  Whenever the helper cannot serve (it died, it raised, the arguments are
+too large to send), the figure is drawn in process, so the outputs never depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FigureProcess", "current", "started"]
+
+#: Above this many bytes of image data the figure is drawn in process: sending it would
+#: cost about what drawing costs.
+MAX_SEND_BYTES = 64 << 20
+
+_CURRENT: FigureProcess | None = None
+
+
+def current() -> FigureProcess | None:
+    """The helper this process started and that is still serving, if any."""
+    return _CURRENT if _CURRENT is not None and _CURRENT.alive() else None
+
+
+class FigureProcess:
+    """A forked process that imports matplotlib now and draws overview figures when sent them."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, self._conn), name="changedet-figures", daemon=True)
+        self._proc.start()
+        child.close()
+        self._busy = False
+
+    def alive(self) -> bool:
+        return self._proc.is_alive() and not self._conn.closed
+
+    def draw_overview(self, kwargs: dict[str, Any], path: Path) -> bool:
+        """Send the arguments of :func:`changedet.plot.plot_overview`; the figure goes to ``path``
+        (a temporary file of the caller's).  False when it cannot be sent (draw in process)."""
+        if self._busy or not self.alive():
+            return False
+        size = sum(getattr(v, "nbytes", 0) + getattr(getattr(v, "data", None), "nbytes", 0) for v in kwargs.values())
+        if size > MAX_SEND_BYTES:
+            return False
+        try:
+            self._conn.send_bytes(pickle.dumps((kwargs, str(path)), protocol=pickle.HIGHEST_PROTOCOL))
+        except (OSError, pickle.PicklingError, TypeError, AttributeError):
+            return False
+        self._busy = True
+        return True
+
+    def wait(self) -> bool:
+        """Wait for the figure sent; True when it was written, False when it must be drawn in process.
+
+        Interrupted (Ctrl-C, SIGTERM), the helper is stopped before the interrupt goes on, so no
+        file is written after the caller has cleaned up.
+        """
+        try:
+            reply = self._conn.recv()
+        except (EOFError, OSError):
+            self.close()
+            return False
+        except BaseException:
+            self.close()
+            raise
+        self._busy = False
+        return reply == "ok"
+
+    def close(self) -> None:
+        """Stop the helper (it is also a daemon: it never outlives the command)."""
+        global _CURRENT
+        if not self._conn.closed:
+            self._conn.close()  # an idle helper reads the end of the pipe and exits
+        if self._busy:  # drawing for a run that stopped: its file is no longer wanted
+            self._proc.terminate()
+        self._proc.join(timeout=2)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=2)
+        if _CURRENT is self:
+            _CURRENT = None
+
+
+class started:
+    """``with started():`` runs the block with a figure helper, stopped on the way out."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._proc: FigureProcess | None = None
+
+    def __enter__(self) -> FigureProcess | None:
+        global _CURRENT
+        if self._enabled and _CURRENT is None:
+            try:
+                self._proc = _CURRENT = FigureProcess()
+            except OSError:  # no fork here (resource limits): figures are drawn in process
+                self._proc = None
+        return self._proc
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.close()
+
+
+def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in the forked helper
+    """The helper's life: import matplotlib, then draw each figure sent until the pipe closes."""
+    parent_end.close()
+    # Ctrl-C reaches the whole process group: the command cleans up and stops the helper
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the command's handler: stopped is stopped
+    try:
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        from . import plot
+
+        while True:
+            try:
+                kwargs, path = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            try:
+                fig = plot.plot_overview(**kwargs)
+                plot._write_figure(fig, Path(path))
+                reply = "ok"
+            except Exception:  # noqa: BLE001 - drawn again in process, where the error is raised as it should be
+                reply = "failed"
+            conn.send(reply)
+    finally:
+        conn.close()
+        sys.stdout.flush()
+        os._exit(0)

@@ -1,0 +1,99 @@
+"""The command line's figure helper (changedet._figproc): the same figure, never a stray file or process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from changedet import _figproc, data, pipeline
+from changedet.pipeline import detect_changes
+
+S2 = data.sample_path("s2_like")
+ENV = {**os.environ, "MPLBACKEND": "Agg"}
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                kids.append(int(d.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_command_draws_with_a_helper_the_figure_drawn_in_process(tmp_path: Path) -> None:
+    """`changedet detect` (its own process: the helper draws) writes the overview byte for byte as
+    ``detect_changes(..., out=...)`` in this process (no helper) does."""
+    here = tmp_path / "in_process"
+    detect_changes(S2 / "before.tif", S2 / "after.tif", out=here)
+    assert _figproc.current() is None  # a Python caller never gets a helper
+    there = tmp_path / "command"
+    proc = subprocess.Popen([sys.executable, "-m", "changedet.cli", "detect", str(S2 / "before.tif"),
+                             str(S2 / "after.tif"), "--out", str(there)], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    # the helper is forked at the start and gone at the end
+    seen: set[int] = set()
+    while proc.poll() is None:
+        seen.update(_children(proc.pid))
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert seen, "no helper process was started"
+    assert [p for p in seen if _alive(p)] == []  # the helper did not outlive the command
+    assert (there / "overview.png").read_bytes() == (here / "overview.png").read_bytes()
+    assert not list(there.glob(".*partial*"))
+
+
+def test_a_helper_draws_what_it_is_sent_and_a_dead_one_is_drawn_around(tmp_path: Path) -> None:
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif")
+    result.save(tmp_path / "reference")
+    with _figproc.started() as helper:
+        assert helper is not None and _figproc.current() is helper
+        target = tmp_path / "sent.png"
+        assert helper.draw_overview(result._overview_arguments(), target)
+        assert helper.wait() is True
+        assert target.read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
+        # killed (the OOM killer, a user): the next save draws in process, the same figure
+        os.kill(helper._proc.pid, signal.SIGKILL)
+        helper._proc.join(5)
+        assert _figproc.current() is None
+        result.save(tmp_path / "after_kill")
+        assert (tmp_path / "after_kill" / "overview.png").read_bytes() == target.read_bytes()
+    assert _figproc.current() is None
+
+
+def test_a_helper_that_fails_to_draw_leaves_the_error_to_the_process(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Arguments the helper cannot draw: it answers 'failed' and the figure is drawn in process,
+    where the error is raised as it would be without a helper."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif")
+    with _figproc.started() as helper:
+        assert helper is not None
+        assert helper.draw_overview({"labels": ("only one",)}, tmp_path / "x.png")
+        assert helper.wait() is False
+        assert helper.alive()  # it goes on serving
+        real = pipeline.ChangeResult._overview_arguments
+        monkeypatch.setattr(pipeline.ChangeResult, "_overview_arguments",
+                            lambda self, **kw: {**real(self, **kw), "labels": ("only one",)})
+        with pytest.raises(Exception, match="labels must be two titles"):
+            result.save(tmp_path / "bad")
+        assert not (tmp_path / "bad" / "overview.png").exists()
+        assert not (tmp_path / "bad" / "summary.json").exists()
