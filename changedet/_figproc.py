@@ -7,8 +7,8 @@ while the pair is read and scored, then draws the figure it is sent while the co
 writes the rasters and polygons.  The figure is the one :func:`changedet.plot.plot_overview`
 draws in process (the same function, the same arguments; a test compares the bytes).
 
-Only the command line starts a helper (it owns its process); a result saved from Python
-draws in process.  Whenever the helper cannot serve (it died, it raised, the arguments are
+Only the command line starts a helper (it owns its process), and only on Linux; a result
+saved from Python draws in process.  Whenever the helper cannot serve (it died, it raised, the arguments are
 too large to send), the figure is drawn in process, so the outputs never depend on it.
 """
 
@@ -107,10 +107,11 @@ class started:
 
     def __enter__(self) -> FigureProcess | None:
         global _CURRENT
-        if self._enabled and _CURRENT is None:
+        # Linux only: fork is not offered on Windows and not safe on macOS once system frameworks load
+        if self._enabled and _CURRENT is None and sys.platform.startswith("linux"):
             try:
                 self._proc = _CURRENT = FigureProcess()
-            except OSError:  # no fork here (resource limits): figures are drawn in process
+            except (OSError, ValueError):  # no fork here (resource limits): figures are drawn in process
                 self._proc = None
         return self._proc
 
