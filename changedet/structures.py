@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -745,17 +745,9 @@ def _join_at_wide_necks(seg: np.ndarray, dist: np.ndarray, depth_px: float) -> n
     peak = np.zeros(n + 1)
     np.maximum.at(peak, seg.ravel(), dist.ravel())
     pairs, necks = [], []
-    rows, cols = seg.shape
-    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
-        a = seg[: rows - dr, max(-dc, 0): cols - max(dc, 0)]
-        b = seg[dr:, max(dc, 0): cols - max(-dc, 0)]
-        da = dist[: rows - dr, max(-dc, 0): cols - max(dc, 0)]
-        db = dist[dr:, max(dc, 0): cols - max(-dc, 0)]
-        touch = (a > 0) & (b > 0) & (a != b)
-        if touch.any():
-            lo, hi = np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch])
-            pairs.append(lo.astype(np.int64) * (n + 1) + hi)
-            necks.append(np.minimum(da[touch], db[touch]))
+    for lo, hi, at_a, at_b, touch in _touching(seg, ((0, 1), (1, 0), (1, 1), (1, -1))):
+        pairs.append(lo.astype(np.int64) * (n + 1) + hi)
+        necks.append(np.minimum(dist[at_a][touch], dist[at_b][touch]))
     if not pairs:
         return seg
     uniq, inv = np.unique(np.concatenate(pairs), return_inverse=True)
@@ -840,14 +832,24 @@ def _merge_pieces(seg: np.ndarray, prior: _Prior) -> np.ndarray:
 def _neighbour_pairs(seg: np.ndarray) -> dict[tuple[int, int], int]:
     """Pairs of touching labels and the length of their contact (pixel edges, 4-neighbours)."""
     pairs: dict[tuple[int, int], int] = {}
-    for a, b in ((seg[:, :-1], seg[:, 1:]), (seg[:-1, :], seg[1:, :])):
-        touch = (a != b) & (a > 0) & (b > 0)
-        if touch.any():
-            lo = np.minimum(a[touch], b[touch])
-            hi = np.maximum(a[touch], b[touch])
-            for key, n in zip(*np.unique(np.stack([lo, hi], axis=1), axis=0, return_counts=True)):
-                pairs[(int(key[0]), int(key[1]))] = pairs.get((int(key[0]), int(key[1])), 0) + int(n)
+    for lo, hi, _, _, _ in _touching(seg, ((0, 1), (1, 0))):
+        for key, n in zip(*np.unique(np.stack([lo, hi], axis=1), axis=0, return_counts=True)):
+            pairs[(int(key[0]), int(key[1]))] = pairs.get((int(key[0]), int(key[1])), 0) + int(n)
     return pairs
+
+
+def _touching(seg: np.ndarray, offsets: Sequence[tuple[int, int]]) -> Iterator[tuple[np.ndarray, ...]]:
+    """For each offset (rows, cols) between a pixel and its neighbour: the labels (lower, higher)
+    of every two different pieces that touch there, the slices of ``seg`` holding the pixel and
+    its neighbour, and where in those slices they touch (to read other rasters at both)."""
+    rows, cols = seg.shape
+    for dr, dc in offsets:
+        at_a = (slice(0, rows - dr), slice(max(-dc, 0), cols - max(dc, 0)))
+        at_b = (slice(dr, rows), slice(max(dc, 0), cols - max(-dc, 0)))
+        a, b = seg[at_a], seg[at_b]
+        touch = (a > 0) & (b > 0) & (a != b)
+        if touch.any():
+            yield np.minimum(a[touch], b[touch]), np.maximum(a[touch], b[touch]), at_a, at_b, touch
 
 
 def _contrast(img: np.ndarray, inside: np.ndarray, ring: np.ndarray) -> float:
