@@ -1296,11 +1296,8 @@ _VEGETATION_MIN_SPREAD = 0.02
 def _excess_green(image: np.ndarray, rgb: Sequence[int]) -> np.ndarray:
     """Chromatic excess green (2g - r - b) / (r + g + b) of an image's own values (0 where
     the sum is not positive or a value is not finite)."""
-    r, g, b = (image[i].astype(np.float32) for i in rgb)
-    total = r + g + b
-    with np.errstate(invalid="ignore", divide="ignore"):
-        e = (2 * g - r - b) / total
-    return np.where(np.isfinite(e) & (total > 0), e, np.float32(0.0)).astype(np.float32)
+    e = _idx.excess_green(*(image[i].astype(np.float32) for i in rgb))
+    return np.nan_to_num(e, nan=0.0).astype(np.float32, copy=False)
 
 
 def _vegetation_weight(after: np.ndarray, ok: np.ndarray, stats: dict) -> np.ndarray | None:

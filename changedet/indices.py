@@ -38,6 +38,7 @@ __all__ = [
     "ndwi",
     "brightness",
     "normalized_difference",
+    "excess_green",
 ]
 
 CANONICAL = (
@@ -251,6 +252,35 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(np.abs(total) > 1e-12, (a - b) / np.where(total == 0, 1, total), np.nan)
     return out.astype(np.float32)
+
+
+def excess_green(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarray:
+    """Chromatic excess green (2g - r - b) / (r + g + b) (Woebbecke et al. 1995): vegetation
+    in RGB imagery, unchanged by one gain on all three bands.
+
+    Parameters
+    ----------
+    red, green, blue : ndarray
+        The three bands, one shape.
+
+    Returns
+    -------
+    ndarray
+        In [-1, 2] for non-negative bands, in the bands' float type (float32 at least); NaN
+        where the sum is not positive or a band is not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> excess_green(np.array([1.0, 0.0]), np.array([2.0, 0.0]), np.array([1.0, 0.0]))
+    array([0.5, nan])
+    """
+    dtype = np.result_type(red, green, blue, np.float32)
+    r, g, b = (np.asarray(x, dtype=dtype) for x in (red, green, blue))
+    total = r + g + b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        e = (2 * g - r - b) / total
+    return np.where(np.isfinite(e) & (total > 0), e, dtype.type(np.nan))
 
 
 def _get(image: np.ndarray, band_names: Sequence[str], needed: Sequence[str], method: str) -> list[np.ndarray]:

@@ -444,11 +444,8 @@ def _colour_indices(img: np.ndarray, names: tuple[str, ...]) -> dict[str, np.nda
                 out[name] = _idx.compute_index(img, names, name)
         found = _idx.resolve_bands(names)
         if "nir" not in found and all(c in found for c in ("red", "green", "blue")):
-            r, g, b = (img[found[c]].astype(np.float64) for c in ("red", "green", "blue"))
-            total = r + g + b
-            # excess green on chromatic coordinates (Woebbecke et al. 1995): gain-free
-            exg = np.where(np.abs(total) > 1e-9, (2 * g - r - b) / np.where(total == 0, 1, total), 0.0)
-            out["exg"] = exg.astype(np.float32)
+            # excess green on chromatic coordinates: gain-free
+            out["exg"] = _idx.excess_green(*(img[found[c]].astype(np.float64) for c in ("red", "green", "blue")))
     return {k: np.nan_to_num(np.clip(v, -1.0, 1.0), nan=0.0).astype(np.float32) for k, v in out.items()}
 
 

@@ -51,8 +51,7 @@ def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequenc
         resolved = _indices.resolve_bands(names)
         if all(k in resolved for k in ("red", "green", "blue")):
             def exg(img: np.ndarray) -> np.ndarray:
-                r, g, b = (img[resolved[k]] for k in ("red", "green", "blue"))
-                return (2 * g - r - b) / (r + g + b)
+                return _indices.excess_green(*(img[resolved[k]] for k in ("red", "green", "blue")))
 
             out["d_greenness"] = (exg(after) - exg(before)).astype("float32")
     return out
