@@ -40,7 +40,8 @@ CHANGE_CLASSES: dict[str, str] = {
     "vegetation_loss": "vegetation cleared to soil without a built-up signal (NDVI down)",
     "demolition": "built-up or bright surface removed (built-up or brightness down, NDVI not up)",
     "water_change": "water appeared or disappeared (NDWI change)",
-    "vegetation_gain": "vegetation grew on formerly bare or built ground (NDVI up)",
+    "vegetation_gain": ("vegetation grew on formerly bare or built ground (NDVI up, and greener in red, green "
+                        "and blue where those are known)"),
     "other": "changed, but the indices do not say how (or the area is under MIN_CLASS_PX pixels)",
 }
 
@@ -188,6 +189,10 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     'vegetation_loss'
     >>> classify_change({"d_ndwi": 0.4, "d_ndvi": -0.2})
     'water_change'
+    >>> classify_change({"d_ndvi": 0.28, "d_greenness": 0.11, "d_ndbi": -0.33, "d_brightness": -0.02})
+    'vegetation_gain'
+    >>> classify_change({"d_ndvi": 0.15, "d_greenness": 0.0, "d_ndbi": -0.04, "d_brightness": -0.25})  # no greener
+    'other'
     >>> classify_change({})
     'other'
     """
@@ -201,6 +206,14 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     )
     veg_down = (d_ndvi is not None and d_ndvi < -0.08) or (d_ndvi is None and d_green is not None and d_green < -0.05)
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
+    # vegetation that grew is greener in red, green and blue too, or reflects less swir against
+    # nir (NDBI well down): NDVI up alone, the area no greener, is bare ground or a surface that
+    # changed otherwise (on OSCD a third of the "vegetation gain" area was construction sites);
+    # such an area is not named vegetation, nor demolition for its darkening
+    unconfirmed_veg = (veg_up and d_ndvi is not None and d_green is not None and d_green <= 0.01
+                       and (d_ndbi is None or d_ndbi > -0.1))
+    if unconfirmed_veg:
+        veg_up = False
     # NDBI rises as much over bare soil (a harvested field) as over a new roof or paving, so
     # where the brightness is known the built-up signal is a brighter surface; NDBI decides
     # only without it (on OSCD, NDBI alone put 220 ha of harvested fields into new construction).
@@ -225,7 +238,7 @@ def classify_change(deltas: Mapping[str, float]) -> str:
         return "vegetation_loss"
     if built_up and not veg_up:
         return "new_construction"
-    if built_down and not veg_up:
+    if built_down and not veg_up and not unconfirmed_veg:
         return "demolition"
     if veg_up:
         return "vegetation_gain"
