@@ -938,21 +938,12 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     timings["align"] = time.perf_counter() - t
 
     # ---- the fit on the whole pair, then the processor on one window covering the grid
-    t = time.perf_counter()
-    if context is None:
-        fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
-    else:  # the whole pair's bands in the run's order, once: the fit and the area's halo read them
-        whole_pair = _window.SampleBlock(context[0].select(order).data, context[1].select(order).data)
-        fit = _window.fit_run(spec, [whole_pair], whole=False,
-                              training=_window.SampleBlock(b_data, a_data) if spec.examples is not None else None)
-    timings["fit"] = time.perf_counter() - t
-    t = time.perf_counter()
-    if context is None:
-        w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
-    else:  # the area with the pixels around it that its score and opening reach
-        w = _process_area(spec, fit, whole_pair, context[0].grid, inside)
-        del whole_pair
-    timings["window"] = time.perf_counter() - t
+    with contextlib.ExitStack() as stack:
+        if spec.options.learned:  # the classifier's features of the pair: computed for the fit, kept for the score
+            from .learn import reusing_features
+
+            stack.enter_context(reusing_features())
+        fit, w = _fit_and_process(spec, b_data, a_data, inside, context, timings)
     if not w.valid.any():
         raise EmptyDataError(
             f"no pixel is valid in both dates on the analysis grid ({describe_grid(grid)}): "
@@ -969,6 +960,29 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     result = _finish_in_memory(spec, fit, w.parts, w.valid, before_r, after_r, score_r, dict(w.layers), inputs,
                                tuple(pair.dropped_bands), w.excluded, timings, t0=t0, truth=truth)
     return result
+
+
+def _fit_and_process(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, inside: np.ndarray | None,
+                     context: tuple[GeoRaster, GeoRaster] | None, timings: dict[str, float]) -> tuple[Any, Any]:
+    """The fit on the whole pair, then the processor on one window covering the grid (or the
+    area of interest cut from the whole pair ``context``)."""
+    t = time.perf_counter()
+    order = list(spec.band_order)
+    if context is None:
+        fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
+    else:  # the whole pair's bands in the run's order, once: the fit and the area's halo read them
+        whole_pair = _window.SampleBlock(context[0].select(order).data, context[1].select(order).data)
+        fit = _window.fit_run(spec, [whole_pair], whole=False,
+                              training=_window.SampleBlock(b_data, a_data) if spec.examples is not None else None)
+    timings["fit"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if context is None:
+        w = _window.process_window(spec, fit, b_data, a_data, inside=inside, keep=True)
+    else:  # the area with the pixels around it that its score and opening reach
+        w = _process_area(spec, fit, whole_pair, context[0].grid, inside)
+        del whole_pair
+    timings["window"] = time.perf_counter() - t
+    return fit, w
 
 
 def _process_area(spec: RunSpec, fit: _window.RunFit, whole_pair: _window.SampleBlock, full: Grid,

@@ -391,3 +391,35 @@ def test_expected_f1_threshold_follows_the_share_of_change_in_the_scene():
         chosen[share] = _expected_f1_threshold(po, yo, scene)
         assert f1[chosen[share]] >= f1[best] - 0.03, (share, chosen[share], best)
     assert chosen[0.03] > chosen[0.5] + 0.1
+
+
+# --- features computed once in a run in memory ----------------------------------------
+
+
+def test_reusing_features_computes_each_block_once_with_the_same_scores(pair, monkeypatch):
+    """Within reusing_features() the fit's feature blocks serve the score of the same pixels:
+    half the feature computations, the same probabilities; a block that differs in one
+    value (or a score outside the scope) is computed afresh."""
+    from changedet import learn
+
+    before, after, truth = pair
+    calls = []
+    real = learn._features
+    monkeypatch.setattr(learn, "_features", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    labels = few_labels(truth)
+    fresh = fit_examples(before, after, labels, band_names=RGB, pixel_size_m=1.0)
+    p_fresh = fresh.score(before, after, block_rows=24)
+    n_alone = len(calls)
+    calls.clear()
+    with learn.reusing_features():
+        m = fit_examples(before, after, labels, band_names=RGB, pixel_size_m=1.0)
+        n_fit = len(calls)
+        p = m.score(before, after)  # the fit's blocks (block_rows by default, as the fit's)
+        assert len(calls) == n_fit  # every block came from the fit
+        changed = after.copy()
+        changed[0, 5, 5] += 0.01
+        m.score(before, changed)
+        assert len(calls) == 2 * n_fit  # one value differs: computed again
+    np.testing.assert_array_equal(p, m.score(before, after))  # outside the scope: computed, the same
+    np.testing.assert_array_equal(p, p_fresh)
+    assert n_alone == n_fit + -(-SIZE // 24)  # without the scope: the fit's blocks, then the score's 3 blocks
