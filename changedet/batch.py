@@ -533,8 +533,10 @@ def _run_pool(todo: list[_Todo], options: dict[str, Any], workers: int, bar: Any
     _preload()  # forked workers inherit the imports instead of each paying for them
     pool = ProcessPoolExecutor(max_workers=min(workers, len(todo)), initializer=_worker_init)
     results: dict[str, dict[str, Any]] = {}
+    futs: dict[Any, _Todo] = {}
     try:
-        futs = {pool.submit(_pool_task, t.pair, t.folder, options, True, t.note): t for t in todo}
+        for t in todo:
+            futs[pool.submit(_pool_task, t.pair, t.folder, options, True, t.note)] = t
         for f in as_completed(futs):
             t = futs[f]
             try:
@@ -546,9 +548,26 @@ def _run_pool(todo: list[_Todo], options: dict[str, Any], workers: int, bar: Any
                 bar.update(1)
     except BaseException:
         _stop_pool(pool)
+        # a pair whose worker did not finish (stopped, or killed after 3 s of cleaning up on a
+        # busy machine) must not leave files without a summary, temporaries or its lock
+        _clean_unfinished([t.folder for f, t in futs.items() if not f.cancelled()
+                           and not (f.done() and f.exception() is None)])
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _clean_unfinished(folders: Sequence[str | os.PathLike[str]]) -> None:
+    """What a stopped worker may have left in its pairs' folders: result files without a
+    summary, temporaries, a lock file (a dead process's lock is taken over, then removed)."""
+    from .pipeline import OUTPUT_FILES
+
+    for folder in folders:
+        if not Path(folder).is_dir():
+            continue
+        with contextlib.suppress(ChangedetError, OSError):
+            with _outdir.folder_lock(folder):
+                _outdir.discard_unfinished(folder, names=OUTPUT_FILES)
 
 
 def _run_dask(todo: list[_Todo], options: dict[str, Any], scheduler: Any, bar: Any) -> dict[str, dict[str, Any]]:
