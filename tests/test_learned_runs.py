@@ -136,3 +136,23 @@ def test_train_once_apply_to_a_batch(s2, tmp_path: Path, capsys: pytest.CaptureF
         assert s["parameters"]["method"] == "learned"
     assert main(["batch", str(table), "--out", str(tmp_path / "c"), "--model", str(tmp_path / "none.skops")]) == 2
     assert main(["train", str(before), str(after), "--out", str(model)]) == 2  # not a triple
+
+
+@pytest.mark.parametrize("name", ["s2_like", "hires_rgb"])
+def test_a_run_in_memory_computes_each_feature_block_once(name: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fit's feature blocks serve the score (learn.reusing_features): one computation per
+    block of the pair, co-registered (10 m) or not (1 m); without it each block was computed twice."""
+    from changedet import learn
+
+    folder = data.sample_path(name)
+    truth = read_raster(folder / "truth.tif")
+    path = tmp_path / "examples.geojson"
+    path.write_text(json.dumps(_examples(truth.data[0] == 1, truth.transform, truth.crs)))
+    calls: list[tuple[int, ...]] = []
+    real = learn._features
+    monkeypatch.setattr(learn, "_features", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    detect_changes(folder / "before.tif", folder / "after.tif", examples=path)
+    rows, cols = truth.data[0].shape
+    blocks = -(-rows // learn._block_rows(cols))
+    assert len(calls) == blocks, calls
