@@ -138,6 +138,8 @@ __all__ = [
     "fit_examples",
     "train",
     "load_model",
+    "reusing_features",
+    "MEMO_BYTES",
 ]
 
 #: Version of the feature set; a model file made with another version is refused.
@@ -1054,6 +1056,23 @@ def reusing_features() -> Iterator[None]:
     twice.  A block is found by its content (BLAKE2 of both dates, the valid mask, the
     pair's statistics and the scales), never by the arrays' identity, so a window that
     differs in any value is computed afresh.  Whatever is left is dropped on leaving.
+
+    Yields
+    ------
+    None
+        The scope of the memo (per thread or task: a context variable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> b = rng.normal(0.3, 0.05, (3, 32, 32)); a = b.copy(); a[:, 8:16, 8:16] += 0.4
+    >>> labels = np.full((32, 32), -1); labels[9:15, 9:15] = 1; labels[20:30, 20:30] = 0
+    >>> with reusing_features():
+    ...     m = fit_examples(b, a, labels, band_names=["red", "green", "blue"], pixel_size_m=1.0)
+    ...     p = m.score(b, a)  # the fit's features, not computed again
+    >>> bool(np.array_equal(p, m.score(b, a)))
+    True
     """
     token = _memo.set({})
     try:
