@@ -347,8 +347,13 @@ class ChangeResult:
             # the command line's figure helper (changedet._figproc) draws while the files are written
             helper = _figproc.current() if figures else None
             sent = helper is not None and helper.draw_overview(self._overview_arguments(), figure_tmp)
-            written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
-            written.update(_write_vectors(self, out))
+            try:
+                written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
+                written.update(_write_vectors(self, out))
+            except BaseException:
+                if sent:  # stopped before the temporary file goes: it writes nothing after the cleanup
+                    helper.close()
+                raise
             if figures and not (sent and helper.wait()):
                 from . import plot
 

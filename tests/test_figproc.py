@@ -97,3 +97,24 @@ def test_a_helper_that_fails_to_draw_leaves_the_error_to_the_process(tmp_path: P
             result.save(tmp_path / "bad")
         assert not (tmp_path / "bad" / "overview.png").exists()
         assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_a_save_that_fails_while_the_helper_draws_leaves_no_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vectors fail (a full disk) while the helper draws: the helper is stopped before the
+    temporary figure is removed, so nothing lands in the folder afterwards."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif")
+
+    def failing(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "_write_vectors", failing)
+    out = tmp_path / "out"
+    with _figproc.started() as helper:
+        assert helper is not None
+        with pytest.raises(OSError, match="No space left"):
+            result.save(out)
+        assert not helper.alive()
+        time.sleep(1.0)  # a helper still drawing would have written its file by now
+        left = sorted(p.name for p in out.iterdir()) if out.exists() else []
+        assert left == [], left
