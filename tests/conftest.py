@@ -155,6 +155,21 @@ def sample_pairs_folder(folder: Path, sites: Sequence[str], sample: str = "s2_li
     return folder
 
 
+def live_pids(*, parent: int | None = None, session: int | None = None) -> list[int]:
+    """Running processes (zombies left out) with this parent pid or in this session, from /proc."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
+            except OSError:
+                continue
+            if fields[0] != "Z" and (parent is None or int(fields[1]) == parent) and (
+                    session is None or int(fields[3]) == session):
+                pids.append(int(d.name))
+    return pids
+
+
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
 def grid() -> Grid:

@@ -11,32 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import live_pids
 from changedet import _figproc, data, pipeline
 from changedet.pipeline import detect_changes
 
 S2 = data.sample_path("s2_like")
 ENV = {**os.environ, "MPLBACKEND": "Agg"}
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (from /proc)."""
-    kids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                kids.append(int(d.name))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_the_command_draws_with_a_helper_the_figure_drawn_in_process(tmp_path: Path) -> None:
@@ -52,12 +32,12 @@ def test_the_command_draws_with_a_helper_the_figure_drawn_in_process(tmp_path: P
     # the helper is forked at the start and gone at the end
     seen: set[int] = set()
     while proc.poll() is None:
-        seen.update(_children(proc.pid))
+        seen.update(live_pids(parent=proc.pid))
         time.sleep(0.02)
     out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert seen, "no helper process was started"
-    assert [p for p in seen if _alive(p)] == []  # the helper did not outlive the command
+    assert [p for p in seen if p in live_pids()] == []  # the helper did not outlive the command
     assert (there / "overview.png").read_bytes() == (here / "overview.png").read_bytes()
     assert not list(there.glob(".*partial*"))
 

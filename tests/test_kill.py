@@ -28,7 +28,7 @@ import pytest
 import rasterio
 from affine import Affine
 
-from conftest import sample_pairs_folder
+from conftest import live_pids, sample_pairs_folder
 from changedet import data
 from changedet.cli import main
 
@@ -250,19 +250,6 @@ def test_sigint_during_a_real_save(tmp_path: Path) -> None:
     assert 130 in codes, codes  # at least one signal landed while saving
 
 
-def _session(sid: int) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                pids.append(int(d.name))
-    return pids
-
-
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-batch-only"])
 def test_interrupting_a_batch_with_2_workers_stops_it_within_seconds(how: str, tmp_path: Path) -> None:
     sites = [f"s{i}" for i in range(4)]
@@ -281,7 +268,7 @@ def test_interrupting_a_batch_with_2_workers_stops_it_within_seconds(how: str, t
     assert elapsed < 5.0, elapsed
     assert err.strip().splitlines()[-1] == f"changedet batch: {'interrupted' if how == 'ctrl-c' else 'terminated'}"
     time.sleep(0.5)
-    assert _session(proc.pid) == []  # no worker left running
+    assert live_pids(session=proc.pid) == []  # no worker left running
     done = [s for s in sites if _check_result(out / s)]
     assert 1 <= len(done) <= 3, done  # the queued pairs did not run on
     assert not _temporaries(out)
