@@ -51,16 +51,21 @@ class FigureProcess:
     def alive(self) -> bool:
         return self._proc.is_alive() and not self._conn.closed
 
-    def draw_overview(self, kwargs: dict[str, Any], path: Path) -> bool:
+    def draw_overview(self, kwargs: dict[str, Any], path: Path, *, embed_budget: int | None = None) -> bool:
         """Send the arguments of :func:`changedet.plot.plot_overview`; the figure goes to ``path``
-        (a temporary file of the caller's).  False when it cannot be sent (draw in process)."""
+        (a temporary file of the caller's).  False when it cannot be sent (draw in process).
+
+        With ``embed_budget``, a figure larger than that many bytes is also reduced for the
+        report page (:func:`changedet.report._reduced_png`) while it is encoded, and the
+        reduction handed to :mod:`changedet.report` when the figure is waited for.
+        """
         if self._busy or not self.alive():
             return False
         size = sum(getattr(v, "nbytes", 0) + getattr(getattr(v, "data", None), "nbytes", 0) for v in kwargs.values())
         if size > MAX_SEND_BYTES:
             return False
         try:
-            self._conn.send_bytes(pickle.dumps((kwargs, str(path)), protocol=pickle.HIGHEST_PROTOCOL))
+            self._conn.send_bytes(pickle.dumps((kwargs, str(path), embed_budget), protocol=pickle.HIGHEST_PROTOCOL))
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             return False
         self._busy = True
@@ -81,6 +86,11 @@ class FigureProcess:
             self.close()
             raise
         self._busy = False
+        if isinstance(reply, tuple) and reply[0] == "ok":
+            from . import report
+
+            report._prepare_embedding(*reply[1:])
+            return True
         return reply == "ok"
 
     def close(self) -> None:
@@ -120,6 +130,59 @@ class started:
             self._proc.close()
 
 
+def _warm_up(plot: Any) -> None:  # pragma: no cover - runs in the forked helper
+    """Draw a tiny overview once while the pair is scored: the first figure of a process also
+    loads fonts and fills matplotlib's caches (about 0.07 s of a 0.3 s figure)."""
+    import io
+
+    import numpy as np
+    import shapely
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from .objects import ChangePolygons
+    from .raster import GeoRaster
+
+    try:
+        image = GeoRaster(np.zeros((3, 16, 16), "float32"), Affine(10, 0, 500000, 0, -10, 5300000),
+                          CRS.from_epsg(32630), ("red", "green", "blue"))
+        polygons = ChangePolygons((shapely.box(500040, 5299900, 500080, 5299940),),
+                                  ({"change_class": "new_construction", "area_m2": 1600.0},), image.grid.crs)
+        plot._save_png(plot.plot_overview(image, image, polygons=polygons, title="warm-up"), io.BytesIO(), 100)
+    except Exception:  # noqa: BLE001 - a warm-up only: the real figure reports its own errors
+        pass
+
+
+def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None) -> Any:  # pragma: no cover - helper
+    """Draw one overview; "ok", or with a budget and a figure over it ("ok", digest, budget, data, note)."""
+    import threading
+
+    from . import report
+
+    reduced: dict[str, Any] = {}
+
+    def reduce(im: Any) -> None:  # on the other core while the figure's PNG is encoded (both free the GIL)
+        reduced["mode"] = im.mode
+        def run() -> None:
+            try:
+                reduced["value"] = report._reduced_png(im, budget_bytes=budget)
+            except Exception:  # noqa: BLE001 - the page then reduces the figure itself
+                pass
+
+        reduced["thread"] = threading.Thread(target=run, daemon=True)
+        reduced["thread"].start()
+
+    plot._write_figure(plot.plot_overview(**kwargs), path, on_pixels=reduce if budget else None)
+    if "thread" in reduced:
+        reduced["thread"].join()
+    size = path.stat().st_size
+    # made without knowing the PNG's size, the reduction skips the lossless re-encoding, which the
+    # page may try for an RGBA figure: then it is only good when the page would not try it
+    if budget and "value" in reduced and size > budget and not report._lossless_may_fit(reduced["mode"], size, budget):
+        return ("ok", report._digest(path.read_bytes()), budget, *reduced["value"])
+    return "ok"
+
+
 def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in the forked helper
     """The helper's life: import matplotlib, then draw each figure sent until the pipe closes."""
     parent_end.close()
@@ -130,15 +193,14 @@ def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in th
         os.environ.setdefault("MPLBACKEND", "Agg")
         from . import plot
 
+        _warm_up(plot)
         while True:
             try:
-                kwargs, path = pickle.loads(conn.recv_bytes())
+                kwargs, path, budget = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
             try:
-                fig = plot.plot_overview(**kwargs)
-                plot._write_figure(fig, Path(path))
-                reply = "ok"
+                reply = _draw(plot, kwargs, Path(path), budget)
             except Exception:  # noqa: BLE001 - drawn again in process, where the error is raised as it should be
                 reply = "failed"
             conn.send(reply)

@@ -346,7 +346,8 @@ class ChangeResult:
         with _io.atomic_path(out / "overview.png") if figures else contextlib.nullcontext() as figure_tmp:
             # the command line's figure helper (changedet._figproc) draws while the files are written
             helper = _figproc.current() if figures else None
-            sent = helper is not None and helper.draw_overview(self._overview_arguments(), figure_tmp)
+            sent = helper is not None and helper.draw_overview(self._overview_arguments(), figure_tmp,
+                                                                  embed_budget=_report.FIGURE_BUDGET_BYTES)
             try:
                 written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
                 written.update(_write_vectors(self, out))

@@ -173,30 +173,89 @@ def _png_data_uri(path: Path, *, budget_bytes: int, max_width: int | None = None
     raw = path.read_bytes()
     if max_width is None and len(raw) <= budget_bytes:
         return "data:image/png;base64," + base64.b64encode(raw).decode("ascii"), ""
+    prepared = _PREPARED.pop(_digest(raw), None) if max_width is None else None
+    if prepared is not None and prepared[0] == budget_bytes:
+        data, note = prepared[1:]
+    else:
+        from PIL import Image
+
+        with Image.open(_stdio.BytesIO(raw)) as im:
+            im.load()
+            data, note = _reduced_png(im, budget_bytes=budget_bytes, max_width=max_width, size=len(raw))
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), note
+
+
+def _reduced_png(im: Any, *, budget_bytes: int, max_width: int | None = None,
+                size: int | None = None) -> tuple[bytes, str]:
+    """The PNG the page embeds for an image over the budget, and a note saying how it was reduced.
+
+    Parameters
+    ----------
+    im : PIL.Image.Image
+        The figure's pixels (as decoded from its PNG).
+    budget_bytes : int
+        The most bytes of PNG to embed.
+    max_width : int, optional
+        Also reduce to at most this many pixels wide.
+    size : int, optional
+        The bytes of the figure's own PNG.  Unknown (None), the lossless re-encoding,
+        which only helps an RGBA figure (see :func:`_lossless_may_fit`), is not tried.
+
+    Returns
+    -------
+    (bytes, str)
+        The PNG to embed and the note for the caption ("" when nothing was lost).
+    """
     from PIL import Image
 
-    with Image.open(_stdio.BytesIO(raw)) as im:
-        im.load()
-        note = ""
-        img = im.convert("RGB") if im.mode in ("RGBA", "LA", "P") else im
-        if img.mode == "RGB" and im.mode in ("RGBA", "LA"):
-            # a figure on a transparent background: put it on white as a browser shows it
-            bg = Image.new("RGB", im.size, (255, 255, 255))
-            bg.paste(im, mask=im.getchannel("A"))
-            img = bg
-        if max_width is not None and img.width > max_width:
-            img = img.resize((max_width, max(1, round(img.height * max_width / img.width))), Image.Resampling.LANCZOS)
-            note = f"reduced to {img.width} px wide"
-        # dropping the alpha channel saves at most about a quarter: beyond that, go straight to a palette
-        data = _encode_png(img) if len(raw) * 0.75 <= budget_bytes or max_width is not None else raw
-        if len(data) > budget_bytes:
-            data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
-            note = "colours reduced to 256 to keep the page small" + (f", {note}" if note else "")
-        while len(data) > budget_bytes and img.width > 400:
-            img = img.resize((img.width * 3 // 4, max(1, img.height * 3 // 4)), Image.Resampling.LANCZOS)
-            data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
-            note = f"colours reduced to 256 and size to {img.width} px wide to keep the page small"
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), note
+    note = ""
+    img = im.convert("RGB") if im.mode in ("RGBA", "LA", "P") else im
+    if img.mode == "RGB" and im.mode in ("RGBA", "LA"):
+        # a figure on a transparent background: put it on white as a browser shows it
+        bg = Image.new("RGB", im.size, (255, 255, 255))
+        bg.paste(im, mask=im.getchannel("A"))
+        img = bg
+    if max_width is not None and img.width > max_width:
+        img = img.resize((max_width, max(1, round(img.height * max_width / img.width))), Image.Resampling.LANCZOS)
+        note = f"reduced to {img.width} px wide"
+    lossless = max_width is not None or (size is not None and _lossless_may_fit(im.mode, size, budget_bytes))
+    data = _encode_png(img) if lossless else None
+    if data is None or len(data) > budget_bytes:
+        data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
+        note = "colours reduced to 256 to keep the page small" + (f", {note}" if note else "")
+    while len(data) > budget_bytes and img.width > 400:
+        img = img.resize((img.width * 3 // 4, max(1, img.height * 3 // 4)), Image.Resampling.LANCZOS)
+        data = _encode_png(img.quantize(256, method=Image.Quantize.FASTOCTREE))
+        note = f"colours reduced to 256 and size to {img.width} px wide to keep the page small"
+    return data, note
+
+
+def _lossless_may_fit(mode: str, size: int, budget_bytes: int) -> bool:
+    """Whether re-encoding a PNG of ``size`` bytes without loss may bring it under the budget.
+
+    Dropping an alpha channel saves at most about a quarter.  Without one, another zlib
+    level saves a few percent at most (the figures are written with zlib's run-length
+    strategy, within 3 % of level 6): go straight to a palette.
+    """
+    return mode in ("RGBA", "LA") and size * 0.75 <= budget_bytes
+
+
+#: Reduced figures made ahead by the command's figure helper (changedet._figproc), by the
+#: digest of the PNG they stand for; each is used once.
+_PREPARED: dict[bytes, tuple[int, bytes, str]] = {}
+
+
+def _digest(raw: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(raw, digest_size=16).digest()
+
+
+def _prepare_embedding(digest: bytes, budget_bytes: int, data: bytes, note: str) -> None:
+    """Remember the reduction (see :func:`_reduced_png`) of the PNG with this :func:`_digest`
+    for the next page that embeds it."""
+    _PREPARED.clear()  # one figure at a time: never more than one reduction held
+    _PREPARED[digest] = (budget_bytes, data, note)
 
 
 def _encode_png(img: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import live_pids
-from changedet import _figproc, data, pipeline
+from changedet import _figproc, data, pipeline, report
 from changedet.pipeline import detect_changes
 
 S2 = data.sample_path("s2_like")
@@ -40,6 +41,37 @@ def test_the_command_draws_with_a_helper_the_figure_drawn_in_process(tmp_path: P
     assert [p for p in seen if p in live_pids()] == []  # the helper did not outlive the command
     assert (there / "overview.png").read_bytes() == (here / "overview.png").read_bytes()
     assert not list(there.glob(".*partial*"))
+
+
+def test_the_helper_reduces_a_large_figure_for_the_page_as_the_page_would(tmp_path: Path) -> None:
+    """Over the page's budget, the figure's reduction for ``report.html`` is made by the helper while
+    it encodes the PNG: the same bytes the page would make, used once, only for that figure."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif")
+    budget = 50_000
+    report._PREPARED.clear()
+    with _figproc.started() as helper:
+        target = tmp_path / "overview.png"
+        assert helper.draw_overview(result._overview_arguments(), target, embed_budget=budget)
+        assert helper.wait() is True
+    raw = target.read_bytes()
+    assert len(raw) > budget
+    assert list(report._PREPARED) == [report._digest(raw)]  # the helper sent its reduction
+    prepared = report._PREPARED[report._digest(raw)]
+    report._PREPARED.clear()
+    own_uri, own_note = report._png_data_uri(target, budget_bytes=budget)  # the page on its own
+    assert prepared == (budget, base64.b64decode(own_uri.split(",", 1)[1]), own_note)
+    assert "colours reduced to 256" in own_note
+    # the page takes a prepared reduction of this very figure, once
+    report._prepare_embedding(report._digest(raw), budget, b"prepared", "a note")
+    assert report._png_data_uri(target, budget_bytes=budget) == (
+        "data:image/png;base64," + base64.b64encode(b"prepared").decode(), "a note")
+    assert report._PREPARED == {}
+    # not for another figure, nor for another budget
+    report._prepare_embedding(report._digest(raw + b"x"), budget, b"prepared", "a note")
+    assert report._png_data_uri(target, budget_bytes=budget)[1] == own_note
+    report._prepare_embedding(report._digest(raw), budget * 2, b"prepared", "a note")
+    assert report._png_data_uri(target, budget_bytes=budget)[1] == own_note
+    report._PREPARED.clear()
 
 
 def test_a_helper_draws_what_it_is_sent_and_a_dead_one_is_drawn_around(tmp_path: Path) -> None:
