@@ -178,10 +178,10 @@ def make_site(
                for img in (before, after)]
         return Site(rgb[0], rgb[1], truth, transform, "EPSG:32639", ("red", "green", "blue"), pixel_m,
                     {"n_blocks": n_blocks, "plot_ha": float(plot.sum() * pixel_m ** 2 / 1e4), "noise": noise,
-                     "shift": shift.tolist(), "season": season})
+                     "shift": shift.tolist(), "season": season, "lawn": lawn})
     noise = rng.uniform(0.003, 0.01) if noise is None else noise
     s2 = [np.clip((img + rng.normal(0, noise, img.shape)) * 10000, 1, 65535).round().astype("uint16")
           for img in (before, after)]
     return Site(s2[0], s2[1], truth, transform, "EPSG:32639", ("B02", "B03", "B04", "B08"), pixel_m,
                 {"n_blocks": n_blocks, "plot_ha": float(plot.sum() * pixel_m ** 2 / 1e4), "noise": noise,
-                 "shift": shift.tolist(), "season": season})
+                 "shift": shift.tolist(), "season": season, "lawn": lawn})

@@ -41,7 +41,8 @@ CHANGE_CLASSES: dict[str, str] = {
     "demolition": "built-up or bright surface removed (built-up or brightness down, NDVI not up)",
     "water_change": "water appeared or disappeared (NDWI change)",
     "vegetation_gain": ("vegetation grew on formerly bare or built ground (NDVI up, and greener in red, green "
-                        "and blue where those are known)"),
+                        "and blue where those are known; from red, green and blue alone: greener, and now as "
+                        "green as the after image's vegetation)"),
     "other": "changed, but the indices do not say how (or the area is under MIN_CLASS_PX pixels)",
 }
 
@@ -166,8 +167,9 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     """From-to class of one changed area from the mean index changes inside it.
 
     ``deltas`` may hold ``d_ndvi``, ``d_ndbi``, ``d_brightness`` (relative, after/before - 1),
-    ``d_ndwi`` and ``d_greenness`` (excess-green for RGB images); missing keys are
-    treated as unknown.  See :data:`CHANGE_CLASSES`.
+    ``d_ndwi``, ``d_greenness`` (excess-green for RGB images) and ``after_greenness`` (the
+    after image's excess green on its own scale: 0 its least green tenth, 1 its greenest);
+    missing keys are treated as unknown.  See :data:`CHANGE_CLASSES`.
 
     Parameters
     ----------
@@ -193,6 +195,10 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     'vegetation_gain'
     >>> classify_change({"d_ndvi": 0.15, "d_greenness": 0.0, "d_ndbi": -0.04, "d_brightness": -0.25})  # no greener
     'other'
+    >>> classify_change({"d_greenness": 0.08, "after_greenness": 0.2, "d_brightness": -0.2})  # RGB: greener, grey
+    'other'
+    >>> classify_change({"d_greenness": 0.08, "after_greenness": 0.9, "d_brightness": -0.2})  # RGB: a new lawn
+    'vegetation_gain'
     >>> classify_change({})
     'other'
     """
@@ -201,8 +207,8 @@ def classify_change(deltas: Mapping[str, float]) -> str:
         v = deltas.get(key)
         return None if v is None or not math.isfinite(float(v)) else float(v)
 
-    d_ndvi, d_ndbi, d_bright, d_ndwi, d_green = (
-        get("d_ndvi"), get("d_ndbi"), get("d_brightness"), get("d_ndwi"), get("d_greenness")
+    d_ndvi, d_ndbi, d_bright, d_ndwi, d_green, green_after = (
+        get("d_ndvi"), get("d_ndbi"), get("d_brightness"), get("d_ndwi"), get("d_greenness"), get("after_greenness")
     )
     veg_down = (d_ndvi is not None and d_ndvi < -0.08) or (d_ndvi is None and d_green is not None and d_green < -0.05)
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
@@ -212,6 +218,11 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     # such an area is not named vegetation, nor demolition for its darkening
     unconfirmed_veg = (veg_up and d_ndvi is not None and d_green is not None and d_green <= 0.01
                        and (d_ndbi is None or d_ndbi > -0.1))
+    # from red, green and blue alone, greener than before is vegetation only when the area now
+    # looks like the after image's vegetation (``after_greenness``: 0 its least green tenth, 1 its
+    # greenest); a car park whose cars moved is greener on average, and grey
+    if veg_up and d_ndvi is None and green_after is not None and green_after < 0.5:
+        unconfirmed_veg = True
     if unconfirmed_veg:
         veg_up = False
     # NDBI rises as much over bare soil (a harvested field) as over a new roof or paving, so

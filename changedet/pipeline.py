@@ -293,8 +293,7 @@ class ChangeResult:
                                            percentile=o.threshold_percentile, valid=valid)
         fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method)
         sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
-        part_layers = {k: v[sel] for k, v in self.layers.items() if k.startswith("d_") and v.shape == sel.shape
-                       and k in _CLASS_KEYS}
+        part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _CLASS_KEYS}
         parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
@@ -379,7 +378,7 @@ class ChangeResult:
 
 
 #: The index changes that name an area's kind of change (the keys of :func:`class_layers`).
-_CLASS_KEYS = frozenset({"d_ndvi", "d_ndbi", "d_ndwi", "d_brightness", "d_greenness"})
+_CLASS_KEYS = frozenset(_window.CLASS_LAYER_KEYS)
 
 
 def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -> dict[str, Path]:

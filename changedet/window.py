@@ -53,7 +53,9 @@ def _raw_class_layers(before: np.ndarray, after: np.ndarray, band_names: Sequenc
             def exg(img: np.ndarray) -> np.ndarray:
                 return _indices.excess_green(*(img[resolved[k]] for k in ("red", "green", "blue")))
 
-            out["d_greenness"] = (exg(after) - exg(before)).astype("float32")
+            exg_a = exg(after)
+            out["d_greenness"] = (exg_a - exg(before)).astype("float32")
+            out["_exg_a"] = exg_a.astype("float32")
     return out
 
 
@@ -88,7 +90,16 @@ def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     for k, v in raw.items():
         vals = v[valid & np.isfinite(v)]
         out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
+        if k == "_exg_a" and vals.size:
+            # the after image's own greenness scale: its least and most green tenths (bare or built
+            # ground, vegetation), which one gain on all bands or a tint moves with the pixels
+            out["_exg_a_p10"], out["_exg_a_p90"] = (float(q) for q in np.percentile(vals, [10, 90]))
     return out
+
+
+#: The per-pixel layers :func:`class_layers` returns, averaged per changed area (its properties)
+#: and read by :func:`changedet.objects.classify_change`.
+CLASS_LAYER_KEYS = ("d_ndvi", "d_ndbi", "d_ndwi", "d_brightness", "d_greenness", "after_greenness")
 
 
 def class_layers(
@@ -140,6 +151,12 @@ def class_layers(
         sb, sa = centres.get("_bright_b", 1.0), centres.get("_bright_a", 1.0)
         if sb and sa and math.isfinite(sb) and math.isfinite(sa):
             out["d_brightness"] = ((raw["_bright_a"] / np.float32(sa)) / (raw["_bright_b"] / np.float32(sb)) - 1.0).astype("float32")
+        lo, hi = centres.get("_exg_a_p10"), centres.get("_exg_a_p90")
+        if "_exg_a" in raw and lo is not None and hi is not None and hi - lo > 0.01:
+            # 0 at the after image's least green tenth, 1 at its greenest: RGB alone, a changed
+            # area that is greener than before is vegetation only when it also looks like the
+            # image's vegetation (cars that moved on a car park are greener, and grey)
+            out["after_greenness"] = ((raw["_exg_a"] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
     return out
 
 
@@ -607,7 +624,7 @@ def process_window(
     if keep:
         full = class_layers(b_c, a_c, spec.spectral, v_c, centres=fit.class_centres)
         layers.update(full)
-        part_layers = {k: arr[sel] for k, arr in full.items() if k.startswith("d_")}
+        part_layers = {k: arr[sel] for k, arr in full.items() if k in CLASS_LAYER_KEYS}
     else:
         # index changes are only needed inside changed areas: compute them there alone
         # (row-major order, as vectorize_parts takes them)
@@ -615,7 +632,7 @@ def process_window(
         if sel.any():
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
-            part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k.startswith("d_")}
+            part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k in CLASS_LAYER_KEYS}
     parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,

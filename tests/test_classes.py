@@ -68,3 +68,21 @@ def test_dates_given_as_an_option_win_and_bad_ones_are_named(tmp_path) -> None:
     bad = subprocess.run([*cli, "--out", str(tmp_path / "b"), "--dates", "June"], capture_output=True, text=True)
     assert bad.returncode == 2 and "dates" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_from_rgb_alone_vegetation_gain_is_an_area_that_now_looks_like_vegetation() -> None:
+    """The 1 m sample's car park, where cars moved, is greener on average but grey: not vegetation
+    gain (it was, before ``after_greenness``); the patches that grew green are.  The same with a
+    tint on the after image (another camera), which moves every pixel's excess green."""
+    import numpy as np
+
+    pair = load_sample("hires_rgb")
+    for gain in (None, (0.85, 1.15, 0.9)):
+        after = pair.after if gain is None else pair.after.with_data(
+            np.clip(pair.after.data.astype("float32") * np.array(gain, "float32")[:, None, None], 0, 255))
+        props = detect_changes(pair.before, after).polygons.properties
+        assert all(0.5 <= p["after_greenness"] for p in props if p["change_class"] == "vegetation_gain")
+        greener_grey = [p for p in props if p["d_greenness"] > 0.05 and p["after_greenness"] < 0.5]
+        assert greener_grey and {p["change_class"] for p in greener_grey} <= {"other", "new_construction"}
+        assert max(p["area_m2"] for p in greener_grey) > 5000  # the car park itself
+        assert any(p["change_class"] == "vegetation_gain" for p in props)
