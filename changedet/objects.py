@@ -38,7 +38,8 @@ __all__ = [
 CHANGE_CLASSES: dict[str, str] = {
     "new_construction": "vegetation or bare soil to built-up or bright roof (NDVI down, built-up or brightness up)",
     "vegetation_loss": "vegetation cleared to soil without a built-up signal (NDVI down)",
-    "demolition": "built-up or bright surface removed (built-up or brightness down, NDVI not up)",
+    "demolition": ("built-up or bright surface removed (built-up or brightness down, NDVI not up; from red, "
+                   "green and blue alone, not darker than the after image's darkest tenth: a new shadow)"),
     "water_change": "water appeared or disappeared (NDWI change)",
     "vegetation_gain": ("vegetation grew on formerly bare or built ground (NDVI up, and greener in red, green "
                         "and blue where those are known; from red, green and blue alone: greener, and now as "
@@ -167,9 +168,10 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     """From-to class of one changed area from the mean index changes inside it.
 
     ``deltas`` may hold ``d_ndvi``, ``d_ndbi``, ``d_brightness`` (relative, after/before - 1),
-    ``d_ndwi``, ``d_greenness`` (excess-green for RGB images) and ``after_greenness`` (the
-    after image's excess green on its own scale: 0 its least green tenth, 1 its greenest);
-    missing keys are treated as unknown.  See :data:`CHANGE_CLASSES`.
+    ``d_ndwi``, ``d_greenness`` (excess-green for RGB images), ``after_greenness`` and
+    ``after_brightness`` (the after image's excess green and brightness on its own scale: 0
+    its least green or darkest tenth, 1 its greenest or brightest); missing keys are treated
+    as unknown.  See :data:`CHANGE_CLASSES`.
 
     Parameters
     ----------
@@ -199,6 +201,10 @@ def classify_change(deltas: Mapping[str, float]) -> str:
     'other'
     >>> classify_change({"d_greenness": 0.08, "after_greenness": 0.9, "d_brightness": -0.2})  # RGB: a new lawn
     'vegetation_gain'
+    >>> classify_change({"d_greenness": -0.04, "d_brightness": -0.5, "after_brightness": 0.3})  # RGB: darker
+    'demolition'
+    >>> classify_change({"d_greenness": -0.04, "d_brightness": -0.5, "after_brightness": -0.2})  # a new shadow
+    'other'
     >>> classify_change({})
     'other'
     """
@@ -207,8 +213,9 @@ def classify_change(deltas: Mapping[str, float]) -> str:
         v = deltas.get(key)
         return None if v is None or not math.isfinite(float(v)) else float(v)
 
-    d_ndvi, d_ndbi, d_bright, d_ndwi, d_green, green_after = (
-        get("d_ndvi"), get("d_ndbi"), get("d_brightness"), get("d_ndwi"), get("d_greenness"), get("after_greenness")
+    d_ndvi, d_ndbi, d_bright, d_ndwi, d_green, green_after, bright_after = (
+        get("d_ndvi"), get("d_ndbi"), get("d_brightness"), get("d_ndwi"), get("d_greenness"), get("after_greenness"),
+        get("after_brightness")
     )
     veg_down = (d_ndvi is not None and d_ndvi < -0.08) or (d_ndvi is None and d_green is not None and d_green < -0.05)
     veg_up = (d_ndvi is not None and d_ndvi > 0.08) or (d_ndvi is None and d_green is not None and d_green > 0.05)
@@ -249,7 +256,11 @@ def classify_change(deltas: Mapping[str, float]) -> str:
         return "vegetation_loss"
     if built_up and not veg_up:
         return "new_construction"
-    if built_down and not veg_up and not unconfirmed_veg:
+    # from red, green and blue alone, an area that darkened to below the after image's darkest
+    # tenth is a new shadow (of a new building beside it), not a roof removed: what a demolition
+    # leaves (soil, rubble, a slab) is not among the darkest things of an image
+    shadow = d_ndvi is None and bright_after is not None and bright_after < 0.0
+    if built_down and not veg_up and not unconfirmed_veg and not shadow:
         return "demolition"
     if veg_up:
         return "vegetation_gain"

@@ -90,16 +90,18 @@ def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     for k, v in raw.items():
         vals = v[valid & np.isfinite(v)]
         out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
-        if k == "_exg_a" and vals.size:
-            # the after image's own greenness scale: its least and most green tenths (bare or built
-            # ground, vegetation), which one gain on all bands or a tint moves with the pixels
-            out["_exg_a_p10"], out["_exg_a_p90"] = (float(q) for q in np.percentile(vals, [10, 90]))
+        if k in ("_exg_a", "_bright_a") and vals.size:
+            # the after image's own greenness and brightness scales: its least and most green (bare
+            # or built ground, vegetation) and darkest and brightest tenths, which a gain or a tint
+            # moves with the pixels
+            out[f"{k}_p10"], out[f"{k}_p90"] = (float(q) for q in np.percentile(vals, [10, 90]))
     return out
 
 
 #: The per-pixel layers :func:`class_layers` returns, averaged per changed area (its properties)
 #: and read by :func:`changedet.objects.classify_change`.
-CLASS_LAYER_KEYS = ("d_ndvi", "d_ndbi", "d_ndwi", "d_brightness", "d_greenness", "after_greenness")
+CLASS_LAYER_KEYS = ("d_ndvi", "d_ndbi", "d_ndwi", "d_brightness", "d_greenness", "after_greenness",
+                    "after_brightness")
 
 
 def class_layers(
@@ -114,7 +116,10 @@ def class_layers(
 
     ``d_ndvi``, ``d_ndbi``, ``d_ndwi`` (absolute), ``d_brightness`` (relative) and
     ``d_greenness`` (RGB excess green), each centred on the scene median so that a
-    gain, offset or seasonal shift common to the scene does not read as change.
+    gain, offset or seasonal shift common to the scene does not read as change; and
+    ``after_greenness`` and ``after_brightness``, the after image's excess green and
+    brightness on its own scale (0 at its least green or darkest tenth, 1 at its greenest
+    or brightest), when the image has such a spread.
 
     Parameters
     ----------
@@ -136,7 +141,7 @@ def class_layers(
     >>> b = np.ones((4, 3, 3), "float32"); a = b.copy(); a[3, 0, 0] = 0.2
     >>> out = class_layers(b, a, ["B02", "B03", "B04", "B08"], np.ones((3, 3), bool))
     >>> sorted(out)
-    ['d_brightness', 'd_greenness', 'd_ndvi', 'd_ndwi']
+    ['after_brightness', 'd_brightness', 'd_greenness', 'd_ndvi', 'd_ndwi']
     >>> bool(out["d_ndvi"][0, 0] < 0)
     True
     """
@@ -157,6 +162,11 @@ def class_layers(
             # area that is greener than before is vegetation only when it also looks like the
             # image's vegetation (cars that moved on a car park are greener, and grey)
             out["after_greenness"] = ((raw["_exg_a"] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
+        lo, hi = centres.get("_bright_a_p10"), centres.get("_bright_a_p90")
+        if lo is not None and hi is not None and hi - lo > 1e-6 * max(abs(hi), 1.0):
+            # 0 at the after image's darkest tenth, 1 at its brightest: a changed area that darkened
+            # to below the darkest tenth with its colour kept is a new shadow, not a roof removed
+            out["after_brightness"] = ((raw["_bright_a"] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
     return out
 
 

@@ -86,3 +86,13 @@ def test_from_rgb_alone_vegetation_gain_is_an_area_that_now_looks_like_vegetatio
         assert greener_grey and {p["change_class"] for p in greener_grey} <= {"other", "new_construction"}
         assert max(p["area_m2"] for p in greener_grey) > 5000  # the car park itself
         assert any(p["change_class"] == "vegetation_gain" for p in props)
+
+
+def test_from_rgb_alone_a_new_shadow_is_not_a_demolition() -> None:
+    """The 1 m sample has no demolition: the dark strip beside a new block (its shadow, darker
+    than the after image's darkest tenth) was "demolition"; it is ``other`` now."""
+    pair = load_sample("hires_rgb")
+    props = detect_changes(pair.before, pair.after).polygons.properties
+    assert not [p for p in props if p["change_class"] == "demolition"]
+    shadows = [p for p in props if p["d_brightness"] < -0.3 and p["after_brightness"] < 0.0]
+    assert shadows and all(p["change_class"] == "other" for p in shadows)
