@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from . import __version__, _figproc, _outdir
 from .errors import ChangedetError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "entry", "build_parser"]
 
 _EPILOG = "Docs and examples: README.md in the changedet repository."
 
@@ -569,5 +569,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signum if signum else 130
 
 
+def entry() -> None:
+    """The ``changedet`` program (and ``python -m changedet.cli``): :func:`main` and its exit status.
+
+    An interrupt that lands as :func:`main` returns, or while it reports another error, ends the
+    program as any interrupt does (130), not with Python's own exit by SIGINT: the outputs are
+    whole or gone either way.
+    """
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -241,9 +241,9 @@ def test_sigint_during_a_real_save(tmp_path: Path) -> None:
                       *(["--no-figures"] if trigger != "overview.png" else []))
         if _wait_for(out, trigger, proc):
             proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
         codes.append(proc.returncode)
-        assert proc.returncode in (0, 130)
+        assert proc.returncode in (0, 130), (trigger, proc.returncode, err[-2000:])
         if proc.returncode == 0:
             assert _check_result(out)
         else:
