@@ -156,18 +156,27 @@ def class_layers(
         sb, sa = centres.get("_bright_b", 1.0), centres.get("_bright_a", 1.0)
         if sb and sa and math.isfinite(sb) and math.isfinite(sa):
             out["d_brightness"] = ((raw["_bright_a"] / np.float32(sa)) / (raw["_bright_b"] / np.float32(sb)) - 1.0).astype("float32")
-        lo, hi = centres.get("_exg_a_p10"), centres.get("_exg_a_p90")
-        if "_exg_a" in raw and lo is not None and hi is not None and hi - lo > 0.01:
-            # 0 at the after image's least green tenth, 1 at its greenest: RGB alone, a changed
-            # area that is greener than before is vegetation only when it also looks like the
-            # image's vegetation (cars that moved on a car park are greener, and grey)
-            out["after_greenness"] = ((raw["_exg_a"] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
-        lo, hi = centres.get("_bright_a_p10"), centres.get("_bright_a_p90")
-        if lo is not None and hi is not None and hi - lo > 1e-6 * max(abs(hi), 1.0):
-            # 0 at the after image's darkest tenth, 1 at its brightest: a changed area that darkened
-            # to below the darkest tenth with its colour kept is a new shadow, not a roof removed
-            out["after_brightness"] = ((raw["_bright_a"] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
+        # from RGB alone, an area greener than before is vegetation only when it also looks like
+        # the image's vegetation (cars that moved on a car park are greener, and grey); an area
+        # that darkened to below the image's darkest tenth is a new shadow, not a roof removed
+        for name, key, min_spread in (("after_greenness", "_exg_a", 0.01), ("after_brightness", "_bright_a", None)):
+            scaled = _own_scale(raw, centres, key, min_spread)
+            if scaled is not None:
+                out[name] = scaled
     return out
+
+
+def _own_scale(raw: Mapping[str, np.ndarray], centres: Mapping[str, float], key: str,
+               min_spread: float | None) -> np.ndarray | None:
+    """``raw[key]`` on the after image's own scale: 0 at its 10th percentile, 1 at its 90th (from
+    ``centres``); None without the layer or the percentiles, or when they are closer than
+    ``min_spread`` (None: a millionth of the larger, at least of 1)."""
+    lo, hi = centres.get(f"{key}_p10"), centres.get(f"{key}_p90")
+    if key not in raw or lo is None or hi is None:
+        return None
+    if hi - lo <= (min_spread if min_spread is not None else 1e-6 * max(abs(hi), 1.0)):
+        return None
+    return ((raw[key] - np.float32(lo)) / np.float32(hi - lo)).astype("float32")
 
 
 # --------------------------------------------------------------------------- the fit
