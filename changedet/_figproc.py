@@ -163,6 +163,7 @@ def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None) -> 
 
     def reduce(im: Any) -> None:  # on the other core while the figure's PNG is encoded (both free the GIL)
         reduced["mode"] = im.mode
+
         def run() -> None:
             try:
                 reduced["value"] = report._reduced_png(im, budget_bytes=budget)

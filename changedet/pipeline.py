@@ -293,7 +293,7 @@ class ChangeResult:
                                            percentile=o.threshold_percentile, valid=valid)
         fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method)
         sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
-        part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _CLASS_KEYS}
+        part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _window.CLASS_LAYER_KEYS}
         parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
@@ -375,10 +375,6 @@ class ChangeResult:
         r = self.summary["results"]
         area = f"{r['changed_area_ha']:.2f} ha" if r.get("changed_area_ha") is not None else f"{r['changed_pixels']} px"
         return f"ChangeResult({r['n_changes']} changed areas, {area}, {describe_grid(self.grid)})"
-
-
-#: The index changes that name an area's kind of change (the keys of :func:`class_layers`).
-_CLASS_KEYS = frozenset(_window.CLASS_LAYER_KEYS)
 
 
 def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -> dict[str, Path]:

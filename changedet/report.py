@@ -234,8 +234,8 @@ def _lossless_may_fit(mode: str, size: int, budget_bytes: int) -> bool:
     """Whether re-encoding a PNG of ``size`` bytes without loss may bring it under the budget.
 
     Dropping an alpha channel saves at most about a quarter.  Without one, another zlib
-    level saves a few percent at most (the figures are written with zlib's run-length
-    strategy, within 3 % of level 6): go straight to a palette.
+    level saves a few percent at most (level 1 was within 3 % of level 6 on imagery, and the
+    figures' run-length strategy 0.87-1.02x the bytes of level 1): go straight to a palette.
     """
     return mode in ("RGBA", "LA") and size * 0.75 <= budget_bytes
 
