@@ -3,9 +3,12 @@
 Drawing ``overview.png`` in the command's own process costs the import of matplotlib
 (about 0.2 s) and the drawing itself after the change map is ready.  ``changedet
 detect`` forks a helper at its start instead: it imports matplotlib on the other core
-while the pair is read and scored, then draws the figure it is sent while the command
-writes the rasters and polygons.  The figure is the one :func:`changedet.plot.plot_overview`
-draws in process (the same function, the same arguments; a test compares the bytes).
+while the pair is read.  Sent the two images once they are on the analysis grid
+(:meth:`FigureProcess.prepare_overview`), it draws the figure's image panels while the pair
+is scored; sent the changes (:meth:`FigureProcess.draw_overview`), it draws the outlines and
+legend over them and writes the PNG while the command writes the rasters and polygons.  The
+figure is the one :func:`changedet.plot.plot_overview` draws in process (the same functions,
+the same arguments; tests compare the bytes).
 
 Only the command line starts a helper (it owns its process), and only on Linux; a result
 saved from Python draws in process.  Whenever the helper cannot serve (it died, it raised, the arguments are
@@ -18,6 +21,8 @@ import os
 import pickle
 import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +52,92 @@ class FigureProcess:
         self._proc.start()
         child.close()
         self._busy = False
+        self._base: dict[str, Any] | None = None  # the arguments of the figure prepared, if any
+        self._sender: threading.Thread | None = None
+        #: Whether the last figure was drawn over a prepared one (for the tests).
+        self.used_prepared = False
 
     def alive(self) -> bool:
         return self._proc.is_alive() and not self._conn.closed
 
+    def prepare_overview(self, kwargs: dict[str, Any]) -> bool:
+        """Send the images of an overview before its changes are known: the helper draws its
+        image panels (:func:`changedet.plot._overview_base`) while the pair is scored.
+
+        ``kwargs`` are those of :func:`changedet.plot.plot_overview` without the changes
+        (``before``, ``after``, ``labels``, ``pixel_size_m``, ...).  A later
+        :meth:`draw_overview` with the same ones (the images compared by value) only sends
+        the changes.  False when it cannot be sent; nothing is answered.
+        """
+        if self._busy or not self.alive() or self._base is not None or _nbytes(kwargs) > MAX_SEND_BYTES:
+            return False
+        try:
+            payload = pickle.dumps(("base", kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return False
+        # written by a thread: the helper may still be importing matplotlib, and a pipe holds
+        # 64 KiB; the scoring goes on meanwhile (the write frees the GIL)
+        self._sender = threading.Thread(target=self._send_quietly, args=(payload,), name="changedet-figure-send",
+                                        daemon=True)
+        self._sender.start()
+        self._base = kwargs
+        return True
+
+    def _send_quietly(self, payload: bytes) -> None:
+        try:
+            self._conn.send_bytes(payload)
+        except OSError:  # the helper is gone: the figure is drawn in process
+            pass
+
+    def _sent(self) -> None:
+        """Wait for the images being written to the helper, if they are."""
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+
+    def _prepared_for(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The changes of ``kwargs`` alone when the prepared figure has all the rest."""
+        import numpy as np
+
+        base = self._base
+        if base is None:
+            return None
+        defaults = {"labels": ("before", "after"), "title": None, "bands": None, "percentiles": (2, 98),
+                    "pixel_size_m": None}
+        for key in defaults:
+            if kwargs.get(key, defaults[key]) != base.get(key, defaults[key]):
+                return None
+        for key in ("before", "after"):
+            a, b = kwargs.get(key), base.get(key)
+            if a is None or b is None or not (a is b or (
+                    a.shape == b.shape and a.transform == b.transform and a.crs == b.crs
+                    and tuple(a.band_names) == tuple(b.band_names) and np.array_equal(a.data, b.data, equal_nan=True))):
+                return None
+        if kwargs.get("polygons") is None and kwargs.get("mask") is None:
+            return None  # two panels: not the figure prepared
+        return {k: kwargs.get(k) for k in ("polygons", "mask", "class_colors", "structures")}
+
     def draw_overview(self, kwargs: dict[str, Any], path: Path, *, embed_budget: int | None = None) -> bool:
         """Send the arguments of :func:`changedet.plot.plot_overview`; the figure goes to ``path``
         (a temporary file of the caller's).  False when it cannot be sent (draw in process).
+        With the images already sent (:meth:`prepare_overview`), only the changes are sent.
 
         With ``embed_budget``, a figure larger than that many bytes is also reduced for the
         report page (:func:`changedet.report._reduced_png`) while it is encoded, and the
         reduction handed to :mod:`changedet.report` when the figure is waited for.
         """
+        self._sent()
         if self._busy or not self.alive():
             return False
-        size = sum(getattr(v, "nbytes", 0) + getattr(getattr(v, "data", None), "nbytes", 0) for v in kwargs.values())
-        if size > MAX_SEND_BYTES:
+        kwargs = {k: _Outlines.of(v) if k in ("polygons", "structures") else v for k, v in kwargs.items()}
+        changes = self._prepared_for(kwargs)
+        self._base = None  # one figure per preparation
+        message = ("changes", changes) if changes is not None else ("whole", kwargs)
+        self.used_prepared = changes is not None
+        if changes is None and _nbytes(kwargs) > MAX_SEND_BYTES:
             return False
         try:
-            self._conn.send_bytes(pickle.dumps((kwargs, str(path), embed_budget), protocol=pickle.HIGHEST_PROTOCOL))
+            self._conn.send_bytes(pickle.dumps((*message, str(path), embed_budget), protocol=pickle.HIGHEST_PROTOCOL))
         except (OSError, pickle.PicklingError, TypeError, AttributeError):
             return False
         self._busy = True
@@ -96,6 +168,9 @@ class FigureProcess:
     def close(self) -> None:
         """Stop the helper (it is also a daemon: it never outlives the command)."""
         global _CURRENT
+        if self._sender is not None and self._sender.is_alive():
+            self._proc.terminate()  # still reading the images: stopped, which ends the write
+        self._sent()
         if not self._conn.closed:
             self._conn.close()  # an idle helper reads the end of the pipe and exits
         if self._busy:  # drawing for a run that stopped: its file is no longer wanted
@@ -130,6 +205,29 @@ class started:
             self._proc.close()
 
 
+@dataclass(frozen=True, eq=False)
+class _Outlines:
+    """What the overview reads of a :class:`changedet.objects.ChangePolygons`: sent as this, the
+    helper draws them without importing :mod:`changedet.objects` (0.1 s of scipy and pyproj)."""
+
+    geometries: tuple[Any, ...]
+    properties: tuple[dict[str, Any], ...]
+    crs: Any = None
+    areas_in_pixels: bool = False
+
+    @classmethod
+    def of(cls, polygons: Any) -> Any:
+        if polygons is None or not (hasattr(polygons, "geometries") and hasattr(polygons, "properties")):
+            return polygons  # not polygons: the figure raises its own error
+        return cls(tuple(polygons.geometries), tuple(polygons.properties), getattr(polygons, "crs", None),
+                   bool(getattr(polygons, "areas_in_pixels", getattr(polygons, "crs", None) is None)))
+
+
+def _nbytes(kwargs: dict[str, Any]) -> int:
+    """Bytes of the arrays (and rasters' arrays) among ``kwargs``."""
+    return sum(getattr(v, "nbytes", 0) + getattr(getattr(v, "data", None), "nbytes", 0) for v in kwargs.values())
+
+
 def _warm_up(plot: Any) -> None:  # pragma: no cover - runs in the forked helper
     """Draw a tiny overview once while the pair is scored: the first figure of a process also
     loads fonts and fills matplotlib's caches (about 0.07 s of a 0.3 s figure)."""
@@ -153,8 +251,10 @@ def _warm_up(plot: Any) -> None:  # pragma: no cover - runs in the forked helper
         pass
 
 
-def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None) -> Any:  # pragma: no cover - helper
-    """Draw one overview; "ok", or with a budget and a figure over it ("ok", digest, budget, data, note)."""
+def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None,
+          base: Any = None) -> Any:  # pragma: no cover - helper
+    """Draw one overview (over ``base``, a prepared figure, when given ``kwargs`` of its changes);
+    "ok", or with a budget and a figure over it ("ok", digest, budget, data, note)."""
     import threading
 
     from . import report
@@ -173,7 +273,11 @@ def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None) -> 
         reduced["thread"] = threading.Thread(target=run, daemon=True)
         reduced["thread"].start()
 
-    plot._write_figure(plot.plot_overview(**kwargs), path, on_pixels=reduce if budget else None)
+    if base is not None:
+        plot._overview_changes(base, **kwargs)
+        plot._write_rendered(base, path, on_pixels=reduce if budget else None)
+    else:
+        plot._write_figure(plot.plot_overview(**kwargs), path, on_pixels=reduce if budget else None)
     if "thread" in reduced:
         reduced["thread"].join()
     size = path.stat().st_size
@@ -194,16 +298,31 @@ def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in th
         os.environ.setdefault("MPLBACKEND", "Agg")
         from . import plot
 
-        _warm_up(plot)
+        if not conn.poll(0.25):  # images sent soon (an in-memory run) are the warm-up
+            _warm_up(plot)
+        base = None
         while True:
             try:
-                kwargs, path, budget = pickle.loads(conn.recv_bytes())
+                kind, kwargs, *rest = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
+            if kind == "base":  # the image panels, drawn now; nothing to answer
+                try:
+                    base = plot._overview_base(**{"n_panels": 3, "title": None, "labels": ("before", "after"),
+                                                  "bands": None, "percentiles": (2, 98), "pixel_size_m": None,
+                                                  **kwargs})
+                    plot._render_base(base)
+                except Exception:  # noqa: BLE001 - the figure is then drawn in process, with its error
+                    base = None
+                continue
+            path, budget = rest
             try:
-                reply = _draw(plot, kwargs, Path(path), budget)
+                if kind == "changes" and base is None:
+                    raise RuntimeError("no prepared figure")  # it failed: drawn in process
+                reply = _draw(plot, kwargs, Path(path), budget, base if kind == "changes" else None)
             except Exception:  # noqa: BLE001 - drawn again in process, where the error is raised as it should be
                 reply = "failed"
+            base = None
             conn.send(reply)
     finally:
         conn.close()

@@ -242,10 +242,25 @@ def _print_not_written(out: Path) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    # the figure helper is forked first: it imports matplotlib while this process imports the pipeline
+    with _figproc.started(_figure_helper_wanted(args)):
+        result = _detect(args)
+    acc = result.summary.get("accuracy")
+    if acc:
+        print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
+              f"kappa {acc['kappa']:.3f}")
+    out = Path(args.out)
+    _print_result(result, out, time.perf_counter() - t0)
+    _print_not_written(out)
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> Any:
+    """``detect_changes`` for the ``detect`` command's arguments (a finished result is refused)."""
     from .pipeline import detect_changes
 
     out = Path(args.out)
-    t0 = time.perf_counter()
     options = dict(
         method=args.method,
         threshold=args.threshold,
@@ -274,16 +289,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 )
             print(f"re-running: {reason}", file=sys.stderr)
             overwrite = True
-        with _figproc.started(_figure_helper_wanted(args)):
-            result = detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
-                                    truth=args.truth, figures=not args.no_figures, **options)
-    acc = result.summary.get("accuracy")
-    if acc:
-        print(f"accuracy vs truth: F1 {acc['f1']:.3f}  precision {acc['precision']:.3f}  recall {acc['recall']:.3f}  "
-              f"kappa {acc['kappa']:.3f}")
-    _print_result(result, out, time.perf_counter() - t0)
-    _print_not_written(out)
-    return 0
+        return detect_changes(args.before, args.after, out=out, tiled=args.tiled, overwrite=overwrite,
+                              truth=args.truth, figures=not args.no_figures, **options)
 
 
 def _truth_values(truth: Any, change: tuple[float, ...] | None, nochange: tuple[float, ...] | None) -> dict[str, Any]:
@@ -577,9 +584,37 @@ def entry() -> None:
     whole or gone either way.
     """
     try:
-        raise SystemExit(main())
+        code = main()
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    _end(code)
+
+
+def _end(code: int) -> None:
+    """End the program with ``code``, without the interpreter's teardown when nothing needs it.
+
+    Python's finalization after the command has returned (a full garbage collection, then
+    freeing every module: numpy, scipy, GDAL, pyproj) took 0.06 s of a 0.9 s ``detect`` on
+    a small pair; the outputs are whole and closed by then.  So, with no other thread
+    running, the exit handlers run (``atexit``: coverage, temporary folders, logging),
+    stdout and stderr are flushed, and the process ends.  Otherwise the ordinary exit.
+    """
+    import atexit
+    import threading
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None or threading.active_count() > 1 or os.environ.get("CHANGEDET_DEBUG"):
+        raise SystemExit(code)
+    run_exit_handlers()
+    try:
+        sys.stdout.flush()
+    except OSError:  # the reader went away after the outputs were written: nothing lost
+        pass
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -215,13 +215,9 @@ class ChangeResult:
         if self.structures is not None and self.structures.count:
             kwargs.setdefault("structures", self.structures.polygons)
         summary = self.summary
-        if self.grid.crs is None:
-            kwargs.setdefault("pixel_size_m", (summary.get("grid") or {}).get("pixel_size_m"))
-        dates = summary.get("dates") or {}
-        if dates.get("before") or dates.get("after"):
-            kwargs.setdefault("labels", tuple(f"{side} ({dates[side]})" if dates.get(side) else side
-                                              for side in ("before", "after")))
-        return {"before": self.before, "after": self.after, "polygons": self.polygons, "mask": self.mask, **kwargs}
+        base = _overview_images(self.before, self.after, summary.get("dates"),
+                                (summary.get("grid") or {}).get("pixel_size_m"))
+        return {**base, "polygons": self.polygons, "mask": self.mask, **kwargs}
 
     def plot_histogram(self, **kwargs: Any) -> Any:
         """Score histogram with the threshold marked.
@@ -909,6 +905,35 @@ def _needs_windows(before: Any, after: Any) -> bool:
     return _in_memory_bytes(before, after) > _io.available_memory_bytes() * _io.MEMORY_SHARE
 
 
+def _overview_images(before: GeoRaster, after: GeoRaster, dates: Any, pixel_size_m: float | None) -> dict[str, Any]:
+    """The arguments of :func:`changedet.plot.plot_overview` that do not depend on the changes:
+    the two images, the panels' titles with the dates, and the pixel size of a grid without CRS."""
+    out: dict[str, Any] = {"before": before, "after": after}
+    if before.grid.crs is None:
+        out["pixel_size_m"] = pixel_size_m
+    dates = dates or {}
+    if dates.get("before") or dates.get("after"):
+        out["labels"] = tuple(f"{side} ({dates[side]})" if dates.get(side) else side for side in ("before", "after"))
+    return out
+
+
+def _prepare_figure(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, inputs: dict[str, Any]) -> None:
+    """Send the command's figure helper the images of the overview, as the result will hold them
+    when the after image is not shifted: it draws them while the pair is scored (the helper
+    compares them with the result's before drawing over them)."""
+    helper = _figproc.current()
+    if helper is None:
+        return
+    grid, ns = spec.grid, len(spec.spectral)
+    px = None
+    if grid.crs is None and spec.options.pixel_size_m is not None:
+        px = round(spec.px_size, 4)
+    helper.prepare_overview(_overview_images(
+        GeoRaster(b_data[:ns], grid.transform, grid.crs, spec.spectral),
+        GeoRaster(a_data[:ns], grid.transform, grid.crs, spec.spectral),
+        _dates.input_dates(inputs, given=spec.options.dates), px))
+
+
 def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: Any, t0: float) -> ChangeResult:
     timings: dict[str, float] = {}
     # ---- read
@@ -937,6 +962,11 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     order = list(spec.band_order)
     b_data, a_data = b.select(order).data, a.select(order).data
     timings["align"] = time.perf_counter() - t
+    inputs = {
+        "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
+        "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
+    }
+    _prepare_figure(spec, b_data, a_data, inputs)
 
     # ---- the fit on the whole pair, then the processor on one window covering the grid
     with contextlib.ExitStack() as stack:
@@ -954,10 +984,6 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     before_r = GeoRaster(b_data[:ns], grid.transform, grid.crs, spec.spectral)
     after_r = GeoRaster(w.after, grid.transform, grid.crs, spec.spectral)
     score_r = GeoRaster(w.score[np.newaxis], grid.transform, grid.crs, ("score",))
-    inputs = {
-        "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
-        "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
-    }
     result = _finish_in_memory(spec, fit, w.parts, w.valid, before_r, after_r, score_r, dict(w.layers), inputs,
                                tuple(pair.dropped_bands), w.excluded, timings, t0=t0, truth=truth)
     return result

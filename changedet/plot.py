@@ -675,62 +675,64 @@ def plot_overview(
     """
     before = _as_raster(before, "before")
     after = _as_raster(after, "after")
-    if len(labels) != 2:
-        raise InvalidParameterError(f"labels must be two titles (before, after); got {labels!r}")
     if polygons is not None:
         _check_polygons(polygons, after.grid)
     if structures is not None:
         _check_polygons(structures, after.grid)
+    n_panels = 3 if (polygons is not None or mask is not None) else 2
+    fig = _overview_base(before, after, n_panels=n_panels, title=title, labels=labels, bands=bands,
+                         percentiles=percentiles, pixel_size_m=pixel_size_m)
+    if n_panels == 3:
+        _overview_changes(fig, polygons=polygons, mask=mask, class_colors=class_colors, structures=structures)
+    return fig
+
+
+# The overview's layout, in inches: fixed, so the two image panels and the change panel's
+# image can be drawn before the changes are known (the command's figure helper does, while the
+# pair is scored) and the outlines, the change panel's title and the legend drawn over them
+# after (see _render_base).  The legend band holds its title and two rows of four entries
+# (six classes and the structures at most).
+_OV_PANEL_W = 5.0  # each panel's slot
+_OV_MAX_PANEL_H = 9.0
+_OV_SIDE, _OV_GAP, _OV_TOP = 0.06, 0.1, 0.05
+_OV_SUPTITLE_H = 0.4
+_OV_TITLE_H = 0.25  # a panel's title above it
+_OV_CAPTION_H = 0.2  # the grid's small print under the first panel
+_OV_LEGEND_H = 0.68
+
+
+def _overview_base(before: GeoRaster, after: GeoRaster, *, n_panels: int, title: str | None,
+                   labels: tuple[str, str], bands: Sequence[str] | None, percentiles: tuple[float, float],
+                   pixel_size_m: float | None) -> Figure:
+    """The overview without the changes: both dates, and with ``n_panels=3`` the after image,
+    scale bar and north arrow of the change panel, which :func:`_overview_changes` completes."""
+    if len(labels) != 2:
+        raise InvalidParameterError(f"labels must be two titles (before, after); got {labels!r}")
     if pixel_size_m is not None and not (isinstance(pixel_size_m, (int, float)) and 0 < pixel_size_m < math.inf):
         raise InvalidParameterError(f"pixel_size_m must be a positive number of metres, got {pixel_size_m!r}")
-    n_panels = 3 if (polygons is not None or mask is not None) else 2
     ratio = max(_height_over_width(before.grid), _height_over_width(after.grid))
-    panel_w = 5.0
-    legend_h = 0.5 if n_panels == 3 else 0.0
-    fig = _Figure(
-        figsize=(panel_w * n_panels, min(panel_w * ratio, 9.0) + 0.5 + (0.4 if title else 0) + legend_h),
-        layout="constrained",
-    )
-    axes = fig.subplots(1, n_panels)
+    slot_w = (_OV_PANEL_W * n_panels - 2 * _OV_SIDE - (n_panels - 1) * _OV_GAP) / n_panels
+    panel_h = min(slot_w * ratio, _OV_MAX_PANEL_H)
+    top = _OV_TOP + (_OV_SUPTITLE_H if title else 0.0) + _OV_TITLE_H
+    bottom = _OV_CAPTION_H + (_OV_LEGEND_H if n_panels == 3 else 0.0)
+    dpi = _map_dpi(_decimated(after, bands).grid.shape, slot_w, panel_h)
+    fig_w = _OV_PANEL_W * n_panels
+    fig_h = (math.floor((top + panel_h + bottom) * dpi) + 0.5) / dpi  # no pixel row half-counted
+    fig = _Figure(figsize=(fig_w, fig_h), facecolor="white")
+    fig.save_dpi = dpi
+    axes = [fig.add_axes(((_OV_SIDE + i * (slot_w + _OV_GAP)) / fig_w, bottom / fig_h, slot_w / fig_w,
+                          panel_h / fig_h)) for i in range(n_panels)]
     # stretched once, as bytes: matplotlib then neither converts nor copies float images on each draw
     limits = _common_limits((before, after), bands, percentiles)
     shown = [(_to_bytes(rgb), grid) for rgb, grid in
              (_display_rgb(r, bands=bands, percentiles=percentiles, limits=limits) for r in (before, after))]
-    fig.save_dpi = _map_dpi(shown[1][0].shape, fig.get_figwidth() / n_panels, min(panel_w * ratio, 9.0))
     for ax, (rgb, grid), label in zip(axes, shown, labels):
         _show_rgb(ax, rgb, grid)
         _map_axes(ax, grid, label)
     if n_panels == 3:
-        ax = axes[2]
-        _show_rgb(ax, *shown[1])
-        if polygons is not None:
-            handles, panel_title = _draw_polygons(ax, polygons, after.grid, class_colors,
-                                                  screen_px=int(fig.get_figwidth() / n_panels * fig.save_dpi))
-        else:
-            color = (class_colors or {}).get("change", CHANGE_CLASS_COLORS["change"])
-            handles, panel_title = _draw_mask_outline(ax, mask, after.grid, color), "change mask outline"
-        if structures is not None:
-            handle = _draw_structures(ax, structures)
-            if handle is not None:
-                handles.append(handle)
-                n = len(structures.geometries)
-                panel_title += f", {n} structure{'s' if n != 1 else ''}"
-        _map_axes(ax, after.grid, f"{panel_title} (on {labels[1]})")
-        if handles:
-            leg = fig.legend(
-                handles=handles,
-                loc="outside lower center",
-                ncols=min(len(handles), 4),
-                fontsize=9,
-                frameon=False,
-                title="change class" if polygons is not None and len(handles) > 1 else None,
-                title_fontsize=9,
-            )
-            for line in leg.get_lines():
-                line.set_linewidth(3)
-            for handle in getattr(leg, "legend_handles", []):
-                if isinstance(handle, (Line2D, LineCollection)):
-                    handle.set_linewidth(3)
+        _show_rgb(axes[2], *shown[1])
+        _map_axes(axes[2], shown[1][1], None)
+        fig._changes_base = (axes[2], axes[2].images[0], after.grid, labels[1], fig_h - top)
     for ax, raster in zip(axes, (before, after, after)):
         _add_scale_bar(ax, raster.grid, pixel_size_m)
         _add_north_arrow(ax, raster.grid)
@@ -739,8 +741,79 @@ def plot_overview(
         caption += f" \u00b7 pixels of {pixel_size_m:g} m"
     axes[0].set_xlabel(caption, fontsize=7, color="0.35", loc="left")
     if title:
-        fig.suptitle(title, fontsize=13)
+        fig.suptitle(title, fontsize=13, y=1 - _OV_TOP / fig_h, va="top")
     return fig
+
+
+def _overview_changes(fig: Figure, *, polygons: Any, mask: Any, class_colors: Mapping[str, str] | None,
+                      structures: Any) -> None:
+    """The change panel of an :func:`_overview_base` figure: outlines, title, and the legend."""
+    ax, _, grid, after_label, _ = fig._changes_base
+    if polygons is not None:
+        handles, panel_title = _draw_polygons(ax, polygons, grid, class_colors,
+                                              screen_px=int(ax.get_position().width * fig.get_figwidth()
+                                                            * fig.save_dpi))
+    else:
+        color = (class_colors or {}).get("change", CHANGE_CLASS_COLORS["change"])
+        handles, panel_title = _draw_mask_outline(ax, mask, grid, color), "change mask outline"
+    if structures is not None:
+        handle = _draw_structures(ax, structures)
+        if handle is not None:
+            handles.append(handle)
+            n = len(structures.geometries)
+            panel_title += f", {n} structure{'s' if n != 1 else ''}"
+    ax.set_title(f"{panel_title} (on {after_label})", fontsize=11)
+    if handles:
+        leg = fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, _OV_LEGEND_H / fig.get_figheight()),
+            ncols=min(len(handles), 4),
+            fontsize=9,
+            frameon=False,
+            title="change class" if polygons is not None and len(handles) > 1 else None,
+            title_fontsize=9,
+        )
+        for line in leg.get_lines():
+            line.set_linewidth(3)
+        for handle in getattr(leg, "legend_handles", []):
+            if isinstance(handle, (Line2D, LineCollection)):
+                handle.set_linewidth(3)
+
+
+def _later_artists(fig: Figure) -> list[Any]:
+    """What :func:`_overview_changes` adds or completes, in the order a full draw draws it: the
+    change panel's children but its background, image and (empty) axes, then the legends."""
+    ax, image, *_ = fig._changes_base
+    skip = {id(ax.patch), id(image), *(id(a) for a in (ax.xaxis, ax.yaxis))}
+    children = [a for a in ax.get_children() if id(a) not in skip]
+    return sorted(children, key=lambda a: a.get_zorder()) + list(fig.legends)
+
+
+def _render_base(fig: Figure) -> None:
+    """Draw an :func:`_overview_base` figure (three panels) at its ``save_dpi`` on an Agg canvas,
+    all but what :func:`_overview_changes` draws over: the change panel's frame, scale bar and
+    arrow wait for the outlines, which a full draw puts under them.  :func:`_write_rendered`
+    draws the rest and writes the PNG, the same pixels as :func:`_write_figure` of the whole."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.set_dpi(int(fig.save_dpi))
+    later = _later_artists(fig)
+    for a in later:
+        a.set_animated(True)  # left out of a draw that is not a save
+    fig.canvas.draw()
+    for a in later:
+        a.set_animated(False)
+
+
+def _write_rendered(fig: Figure, path: Path, *, on_pixels: Callable[[Any], None] | None = None) -> None:
+    """Draw what :func:`_render_base` left out (after :func:`_overview_changes`) and write the PNG."""
+    renderer = fig.canvas.get_renderer()
+    for a in _later_artists(fig):
+        a.draw(renderer)
+    width, height = (int(v) for v in fig.bbox.size)
+    _encode_png(fig.canvas.buffer_rgba(), width, height, path, int(fig.save_dpi), on_pixels=on_pixels)
 
 
 def _draw_structures(ax: Any, structures: Any) -> Any:
@@ -1180,16 +1253,13 @@ def _save_png(fig: Figure, path: Path, dpi: int, *, on_pixels: Callable[[Any], N
     level 6 in a third of the time.
     """
     import matplotlib
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
 
     buf = io.BytesIO()
     engine = fig.get_layout_engine()
     original_dpi = fig.dpi
     try:
         fig.set_dpi(dpi)
-        # the pixel size savefig renders at (its renderer takes the int of the figure's box)
-        width, height = (int(v) for v in fig.bbox.size)
+        box = fig.bbox.size  # the renderer takes the int of each side (see _pixel_size)
         if engine is not None and type(engine).__name__ == "ConstrainedLayoutEngine":
             # savefig draws a figure with a layout engine twice: once to lay it out, once to
             # render (each resampling every image).  Lay it out here at the output dpi and
@@ -1204,9 +1274,32 @@ def _save_png(fig: Figure, path: Path, dpi: int, *, on_pixels: Callable[[Any], N
         if engine is not None and fig.get_layout_engine() is not engine:
             fig.set_layout_engine(engine)
         fig.set_dpi(original_dpi)
-    raw = buf.getvalue()
-    if len(raw) != width * height * 4:  # pragma: no cover - matplotlib rendered another size
-        raise RuntimeError(f"the figure rendered {len(raw)} bytes, not {width} x {height} RGBA pixels")
+    raw = buf.getbuffer()
+    _encode_png(raw, *_pixel_size(box, raw.nbytes), path, dpi, on_pixels=on_pixels)
+
+
+def _pixel_size(box: Any, nbytes: int) -> tuple[int, int]:
+    """(width, height) in pixels of a figure of ``box`` (its size in pixels at the saving dpi)
+    rendered as ``nbytes`` of RGBA: the renderer truncates each side, which a side within
+    rounding of a whole number can put on either side of it."""
+    w, h = float(box[0]), float(box[1])
+    for width in dict.fromkeys((int(w), int(round(w)))):
+        for height in dict.fromkeys((int(h), int(round(h)))):
+            if width * height * 4 == nbytes:
+                return width, height
+    return int(w), int(h)  # _encode_png says what was rendered
+
+
+def _encode_png(raw: Any, width: int, height: int, path: Path | io.BytesIO, dpi: int, *,
+                on_pixels: Callable[[Any], None] | None = None) -> None:
+    """RGBA pixels (``width`` x ``height``, row-major bytes) as a PNG, RGB when all are opaque."""
+    import matplotlib
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    raw = memoryview(raw).cast("B")
+    if raw.nbytes != width * height * 4:  # pragma: no cover - matplotlib rendered another size
+        raise RuntimeError(f"the figure rendered {raw.nbytes} bytes, not {width} x {height} RGBA pixels")
     im = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
     if im.getchannel("A").getextrema() == (255, 255):
         im = im.convert("RGB")

@@ -130,3 +130,80 @@ def test_a_save_that_fails_while_the_helper_draws_leaves_no_file(tmp_path: Path,
         time.sleep(1.0)  # a helper still drawing would have written its file by now
         left = sorted(p.name for p in out.iterdir()) if out.exists() else []
         assert left == [], left
+
+
+def _images_only(arguments: dict) -> dict:
+    return {k: v for k, v in arguments.items() if k not in ("polygons", "mask", "structures", "class_colors")}
+
+
+def test_a_figure_prepared_from_its_images_is_the_figure_drawn_whole(tmp_path: Path) -> None:
+    """The helper draws the image panels when sent the images (the command does while the pair is
+    scored) and the changes over them later: the bytes of the figure drawn in one go."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif", tiled=False)
+    result.save(tmp_path / "reference")
+    arguments = result._overview_arguments()
+    with _figproc.started() as helper:
+        assert helper is not None
+        # copies: the images are compared by value, not by identity
+        images = _images_only(arguments)
+        images["before"] = images["before"].with_data(images["before"].data.copy())
+        assert helper.prepare_overview(images)
+        target = tmp_path / "prepared.png"
+        assert helper.draw_overview(arguments, target)
+        assert helper.used_prepared
+        assert helper.wait() is True
+        assert target.read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
+
+
+def test_a_prepared_figure_of_other_images_is_not_drawn_over(tmp_path: Path) -> None:
+    """Images that are not the result's (the after image was shifted by co-registration since, or
+    the dates differ): the whole figure is sent and drawn, the same as in process."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif", tiled=False)
+    result.save(tmp_path / "reference")
+    arguments = result._overview_arguments()
+    for change in ("pixels", "labels"):
+        images = _images_only(arguments)
+        if change == "pixels":
+            data = images["after"].data.copy()
+            data[0, data.shape[1] // 2, data.shape[2] // 2] += 1  # a finite pixel (the edges may be NaN)
+            images["after"] = images["after"].with_data(data)
+        else:
+            images["labels"] = ("before (another day)", "after")
+        with _figproc.started() as helper:
+            assert helper is not None
+            assert helper.prepare_overview(images)
+            target = tmp_path / f"{change}.png"
+            assert helper.draw_overview(arguments, target)
+            assert not helper.used_prepared
+            assert helper.wait() is True
+            assert target.read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
+
+
+def test_the_command_prepares_its_figure_while_the_pair_is_scored(tmp_path: Path) -> None:
+    """`changedet detect` on a pair the co-registration leaves as it is: the figure drawn over the
+    prepared image panels, byte for byte the one drawn in process."""
+    code = r'''
+import sys
+from changedet import _figproc, cli
+used = []
+real = _figproc.FigureProcess.draw_overview
+def spy(self, *a, **k):
+    ok = real(self, *a, **k)
+    used.append(self.used_prepared)
+    return ok
+_figproc.FigureProcess.draw_overview = spy
+sys.argv = ["changedet", *sys.argv[1:]]
+code = cli.main()
+print("USED", used)
+sys.exit(code)
+'''
+    hires = data.sample_path("hires_rgb")
+    here = tmp_path / "in_process"
+    result = detect_changes(hires / "before.tif", hires / "after.tif", out=here)
+    assert not result.summary["coregistration"] or not result.summary["coregistration"].get("applied")
+    there = tmp_path / "command"
+    proc = subprocess.run([sys.executable, "-c", code, "detect", str(hires / "before.tif"), str(hires / "after.tif"),
+                           "--out", str(there)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "USED [True]" in proc.stdout
+    assert (there / "overview.png").read_bytes() == (here / "overview.png").read_bytes()
