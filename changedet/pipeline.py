@@ -918,9 +918,9 @@ def _overview_images(before: GeoRaster, after: GeoRaster, dates: Any, pixel_size
 
 
 def _prepare_figure(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, inputs: dict[str, Any]) -> None:
-    """Send the command's figure helper the images of the overview, as the result will hold them
-    when the after image is not shifted: it draws them while the pair is scored (the helper
-    compares them with the result's before drawing over them)."""
+    """Send the command's figure helper the images of the overview (``a_data`` the after image
+    as co-registered) as the result will hold them: it draws them while the pair is scored (and
+    compares them with the result's before drawing the changes over them)."""
     helper = _figproc.current()
     if helper is None:
         return
@@ -966,7 +966,6 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
         "before": {**b_info, "bands": list(b_raster.band_names), "grid": describe_grid(b_raster.grid)},
         "after": {**a_info, "bands": list(a_raster.band_names), "grid": describe_grid(a_raster.grid)},
     }
-    _prepare_figure(spec, b_data, a_data, inputs)
 
     # ---- the fit on the whole pair, then the processor on one window covering the grid
     with contextlib.ExitStack() as stack:
@@ -974,7 +973,8 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
             from .learn import reusing_features
 
             stack.enter_context(reusing_features())
-        fit, w = _fit_and_process(spec, b_data, a_data, inside, context, timings)
+        fit, w = _fit_and_process(spec, b_data, a_data, inside, context, timings,
+                                  on_registered=lambda after: _prepare_figure(spec, b_data, after, inputs))
     if not w.valid.any():
         raise EmptyDataError(
             f"no pixel is valid in both dates on the analysis grid ({describe_grid(grid)}): "
@@ -990,13 +990,16 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
 
 
 def _fit_and_process(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, inside: np.ndarray | None,
-                     context: tuple[GeoRaster, GeoRaster] | None, timings: dict[str, float]) -> tuple[Any, Any]:
+                     context: tuple[GeoRaster, GeoRaster] | None, timings: dict[str, float], *,
+                     on_registered: Any = None) -> tuple[Any, Any]:
     """The fit on the whole pair, then the processor on one window covering the grid (or the
-    area of interest cut from the whole pair ``context``)."""
+    area of interest cut from the whole pair ``context``); ``on_registered`` as for
+    :func:`changedet.window.fit_run` (a run without an area of interest)."""
     t = time.perf_counter()
     order = list(spec.band_order)
     if context is None:
-        fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True)
+        fit = _window.fit_run(spec, [_window.SampleBlock(b_data, a_data, inside)], whole=True,
+                              on_registered=on_registered)
     else:  # the whole pair's bands in the run's order, once: the fit and the area's halo read them
         whole_pair = _window.SampleBlock(context[0].select(order).data, context[1].select(order).data)
         fit = _window.fit_run(spec, [whole_pair], whole=False,

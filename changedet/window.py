@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -299,7 +299,8 @@ def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.S
 
 
 def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
-            training: SampleBlock | None = None, training_offset: tuple[int, int] = (0, 0)) -> RunFit:
+            training: SampleBlock | None = None, training_offset: tuple[int, int] = (0, 0),
+            on_registered: Callable[[np.ndarray], None] | None = None) -> RunFit:
     """Fix a run's statistics on the whole pair or on sample blocks of it.
 
     Parameters
@@ -316,6 +317,10 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
         example (the classifier is trained there); without it, on the whole pair.
     training_offset : (int, int)
         Row and column of ``training``'s first pixel on the analysis grid.
+    on_registered : callable, optional
+        With ``whole``: called with the after image's spectral bands as co-registered
+        ((bands, rows, cols), NaN where the shift leaves no data) once the shift is decided,
+        before the method is fitted (the command's figure helper draws them meanwhile).
 
     Returns
     -------
@@ -344,6 +349,8 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
         shift = _align.Shift(0.0, 0.0, 0.0, 0, applied=False)
     apply_shift = bool(shift.applied and shift.n_blocks > 0 and shift.magnitude >= _align.MIN_SHIFT_PX)
     sb, sa, sv = _sample_arrays(spec, blocks, shift, apply_shift)
+    if whole and on_registered is not None:
+        on_registered(sa)
     if not sv.any():
         where = "on the analysis grid" if whole else "in the sample of the analysis grid"
         raise EmptyDataError(
