@@ -28,6 +28,7 @@ transformation. Remote Sensing of Environment, 112(3), 1025-1036.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,13 @@ __all__ = ["IRMADResult", "IRMADTransform", "Normalization", "RadiometricFit", "
            "normalize_irmad", "fit_normalize_irmad", "match_histograms"]
 
 _MAX_FIT_PIXELS = 50_000  # the statistics are fitted on a random sample this large
+#: The robust variances of the MAD variates (median and MAD) are taken on every n-th of the fit's
+#: pixels, about this many: each IR-MAD iteration sorted 4 x 50,000 values twice (0.17 s of
+#: bercy's fit, 42 iterations in all).  Pooled F1 with the fit's sample seeds 0-2 (50,000 -> 20,000 for the
+#: medians): samples 0.960-0.964 -> 0.960-0.964, OSCD 0.262 -> 0.262, LEVIR 0.368-0.370 -> 0.369,
+#: DSIFN 0.485-0.489 -> 0.485-0.486, sample kind 0.924-0.929 -> 0.923-0.929, synthetic 0.772 -> 0.772
+#: (fitting on 20,000 pixels altogether instead lost 0.006 on DSIFN).
+_ROBUST_PIXELS = 20_000
 _MAX_ITERATIONS = 50  # IR-MAD's defaults, shared by irmad() and normalize_irmad()
 _TOLERANCE = 1e-4
 
@@ -96,6 +104,38 @@ class IRMADResult:
     rho: np.ndarray
     iterations: int
     converged: bool
+
+
+def _chi2_sf(dof: int, z: np.ndarray) -> np.ndarray:
+    """The chi-square survival function, ``scipy.special.chdtrc(dof, z)``, in closed form for
+    up to 20 degrees of freedom: ``exp(-x)`` times the first terms of its series (with
+    ``erfc`` for odd ``dof``), ``x = z / 2``.  25 times faster than ``chdtrc`` on 50,000
+    values (0.08 against 2.0 ms), which each IR-MAD iteration computes.
+
+    Examples
+    --------
+    >>> z = np.array([0.0, 0.5, 3.0, 40.0])
+    >>> all(np.allclose(_chi2_sf(k, z), special.chdtrc(k, z), rtol=1e-12, atol=1e-300) for k in (1, 2, 3, 4, 7, 12))
+    True
+    """
+    if dof > 20:
+        return special.chdtrc(dof, z)
+    x = np.asarray(z, dtype=np.float64) * 0.5
+    if dof % 2 == 0:  # exp(-x) * sum_{i < dof/2} x^i / i!
+        term = np.ones_like(x)
+        total = term.copy()
+        for i in range(1, dof // 2):
+            term = term * x / i
+            total += term
+        return np.exp(-x) * total
+    # odd: erfc(sqrt x) + exp(-x) * sum_{i = 1}^{(dof-1)/2} x^(i - 1/2) / Gamma(i + 1/2)
+    root = np.sqrt(x)
+    term = root / math.gamma(1.5)
+    total = term.copy()
+    for i in range(2, (dof + 1) // 2):
+        term = term * x / (i - 0.5)
+        total += term
+    return special.erfc(root) + np.exp(-x) * (total if dof > 1 else 0.0)
 
 
 def _weighted_cov(data: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +325,7 @@ def _irmad_images(ok: np.ndarray, mad_all: np.ndarray, z_all: np.ndarray, t: IRM
     chi = np.full((rows, cols), np.nan, np.float32)
     chi[ok] = z_all
     pn = np.full((rows, cols), np.nan, np.float32)
-    pn[ok] = special.chdtrc(bands, z_all)
+    pn[ok] = _chi2_sf(bands, z_all)
     return IRMADResult(mad_img, chi, pn, t.rho, t.iterations, t.converged)
 
 
@@ -415,8 +455,9 @@ def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, to
         theory = np.maximum(2.0 * (1.0 - rho), 1e-6)
         if not robust:
             return theory
-        med = np.median(mad, axis=1, keepdims=True)
-        spread = (1.4826 * np.median(np.abs(mad - med), axis=1)) ** 2
+        sub = mad[:, :: -(-mad.shape[1] // _ROBUST_PIXELS)]
+        med = np.median(sub, axis=1, keepdims=True)
+        spread = (1.4826 * np.median(np.abs(sub - med), axis=1)) ** 2
         return np.where(spread > 1e-6, spread, theory)
 
     xy = np.vstack([x, y])
@@ -425,7 +466,7 @@ def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, to
         mad = a.T @ (x - mx[:, None]) - b.T @ (y - my[:, None])
         var = variances(mad, rho)
         z = np.sum(mad**2 / var[:, None], axis=0)
-        w = special.chdtrc(bands, z)  # chi-square survival function
+        w = _chi2_sf(bands, z)
         if w.sum() <= 1e-9 * w.size:  # everything looks changed: keep the previous weights
             w = np.ones_like(w)
         if np.max(np.abs(rho - old_rho)) < tolerance:
