@@ -732,7 +732,7 @@ def _overview_base(before: GeoRaster, after: GeoRaster, *, n_panels: int, title:
     if n_panels == 3:
         _show_rgb(axes[2], *shown[1])
         _map_axes(axes[2], shown[1][1], None)
-        fig._changes_base = (axes[2], axes[2].images[0], after.grid, labels[1], fig_h - top)
+        fig._changes_base = (axes[2], axes[2].images[0], after.grid, labels[1])
     for ax, raster in zip(axes, (before, after, after)):
         _add_scale_bar(ax, raster.grid, pixel_size_m)
         _add_north_arrow(ax, raster.grid)
@@ -748,7 +748,7 @@ def _overview_base(before: GeoRaster, after: GeoRaster, *, n_panels: int, title:
 def _overview_changes(fig: Figure, *, polygons: Any, mask: Any, class_colors: Mapping[str, str] | None,
                       structures: Any) -> None:
     """The change panel of an :func:`_overview_base` figure: outlines, title, and the legend."""
-    ax, _, grid, after_label, _ = fig._changes_base
+    ax, _, grid, after_label = fig._changes_base
     if polygons is not None:
         handles, panel_title = _draw_polygons(ax, polygons, grid, class_colors,
                                               screen_px=int(ax.get_position().width * fig.get_figwidth()
@@ -812,8 +812,8 @@ def _write_rendered(fig: Figure, path: Path, *, on_pixels: Callable[[Any], None]
     renderer = fig.canvas.get_renderer()
     for a in _later_artists(fig):
         a.draw(renderer)
-    width, height = (int(v) for v in fig.bbox.size)
-    _encode_png(fig.canvas.buffer_rgba(), width, height, path, int(fig.save_dpi), on_pixels=on_pixels)
+    raw = memoryview(fig.canvas.buffer_rgba()).cast("B")
+    _encode_png(raw, *_pixel_size(fig.bbox.size, raw.nbytes), path, int(fig.save_dpi), on_pixels=on_pixels)
 
 
 def _draw_structures(ax: Any, structures: Any) -> Any:
