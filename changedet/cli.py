@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dates", default=None, metavar="BEFORE,AFTER",
                    help="acquisition dates YYYY-MM-DD,YYYY-MM-DD for the summary and the figure (default: read from "
                    "the files' tags, item.json, dates.txt or Sentinel-2/Landsat names)")
+    d.add_argument("--vegetation-gain", default="auto", choices=("auto", "keep", "drop"),
+                   help="areas of vegetation gain (a new lawn, crops, a season) in the change mask: auto (default) "
+                   "leaves them out on pixels finer than 5 m and keeps them on coarser ones; keep; drop")
 
     t = sub.add_parser(
         "train",
@@ -273,6 +276,7 @@ def _detect(args: argparse.Namespace) -> Any:
         examples=args.examples,
         model=args.model,
         dates=args.dates,
+        vegetation_gain=args.vegetation_gain,
     )
     overwrite = args.overwrite
     with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)

@@ -622,6 +622,7 @@ def detect_changes(
     examples: Any = None,
     model: Any = None,
     dates: Any = None,
+    vegetation_gain: str = "auto",
     window_px: int = 512,
     workers: int | None = None,
     progress: bool = True,
@@ -683,6 +684,12 @@ def detect_changes(
         Acquisition dates of the before and after images (``YYYY-MM-DD``, or
         ``"BEFORE,AFTER"``), for the summary and the figure titles; by default they are read
         from the inputs (GeoTIFF tags, ``item.json``, ``dates.txt``, Sentinel-2/Landsat names).
+    vegetation_gain : {"auto", "keep", "drop"}
+        Areas classed ``vegetation_gain`` (a new lawn, crops, a season: not construction) in
+        the change mask and the changed areas or not.  ``"auto"``: left out on pixels finer
+        than 5 m (:data:`changedet.spec.VEGETATION_GAIN_OUT_BELOW_M`), kept on coarser ones and
+        in a classifier's run; ``summary.json`` counts what was left out under
+        ``results.left_out``.
     window_px, workers, progress
         The windowed path's window edge, threads and progress bar.
 
@@ -706,7 +713,8 @@ def detect_changes(
     # ---- every option validated once, before any heavy work
     options = run_options(method=method, threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
                           fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
-                          coregister=coregister, bands=bands, examples=examples, model=model, dates=dates)
+                          coregister=coregister, bands=bands, examples=examples, model=model, dates=dates,
+                          vegetation_gain=vegetation_gain)
     for name, value in (("before", before), ("after", after)):
         if not (_is_path(value) or isinstance(value, GeoRaster)):
             raise InvalidParameterError(
@@ -1059,6 +1067,35 @@ def _built_where_structures(polygons: Any, structures: Any) -> Any:
     return dataclasses.replace(polygons, properties=tuple(props)) if changed else polygons
 
 
+def _leave_out_vegetation_gain(spec: RunSpec, polygons: Any, structures: Any) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The changed areas without those classed vegetation gain when the run leaves them out of
+    the mask (:attr:`changedet.spec.RunSpec.vegetation_gain_in_mask`), renumbered 1, 2, ... in
+    their order; the structures in the areas kept; and what was left out (None when nothing
+    is left out by the options)."""
+    if spec.vegetation_gain_in_mask:
+        return polygons, structures, None
+    out = [i for i, p in enumerate(polygons.properties) if p.get("change_class") == "vegetation_gain"]
+    left = {"count": len(out), "area_px": int(sum(polygons.properties[i]["area_px"] for i in out)),
+            "area_m2": None if spec.in_px else round(sum(float(polygons.properties[i]["area_m2"]) for i in out), 2)}
+    if not out:
+        return polygons, structures, {"vegetation_gain": left}
+    gone = set(out)
+    kept = [i for i in range(len(polygons.properties)) if i not in gone]
+    new_id = {polygons.properties[i].get("id"): k + 1 for k, i in enumerate(kept)}
+    polygons = dataclasses.replace(
+        polygons, geometries=tuple(polygons.geometries[i] for i in kept),
+        properties=tuple({**polygons.properties[i], "id": new_id[polygons.properties[i].get("id")]} for i in kept))
+    if structures is not None and structures.count is not None:
+        s_props = structures.polygons.properties
+        s_kept = [j for j, q in enumerate(s_props) if q.get("change_id") in new_id]
+        s_polys = dataclasses.replace(
+            structures.polygons, geometries=tuple(structures.polygons.geometries[j] for j in s_kept),
+            properties=tuple({**s_props[j], "id": k + 1, "change_id": new_id[s_props[j]["change_id"]]}
+                             for k, j in enumerate(s_kept)))
+        structures = dataclasses.replace(structures, polygons=s_polys, count=len(s_kept))
+    return polygons, structures, {"vegetation_gain": left}
+
+
 def _finish_in_memory(
     spec: RunSpec, fit: _window.RunFit, parts: list[Any], valid: np.ndarray, before: GeoRaster, after: GeoRaster,
     score: GeoRaster, layers: dict[str, np.ndarray], inputs: dict[str, Any], dropped: tuple[str, ...],
@@ -1077,17 +1114,23 @@ def _finish_in_memory(
     if t0 is not None:
         timings["total"] = time.perf_counter() - t0
     extra: dict[str, Any] = {"path": "in-memory", "excluded": excluded}
-    accuracy = None
-    if truth is not None:
-        accuracy = _accuracy(mask, truth)
     t = time.perf_counter()
     structures = _structures.find_structures(mask, after, areas=polygons, before=before,
                                              pixel_size_m=spec.options.pixel_size_m,
                                              classifier_mask=spec.options.learned)
     polygons = _built_where_structures(polygons, structures)
+    n_areas = len(polygons)
+    polygons, structures, left_out = _leave_out_vegetation_gain(spec, polygons, structures)
+    if len(polygons) != n_areas:  # the mask without the areas left out
+        kept = _objects.polygons_to_mask(polygons, grid) & valid
+        mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
+        mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
     timings["structures"] = time.perf_counter() - t
+    accuracy = None
+    if truth is not None:
+        accuracy = _accuracy(mask, truth)
     summary = build_summary(
-        spec, fit, polygons=polygons, structures=structures.summary(),
+        spec, fit, polygons=polygons, structures=structures.summary(), left_out=left_out,
         changed=int((mask_arr == 1).sum()), n_valid=int(valid.sum()),
         inputs=inputs, dropped=dropped, excluded=excluded, timings=timings,
         tiling={"path": "in-memory", "window_px": max(grid.shape), "halo_px": 0, "windows": 1, "workers": 1,
@@ -1210,6 +1253,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             t = time.perf_counter()
             structures = _windowed_structures(scene, spec, polygons)
             polygons = _built_where_structures(polygons, structures)
+            polygons, structures, left_out = _leave_out_vegetation_gain(spec, polygons, structures)
             timings["structures"] = time.perf_counter() - t
             changed = scene.publish(polygons)
             stride = res.stride
@@ -1232,7 +1276,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             n_changed = changed.result()
             summary = build_summary(
                 spec, fit, polygons=polygons, changed=n_changed, n_valid=res.n_valid, inputs=inputs,
-                structures=structures.summary(),
+                structures=structures.summary(), left_out=left_out,
                 dropped=dropped, excluded=res.excluded, timings=timings,
                 tiling={"path": "windowed", "window_px": window_px, "halo_px": fit.halo_px, "windows": res.windows,
                         "workers": scene.workers, "sample": fit.sample, "method_statistics": "global (exact split)",
@@ -1385,6 +1429,7 @@ def build_summary(
     tiling: dict[str, Any],
     accuracy: dict[str, Any] | None = None,
     structures: dict[str, Any] | None = None,
+    left_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``summary.json`` of a run (JSON-safe), the same keys whichever path ran.
 
@@ -1413,6 +1458,9 @@ def build_summary(
     structures : dict, optional
         :meth:`changedet.structures.Structures.summary` (``results.structures``); without
         it the summary says they were not counted.
+    left_out : dict, optional
+        Changed areas left out of the mask by class (``results.left_out``: count, pixels, m²
+        per class), None when the run leaves none out.
 
     Returns
     -------
@@ -1453,6 +1501,7 @@ def build_summary(
             "changed_area_acres": round(total_m2 / 4046.8564224, 3) if total_m2 is not None else None,
             "by_class": by_class,
             "structures": structures if structures is not None else {"count": None, "reason": "not counted"},
+            "left_out": left_out,
         },
         "masks": {"excluded_pixels": int(excluded), "classification_bands": list(spec.aux)},
         "method_details": fit.method_details,
