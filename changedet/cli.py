@@ -213,6 +213,10 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     for cls, c in s["by_class"].items():
         a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
         print(f"  {cls:18s} {c['count']:5d}  {a}")
+    for cls, c in (s.get("left_out") or {}).items():
+        if c.get("count"):
+            a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
+            print(f"  left out: {c['count']} {cls} ({a}; --vegetation-gain keep keeps them)")
     st = s.get("structures") or {}
     if st.get("count") is not None:
         med = f", median footprint {st['median_footprint_m2']:.0f} m2" if st.get("median_footprint_m2") else ""

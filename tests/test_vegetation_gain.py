@@ -98,3 +98,16 @@ def test_the_command_takes_the_option_and_the_windowed_path_leaves_out_the_same(
     assert runs["tiled"]["results"]["left_out"] == runs["auto"]["results"]["left_out"]
     assert "vegetation_gain" not in runs["tiled"]["results"]["by_class"]
     assert runs["auto"]["request"]["options"]["vegetation_gain"] == "auto"
+
+
+def test_the_report_says_what_was_left_out(tmp_path: Path) -> None:
+    from changedet.report import write_report
+
+    out = detect_changes(HIRES.before, HIRES.after)
+    out.save(tmp_path / "out", figures=False)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    left = out.summary["results"]["left_out"]["vegetation_gain"]
+    assert f"Left out as vegetation growing, not construction: {left['count']} areas of vegetation gain" in page
+    kept = detect_changes(HIRES.before, HIRES.after, vegetation_gain="keep")
+    kept.save(tmp_path / "kept", figures=False)
+    assert "Left out as vegetation growing" not in write_report(tmp_path / "kept").read_text(encoding="utf-8")
