@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--method", default="auto", choices=sorted(METHODS), metavar="M")
     b.add_argument("--overwrite", action="store_true", help="recompute pairs that already have a finished result")
     b.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train to every pair")
+    b.add_argument("--vegetation-gain", default="auto", choices=("auto", "keep", "drop"),
+                   help="areas of vegetation gain in the change masks, as for detect (default auto: left out below 5 m)")
     _add_series_parser(sub, sorted(METHODS))
     return p
 
@@ -430,7 +432,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     except ImportError:
         raise ChangedetError("changedet batch is not available in this version") from None
     res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
-                          method=args.method, overwrite=args.overwrite, model=args.model)
+                          method=args.method, overwrite=args.overwrite, model=args.model,
+                          vegetation_gain=args.vegetation_gain)
     print(res)
     if not res.n_failed:
         return 0

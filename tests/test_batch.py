@@ -266,3 +266,18 @@ def test_detect_changes_into_a_finished_folder_says_whether_it_was_made_the_same
         detect_changes(b, a, out=tmp_path, figures=False)
     with pytest.raises(FileExistsError, match=r"; for this run the options changed \(method auto -> cva\); pass"):
         detect_changes(b, a, out=tmp_path, figures=False, method="cva")
+
+
+def test_batch_takes_the_vegetation_gain_option_and_reruns_when_it_changes(pair_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = run_batch(pair_folder, out, progress=False)
+    assert {o.status for o in first.outcomes} == {"done"}
+    summary = json.loads((out / "site0" / "summary.json").read_text())
+    assert summary["parameters"]["vegetation_gain"] == "auto"
+    second = run_batch(pair_folder, out, vegetation_gain="drop", progress=False)
+    assert {o.note for o in second.outcomes} == {"options changed (vegetation_gain auto -> drop)"}
+    summary = json.loads((out / "site0" / "summary.json").read_text())
+    assert summary["parameters"]["vegetation_gain"] == "drop" and summary["parameters"]["vegetation_gain_in_mask"] is False
+    assert summary["results"]["left_out"] is not None
+    with pytest.raises(Exception, match="vegetation_gain must be one of"):
+        run_batch(pair_folder, tmp_path / "bad", vegetation_gain="sometimes", progress=False)
