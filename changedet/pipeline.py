@@ -24,7 +24,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -450,8 +450,7 @@ def _windowed_structures(scene: Any, spec: RunSpec, polygons: Any) -> Any:
         burnt = features.rasterize([polygons.geometries[i] for i in members], out_shape=(r1 - r0, c1 - c0),
                                    transform=t, dtype="uint8")
         burnt &= np.isfinite(a[:ns]).all(axis=0)
-        sub = dataclasses.replace(polygons, geometries=tuple(polygons.geometries[i] for i in members),
-                                  properties=tuple(polygons.properties[i] for i in members))
+        sub = _take(polygons, members)
         found = _structures.find_structures(
             GeoRaster(burnt[np.newaxis], t, grid.crs, ("change",)),
             GeoRaster(a[:ns], t, grid.crs, spec.spectral), areas=sub,
@@ -933,13 +932,11 @@ def _prepare_figure(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, input
     if helper is None:
         return
     grid, ns = spec.grid, len(spec.spectral)
-    px = None
-    if grid.crs is None and spec.options.pixel_size_m is not None:
-        px = round(spec.px_size, 4)
     helper.prepare_overview(_overview_images(
         GeoRaster(b_data[:ns], grid.transform, grid.crs, spec.spectral),
         GeoRaster(a_data[:ns], grid.transform, grid.crs, spec.spectral),
-        _dates.input_dates(inputs, given=spec.options.dates), px))
+        _dates.input_dates(inputs, given=spec.options.dates),
+        None if spec.in_px else round(spec.px_size, 4)))  # the summary's grid.pixel_size_m
 
 
 def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: Any, t0: float) -> ChangeResult:
@@ -999,7 +996,7 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
 
 def _fit_and_process(spec: RunSpec, b_data: np.ndarray, a_data: np.ndarray, inside: np.ndarray | None,
                      context: tuple[GeoRaster, GeoRaster] | None, timings: dict[str, float], *,
-                     on_registered: Any = None) -> tuple[Any, Any]:
+                     on_registered: Callable[[np.ndarray], None] | None = None) -> tuple[Any, Any]:
     """The fit on the whole pair, then the processor on one window covering the grid (or the
     area of interest cut from the whole pair ``context``); ``on_registered`` as for
     :func:`changedet.window.fit_run` (a run without an area of interest)."""
@@ -1067,6 +1064,15 @@ def _built_where_structures(polygons: Any, structures: Any) -> Any:
     return dataclasses.replace(polygons, properties=tuple(props)) if changed else polygons
 
 
+def _take(polygons: Any, idx: Sequence[int],
+          relabel: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None) -> Any:
+    """The polygons at ``idx``, in that order; ``relabel(k, properties)`` gives the ``k``-th one's
+    properties when given."""
+    props = [polygons.properties[i] for i in idx]
+    return dataclasses.replace(polygons, geometries=tuple(polygons.geometries[i] for i in idx),
+                               properties=tuple(relabel(k, p) if relabel else p for k, p in enumerate(props)))
+
+
 def _leave_out_vegetation_gain(spec: RunSpec, polygons: Any, structures: Any) -> tuple[Any, Any, dict[str, Any] | None]:
     """The changed areas without those classed vegetation gain when the run leaves them out of
     the mask (:attr:`changedet.spec.RunSpec.vegetation_gain_in_mask`), renumbered 1, 2, ... in
@@ -1082,16 +1088,11 @@ def _leave_out_vegetation_gain(spec: RunSpec, polygons: Any, structures: Any) ->
     gone = set(out)
     kept = [i for i in range(len(polygons.properties)) if i not in gone]
     new_id = {polygons.properties[i].get("id"): k + 1 for k, i in enumerate(kept)}
-    polygons = dataclasses.replace(
-        polygons, geometries=tuple(polygons.geometries[i] for i in kept),
-        properties=tuple({**polygons.properties[i], "id": new_id[polygons.properties[i].get("id")]} for i in kept))
+    polygons = _take(polygons, kept, lambda k, p: {**p, "id": new_id[p.get("id")]})
     if structures is not None and structures.count is not None:
-        s_props = structures.polygons.properties
-        s_kept = [j for j, q in enumerate(s_props) if q.get("change_id") in new_id]
-        s_polys = dataclasses.replace(
-            structures.polygons, geometries=tuple(structures.polygons.geometries[j] for j in s_kept),
-            properties=tuple({**s_props[j], "id": k + 1, "change_id": new_id[s_props[j]["change_id"]]}
-                             for k, j in enumerate(s_kept)))
+        s_kept = [j for j, q in enumerate(structures.polygons.properties) if q.get("change_id") in new_id]
+        s_polys = _take(structures.polygons, s_kept,
+                        lambda k, q: {**q, "id": k + 1, "change_id": new_id[q["change_id"]]})
         structures = dataclasses.replace(structures, polygons=s_polys, count=len(s_kept))
     return polygons, structures, {"vegetation_gain": left}
 
