@@ -21,6 +21,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from . import _select
 from . import _kernels
 from .errors import BandMismatchError, EmptyDataError, GridMismatchError, InvalidParameterError, NoOverlapError
 from .raster import GeoRaster, Grid, describe_grid, warp_band, window_transform
@@ -300,6 +301,11 @@ def align_pair(
 # --------------------------------------------------------------------------- co-registration
 def _reference_band(data: np.ndarray) -> np.ndarray:
     """Mean of per-band standardised bands: one well-textured image per date."""
+    if np.isfinite(data).all():  # the usual case: numpy's plain mean and std, without the NaN copies
+        mean = data.mean(axis=(1, 2), keepdims=True)
+        std = data.std(axis=(1, 2), keepdims=True)
+        std = np.where(std > 0, std, 1.0)
+        return ((data - mean) / std).mean(axis=0).astype("float64")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(data, axis=(1, 2), keepdims=True)
@@ -361,14 +367,21 @@ def estimate_shift(
     >>> round(s.rows, 1), round(s.cols, 1)
     (-0.6, 1.3)
     """
-    from skimage.registration import phase_cross_correlation
-
     b = before if before.ndim == 3 else before[np.newaxis]
     a = after if after.ndim == 3 else after[np.newaxis]
     if b.shape != a.shape:
         raise GridMismatchError(f"estimate_shift needs arrays of one shape, got {b.shape} and {a.shape}")
-    ref, mov = _reference_band(b), _reference_band(a)
     valid = np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)
+    return _estimate_shift(_reference_band(b), _reference_band(a), valid, block_size=block_size, max_blocks=max_blocks,
+                           upsample_factor=upsample_factor, max_shift_px=max_shift_px)
+
+
+def _estimate_shift(ref: np.ndarray, mov: np.ndarray, valid: np.ndarray, *, block_size: int = 128,
+                    max_blocks: int = 24, upsample_factor: int = 20, max_shift_px: float = 5.0) -> Shift:
+    """:func:`estimate_shift` on both dates' reference bands (:func:`_reference_band`) and
+    the pixels valid in both."""
+    from skimage.registration import phase_cross_correlation
+
     rows, cols = ref.shape
     bs = int(min(block_size, rows, cols))
     if bs < 32:
@@ -582,8 +595,12 @@ def shift_helps(before: np.ndarray, after: np.ndarray, shift: Shift, *, min_gain
     >>> shift_helps(img, moved, Shift(-1.0, 0.0)), shift_helps(img, img, Shift(-1.0, 0.0))
     (True, False)
     """
-    ref, mov = _reference_band(before if before.ndim == 3 else before[np.newaxis]), _reference_band(
-        after if after.ndim == 3 else after[np.newaxis])
+    return _shift_helps(_reference_band(before if before.ndim == 3 else before[np.newaxis]),
+                        _reference_band(after if after.ndim == 3 else after[np.newaxis]), shift, min_gain=min_gain)
+
+
+def _shift_helps(ref: np.ndarray, mov: np.ndarray, shift: Shift, *, min_gain: float = 0.02) -> bool:
+    """:func:`shift_helps` on both dates' reference bands (:func:`_reference_band`)."""
     moved = apply_shift(mov[np.newaxis].astype("float32"), shift)[0]
     ok = np.isfinite(moved)
     ok[: 3 + int(abs(shift.rows))] = False
@@ -592,8 +609,8 @@ def shift_helps(before: np.ndarray, after: np.ndarray, shift: Shift, *, min_gain
     ok[:, -(3 + int(abs(shift.cols))):] = False
     if ok.sum() < 100:
         return False
-    before_err = float(np.median(np.abs(ref[ok] - mov[ok])))
-    after_err = float(np.median(np.abs(ref[ok] - moved[ok])))
+    before_err = _select.median(np.abs(ref[ok] - mov[ok]))  # finite: reference bands are
+    after_err = _select.median(np.abs(ref[ok] - moved[ok]))
     return after_err < (1.0 - min_gain) * before_err
 
 
@@ -633,11 +650,19 @@ def shift_from_blocks(
     """
     if not blocks:
         raise InvalidParameterError("shift_from_blocks needs at least one (before, after) block")
+    refs = []  # each block's reference bands, for the estimate and the vote
+    for b, a in blocks:
+        b = b if b.ndim == 3 else b[np.newaxis]
+        a = a if a.ndim == 3 else a[np.newaxis]
+        if b.shape != a.shape:
+            raise GridMismatchError(f"shift_from_blocks needs blocks of one shape per date, got {b.shape} and {a.shape}")
+        refs.append((_reference_band(b), _reference_band(a),
+                     np.all(np.isfinite(b), axis=0) & np.all(np.isfinite(a), axis=0)))
     if len(blocks) == 1:
-        shift = estimate_shift(blocks[0][0], blocks[0][1])
+        shift = _estimate_shift(*refs[0])
     else:
         per_block = max(2, 24 // len(blocks))  # about as many correlations as one whole-scene estimate
-        est = [estimate_shift(b, a, max_blocks=per_block) for b, a in blocks]
+        est = [_estimate_shift(*r, max_blocks=per_block) for r in refs]
         est = [e for e in est if e.n_blocks > 0]
         if not est:
             return Shift(0.0, 0.0, 0.0, 0, applied=False)
@@ -647,7 +672,7 @@ def shift_from_blocks(
         shift = Shift(rows, cols, spread, int(sum(e.n_blocks for e in est)))
     if shift.n_blocks == 0 or shift.magnitude < min_shift_px:
         return Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
-    votes = [shift_helps(b, a, shift) for b, a in blocks]
+    votes = [_shift_helps(ref, mov, shift) for ref, mov, _ in refs]
     if sum(votes) <= len(votes) / 2:
         return Shift(shift.rows, shift.cols, shift.spread, shift.n_blocks, applied=False)
     return shift

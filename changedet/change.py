@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from . import _select
 from . import _kernels
 from . import indices as _idx
 from .errors import ChangedetError, EmptyDataError, InvalidParameterError
@@ -436,8 +437,8 @@ def _robust_stats(x: np.ndarray, ok: np.ndarray) -> tuple[float, float]:
     v = x[ok]
     if v.size > 500_000:
         v = v[:: v.size // 500_000 + 1]
-    med = float(np.median(v))
-    q1, q3 = np.percentile(v, [25, 75])
+    med = _select.median(v)
+    q1, q3 = _select.percentiles(v, [25, 75])
     spread = float(q3 - q1) / 1.349
     if not spread > 1e-12:
         spread = float(np.std(v))
@@ -458,11 +459,11 @@ def _robust_z_stats(x: np.ndarray, ok: np.ndarray) -> tuple[float | None, float 
     v = x[ok & np.isfinite(x)]
     if v.size == 0:
         return None, None
-    med = float(np.median(v))
+    med = _select.median(v)
     # the magnitudes are in units of the bands' robust spread: below a thousandth
     # of it (over half the scene bit-identical, as in noise-free synthetic pairs)
     # the no-change noise is taken as that floor rather than zero
-    mad = max(1.4826 * float(np.median(np.abs(v - med))), 1e-3)
+    mad = max(1.4826 * _select.median(np.abs(v - med)), 1e-3)
     return med, mad
 
 
@@ -474,7 +475,7 @@ def _z_params(med: Any, mad: Any) -> tuple[float, float]:
 def _median_finite(x: np.ndarray, ok: np.ndarray) -> float:
     """Median of x over ok and finite (0 when none is): the base of the rim weight."""
     sel = ok & np.isfinite(x)
-    return float(np.median(x[sel])) if sel.any() else 0.0
+    return _select.median(x[sel]) if sel.any() else 0.0
 
 
 def _fit_normalization(before: np.ndarray, after: np.ndarray, ok: np.ndarray, bands: Sequence[int]) -> dict:

@@ -139,11 +139,12 @@ def _chi2_sf(dof: int, z: np.ndarray) -> np.ndarray:
 
 
 def _weighted_cov(data: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and covariance of the rows of ``data`` (variables, n): one weighted copy
+    of the data and one product (``data`` centred near zero already, as
+    :func:`_fit_transform` passes it, so the raw second moments lose no precision)."""
     sw = w.sum()
     mean = data @ w / sw
-    c = data - mean[:, None]
-    c *= np.sqrt(w)
-    return mean, c @ c.T / sw
+    return mean, (data * w) @ data.T / sw - np.outer(mean, mean)
 
 
 def _generalized_eigh(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,12 +156,10 @@ def _generalized_eigh(m: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndar
     return w, inv_l.T @ v
 
 
-def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = None):
-    """Weighted canonical correlation: vectors a, b (columns), correlations rho, means.
-
-    ``xy`` is ``np.vstack([x, y])`` when the caller has it already."""
-    p = x.shape[0]
-    mean, cov = _weighted_cov(np.vstack([x, y]) if xy is None else xy, w)
+def _cca(xy: np.ndarray, w: np.ndarray, p: int):
+    """Weighted canonical correlation of the first ``p`` rows of ``xy`` (both dates' bands
+    stacked, (2p, n)) with the others: vectors a, b (columns), correlations rho, means."""
+    mean, cov = _weighted_cov(xy, w)
     sxx, syy, sxy = cov[:p, :p], cov[p:, p:], cov[:p, p:]
     # a ridge one millionth of the trace keeps constant or collinear bands solvable
     sxx = sxx + np.eye(p) * (1e-9 + 1e-6 * np.trace(sxx) / p)
@@ -183,7 +182,7 @@ def _cca(x: np.ndarray, y: np.ndarray, w: np.ndarray, xy: np.ndarray | None = No
     sign = np.sign(np.einsum("ij,ik,kj->j", a, sxy, b))
     sign[sign == 0] = 1
     b *= sign
-    return a, b, rho, mean[:p], mean[p:]
+    return a, b, rho, mean
 
 
 @dataclass(frozen=True, eq=False)
@@ -456,16 +455,26 @@ def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, to
         if not robust:
             return theory
         sub = mad[:, :: -(-mad.shape[1] // _ROBUST_PIXELS)]
-        med = np.median(sub, axis=1, keepdims=True)
-        spread = (1.4826 * np.median(np.abs(sub - med), axis=1)) ** 2
+        sub = sub[:, : sub.shape[1] - 1 + sub.shape[1] % 2]  # an odd count: the median is one element,
+        k = sub.shape[1] // 2  # one selection (np.median selects two, and a third for NaN)
+        dev = np.partition(sub, k, axis=1)
+        dev = np.abs(sub - dev[:, k:k + 1])
+        spread = (1.4826 * np.partition(dev, k, axis=1)[:, k]) ** 2
         return np.where(spread > 1e-6, spread, theory)
 
+    # both dates' bands stacked and centred once (CCA does not depend on a shift): each
+    # iteration is then one weighted product for the covariance and one projection
     xy = np.vstack([x, y])
+    centre = xy.mean(axis=1)
+    xy -= centre[:, None]
     for it in range(1, max_iterations + 1):
-        a, b, rho, mx, my = _cca(x, y, w, xy)
-        mad = a.T @ (x - mx[:, None]) - b.T @ (y - my[:, None])
+        a, b, rho, mxy = _cca(xy, w, bands)
+        proj = np.hstack([a.T, -b.T])
+        mad = proj @ xy
+        mad -= (proj @ mxy)[:, None]
         var = variances(mad, rho)
-        z = np.sum(mad**2 / var[:, None], axis=0)
+        mad *= mad
+        z = (1.0 / var) @ mad
         w = _chi2_sf(bands, z)
         if w.sum() <= 1e-9 * w.size:  # everything looks changed: keep the previous weights
             w = np.ones_like(w)
@@ -474,7 +483,8 @@ def _fit_transform(x_all: np.ndarray, y_all: np.ndarray, max_iterations: int, to
             break
         old_rho = rho
     # ``var`` is of the last ``mad`` and ``rho`` already (the loop ends right after it)
-    return IRMADTransform(a, b, mx, my, var, rho, it, converged)
+    mxy = mxy + centre
+    return IRMADTransform(a, b, mxy[:bands], mxy[bands:], var, rho, it, converged)
 
 
 @dataclass(frozen=True, eq=False)

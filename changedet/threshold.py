@@ -43,6 +43,7 @@ from typing import Callable, Literal, get_args
 import numpy as np
 from skimage import filters
 
+from . import _select
 from .errors import EmptyDataError, InvalidParameterError
 
 __all__ = ["ThresholdMethod", "THRESHOLDS", "compute_threshold", "apply_threshold"]
@@ -97,8 +98,8 @@ def _isodata(values: np.ndarray) -> float:
 
 
 def _mad(values: np.ndarray, k: float = 6.0) -> float:
-    med = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - med)))
+    med = _select.median(values)
+    mad = 1.4826 * _select.median(np.abs(values - med))
     if not mad > 0:
         # more than half the pixels share one value: fall back on the standard deviation
         mad = float(np.std(values))
@@ -261,7 +262,7 @@ def compute_threshold(
                 f"threshold method 'percentile' needs percentile=<number in [0, 100]>, got percentile={percentile!r}"
             )
         values = _valid_values(score, valid)
-        return float(np.percentile(values, float(percentile)))
+        return _select.percentiles(values, [float(percentile)])[0]
     if method == "mad":
         k = 6.0 if value is None else _check_value(value, method)
         if k < 0:

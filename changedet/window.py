@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import _select
 from . import _kernels
 from . import align as _align
 from . import change as _change
@@ -89,12 +90,12 @@ def _medians(raw: dict[str, np.ndarray], valid: np.ndarray) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in raw.items():
         vals = v[valid & np.isfinite(v)]
-        out[k] = float(np.median(vals)) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
+        out[k] = _select.median(vals) if vals.size else (1.0 if k.startswith("_bright") else 0.0)
         if k in ("_exg_a", "_bright_a") and vals.size:
             # the after image's own greenness and brightness scales: its least and most green (bare
             # or built ground, vegetation) and darkest and brightest tenths, which a gain or a tint
             # moves with the pixels
-            out[f"{k}_p10"], out[f"{k}_p90"] = (float(q) for q in np.percentile(vals, [10, 90]))
+            out[f"{k}_p10"], out[f"{k}_p90"] = _select.percentiles(vals, [10, 90])
     return out
 
 
