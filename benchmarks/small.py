@@ -92,8 +92,9 @@ def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA) -> tuple
     if all(p.exists() for p in paths):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
-    for sub, dest in zip(("imgs_1", "imgs_2"), paths):
-        arrays, profile = [], None
+    stacks, profiles = [], []
+    for sub in ("imgs_1", "imgs_2"):
+        arrays = []
         for band in BANDS:
             found = sorted((data / city / sub).glob(f"*_{band}.tif"))
             if not found:
@@ -101,11 +102,17 @@ def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA) -> tuple
             with rasterio.open(found[0]) as src:
                 arrays.append(src.read(1))
                 profile = dict(src.profile)
-        assert profile is not None
-        profile.update(driver="GTiff", count=len(BANDS), dtype="uint16")
+        stacks.append(arrays)
+        profiles.append(profile)
+    # the hand-written pipeline needs one grid: dates of different sizes (saclay_e) are cut to
+    # the rows and columns they share, both on the before date's grid
+    rows = min(a.shape[0] for arrays in stacks for a in arrays)
+    cols = min(a.shape[1] for arrays in stacks for a in arrays)
+    profile = dict(profiles[0], driver="GTiff", count=len(BANDS), dtype="uint16", height=rows, width=cols)
+    for arrays, dest in zip(stacks, paths):
         tmp = dest.with_suffix(".partial.tif")
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(np.stack(arrays).astype("uint16"))
+            dst.write(np.stack([a[:rows, :cols] for a in arrays]).astype("uint16"))
             for i, band in enumerate(BANDS, start=1):
                 dst.set_band_description(i, band)
         tmp.replace(dest)

@@ -60,6 +60,17 @@ class FigureProcess:
     def alive(self) -> bool:
         return self._proc.is_alive() and not self._conn.closed
 
+    def expect_overview(self) -> None:
+        """Tell the helper the images of an overview are coming (an in-memory run has begun):
+        it skips its warm-up figure, which would hold up drawing them when they come just
+        after its wait for them (0.25 s) has ended.  A small message: it never blocks."""
+        if self._busy or not self.alive() or self._sender is not None:
+            return
+        try:
+            self._conn.send_bytes(pickle.dumps(("expect", None), protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the helper is gone: the figure is drawn in process
+            pass
+
     def prepare_overview(self, kwargs: dict[str, Any]) -> bool:
         """Send the images of an overview before its changes are known: the helper draws its
         image panels (:func:`changedet.plot._overview_base`) while the pair is scored.
@@ -298,7 +309,7 @@ def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in th
         os.environ.setdefault("MPLBACKEND", "Agg")
         from . import plot
 
-        if not conn.poll(0.25):  # images sent soon (an in-memory run) are the warm-up
+        if not conn.poll(0.25):  # images sent soon, or announced (an in-memory run), are the warm-up
             _warm_up(plot)
         base = None
         while True:
@@ -306,6 +317,8 @@ def _serve(conn: Any, parent_end: Any) -> None:  # pragma: no cover - runs in th
                 kind, kwargs, *rest = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
                 break
+            if kind == "expect":  # the images follow (the warm-up is over or was skipped)
+                continue
             if kind == "base":  # the image panels, drawn now; nothing to answer
                 try:
                     base = plot._overview_base(**{"n_panels": 3, "title": None, "labels": ("before", "after"),

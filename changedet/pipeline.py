@@ -762,6 +762,8 @@ def detect_changes(
                                             "score the written change_mask.tif with changedet evaluate")
             return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
                                     progress=progress, figures=figures, t0=t0)
+        if out is not None and figures and (helper := _figproc.current()) is not None and options.aoi is None:
+            helper.expect_overview()  # its images are sent once co-registered (see _prepare_figure)
         if out is not None and figures and _figproc.current() is None:
             # the figure's libraries load on a thread while the pair is read and scored (with the
             # command line's figure helper they load in that process instead: no GIL shared)

@@ -155,6 +155,25 @@ def test_a_figure_prepared_from_its_images_is_the_figure_drawn_whole(tmp_path: P
         assert target.read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
 
 
+def test_an_announced_figure_is_drawn_over_when_its_images_come_late(tmp_path: Path) -> None:
+    """The command announces the images when an in-memory run begins (the helper then skips its
+    warm-up figure); they may come after the helper's wait for them has ended: the announcement
+    is read as such, and the figure is the one drawn in one go."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif", tiled=False)
+    result.save(tmp_path / "reference")
+    arguments = result._overview_arguments()
+    with _figproc.started() as helper:
+        assert helper is not None
+        helper.expect_overview()
+        time.sleep(0.6)  # past the helper's 0.25 s wait for images
+        assert helper.prepare_overview(_images_only(arguments))
+        target = tmp_path / "announced.png"
+        assert helper.draw_overview(arguments, target)
+        assert helper.used_prepared
+        assert helper.wait() is True
+        assert target.read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
+
+
 def test_a_prepared_figure_of_other_images_is_not_drawn_over(tmp_path: Path) -> None:
     """Images that are not the result's (the after image was shifted by co-registration since, or
     the dates differ): the whole figure is sent and drawn, the same as in process."""
