@@ -1140,7 +1140,7 @@ def _finish_in_memory(
                 "sample": fit.sample, "method_statistics": "global (exact split)", "preview_stride": 1},
         accuracy=accuracy,
     )
-    run = _Run(spec, dataclasses.replace(fit, sample_result=None), inputs, dropped, extra)
+    run = _Run(spec, dataclasses.replace(fit, sample_result=None, sample_pair=None), inputs, dropped, extra)
     return ChangeResult(before, after, mask, score, polygons, float(fit.threshold), json.dumps(summary), layers, run,
                         structures)
 
@@ -1233,7 +1233,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             if spec.examples is not None and not whole:
                 training, offset = _training_window(spec, scene)
             fit = _window.fit_run(spec, sample, whole=whole, training=training, training_offset=offset)
-            fit = dataclasses.replace(fit, sample_result=None)
+            fit = dataclasses.replace(fit, sample_result=None, sample_pair=None)
             del sample
             timings["sample_fit"] = time.perf_counter() - t
             timings["sample_cpu"] = time.process_time() - cpu_start

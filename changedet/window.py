@@ -146,7 +146,12 @@ def class_layers(
     >>> bool(out["d_ndvi"][0, 0] < 0)
     True
     """
-    raw = _raw_class_layers(before, after, band_names)
+    return _centred_class_layers(_raw_class_layers(before, after, band_names), valid, centres)
+
+
+def _centred_class_layers(raw: dict[str, np.ndarray], valid: np.ndarray,
+                          centres: Mapping[str, float] | None) -> dict[str, np.ndarray]:
+    """:func:`class_layers` from the raw layers (:func:`_raw_class_layers`)."""
     if centres is None:
         centres = _medians(raw, valid)
     out: dict[str, np.ndarray] = {}
@@ -217,6 +222,10 @@ class RunFit:
     sample_result : ChangeScore or None
         The method's score on the sample (with the method's layers), when the
         sample is the whole scene; None otherwise.
+    sample_pair : _Registered or None
+        With the whole scene as sample: the pair as registered for the fit (the after
+        image shifted, the valid pixels) and its raw class layers, which the in-memory
+        run's window (that very pair) takes instead of computing them again.
     """
 
     shift: _align.Shift
@@ -228,6 +237,7 @@ class RunFit:
     sample: str
     method_details: dict[str, Any] = field(default_factory=dict)
     sample_result: Any = field(default=None, repr=False)
+    sample_pair: Any = field(default=None, repr=False)
 
     @property
     def apply_shift(self) -> bool:
@@ -282,12 +292,33 @@ def _register(spec: RunSpec, before: np.ndarray, after: np.ndarray, shift: _alig
     return b_sp, a_sp, v, excluded
 
 
-def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.Shift, apply_shift: bool
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The blocks' spectral bands (after image shifted) and valid pixels, side by side."""
+@dataclass(frozen=True, eq=False)
+class _Registered:
+    """A whole pair as the fit registered it: the dates it was given, :func:`_register`'s
+    result on them, and the raw class layers (:func:`_raw_class_layers`) of the registered pair."""
+
+    before: np.ndarray
+    after: np.ndarray
+    registered: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+    raw_layers: dict[str, np.ndarray] | None = None
+
+    def of(self, before: np.ndarray, after: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """The registered pair (valid pixels copied) when ``before`` and ``after`` are the ones fitted."""
+        if before is not self.before or after is not self.after:
+            return None
+        b_sp, a_sp, v, excluded = self.registered
+        return b_sp, a_sp, v.copy(), excluded
+
+
+def _sample_arrays(spec: RunSpec, blocks: Sequence[SampleBlock], shift: _align.Shift, apply_shift: bool,
+                   registered: list[Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blocks' spectral bands (after image shifted) and valid pixels, side by side
+    (``registered`` receives each block's :func:`_register` result, before the area of interest)."""
     fit_b, fit_a, fit_v = [], [], []
     for blk in blocks:
-        b_sp, a_sp, v, _ = _register(spec, blk.before, blk.after, shift, apply_shift)
+        b_sp, a_sp, v, excluded = _register(spec, blk.before, blk.after, shift, apply_shift)
+        if registered is not None:
+            registered.append((b_sp, a_sp, v.copy(), excluded))
         if blk.inside is not None:
             v &= blk.inside
         fit_b.append(b_sp)
@@ -349,7 +380,8 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     else:
         shift = _align.Shift(0.0, 0.0, 0.0, 0, applied=False)
     apply_shift = bool(shift.applied and shift.n_blocks > 0 and shift.magnitude >= _align.MIN_SHIFT_PX)
-    sb, sa, sv = _sample_arrays(spec, blocks, shift, apply_shift)
+    registered: list[Any] | None = [] if whole else None
+    sb, sa, sv = _sample_arrays(spec, blocks, shift, apply_shift, registered)
     if whole and on_registered is not None:
         on_registered(sa)
     if not sv.any():
@@ -369,14 +401,16 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     value = o.threshold_value if o.threshold_value is not None else getattr(fitted, "threshold_value", None)
     thr = _threshold.compute_threshold(s_score, method=thr_method, value=value,
                                        percentile=o.threshold_percentile, valid=sv)
-    centres = class_layer_centres(sb, sa, spec.spectral, sv)
+    raw = _raw_class_layers(sb, sa, spec.spectral)
+    centres = _medians(raw, sv)
     # the reaches add up: the shift's interpolation feeds the method's neighbourhood, whose
     # score feeds the opening
     halo = max(int(fitted.halo_px) + (int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0)
                + spec.opening_px + 1, 4)
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
+    pair = _Registered(blocks[0].before, blocks[0].after, registered[0], raw) if registered else None
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
-                  cs if whole else None)
+                  cs if whole else None, pair)
 
 
 # --------------------------------------------------------------------------- learned methods
@@ -619,7 +653,12 @@ def process_window(
     >>> [p.n_px for p in w.parts]
     [100]
     """
-    b_sp, a_sp, v, excluded = _register(spec, before, after, fit.shift, fit.apply_shift, finite=finite)
+    fitted_pair = fit.sample_pair if keep and inner is None and fit.sample_pair is not None else None
+    reg = fitted_pair.of(before, after) if fitted_pair is not None else None
+    if reg is None:  # (the in-memory run's one window is the pair the fit registered: taken as it is)
+        fitted_pair = None
+        reg = _register(spec, before, after, fit.shift, fit.apply_shift, finite=finite)
+    b_sp, a_sp, v, excluded = reg
     rs, cs_ = inner if inner is not None else _full(v.shape)
     layers: dict[str, np.ndarray] = {}
     if inside is not None and not inside[rs, cs_].any():
@@ -649,7 +688,9 @@ def process_window(
     b_c, a_c = b_sp[:, rs, cs_], a_sp[:, rs, cs_]
     sel = opened_c & v_c
     if keep:
-        full = class_layers(b_c, a_c, spec.spectral, v_c, centres=fit.class_centres)
+        full = (_centred_class_layers(fitted_pair.raw_layers, v_c, fit.class_centres)
+                if fitted_pair is not None and fitted_pair.raw_layers is not None
+                else class_layers(b_c, a_c, spec.spectral, v_c, centres=fit.class_centres))
         layers.update(full)
         part_layers = {k: arr[sel] for k, arr in full.items() if k in CLASS_LAYER_KEYS}
     else:

@@ -544,3 +544,36 @@ def test_rethreshold_refuses_a_windowed_result(tmp_path: Path) -> None:
     win = detect_changes(folder / "before.tif", folder / "after.tif", tiled=True, out=tmp_path / "w", progress=False)
     with pytest.raises(InvalidParameterError, match="only an in-memory result holds"):
         win.rethreshold("p99")
+
+
+def test_the_in_memory_window_takes_the_pair_the_fit_registered(monkeypatch) -> None:
+    """The in-memory run is the window processor on the pair the fit registered: the after image is
+    shifted and the class layers' indices computed once, and the window equals one computed afresh."""
+    import numpy as np
+
+    from changedet import window as _window
+    from changedet.raster import Grid
+    from changedet.spec import make_spec, run_options
+    from affine import Affine
+
+    rng = np.random.default_rng(3)
+    b = rng.uniform(500, 900, size=(4, 96, 96)).astype("float32")
+    a = (np.roll(b, 1, axis=2) * 1.05 + rng.normal(0, 4, size=b.shape)).astype("float32")
+    a[:, 30:50, 30:50] += 700
+    spec = make_spec(run_options(coregister=True), Grid((96, 96), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"),
+                     ["B02", "B03", "B04", "B08"])
+    calls = []
+    real = _window._register
+    monkeypatch.setattr(_window, "_register", lambda *a_, **k: calls.append(1) or real(*a_, **k))
+    fit = _window.fit_run(spec, [_window.SampleBlock(b, a)], whole=True)
+    assert fit.sample_pair is not None and len(calls) == 1
+    reused = _window.process_window(spec, fit, b, a, keep=True)
+    assert len(calls) == 1  # taken from the fit
+    fresh = _window.process_window(spec, fit, b.copy(), a.copy(), keep=True)  # other arrays: registered again
+    assert len(calls) == 2
+    np.testing.assert_array_equal(reused.score, fresh.score)
+    np.testing.assert_array_equal(reused.after, fresh.after)
+    assert reused.layers.keys() == fresh.layers.keys()
+    for k in reused.layers:
+        np.testing.assert_array_equal(reused.layers[k], fresh.layers[k])
+    assert [p.n_px for p in reused.parts] == [p.n_px for p in fresh.parts]
