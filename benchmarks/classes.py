@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sets.split(","):
         total: dict[str, list[float]] = {}
         for label, before, after, truth, opts in _pairs(name, args.data, args.seeds):
-            # every area's class, vegetation gain included (below 5 m the default leaves it out of the mask)
+            # every area's class, vegetation gain and seasonal change included (the default leaves them out of the mask)
             r = detect_changes(before, after, method=args.method, tiled=False, progress=False,
-                               vegetation_gain="keep", **opts)
+                               vegetation_gain="keep", seasonal="keep", **opts)
             if r.mask.data.shape[1:] != truth.shape:
                 print(f"  {name}/{label}: grid differs from truth; skipped")
                 continue

@@ -414,6 +414,7 @@ def options_record(options: Any) -> dict[str, Any]:
         "model": _learned_text(o.model),
         "dates": list(o.dates) if getattr(o, "dates", None) else None,
         "vegetation_gain": getattr(o, "vegetation_gain", "auto"),
+        "seasonal": getattr(o, "seasonal", "auto"),
     }
 
 

@@ -418,6 +418,7 @@ def run_batch(
     progress: bool = True,
     model: str | os.PathLike[str] | None = None,
     vegetation_gain: str = "auto",
+    seasonal: str = "auto",
 ) -> BatchResult:
     """Detect changes for every pair; resumable; a failed pair is recorded, the rest go on.
 
@@ -433,7 +434,7 @@ def run_batch(
     scheduler : str or dask.distributed.Client, optional
         A dask.distributed scheduler address (``tcp://host:8786``) or client: run the
         pairs on that cluster instead of local processes.
-    method, threshold, min_area_m2, vegetation_gain
+    method, threshold, min_area_m2, vegetation_gain, seasonal
         As for :func:`changedet.pipeline.detect_changes`.
     overwrite : bool
         Recompute pairs that already have a finished result.
@@ -484,7 +485,7 @@ def run_batch(
         raise InvalidParameterError(f"workers must be an integer >= 1, got {workers!r}")
     workers = int(workers)
     options: dict[str, Any] = {"method": method, "threshold": threshold, "min_area_m2": min_area_m2,
-                               "vegetation_gain": vegetation_gain}
+                               "vegetation_gain": vegetation_gain, "seasonal": seasonal}
     if model is not None:
         options["model"] = os.fspath(model) if isinstance(model, (str, os.PathLike)) else model
     # every option checked (and a model loaded) before any pair runs; what a finished pair is compared with

@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--vegetation-gain", default="auto", choices=("auto", "keep", "drop"),
                    help="areas of vegetation gain (a new lawn, crops, a season) in the change mask: auto (default) "
                    "leaves them out on pixels finer than 5 m and keeps them on coarser ones; keep; drop")
+    d.add_argument("--seasonal", default="auto", choices=("auto", "keep", "drop"),
+                   help="areas of seasonal change (a whole parcel changed, its outline on edges the before image "
+                   "already had: fields sown, harvested, greening) in the change mask: auto (default) leaves them "
+                   "out (kept with --examples or --model); keep; drop")
 
     t = sub.add_parser(
         "train",
@@ -170,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=None, metavar="FILE", help="apply a model written by changedet train to every pair")
     b.add_argument("--vegetation-gain", default="auto", choices=("auto", "keep", "drop"),
                    help="areas of vegetation gain in the change masks, as for detect (default auto: left out below 5 m)")
+    b.add_argument("--seasonal", default="auto", choices=("auto", "keep", "drop"),
+                   help="areas of seasonal change in the change masks, as for detect (default auto: left out)")
     _add_series_parser(sub, sorted(METHODS))
     return p
 
@@ -218,7 +224,8 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     for cls, c in (s.get("left_out") or {}).items():
         if c.get("count"):
             a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
-            print(f"  left out: {c['count']} {cls} ({a}; --vegetation-gain keep keeps them)")
+            flag = "--seasonal" if cls == "seasonal" else "--vegetation-gain"
+            print(f"  left out: {c['count']} {cls} ({a}; {flag} keep keeps them)")
     st = s.get("structures") or {}
     if st.get("count") is not None:
         med = f", median footprint {st['median_footprint_m2']:.0f} m2" if st.get("median_footprint_m2") else ""
@@ -283,6 +290,7 @@ def _detect(args: argparse.Namespace) -> Any:
         model=args.model,
         dates=args.dates,
         vegetation_gain=args.vegetation_gain,
+        seasonal=args.seasonal,
     )
     overwrite = args.overwrite
     with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)
@@ -433,7 +441,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise ChangedetError("changedet batch is not available in this version") from None
     res = batch.run_batch(args.pairs, args.out, workers=args.workers, scheduler=args.scheduler,
                           method=args.method, overwrite=args.overwrite, model=args.model,
-                          vegetation_gain=args.vegetation_gain)
+                          vegetation_gain=args.vegetation_gain, seasonal=args.seasonal)
     print(res)
     if not res.n_failed:
         return 0

@@ -290,6 +290,8 @@ class ChangeResult:
         fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method)
         sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
         part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _window.CLASS_LAYER_KEYS}
+        if fit.edge_stats and sel.any():
+            part_layers[_window.OUTLINE_KEY], _ = _window.outline_layer(sel, self.before.data, fit.edge_stats)
         parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
@@ -622,6 +624,7 @@ def detect_changes(
     model: Any = None,
     dates: Any = None,
     vegetation_gain: str = "auto",
+    seasonal: str = "auto",
     window_px: int = 512,
     workers: int | None = None,
     progress: bool = True,
@@ -689,6 +692,11 @@ def detect_changes(
         than 5 m (:data:`changedet.spec.VEGETATION_GAIN_OUT_BELOW_M`), kept on coarser ones and
         in a classifier's run; ``summary.json`` counts what was left out under
         ``results.left_out``.
+    seasonal : {"auto", "keep", "drop"}
+        Areas classed ``seasonal`` (a whole parcel changed, its outline on edges the before
+        image already had: fields sown, harvested, greening with the season) in the change
+        mask and the changed areas or not.  ``"auto"``: left out, kept in a classifier's run;
+        counted under ``results.left_out`` like vegetation gain.
     window_px, workers, progress
         The windowed path's window edge, threads and progress bar.
 
@@ -713,7 +721,7 @@ def detect_changes(
     options = run_options(method=method, threshold=threshold, min_area_m2=min_area_m2, opening_px=opening_px,
                           fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
                           coregister=coregister, bands=bands, examples=examples, model=model, dates=dates,
-                          vegetation_gain=vegetation_gain)
+                          vegetation_gain=vegetation_gain, seasonal=seasonal)
     for name, value in (("before", before), ("after", after)):
         if not (_is_path(value) or isinstance(value, GeoRaster)):
             raise InvalidParameterError(
@@ -1075,19 +1083,34 @@ def _take(polygons: Any, idx: Sequence[int],
                                properties=tuple(relabel(k, p) if relabel else p for k, p in enumerate(props)))
 
 
-def _leave_out_vegetation_gain(spec: RunSpec, polygons: Any, structures: Any) -> tuple[Any, Any, dict[str, Any] | None]:
-    """The changed areas without those classed vegetation gain when the run leaves them out of
-    the mask (:attr:`changedet.spec.RunSpec.vegetation_gain_in_mask`), renumbered 1, 2, ... in
-    their order; the structures in the areas kept; and what was left out (None when nothing
-    is left out by the options)."""
-    if spec.vegetation_gain_in_mask:
+def _left_out_classes(spec: RunSpec) -> tuple[str, ...]:
+    """The change classes the run leaves out of the mask and the changed areas."""
+    out = []
+    if not spec.vegetation_gain_in_mask:
+        out.append("vegetation_gain")
+    if not spec.seasonal_in_mask:
+        out.append("seasonal")
+    return tuple(out)
+
+
+def _leave_out_classes(spec: RunSpec, polygons: Any, structures: Any) -> tuple[Any, Any, dict[str, Any] | None]:
+    """The changed areas without those of the classes the run leaves out of the mask (vegetation
+    gain: :attr:`changedet.spec.RunSpec.vegetation_gain_in_mask`; seasonal change:
+    :attr:`changedet.spec.RunSpec.seasonal_in_mask`), renumbered 1, 2, ... in their order; the
+    structures in the areas kept; and what was left out, per class (None when the options leave
+    nothing out)."""
+    classes = _left_out_classes(spec)
+    if not classes:
         return polygons, structures, None
-    out = [i for i, p in enumerate(polygons.properties) if p.get("change_class") == "vegetation_gain"]
-    left = {"count": len(out), "area_px": int(sum(polygons.properties[i]["area_px"] for i in out)),
-            "area_m2": None if spec.in_px else round(sum(float(polygons.properties[i]["area_m2"]) for i in out), 2)}
-    if not out:
-        return polygons, structures, {"vegetation_gain": left}
-    gone = set(out)
+    left: dict[str, Any] = {}
+    gone: set[int] = set()
+    for cls in classes:
+        out = [i for i, p in enumerate(polygons.properties) if p.get("change_class") == cls]
+        left[cls] = {"count": len(out), "area_px": int(sum(polygons.properties[i]["area_px"] for i in out)),
+                     "area_m2": None if spec.in_px else round(sum(float(polygons.properties[i]["area_m2"]) for i in out), 2)}
+        gone.update(out)
+    if not gone:
+        return polygons, structures, left
     kept = [i for i in range(len(polygons.properties)) if i not in gone]
     new_id = {polygons.properties[i].get("id"): k + 1 for k, i in enumerate(kept)}
     polygons = _take(polygons, kept, lambda k, p: {**p, "id": new_id[p.get("id")]})
@@ -1096,7 +1119,7 @@ def _leave_out_vegetation_gain(spec: RunSpec, polygons: Any, structures: Any) ->
         s_polys = _take(structures.polygons, s_kept,
                         lambda k, q: {**q, "id": k + 1, "change_id": new_id[q["change_id"]]})
         structures = dataclasses.replace(structures, polygons=s_polys, count=len(s_kept))
-    return polygons, structures, {"vegetation_gain": left}
+    return polygons, structures, left
 
 
 def _finish_in_memory(
@@ -1123,7 +1146,7 @@ def _finish_in_memory(
                                              classifier_mask=spec.options.learned)
     polygons = _built_where_structures(polygons, structures)
     n_areas = len(polygons)
-    polygons, structures, left_out = _leave_out_vegetation_gain(spec, polygons, structures)
+    polygons, structures, left_out = _leave_out_classes(spec, polygons, structures)
     if len(polygons) != n_areas:  # the mask without the areas left out
         kept = _objects.polygons_to_mask(polygons, grid) & valid
         mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
@@ -1256,7 +1279,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             t = time.perf_counter()
             structures = _windowed_structures(scene, spec, polygons)
             polygons = _built_where_structures(polygons, structures)
-            polygons, structures, left_out = _leave_out_vegetation_gain(spec, polygons, structures)
+            polygons, structures, left_out = _leave_out_classes(spec, polygons, structures)
             timings["structures"] = time.perf_counter() - t
             changed = scene.publish(polygons)
             stride = res.stride

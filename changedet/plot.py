@@ -63,6 +63,7 @@ CHANGE_CLASS_COLORS = {
     "demolition": "#42d4f4",  # cyan
     "water_change": "#4363d8",  # blue
     "vegetation_gain": "#3cb44b",  # green
+    "seasonal": "#bfef45",  # lime
     "other": "#f032e6",  # magenta
     "change": "#ffe119",
 }

@@ -40,6 +40,9 @@ VEGETATION_GAIN_OUT_BELOW_M = 5.0
 #: The values of the ``vegetation_gain`` option.
 VEGETATION_GAIN_CHOICES = ("auto", "keep", "drop")
 
+#: The values of the ``seasonal`` option.
+SEASONAL_CHOICES = ("auto", "keep", "drop")
+
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -71,6 +74,9 @@ class RunOptions:
     #: areas classed vegetation gain in the mask: "auto" (left out on pixels finer than
     #: :data:`VEGETATION_GAIN_OUT_BELOW_M`, kept coarser and for a classifier's run), "keep", "drop"
     vegetation_gain: str = "auto"
+    #: areas classed seasonal (a whole parcel changed) in the mask: "auto" (left out, kept for a
+    #: classifier's run), "keep", "drop"
+    seasonal: str = "auto"
     #: the model itself, loaded (and so checked) when the options were validated
     learned_model: Any = dataclasses.field(default=None, repr=False, compare=False)
 
@@ -216,6 +222,7 @@ def run_options(
     model: Any = None,
     dates: Any = None,
     vegetation_gain: str = "auto",
+    seasonal: str = "auto",
 ) -> RunOptions:
     """Validate a run's options, before any file is opened.
 
@@ -236,6 +243,9 @@ def run_options(
     vegetation_gain : {"auto", "keep", "drop"}
         Whether areas classed ``vegetation_gain`` stay in the change mask and the changed areas
         (see :attr:`RunSpec.vegetation_gain_in_mask`).
+    seasonal : {"auto", "keep", "drop"}
+        Whether areas classed ``seasonal`` (a whole parcel changed: fields with the seasons)
+        stay in the change mask and the changed areas (see :attr:`RunSpec.seasonal_in_mask`).
 
     Returns
     -------
@@ -274,6 +284,10 @@ def run_options(
         raise InvalidParameterError(f"vegetation_gain must be one of {list(VEGETATION_GAIN_CHOICES)}, got {vegetation_gain!r}: "
                                     "'auto' leaves areas of vegetation gain out of the mask on pixels finer than "
                                     f"{VEGETATION_GAIN_OUT_BELOW_M:g} m, 'keep' keeps them, 'drop' leaves them out")
+    if seasonal not in SEASONAL_CHOICES:
+        raise InvalidParameterError(f"seasonal must be one of {list(SEASONAL_CHOICES)}, got {seasonal!r}: 'auto' leaves "
+                                    "areas of seasonal change out of the mask (kept in a classifier's run), 'keep' keeps "
+                                    "them, 'drop' leaves them out")
     dates = _check_dates(dates)
     return RunOptions(
         method=method, threshold=float(threshold) if isinstance(threshold, np.generic) else threshold,
@@ -282,6 +296,7 @@ def run_options(
         pixel_size_m=px, aoi=parse_aoi(aoi), align=bool(align),
         coregister=None if coregister is None else bool(coregister), bands=bands,
         examples=examples, model=model, learned_model=learned_model, dates=dates, vegetation_gain=vegetation_gain,
+        seasonal=seasonal,
     )
 
 
@@ -436,6 +451,21 @@ class RunSpec:
         return o.learned or self.in_px or self.px_size >= VEGETATION_GAIN_OUT_BELOW_M
 
     @property
+    def seasonal_in_mask(self) -> bool:
+        """Whether areas classed ``seasonal`` stay in the mask and the changed areas.
+
+        A whole parcel that changed (vegetation gained or lost, or a change the indices do
+        not name, on an area whose outline follows edges the before image already had: see
+        :data:`changedet.objects.SEASONAL_OUTLINE_SHARE`) is a field with the seasons, not
+        construction.  By default (``seasonal="auto"``) such areas are left out at every pixel
+        size, and kept in a classifier's run (the analyst's examples say what counts).
+        """
+        o = self.options
+        if o.seasonal != "auto":
+            return o.seasonal == "keep"
+        return o.learned
+
+    @property
     def method_pixel_size_m(self) -> float | None:
         """The pixel size the methods are told (None where it is unknown)."""
         return None if self.in_px else self.px_size
@@ -488,6 +518,8 @@ class RunSpec:
             "model": _describe(o.model),
             "vegetation_gain": o.vegetation_gain,
             "vegetation_gain_in_mask": self.vegetation_gain_in_mask,
+            "seasonal": o.seasonal,
+            "seasonal_in_mask": self.seasonal_in_mask,
         }
 
     def with_options(self, **changes: Any) -> "RunSpec":

@@ -31,7 +31,7 @@ from .raster import describe_grid
 from .spec import RunSpec
 
 __all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels", "class_layers",
-           "class_layer_centres"]
+           "class_layer_centres", "edge_statistics", "old_edges", "outline_layer", "OUTLINE_KEY"]
 
 
 # --------------------------------------------------------------------------- class layers
@@ -199,6 +199,175 @@ class SampleBlock:
     inside: np.ndarray | None = None
 
 
+# --------------------------------------------------------------------------- outlines on old edges
+#: The per-area layer (and polygon property): the share of an area's outline (its pixels with a
+#: 4-neighbour outside it) on an edge the before image already had, see :func:`old_edges`.
+OUTLINE_KEY = _objects.OUTLINE_KEY
+
+
+#: Gaussian smoothing (pixels) of the before image's reference band before its gradient.
+EDGE_SIGMA_PX = 1.0
+
+#: Reach (pixels) of :func:`old_edges` at a pixel: the smoothing (4 sigma) and the Sobel kernel;
+#: an outline pixel is also judged from its neighbours: a window's halo is at least this plus one.
+EDGE_REACH_PX = int(math.ceil(4 * EDGE_SIGMA_PX)) + 1
+
+#: A pixel is on an edge of the before image where its gradient is above this quantile of the scene's.
+EDGE_QUANTILE = 75.0
+
+
+def _edge_kernels() -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D kernels of a Sobel filter after a Gaussian of :data:`EDGE_SIGMA_PX`: derivative and
+    smoothing, each the Gaussian (truncated at 4 sigma) convolved with Sobel's part."""
+    r = int(math.ceil(4 * EDGE_SIGMA_PX))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / EDGE_SIGMA_PX) ** 2)
+    g /= g.sum()
+    return np.convolve(g, [1.0, 0.0, -1.0]), np.convolve(g, [1.0, 2.0, 1.0])
+
+
+def _edge_magnitude_at(before: np.ndarray, rows: np.ndarray, cols: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
+    """The before image's gradient magnitude at some pixels: per band, a Sobel filter after a
+    Gaussian (one kernel of :data:`EDGE_REACH_PX` pixels each way, the image's edge repeated
+    beyond it), over the band's scene standard deviation, NaN as the band's median; the root of
+    the sum of squares over the bands.  A pixel's value depends on its neighbourhood alone (a
+    window with its halo gives what the whole image gives)."""
+    deriv, smooth = (k.astype(np.float32) for k in _edge_kernels())
+    r = EDGE_REACH_PX
+    off = np.arange(-r, r + 1)
+    n_rows, n_cols = before.shape[1:]
+    bands = [(np.ascontiguousarray(band).ravel(), np.float32(med), float(std))
+             for band, med, std in zip(before, stats["band_median"], stats["band_std"])]
+    total = np.zeros(rows.size, np.float64)
+    for s in range(0, rows.size, _EDGE_CHUNK_PX):  # (chunks: a patch per pixel and band is 0.5 KiB)
+        ri = np.clip(rows[s:s + _EDGE_CHUNK_PX, None] + off[None, :], 0, n_rows - 1)
+        ci = np.clip(cols[s:s + _EDGE_CHUNK_PX, None] + off[None, :], 0, n_cols - 1)
+        flat = ri[:, :, None] * n_cols + ci[:, None, :]  # (n, rows of the patch, columns of the patch)
+        for band, med, std in bands:
+            patch = np.take(band, flat).astype(np.float32, copy=False)
+            np.copyto(patch, med, where=~np.isfinite(patch))
+            gy = (patch @ smooth) @ deriv
+            gx = (patch @ deriv) @ smooth
+            total[s:s + _EDGE_CHUNK_PX] += (gy.astype(np.float64) ** 2 + gx.astype(np.float64) ** 2) / (std * std)
+    return np.sqrt(total)
+
+
+#: Pixels whose neighbourhoods :func:`_edge_magnitude_at` gathers at once.
+_EDGE_CHUNK_PX = 4096
+
+
+#: Pixels of the fit's sample the scene's edge statistic is taken at (a regular subset).
+_EDGE_SAMPLE_PX = 12_000
+
+
+def edge_statistics(before: np.ndarray, valid: np.ndarray) -> dict[str, Any]:
+    """The scene statistics of :func:`old_edges`, fitted once on about 12,000 valid pixels evenly
+    spread: each band's median and standard deviation, and the :data:`EDGE_QUANTILE` of the
+    gradient magnitude.
+
+    Parameters
+    ----------
+    before : (bands, rows, cols) ndarray of float
+        The before date's spectral bands (the whole scene or sample blocks side by side).
+    valid : (rows, cols) ndarray of bool
+        Pixels to take the statistics over.
+
+    Returns
+    -------
+    dict
+        ``band_median``, ``band_std`` (lists of float, one per band) and ``strong`` (float).
+
+    Examples
+    --------
+    >>> b = np.zeros((1, 40, 40), "float32"); b[:, :, 20:] = 100.0
+    >>> st = edge_statistics(b, np.ones((40, 40), bool))
+    >>> st["strong"] >= 0.0, len(st["band_median"])
+    (True, 1)
+    """
+    where = np.flatnonzero(valid)
+    where = where[:: max(1, where.size // _EDGE_SAMPLE_PX)]
+    rows, cols = np.divmod(where, valid.shape[1])
+    meds, stds = [], []
+    for band in before:
+        v = band[rows, cols]
+        v = v[np.isfinite(v)]
+        std = float(np.std(v, dtype=np.float64)) if v.size else 0.0
+        meds.append(_select.median(v) if v.size else 0.0)
+        stds.append(std if std > 1e-12 else 1.0)
+    stats: dict[str, Any] = {"band_median": meds, "band_std": stds, "strong": 0.0}
+    if where.size:
+        stats["strong"] = float(_select.percentiles(_edge_magnitude_at(before, rows, cols, stats), [EDGE_QUANTILE])[0])
+    return stats
+
+
+def old_edges(before: np.ndarray, stats: Mapping[str, Any], at: np.ndarray) -> np.ndarray:
+    """Whether the before image has an edge at some pixels: gradient magnitude above the scene's
+    ``strong`` (:func:`edge_statistics`).
+
+    Parameters
+    ----------
+    before : (bands, rows, cols) ndarray of float
+        The before date's spectral bands (a window with a halo of at least :data:`EDGE_REACH_PX`).
+    stats : dict
+        From :func:`edge_statistics`.
+    at : (rows, cols) ndarray of bool
+        The pixels to judge.
+
+    Returns
+    -------
+    (rows, cols) ndarray of float32
+        1 on an edge, 0 elsewhere (and where not judged).
+    """
+    out = np.zeros(at.shape, np.float32)
+    rows, cols = np.nonzero(at)
+    if rows.size:
+        out[rows, cols] = _edge_magnitude_at(before, rows, cols, stats) > float(stats["strong"])
+    return out
+
+
+def _outline(area: np.ndarray) -> np.ndarray:
+    """The pixels of ``area`` with a 4-neighbour outside it (the array's border is not outside)."""
+    inner = area.copy()
+    inner[1:, :] &= area[:-1, :]
+    inner[:-1, :] &= area[1:, :]
+    inner[:, 1:] &= area[:, :-1]
+    inner[:, :-1] &= area[:, 1:]
+    return area & ~inner
+
+
+def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any],
+                  core: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The :data:`OUTLINE_KEY` layer at an area mask's pixels: at outline pixels (a 4-neighbour
+    outside the mask; the grid's border is not an outline) 1 on an edge of the before image
+    (:func:`old_edges`) and 0 elsewhere, at the other pixels NaN.
+
+    Parameters
+    ----------
+    area : (rows, cols) ndarray of bool
+        The changed pixels of a window with its halo (or of the whole grid).
+    before : (bands, rows, cols) ndarray of float
+        The before date's spectral bands over the same pixels.
+    stats : dict
+        From :func:`edge_statistics`.
+    core : (slice, slice), optional
+        The window's core: values at the core's changed pixels only, row-major.
+
+    Returns
+    -------
+    values : 1-D ndarray of float32
+        One value per changed pixel of the core (``area[core]``), in row-major order.
+    edges : (rows, cols) ndarray of float32
+        :func:`old_edges` at the core's outline pixels (0 elsewhere).
+    """
+    rs, cs = core if core is not None else (slice(None), slice(None))
+    outline = _outline(area)
+    judged = np.zeros(area.shape, bool)
+    judged[rs, cs] = outline[rs, cs]
+    edges = old_edges(before, stats, judged)[rs, cs]
+    a, o = area[rs, cs], outline[rs, cs]
+    return np.where(o[a], edges[a], np.float32(np.nan)).astype(np.float32), edges
+
+
 @dataclass(frozen=True, eq=False)
 class RunFit:
     """The statistics of a run, fixed before its windows are scored.
@@ -222,6 +391,8 @@ class RunFit:
     sample_result : ChangeScore or None
         The method's score on the sample (with the method's layers), when the
         sample is the whole scene; None otherwise.
+    edge_stats : dict
+        The before image's statistics for :func:`old_edges` (:func:`edge_statistics`).
     sample_pair : _Registered or None
         With the whole scene as sample: the pair as registered for the fit (the after
         image shifted, the valid pixels) and its raw class layers, which the in-memory
@@ -238,6 +409,7 @@ class RunFit:
     method_details: dict[str, Any] = field(default_factory=dict)
     sample_result: Any = field(default=None, repr=False)
     sample_pair: Any = field(default=None, repr=False)
+    edge_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def apply_shift(self) -> bool:
@@ -263,6 +435,8 @@ class RunFit:
             "class_centres": {k: round(v, 6) for k, v in self.class_centres.items()},
             "halo_px": self.halo_px,
             "sample": self.sample,
+            "edges": {k: ([round(x, 6) for x in v] if isinstance(v, list) else round(v, 6))
+                      for k, v in self.edge_stats.items()},
         }
 
 
@@ -406,11 +580,12 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     # the reaches add up: the shift's interpolation feeds the method's neighbourhood, whose
     # score feeds the opening
     halo = max(int(fitted.halo_px) + (int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0)
-               + spec.opening_px + 1, 4)
+               + spec.opening_px + 1, EDGE_REACH_PX + 1, 4)
+    edge_stats = edge_statistics(sb, sv)
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
     pair = _Registered(blocks[0].before, blocks[0].after, registered[0], raw) if registered else None
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
-                  cs if whole else None, pair)
+                  cs if whole else None, pair, edge_stats)
 
 
 # --------------------------------------------------------------------------- learned methods
@@ -701,6 +876,8 @@ def process_window(
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k in CLASS_LAYER_KEYS}
+    if fit.edge_stats and sel.any():
+        part_layers[OUTLINE_KEY], _ = outline_layer(opened & v, b_sp, fit.edge_stats, (rs, cs_))
     parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,

@@ -354,7 +354,7 @@ def test_classify_bright_roof_on_vegetation_is_construction() -> None:
 
 def test_every_class_is_documented() -> None:
     assert set(CHANGE_CLASSES) == {
-        "new_construction", "vegetation_loss", "demolition", "water_change", "vegetation_gain", "other"
+        "new_construction", "vegetation_loss", "demolition", "water_change", "vegetation_gain", "seasonal", "other"
     }
     assert all(isinstance(v, str) and v for v in CHANGE_CLASSES.values())
 

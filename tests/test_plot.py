@@ -552,7 +552,7 @@ def test_overview_each_class_keeps_its_colour_whatever_the_scene(pair: tuple[Geo
     fig = plot.plot_overview(*pair, polygons=crowd)
     assert _class_colour(fig, "water_change") == want
     assert _class_colour(fig, "new_construction") == tuple(np.round(to_rgb(plot.CHANGE_CLASS_COLORS["new_construction"]), 6))
-    assert len(set(plot.CHANGE_CLASS_COLORS[k] for k in plot.CHANGE_CLASS_COLORS if k != "change")) == 6
+    assert len(set(plot.CHANGE_CLASS_COLORS[k] for k in plot.CHANGE_CLASS_COLORS if k != "change")) == 7
     assert plot.STRUCTURE_COLOR not in plot.CHANGE_CLASS_COLORS.values()
 
 

@@ -1,0 +1,143 @@
+"""Seasonal change: a whole parcel that changed (its outline on edges the before image had) is its
+own class, left out of the default mask; a plot cut into a field is not."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from affine import Affine
+
+from changedet.data import sample_path
+from changedet.errors import InvalidParameterError
+from changedet.pipeline import detect_changes
+from changedet.raster import GeoRaster
+from changedet import window
+
+NAMES = ("B02", "B03", "B04", "B08")
+T = Affine(10, 0, 500000, 0, -10, 6190000)
+
+# reflectances (B02, B03, B04, B08) of a green field, a dry field and bare soil
+GREEN = (400, 700, 500, 3500)
+DRY = (700, 900, 1100, 2200)
+SOIL = (1100, 1300, 1600, 2100)
+
+
+def _fields(seed: int = 0) -> tuple[GeoRaster, GeoRaster, np.ndarray, np.ndarray]:
+    """A 10 m scene of four fields; in the after image the top-left field is harvested whole
+    (green to dry, its outline the field's own) and a plot is cleared inside the bottom-right
+    field (green to bare soil, its outline new).  Returns both dates and the two changes' pixels."""
+    rng = np.random.default_rng(seed)
+    n = 160
+    img = np.zeros((4, n, n), "float32")
+    fields = {(0, 0): GREEN, (0, 1): DRY, (1, 0): DRY, (1, 1): GREEN}
+    for (i, j), refl in fields.items():
+        img[:, i * 80:(i + 1) * 80, j * 80:(j + 1) * 80] = np.array(refl, "float32")[:, None, None]
+    before = img + rng.normal(0, 40, img.shape).astype("float32")
+    after_img = img.copy()
+    harvested = np.zeros((n, n), bool)
+    harvested[:80, :80] = True
+    after_img[:, harvested] = np.array(DRY, "float32")[:, None]
+    plot = np.zeros((n, n), bool)
+    plot[100:140, 95:145] = True
+    after_img[:, plot] = np.array(SOIL, "float32")[:, None]
+    after = after_img + rng.normal(0, 40, img.shape).astype("float32")
+    return GeoRaster(before, T, "EPSG:32631", NAMES), GeoRaster(after, T, "EPSG:32631", NAMES), harvested, plot
+
+
+def _class_at(result, where: np.ndarray) -> str | None:
+    from changedet.objects import ChangePolygons, polygons_to_mask
+
+    for g, p in zip(result.polygons.geometries, result.polygons.properties):
+        m = polygons_to_mask(ChangePolygons((g,), (p,), result.grid.crs), result.grid)
+        if (m & where).sum() > 0.5 * where.sum():
+            return p["change_class"]
+    return None
+
+
+def test_a_whole_field_that_changed_is_seasonal_and_left_out_a_plot_cut_into_one_is_not() -> None:
+    before, after, harvested, plot = _fields()
+    kept = detect_changes(before, after, seasonal="keep")
+    assert _class_at(kept, harvested) == "seasonal"
+    assert _class_at(kept, plot) not in (None, "seasonal")
+    props = {p["change_class"]: p for p in kept.polygons.properties}
+    assert props["seasonal"][window.OUTLINE_KEY] >= 0.6  # its outline on the field's old edges
+    assert min(p[window.OUTLINE_KEY] for p in kept.polygons.properties if p["change_class"] != "seasonal") < 0.6
+    # by default left out of the mask and the areas, counted in the summary
+    out = detect_changes(before, after)
+    assert _class_at(out, harvested) is None and _class_at(out, plot) is not None
+    assert (out.mask.data[0][harvested] == 0).mean() > 0.95
+    left = out.summary["results"]["left_out"]["seasonal"]
+    assert left["count"] == 1 and left["area_px"] == props["seasonal"]["area_px"]
+    assert out.summary["parameters"]["seasonal_in_mask"] is False
+    assert kept.summary["parameters"]["seasonal_in_mask"] is True
+    assert out.n_changes == kept.n_changes - 1
+
+
+def test_the_share_follows_the_edges_not_the_radiometry() -> None:
+    """A gain and offset on the after image, or on both, change neither the share nor the class."""
+    before, after, harvested, _ = _fields(1)
+    ref = detect_changes(before, after, seasonal="keep")
+    brighter = detect_changes(before.with_data(before.data * 1.3 + 50), after.with_data(after.data * 0.8 + 100),
+                              seasonal="keep")
+    assert _class_at(brighter, harvested) == _class_at(ref, harvested) == "seasonal"
+
+
+def test_re_thresholding_judges_the_new_outlines() -> None:
+    before, after, harvested, plot = _fields(2)
+    first = detect_changes(before, after)
+    for thr in (first.threshold * 0.8, first.threshold * 1.2):
+        again = first.rethreshold(thr)
+        fresh = detect_changes(before, after, threshold=thr)
+        assert again.summary["results"]["left_out"] == fresh.summary["results"]["left_out"]
+        assert np.array_equal(again.mask.data, fresh.mask.data)
+        assert [p[window.OUTLINE_KEY] for p in again.polygons.properties] == \
+            [p[window.OUTLINE_KEY] for p in fresh.polygons.properties]
+
+
+def test_a_window_gives_the_outline_the_whole_grid_gives() -> None:
+    """outline_layer on a window with a halo of EDGE_REACH_PX + 1 equals the whole grid's at its core."""
+    before, _, harvested, plot = _fields(3)
+    area = harvested | plot
+    stats = window.edge_statistics(before.data, np.ones(area.shape, bool))
+    whole, whole_edges = window.outline_layer(area, before.data, stats)
+    h = window.EDGE_REACH_PX + 1
+    r0, r1, c0, c1 = 50, 120, 60, 130
+    core = (slice(h, h + r1 - r0), slice(h, h + c1 - c0))
+    part, _ = window.outline_layer(area[r0 - h:r1 + h, c0 - h:c1 + h], before.data[:, r0 - h:r1 + h, c0 - h:c1 + h],
+                                   stats, core)
+    expect = np.full(area.shape, np.nan, np.float32)
+    expect[area] = whole
+    got = expect[r0:r1, c0:c1][area[r0:r1, c0:c1]]
+    np.testing.assert_array_equal(part, got)
+
+
+def test_a_bad_seasonal_option_is_named() -> None:
+    before, after, _, _ = _fields()
+    with pytest.raises(InvalidParameterError, match="seasonal must be one of"):
+        detect_changes(before, after, seasonal="sometimes")
+
+
+def test_the_command_takes_the_option_and_the_windowed_path_leaves_out_the_same(tmp_path: Path) -> None:
+    folder = sample_path("hires_rgb")
+    runs = {}
+    for name, extra in (("keep", ["--seasonal", "keep", "--in-memory"]), ("auto", ["--in-memory"]),
+                        ("tiled", ["--tiled"])):
+        proc = subprocess.run([sys.executable, "-m", "changedet.cli", "detect", str(folder / "before.tif"),
+                               str(folder / "after.tif"), "--out", str(tmp_path / name), "--no-figures", *extra],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+        if name == "auto":
+            assert "left out: 1 seasonal" in proc.stdout and "--seasonal keep" in proc.stdout
+    assert "seasonal" not in runs["keep"]["results"]["left_out"]
+    assert runs["keep"]["results"]["by_class"]["seasonal"]["count"] == 1
+    assert runs["auto"]["results"]["left_out"]["seasonal"]["count"] == 1
+    assert runs["tiled"]["results"]["left_out"] == runs["auto"]["results"]["left_out"]
+    assert "seasonal" not in runs["tiled"]["results"]["by_class"]
+    assert runs["auto"]["request"]["options"]["seasonal"] == "auto"
+    assert runs["keep"]["parameters"]["seasonal_in_mask"] is True
