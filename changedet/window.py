@@ -336,7 +336,7 @@ def _outline(area: np.ndarray) -> np.ndarray:
 
 
 def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any],
-                  core: tuple[slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  core: tuple[slice, slice] | None = None) -> np.ndarray:
     """The :data:`OUTLINE_KEY` layer at an area mask's pixels: at outline pixels (a 4-neighbour
     outside the mask; the grid's border is not an outline) 1 on an edge of the before image
     (:func:`old_edges`) and 0 elsewhere, at the other pixels NaN.
@@ -354,10 +354,17 @@ def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any]
 
     Returns
     -------
-    values : 1-D ndarray of float32
+    1-D ndarray of float32
         One value per changed pixel of the core (``area[core]``), in row-major order.
-    edges : (rows, cols) ndarray of float32
-        :func:`old_edges` at the core's outline pixels (0 elsewhere).
+
+    Examples
+    --------
+    >>> b = np.zeros((1, 20, 20), "float32"); b[:, :, 10:] = 100.0  # an edge between columns 9 and 10
+    >>> area = np.zeros((20, 20), bool); area[5:15, 10:16] = True      # an area whose left side is on it
+    >>> stats = edge_statistics(b, np.ones((20, 20), bool))
+    >>> v = outline_layer(area, b, stats)
+    >>> int(np.isfinite(v).sum()), float(np.nanmean(v)) > 0
+    (28, True)
     """
     rs, cs = core if core is not None else (slice(None), slice(None))
     outline = _outline(area)
@@ -365,7 +372,7 @@ def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any]
     judged[rs, cs] = outline[rs, cs]
     edges = old_edges(before, stats, judged)[rs, cs]
     a, o = area[rs, cs], outline[rs, cs]
-    return np.where(o[a], edges[a], np.float32(np.nan)).astype(np.float32), edges
+    return np.where(o[a], edges[a], np.float32(np.nan)).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -877,7 +884,7 @@ def process_window(
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k in CLASS_LAYER_KEYS}
     if fit.edge_stats and sel.any():
-        part_layers[OUTLINE_KEY], _ = outline_layer(opened & v, b_sp, fit.edge_stats, (rs, cs_))
+        part_layers[OUTLINE_KEY] = outline_layer(opened & v, b_sp, fit.edge_stats, (rs, cs_))
     parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,

@@ -104,11 +104,11 @@ def test_a_window_gives_the_outline_the_whole_grid_gives() -> None:
     before, _, harvested, plot = _fields(3)
     area = harvested | plot
     stats = window.edge_statistics(before.data, np.ones(area.shape, bool))
-    whole, whole_edges = window.outline_layer(area, before.data, stats)
+    whole = window.outline_layer(area, before.data, stats)
     h = window.EDGE_REACH_PX + 1
     r0, r1, c0, c1 = 50, 120, 60, 130
     core = (slice(h, h + r1 - r0), slice(h, h + c1 - c0))
-    part, _ = window.outline_layer(area[r0 - h:r1 + h, c0 - h:c1 + h], before.data[:, r0 - h:r1 + h, c0 - h:c1 + h],
+    part = window.outline_layer(area[r0 - h:r1 + h, c0 - h:c1 + h], before.data[:, r0 - h:r1 + h, c0 - h:c1 + h],
                                    stats, core)
     expect = np.full(area.shape, np.nan, np.float32)
     expect[area] = whole
