@@ -460,15 +460,15 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
                                          else f", centred in the {part} of the site")
             lines.append(f"The largest area (id {_e(p.get('id'))}) is {a} of "
                          f"{_e(_class_words(p.get('change_class', 'change')))}{_e(place)}.")
-    for cls, why, flag in (("vegetation_gain", "vegetation growing", "--vegetation-gain"),
-                           ("seasonal", "whole parcels changing with the season (their outlines on edges the "
-                            "before image already had)", "--seasonal")):
+    for cls, words, why, flag in (("vegetation_gain", "vegetation gain", "vegetation growing", "--vegetation-gain"),
+                                  ("seasonal", "seasonal change", "whole parcels changing with the season (their "
+                                   "outlines on edges the before image already had)", "--seasonal")):
         left = (r.get("left_out") or {}).get(cls)
         if isinstance(left, Mapping) and left.get("count"):
             k = int(left["count"])
             a = _ha(_num(left.get("area_m2"))) or f"{int(left.get('area_px') or 0):,} px"
             lines.append(f"Left out as {why}, not construction: {k:,} area{'s' if k != 1 else ''} of "
-                         f"{_e(_class_words(cls))} ({a}; <code>{flag} keep</code> keeps them).")
+                         f"{words} ({a}; <code>{flag} keep</code> keeps them).")
     s = r.get("structures")
     if isinstance(s, Mapping):
         if s.get("count") is not None:

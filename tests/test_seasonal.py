@@ -141,3 +141,18 @@ def test_the_command_takes_the_option_and_the_windowed_path_leaves_out_the_same(
     assert "seasonal" not in runs["tiled"]["results"]["by_class"]
     assert runs["auto"]["request"]["options"]["seasonal"] == "auto"
     assert runs["keep"]["parameters"]["seasonal_in_mask"] is True
+
+
+def test_the_report_says_what_was_left_out(tmp_path: Path) -> None:
+    from changedet.data import load_sample
+
+    hires = load_sample("hires_rgb")
+    out = detect_changes(hires.before, hires.after)
+    out.save(tmp_path / "out", figures=False)
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert out.summary["results"]["left_out"]["seasonal"]["count"] == 1
+    assert "Left out as whole parcels changing with the season" in page
+    assert "1 area of seasonal change (5,487 m²; <code>--seasonal keep</code> keeps them)" in page
+    kept = detect_changes(hires.before, hires.after, seasonal="keep")
+    kept.save(tmp_path / "kept", figures=False)
+    assert "Left out as whole parcels" not in (tmp_path / "kept" / "report.html").read_text(encoding="utf-8")
