@@ -330,6 +330,8 @@ def find_structures(
             )
         old = np.asarray(before.data, dtype=np.float32)
     prior = _Prior(px, min_area_m2, max_area_m2, max_length_m)
+    feats = _appearance(bands) if bands is not None else None
+    ring_px = max(1, int(round(_RING_M / px)))
     segments: list[_Segment] = []
     pad = 2
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -355,7 +357,11 @@ def find_structures(
             for objects in _objects_by_appearance(bands[:, r0:r1, c0:c1], area, px):
                 candidates.append([s for s in _segments_of(objects, prior, "appearance")
                                    if rim[s.rows, s.cols].mean() <= 0.25])
-        best = _choose(candidates)
+        contrast = None
+        if feats is not None and sum(len(c) > 0 for c in candidates) > 1:
+            spread = _robust_spread(feats[:, r0:r1, c0:c1][:, area])
+            contrast = [_median_contrast(c, feats, r0, c0, ring_px, spread) for c in candidates]
+        best = _choose(candidates, contrast)
         for s in best:
             s.rows += r0
             s.cols += c0
@@ -886,15 +892,72 @@ def _explained(segments: list[_Segment]) -> float:
     return float(sum(s.area_m2 for s in segments))
 
 
-def _choose(candidates: list[list[_Segment]]) -> list[_Segment]:
+#: Width (m) of the ground around a candidate footprint it is compared with (see :func:`_median_contrast`).
+_RING_M = 2.0
+
+#: A split into more pieces whose median contrast with the ground around them is at least this many
+#: times the chosen split's is the buildings (see :func:`_choose`).
+_CONTRAST_RATIO = 1.5
+
+
+def _appearance(bands: np.ndarray) -> np.ndarray:
+    """Per pixel: log brightness and each band's log share of it (colour whatever the light)."""
+    x = np.maximum(np.where(np.isfinite(bands), bands, 0.0), 1e-6).astype(np.float32)
+    log_b = np.log(np.maximum(x.mean(axis=0), 1e-6))
+    return np.stack([log_b, *[np.log(b) - log_b for b in x]]) if len(x) > 1 else log_b[np.newaxis]
+
+
+def _robust_spread(values: np.ndarray) -> np.ndarray:
+    """1.4826 MAD of each row of (channels, n) values (at least 1e-3)."""
+    med = np.median(values, axis=1, keepdims=True)
+    return np.maximum(1.4826 * np.median(np.abs(values - med), axis=1), 1e-3)
+
+
+def _median_contrast(segments: list[_Segment], feats: np.ndarray, r0: int, c0: int, ring_px: int,
+                     spread: np.ndarray) -> float:
+    """The median over ``segments`` (coordinates from ``r0``, ``c0``) of how far each stands out
+    from the ground right around it (a ring of ``ring_px``): the distance between the medians of
+    :func:`_appearance` inside and in the ring, in units of the area's robust spread."""
+    if not segments:
+        return 0.0
+    n_rows, n_cols = feats.shape[1:]
+    out = []
+    for s in segments:
+        rows, cols = s.rows + r0, s.cols + c0
+        b0, b1 = max(int(rows.min()) - ring_px, 0), min(int(rows.max()) + ring_px + 1, n_rows)
+        a0, a1 = max(int(cols.min()) - ring_px, 0), min(int(cols.max()) + ring_px + 1, n_cols)
+        seg = np.zeros((b1 - b0, a1 - a0), bool)
+        seg[rows - b0, cols - a0] = True
+        ring = ndimage.binary_dilation(seg, iterations=ring_px) & ~seg
+        if not ring.any():
+            continue
+        box = feats[:, b0:b1, a0:a1]
+        d = (np.median(box[:, seg], axis=1) - np.median(box[:, ring], axis=1)) / spread
+        out.append(float(np.sqrt((d * d).sum())))
+    return float(np.median(out)) if out else 0.0
+
+
+def _choose(candidates: list[list[_Segment]], contrast: list[float] | None = None) -> list[_Segment]:
     """The split of an area that explains most of it as buildings; of those that explain at
     least 60 % as much, the one with the most buildings (joined blocks are one shape, not one
-    building, when the after image shows them apart)."""
+    building, when the after image shows them apart); and over it a split into more pieces whose
+    median contrast with the ground right around them (``contrast``, one per candidate) is at
+    least :data:`_CONTRAST_RATIO` times its own."""
     most = max(_explained(c) for c in candidates)
     if most <= 0:
         return []
     close = [c for c in candidates if _explained(c) >= 0.6 * most]
-    return max(close, key=lambda c: (len(c), _explained(c)))
+    best = max(close, key=lambda c: (len(c), _explained(c)))
+    if contrast is not None:
+        # a split into more pieces that stand out from the ground around them much more than the
+        # chosen ones is the buildings, the chosen pieces each some of them with the ground between
+        # (a 0.5 m housing estate: three shapes of houses and yards explained more of the area than
+        # the 36 houses, which stand out 2x as much)
+        c_best = contrast[next(i for i, c in enumerate(candidates) if c is best)]
+        sharper = [c for c, k in zip(candidates, contrast) if len(c) > len(best) and k >= _CONTRAST_RATIO * c_best]
+        if sharper:
+            return max(sharper, key=lambda c: (len(c), _explained(c)))
+    return best
 
 
 def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: dict[str, float]) -> Structures:
