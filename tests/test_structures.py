@@ -417,13 +417,18 @@ def test_a_sharper_split_into_more_pieces_is_chosen_over_one_that_explains_more(
     assert structures._choose([fine, fine[:3]], [2.0, 9.0]) is fine     # fewer pieces never replace more
 
 
-def test_houses_beside_yards_that_explain_more_are_counted() -> None:
+def test_houses_beside_yards_that_explain_more_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The structures benchmark's 0.5 m housing estate, seed 2: 36 houses, where a split into three
     shapes of houses and yards explained more of the changed area (3 counted before the contrast)."""
+    import importlib.util
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import structures as bench  # noqa: E402 - benchmarks/structures.py, the generator
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "structures.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # (it imports its neighbours)
+    spec = importlib.util.spec_from_file_location("structures_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "structures_benchmark", bench)  # (its dataclasses look their module up)
+    spec.loader.exec_module(bench)
 
     site = bench.make_structure_site("houses", 2)
     before = GeoRaster(site.before.astype(np.float32), site.transform, site.crs, NAMES)
