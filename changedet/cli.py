@@ -218,14 +218,15 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     s = result.summary["results"]
     area = f"{s['changed_area_ha']:.2f} ha ({s['changed_area_acres']:.1f} acres)" if s["changed_area_ha"] is not None else f"{s['changed_pixels']} px"
     print(f"{s['n_changes']} changed areas, {area}, in {elapsed:.1f} s -> {out}")
+
+    def size(c: dict[str, Any]) -> str:
+        return f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
+
     for cls, c in s["by_class"].items():
-        a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
-        print(f"  {cls:18s} {c['count']:5d}  {a}")
+        print(f"  {cls:18s} {c['count']:5d}  {size(c)}")
     for cls, c in (s.get("left_out") or {}).items():
-        if c.get("count"):
-            a = f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"
-            flag = "--seasonal" if cls == "seasonal" else "--vegetation-gain"
-            print(f"  left out: {c['count']} {cls} ({a}; {flag} keep keeps them)")
+        if c.get("count"):  # each class left out has its option, named as the class (--vegetation-gain, --seasonal)
+            print(f"  left out: {c['count']} {cls} ({size(c)}; --{cls.replace('_', '-')} keep keeps them)")
     st = s.get("structures") or {}
     if st.get("count") is not None:
         med = f", median footprint {st['median_footprint_m2']:.0f} m2" if st.get("median_footprint_m2") else ""

@@ -57,11 +57,8 @@ OUTLINE_KEY = "outline_on_old_edges"
 #: An area whose vegetation changed (or whose change the indices do not name) is ``seasonal``
 #: when at least this share of its outline lies on edges the before image already had: the whole
 #: parcel changed, as fields do with the seasons, where a construction site is cut into what was
-#: there.  Measured (``benchmarks/quality.py``, areas of every set by outline share): above 0.6
-#: such areas were 3 % true change on OSCD (vegetation loss), 0-1 % on the synthetic sites and
-#: the bundled pairs' kind; the pooled F1 with them left out of the mask, at 0.5 / 0.6 / 0.7,
-#: moved alike (OSCD +0.011, synthetic 10 m +0.044, 1 m +0.009, 0.5 m +0.012, LEVIR +0.001,
-#: DSIFN -0.001 at 0.6).  New construction, demolition and water are never seasonal.
+#: there.  New construction, demolition and water are never seasonal.  Measured on the areas of
+#: every set (``benchmarks/classes.py``, ``benchmarks/quality.py``): see :data:`SEASONAL_MIN_PX`.
 SEASONAL_OUTLINE_SHARE = 0.6
 
 #: ... and has at least this many pixels: the outline share of a smaller area rests on few pixels

@@ -460,9 +460,10 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
                                          else f", centred in the {part} of the site")
             lines.append(f"The largest area (id {_e(p.get('id'))}) is {a} of "
                          f"{_e(_class_words(p.get('change_class', 'change')))}{_e(place)}.")
-    for cls, words, why, flag in (("vegetation_gain", "vegetation gain", "vegetation growing", "--vegetation-gain"),
-                                  ("seasonal", "seasonal change", "whole parcels changing with the season (their "
-                                   "outlines on edges the before image already had)", "--seasonal")):
+    for cls, words, why in (("vegetation_gain", "vegetation gain", "vegetation growing"),
+                            ("seasonal", "seasonal change", "whole parcels changing with the season (their "
+                             "outlines on edges the before image already had)")):
+        flag = "--" + cls.replace("_", "-")  # each class left out has its option, named as the class
         left = (r.get("left_out") or {}).get(cls)
         if isinstance(left, Mapping) and left.get("count"):
             k = int(left["count"])

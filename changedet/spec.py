@@ -40,8 +40,8 @@ VEGETATION_GAIN_OUT_BELOW_M = 5.0
 #: The values of the ``vegetation_gain`` option.
 VEGETATION_GAIN_CHOICES = ("auto", "keep", "drop")
 
-#: The values of the ``seasonal`` option.
-SEASONAL_CHOICES = ("auto", "keep", "drop")
+#: The values of the ``seasonal`` option (those of ``vegetation_gain``).
+SEASONAL_CHOICES = VEGETATION_GAIN_CHOICES
 
 
 @dataclass(frozen=True)

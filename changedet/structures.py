@@ -453,8 +453,7 @@ def _objects_by_appearance(img: np.ndarray, area: np.ndarray, px: float) -> list
     del fine
     guesses = [inside]
     feats = np.stack([bright[inside], *[c[inside] for c in chroma]], axis=1)
-    spread = 1.4826 * np.median(np.abs(feats - np.median(feats, axis=0)), axis=0)
-    feats = feats / np.maximum(spread, 0.01)
+    feats = feats / np.maximum(_robust_spread(feats.T), 0.01)
     if len(feats) >= 300:
         from scipy.cluster.vq import kmeans2
 

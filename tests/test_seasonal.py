@@ -3,16 +3,12 @@ own class, left out of the default mask; a plot cut into a field is not."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from affine import Affine
 
-from changedet.data import sample_path
 from changedet.errors import InvalidParameterError
 from changedet.pipeline import detect_changes
 from changedet.raster import GeoRaster
@@ -120,27 +116,6 @@ def test_a_bad_seasonal_option_is_named() -> None:
     before, after, _, _ = _fields()
     with pytest.raises(InvalidParameterError, match="seasonal must be one of"):
         detect_changes(before, after, seasonal="sometimes")
-
-
-def test_the_command_takes_the_option_and_the_windowed_path_leaves_out_the_same(tmp_path: Path) -> None:
-    folder = sample_path("hires_rgb")
-    runs = {}
-    for name, extra in (("keep", ["--seasonal", "keep", "--in-memory"]), ("auto", ["--in-memory"]),
-                        ("tiled", ["--tiled"])):
-        proc = subprocess.run([sys.executable, "-m", "changedet.cli", "detect", str(folder / "before.tif"),
-                               str(folder / "after.tif"), "--out", str(tmp_path / name), "--no-figures", *extra],
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr
-        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
-        if name == "auto":
-            assert "left out: 1 seasonal" in proc.stdout and "--seasonal keep" in proc.stdout
-    assert "seasonal" not in runs["keep"]["results"]["left_out"]
-    assert runs["keep"]["results"]["by_class"]["seasonal"]["count"] == 1
-    assert runs["auto"]["results"]["left_out"]["seasonal"]["count"] == 1
-    assert runs["tiled"]["results"]["left_out"] == runs["auto"]["results"]["left_out"]
-    assert "seasonal" not in runs["tiled"]["results"]["by_class"]
-    assert runs["auto"]["request"]["options"]["seasonal"] == "auto"
-    assert runs["keep"]["parameters"]["seasonal_in_mask"] is True
 
 
 def test_the_report_says_what_was_left_out(tmp_path: Path) -> None:

@@ -84,21 +84,33 @@ def test_a_bad_vegetation_gain_option_is_named() -> None:
         detect_changes(HIRES.before, HIRES.after, vegetation_gain="maybe")
 
 
-def test_the_command_takes_the_option_and_the_windowed_path_leaves_out_the_same(tmp_path: Path) -> None:
+def test_the_command_takes_the_options_and_the_windowed_path_leaves_out_the_same(tmp_path: Path) -> None:
+    """``--vegetation-gain keep`` and ``--seasonal keep`` put their classes back; the windowed path
+    leaves out what the in-memory one does."""
     folder = sample_path("hires_rgb")
-    runs = {}
-    for name, extra in (("keep", ["--vegetation-gain", "keep", "--in-memory"]), ("auto", ["--in-memory"]),
+    runs, stdout = {}, {}
+    for name, extra in (("keep", ["--vegetation-gain", "keep", "--in-memory"]),
+                        ("keep_seasonal", ["--seasonal", "keep", "--in-memory"]), ("auto", ["--in-memory"]),
                         ("tiled", ["--tiled"])):
         proc = subprocess.run([sys.executable, "-m", "changedet.cli", "detect", str(folder / "before.tif"),
                                str(folder / "after.tif"), "--out", str(tmp_path / name), "--no-figures", *extra],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
         runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+        stdout[name] = proc.stdout
     assert "vegetation_gain" not in runs["keep"]["results"]["left_out"]
     assert runs["auto"]["results"]["left_out"]["vegetation_gain"]["count"] >= 1
     assert runs["tiled"]["results"]["left_out"] == runs["auto"]["results"]["left_out"]
     assert "vegetation_gain" not in runs["tiled"]["results"]["by_class"]
     assert runs["auto"]["request"]["options"]["vegetation_gain"] == "auto"
+    # seasonal change: the hires sample's car park
+    assert "left out: 1 seasonal" in stdout["auto"] and "--seasonal keep" in stdout["auto"]
+    assert "seasonal" not in runs["keep_seasonal"]["results"]["left_out"]
+    assert runs["keep_seasonal"]["results"]["by_class"]["seasonal"]["count"] == 1
+    assert runs["auto"]["results"]["left_out"]["seasonal"]["count"] == 1
+    assert "seasonal" not in runs["tiled"]["results"]["by_class"]
+    assert runs["auto"]["request"]["options"]["seasonal"] == "auto"
+    assert runs["keep_seasonal"]["parameters"]["seasonal_in_mask"] is True
 
 
 def test_the_report_says_what_was_left_out(tmp_path: Path) -> None:
