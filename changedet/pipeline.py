@@ -291,7 +291,8 @@ class ChangeResult:
         sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
         part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _window.CLASS_LAYER_KEYS}
         if fit.edge_stats and sel.any():
-            part_layers[_window.OUTLINE_KEY] = _window.outline_layer(sel, self.before.data, fit.edge_stats)
+            part_layers.update(_window.outline_edge_layers(sel, self.before.data, fit.edge_stats, after=self.after.data,
+                                                           after_stats=fit.after_edge_stats))
         parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),

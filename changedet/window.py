@@ -31,7 +31,8 @@ from .raster import describe_grid
 from .spec import RunSpec
 
 __all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels", "class_layers",
-           "class_layer_centres", "edge_statistics", "old_edges", "outline_layer", "OUTLINE_KEY"]
+           "class_layer_centres", "edge_statistics", "old_edges", "outline_layer", "outline_edge_layers", "OUTLINE_KEY",
+           "OUTLINE_EDGES_KEY"]
 
 
 # --------------------------------------------------------------------------- class layers
@@ -204,6 +205,10 @@ class SampleBlock:
 #: 4-neighbour outside it) on an edge the before image already had, see :func:`old_edges`.
 OUTLINE_KEY = _objects.OUTLINE_KEY
 
+#: The per-area layer (and polygon property): the share of an area's outline on an edge of either
+#: date, the before image's or the registered after image's, see :func:`outline_edge_layers`.
+OUTLINE_EDGES_KEY = _objects.OUTLINE_EDGES_KEY
+
 
 #: Gaussian smoothing (pixels) of the before image's reference band before its gradient.
 EDGE_SIGMA_PX = 1.0
@@ -366,13 +371,59 @@ def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any]
     >>> int(np.isfinite(v).sum()), float(np.nanmean(v)) > 0
     (28, True)
     """
+    return outline_edge_layers(area, before, stats, core=core)[OUTLINE_KEY]
+
+
+def outline_edge_layers(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any], *,
+                        after: np.ndarray | None = None, after_stats: Mapping[str, Any] | None = None,
+                        core: tuple[slice, slice] | None = None) -> dict[str, np.ndarray]:
+    """The layers of an area mask's outline: :data:`OUTLINE_KEY` (on an edge of the before image)
+    and, given the after image and its statistics, :data:`OUTLINE_EDGES_KEY` (on an edge of either
+    date); each 1 or 0 at outline pixels (a 4-neighbour outside the mask; the grid's border is not
+    an outline), NaN at the other pixels.
+
+    Parameters
+    ----------
+    area : (rows, cols) ndarray of bool
+        The changed pixels of a window with its halo (or of the whole grid).
+    before : (bands, rows, cols) ndarray of float
+        The before date's spectral bands over the same pixels.
+    stats : dict
+        The before image's :func:`edge_statistics`.
+    after : (bands, rows, cols) ndarray of float, optional
+        The after date's spectral bands (registered to the before image) over the same pixels.
+    after_stats : dict, optional
+        The after image's :func:`edge_statistics`.
+    core : (slice, slice), optional
+        The window's core: values at the core's changed pixels only, row-major.
+
+    Returns
+    -------
+    dict of str -> 1-D ndarray of float32
+        One value per changed pixel of the core (``area[core]``), in row-major order, per layer.
+
+    Examples
+    --------
+    >>> b = np.zeros((1, 20, 20), "float32")
+    >>> a = b.copy(); a[:, 5:15, 10:16] = 100.0                      # a new roof: edges in the after image only
+    >>> area = a[0] > 50
+    >>> ok = np.ones((20, 20), bool)
+    >>> v = outline_edge_layers(area, b, edge_statistics(b, ok), after=a, after_stats=edge_statistics(a, ok))
+    >>> float(np.nanmean(v[OUTLINE_KEY])), float(np.nanmean(v[OUTLINE_EDGES_KEY]))
+    (0.0, 1.0)
+    """
     rs, cs = core if core is not None else (slice(None), slice(None))
     outline = _outline(area)
     judged = np.zeros(area.shape, bool)
     judged[rs, cs] = outline[rs, cs]
-    edges = old_edges(before, stats, judged)[rs, cs]
+    old = old_edges(before, stats, judged)
     a, o = area[rs, cs], outline[rs, cs]
-    return np.where(o[a], edges[a], np.float32(np.nan)).astype(np.float32)
+    out = {OUTLINE_KEY: np.where(o[a], old[rs, cs][a], np.float32(np.nan)).astype(np.float32)}
+    if after is not None and after_stats:
+        # either date: the after image is judged only where the before image has no edge
+        either = old + old_edges(after, after_stats, judged & (old == 0))
+        out[OUTLINE_EDGES_KEY] = np.where(o[a], either[rs, cs][a], np.float32(np.nan)).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -400,6 +451,9 @@ class RunFit:
         sample is the whole scene; None otherwise.
     edge_stats : dict
         The before image's statistics for :func:`old_edges` (:func:`edge_statistics`).
+    after_edge_stats : dict
+        The registered after image's, for the outline on edges of either date
+        (:func:`outline_edge_layers`).
     sample_pair : _Registered or None
         With the whole scene as sample: the pair as registered for the fit (the after
         image shifted, the valid pixels) and its raw class layers, which the in-memory
@@ -417,6 +471,7 @@ class RunFit:
     sample_result: Any = field(default=None, repr=False)
     sample_pair: Any = field(default=None, repr=False)
     edge_stats: dict[str, Any] = field(default_factory=dict)
+    after_edge_stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def apply_shift(self) -> bool:
@@ -442,9 +497,13 @@ class RunFit:
             "class_centres": {k: round(v, 6) for k, v in self.class_centres.items()},
             "halo_px": self.halo_px,
             "sample": self.sample,
-            "edges": {k: ([round(x, 6) for x in v] if isinstance(v, list) else round(v, 6))
-                      for k, v in self.edge_stats.items()},
+            "edges": _rounded(self.edge_stats),
+            "edges_after": _rounded(self.after_edge_stats),
         }
+
+
+def _rounded(stats: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: ([round(x, 6) for x in v] if isinstance(v, list) else round(v, 6)) for k, v in stats.items()}
 
 
 def _register(spec: RunSpec, before: np.ndarray, after: np.ndarray, shift: _align.Shift, apply_shift: bool, *,
@@ -588,11 +647,11 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     # score feeds the opening
     halo = max(int(fitted.halo_px) + (int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0)
                + spec.opening_px + 1, EDGE_REACH_PX + 1, 4)
-    edge_stats = edge_statistics(sb, sv)
+    edge_stats, after_edge_stats = edge_statistics(sb, sv), edge_statistics(sa, sv)
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
     pair = _Registered(blocks[0].before, blocks[0].after, registered[0], raw) if registered else None
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
-                  cs if whole else None, pair, edge_stats)
+                  cs if whole else None, pair, edge_stats, after_edge_stats)
 
 
 # --------------------------------------------------------------------------- learned methods
@@ -884,7 +943,8 @@ def process_window(
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k in CLASS_LAYER_KEYS}
     if fit.edge_stats and sel.any():
-        part_layers[OUTLINE_KEY] = outline_layer(opened & v, b_sp, fit.edge_stats, (rs, cs_))
+        part_layers.update(outline_edge_layers(opened & v, b_sp, fit.edge_stats, after=a_sp,
+                                               after_stats=fit.after_edge_stats, core=(rs, cs_)))
     parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,

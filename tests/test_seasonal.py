@@ -45,6 +45,28 @@ def _fields(seed: int = 0) -> tuple[GeoRaster, GeoRaster, np.ndarray, np.ndarray
     return GeoRaster(before, T, "EPSG:32631", NAMES), GeoRaster(after, T, "EPSG:32631", NAMES), harvested, plot
 
 
+def _browning(seed: int = 0) -> tuple[GeoRaster, GeoRaster, np.ndarray, np.ndarray]:
+    """A 10 m scene of small fields (10 px, green or dry) around a large green one: in the after
+    image a round patch of the large field dries, smoothly (no edge where the threshold will cut
+    it), and a rectangular plot in it of about the same size is cleared (the same change of
+    colour, with a sharp outline).  Returns both dates, the patch's core (mostly dry) and the plot."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    green, dry = (np.array(v, "float32") for v in (GREEN, DRY))
+    small = rng.random((n // 10, n // 10)) < 0.5
+    img = np.where(np.kron(small, np.ones((10, 10), bool))[None], dry[:, None, None], green[:, None, None])
+    img[:, 40:160, 40:160] = green[:, None, None]
+    yy, xx = np.mgrid[:n, :n]
+    w = np.exp(-((yy - 80.0) ** 2 + (xx - 80.0) ** 2) / (2 * 16.0 ** 2)).astype("float32")
+    after_img = img * (1 - w) + dry[:, None, None] * w
+    plot = np.zeros((n, n), bool)
+    plot[115:145, 110:145] = True
+    after_img[:, plot] = dry[:, None]
+    before = img + rng.normal(0, 40, img.shape).astype("float32")
+    after = after_img + rng.normal(0, 40, img.shape).astype("float32")
+    return (GeoRaster(before, T, "EPSG:32631", NAMES), GeoRaster(after, T, "EPSG:32631", NAMES), w > 0.6, plot)
+
+
 def _class_at(result, where: np.ndarray) -> str | None:
     from changedet.objects import ChangePolygons, polygons_to_mask
 
@@ -74,6 +96,27 @@ def test_a_whole_field_that_changed_is_seasonal_and_left_out_a_plot_cut_into_one
     assert out.n_changes == kept.n_changes - 1
 
 
+def test_vegetation_lost_where_neither_date_has_an_edge_is_seasonal_a_cleared_plot_is_not() -> None:
+    """Part of a field browning is cut out of a gradient by the threshold: its outline lies on no
+    edge of either date.  A cleared plot's outline is sharp in the after image."""
+    from changedet.objects import DIFFUSE_MIN_PX, DIFFUSE_OUTLINE_SHARE
+
+    before, after, patch, plot = _browning()
+    kept = detect_changes(before, after, seasonal="keep")
+    assert _class_at(kept, patch) == "seasonal"
+    assert _class_at(kept, plot) == "vegetation_loss"
+    by_class = {p["change_class"]: p for p in kept.polygons.properties}
+    browned, cleared = by_class["seasonal"], by_class["vegetation_loss"]
+    assert browned["area_px"] >= DIFFUSE_MIN_PX and cleared["area_px"] >= DIFFUSE_MIN_PX
+    assert browned[window.OUTLINE_EDGES_KEY] < DIFFUSE_OUTLINE_SHARE <= cleared[window.OUTLINE_EDGES_KEY]
+    # neither follows an edge the before image had: the after image's edges tell them apart
+    assert browned[window.OUTLINE_KEY] < 0.6 and cleared[window.OUTLINE_KEY] < 0.6
+    out = detect_changes(before, after)
+    assert _class_at(out, patch) is None and _class_at(out, plot) == "vegetation_loss"
+    assert out.summary["results"]["left_out"]["seasonal"]["count"] == 1
+    assert "edges_after" in out.summary["fit"] and out.summary["fit"]["edges_after"]["strong"] > 0
+
+
 def test_the_share_follows_the_edges_not_the_radiometry() -> None:
     """A gain and offset on the after image, or on both, change neither the share nor the class."""
     before, after, harvested, _ = _fields(1)
@@ -91,8 +134,8 @@ def test_re_thresholding_judges_the_new_outlines() -> None:
         fresh = detect_changes(before, after, threshold=thr)
         assert again.summary["results"]["left_out"] == fresh.summary["results"]["left_out"]
         assert np.array_equal(again.mask.data, fresh.mask.data)
-        assert [p[window.OUTLINE_KEY] for p in again.polygons.properties] == \
-            [p[window.OUTLINE_KEY] for p in fresh.polygons.properties]
+        for key in (window.OUTLINE_KEY, window.OUTLINE_EDGES_KEY):
+            assert [p[key] for p in again.polygons.properties] == [p[key] for p in fresh.polygons.properties]
 
 
 def test_a_window_gives_the_outline_the_whole_grid_gives() -> None:
@@ -110,6 +153,25 @@ def test_a_window_gives_the_outline_the_whole_grid_gives() -> None:
     expect[area] = whole
     got = expect[r0:r1, c0:c1][area[r0:r1, c0:c1]]
     np.testing.assert_array_equal(part, got)
+
+
+def test_a_window_gives_the_edges_of_either_date_the_whole_grid_gives() -> None:
+    before, after, patch, plot = _browning(1)
+    area = patch | plot
+    ok = np.ones(area.shape, bool)
+    sb, sa = window.edge_statistics(before.data, ok), window.edge_statistics(after.data, ok)
+    whole = window.outline_edge_layers(area, before.data, sb, after=after.data, after_stats=sa)
+    h = window.EDGE_REACH_PX + 1
+    r0, r1, c0, c1 = 50, 150, 50, 150
+    core = (slice(h, h + r1 - r0), slice(h, h + c1 - c0))
+    win = (slice(r0 - h, r1 + h), slice(c0 - h, c1 + h))
+    part = window.outline_edge_layers(area[win], before.data[(slice(None), *win)], sb,
+                                      after=after.data[(slice(None), *win)], after_stats=sa, core=core)
+    for key in (window.OUTLINE_KEY, window.OUTLINE_EDGES_KEY):
+        expect = np.full(area.shape, np.nan, np.float32)
+        expect[area] = whole[key]
+        np.testing.assert_array_equal(part[key], expect[r0:r1, c0:c1][area[r0:r1, c0:c1]])
+    assert np.nanmean(whole[window.OUTLINE_EDGES_KEY]) >= np.nanmean(whole[window.OUTLINE_KEY])
 
 
 def test_a_bad_seasonal_option_is_named() -> None:
