@@ -23,8 +23,7 @@ difference and its magnitude, edges and Hessian texture of each date's brightnes
 and of the difference magnitude (the intensity, edge and texture features of
 :func:`skimage.feature.multiscale_basic_features`, computed from Gaussians shared with
 the band features: calling it per channel costs about 2.5 s per megapixel and
-channel), the local standard deviation of each date's brightness and its change (new
-roofs on graded ground change the texture more than the colour), spectral indices of both dates and their change (NDVI, NDWI, NDBI, excess
+channel), spectral indices of both dates and their change (NDVI, NDWI, NDBI, excess
 green for RGB), and optionally the unsupervised change score of
 :func:`changedet.change.change_score` (``method="auto"``; measured to add nothing
 once the other features are there, and it costs time and halo, so off by default).
@@ -112,14 +111,6 @@ interior outweighs the edges the 3 x 3 examples teach.  The segments' labels wer
 for change examples (a roof's segment running into its yard), 0-2 % for no change.  At 10 m
 (OSCD) it cost 0.02-0.05 (a segment spans fields and blocks).
 
-The local standard deviation of each date's brightness at every scale, and its change
-(``FEATURE_VERSION`` 2; 15 more features for RGB, about 3 % more time with examples on a
-1-megapixel pair): seeds 0-9, pooled F1 at K = 10 / 20, LEVIR 0.621 / 0.723 -> 0.653 / 0.739,
-DSIFN 0.721 / 0.776 -> 0.742 / 0.795, the synthetic pairs 0.824 / 0.880 -> 0.801 / 0.891, OSCD
-0.272 / 0.395 -> 0.267 / 0.391; at K = 50 (seeds 0-4) LEVIR 0.809 -> 0.814, DSIFN 0.870 ->
-0.883, OSCD 0.548 -> 0.545, synthetic 0.909 -> 0.906.  Kept: the real metre-class tiles gain on
-every seed range, the synthetic pairs gain at K = 20 and lose at K = 10.
-
 With the best threshold per tile (an oracle) the same probabilities give 0.46-0.49 /
 0.71-0.75 / 0.80-0.82: the ranking, not the threshold, keeps K = 20 below 0.50 on OSCD and
 0.80 on LEVIR.
@@ -165,9 +156,8 @@ __all__ = [
     "MEMO_BYTES",
 ]
 
-#: Version of the feature set; a model file made with another version is refused (2: the local
-#: standard deviation of each date's brightness and its change added).
-FEATURE_VERSION = 2
+#: Version of the feature set; a model file made with another version is refused.
+FEATURE_VERSION = 1
 
 #: Gaussian truncation of :func:`skimage.filters.gaussian` (its default).
 _TRUNCATE = 4.0
@@ -524,8 +514,6 @@ def _features(
     d = za - zb
     dmag = np.sqrt(np.mean(d * d, axis=0))
     sig_name = [f"{s:.3g}" for s in sigmas_px]
-    bright_b2 = np.square(zb.mean(axis=0))
-    bright_a2 = np.square(za.mean(axis=0))
     band_label = [_idx.canonical_name(n) or n for n in names]
     layers: list[np.ndarray] = []
     fnames: list[str] = []
@@ -544,17 +532,10 @@ def _features(
             add(ga[i] - gb[i], f"d_{band_label[i]}_s{sn}")
         # intensity, edges and texture (multiscale_basic_features) of each date's
         # brightness and of the difference magnitude
-        bb, ba = gb.mean(axis=0), ga.mean(axis=0)
-        for tag, g in (("b_bright", bb), ("a_bright", ba), ("dmag", _gauss(dmag, s))):
+        for tag, g in (("b_bright", gb.mean(axis=0)), ("a_bright", ga.mean(axis=0)), ("dmag", _gauss(dmag, s))):
             add(g, f"{tag}_int_s{sn}")
             for kind, x in zip(("edge", "tex1", "tex2"), _basic(g)):
                 add(x, f"{tag}_{kind}_s{sn}")
-        # local standard deviation of each date's brightness at this scale, and its change
-        sb_ = np.sqrt(np.maximum(_gauss(bright_b2, s) - bb * bb, 0.0)).astype(np.float32)
-        sa_ = np.sqrt(np.maximum(_gauss(bright_a2, s) - ba * ba, 0.0)).astype(np.float32)
-        add(sb_, f"b_std_s{sn}")
-        add(sa_, f"a_std_s{sn}")
-        add(sa_ - sb_, f"d_std_s{sn}")
     ib = _colour_indices(before, names)
     ia = _colour_indices(after, names)
     for key in ib:

@@ -28,7 +28,7 @@ a third way is tried beside the two:
   with looser shape tests (a classifier's outline of a roof is ragged, not a clean rectangle).
 
 On the LEVIR-CD tiles in ``shared/data`` (0.5 m suburbs, 41 new houses) with 20 change and 60
-no-change examples drawn from the truth, 3 seeds: 77 structures counted for 123 houses, 51 of
+no-change examples drawn from the truth, 3 seeds: 81 structures counted for 123 houses, 51 of
 them matching one house (intersection over union >= 0.5); the appearance and shape tests
 alone counted 0-3 per run, none matching (``python benchmarks/structures.py --only levir
 --examples 20``).  On the synthetic generators of ``benchmarks/structures.py`` with 20
