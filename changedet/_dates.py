@@ -22,7 +22,17 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["acquisition_date", "input_dates"]
+__all__ = ["acquisition_date", "input_dates", "days_apart_in_year", "season_caveat", "SEASON_GAP_DAYS"]
+
+#: Dates at least this many days apart in the year (whatever the years) are of different seasons
+#: for :func:`season_caveat`: six weeks, in which crops grow, ripen or are harvested.
+SEASON_GAP_DAYS = 45
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+#: The classes whose areas may be the season's doing rather than construction.
+_SEASON_CLASSES = ("vegetation_loss", "vegetation_gain", "seasonal")
 
 _TAGS = ("ACQUISITION_DATE", "DATE_ACQUIRED", "SENSING_TIME", "DATATAKE_SENSING_START", "ACQUISITIONDATETIME",
          "ACQUISITION_DATETIME", "DATETIME_ACQUIRED")
@@ -148,7 +158,8 @@ def input_dates(inputs: dict[str, Any], given: Any = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``{"before": date or None, "after": date or None, "source": {"before": ..., "after": ...}}``.
+        ``{"before": date or None, "after": date or None, "source": {"before": ..., "after": ...},
+        "days_apart_in_year": int or None}`` (see :func:`days_apart_in_year`).
     """
     out: dict[str, Any] = {"before": None, "after": None, "source": {"before": None, "after": None}}
     for side in ("before", "after"):
@@ -159,4 +170,78 @@ def input_dates(inputs: dict[str, Any], given: Any = None) -> dict[str, Any]:
             date, source = given[0 if side == "before" else 1], "option"
         out[side] = date
         out["source"][side] = source
+    out["days_apart_in_year"] = days_apart_in_year(out["before"], out["after"])
     return out
+
+
+def days_apart_in_year(before: str | None, after: str | None) -> int | None:
+    """How far apart two dates are in the year, whatever their years: 0 (the same day of the
+    year) to 183 (half a year).
+
+    Parameters
+    ----------
+    before, after : str or None
+        ``YYYY-MM-DD`` dates.
+
+    Returns
+    -------
+    int or None
+        Days between their days of the year, the shorter way round; None when a date is missing.
+
+    Examples
+    --------
+    >>> days_apart_in_year("2016-03-15", "2017-08-29")
+    167
+    >>> days_apart_in_year("2024-12-20", "2025-01-10")
+    21
+    >>> days_apart_in_year("2024-06-14", None) is None
+    True
+    """
+    b, a = _date(before), _date(after)
+    if b is None or a is None:
+        return None
+    db, da = dt.date.fromisoformat(b), dt.date.fromisoformat(a)
+    # the day of the year on a 365-day year: 29 February counts as 28 February
+    doy_b = dt.date(2001, db.month, min(db.day, 28 if db.month == 2 else db.day)).timetuple().tm_yday
+    doy_a = dt.date(2001, da.month, min(da.day, 28 if da.month == 2 else da.day)).timetuple().tm_yday
+    gap = abs(doy_a - doy_b)
+    return min(gap, 365 - gap)
+
+
+def season_caveat(summary: dict[str, Any]) -> str | None:
+    """A sentence for the analyst when the dates are of different seasons and vegetation changed:
+    areas of vegetation lost or gained may then be crops and the season, not construction.
+
+    Parameters
+    ----------
+    summary : dict
+        A run's ``summary.json``.
+
+    Returns
+    -------
+    str or None
+        The sentence, or None (dates of the same season, unknown, or no vegetation change).
+
+    Examples
+    --------
+    >>> s = {"dates": {"before": "2016-03-15", "after": "2017-08-29"},
+    ...      "results": {"by_class": {"vegetation_loss": {"count": 3}}, "left_out": {}}}
+    >>> print(season_caveat(s))
+    The dates are 167 days apart in the year (March and August): crops and vegetation differ with the season, so areas of vegetation loss or gain may be the season's, not construction; a pair from the same time of year tells them apart better.
+    >>> s["dates"]["after"] = "2017-03-29"
+    >>> season_caveat(s) is None
+    True
+    """
+    dates = summary.get("dates") or {}
+    before, after = _date(dates.get("before")), _date(dates.get("after"))
+    gap = days_apart_in_year(before, after)
+    if gap is None or gap < SEASON_GAP_DAYS or before is None or after is None:
+        return None
+    results = summary.get("results") or {}
+    found = [(results.get(key) or {}).get(cls) for key in ("by_class", "left_out") for cls in _SEASON_CLASSES]
+    if not any(isinstance(c, dict) and c.get("count") for c in found):
+        return None
+    months = [_MONTHS[dt.date.fromisoformat(d).month - 1] for d in (before, after)]
+    return (f"The dates are {gap} days apart in the year ({months[0]} and {months[1]}): crops and vegetation "
+            "differ with the season, so areas of vegetation loss or gain may be the season's, not construction; "
+            "a pair from the same time of year tells them apart better.")

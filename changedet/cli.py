@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__, _figproc, _outdir
+from . import __version__, _dates, _figproc, _outdir
 from .errors import ChangedetError
 
 __all__ = ["main", "entry", "build_parser"]
@@ -236,6 +236,9 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     dates = result.summary.get("dates") or {}
     if dates.get("before") or dates.get("after"):
         print(f"  dates: {dates.get('before') or '?'} -> {dates.get('after') or '?'}")
+    caveat = _dates.season_caveat(result.summary)
+    if caveat:
+        print(f"  note: {caveat}")
     note = (result.summary.get("method_details") or {}).get("note")
     if note:
         print(f"note: {note}", file=sys.stderr)

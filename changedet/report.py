@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import io as _io
+from ._dates import season_caveat
 from .errors import ChangedetError, InvalidParameterError
 
 __all__ = ["write_report", "write_index", "REPORT_NAME", "INDEX_NAME"]
@@ -461,8 +462,9 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
             lines.append(f"The largest area (id {_e(p.get('id'))}) is {a} of "
                          f"{_e(_class_words(p.get('change_class', 'change')))}{_e(place)}.")
     for cls, words, why in (("vegetation_gain", "vegetation gain", "vegetation growing"),
-                            ("seasonal", "seasonal change", "whole parcels changing with the season (their "
-                             "outlines on edges the before image already had)")):
+                            ("seasonal", "seasonal change", "parcels changing with the season (outlined by "
+                             "edges the before image already had, or vegetation lost across a field where "
+                             "neither date has an edge)")):
         flag = "--" + cls.replace("_", "-")  # each class left out has its option, named as the class
         left = (r.get("left_out") or {}).get(cls)
         if isinstance(left, Mapping) and left.get("count"):
@@ -470,6 +472,9 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
             a = _ha(_num(left.get("area_m2"))) or f"{int(left.get('area_px') or 0):,} px"
             lines.append(f"Left out as {why}, not construction: {k:,} area{'s' if k != 1 else ''} of "
                          f"{words} ({a}; <code>{flag} keep</code> keeps them).")
+    caveat = season_caveat(dict(summary))
+    if caveat:
+        lines.append(_e(caveat))
     s = r.get("structures")
     if isinstance(s, Mapping):
         if s.get("count") is not None:

@@ -193,3 +193,39 @@ def test_the_report_says_what_was_left_out(tmp_path: Path) -> None:
     kept = detect_changes(hires.before, hires.after, seasonal="keep")
     kept.save(tmp_path / "kept", figures=False)
     assert "Left out as whole parcels" not in (tmp_path / "kept" / "report.html").read_text(encoding="utf-8")
+
+
+def test_dates_of_different_seasons_warn_that_vegetation_change_may_be_the_season(tmp_path: Path) -> None:
+    """Dates 167 days apart in the year, vegetation changed: the summary records the gap, and the
+    command's output and the report say the vegetation classes may be the season's; dates of the
+    same season, or unknown, say nothing."""
+    import subprocess
+    import sys
+
+    from changedet import _dates
+    from changedet.io import write_raster
+
+    before, after, _, _ = _fields()
+    apart = detect_changes(before, after, dates=("2016-03-15", "2017-08-29"))
+    assert apart.summary["dates"]["days_apart_in_year"] == 167
+    caveat = _dates.season_caveat(apart.summary)
+    assert caveat is not None and "167 days apart in the year (March and August)" in caveat
+    same = detect_changes(before, after, dates=("2016-03-15", "2017-03-29"))
+    assert same.summary["dates"]["days_apart_in_year"] == 14 and _dates.season_caveat(same.summary) is None
+    unknown = detect_changes(before, after)
+    assert unknown.summary["dates"]["days_apart_in_year"] is None and _dates.season_caveat(unknown.summary) is None
+    # through the command: its output and the report
+    b_tif, a_tif = tmp_path / "before.tif", tmp_path / "after.tif"
+    write_raster(before, b_tif)
+    write_raster(after, a_tif)
+    cli = [sys.executable, "-m", "changedet.cli", "detect", str(b_tif), str(a_tif)]
+    run = subprocess.run([*cli, "--out", str(tmp_path / "apart"), "--dates", "2016-03-15,2017-08-29"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "note: The dates are 167 days apart in the year" in run.stdout
+    page = (tmp_path / "apart" / "report.html").read_text(encoding="utf-8")
+    assert "167 days apart in the year (March and August)" in page
+    run = subprocess.run([*cli, "--out", str(tmp_path / "same"), "--dates", "2016-03-15,2017-03-29", "--no-figures"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "days apart in the year" not in run.stdout
