@@ -653,7 +653,7 @@ def test_dates_from_tags_names_item_json_and_dates_txt(tmp_path: Path, transform
     a = _tif(tmp_path / "S2B_MSIL2A_20250619T083559_N0511_R064_T39UWB.tif", new, transform)
     result = detect_changes(b, a, figures=False)
     assert result.summary["dates"] == {"before": "2024-06-14", "after": "2025-06-19",
-                                       "source": {"before": "tag", "after": "name"}}
+                                       "source": {"before": "tag", "after": "name"}, "days_apart_in_year": 5}
     titles = [ax.get_title() for ax in result.plot().axes]
     assert titles[0] == "before (2024-06-14)" and titles[1] == "after (2025-06-19)"
     # a folder written by fetch: item.json; OSCD band folders: dates.txt beside them
