@@ -20,7 +20,7 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = ["acquisition_date", "input_dates", "days_apart_in_year", "season_caveat", "SEASON_GAP_DAYS"]
 
@@ -200,21 +200,22 @@ def days_apart_in_year(before: str | None, after: str | None) -> int | None:
     b, a = _date(before), _date(after)
     if b is None or a is None:
         return None
-    db, da = dt.date.fromisoformat(b), dt.date.fromisoformat(a)
-    # the day of the year on a 365-day year: 29 February counts as 28 February
-    doy_b = dt.date(2001, db.month, min(db.day, 28 if db.month == 2 else db.day)).timetuple().tm_yday
-    doy_a = dt.date(2001, da.month, min(da.day, 28 if da.month == 2 else da.day)).timetuple().tm_yday
-    gap = abs(doy_a - doy_b)
+
+    def day_of_year(text: str) -> int:  # on a 365-day year: 29 February counts as 28 February
+        d = dt.date.fromisoformat(text)
+        return dt.date(2001, d.month, min(d.day, 28) if d.month == 2 else d.day).timetuple().tm_yday
+
+    gap = abs(day_of_year(a) - day_of_year(b))
     return min(gap, 365 - gap)
 
 
-def season_caveat(summary: dict[str, Any]) -> str | None:
+def season_caveat(summary: Mapping[str, Any]) -> str | None:
     """A sentence for the analyst when the dates are of different seasons and vegetation changed:
     areas of vegetation lost or gained may then be crops and the season, not construction.
 
     Parameters
     ----------
-    summary : dict
+    summary : mapping
         A run's ``summary.json``.
 
     Returns
@@ -235,11 +236,11 @@ def season_caveat(summary: dict[str, Any]) -> str | None:
     dates = summary.get("dates") or {}
     before, after = _date(dates.get("before")), _date(dates.get("after"))
     gap = days_apart_in_year(before, after)
-    if gap is None or gap < SEASON_GAP_DAYS or before is None or after is None:
+    if gap is None or gap < SEASON_GAP_DAYS:
         return None
     results = summary.get("results") or {}
     found = [(results.get(key) or {}).get(cls) for key in ("by_class", "left_out") for cls in _SEASON_CLASSES]
-    if not any(isinstance(c, dict) and c.get("count") for c in found):
+    if not any(isinstance(c, Mapping) and c.get("count") for c in found):
         return None
     months = [_MONTHS[dt.date.fromisoformat(d).month - 1] for d in (before, after)]
     return (f"The dates are {gap} days apart in the year ({months[0]} and {months[1]}): crops and vegetation "

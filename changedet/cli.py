@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "leaves them out on pixels finer than 5 m and keeps them on coarser ones; keep; drop")
     d.add_argument("--seasonal", default="auto", choices=("auto", "keep", "drop"),
                    help="areas of seasonal change (a whole parcel changed, its outline on edges the before image "
-                   "already had: fields sown, harvested, greening) in the change mask: auto (default) leaves them "
+                   "already had: fields sown, harvested, greening; or vegetation lost where neither date has an "
+                   "edge at the outline: part of a field browning) in the change mask: auto (default) leaves them "
                    "out (kept with --examples or --model); keep; drop")
 
     t = sub.add_parser(

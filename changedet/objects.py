@@ -218,8 +218,8 @@ def classify_change(deltas: Mapping[str, float], *, n_px: int | None = None) -> 
     vegetation gained or lost, or a change the indices do not name, on an area whose outline
     mostly follows old edges (:data:`SEASONAL_OUTLINE_SHARE`) is ``seasonal``, and so is vegetation
     lost on an area whose outline mostly follows no edge of either date (``outline_on_edges``,
-    :data:`OUTLINE_EDGES_KEY`, under :data:`DIFFUSE_OUTLINE_SHARE`); either when it has at
-    least :data:`SEASONAL_MIN_PX` pixels, if ``n_px`` is given.
+    :data:`OUTLINE_EDGES_KEY`, under :data:`DIFFUSE_OUTLINE_SHARE`); the first when the area has
+    at least :data:`SEASONAL_MIN_PX` pixels, the second :data:`DIFFUSE_MIN_PX`, if ``n_px`` is given.
 
     ``deltas`` may hold ``d_ndvi``, ``d_ndbi``, ``d_brightness`` (relative, after/before - 1),
     ``d_ndwi``, ``d_greenness`` (excess-green for RGB images), ``after_greenness`` and
@@ -289,6 +289,7 @@ def classify_change(deltas: Mapping[str, float], *, n_px: int | None = None) -> 
 
 
 def _finite(v: Any) -> float | None:
+    """``v`` as a float; None when it is None or not finite."""
     return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
@@ -296,8 +297,7 @@ def _from_to_class(deltas: Mapping[str, float]) -> str:
     """:func:`classify_change` from the index changes alone."""
 
     def get(key: str) -> float | None:
-        v = deltas.get(key)
-        return None if v is None or not math.isfinite(float(v)) else float(v)
+        return _finite(deltas.get(key))
 
     d_ndvi, d_ndbi, d_bright, d_ndwi, d_green, green_after, bright_after = (
         get("d_ndvi"), get("d_ndbi"), get("d_brightness"), get("d_ndwi"), get("d_greenness"), get("after_greenness"),

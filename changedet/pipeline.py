@@ -695,8 +695,9 @@ def detect_changes(
         ``results.left_out``.
     seasonal : {"auto", "keep", "drop"}
         Areas classed ``seasonal`` (a whole parcel changed, its outline on edges the before
-        image already had: fields sown, harvested, greening with the season) in the change
-        mask and the changed areas or not.  ``"auto"``: left out, kept in a classifier's run;
+        image already had: fields sown, harvested, greening with the season; or vegetation lost
+        where neither date has an edge at the outline: part of a field browning, see
+        :func:`changedet.objects.classify_change`) in the change mask and the changed areas or not.  ``"auto"``: left out, kept in a classifier's run;
         counted under ``results.left_out`` like vegetation gain.
     window_px, workers, progress
         The windowed path's window edge, threads and progress bar.

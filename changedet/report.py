@@ -472,7 +472,7 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
             a = _ha(_num(left.get("area_m2"))) or f"{int(left.get('area_px') or 0):,} px"
             lines.append(f"Left out as {why}, not construction: {k:,} area{'s' if k != 1 else ''} of "
                          f"{words} ({a}; <code>{flag} keep</code> keeps them).")
-    caveat = season_caveat(dict(summary))
+    caveat = season_caveat(summary)
     if caveat:
         lines.append(_e(caveat))
     s = r.get("structures")

@@ -456,8 +456,9 @@ class RunSpec:
 
         A whole parcel that changed (vegetation gained or lost, or a change the indices do
         not name, on an area whose outline follows edges the before image already had: see
-        :data:`changedet.objects.SEASONAL_OUTLINE_SHARE`) is a field with the seasons, not
-        construction.  By default (``seasonal="auto"``) such areas are left out at every pixel
+        :data:`changedet.objects.SEASONAL_OUTLINE_SHARE`), or vegetation lost on an area whose
+        outline follows no edge of either date (:data:`changedet.objects.DIFFUSE_OUTLINE_SHARE`),
+        is a field with the seasons, not construction.  By default (``seasonal="auto"``) such areas are left out at every pixel
         size, and kept in a classifier's run (the analyst's examples say what counts).
         """
         o = self.options

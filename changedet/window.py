@@ -31,7 +31,7 @@ from .raster import describe_grid
 from .spec import RunSpec
 
 __all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels", "class_layers",
-           "class_layer_centres", "edge_statistics", "old_edges", "outline_layer", "outline_edge_layers", "OUTLINE_KEY",
+           "class_layer_centres", "edge_statistics", "old_edges", "outline_edge_layers", "OUTLINE_KEY",
            "OUTLINE_EDGES_KEY"]
 
 
@@ -338,40 +338,6 @@ def _outline(area: np.ndarray) -> np.ndarray:
     inner[:, 1:] &= area[:, :-1]
     inner[:, :-1] &= area[:, 1:]
     return area & ~inner
-
-
-def outline_layer(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any],
-                  core: tuple[slice, slice] | None = None) -> np.ndarray:
-    """The :data:`OUTLINE_KEY` layer at an area mask's pixels: at outline pixels (a 4-neighbour
-    outside the mask; the grid's border is not an outline) 1 on an edge of the before image
-    (:func:`old_edges`) and 0 elsewhere, at the other pixels NaN.
-
-    Parameters
-    ----------
-    area : (rows, cols) ndarray of bool
-        The changed pixels of a window with its halo (or of the whole grid).
-    before : (bands, rows, cols) ndarray of float
-        The before date's spectral bands over the same pixels.
-    stats : dict
-        From :func:`edge_statistics`.
-    core : (slice, slice), optional
-        The window's core: values at the core's changed pixels only, row-major.
-
-    Returns
-    -------
-    1-D ndarray of float32
-        One value per changed pixel of the core (``area[core]``), in row-major order.
-
-    Examples
-    --------
-    >>> b = np.zeros((1, 20, 20), "float32"); b[:, :, 10:] = 100.0  # an edge between columns 9 and 10
-    >>> area = np.zeros((20, 20), bool); area[5:15, 10:16] = True      # an area whose left side is on it
-    >>> stats = edge_statistics(b, np.ones((20, 20), bool))
-    >>> v = outline_layer(area, b, stats)
-    >>> int(np.isfinite(v).sum()), float(np.nanmean(v)) > 0
-    (28, True)
-    """
-    return outline_edge_layers(area, before, stats, core=core)[OUTLINE_KEY]
 
 
 def outline_edge_layers(area: np.ndarray, before: np.ndarray, stats: Mapping[str, Any], *,

@@ -139,16 +139,16 @@ def test_re_thresholding_judges_the_new_outlines() -> None:
 
 
 def test_a_window_gives_the_outline_the_whole_grid_gives() -> None:
-    """outline_layer on a window with a halo of EDGE_REACH_PX + 1 equals the whole grid's at its core."""
+    """The outline's layer on a window with a halo of EDGE_REACH_PX + 1 equals the whole grid's at its core."""
     before, _, harvested, plot = _fields(3)
     area = harvested | plot
     stats = window.edge_statistics(before.data, np.ones(area.shape, bool))
-    whole = window.outline_layer(area, before.data, stats)
+    whole = window.outline_edge_layers(area, before.data, stats)[window.OUTLINE_KEY]
     h = window.EDGE_REACH_PX + 1
     r0, r1, c0, c1 = 50, 120, 60, 130
     core = (slice(h, h + r1 - r0), slice(h, h + c1 - c0))
-    part = window.outline_layer(area[r0 - h:r1 + h, c0 - h:c1 + h], before.data[:, r0 - h:r1 + h, c0 - h:c1 + h],
-                                   stats, core)
+    part = window.outline_edge_layers(area[r0 - h:r1 + h, c0 - h:c1 + h], before.data[:, r0 - h:r1 + h, c0 - h:c1 + h],
+                                      stats, core=core)[window.OUTLINE_KEY]
     expect = np.full(area.shape, np.nan, np.float32)
     expect[area] = whole
     got = expect[r0:r1, c0:c1][area[r0:r1, c0:c1]]
