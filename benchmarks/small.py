@@ -1,6 +1,6 @@
 """The everyday case: one OSCD city in memory, `changedet detect` vs a hand-written pipeline.
 
-    python benchmarks/small.py [CITY] [--repeat 5] [--keep DIR] [--data /work/shared/data/oscd]
+    python benchmarks/small.py [CITY] [--repeat 5] [--keep DIR] [--data /work/shared/data/oscd] [--png pillow]
 
 Prepares a 4-band (B02, B03, B04, B08) uint16 GeoTIFF pair from an OSCD city's band
 folders (``CITY/imgs_1`` and ``CITY/imgs_2``; default ``rennes``), then runs, alternately
@@ -15,7 +15,9 @@ and prints the median wall times, their ratio (and the median of the per-pair ra
 the stage timings ``detect`` wrote into ``summary.json``, and — when
 ``ChangeResult.rethreshold`` exists — the median time of re-thresholding a result
 in memory.  Target (issue "One way through the pipeline"): detect <= 2.0x the
-hand-written pipeline.
+hand-written pipeline.  ``--png pillow`` has detect write its figures' PNG with Pillow's
+encoder instead of ``changedet._png`` (the hand-written writer must gain more than 10 %
+of the run to stay).
 """
 
 from __future__ import annotations
@@ -119,9 +121,9 @@ def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA) -> tuple
     return paths
 
 
-def _run(cmd: list[str]) -> float:
+def _run(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
@@ -134,6 +136,8 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the OSCD folder holding CITY/imgs_1, CITY/imgs_2")
     ap.add_argument("--repeat", type=int, default=5, help="paired runs; medians are printed (default 5)")
     ap.add_argument("--keep", default=None, help="keep the pair and outputs in this folder")
+    ap.add_argument("--png", choices=("changedet", "pillow"), default="changedet",
+                    help="the figures' PNG encoder detect uses (default changedet._png)")
     args = ap.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="changedet-small-"))
     exe = shutil.which("changedet", path=os.path.dirname(sys.executable)) or shutil.which("changedet")
@@ -154,7 +158,8 @@ def main() -> None:
         # one warm-up of each (page cache, numba's on-disk kernel cache), not counted
         for k in range(args.repeat + 1):
             shutil.rmtree(out, ignore_errors=True)
-            d = _run([*detect, "detect", str(before), str(after), "--out", str(out)])
+            d = _run([*detect, "detect", str(before), str(after), "--out", str(out)],
+                     env={**os.environ, "CHANGEDET_PNG": args.png})
             h = _run([sys.executable, str(script), str(before), str(after), str(root / "hand.geojson")])
             di = _run([sys.executable, "-c", DETECT_IMPORTS])
             hi = _run([sys.executable, "-c", HANDWRITTEN.split("\n\n")[0]])
@@ -173,7 +178,7 @@ def main() -> None:
     det, hand = statistics.median(det_times), statistics.median(hand_times)
     ratios = [d / h for d, h in zip(det_times, hand_times)]
     print(f"{args.city}: {grid[0]} x {grid[1]} px, {len(BANDS)} bands, {summary['results']['n_changes']} changes; "
-          f"{args.repeat} paired runs")
+          f"{args.repeat} paired runs; figures' PNG by {args.png}")
     print(f"  changedet detect (figures) {det:6.2f} s  (runs {min(det_times):.2f}-{max(det_times):.2f})")
     print(f"  hand-written pipeline      {hand:6.2f} s  (runs {min(hand_times):.2f}-{max(hand_times):.2f})")
     print(f"  ratio of medians {det / hand:.2f}x; median of paired ratios {statistics.median(ratios):.2f}x "

@@ -43,7 +43,7 @@ def current() -> FigureProcess | None:
 class FigureProcess:
     """A forked process that imports matplotlib now and draws overview figures when sent them."""
 
-    def __init__(self) -> None:
+    def __init__(self, figures: int | None = None) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
@@ -56,6 +56,7 @@ class FigureProcess:
         self._sender: threading.Thread | None = None
         #: Whether the last figure was drawn over a prepared one (for the tests).
         self.used_prepared = False
+        self._figures_left = figures  # after the last, the helper is let go (it exits meanwhile)
 
     def alive(self) -> bool:
         return self._proc.is_alive() and not self._conn.closed
@@ -134,7 +135,7 @@ class FigureProcess:
         With the images already sent (:meth:`prepare_overview`), only the changes are sent.
 
         With ``embed_budget``, a figure larger than that many bytes is also reduced for the
-        report page (:func:`changedet.report._reduced_png`) while it is encoded, and the
+        report page (:func:`changedet.report._reduced_image`) while it is encoded, and the
         reduction handed to :mod:`changedet.report` when the figure is waited for.
         """
         self._sent()
@@ -169,6 +170,12 @@ class FigureProcess:
             self.close()
             raise
         self._busy = False
+        if self._figures_left is not None:
+            self._figures_left -= 1
+            if self._figures_left <= 0:
+                # no figure will follow: the helper reads the end of the pipe and exits while the
+                # caller goes on (the page, the summary), and close() finds it gone
+                self._conn.close()
         if isinstance(reply, tuple) and reply[0] == "ok":
             from . import report
 
@@ -195,10 +202,15 @@ class FigureProcess:
 
 
 class started:
-    """``with started():`` runs the block with a figure helper, stopped on the way out."""
+    """``with started():`` runs the block with a figure helper, stopped on the way out.
 
-    def __init__(self, enabled: bool = True) -> None:
+    ``figures``: how many figures the block sends at most (the helper leaves as the last is
+    written); None for any number.
+    """
+
+    def __init__(self, enabled: bool = True, *, figures: int | None = None) -> None:
         self._enabled = enabled
+        self._figures = figures
         self._proc: FigureProcess | None = None
 
     def __enter__(self) -> FigureProcess | None:
@@ -206,7 +218,7 @@ class started:
         # Linux only: fork is not offered on Windows and not safe on macOS once system frameworks load
         if self._enabled and _CURRENT is None and sys.platform.startswith("linux"):
             try:
-                self._proc = _CURRENT = FigureProcess()
+                self._proc = _CURRENT = FigureProcess(self._figures)
             except (OSError, ValueError):  # no fork here (resource limits): figures are drawn in process
                 self._proc = None
         return self._proc
@@ -277,7 +289,7 @@ def _draw(plot: Any, kwargs: dict[str, Any], path: Path, budget: int | None,
 
         def run() -> None:
             try:
-                reduced["value"] = report._reduced_png(im, budget_bytes=budget)
+                reduced["value"] = report._reduced_image(im, budget_bytes=budget)
             except Exception:  # noqa: BLE001 - the page then reduces the figure itself
                 pass
 

@@ -265,7 +265,7 @@ def _print_not_written(out: Path) -> None:
 def _cmd_detect(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # the figure helper is forked first: it imports matplotlib while this process imports the pipeline
-    with _figproc.started(_figure_helper_wanted(args)):
+    with _figproc.started(_figure_helper_wanted(args), figures=1):
         result = _detect(args)
     acc = result.summary.get("accuracy")
     if acc:

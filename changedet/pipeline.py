@@ -346,21 +346,28 @@ class ChangeResult:
             helper = _figproc.current() if figures else None
             sent = helper is not None and helper.draw_overview(self._overview_arguments(), figure_tmp,
                                                                   embed_budget=_report.FIGURE_BUDGET_BYTES)
+
+            def overview() -> Path:
+                """The figure, waited for (or drawn here): the page embeds it once the rest is made."""
+                if not (sent and helper.wait()):
+                    from . import plot
+
+                    plot._write_figure(self.plot(), figure_tmp)
+                return figure_tmp
+
             try:
                 written.update(_write_rasters(out, self.grid, self.mask.data[0], self.score.data[0]))
                 written.update(_write_vectors(self, out))
+                # the page is made while the helper draws, and takes the figure last
+                written["report.html"] = _report._write_report(self.summary, out, properties=self.polygons.properties,
+                                                               overview=overview if figures else None)
             except BaseException:
                 if sent:  # stopped before the temporary file goes: it writes nothing after the cleanup
                     helper.close()
                 raise
-            if figures and not (sent and helper.wait()):
-                from . import plot
-
-                plot._write_figure(self.plot(), figure_tmp)
         if figures:
             written["overview.png"] = out / "overview.png"
         summary = self.summary
-        written["report.html"] = _report.write_report(summary, out, properties=self.polygons.properties)
         summary["timings_s"] = dict(summary.get("timings_s", {}), save=round(time.perf_counter() - t0, 3))
         summary["outputs"] = sorted([*written, "summary.json"])
         if "changes.gpkg" not in written:

@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
 
+from . import _select
 from .errors import EmptyDataError, InvalidParameterError
 from .evaluate import evaluate
 from .indices import resolve_bands
@@ -286,7 +287,7 @@ def _common_limits(rasters: Sequence[GeoRaster], bands: Sequence[str] | None,
         values = values[np.isfinite(values)]
         if values.size == 0:
             return None
-        out.append(np.percentile(values, percentiles))
+        out.append(_select.percentiles(values, percentiles))  # np.percentile's values, 4x faster
     return np.asarray(out, dtype=np.float64)
 
 
@@ -346,7 +347,7 @@ def _stretch(band: np.ndarray, percentiles: tuple[float, float], limits: Sequenc
             return np.zeros(band.shape, dtype=np.float64)
         if values.size > _MAX_STATS_PX:
             values = values[:: values.size // _MAX_STATS_PX + 1]
-        lo, hi = np.percentile(values, percentiles)
+        lo, hi = _select.percentiles(values, percentiles)  # np.percentile's values, 4x faster
     if hi <= lo:
         return np.where(band > lo, 1.0, np.where(band < lo, 0.0, 0.5))
     return np.clip((band - lo) / (hi - lo), 0.0, 1.0)
@@ -1293,22 +1294,36 @@ def _pixel_size(box: Any, nbytes: int) -> tuple[int, int]:
 
 def _encode_png(raw: Any, width: int, height: int, path: Path | io.BytesIO, dpi: int, *,
                 on_pixels: Callable[[Any], None] | None = None) -> None:
-    """RGBA pixels (``width`` x ``height``, row-major bytes) as a PNG, RGB when all are opaque."""
+    """RGBA pixels (``width`` x ``height``, row-major bytes) as a PNG, RGB when all are opaque
+    (:func:`changedet._png.encode_png`; ``CHANGEDET_PNG=pillow`` writes it with Pillow)."""
     import matplotlib
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
+
+    from . import _png
 
     raw = memoryview(raw).cast("B")
     if raw.nbytes != width * height * 4:  # pragma: no cover - matplotlib rendered another size
         raise RuntimeError(f"the figure rendered {raw.nbytes} bytes, not {width} x {height} RGBA pixels")
-    im = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
-    if im.getchannel("A").getextrema() == (255, 255):
-        im = im.convert("RGB")
-    if on_pixels is not None:
-        on_pixels(im)
-    info = PngInfo()
-    info.add_text("Software", f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/")
-    im.save(path, "PNG", compress_level=1, compress_type=zlib.Z_RLE, pnginfo=info, dpi=(dpi, dpi))
+    rgba = np.frombuffer(raw, np.uint8).reshape(height, width, 4)
+    opaque = bool(rgba[..., 3].min() == 255)
+    text = {"Software": f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"}
+    im = None
+    if on_pixels is not None or os.environ.get("CHANGEDET_PNG") == "pillow":
+        from PIL import Image
+
+        im = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
+        if opaque:
+            im = im.convert("RGB")
+        if on_pixels is not None:
+            on_pixels(im)
+    if os.environ.get("CHANGEDET_PNG") == "pillow":  # the library's encoder (benchmarks/small.py --png pillow)
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        im.save(path, "PNG", compress_level=1, compress_type=zlib.Z_RLE, pnginfo=info, dpi=(dpi, dpi))
+        return
+    _png.encode_png(rgba[..., :3] if opaque else rgba, path, dpi=dpi, text=text)
 
 
 # --- click-to-label examples -------------------------------------------------------------------

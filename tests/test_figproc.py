@@ -58,19 +58,19 @@ def test_the_helper_reduces_a_large_figure_for_the_page_as_the_page_would(tmp_pa
     assert list(report._PREPARED) == [report._digest(raw)]  # the helper sent its reduction
     prepared = report._PREPARED[report._digest(raw)]
     report._PREPARED.clear()
-    own_uri, own_note = report._png_data_uri(target, budget_bytes=budget)  # the page on its own
+    own_uri, own_note = report._image_data_uri(target, budget_bytes=budget)  # the page on its own
     assert prepared == (budget, base64.b64decode(own_uri.split(",", 1)[1]), own_note)
-    assert "colours reduced to 256" in own_note
+    assert own_uri.startswith("data:image/jpeg;base64,") and "a JPEG of quality 90" in own_note
     # the page takes a prepared reduction of this very figure, once
     report._prepare_embedding(report._digest(raw), budget, b"prepared", "a note")
-    assert report._png_data_uri(target, budget_bytes=budget) == (
+    assert report._image_data_uri(target, budget_bytes=budget) == (
         "data:image/png;base64," + base64.b64encode(b"prepared").decode(), "a note")
     assert report._PREPARED == {}
     # not for another figure, nor for another budget
     report._prepare_embedding(report._digest(raw + b"x"), budget, b"prepared", "a note")
-    assert report._png_data_uri(target, budget_bytes=budget)[1] == own_note
+    assert report._image_data_uri(target, budget_bytes=budget)[1] == own_note
     report._prepare_embedding(report._digest(raw), budget * 2, b"prepared", "a note")
-    assert report._png_data_uri(target, budget_bytes=budget)[1] == own_note
+    assert report._image_data_uri(target, budget_bytes=budget)[1] == own_note
     report._PREPARED.clear()
 
 
@@ -226,3 +226,25 @@ sys.exit(code)
     assert proc.returncode == 0, proc.stderr
     assert "USED [True]" in proc.stdout
     assert (there / "overview.png").read_bytes() == (here / "overview.png").read_bytes()
+
+
+def test_a_helper_for_one_figure_leaves_once_it_is_written(tmp_path: Path) -> None:
+    """``started(figures=1)`` (the detect command's): once its figure is written the helper exits
+    by itself, while the caller goes on; a later figure is drawn in process, the same bytes."""
+    result = detect_changes(S2 / "before.tif", S2 / "after.tif")
+    result.save(tmp_path / "reference")
+    with _figproc.started(figures=1) as helper:
+        assert helper is not None
+        assert helper.draw_overview(result._overview_arguments(), tmp_path / "sent.png")
+        assert helper.wait() is True
+        helper._proc.join(10)  # not stopped by anyone: it left on its own
+        assert not helper._proc.is_alive() and helper._proc.exitcode == 0
+        assert _figproc.current() is None
+        result.save(tmp_path / "after")
+    for name in ("sent.png", "after/overview.png"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "reference" / "overview.png").read_bytes()
+    with _figproc.started() as helper:  # any number of figures: it stays until stopped
+        assert helper.draw_overview(result._overview_arguments(), tmp_path / "again.png")
+        assert helper.wait() is True
+        helper._proc.join(1.0)
+        assert helper.alive()
