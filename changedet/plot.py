@@ -1243,16 +1243,13 @@ def _write_figure(fig: Figure, path: Path, *, fmt: str = "png", dpi: int | None 
 
 
 def _save_png(fig: Figure, path: Path, dpi: int, *, on_pixels: Callable[[Any], None] | None = None) -> None:
-    """The figure as a PNG on white: RGB when every pixel is opaque, zlib level 1.
+    """The figure as a PNG on white: RGB when every pixel is opaque (:func:`_encode_png`).
 
     ``savefig`` (its canvas, dpi and layout handling) renders the figure's raw RGBA
     pixels, which are encoded once.  Matplotlib's own PNG is RGBA: on a white
     background the alpha channel is 255 everywhere and a quarter of the bytes to
     compress (the 1 m sample's overview went from 2.3 MB to under the report's 2 MB
-    embedding budget).  zlib's run-length strategy (``Z_RLE``) on the filtered rows: on
-    the overviews of 17 runs (0.2-2 Mpx of figure) 0.87-1.02x the bytes of zlib level 1
-    in 0.65-0.75x the time, and level 1 itself was within 3 % of the size of the default
-    level 6 in a third of the time.
+    embedding budget).
     """
     import matplotlib
 
