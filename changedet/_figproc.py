@@ -183,6 +183,13 @@ class FigureProcess:
             return True
         return reply == "ok"
 
+    def cancel(self) -> None:
+        """Stop the helper now, whatever it is doing: the run will draw no figure with it (a
+        windowed run draws its own from previews), so its imports and warm-up would only take
+        a core from the run."""
+        self._proc.terminate()
+        self.close()
+
     def close(self) -> None:
         """Stop the helper (it is also a daemon: it never outlives the command)."""
         global _CURRENT

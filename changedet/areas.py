@@ -32,7 +32,7 @@ __all__ = ["Area", "parse_aoi", "parse_area", "utm_crs", "area_grid", "aoi_in_gr
 _EXAMPLE = "e.g. '52.0,55.78,52.1,55.83'"
 
 
-def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
+def parse_aoi(aoi: Any, *, name: str = "aoi", lonlat: bool = True) -> Any:
     """An area of interest as a shapely geometry in WGS84 lon/lat: the one area parser of changedet.
 
     Parameters
@@ -43,6 +43,10 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
         lon/lat), or a shapely geometry (returned as it is).
     name : str
         The parameter's name in error messages (``"aoi"``, ``"bbox"``, ``"area"``).
+    lonlat : bool
+        Refuse coordinates outside lon -180..180 / lat -90..90 now.  False when the images
+        decide later (:func:`aoi_in_grid_crs`): lon/lat for georeferenced ones, pixel
+        coordinates (x = column, y = row) for images without georeferencing.
 
     Returns
     -------
@@ -114,7 +118,7 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
         except ValueError:
             raise InvalidParameterError(f"{name} {aoi!r} must be 'minx,miny,maxx,maxy' in lon/lat degrees, {_EXAMPLE}") from None
     if isinstance(aoi, dict):
-        return _checked_geojson(_geojson_geometry(aoi, label), aoi, label)
+        return _checked_geojson(_geojson_geometry(aoi, label), aoi, label, lonlat=lonlat)
     as_box = name if name.endswith("bbox") else f"{name} bbox"
     try:
         vals = list(aoi)
@@ -136,7 +140,7 @@ def parse_aoi(aoi: Any, *, name: str = "aoi") -> Any:
             f"{as_box} must have minx < maxx and miny < maxy; got {vals}; give MINX,MINY,MAXX,MAXY with min below "
             f"max (an area across the antimeridian must be split in two), {_EXAMPLE}"
         )
-    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+    if lonlat and not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
         raise InvalidParameterError(
             f"{as_box} must be in lon/lat degrees (WGS84); got {vals}, outside lon -180..180 / lat -90..90; "
             f"give MINX(lon),MINY(lat),MAXX(lon),MAXY(lat), {_EXAMPLE}"
@@ -188,9 +192,10 @@ def _geojson_geometry(obj: dict[str, Any], label: str) -> Any:
         ) from None
 
 
-def _checked_geojson(geom: Any, obj: dict[str, Any], label: str) -> Any:
+def _checked_geojson(geom: Any, obj: dict[str, Any], label: str, *, lonlat: bool = True) -> Any:
     """Refuse GeoJSON that cannot be an area in lon/lat: an old ``crs`` member naming another CRS,
-    projected coordinates, an empty or degenerate geometry."""
+    projected coordinates (unless ``lonlat`` is False: see :func:`parse_aoi`), an empty or
+    degenerate geometry."""
 
     crs = obj.get("crs")
     if crs is not None:
@@ -206,7 +211,7 @@ def _checked_geojson(geom: Any, obj: dict[str, Any], label: str) -> Any:
     if not all(math.isfinite(v) for v in bounds):
         raise InvalidParameterError(f"{label} has coordinates that are not finite numbers; check its coordinates (lon/lat)")
     minx, miny, maxx, maxy = bounds
-    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+    if lonlat and not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
         raise InvalidParameterError(
             f"{label} has coordinates outside lon -180..180 / lat -90..90 (bounds {tuple(round(v, 3) for v in bounds)}: "
             "projected coordinates?); RFC 7946 GeoJSON is lon/lat WGS84: reproject it (ogr2ogr -t_srs EPSG:4326)"
@@ -391,7 +396,7 @@ def area_grid(area: Any, *, resolution: float = 10.0, crs: CRS | str | None = No
     return Grid(shape, Affine(r, 0, left, 0, -r, top), target)
 
 
-def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
+def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid, *, source: str | None = None) -> Any:
     """The AOI (lon/lat) in the grid's CRS, densified so long edges follow the projection.
 
     Parameters
@@ -400,6 +405,8 @@ def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
         The area in WGS84 lon/lat, from :func:`parse_aoi`.
     grid : Grid
         Its CRS is the target; a grid without CRS (pixel coordinates) keeps the geometry as it is.
+    source : str, optional
+        The area as the user gave it (text or a path), named in the error.
 
     Returns
     -------
@@ -418,12 +425,20 @@ def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid) -> Any:
 
     if grid.crs is None:
         return aoi_lonlat  # pixel coordinates for unreferenced images
+    minx, miny, maxx, maxy = (float(v) for v in aoi_lonlat.bounds)
+    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+        given = f"{source!r} " if source else ""
+        raise InvalidParameterError(
+            f"aoi {given}(bounds {tuple(round(v, 3) for v in (minx, miny, maxx, maxy))}) is outside lon -180..180 / "
+            f"lat -90..90 (projected coordinates?): for georeferenced images give it in lon/lat degrees (WGS84), "
+            f"{_EXAMPLE}, or a GeoJSON polygon in lon/lat (pixel coordinates are for images without georeferencing)"
+        )
     tr = Transformer.from_crs(4326, grid.crs.to_wkt(), always_xy=True)
     return shapely.transform(shapely.segmentize(aoi_lonlat, max(aoi_lonlat.length / 400, 1e-9)),
                              lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
 
 
-def aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
+def aoi_on_grid(aoi_lonlat: Any, grid: Grid, *, source: str | None = None) -> tuple[Grid, np.ndarray]:
     """The sub-grid covering the AOI and a (rows, cols) bool mask of pixels inside it.
 
     Parameters
@@ -432,6 +447,8 @@ def aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
         The area in WGS84 lon/lat, from :func:`parse_aoi`.
     grid : Grid
         The analysis grid.
+    source : str, optional
+        The area as the user gave it (text or a path), named in errors.
 
     Returns
     -------
@@ -455,8 +472,10 @@ def aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
     """
     from rasterio import features
 
-    geom = aoi_in_grid_crs(aoi_lonlat, grid)
+    geom = aoi_in_grid_crs(aoi_lonlat, grid, source=source)
     minx, miny, maxx, maxy = geom.bounds
+    if grid.crs is None:
+        return _pixel_window(geom, grid)
     try:
         sub = _align.overlap_grid(grid, _grid_from_bounds(minx, miny, maxx, maxy, grid))
     except NoOverlapError:
@@ -467,6 +486,32 @@ def aoi_on_grid(aoi_lonlat: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
     inside = features.geometry_mask([geom], out_shape=sub.shape, transform=sub.transform, invert=True, all_touched=False)
     if not inside.any():
         raise NoOverlapError(f"the area of interest covers no whole pixel of the images ({describe_grid(grid)})")
+    return sub, inside
+
+
+def _pixel_window(geom: Any, grid: Grid) -> tuple[Grid, np.ndarray]:
+    """:func:`aoi_on_grid` on a grid without CRS: ``geom`` in its pixel coordinates (x = column,
+    y = row, as ``changes.geojson`` writes them for such images)."""
+    from affine import Affine
+    from rasterio import features
+
+    inv = ~grid.transform
+    corners = [inv * (x, y) for x in geom.bounds[0::2] for y in geom.bounds[1::2]]
+    c0 = max(0, math.floor(min(c for c, _ in corners)))
+    c1 = min(grid.width, math.ceil(max(c for c, _ in corners)))
+    r0 = max(0, math.floor(min(r for _, r in corners)))
+    r1 = min(grid.height, math.ceil(max(r for _, r in corners)))
+    where = (f"the area of interest {tuple(round(v, 3) for v in geom.bounds)} (pixel coordinates: the images have no "
+             f"georeferencing)")
+    if c1 <= c0 or r1 <= r0:
+        raise NoOverlapError(
+            f"{where} does not overlap the images ({describe_grid(grid)}, x 0..{grid.width}, y 0..{grid.height}); "
+            "give it in pixel coordinates, x = column and y = row"
+        )
+    sub = Grid((r1 - r0, c1 - c0), grid.transform * Affine.translation(c0, r0), None)
+    inside = features.geometry_mask([geom], out_shape=sub.shape, transform=sub.transform, invert=True, all_touched=False)
+    if not inside.any():
+        raise NoOverlapError(f"{where} covers no whole pixel of the images ({describe_grid(grid)})")
     return sub, inside
 
 

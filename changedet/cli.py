@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--min-area-m2", type=float, default=None, metavar="A",
                    help="minimum mapping unit in m² (default: the larger of 4 pixels and 50 m²)")
     d.add_argument("--aoi", default=None, metavar="GEOJSON|minx,miny,maxx,maxy",
-                   help="area of interest in lon/lat: a GeoJSON file or a bbox")
+                   help="area of interest in lon/lat: a GeoJSON file or a bbox (pixel coordinates, x = column and y = "
+                        "row, for images without georeferencing)")
     d.add_argument("--bands", default=None, metavar="B1,B2,...", help="use only these bands (comma-separated names)")
     reg = d.add_mutually_exclusive_group()
     reg.add_argument("--coregister", dest="coregister", action="store_const", const=True, default=None,

@@ -652,7 +652,8 @@ def detect_changes(
         Minimum mapping unit; default the larger of 4 pixels and 50 m² (4 pixels for
         images without georeferencing and without ``pixel_size_m``).
     aoi : str, dict, sequence or geometry, optional
-        Area of interest in lon/lat: ``"minx,miny,maxx,maxy"``, GeoJSON (dict or file).
+        Area of interest in lon/lat: ``"minx,miny,maxx,maxy"``, GeoJSON (dict or file); for
+        images without georeferencing, in their pixel coordinates (x = column, y = row).
     align : bool
         Reproject the after image onto the before image's grid when they differ
         (default True); False raises :class:`~changedet.errors.GridMismatchError` instead.
@@ -777,6 +778,8 @@ def detect_changes(
             if truth is not None:
                 raise InvalidParameterError("truth is scored on the in-memory path; pass tiled=False (--in-memory), or "
                                             "score the written change_mask.tif with changedet evaluate")
+            if (helper := _figproc.current()) is not None:
+                helper.cancel()  # the command's figure helper is for in-memory runs: its core goes to the windows
             return _detect_windowed(before, after, options, out=Path(out), window_px=window_px, workers=workers,
                                     progress=progress, figures=figures, t0=t0)
         if out is not None and figures and (helper := _figproc.current()) is not None and options.aoi is None:
@@ -980,7 +983,7 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
         # the statistics come from the whole pair around the area (the answer inside the
         # area must not depend on whether it was given); only the area is processed
         context = (b, a)
-        grid, inside = aoi_on_grid(options.aoi, grid)
+        grid, inside = aoi_on_grid(options.aoi, grid, source=options.aoi_source)
         b, a = _align.align_to(b, grid), _align.align_to(a, grid)
     spec = make_spec(options, grid, b.band_names)
     order = list(spec.band_order)
@@ -1247,7 +1250,7 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
         grid = _align.overlap_grid(grid_b, grid_a)
         scene_grid = grid  # the statistics of an area of interest come from the scene around it
         if options.aoi is not None:
-            grid, _ = aoi_on_grid(options.aoi, grid)
+            grid, _ = aoi_on_grid(options.aoi, grid, source=options.aoi_source)
         spec = make_spec(options, grid, wanted)
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)  # a killed run's scratch tiles can be hundreds of MB

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -49,8 +50,10 @@ class RunOptions:
     """The options of a run as the user gave them, validated (see :func:`run_options`).
 
     ``threshold_method``/``threshold_value``/``threshold_percentile`` are the parsed
-    ``threshold``; ``aoi`` is a shapely geometry in lon/lat or None.  Clean-up options
-    left None take their defaults from the grid in :func:`make_spec`.
+    ``threshold``; ``aoi`` is a shapely geometry or None: lon/lat for georeferenced images,
+    pixel coordinates for images without georeferencing (checked against the grid in
+    :func:`make_spec`).  Clean-up options left None take their defaults from the grid in
+    :func:`make_spec`.
     """
 
     method: str = "auto"
@@ -63,6 +66,8 @@ class RunOptions:
     fill_holes_m2: float | None = None
     pixel_size_m: float | None = None
     aoi: Any = None
+    #: the area as given when it was text or a path (named in errors found once the grid is known)
+    aoi_source: str | None = None
     align: bool = True
     #: None: co-register, except a classifier's run finer than :data:`LEARNED_COREGISTER_FROM_M`
     coregister: bool | None = None
@@ -293,7 +298,8 @@ def run_options(
         method=method, threshold=float(threshold) if isinstance(threshold, np.generic) else threshold,
         threshold_method=thr_method, threshold_value=thr_value, threshold_percentile=thr_pct,
         min_area_m2=mmu, opening_px=None if opening_px is None else int(opening_px), fill_holes_m2=holes,
-        pixel_size_m=px, aoi=parse_aoi(aoi), align=bool(align),
+        pixel_size_m=px, aoi=parse_aoi(aoi, lonlat=False),
+        aoi_source=os.fspath(aoi) if isinstance(aoi, (str, os.PathLike)) else None, align=bool(align),
         coregister=None if coregister is None else bool(coregister), bands=bands,
         examples=examples, model=model, learned_model=learned_model, dates=dates, vegetation_gain=vegetation_gain,
         seasonal=seasonal,
@@ -553,7 +559,8 @@ class RunSpec:
         """
         o = self.options
         kw = {f.name: getattr(o, f.name) for f in dataclasses.fields(o)
-              if f.name not in ("threshold_method", "threshold_value", "threshold_percentile", "learned_model")}
+              if f.name not in ("threshold_method", "threshold_value", "threshold_percentile", "learned_model",
+                                "aoi_source")}
         kw.update(changes)
         new = run_options(**kw)
         return make_spec(new, self.grid, self.band_order)
@@ -607,7 +614,7 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
         mmu = float(max(4 * px_size * px_size, 50.0))
     opening = (1 if px_size < 5 else 0) if options.opening_px is None else int(options.opening_px)
     holes = mmu if options.fill_holes_m2 is None else float(options.fill_holes_m2)
-    aoi_grid = aoi_in_grid_crs(options.aoi, grid) if options.aoi is not None else None
+    aoi_grid = aoi_in_grid_crs(options.aoi, grid, source=options.aoi_source) if options.aoi is not None else None
     examples = None
     if options.examples is not None:
         from .learn import Examples, read_examples

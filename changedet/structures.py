@@ -108,8 +108,9 @@ class Structures:
         properties ``id``, ``change_id`` (the changed area holding it), ``area_m2``,
         ``length_m``, ``width_m``, ``orientation_deg`` (of the long side, clockwise from
         the grid's up direction: grid north, 0-180), ``rectangularity`` (area over its
-        oriented box), ``centroid_x``, ``centroid_y`` and ``source`` (``"appearance"``,
-        ``"shape"`` or ``"classifier"``: how it was split from its area).
+        oriented box), ``centroid_lon``, ``centroid_lat`` (WGS84; ``centroid_x``,
+        ``centroid_y`` in pixel coordinates for a grid without CRS) and ``source``
+        (``"appearance"``, ``"shape"`` or ``"classifier"``: how it was split from its area).
     count : int or None
         The number of structures; None when they were not counted.
     reason : str or None
@@ -179,8 +180,9 @@ class Structures:
             import pandas as pd
         except ImportError:  # pragma: no cover - pandas is in the notebooks extra
             return records
+        where = ["centroid_lon", "centroid_lat"] if records and "centroid_lon" in records[0] else ["centroid_x", "centroid_y"]
         cols = ["id", "change_id", "area_m2", "length_m", "width_m", "orientation_deg", "rectangularity",
-                "centroid_x", "centroid_y", "source", "geometry"]
+                *where, "source", "geometry"]
         return pd.DataFrame.from_records(records, columns=cols)
 
     def __repr__(self) -> str:
@@ -987,4 +989,14 @@ def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: di
             "centroid_y": round(float(cy), 3),
             "source": s.source,
         })
+    if grid.crs is not None and props:
+        # where the changed areas' centroids are: lon/lat, as changes.geojson (the grid's own
+        # coordinates only for images without georeferencing)
+        from pyproj import Transformer
+
+        tr = Transformer.from_crs(grid.crs.to_wkt(), 4326, always_xy=True)
+        lon, lat = tr.transform([p.pop("centroid_x") for p in props], [p.pop("centroid_y") for p in props])
+        for p, x, y in zip(props, np.atleast_1d(lon).tolist(), np.atleast_1d(lat).tolist()):
+            p["centroid_lon"], p["centroid_lat"] = round(x, 7), round(y, 7)
+            p["source"] = p.pop("source")  # last, as before
     return Structures(ChangePolygons(tuple(geoms), tuple(props), grid.crs), len(geoms), None, round(px, 4), settings)

@@ -248,3 +248,18 @@ def test_a_helper_for_one_figure_leaves_once_it_is_written(tmp_path: Path) -> No
         assert helper.wait() is True
         helper._proc.join(1.0)
         assert helper.alive()
+
+
+def test_a_windowed_run_stops_the_helper_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper is for in-memory runs: a run that takes the windowed path (here: too little
+    memory free) stops it as it starts, so its imports do not take a core from the windows,
+    and draws its own figure from the previews."""
+    from changedet import io as cio
+
+    monkeypatch.setattr(cio, "available_memory_bytes", lambda: 1 << 20)
+    with _figproc.started() as helper:
+        assert helper is not None and helper.alive()
+        result = detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "w")
+        assert result.run is not None and result.run.extra.get("path") == "windowed"
+        assert _figproc.current() is None and not helper._proc.is_alive()
+    assert (tmp_path / "w" / "overview.png").is_file() and (tmp_path / "w" / "summary.json").is_file()

@@ -197,6 +197,26 @@ def test_aoi_geojson_file_masks_outside(tmp_path: Path, scene: Scene) -> None:
     np.testing.assert_allclose(result.summary["parameters"]["aoi"], tri.bounds, atol=1e-7)
 
 
+def test_aoi_in_pixel_coordinates_on_images_without_georeferencing(scene: Scene) -> None:
+    """Images without georeferencing take the area in their pixel coordinates (x = column, y = row,
+    as changes.geojson writes them): the window of the whole run's answer; georeferenced ones still
+    take lon/lat only."""
+    b, a = scene.rasters()
+    nb, na = (GeoRaster(r.data, Affine.identity(), None, r.band_names) for r in (b, a))
+    whole = detect_changes(nb, na, pixel_size_m=10.0, **FAST)
+    ring = [[80, 60], [140, 60], [140, 120], [80, 120], [80, 60]]
+    for aoi in ("80,60,140,120", (80, 60, 140, 120), box(80, 60, 140, 120), {"type": "Polygon", "coordinates": [ring]}):
+        r = detect_changes(nb, na, pixel_size_m=10.0, aoi=aoi, **FAST)
+        assert r.grid.crs is None and r.grid.shape == (60, 60)
+        np.testing.assert_array_equal(r.mask.data[0], whole.mask.data[0][60:120, 80:140])
+        assert r.n_changes == 1  # the building, rows 80-86 and columns 100-110
+    with pytest.raises(NoOverlapError, match=r"\(pixel coordinates: the images have no georeferencing\) does not overlap"):
+        detect_changes(nb, na, pixel_size_m=10.0, aoi="500,500,600,600", **FAST)
+    with pytest.raises(InvalidParameterError, match=r"outside lon -180\.\.180 / lat -90\.\.90 \(projected coordinates\?\): "
+                                                     r"for georeferenced images give it in lon/lat degrees"):
+        detect_changes(b, a, aoi="80,60,140,120", **FAST)
+
+
 def test_aoi_outside_the_scene(scene: Scene) -> None:
     b, a = scene.rasters()
     with pytest.raises(NoOverlapError, match=r"the area of interest \(10\.0, 10\.0, 10\.1, 10\.1\) does not overlap the images"):

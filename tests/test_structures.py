@@ -435,3 +435,21 @@ def test_houses_beside_yards_that_explain_more_are_counted(monkeypatch: pytest.M
     after = GeoRaster(site.after.astype(np.float32), site.transform, site.crs, NAMES)
     count = detect_changes(before, after, figures=False).structures.count
     assert abs(count - site.count) <= 2, (count, site.count)
+
+
+def test_structures_say_where_they_are_in_lon_lat_as_the_changed_areas_do(tmp_path: Path) -> None:
+    """structures.geojson is lon/lat (RFC 7946): each footprint's centroid is given in lon/lat too,
+    inside its own footprint's bounds, not in the grid's metres."""
+    from changedet import data
+
+    hires = data.sample_path("hires_rgb")
+    result = detect_changes(hires / "before.tif", hires / "after.tif", out=tmp_path / "out")
+    feats = json.loads((tmp_path / "out" / "structures.geojson").read_text())["features"]
+    assert len(feats) == result.structures.count > 10
+    for f in feats:
+        p = f["properties"]
+        assert "centroid_x" not in p and "centroid_y" not in p
+        minx, miny, maxx, maxy = shape(f["geometry"]).bounds
+        assert minx <= p["centroid_lon"] <= maxx and miny <= p["centroid_lat"] <= maxy
+    frame = result.structures.table()
+    assert {"centroid_lon", "centroid_lat"} <= set(frame.columns)
