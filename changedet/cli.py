@@ -499,6 +499,16 @@ def _error_line(exc: BaseException) -> str:
     return _first(exc) or type(exc).__name__
 
 
+def _as_flags(line: str, argv: Sequence[str]) -> str:
+    """An error that starts with an option's Python name (``min_area_m2 must be ...``) names the
+    flag the user typed instead (``--min-area-m2 must be ...``)."""
+    head, sep, rest = line.partition(" ")
+    flag = "--" + head.replace("_", "-")
+    if sep and head.isidentifier() and any(a == flag or a.startswith(flag + "=") for a in argv):
+        return f"{flag} {rest}"
+    return line
+
+
 def _quiet_stdout() -> None:
     """Point stdout at the null device, so the interpreter's last flush finds no closed pipe."""
     try:
@@ -593,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ChangedetError, OSError, MemoryError, RecursionError, UnicodeError) as exc:
         if os.environ.get("CHANGEDET_DEBUG"):
             raise
-        print(f"changedet {args.command}: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"changedet {args.command}: error: {_as_flags(_error_line(exc), sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (Terminated)
         signum = getattr(exc, "signum", None)
