@@ -872,6 +872,11 @@ def _folder_source(folder: Path) -> Path | None:
     if banded and (len(banded) >= 2 or (len(rasters) == 1 and _count_bands(rasters[0]) == 1)):
         return None
     multi = rasters if len(rasters) == 1 else [f for f in rasters if f.stem in {"scene", "image"}]
+    if not rasters:
+        raise RasterReadError(
+            f"folder {str(folder)!r} holds no raster file ({', '.join(sorted(RASTER_SUFFIXES))}); pass a raster "
+            "file, or a folder of band files (*_B02.tif ...) or holding one scene.tif"
+        )
     if len(multi) != 1:
         raise RasterReadError(
             f"folder {str(folder)!r} holds {len(rasters)} raster files but none named by band "

@@ -251,7 +251,7 @@ def test_not_a_raster_file(kind: str, inputs: Path, tmp_path: Path, capsys: pyte
     else:
         path = inputs / "empty_folder"
         path.mkdir()
-        says = "holds 0 raster files"
+        says = "holds no raster file (.img, .jp2"
     code, err = run_cli(["detect", inputs / "before.tif", path, "--out", tmp_path / "out"], capsys)
     assert_one_line(code, err, command="detect", names=str(path), says=says)
     assert_nothing_written(tmp_path / "out")

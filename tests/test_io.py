@@ -275,7 +275,7 @@ def test_folder_without_band_files(tmp_path: Path, make_tif) -> None:
     folder = tmp_path / "misc"
     folder.mkdir()
     (folder / "readme.txt").write_text("x")
-    with pytest.raises(RasterReadError, match=r"holds 0 raster files but none named by band"):
+    with pytest.raises(RasterReadError, match=r"holds no raster file \(\.img, .*\); pass a raster file, or a folder of band files"):
         read_raster(folder)
     t = Affine(10, 0, 0, 0, -10, 0)
     make_tif(folder / "first.tif", np.ones((4, 4)), transform=t, crs=UTM39)
