@@ -140,12 +140,17 @@ def parse_aoi(aoi: Any, *, name: str = "aoi", lonlat: bool = True) -> Any:
             f"{as_box} must have minx < maxx and miny < maxy; got {vals}; give MINX,MINY,MAXX,MAXY with min below "
             f"max (an area across the antimeridian must be split in two), {_EXAMPLE}"
         )
-    if lonlat and not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+    if lonlat and not _in_lonlat_range(minx, miny, maxx, maxy):
         raise InvalidParameterError(
             f"{as_box} must be in lon/lat degrees (WGS84); got {vals}, outside lon -180..180 / lat -90..90; "
             f"give MINX(lon),MINY(lat),MAXX(lon),MAXY(lat), {_EXAMPLE}"
         )
     return box(minx, miny, maxx, maxy)
+
+
+def _in_lonlat_range(minx: float, miny: float, maxx: float, maxy: float) -> bool:
+    """Whether bounds (min below max) lie within lon -180..180 and lat -90..90."""
+    return -180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90
 
 
 #: An area of interest file larger than this is refused (an area, not a data set).
@@ -211,7 +216,7 @@ def _checked_geojson(geom: Any, obj: dict[str, Any], label: str, *, lonlat: bool
     if not all(math.isfinite(v) for v in bounds):
         raise InvalidParameterError(f"{label} has coordinates that are not finite numbers; check its coordinates (lon/lat)")
     minx, miny, maxx, maxy = bounds
-    if lonlat and not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+    if lonlat and not _in_lonlat_range(minx, miny, maxx, maxy):
         raise InvalidParameterError(
             f"{label} has coordinates outside lon -180..180 / lat -90..90 (bounds {tuple(round(v, 3) for v in bounds)}: "
             "projected coordinates?); RFC 7946 GeoJSON is lon/lat WGS84: reproject it (ogr2ogr -t_srs EPSG:4326)"
@@ -329,7 +334,7 @@ def parse_area(area: Any, *, name: str = "area") -> Area:
         )
     bounds = tuple(float(v) for v in geom.bounds)
     minx, miny, maxx, maxy = bounds
-    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+    if not _in_lonlat_range(minx, miny, maxx, maxy):
         raise InvalidParameterError(
             f"{name} {bounds} is outside lon -180..180 / lat -90..90; give lon/lat degrees (WGS84, RFC 7946)"
         )
@@ -426,7 +431,7 @@ def aoi_in_grid_crs(aoi_lonlat: Any, grid: Grid, *, source: str | None = None) -
     if grid.crs is None:
         return aoi_lonlat  # pixel coordinates for unreferenced images
     minx, miny, maxx, maxy = (float(v) for v in aoi_lonlat.bounds)
-    if not (-180 <= minx and maxx <= 180 and -90 <= miny and maxy <= 90):
+    if not _in_lonlat_range(minx, miny, maxx, maxy):
         given = f"{source!r} " if source else ""
         raise InvalidParameterError(
             f"aoi {given}(bounds {tuple(round(v, 3) for v in (minx, miny, maxx, maxy))}) is outside lon -180..180 / "
@@ -473,9 +478,9 @@ def aoi_on_grid(aoi_lonlat: Any, grid: Grid, *, source: str | None = None) -> tu
     from rasterio import features
 
     geom = aoi_in_grid_crs(aoi_lonlat, grid, source=source)
-    minx, miny, maxx, maxy = geom.bounds
     if grid.crs is None:
         return _pixel_window(geom, grid)
+    minx, miny, maxx, maxy = geom.bounds
     try:
         sub = _align.overlap_grid(grid, _grid_from_bounds(minx, miny, maxx, maxy, grid))
     except NoOverlapError:

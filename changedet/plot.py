@@ -1303,8 +1303,8 @@ def _encode_png(raw: Any, width: int, height: int, path: Path | io.BytesIO, dpi:
     rgba = np.frombuffer(raw, np.uint8).reshape(height, width, 4)
     opaque = bool(rgba[..., 3].min() == 255)
     text = {"Software": f"Matplotlib version{matplotlib.__version__}, https://matplotlib.org/"}
-    im = None
-    if on_pixels is not None or os.environ.get("CHANGEDET_PNG") == "pillow":
+    pillow = os.environ.get("CHANGEDET_PNG") == "pillow"  # the library's encoder (benchmarks/small.py --png pillow)
+    if on_pixels is not None or pillow:
         from PIL import Image
 
         im = Image.frombuffer("RGBA", (width, height), raw, "raw", "RGBA", 0, 1)
@@ -1312,7 +1312,7 @@ def _encode_png(raw: Any, width: int, height: int, path: Path | io.BytesIO, dpi:
             im = im.convert("RGB")
         if on_pixels is not None:
             on_pixels(im)
-    if os.environ.get("CHANGEDET_PNG") == "pillow":  # the library's encoder (benchmarks/small.py --png pillow)
+    if pillow:
         from PIL.PngImagePlugin import PngInfo
 
         info = PngInfo()

@@ -280,7 +280,9 @@ def _encode_png(img: Any) -> bytes:
 
 def _encode_jpeg(img: Any) -> bytes:
     buf = _stdio.BytesIO()
-    img.convert("RGB").save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4: thin coloured outlines stay sharp
+    if img.mode not in ("RGB", "L"):  # _reduced_image's figures are RGB already: no copy of them
+        img = img.convert("RGB")
+    img.save(buf, "JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4: thin coloured outlines stay sharp
     return buf.getvalue()
 
 

@@ -967,6 +967,7 @@ def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: di
 
     geoms: list[Any] = []
     props: list[dict[str, Any]] = []
+    centres: list[tuple[float, float]] = []
     t = grid.transform
     for i, s in enumerate(segments, start=1):
         r0, c0 = int(s.rows.min()), int(s.cols.min())
@@ -976,6 +977,7 @@ def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: di
                   features.shapes(local, mask=local.astype(bool), transform=t * t.translation(c0, r0)) if v == 1]
         geom = shapely.union_all(shapes) if len(shapes) > 1 else shapes[0]
         cx, cy = t * (float(s.cols.mean()) + 0.5, float(s.rows.mean()) + 0.5)
+        centres.append((round(float(cx), 3), round(float(cy), 3)))
         geoms.append(geom)
         props.append({
             "id": i,
@@ -985,18 +987,17 @@ def _as_structures(segments: list[_Segment], grid: Grid, px: float, settings: di
             "width_m": round(s.width_m, 2),
             "orientation_deg": round(s.orientation_deg, 1),
             "rectangularity": round(s.rectangularity, 3),
-            "centroid_x": round(float(cx), 3),
-            "centroid_y": round(float(cy), 3),
-            "source": s.source,
         })
-    if grid.crs is not None and props:
-        # where the changed areas' centroids are: lon/lat, as changes.geojson (the grid's own
-        # coordinates only for images without georeferencing)
+    # where the footprints are: lon/lat, as changes.geojson says where its areas are (the grid's
+    # own coordinates only for images without georeferencing)
+    if grid.crs is not None and centres:
         from pyproj import Transformer
 
-        tr = Transformer.from_crs(grid.crs.to_wkt(), 4326, always_xy=True)
-        lon, lat = tr.transform([p.pop("centroid_x") for p in props], [p.pop("centroid_y") for p in props])
-        for p, x, y in zip(props, np.atleast_1d(lon).tolist(), np.atleast_1d(lat).tolist()):
-            p["centroid_lon"], p["centroid_lat"] = round(x, 7), round(y, 7)
-            p["source"] = p.pop("source")  # last, as before
+        lon, lat = Transformer.from_crs(grid.crs.to_wkt(), 4326, always_xy=True).transform(*zip(*centres))
+        where = [{"centroid_lon": round(x, 7), "centroid_lat": round(y, 7)}
+                 for x, y in zip(np.atleast_1d(lon).tolist(), np.atleast_1d(lat).tolist())]
+    else:
+        where = [{"centroid_x": x, "centroid_y": y} for x, y in centres]
+    for p, w, seg in zip(props, where, segments):
+        p.update(w, source=seg.source)
     return Structures(ChangePolygons(tuple(geoms), tuple(props), grid.crs), len(geoms), None, round(px, 4), settings)
