@@ -37,7 +37,7 @@ def _build_backend_args() -> list[str]:
     except ImportError:
         return []
     version = tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2])
-    return ["--no-build-isolation", "--no-index"] if version >= (70, 1) else []
+    return ["--no-build-isolation", "--no-index"] if version >= (77, 0) else []
 
 
 @pytest.fixture(scope="module")
