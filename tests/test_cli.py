@@ -318,7 +318,8 @@ def test_oscd_rennes_detect_and_evaluate(oscd: Path, tmp_path: Path, capsys: pyt
 def test_the_program_ends_without_teardown_but_with_its_exit_handlers(pair_tifs: PairFiles, tmp_path: Path) -> None:
     """The program skips Python's teardown after a command (0.06 s of a small run), yet runs the
     exit handlers (coverage, temporary folders) and flushes everything it printed; with another
-    thread still running it exits as Python does, which waits for it."""
+    thread still running it exits as Python does, which waits for it.  A daemon thread (tqdm's
+    monitor beside a progress bar) is one Python's exit would not wait for: the fast exit."""
     code = r'''
 import atexit, sys, threading, time
 from changedet import cli
@@ -328,19 +329,21 @@ real = cli.os._exit
 cli.os._exit = lambda c: (open(fast, "w").write(f"fast {c}"), real(c))
 if mode == "thread":
     threading.Thread(target=lambda: (time.sleep(0.5), open(thread, "w").write("thread done"))).start()
+if mode == "daemon":
+    threading.Thread(target=lambda: time.sleep(60), daemon=True).start()
 sys.argv = ["changedet", "detect", *sys.argv[5:]]
 cli.entry()
 '''
     out = tmp_path / "out"
     args = [str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures"]
-    for mode in ("alone", "thread"):
+    for mode in ("alone", "thread", "daemon"):
         marks = [tmp_path / f"{mode}_{n}" for n in ("handler", "fast", "thread")]
         proc = subprocess.run([sys.executable, "-c", code, *map(str, marks), mode, *args, "--overwrite"],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.startswith("1 changed areas") and proc.stdout.endswith("\n")  # all of it, flushed
         assert marks[0].read_text() == "handler ran"
-        if mode == "alone":
+        if mode in ("alone", "daemon"):
             assert marks[1].read_text() == "fast 0"
         else:  # the ordinary exit: the thread finished its work
             assert not marks[1].exists()
