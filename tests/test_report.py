@@ -51,6 +51,9 @@ BROWSER_OWN_HOSTS = frozenset({
     "clients2.google.com", "update.googleapis.com", "accounts.google.com", "redirector.gvt1.com",
     "edgedl.me.gvt1.com", "optimizationguide-pa.googleapis.com", "safebrowsing.googleapis.com",
     "content-autofill.googleapis.com", "android.clients.google.com",
+    # Debian's Chromium 150 connects to its default search engine at start-up, a blank page too
+    # (five CONNECTs; one with --disable-features=PreconnectToSearch, which _browser passes)
+    "www.google.com",
 })
 
 
@@ -112,7 +115,8 @@ def _browser(exe: str, profile: Path, *args: str, allow_requests: bool = False) 
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", f"--proxy-server=127.0.0.1:{proxy.port}",
            "--proxy-bypass-list=<-loopback>", "--no-first-run", "--disable-extensions",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-default-apps", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+           "--disable-default-apps", "--disable-features=PreconnectToSearch", "--hide-scrollbars",
+           f"--user-data-dir={profile}", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
                           env={**os.environ, "HOME": str(profile)})
     assert proc.returncode == 0, proc.stderr[-2000:]
