@@ -66,13 +66,13 @@ are listed in ``changedet.learn``'s docstring.
 
 ``--pipeline`` runs ``detect_changes(..., examples=...)`` on each tile instead, as a user does
 (the files read, co-registration ``auto``, forced ``on`` or ``off``, clean-up to the minimum
-mapping unit, outlines).  K = 20, seeds 0-4 (2026-11-30; ``auto`` again with the patch filters,
-the values before them in brackets)::
+mapping unit, outlines).  K = 20, seeds 0-4 (2026-11-30; again with the patch filters, the values
+before them in brackets)::
 
-    set        auto (default)    on (co-registered, before the patch filters)
-    levir      0.757 (0.716)     0.679
-    dsifn      0.795 (0.777)     0.778
-    synthetic  0.578 (0.582)     0.576
+    set        auto (default)    on (co-registered)
+    levir      0.757 (0.716)     0.755 (0.679)
+    dsifn      0.795 (0.777)     (0.778)
+    synthetic  0.578 (0.582)     (0.576)
     oscd       0.401 (0.393; 13 bands; auto co-registers at 10 m)
 
 ``auto`` does not co-register a classifier's run on pixels finer than 2 m
