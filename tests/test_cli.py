@@ -327,8 +327,11 @@ handler, fast, thread, mode = sys.argv[1:5]
 atexit.register(lambda: open(handler, "w").write("handler ran"))
 real = cli.os._exit
 cli.os._exit = lambda c: (open(fast, "w").write(f"fast {c}"), real(c))
-if mode == "thread":
-    threading.Thread(target=lambda: (time.sleep(0.5), open(thread, "w").write("thread done"))).start()
+if mode == "thread":  # still working when the program ends, however long the command took
+    ending = threading.Event()
+    real_end = cli._end
+    cli._end = lambda c: (ending.set(), real_end(c))
+    threading.Thread(target=lambda: (ending.wait(120), time.sleep(0.3), open(thread, "w").write("thread done"))).start()
 if mode == "daemon":
     threading.Thread(target=lambda: time.sleep(60), daemon=True).start()
 sys.argv = ["changedet", "detect", *sys.argv[5:]]
