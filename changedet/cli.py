@@ -641,7 +641,7 @@ def _end(code: int) -> None:
 
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
     main_thread = threading.main_thread()
-    working = [t for t in threading.enumerate() if t is not main_thread and not t.daemon and t.is_alive()]
+    working = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]  # the live ones
     if run_exit_handlers is None or working or os.environ.get("CHANGEDET_DEBUG"):
         raise SystemExit(code)
     run_exit_handlers()
