@@ -302,10 +302,14 @@ def _detect(args: argparse.Namespace) -> Any:
     with _outdir.folder_lock(out):  # held through the run (detect_changes takes it again, re-entrant)
         if not overwrite and (out / "summary.json").exists():
             # a result is finished only for the options and inputs that made it
+            from .pipeline import check_inputs
             from .spec import run_options
 
-            request = _outdir.request_record(run_options(**options), args.before, args.after)
+            spec_options = run_options(**options)
+            request = _outdir.request_record(spec_options, args.before, args.after)
             reason = _outdir.rerun_reason(out / "summary.json", request)
+            if reason is not None:  # announced only for a run that can start: bad inputs are said first
+                check_inputs(args.before, args.after, bands=spec_options.bands)
             if reason is None:
                 raise ChangedetError(
                     f"{str(out)!r} already holds a finished result for these inputs and options (summary.json); "

@@ -556,6 +556,44 @@ def _check_input(value: Any, name: str) -> None:
         raise InvalidParameterError(f"{name} GeoRaster {problem}")
 
 
+def _check_bands(before: Any, after: Any, bands: Sequence[str] | None) -> None:
+    """Bands asked for by name that a local input or a GeoRaster lacks, refused by name before any work."""
+    if not bands:
+        return
+    for name, value in (("before", before), ("after", after)):
+        if isinstance(value, GeoRaster):
+            have: tuple[str, ...] = tuple(value.band_names)
+        elif _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
+            have = _io.raster_grid(value)[1]
+        else:
+            continue
+        if missing := [b for b in bands if b not in have]:
+            raise BandMismatchError(
+                f"the {name} image has no band {' or '.join(map(repr, missing))}: its bands are {list(have)}; pass "
+                "names both images have (--bands / bands=), or leave them out to use every band they share"
+            )
+
+
+def check_inputs(before: Any, after: Any, *, bands: Sequence[str] | None = None) -> None:
+    """Refuse, before any work, inputs that cannot be read or lack the bands asked for.
+
+    Parameters
+    ----------
+    before, after : path or GeoRaster
+        As for :func:`detect_changes`.
+    bands : sequence of str, optional
+        Band names the run is asked to use.
+
+    Raises
+    ------
+    ChangedetError
+        A missing or unreadable input (named ``before`` or ``after``), or a band it lacks.
+    """
+    _check_input(before, "before")
+    _check_input(after, "after")
+    _check_bands(before, after, bands)
+
+
 def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     if isinstance(value, GeoRaster):
         return value, {"path": None, "sha256": None}
@@ -738,6 +776,7 @@ def detect_changes(
                 f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
             )
         _check_input(value, name)
+    _check_bands(before, after, options.bands)
     check_call(flags={"overwrite": overwrite, "figures": figures, "progress": progress}, optional_flags={"tiled": tiled},
                counts={"window_px": (window_px, 16), "workers": (workers, 1)})
     if truth is not None:

@@ -256,6 +256,25 @@ def test_detect_without_overwrite_reruns_only_what_changed(pair_folder: Path, tm
                         r"\.\.\..+/sites/site1/after\.tif\)", line), line
 
 
+def test_detect_into_a_finished_folder_with_a_band_it_lacks_says_only_that(pair_folder: Path, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A re-run that cannot start (a band the images lack) is refused with one line naming the
+    band and the image; it does not announce "re-running" first, and the finished result stays."""
+    from changedet.cli import main
+
+    b, a = pair_folder / "site0" / "before.tif", pair_folder / "site0" / "after.tif"
+    out = tmp_path / "out"
+    argv = ["detect", str(b), str(a), "--out", str(out), "--no-figures"]
+    assert main(argv) == 0
+    before_summary = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main([*argv, "--bands", "B02,B99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "re-running" not in err[0], err
+    assert "the before image has no band 'B99': its bands are ['B02', 'B03', 'B04', 'B08']" in err[0]
+    assert (out / "summary.json").read_bytes() == before_summary
+
+
 def test_detect_changes_into_a_finished_folder_says_whether_it_was_made_the_same_way(pair_folder: Path,
                                                                                      tmp_path: Path) -> None:
     from changedet.pipeline import detect_changes

@@ -119,7 +119,7 @@ def test_detect_with_truth_adds_accuracy(pair_tifs: PairFiles, tmp_path: Path) -
         (["{before}", "{after}", "--aoi", "1,2,3"], r"error: --aoi '1,2,3' is neither an existing GeoJSON file"),
         (["{before}", "{after}", "--aoi", "10,10,10.1,10.1"], r"the area of interest .* does not overlap the images"),
         (["{before}", "{far}"], r"the images do not overlap"),
-        (["{before}", "{after}", "--bands", "B11"], r"band 'B11' not found"),
+        (["{before}", "{after}", "--bands", "B11"], r"the before image has no band 'B11': its bands are \["),
         (["{before}", "{after}", "--min-area-m2", "-5"], r"error: --min-area-m2 must be a number >= 0, got -5\.0"),
         (["{before}", "{after}", "--method", "magic"], r"argument --method: invalid choice: 'magic'"),
         (["{before}"], r"the following arguments are required: AFTER"),
