@@ -282,6 +282,24 @@ def test_patch_responses_are_the_filters_correlated_with_both_dates():
         np.testing.assert_allclose(got[k], want, rtol=1e-4, atol=1e-4)
 
 
+def test_patch_filters_are_the_centres_of_the_kinds_of_patch_and_the_same_bits_every_time():
+    """Patches of four kinds (a prototype each, plus noise): the four filters are k-means centres,
+    one per kind, so each kind answers most strongly to a filter of its own (four filters drawn
+    at random from the patches would leave a kind without one most of the time); the bank is the
+    same bits on a second call."""
+    rng = np.random.default_rng(5)
+    protos = rng.normal(size=(4, 6 * 25))
+    kind = np.repeat(np.arange(4), 150)
+    patches = protos[kind] + rng.normal(scale=0.3, size=(kind.size, 6 * 25))
+    bank = make_patch_bank(patches, n=4)
+    again = make_patch_bank(patches, n=4)
+    assert np.array_equal(bank.weights, again.weights) and np.array_equal(bank.bias, again.bias)
+    strongest = np.argmax(patches @ bank.weights.T.astype(np.float64) - bank.bias, axis=1)
+    per_kind = [np.bincount(strongest[kind == k], minlength=4).argmax() for k in range(4)]
+    assert sorted(per_kind) == [0, 1, 2, 3]
+    assert all(np.mean(strongest[kind == k] == per_kind[k]) > 0.95 for k in range(4))
+
+
 def test_an_image_too_small_for_patches_has_no_patch_features():
     rng = np.random.default_rng(4)
     b = rng.normal(0.3, 0.05, (3, 4, 40)).astype(np.float32)
