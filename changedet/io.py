@@ -310,8 +310,9 @@ def check_output_path(out: Any, *, name: str = "out", kind: str = "folder") -> P
         raise InvalidParameterError(f"{name} {text!r} is an existing file, not a folder; give a folder path")
     if parent == p and kind == "file" and p.is_dir():
         raise InvalidParameterError(f"{name} {text!r} is an existing folder; give a file path")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidParameterError(f"{name} {text!r}: the folder {str(parent)!r} is not writable; choose another place")
+    folder = parent if parent.is_dir() else parent.parent  # an existing file is replaced within its folder
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"{name} {text!r}: the folder {str(folder)!r} is not writable; choose another place")
     if kind == "folder" and p.is_dir():
         for result in _RESULT_NAMES:
             if (p / result).is_dir():

@@ -123,6 +123,12 @@ def test_train_once_apply_to_a_batch(s2, tmp_path: Path, capsys: pytest.CaptureF
     model = tmp_path / "site.skops"
     assert main(["train", str(before), str(after), str(folder / "truth.tif"), "--out", str(model)]) == 0
     assert "trained on" in capsys.readouterr().out and model.is_file()
+    # training again to the same file replaces it (it was refused: "the folder '.../site.skops' is not
+    # writable", the file itself taken for its folder; notebook 04 failed on its second run)
+    first = model.stat()
+    assert main(["train", str(before), str(after), str(folder / "truth.tif"), "--out", str(model)]) == 0, \
+        capsys.readouterr().err
+    assert "trained on" in capsys.readouterr().out and model.stat().st_ino != first.st_ino
     assert main(["detect", str(before), str(after), "--out", str(tmp_path / "d"), "--model", str(model)]) == 0
     s = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert s["parameters"]["model"] == str(model) and s["fit"]["method"]["source"] == "model"
