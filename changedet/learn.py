@@ -371,18 +371,20 @@ class PixelFeatures:
 
 @dataclass(frozen=True, eq=False)
 class PatchBank:
-    """Filters cut from the pair itself: patches of both dates, whitened (Coates & Ng 2011; as in
-    MOSAIKS, Rolf et al. 2021), whose rectified responses are features of every pixel.
+    """Filters learnt from the pair itself: k-means centres of whitened patches of both dates
+    (Coates & Ng 2011; as in MOSAIKS, Rolf et al. 2021), whose rectified responses are features
+    of every pixel.
 
     A filter is a centre of :data:`_PATCH_PX` x :data:`_PATCH_PX` patches of the standardized
     bands of both dates (before's bands, then after's): 4,000 patches drawn at random from the
     valid pixels are whitened with their covariance, scaled to unit length and clustered by
     k-means (Coates & Ng's spherical k-means; scikit-learn's ``KMeans``, one thread, fixed seed);
     a filter's response at a pixel is the inner product of the whitened patch there and of the
-    centre, its positive and negative parts pooled by a Gaussian.  The Gaussian derivatives of the other features describe intensity, edges and
-    curvature; these describe the shapes and textures the pair is made of (a roof's corner, a
-    row of cars), so a few examples of a roof also teach the roofs that look like it.  The bank
-    belongs to the model: a model applied to another pair uses the filters it was trained with.
+    centre, its positive and negative parts pooled by a Gaussian.  The Gaussian derivatives of
+    the other features describe intensity, edges and curvature; these describe the shapes and
+    textures the pair is made of (a roof's corner, a row of cars), so a few examples of a roof
+    also teach the roofs that look like it.  The bank belongs to the model: a model applied to
+    another pair uses the filters it was trained with.
 
     Attributes
     ----------
