@@ -24,7 +24,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -546,26 +546,27 @@ def _named(name: str) -> Iterator[None]:
         raise
 
 
-def _check_input(value: Any, name: str) -> None:
-    """A local input path that is missing, or not a regular file or folder (a FIFO), refused by name."""
+def _check_input(value: Any, name: str) -> tuple[str, ...] | None:
+    """A local input path that is missing, or not a regular file or folder (a FIFO), refused by name;
+    the band names of a local input's header or of a GeoRaster (None for a URL, not read here)."""
     if _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
         _io.check_input_path(value, name)
         with _named(name):  # its header, before any pixel: what cannot be read is said now, with the date
-            _io.raster_grid(value)
-    elif isinstance(value, GeoRaster) and (problem := grid_problem(value.grid)):
-        raise InvalidParameterError(f"{name} GeoRaster {problem}")
+            return _io.raster_grid(value)[1]
+    if isinstance(value, GeoRaster):
+        if problem := grid_problem(value.grid):
+            raise InvalidParameterError(f"{name} GeoRaster {problem}")
+        return tuple(value.band_names)
+    return None
 
 
-def _check_bands(before: Any, after: Any, bands: Sequence[str] | None) -> None:
-    """Bands asked for by name that a local input or a GeoRaster lacks, refused by name before any work."""
+def _check_bands(band_names: Mapping[str, tuple[str, ...] | None], bands: Sequence[str] | None) -> None:
+    """Bands asked for by name that an input lacks (its names from :func:`_check_input`; None: not
+    known before reading), refused by name before any work."""
     if not bands:
         return
-    for name, value in (("before", before), ("after", after)):
-        if isinstance(value, GeoRaster):
-            have: tuple[str, ...] = tuple(value.band_names)
-        elif _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
-            have = _io.raster_grid(value)[1]
-        else:
+    for name, have in band_names.items():
+        if have is None:
             continue
         if missing := [b for b in bands if b not in have]:
             raise BandMismatchError(
@@ -589,9 +590,7 @@ def check_inputs(before: Any, after: Any, *, bands: Sequence[str] | None = None)
     ChangedetError
         A missing or unreadable input (named ``before`` or ``after``), or a band it lacks.
     """
-    _check_input(before, "before")
-    _check_input(after, "after")
-    _check_bands(before, after, bands)
+    _check_bands({"before": _check_input(before, "before"), "after": _check_input(after, "after")}, bands)
 
 
 def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
@@ -770,13 +769,14 @@ def detect_changes(
                           fill_holes_m2=fill_holes_m2, pixel_size_m=pixel_size_m, aoi=aoi, align=align,
                           coregister=coregister, bands=bands, examples=examples, model=model, dates=dates,
                           vegetation_gain=vegetation_gain, seasonal=seasonal)
+    band_names: dict[str, tuple[str, ...] | None] = {}
     for name, value in (("before", before), ("after", after)):
         if not (_is_path(value) or isinstance(value, GeoRaster)):
             raise InvalidParameterError(
                 f"{name} must be a path to a raster (file, band folder or URL) or a GeoRaster; got {type(value).__name__}"
             )
-        _check_input(value, name)
-    _check_bands(before, after, options.bands)
+        band_names[name] = _check_input(value, name)
+    _check_bands(band_names, options.bands)
     check_call(flags={"overwrite": overwrite, "figures": figures, "progress": progress}, optional_flags={"tiled": tiled},
                counts={"window_px": (window_px, 16), "workers": (workers, 1)})
     if truth is not None:
