@@ -239,8 +239,9 @@ _SCENE_SAMPLE = 20_000
 _MIN_RECALL = 0.25
 
 #: Patch filters (:class:`PatchBank`): this many, of this many pixels a side, their rectified
-#: responses pooled by a Gaussian of this sigma in pixels; drawn from this many patches of the
-#: pair, whitened with this regularisation (in units of the bands' robust spread squared).
+#: responses pooled by a Gaussian of this sigma in pixels; the k-means centres (this seed, at most
+#: this many iterations) of this many patches of the pair, whitened with this regularisation (in
+#: units of the bands' robust spread squared).
 _N_PATCHES = 16
 _PATCH_PX = 5
 _PATCH_POOL_PX = 2.0
@@ -651,20 +652,20 @@ def _sample_patches(zb: np.ndarray, za: np.ndarray, ok: np.ndarray, count: int, 
 
 def make_patch_bank(patches: np.ndarray, *, n: int = _N_PATCHES, size_px: int = _PATCH_PX,
                     pool_px: float = _PATCH_POOL_PX, seed: int = _PATCH_SEED) -> PatchBank | None:
-    """Whitened filters from patches of a pair (see :class:`PatchBank`).
+    """Filters from patches of a pair: the k-means centres of the whitened patches (see :class:`PatchBank`).
 
     Parameters
     ----------
     patches : (m, channels * size_px * size_px) ndarray of float
         Patches of both standardized dates (before's bands, then after's), one per row.
     n : int
-        Filters to draw.
+        Filters (k-means clusters).
     size_px : int
         Patch side in pixels.
     pool_px : float
         Gaussian sigma pooling the responses, in pixels.
     seed : int
-        Seed of the draw.
+        Seed of k-means.
 
     Returns
     -------
@@ -679,13 +680,12 @@ def make_patch_bank(patches: np.ndarray, *, n: int = _N_PATCHES, size_px: int = 
     >>> bank.weights.shape, bank.channels, bank.halo_px
     ((16, 150), 6, 10)
     """
+    from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
     x = np.asarray(patches, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < n:
         return None
-    from sklearn.cluster import KMeans
-
     # one thread (BLAS and OpenMP): the bank, hence every feature, is the same bits on any machine load
     with threadpool_limits(1):
         mu = x.mean(axis=0)
