@@ -173,12 +173,14 @@ def f1(c: np.ndarray) -> float:
 # --- the learned model, features cached ---------------------------------------------
 
 def learned_features(tile: Tile, *, change_score: bool = False):
-    from changedet.learn import FEATURE_VERSION, pixel_features
+    from changedet.learn import _PATCH_POOL_PX, FEATURE_VERSION, pixel_features
 
     CACHE.mkdir(exist_ok=True)
     # the patch filters are k-means centres since 2026-11-30 (random patches before, same version:
-    # a model file keeps its own filters); "km" keeps the caches of the two apart
-    key = f"{tile.set}_{tile.name}_v{FEATURE_VERSION}km_{int(change_score)}_{len(tile.band_names)}"
+    # a model file keeps its own filters), pooled at _PATCH_POOL_PX since 2026-12-01: "km" and the
+    # poolings keep the caches apart
+    pools = "-".join(f"{p:g}" for p in _PATCH_POOL_PX)
+    key = f"{tile.set}_{tile.name}_v{FEATURE_VERSION}km{pools}_{int(change_score)}_{len(tile.band_names)}"
     path = CACHE / f"{key}.npz"
     if path.exists():
         with np.load(path) as z:

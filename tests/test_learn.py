@@ -252,7 +252,10 @@ def test_the_patch_filters_travel_with_the_model(pair, model, tmp_path):
 
     before, after, _ = pair
     assert isinstance(model.bank, PatchBank) and model.bank.n == 16 and model.bank.channels == 6
-    assert sum(n.startswith("patch") for n in model.feature_names) == 32
+    # each filter's positive and negative parts, pooled at 2 px and at 6 px
+    assert model.bank.pool_px == (2.0, 6.0)
+    assert sum(n.startswith("patch") for n in model.feature_names) == 64
+    assert sum(n.endswith("_p6") for n in model.feature_names) == 32
     loaded = load_model(model.save(tmp_path / "m.skops"))
     np.testing.assert_array_equal(loaded.bank.weights, model.bank.weights)
     np.testing.assert_array_equal(loaded.bank.bias, model.bank.bias)
@@ -265,6 +268,29 @@ def test_the_patch_filters_travel_with_the_model(pair, model, tmp_path):
     with pytest.raises(InvalidParameterError, match="patch filters of the wrong shape"):
         load_model(tmp_path / "bad.skops")
 
+
+def test_a_model_file_with_one_pooling_still_loads_and_scores_as_it_did(pair, tmp_path, monkeypatch):
+    """Model files written before the 6 px pooling recorded one pooling as a number and had 32
+    patch features: such a file still loads, computes the features it was trained on and
+    scores as it did when it was saved."""
+    import skops.io as sio
+
+    import changedet.learn as learn
+
+    before, after, truth = pair
+    with monkeypatch.context() as m:
+        m.setattr(learn, "_PATCH_POOL_PX", (2.0,))  # yesterday's bank
+        old = fit_examples(before, after, few_labels(truth), band_names=RGB, pixel_size_m=1.0)
+        want = old.score(before, after)
+        path = old.save(tmp_path / "old.skops")
+    assert sum(n.startswith("patch") for n in old.feature_names) == 32
+    payload = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+    payload["patch_pool_px"] = 2.0  # how such a file recorded it
+    sio.dump(payload, path)
+    loaded = load_model(path)
+    assert loaded.bank.pool_px == (2.0,) and loaded.bank.halo_px == 2 + 8
+    assert loaded.feature_names == old.feature_names
+    np.testing.assert_allclose(loaded.score(before, after), want, atol=1e-6)
 
 def test_patch_responses_are_the_filters_correlated_with_both_dates():
     """The im2col product equals each filter correlated channel by channel with the standardized
