@@ -40,8 +40,14 @@ TEMPORARY_MARKS = (".partial", ".tiles", ".changedet.lock")
 
 def _start(*args: str) -> subprocess.Popen:
     # a session of its own: the kill reaches the batch's workers too, as a crash or the OOM killer's would
+    # and Ctrl-C's default disposition: a shell without job control starts a background job
+    # (`pytest &`) with SIGINT ignored, and a child would inherit that and never see the signal
     return subprocess.Popen([*CLI, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _run(*args: str) -> tuple[int, float, str]:
