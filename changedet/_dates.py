@@ -22,6 +22,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._paths import is_remote
+
 __all__ = ["acquisition_date", "input_dates", "days_apart_in_year", "season_caveat", "SEASON_GAP_DAYS"]
 
 #: Dates at least this many days apart in the year (whatever the years) are of different seasons
@@ -134,7 +136,7 @@ def acquisition_date(path: str | os.PathLike[str] | None) -> tuple[str | None, s
         return None, None
     text = os.fspath(path)
     p = Path(text)
-    local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+    local = not is_remote(text)
     if local and p.exists():
         for source, finder in (("tag", _from_tags), ("item.json", _from_item), ("dates.txt", _from_dates_txt)):
             found = finder(p)

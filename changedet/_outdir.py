@@ -36,6 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from ._paths import is_remote
 from .errors import ChangedetError, OutputInUseError
 
 #: The lock file's name inside an output folder.
@@ -304,10 +305,6 @@ def lock_owner(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 # --------------------------------------------------------------------------- what made a result
-def _is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://", "/vsi", "s3://", "gs://"))
-
-
 def _edges(path: Path, size: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
@@ -336,7 +333,7 @@ def fingerprint(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, (str, os.PathLike)):
         return None
     text = os.fspath(value)
-    if _is_url(text):
+    if is_remote(text):
         return {"path": text, "url": True}
     p = Path(text)
     try:

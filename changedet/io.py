@@ -29,6 +29,7 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
+from ._paths import is_remote
 from .errors import EmptyDataError, InvalidParameterError, RasterReadError
 from .raster import GeoRaster, Grid, grid_problem, warp_band
 
@@ -493,7 +494,7 @@ def _local_file(path: Path | str) -> Path | None:
     if isinstance(path, Path):
         return path
     text = str(path)
-    return None if text.startswith(("/vsi", "http://", "https://", "s3://")) else Path(text)
+    return None if is_remote(text) else Path(text)
 
 
 def _open(path: Path | str, *, quiet: bool = True):  # noqa: ANN202 - rasterio dataset
@@ -857,8 +858,8 @@ def _gdal_path(path: str | os.PathLike[str]) -> Path | str:
         text = os.fsdecode(text)
     if not text.strip():
         raise InvalidParameterError("path is empty; give a raster file, a band folder or a URL")
-    if text.startswith(("/vsi", "s3://")):
-        return text
+    if is_remote(text) and not text.startswith(("http://", "https://")):
+        return text  # /vsi paths as they are; s3:// and gs:// as rasterio maps them
     if text.startswith(("http://", "https://")):
         return "/vsicurl/" + text
     p = Path(text)

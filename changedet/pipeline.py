@@ -40,6 +40,7 @@ from . import structures as _structures
 from . import report as _report
 from . import threshold as _threshold
 from . import window as _window
+from ._paths import is_remote
 from .areas import aoi_on_grid, parse_aoi
 from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid, check_same_grid, describe_grid, grid_problem, window_transform
@@ -549,7 +550,7 @@ def _named(name: str) -> Iterator[None]:
 def _check_input(value: Any, name: str) -> tuple[str, ...] | None:
     """A local input path that is missing, or not a regular file or folder (a FIFO), refused by name;
     the band names of a local input's header or of a GeoRaster (None for a URL, not read here)."""
-    if _is_path(value) and not os.fspath(value).startswith(("http://", "https://", "/vsi", "s3://")):
+    if _is_path(value) and not is_remote(value):
         _io.check_input_path(value, name)
         with _named(name):  # its header, before any pixel: what cannot be read is said now, with the date
             return _io.raster_grid(value)[1]
@@ -599,7 +600,7 @@ def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
     with _named(name):
         raster = _io.read_raster(value)
     text = os.fspath(value)
-    local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+    local = not is_remote(text)
     return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
 
 
@@ -1439,7 +1440,7 @@ def input_hashes(*paths: Any) -> list[str | None]:
     out: list[str | None] = []
     for value in paths:
         text = os.fspath(value)
-        local = not text.startswith(("http://", "https://", "/vsi", "s3://"))
+        local = not is_remote(text)
         out.append(_io.sha256(value) if local else None)
     return out
 

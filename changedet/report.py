@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import io as _io
 from ._dates import season_caveat
+from ._paths import is_remote
 from .errors import ChangedetError, InvalidParameterError
 
 __all__ = ["write_report", "write_index", "REPORT_NAME", "INDEX_NAME"]
@@ -620,7 +621,7 @@ def _hash_here(path: Any, *, cap_mb: float) -> tuple[str | None, str]:
     if not path:
         return None, "no file"
     text = str(path)
-    if text.startswith(("http://", "https://", "/vsi", "s3://")):
+    if is_remote(text):
         return None, "remote input: not hashed"
     p = Path(text)
     if not p.exists():

@@ -55,6 +55,7 @@ import numpy as np
 
 from . import __version__
 from . import io as _io
+from ._paths import is_remote
 from .errors import ChangedetError, InvalidParameterError
 from .raster import GeoRaster, Grid
 
@@ -325,7 +326,7 @@ def series_inputs(images: Sequence[Any], dates: str | Sequence[Any] | None = Non
             if found:
                 items = found
     for i, img in enumerate(items):
-        if isinstance(img, (str, os.PathLike)) and not str(img).startswith(("http://", "https://", "/vsi")):
+        if isinstance(img, (str, os.PathLike)) and not is_remote(img):
             if not Path(img).exists():
                 raise SeriesInputError(f"image {i + 1} {os.fspath(img)!r} does not exist; check the path (relative "
                                        f"paths are resolved from {os.getcwd()!r})")

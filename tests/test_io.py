@@ -764,3 +764,25 @@ def test_decoding_warnings_are_pinned_on_the_file_that_raised_them(tmp_path: Pat
             bad_done.set()
     t.join(30)
     assert outcome == {"good": None}
+
+
+@pytest.mark.parametrize("url", ["https://example.org/site/before.tif", "s3://bucket/site/before.tif",
+                                 "gs://bucket/site/before.tif", "/vsizip/site.zip/before.tif"])
+def test_every_part_of_the_package_takes_a_remote_input_for_remote(url, tmp_path, monkeypatch):
+    """One test of what is remote (``changedet._paths.is_remote``): the reader hands it to GDAL
+    as it is (http through /vsicurl/), and the hash, the dates, the re-run record and the
+    report's provenance leave it alone, where a path of that name would be looked for on disk
+    (gs:// was remote to the re-run record and a missing local file to the reader)."""
+    from changedet import _dates, _outdir, pipeline, report
+    from changedet._paths import is_remote
+
+    monkeypatch.chdir(tmp_path)  # a relative path of that name does not exist here either
+    assert is_remote(url) and is_remote(Path(url) if url.startswith("/vsi") else url)
+    gdal = io._gdal_path(url)
+    assert isinstance(gdal, str) and gdal == (f"/vsicurl/{url}" if url.startswith("http") else url)
+    assert io._local_file(url) is None
+    assert pipeline.input_hashes(url) == [None]
+    assert _dates.acquisition_date(url)[0] is None
+    assert _outdir.fingerprint(url) == {"path": url, "url": True}
+    assert report._hash_here(url, cap_mb=1.0) == (None, "remote input: not hashed")
+    assert not is_remote("site/before.tif") and not is_remote(tmp_path / "before.tif") and not is_remote(None)
