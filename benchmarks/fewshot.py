@@ -177,7 +177,7 @@ def learned_features(tile: Tile, *, change_score: bool = False):
 
     CACHE.mkdir(exist_ok=True)
     # the patch filters are k-means centres since 2026-11-30 (random patches before, same version:
-    # a model file keeps its own filters), pooled at _PATCH_POOL_PX since 2026-12-01: "km" and the
+    # a model file keeps its own filters), pooled at _PATCH_POOL_PX since later that day: "km" and the
     # poolings keep the caches apart
     pools = "-".join(f"{p:g}" for p in _PATCH_POOL_PX)
     key = f"{tile.set}_{tile.name}_v{FEATURE_VERSION}km{pools}_{int(change_score)}_{len(tile.band_names)}"

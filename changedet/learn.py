@@ -67,7 +67,7 @@ the dates differ most (weights the squared standardized difference), seeds 0-4 a
 OSCD 0.256 / 0.387, LEVIR 0.644 / 0.804, DSIFN 0.724 / 0.797, synthetic 0.803 / 0.883 (against
 0.284 / 0.403, 0.675 / 0.809, 0.724 / 0.793, 0.821 / 0.882).
 
-Since 2026-12-01 each response is also pooled at 6 px (32 more features: the shape's
+Since the evening of 2026-11-30 each response is also pooled at 6 px (32 more features: the shape's
 surroundings, e.g. a roof among roofs), measured as an experiment first and then as built
 (``benchmarks/fewshot.py``, 2 px -> 2 and 6 px).  Seeds 0-4 at K = 10 / 20 / 50: LEVIR 0.675 /
 0.809 / 0.861 -> 0.693 / 0.811 / 0.863 (lowest seed at K = 20 0.777 -> 0.793), DSIFN 0.724 / 0.793
