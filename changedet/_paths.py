@@ -34,11 +34,6 @@ def is_remote(path: Any) -> bool:
     >>> is_remote("https://example.org/b.tif"), is_remote("gs://bucket/b.tif"), is_remote("site/b.tif")
     (True, True, False)
     """
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    if not isinstance(path, (str, os.PathLike)):
+    if not isinstance(path, (str, bytes, os.PathLike)):
         return False
-    text = os.fspath(path)
-    if isinstance(text, bytes):
-        text = os.fsdecode(text)
-    return text.startswith(REMOTE_PREFIXES)
+    return os.fsdecode(os.fspath(path)).startswith(REMOTE_PREFIXES)

@@ -858,10 +858,10 @@ def _gdal_path(path: str | os.PathLike[str]) -> Path | str:
         text = os.fsdecode(text)
     if not text.strip():
         raise InvalidParameterError("path is empty; give a raster file, a band folder or a URL")
-    if is_remote(text) and not text.startswith(("http://", "https://")):
-        return text  # /vsi paths as they are; s3:// and gs:// as rasterio maps them
     if text.startswith(("http://", "https://")):
         return "/vsicurl/" + text
+    if is_remote(text):
+        return text  # /vsi paths as they are; s3:// and gs:// as rasterio maps them
     p = Path(text)
     _check_exists(p, "input")
     return p

@@ -1521,9 +1521,9 @@ def _loaded_bank(payload: Mapping[str, Any], path: Path) -> PatchBank | None:
     if weights is None:
         return None
     try:
+        # files written before the 6 px pooling recorded their one pooling as a number
         bank = PatchBank(np.asarray(weights, dtype=np.float32), np.asarray(payload["patch_bias"], dtype=np.float32),
                          int(payload["patch_size_px"]), tuple(float(p) for p in np.atleast_1d(payload["patch_pool_px"])))
-        # a model of yesterday recorded one pooling as a number
         ok = (bank.weights.ndim == 2 and bank.bias.shape == (bank.n,) and bank.size_px % 2 == 1
               and bank.weights.shape[1] == bank.channels * bank.size_px ** 2 and len(bank.pool_px) > 0
               and min(bank.pool_px) > 0)

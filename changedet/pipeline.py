@@ -599,9 +599,7 @@ def _as_raster(value: Any, name: str) -> tuple[GeoRaster, dict[str, Any]]:
         return value, {"path": None, "sha256": None}
     with _named(name):
         raster = _io.read_raster(value)
-    text = os.fspath(value)
-    local = not is_remote(text)
-    return raster, {"path": text, "sha256": _io.sha256(value) if local else None}
+    return raster, {"path": os.fspath(value), "sha256": input_hashes(value)[0]}
 
 
 def check_output_folder(out: str | os.PathLike[str], *, overwrite: bool, request: dict[str, Any] | None = None) -> None:
@@ -1437,12 +1435,7 @@ def input_hashes(*paths: Any) -> list[str | None]:
     -------
     list of str or None
     """
-    out: list[str | None] = []
-    for value in paths:
-        text = os.fspath(value)
-        local = not is_remote(text)
-        out.append(_io.sha256(value) if local else None)
-    return out
+    return [None if is_remote(value) else _io.sha256(value) for value in paths]
 
 
 def input_info(

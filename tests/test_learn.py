@@ -279,7 +279,7 @@ def test_a_model_file_with_one_pooling_still_loads_and_scores_as_it_did(pair, tm
 
     before, after, truth = pair
     with monkeypatch.context() as m:
-        m.setattr(learn, "_PATCH_POOL_PX", (2.0,))  # yesterday's bank
+        m.setattr(learn, "_PATCH_POOL_PX", (2.0,))  # the bank before the 6 px pooling
         old = fit_examples(before, after, few_labels(truth), band_names=RGB, pixel_size_m=1.0)
         want = old.score(before, after)
         path = old.save(tmp_path / "old.skops")
@@ -291,6 +291,7 @@ def test_a_model_file_with_one_pooling_still_loads_and_scores_as_it_did(pair, tm
     assert loaded.bank.pool_px == (2.0,) and loaded.bank.halo_px == 2 + 8
     assert loaded.feature_names == old.feature_names
     np.testing.assert_allclose(loaded.score(before, after), want, atol=1e-6)
+
 
 def test_patch_responses_are_the_filters_correlated_with_both_dates():
     """The im2col product equals each filter correlated channel by channel with the standardized
