@@ -686,7 +686,8 @@ def detect_changes(
         ``"p99"`` for the 99th percentile) or a fixed score value; default the method's own.
     min_area_m2 : float, optional
         Minimum mapping unit; default the larger of 4 pixels and 50 m² (4 pixels for
-        images without georeferencing and without ``pixel_size_m``).
+        images without georeferencing and without ``pixel_size_m``, and with ``examples``
+        or ``model``: the analyst's examples say what counts, small things included).
     aoi : str, dict, sequence or geometry, optional
         Area of interest in lon/lat: ``"minx,miny,maxx,maxy"``, GeoJSON (dict or file); for
         images without georeferencing, in their pixel coordinates (x = column, y = row).
@@ -700,7 +701,8 @@ def detect_changes(
     opening_px : int, optional
         Radius of the morphological opening; default 1 for pixels finer than 5 m, else 0.
     fill_holes_m2 : float, optional
-        Fill unchanged holes up to this area inside changed areas; default the minimum mapping unit.
+        Fill unchanged holes up to this area inside changed areas; default the minimum mapping unit
+        (with ``examples`` or ``model``, the larger of 4 pixels and 50 m², as without them).
     pixel_size_m : float, optional
         Pixel size for images without georeferencing (areas are in pixels otherwise).
     bands : sequence of str, optional
