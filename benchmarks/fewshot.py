@@ -72,20 +72,22 @@ are listed in ``changedet.learn``'s docstring.
 ``--pipeline`` runs ``detect_changes(..., examples=...)`` on each tile instead, as a user does
 (the files read, co-registration ``auto``, forced ``on`` or ``off``, clean-up to the minimum
 mapping unit, outlines).  K = 20, seeds 0-4 (2026-12-01, with the k-means patch filters pooled at
-2 and 6 px and a minimum mapping unit of 4 px; in brackets, with the unsupervised default's
-minimum mapping unit of the larger of 4 px and 50 m² as before that day: the filters pooled at 2
-and 6 px (2026-11-30), at 2 px only, drawn at random, then without filters)::
+2 and 6 px and a classifier's minimum mapping unit of the larger of 4 px and 20 m²; in brackets,
+with the unsupervised default's minimum mapping unit of the larger of 4 px and 50 m² as before
+that day: the filters pooled at 2 and 6 px (2026-11-30), at 2 px only, drawn at random, then
+without filters)::
 
     set        auto (default)                        on (co-registered)
-    levir      0.803 (0.801, 0.799, 0.757, 0.716)    (-, -, 0.755, 0.679)
+    levir      0.802 (0.801, 0.799, 0.757, 0.716)    (-, -, 0.755, 0.679)
     dsifn      0.822 (0.823, 0.788, 0.795, 0.777)    (-, -, -, 0.778)
-    synthetic  0.878 (0.606, 0.591, 0.578, 0.582)    (-, -, -, 0.576)
-    oscd       0.405 (13 bands; auto co-registers at 10 m; 4 px is 400 m² there, so as before: 0.412, 0.401, 0.393)
+    synthetic  0.856 (0.606, 0.591, 0.578, 0.582)    (-, -, -, 0.576)
+    oscd       0.405 (13 bands; auto co-registers at 10 m; 4 px are 400 m² there, so as before: 0.412, 0.401, 0.393)
 
 ``auto`` does not co-register a classifier's run on pixels finer than 2 m
 (:attr:`changedet.spec.RunSpec.coregister`).  The synthetic pairs' roofs (4-10 m a side) are
 mostly under the unsupervised default's minimum mapping unit of 50 m², which a classifier's run
-applied until 2026-12-01 (0.606, seeds 0.404-0.695); with 4 pixels they read 0.878 (0.834-0.908).
+applied until 2026-12-01 (0.606, seeds 0.404-0.695); with 20 m² they read 0.856 (0.799-0.890),
+with 4 pixels 0.878 (0.834-0.908) (``changedet.spec.LEARNED_MIN_AREA_M2`` says why 20 m²).
 LEVIR and DSIFN read within 0.01 of the cached path,
 OSCD 0.03 below it (its clean-up drops areas under 4 pixels; the share of that in the gap is not measured).
 

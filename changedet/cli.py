@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threshold method (otsu, kittler, li, triangle, gmm, chi2), pNN for a percentile "
                    "(e.g. p99), or a number (a fixed score value); default: the method's own")
     d.add_argument("--min-area-m2", type=float, default=None, metavar="A",
-                   help="minimum mapping unit in m² (default: the larger of 4 pixels and 50 m²; 4 pixels with --examples "
-                   "or --model)")
+                   help="minimum mapping unit in m² (default: the larger of 4 pixels and 50 m²; of 4 pixels and 20 m² "
+                   "with --examples or --model)")
     d.add_argument("--aoi", default=None, metavar="GEOJSON|minx,miny,maxx,maxy",
                    help="area of interest in lon/lat: a GeoJSON file or a bbox (pixel coordinates, x = column and y = "
                         "row, for images without georeferencing)")

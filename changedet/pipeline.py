@@ -686,8 +686,9 @@ def detect_changes(
         ``"p99"`` for the 99th percentile) or a fixed score value; default the method's own.
     min_area_m2 : float, optional
         Minimum mapping unit; default the larger of 4 pixels and 50 m² (4 pixels for
-        images without georeferencing and without ``pixel_size_m``, and with ``examples``
-        or ``model``: the analyst's examples say what counts, small things included).
+        images without georeferencing and without ``pixel_size_m``); with ``examples`` or
+        ``model`` the larger of 4 pixels and 20 m² (:data:`changedet.spec.LEARNED_MIN_AREA_M2`:
+        the analyst's examples say what counts, a garage included).
     aoi : str, dict, sequence or geometry, optional
         Area of interest in lon/lat: ``"minx,miny,maxx,maxy"``, GeoJSON (dict or file); for
         images without georeferencing, in their pixel coordinates (x = column, y = row).

@@ -31,6 +31,19 @@ __all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold
 #: (recognised by :func:`changedet.masks.classification_band`, also as the last token of a file stem).
 CATEGORICAL_BANDS = frozenset({"SCL", "QA_PIXEL"})
 
+#: A classifier's run (examples or a model) keeps changed areas down to this size (m²) by default
+#: (or 4 pixels, the larger), where the unsupervised default keeps 50 m² and more: the analyst's
+#: examples say what counts, and a garage of 6 x 6 m is a building.  ``benchmarks/fewshot.py
+#: --pipeline auto``, K = 20, seeds 0-4, pooled F1 at a floor of 50 m² / 20 m² / 4 px: the
+#: synthetic 0.5 m pairs (roofs 4-10 m a side) 0.606 / 0.856 / 0.878, LEVIR-CD 0.801 / 0.802 /
+#: 0.803, DSIFN 0.823 / 0.822 / 0.822; OSCD unchanged (4 px are 400 m² there).  Below 20 m² the
+#: areas added are mostly specks, cars that moved among them: the model of notebook 04 applied to
+#: site B (1 m) gives 4 / 5 / 14 changed areas at those floors (12 at 10 m²), F1 0.974 / 0.974 /
+#: 0.973.  Holes are filled up to 50 m² as without examples: filled only up to the floor, the
+#: structures counted on rows of roofs 3-4 m apart came out fewer (``benchmarks/structures.py
+#: --examples 20``, ``tight_rows`` mean count error 23 -> 31 % with 4 px).
+LEARNED_MIN_AREA_M2 = 20.0
+
 #: A classifier's run (examples or a model) co-registers by default on pixels this size (m) or coarser.
 LEARNED_COREGISTER_FROM_M = 2.0
 
@@ -614,13 +627,9 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
         mmu = float(max(4 * px_size * px_size, 50.0))
     holes = mmu if options.fill_holes_m2 is None else float(options.fill_holes_m2)
     if options.min_area_m2 is None and not in_px and options.learned:
-        # the analyst's examples say what counts, small things included (benchmarks/fewshot.py
-        # --pipeline auto, K = 20, seeds 0-4, 50 m^2 -> 4 px: synthetic 0.5 m pairs 0.606 -> 0.878,
-        # LEVIR-CD 0.801 -> 0.803, DSIFN 0.823 -> 0.822; OSCD unchanged, 4 px is 400 m^2 there).
-        # Holes are still filled up to the larger of 4 px and 50 m^2: filled only up to 4 px, the
-        # structures counted on rows of roofs 3-4 m apart came out fewer (benchmarks/structures.py
-        # --examples 20, tight_rows mean count error 23 -> 31 %; the other generators within 2 points)
-        mmu = 4 * px_size * px_size
+        # the analyst's examples say what counts, a shed included: the larger of 4 px and
+        # LEARNED_MIN_AREA_M2; holes are still filled up to the larger of 4 px and 50 m^2
+        mmu = float(max(4 * px_size * px_size, LEARNED_MIN_AREA_M2))
     opening = (1 if px_size < 5 else 0) if options.opening_px is None else int(options.opening_px)
     aoi_grid = aoi_in_grid_crs(options.aoi, grid, source=options.aoi_source) if options.aoi is not None else None
     examples = None
