@@ -126,6 +126,26 @@ LEVIR / DSIFN / synthetic pairs, against 0.388 / 0.695 / 0.752 / 0.863; a differ
   on OSCD); Laplace-smoothed recall or the median over 31 bootstrap draws of the held-out
   change examples (within 0.013).
 
+Thresholds measured 2026-12-01 on the probabilities of the k-means filters pooled at 2 and 6 px
+(each fit's held-out and scene probabilities recorded, seeds 0-5, pooled F1 of OSCD / LEVIR /
+DSIFN / synthetic at K = 20, against 0.386 / 0.809 / 0.827 / 0.876; the best threshold per tile
+(an oracle) 0.477 / 0.841 / 0.849 / 0.905, the best one per set 0.432 / 0.841 / 0.804 / 0.900),
+not kept:
+
+- the held-out probabilities averaged over 3 or 5 repeats of the 5 folds (other splits):
+  OSCD 0.325 -> 0.318 / 0.302, DSIFN 0.779 -> 0.776 / 0.773 on the tiles done (the noise is in
+  which examples were drawn, not in the folds);
+- the threshold clipped to 0.25-0.85 (OSCD 0.396, synthetic 0.891, the others within 0.003)
+  or pulled a quarter of the way to 0.5 or 0.6 (OSCD 0.394, LEVIR 0.826-0.828, DSIFN
+  0.819-0.823); fixed thresholds (0.8: OSCD 0.430, LEVIR 0.666, DSIFN 0.497); Otsu on the
+  scene's probabilities, alone (OSCD 0.143) or as a third estimate (OSCD 0.338);
+- the scene's share above each threshold taken from the *smoothed* probability (which the
+  threshold is applied to) instead of the pixels' own: OSCD 0.403 (lowest seed 0.24 -> 0.35),
+  LEVIR 0.805, DSIFN 0.827, synthetic 0.888, but at K = 10 synthetic 0.811 -> 0.791, and on
+  seeds 6-9 within 0.006 except synthetic +0.03 at K = 20.  The most promising: a fit sees
+  only scattered pixels of the scene, so building it means scoring patches of the scene
+  sample to smooth them (about twice the scene sample's features).
+
 Also measured and not kept (K = 20, seeds 0-4, pooled F1 of LEVIR / DSIFN / synthetic /
 OSCD four bands, against 0.704 / 0.756 / 0.883 / 0.353):
 

@@ -478,7 +478,9 @@ class RunSpec:
         :data:`changedet.objects.SEASONAL_OUTLINE_SHARE`), or vegetation lost on an area whose
         outline follows no edge of either date (:data:`changedet.objects.DIFFUSE_OUTLINE_SHARE`),
         is a field with the seasons, not construction.  By default (``seasonal="auto"``) such areas are left out at every pixel
-        size, and kept in a classifier's run (the analyst's examples say what counts).
+        size, and kept in a classifier's run (the analyst's examples say what counts: left out
+        there, ``benchmarks/fewshot.py --pipeline auto`` at K = 20, seeds 0-4, read OSCD 0.405 ->
+        0.360, the 0.5-1 m sets unchanged).
         """
         o = self.options
         if o.seasonal != "auto":
