@@ -621,18 +621,18 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
         px_size = float(options.pixel_size_m) if options.pixel_size_m else 1.0
     else:
         px_size = float(grid.pixel_size_m)
+    unit = 4.0 if in_px else float(max(4 * px_size * px_size, 50.0))  # the unsupervised default (4: pixels)
     if options.min_area_m2 is not None:
         mmu = float(options.min_area_m2)
-    elif in_px:
-        mmu = 4.0  # pixels
-    else:
-        mmu = float(max(4 * px_size * px_size, 50.0))
-    holes = mmu if options.fill_holes_m2 is None else float(options.fill_holes_m2)
-    if options.min_area_m2 is None and not in_px and options.learned:
-        # the analyst's examples say what counts, a shed included: the larger of 4 px and
-        # LEARNED_MIN_AREA_M2; holes are still filled up to the larger of 4 px and 50 m^2
+    elif options.learned and not in_px:  # the analyst's examples say what counts, a garage included
         mmu = float(max(4 * px_size * px_size, LEARNED_MIN_AREA_M2))
+    else:
+        mmu = unit
     opening = (1 if px_size < 5 else 0) if options.opening_px is None else int(options.opening_px)
+    if options.fill_holes_m2 is not None:
+        holes = float(options.fill_holes_m2)
+    else:  # the minimum mapping unit; a classifier's default one fills holes as the unsupervised default does
+        holes = mmu if options.min_area_m2 is not None else unit
     aoi_grid = aoi_in_grid_crs(options.aoi, grid, source=options.aoi_source) if options.aoi is not None else None
     examples = None
     if options.examples is not None:
