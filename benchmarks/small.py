@@ -1,6 +1,7 @@
 """The everyday case: one OSCD city in memory, `changedet detect` vs a hand-written pipeline.
 
     python benchmarks/small.py [CITY] [--repeat 5] [--keep DIR] [--data /work/shared/data/oscd] [--png pillow]
+                               [--size ROWSxCOLS]
 
 Prepares a 4-band (B02, B03, B04, B08) uint16 GeoTIFF pair from an OSCD city's band
 folders (``CITY/imgs_1`` and ``CITY/imgs_2``; default ``rennes``), then runs, alternately
@@ -17,7 +18,9 @@ the stage timings ``detect`` wrote into ``summary.json``, and — when
 in memory.  Target (issue "One way through the pipeline"): detect <= 2.0x the
 hand-written pipeline.  ``--png pillow`` has detect write its figures' PNG with Pillow's
 encoder instead of ``changedet._png`` (the hand-written writer must gain more than 10 %
-of the run to stay).
+of the run to stay).  ``--size 776x718`` mirrors the city's bands out to that many rows and
+columns (``numpy.pad`` in ``symmetric`` mode): pisa, the city the issue measured, is not in
+the shared data, and ``saclay_e --size 776x718`` is the nearest pair of its size.
 """
 
 from __future__ import annotations
@@ -85,12 +88,17 @@ print(statistics.median(times), len(times))
 '''
 
 
-def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA) -> tuple[Path, Path]:
-    """Stack a city's B02, B03, B04, B08 into before.tif / after.tif (reused when present)."""
+def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA,
+                 size: tuple[int, int] | None = None) -> tuple[Path, Path]:
+    """Stack a city's B02, B03, B04, B08 into before.tif / after.tif (reused when present).
+
+    With ``size`` (rows, cols), the bands are mirrored out (or cut) to that shape.
+    """
     import numpy as np
     import rasterio
 
-    paths = (folder / f"{city}_before.tif", folder / f"{city}_after.tif")
+    tag = f"{city}_{size[0]}x{size[1]}" if size else city
+    paths = (folder / f"{tag}_before.tif", folder / f"{tag}_after.tif")
     if all(p.exists() for p in paths):
         return paths
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,11 +118,16 @@ def prepare_pair(city: str, folder: Path, *, data: Path = DEFAULT_DATA) -> tuple
     # the rows and columns they share, both on the before date's grid
     rows = min(a.shape[0] for arrays in stacks for a in arrays)
     cols = min(a.shape[1] for arrays in stacks for a in arrays)
+    stacks = [[a[:rows, :cols] for a in arrays] for arrays in stacks]
+    if size is not None:
+        rows, cols = size
+        stacks = [[np.pad(a, ((0, max(0, rows - a.shape[0])), (0, max(0, cols - a.shape[1]))),
+                          mode="symmetric")[:rows, :cols] for a in arrays] for arrays in stacks]
     profile = dict(profiles[0], driver="GTiff", count=len(BANDS), dtype="uint16", height=rows, width=cols)
     for arrays, dest in zip(stacks, paths):
         tmp = dest.with_suffix(".partial.tif")
         with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(np.stack([a[:rows, :cols] for a in arrays]).astype("uint16"))
+            dst.write(np.stack(arrays).astype("uint16"))
             for i, band in enumerate(BANDS, start=1):
                 dst.set_band_description(i, band)
         tmp.replace(dest)
@@ -136,14 +149,23 @@ def main() -> None:
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="the OSCD folder holding CITY/imgs_1, CITY/imgs_2")
     ap.add_argument("--repeat", type=int, default=5, help="paired runs; medians are printed (default 5)")
     ap.add_argument("--keep", default=None, help="keep the pair and outputs in this folder")
+    ap.add_argument("--size", default=None, metavar="ROWSxCOLS",
+                    help="mirror the city's bands out to this shape (e.g. 776x718, pisa's)")
     ap.add_argument("--png", choices=("changedet", "pillow"), default="changedet",
                     help="the figures' PNG encoder detect uses (default changedet._png)")
     args = ap.parse_args()
+    size = None
+    if args.size:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split("x"))
+            assert len(size) == 2 and min(size) > 0
+        except (ValueError, AssertionError):
+            ap.error(f"--size {args.size!r}: give ROWSxCOLS, e.g. 776x718")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="changedet-small-"))
     exe = shutil.which("changedet", path=os.path.dirname(sys.executable)) or shutil.which("changedet")
     detect = [exe] if exe else [sys.executable, "-m", "changedet.cli"]
     try:
-        before, after = prepare_pair(args.city, root, data=Path(args.data))
+        before, after = prepare_pair(args.city, root, data=Path(args.data), size=size)
         script = root / "handwritten.py"
         script.write_text(HANDWRITTEN)
         # A regular install compiles the package's bytecode (pip does); an editable one writes it
