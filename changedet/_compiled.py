@@ -25,7 +25,8 @@ import numpy as np
 from numba import njit, types
 
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
-           "label8", "trace_rings", "shift_cubic", "gather_float32", "SIGNATURES", "SPECTRAL", "compile_in_background"]
+           "label8", "trace_rings", "shift_cubic", "gather_float32", "pixels_last", "SIGNATURES", "SPECTRAL",
+           "compile_in_background"]
 
 
 def _cache_location() -> bool:
@@ -452,6 +453,24 @@ def gather_float32(p0, p1, p2, rows, c0, c1, nodata, has_nodata, zero_is_nodata)
     r += rows[1, 1] - rows[1, 0]
     _rows_to_float32(p2, rows[2, 0], rows[2, 1], c0, c1, out, fin, r, nodata, has_nodata, zero_is_nodata)
     return out, fin
+
+
+@njit(**_OPTS)
+def pixels_last(planar):  # pragma: no cover - compiled
+    """The (pixels, layers) C-ordered copy of a (layers, pixels) float32 array, in tiles of
+    128 pixels by 8 layers: a classifier's feature matrix from its feature images.  numpy's
+    transposing copy reads each layer at a stride of the whole image (about 0.75 GB/s, 1.1 s
+    for 180 layers of a megapixel); the tiles keep both sides in cache (about 0.2 s)."""
+    n, m = planar.shape
+    out = np.empty((m, n), np.float32)
+    for p0 in range(0, m, 128):
+        p1 = min(p0 + 128, m)
+        for f0 in range(0, n, 8):
+            f1 = min(f0 + 8, n)
+            for p in range(p0, p1):
+                for f in range(f0, f1):
+                    out[p, f] = planar[f, p]
+    return out
 
 
 @njit(**_OPTS)

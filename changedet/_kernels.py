@@ -26,10 +26,14 @@ import numpy as np
 
 __all__ = ["normalized_magnitude", "normalized_differences", "box_mean_valid", "mixed_pixel_weight", "urban_score",
            "label8", "trace_rings", "shift_cubic", "gather_float32", "all_finite", "pool2_finite", "pool2_sums", "mean_of",
-           "use_compiled", "compiled_in_use", "SMALL_PX"]
+           "pixels_last", "use_compiled", "compiled_in_use", "SMALL_PX", "SMALL_LAYERS_VALUES"]
 
 #: Arrays of more pixels than this run compiled even when :func:`use_compiled` was not called.
 SMALL_PX = 4_000_000
+#: :func:`pixels_last` runs compiled for more values than this (about 180 feature layers of
+#: 0.6 megapixels) even when :func:`use_compiled` was not called: above it the copy saves more
+#: than loading numba costs a fresh process (about 0.5 s).
+SMALL_LAYERS_VALUES = 100_000_000
 
 _USE_COMPILED = False
 
@@ -418,6 +422,28 @@ def gather_float32(*args: Any) -> Any:
     from . import _compiled
 
     return _compiled.gather_float32(*args)
+
+
+def pixels_last(planar: np.ndarray) -> np.ndarray:
+    """(layers, rows, cols) -> C-ordered (rows, cols, layers) float32: the feature images of a
+    classifier as the (pixels, features) matrix scikit-learn takes, the same values either way.
+
+    Parameters
+    ----------
+    planar : (layers, rows, cols) ndarray of float32
+        The layers.
+
+    Returns
+    -------
+    (rows, cols, layers) ndarray of float32
+    """
+    n, rows, cols = planar.shape
+    if not _USE_COMPILED and planar.size <= SMALL_LAYERS_VALUES:
+        return np.ascontiguousarray(np.moveaxis(planar, 0, -1), dtype=np.float32)
+    from . import _compiled
+
+    flat = np.ascontiguousarray(planar, dtype=np.float32).reshape(n, rows * cols)
+    return _compiled.pixels_last(flat).reshape(rows, cols, n)
 
 
 # all_finite and the 2 x 2 pooling of the score overviews are numpy, not compiled: they

@@ -220,6 +220,7 @@ from typing import Any, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
+from . import _kernels
 from . import indices as _idx
 from .errors import BandMismatchError, EmptyDataError, InvalidParameterError
 from .raster import GeoRaster, Grid
@@ -829,9 +830,11 @@ def _features(
         add(cs, "auto_score")
         for s, sn in list(zip(sigmas_px, sig_name))[:2]:
             add(_gauss(cs, s), f"auto_score_s{sn}")
-    # one contiguous copy, then one transposing copy: cheaper than stacking on the last axis
+    # one contiguous copy, then one transposing copy in cache-sized tiles: cheaper than
+    # stacking on the last axis (strided writes) or numpy's transposing copy
     planar = np.stack(layers, axis=0).astype(np.float32, copy=False)
-    return np.ascontiguousarray(np.moveaxis(planar, 0, -1)), fnames
+    del layers
+    return _kernels.pixels_last(planar), fnames
 
 
 def pixel_features(

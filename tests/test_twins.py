@@ -139,3 +139,19 @@ def test_a_small_call_does_not_load_the_compiler() -> None:
             "print('numba' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 2, 5), (9, 37, 53), (200, 3, 129)])
+def test_pixels_last(shape: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A classifier's feature matrix from its feature images: tiles of 128 pixels x 8 layers
+    (compiled) or numpy's transposing copy, the same values and layout."""
+    planar = _image(*shape)
+    expected = np.moveaxis(planar, 0, -1)
+    numpy_twin = K.pixels_last(planar)
+    monkeypatch.setattr(K, "_USE_COMPILED", True)
+    compiled = K.pixels_last(planar)
+    for got in (numpy_twin, compiled):
+        _same(got, expected)
+        assert got.flags.c_contiguous
+    # a view (not C-ordered) in, the same out
+    _same(K.pixels_last(planar[:, ::-1, ::2]), np.moveaxis(planar[:, ::-1, ::2], 0, -1))
