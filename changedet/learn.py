@@ -216,7 +216,7 @@ import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -241,6 +241,7 @@ __all__ = [
     "train",
     "load_model",
     "reusing_features",
+    "using_threads",
     "MEMO_BYTES",
 ]
 
@@ -784,52 +785,61 @@ def _features(
     dmag = np.sqrt(np.mean(d * d, axis=0))
     sig_name = [f"{s:.3g}" for s in sigmas_px]
     band_label = [_idx.canonical_name(n) or n for n in names]
-    layers: list[np.ndarray] = []
-    fnames: list[str] = []
+    Layers = list[tuple[np.ndarray, str]]
 
-    def add(x: np.ndarray, name: str) -> None:
-        layers.append(x)
-        fnames.append(name)
-
-    for s, sn in zip(sigmas_px, sig_name):
+    def scale(k: int) -> Layers:
+        s, sn = sigmas_px[k], sig_name[k]
+        out: Layers = []
         # Gaussians are linear: the difference's and the brightness' follow from the bands'
         gb = np.stack([_gauss(zb[i], s) for i in range(nb)])
         ga = np.stack([_gauss(za[i], s) for i in range(nb)])
         for i in range(nb):
-            add(gb[i], f"b_{band_label[i]}_s{sn}")
-            add(ga[i], f"a_{band_label[i]}_s{sn}")
-            add(ga[i] - gb[i], f"d_{band_label[i]}_s{sn}")
+            out += [(gb[i], f"b_{band_label[i]}_s{sn}"), (ga[i], f"a_{band_label[i]}_s{sn}"),
+                    (ga[i] - gb[i], f"d_{band_label[i]}_s{sn}")]
         # intensity, edges and texture (multiscale_basic_features) of each date's
         # brightness and of the difference magnitude
         for tag, g in (("b_bright", gb.mean(axis=0)), ("a_bright", ga.mean(axis=0)), ("dmag", _gauss(dmag, s))):
-            add(g, f"{tag}_int_s{sn}")
-            for kind, x in zip(("edge", "tex1", "tex2"), _basic(g)):
-                add(x, f"{tag}_{kind}_s{sn}")
+            out.append((g, f"{tag}_int_s{sn}"))
+            out += [(x, f"{tag}_{kind}_s{sn}") for kind, x in zip(("edge", "tex1", "tex2"), _basic(g))]
+        return out
+
     ib = _colour_indices(before, names)
     ia = _colour_indices(after, names)
-    for key in ib:
+
+    def index(key: str) -> Layers:
+        out: Layers = []
         xb = np.where(ok, ib[key], 0.0).astype(np.float32)
         xa = np.where(ok, ia[key], 0.0).astype(np.float32)
         for s, sn in list(zip(sigmas_px, sig_name))[:3]:
             gb1, ga1 = _gauss(xb, s), _gauss(xa, s)
-            add(gb1, f"b_{key}_s{sn}")
-            add(ga1, f"a_{key}_s{sn}")
-            add(ga1 - gb1, f"d_{key}_s{sn}")
-    if bank is not None:
-        resp = _patch_responses(zb, za, bank)
-        for k in range(bank.n):
-            pos, neg = np.maximum(resp[k], 0.0), np.maximum(-resp[k], 0.0)
-            for j, pool in enumerate(bank.pool_px):
-                tag = "" if j == 0 else f"_p{pool:g}"  # the first pooling keeps the names of version 2's one
-                add(_gauss(pos, pool), f"patch{k}_pos{tag}")
-                add(_gauss(neg, pool), f"patch{k}_neg{tag}")
-        del resp
+            out += [(gb1, f"b_{key}_s{sn}"), (ga1, f"a_{key}_s{sn}"), (ga1 - gb1, f"d_{key}_s{sn}")]
+        return out
+
+    resp = _patch_responses(zb, za, bank) if bank is not None else None
+
+    def patch(k: int) -> Layers:
+        assert bank is not None and resp is not None
+        out: Layers = []
+        pos, neg = np.maximum(resp[k], 0.0), np.maximum(-resp[k], 0.0)
+        for j, pool in enumerate(bank.pool_px):
+            tag = "" if j == 0 else f"_p{pool:g}"  # the first pooling keeps the names of version 2's one
+            out += [(_gauss(pos, pool), f"patch{k}_pos{tag}"), (_gauss(neg, pool), f"patch{k}_neg{tag}")]
+        return out
+
+    # each part on the threads of using_threads (the filters release the GIL), in this order
+    tasks = ([lambda k=k: scale(k) for k in range(len(sigmas_px))] + [lambda key=key: index(key) for key in ib]
+             + [lambda k=k: patch(k) for k in range(bank.n if bank is not None else 0)])
+    parts: Layers = [layer for part in _map(lambda task: task(), tasks) for layer in part]
+    resp = None  # the filters' raw responses, no longer needed
     if stats.change_fit is not None:
         cs = stats.change_fit.apply(before, after, ok).score
         cs = np.where(np.isfinite(cs), np.clip(cs, -50, 200), 0.0).astype(np.float32)
-        add(cs, "auto_score")
+        parts.append((cs, "auto_score"))
         for s, sn in list(zip(sigmas_px, sig_name))[:2]:
-            add(_gauss(cs, s), f"auto_score_s{sn}")
+            parts.append((_gauss(cs, s), f"auto_score_s{sn}"))
+    fnames = [name for _, name in parts]
+    layers = [x for x, _ in parts]
+    del parts
     # one contiguous copy, then one transposing copy in cache-sized tiles: cheaper than
     # stacking on the last axis (strided writes) or numpy's transposing copy
     planar = np.stack(layers, axis=0).astype(np.float32, copy=False)
@@ -1300,9 +1310,9 @@ class LearnedModel:
                                        keep=False)
             flat = feats.reshape(-1, feats.shape[-1])
             if ok.all():  # no copy of the feature rows
-                prob.ravel()[:] = self.classifier.predict_proba(flat)[:, 1]
+                prob.ravel()[:] = _predict_change(self.classifier, flat)
             else:
-                prob[ok] = self.classifier.predict_proba(flat[ok.ravel()])[:, 1]
+                prob[ok] = _predict_change(self.classifier, flat[ok.ravel()])
         return _smooth_probability(prob, ok)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -1345,6 +1355,74 @@ class LearnedModel:
         with atomic_path(path) as tmp:
             sio.dump(payload, tmp)
         return path
+
+
+_threads: contextvars.ContextVar[int] = contextvars.ContextVar("changedet_learn_threads", default=1)
+#: Rows of a feature matrix per thread below which its scores are not split.
+_SPLIT_ROWS = 50_000
+
+
+@contextlib.contextmanager
+def using_threads(n: int | None = None) -> Iterator[None]:
+    """Within the block, the features' Gaussian filters, the trees' training and their scores
+    run on ``n`` threads (default: every core); outside it, on the calling thread.
+
+    scipy's filters and scikit-learn's trees release the GIL, so a pair in memory is
+    featured and scored on every core: on a 1-megapixel pair with 20 + 60 examples on 2
+    cores 13.4 s -> 10.1 s (``benchmarks/learned_speed.py``).  The results are the same
+    bit for bit: each filter is the same call, the trees are drawn from the same seed, and
+    each pixel's probability is the same trees' mean whichever thread computes it.  A scene's
+    windows already run on every core (:mod:`changedet.tiling`), so the windowed path does not
+    use it; :func:`changedet.pipeline.detect_changes` does in memory.
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads (at least 1); default ``os.cpu_count()``.
+
+    Yields
+    ------
+    None
+        The scope (a context variable: per thread or task).
+
+    Examples
+    --------
+    >>> with using_threads(2):
+    ...     _threads.get()
+    2
+    >>> _threads.get()
+    1
+    """
+    count = int(os.cpu_count() or 1) if n is None else int(n)
+    if count < 1:
+        raise InvalidParameterError(f"threads must be at least 1, got {n!r}")
+    token = _threads.set(count)
+    try:
+        yield
+    finally:
+        _threads.reset(token)
+
+
+def _map(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+    """``[fn(x) for x in items]``, on the threads of :func:`using_threads` when there are several."""
+    n = min(_threads.get(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="changedet-learn") as pool:
+        return list(pool.map(fn, items))
+
+
+def _predict_change(classifier: Any, X: np.ndarray) -> np.ndarray:
+    """The classifier's probability of change (class 1) for the rows of ``X``, the rows split
+    between the threads of :func:`using_threads` (each row's value does not depend on it)."""
+    n = min(_threads.get(), max(X.shape[0] // _SPLIT_ROWS, 1))
+    if n <= 1:
+        return classifier.predict_proba(X)[:, 1]
+    bounds = np.linspace(0, X.shape[0], n + 1).astype(int)
+    parts = _map(lambda k: classifier.predict_proba(X[bounds[k]:bounds[k + 1]])[:, 1], range(n))
+    return np.concatenate(parts)
 
 
 #: The most bytes of feature blocks a run in memory keeps from the fit for its score
@@ -1646,11 +1724,15 @@ def _out_of_fold(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, se
         return None
     oof = np.full(y.size, np.nan)
     folds = StratifiedKFold(n_splits=min(5, n_min), shuffle=True, random_state=seed)
-    for train_g, test_g in folds.split(np.zeros(gy.size), gy):
-        tr = np.isin(groups, train_g)
-        te = np.isin(groups, test_g)
+
+    def fold(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        tr, te = np.isin(groups, split[0]), np.isin(groups, split[1])
         clf = _make_classifier(kind, seed).fit(X[tr], y[tr].astype(np.int8))
-        oof[te] = clf.predict_proba(X[te])[:, 1]
+        return te, clf.predict_proba(X[te])[:, 1]
+
+    # the folds are independent fits: on the threads of using_threads
+    for te, prob in _map(fold, list(folds.split(np.zeros(gy.size), gy))):
+        oof[te] = prob
     return oof
 
 
@@ -1728,7 +1810,7 @@ def _fit_core(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Xscene: np.ndarr
               source: str) -> tuple[Any, float, float]:
     """(classifier, threshold, cross-validated accuracy) from the examples' and the scene sample's features."""
     clf = _fit_classifier(X, y, kind, seed, source)
-    scene_prob = clf.predict_proba(Xscene)[:, 1]
+    scene_prob = _predict_change(clf, Xscene)
     threshold, cv = _threshold_and_accuracy(kind, X, y, groups, seed, scene_prob, None)
     return clf, threshold, cv
 
@@ -1739,7 +1821,14 @@ def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: 
             f"{source}: the valid example pixels are all {'change' if y.all() else 'no change'} "
             f"({y.size} pixels); give examples of both classes inside the valid area"
         )
-    return _make_classifier(kind, seed).fit(X, y.astype(np.int8))
+    clf = _make_classifier(kind, seed)
+    threads = _threads.get()
+    if threads > 1 and "n_jobs" in clf.get_params():
+        # the trees are drawn from the seed before they are built: the same forest on any
+        # number of threads; kept at 1 after, so its scores are split by rows (_predict_change)
+        clf.set_params(n_jobs=threads).fit(X, y.astype(np.int8))
+        return clf.set_params(n_jobs=1)
+    return clf.fit(X, y.astype(np.int8))
 
 
 def _threshold_and_accuracy(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,

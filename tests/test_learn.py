@@ -518,3 +518,29 @@ def test_reusing_features_computes_each_block_once_with_the_same_scores(pair, mo
     np.testing.assert_array_equal(p, m.score(before, after))  # outside the scope: computed, the same
     np.testing.assert_array_equal(p, p_fresh)
     assert n_alone == n_fit + -(-SIZE // 24)  # without the scope: the fit's blocks, then the score's 3 blocks
+
+
+def test_threads_give_the_same_model_features_and_scores(pair, monkeypatch):
+    """using_threads: the filters, the trees, the folds and the rows' scores on several threads,
+    the same values bit for bit as on one."""
+    import changedet.learn as L
+
+    before, after, truth = pair
+    monkeypatch.setattr(L, "_SPLIT_ROWS", 500)  # split the 64 x 64 pair's scores between threads
+    one = fit_examples(before, after, few_labels(truth), band_names=RGB, pixel_size_m=1.0)
+    f_one = pixel_features(before, after, band_names=RGB, pixel_size_m=1.0, bank=one.bank)
+    p_one = one.score(before, after)
+    with L.using_threads(3):
+        many = fit_examples(before, after, few_labels(truth), band_names=RGB, pixel_size_m=1.0)
+        f_many = pixel_features(before, after, band_names=RGB, pixel_size_m=1.0, bank=one.bank)
+        p_many = many.score(before, after)
+        assert L._threads.get() == 3
+    assert L._threads.get() == 1
+    assert many.classifier.get_params()["n_jobs"] == 1  # a saved model scores on one thread
+    assert (many.threshold, many.cv_accuracy) == (one.threshold, one.cv_accuracy)
+    assert f_many.names == f_one.names
+    np.testing.assert_array_equal(f_many.values, f_one.values)
+    np.testing.assert_array_equal(p_many, p_one)
+    with pytest.raises(InvalidParameterError, match="at least 1"):
+        with L.using_threads(0):
+            pass
