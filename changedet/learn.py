@@ -760,12 +760,15 @@ def _patch_responses(zb: np.ndarray, za: np.ndarray, bank: PatchBank) -> np.ndar
     out = np.empty((bank.n, rows, cols), np.float32)
     step = max(1, (1 << 16) // max(cols, 1))  # about 64k patches (40 MB of RGB patches) at once
     wt = bank.weights.T
-    with threadpool_limits(1, "blas"):
-        for r0 in range(0, rows, step):
-            r1 = min(r0 + step, rows)
-            block = np.ascontiguousarray(np.moveaxis(windows[:, r0:r1], 0, 2)).reshape((r1 - r0) * cols, -1)
-            resp = block @ wt - bank.bias
-            out[:, r0:r1] = resp.T.reshape(bank.n, r1 - r0, cols)
+
+    def rows_from(r0: int) -> None:
+        r1 = min(r0 + step, rows)
+        block = np.ascontiguousarray(np.moveaxis(windows[:, r0:r1], 0, 2)).reshape((r1 - r0) * cols, -1)
+        resp = block @ wt - bank.bias
+        out[:, r0:r1] = resp.T.reshape(bank.n, r1 - r0, cols)
+
+    with threadpool_limits(1, "blas"):  # blocks of rows on the threads of using_threads instead
+        _map(rows_from, range(0, rows, step))
     return out
 
 
