@@ -453,3 +453,26 @@ def test_structures_say_where_they_are_in_lon_lat_as_the_changed_areas_do(tmp_pa
         assert minx <= p["centroid_lon"] <= maxx and miny <= p["centroid_lat"] <= maxy
     frame = result.structures.table()
     assert {"centroid_lon", "centroid_lat"} <= set(frame.columns)
+
+
+def test_h_maxima_is_scikit_images():
+    """structures._h_maxima (level sets) gives scikit-image's h_maxima (reconstruction), on
+    smooth distance images like the watershed's and on rough random ones with plateaus."""
+    from skimage.morphology import h_maxima
+
+    from changedet.structures import _h_maxima
+
+    rng = np.random.default_rng(11)
+    checked = 0
+    for k in range(400):
+        rows, cols = (int(v) for v in rng.integers(1, 40, 2))
+        if k % 2:  # a distance image of a few blobs, quantised as _split does
+            fg = ndimage.gaussian_filter(rng.random((rows, cols)), 2) > 0.5
+            f = np.round(ndimage.gaussian_filter(ndimage.distance_transform_edt(fg), 1) / 0.25).astype(np.int32)
+        else:  # rough, with plateaus and ties
+            f = rng.integers(0, int(rng.integers(1, 12)), (rows, cols)).astype(np.int32)
+        for h in (1, 2, 6):
+            np.testing.assert_array_equal(_h_maxima(f, h), h_maxima(f, h))
+            checked += int(h_maxima(f, h).any())
+    assert checked > 200  # most cases have maxima to find
+    np.testing.assert_array_equal(_h_maxima(np.zeros((0, 3), np.int32), 6), np.zeros((0, 3), np.uint8))
