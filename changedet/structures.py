@@ -624,11 +624,11 @@ def _h_maxima(image: np.ndarray, h: int) -> np.ndarray:
 
     A pixel is an h-maximum when its value is the largest in its 8-connected component of
     the pixels above its value minus ``h`` (the definition by reconstruction by dilation
-    of ``image - h`` under ``image``, read per level): such a pixel is at least its
-    neighbours, so only those are tested, one labelling per value they take (8 on average
-    on the structures' distance images).  scikit-image's reconstruction sorts every pixel
+    of ``image - h`` under ``image``, read per level): such a pixel lies on a regional
+    maximum, so only those are tested, one labelling per value they take (3.5 on average on
+    the structures' distance images).  scikit-image's reconstruction sorts every pixel
     instead: on the 476 distance images of the notebook's re-run and the 1 m demo, 4.5 s
-    against 2.0 s, the same masks (``tests/test_structures.py`` compares the two on real and
+    against 0.55 s, the same masks (``tests/test_structures.py`` compares the two on real and
     random images).
 
     Parameters
@@ -655,8 +655,12 @@ def _h_maxima(image: np.ndarray, h: int) -> np.ndarray:
     out = np.zeros(f.shape, np.uint8)
     if f.size == 0 or h > int(f.max()) - int(f.min()):
         return out
+    from skimage.morphology import local_maxima
+
     eight = np.ones((3, 3), bool)
-    cand = np.flatnonzero(f >= ndimage.maximum_filter(f, size=3, mode="nearest"))
+    # an h-maximum's plateau has no higher neighbour (it would be in the same component):
+    # only the regional maxima are tested (scikit-image's flood fill, one pass)
+    cand = np.flatnonzero(local_maxima(f, connectivity=2, allow_borders=True))
     values = f.ravel()[cand]
     for v in np.unique(values):
         labels, n = ndimage.label(f > v - h, structure=eight)
