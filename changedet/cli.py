@@ -180,6 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seasonal", default="auto", choices=("auto", "keep", "drop"),
                    help="areas of seasonal change in the change masks, as for detect (default auto: left out)")
     _add_series_parser(sub, sorted(METHODS))
+    r = sub.add_parser(
+        "report",
+        help="write report.html for a result folder again (or index.html for a batch folder)",
+        description="Write DIR/report.html from a finished result folder (its summary.json, changes.geojson and "
+        "overview.png), e.g. one written before reports existed or whose page was deleted; for the --out folder "
+        "of changedet batch, write its index.html and every finished site's missing report.html.",
+    )
+    r.add_argument("folder", metavar="DIR", help="a result folder (holding summary.json) or a batch folder")
+    r.add_argument("--title", default=None, metavar="TEXT", help="the page title (default: the folder's name)")
     return p
 
 
@@ -478,8 +487,27 @@ def _cmd_series(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_index, write_report
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise ChangedetError(f"{str(folder)!r} is not a folder; pass the --out folder of changedet detect or batch")
+    if (folder / "summary.json").is_file():
+        written = write_report(folder, title=args.title)
+    elif (folder / "batch.csv").is_file() or any((d / "summary.json").is_file() for d in folder.iterdir() if d.is_dir()):
+        written = write_index(folder, title=args.title)
+    else:
+        raise ChangedetError(
+            f"{str(folder)!r} holds no summary.json and no finished site: it is not a changedet result; "
+            "run changedet detect BEFORE AFTER --out on it first"
+        )
+    print(f"wrote {written}")
+    return 0
+
+
 _COMMANDS = {"detect": _cmd_detect, "evaluate": _cmd_evaluate, "demo": _cmd_demo, "fetch": _cmd_fetch, "batch": _cmd_batch,
-             "train": _cmd_train, "series": _cmd_series}
+             "train": _cmd_train, "series": _cmd_series, "report": _cmd_report}
 
 
 def _check_out_option(args: argparse.Namespace) -> None:

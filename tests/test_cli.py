@@ -351,3 +351,33 @@ cli.entry()
         else:  # the ordinary exit: the thread finished its work
             assert not marks[1].exists()
             assert marks[2].read_text() == "thread done"
+
+
+# --------------------------------------------------------------------------- report
+def test_report_writes_a_result_folders_page_again(pair_tifs: PairFiles, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """changedet report DIR: the page detect wrote, from the folder's files (the sort keys read
+    from changes.geojson carry its rounding); a batch folder gets its index; anything else exit 2."""
+    out = tmp_path / "batch" / "site1"
+    assert main(["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures"]) == 0
+    page = out / "report.html"
+    first = page.read_text(encoding="utf-8")
+    page.unlink()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {page}"
+    again = page.read_text(encoding="utf-8")
+
+    def shown(html: str) -> str:  # what the page shows up to its method (whose timings now hold the save's),
+        # the sort keys (data-v) aside
+        return re.sub(r' data-v="[^"]*"', "", html.split("<h2>Method and parameters</h2>")[0])
+
+    assert shown(again) == shown(first) and "new_construction" in again
+    assert main(["report", str(out.parent), "--title", "overnight"]) == 0  # a folder of results: the index
+    index = (out.parent / "index.html").read_text(encoding="utf-8")
+    assert "<title>changedet batch: overnight</title>" in index and "site1/report.html" in index
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in _one_error_line(capsys, "report")
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "not a changedet result" in _one_error_line(capsys, "report")
