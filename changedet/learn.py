@@ -242,6 +242,7 @@ __all__ = [
     "load_model",
     "reusing_features",
     "using_threads",
+    "threads_chosen",
     "MEMO_BYTES",
 ]
 
@@ -1360,7 +1361,8 @@ class LearnedModel:
         return path
 
 
-_threads: contextvars.ContextVar[int] = contextvars.ContextVar("changedet_learn_threads", default=1)
+#: The threads of :func:`using_threads`; None: not chosen (one thread, and a run in memory takes every core)
+_threads: contextvars.ContextVar[int | None] = contextvars.ContextVar("changedet_learn_threads", default=None)
 #: Rows of a feature matrix per thread below which its scores are not split.
 _SPLIT_ROWS = 50_000
 
@@ -1376,7 +1378,9 @@ def using_threads(n: int | None = None) -> Iterator[None]:
     bit for bit: each filter is the same call, the trees are drawn from the same seed, and
     each pixel's probability is the same trees' mean whichever thread computes it.  A scene's
     windows already run on every core (:mod:`changedet.tiling`), so the windowed path does not
-    use it; :func:`changedet.pipeline.detect_changes` does in memory.
+    use it; :func:`changedet.pipeline.detect_changes` does in memory, on every core unless a
+    caller chose otherwise (``changedet batch`` runs each pair on one thread: one process per
+    core).
 
     Parameters
     ----------
@@ -1391,9 +1395,9 @@ def using_threads(n: int | None = None) -> Iterator[None]:
     Examples
     --------
     >>> with using_threads(2):
-    ...     _threads.get()
+    ...     _thread_count()
     2
-    >>> _threads.get()
+    >>> _thread_count()
     1
     """
     count = int(os.cpu_count() or 1) if n is None else int(n)
@@ -1406,9 +1410,24 @@ def using_threads(n: int | None = None) -> Iterator[None]:
         _threads.reset(token)
 
 
+def _thread_count() -> int:
+    """The threads of :func:`using_threads` (1 outside it)."""
+    return _threads.get() or 1
+
+
+def threads_chosen() -> bool:
+    """Whether a caller chose the threads (an enclosing :func:`using_threads`).
+
+    Returns
+    -------
+    bool
+    """
+    return _threads.get() is not None
+
+
 def _map(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
     """``[fn(x) for x in items]``, on the threads of :func:`using_threads` when there are several."""
-    n = min(_threads.get(), len(items))
+    n = min(_thread_count(), len(items))
     if n <= 1:
         return [fn(x) for x in items]
     from concurrent.futures import ThreadPoolExecutor
@@ -1420,7 +1439,7 @@ def _map(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
 def _predict_change(classifier: Any, X: np.ndarray) -> np.ndarray:
     """The classifier's probability of change (class 1) for the rows of ``X``, the rows split
     between the threads of :func:`using_threads` (each row's value does not depend on it)."""
-    n = min(_threads.get(), max(X.shape[0] // _SPLIT_ROWS, 1))
+    n = min(_thread_count(), max(X.shape[0] // _SPLIT_ROWS, 1))
     if n <= 1:
         return classifier.predict_proba(X)[:, 1]
     bounds = np.linspace(0, X.shape[0], n + 1).astype(int)
@@ -1825,7 +1844,7 @@ def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: 
             f"({y.size} pixels); give examples of both classes inside the valid area"
         )
     clf = _make_classifier(kind, seed)
-    threads = _threads.get()
+    threads = _thread_count()
     if threads > 1 and "n_jobs" in clf.get_params():
         # the trees are drawn from the seed before they are built: the same forest on any
         # number of threads; kept at 1 after, so its scores are split by rows (_predict_change)

@@ -189,3 +189,28 @@ def test_examples_keep_changes_smaller_than_the_default_mapping_unit() -> None:
     assert r.summary["parameters"]["min_area_px"] == 80  # 20 m² at 0.5 m
     assert r.n_changes >= 10 and _f1(r.mask.data[0], truth) > 0.7, (r.n_changes, _f1(r.mask.data[0], truth))
     assert detect_changes(b, a, examples=ex, min_area_m2=50, progress=False, figures=False).n_changes == 0
+
+
+def test_a_run_in_memory_uses_every_core_unless_the_caller_chose(s2, monkeypatch) -> None:
+    """detect_changes with examples scores on os.cpu_count() threads (learn.using_threads), or on
+    the caller's choice (changedet batch's workers choose 1: one process per core)."""
+    import os
+
+    import changedet.learn as L
+
+    before, after, _, ex = s2
+    seen: list[int] = []
+    real = L._predict_change
+
+    def spy(classifier, X):
+        seen.append(L._thread_count())
+        return real(classifier, X)
+
+    monkeypatch.setattr(L, "_predict_change", spy)
+    default = detect_changes(before, after, examples=ex)
+    assert seen and set(seen) == {os.cpu_count() or 1}
+    seen.clear()
+    with L.using_threads(1):
+        chosen = detect_changes(before, after, examples=ex)
+    assert seen and set(seen) == {1}
+    np.testing.assert_array_equal(chosen.score.data, default.score.data)  # the same values either way
