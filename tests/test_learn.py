@@ -544,3 +544,39 @@ def test_threads_give_the_same_model_features_and_scores(pair, monkeypatch):
     with pytest.raises(InvalidParameterError, match="at least 1"):
         with L.using_threads(0):
             pass
+
+
+def test_remembered_features_serve_a_re_run_with_other_examples(pair, monkeypatch):
+    """remember_features: a second fit on the same pair (other examples, as a re-run after clicks)
+    computes no feature block and gives what a fit without it gives; another pair is computed."""
+    import changedet.learn as L
+
+    before, after, truth = pair
+    calls = []
+    real = L._features
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(L, "_features", counting)
+    fresh = fit_examples(before, after, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+    p_fresh = fresh.score(before, after)
+    L.remember_features()
+    try:
+        fit_examples(before, after, few_labels(truth, seed=0), band_names=RGB, pixel_size_m=1.0)
+        first = len(calls)
+        again = fit_examples(before, after, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+        p_again = again.score(before, after)
+        assert len(calls) == first  # no block computed again
+        assert (again.threshold, again.cv_accuracy) == (fresh.threshold, fresh.cv_accuracy)
+        np.testing.assert_array_equal(p_again, p_fresh)
+        kept = next(iter(L._kept.values()))[0]
+        assert not kept.flags.writeable
+        other = after.copy()
+        other[:, :5] += 0.01  # another pair: computed, not served
+        fit_examples(before, other, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+        assert len(calls) > first
+    finally:
+        L.remember_features(False)
+    assert L._kept is None
