@@ -1521,7 +1521,9 @@ def remember_features(enabled: bool = True) -> None:
     statistics, the scales and the patch filters, as :func:`reusing_features`), so another pair
     or other bands are computed afresh, and the blocks of the previous pair are dropped when they
     would not fit beside the new ones.  The blocks are kept read-only; the results are those of
-    a run without it, bit for bit.
+    a run without it, bit for bit.  It serves runs in memory (:func:`changedet.pipeline.detect_changes`
+    on a pair, or any fit and score inside :func:`reusing_features`), not a scene's windows, which
+    are each seen once.
 
     Parameters
     ----------
@@ -1543,10 +1545,9 @@ def _block_features(before: np.ndarray, after: np.ndarray, ok: np.ndarray, names
                     keep: bool) -> tuple[np.ndarray, list[str]]:
     """:func:`_features` of one block, through the memo of :func:`reusing_features` when one is
     open: ``keep`` (the fit) stores the block, otherwise (the score) a stored block is taken."""
-    kept = _kept
-    if kept is not None and stats.change_fit is None:
+    kept, memo = _kept, _memo.get()
+    if kept is not None and memo is not None and stats.change_fit is None:  # a pair in memory (not a scene's windows)
         return _remembered(kept, before, after, ok, names, stats, sigmas_px, bank)
-    memo = _memo.get()
     key = _memo_key(before, after, ok, stats, sigmas_px, bank) if memo is not None else None
     if key is not None and not keep and key in memo:
         return memo.pop(key)

@@ -564,10 +564,12 @@ def test_remembered_features_serve_a_re_run_with_other_examples(pair, monkeypatc
     p_fresh = fresh.score(before, after)
     L.remember_features()
     try:
-        fit_examples(before, after, few_labels(truth, seed=0), band_names=RGB, pixel_size_m=1.0)
+        with L.reusing_features():  # a run in memory (a scene's windows are not remembered)
+            fit_examples(before, after, few_labels(truth, seed=0), band_names=RGB, pixel_size_m=1.0)
         first = len(calls)
-        again = fit_examples(before, after, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
-        p_again = again.score(before, after)
+        with L.reusing_features():
+            again = fit_examples(before, after, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+            p_again = again.score(before, after)
         assert len(calls) == first  # no block computed again
         assert (again.threshold, again.cv_accuracy) == (fresh.threshold, fresh.cv_accuracy)
         np.testing.assert_array_equal(p_again, p_fresh)
@@ -575,8 +577,12 @@ def test_remembered_features_serve_a_re_run_with_other_examples(pair, monkeypatc
         assert not kept.flags.writeable
         other = after.copy()
         other[:, :5] += 0.01  # another pair: computed, not served
-        fit_examples(before, other, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+        with L.reusing_features():
+            fit_examples(before, other, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
         assert len(calls) > first
+        served = len(calls)
+        fit_examples(before, after, few_labels(truth, seed=1), band_names=RGB, pixel_size_m=1.0)
+        assert len(calls) > served  # outside a run in memory (a scene's windows): computed
     finally:
         L.remember_features(False)
     assert L._kept is None
