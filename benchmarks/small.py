@@ -158,8 +158,9 @@ def main() -> None:
     if args.size:
         try:
             size = tuple(int(v) for v in args.size.lower().split("x"))
-            assert len(size) == 2 and min(size) > 0
-        except (ValueError, AssertionError):
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 1:
             ap.error(f"--size {args.size!r}: give ROWSxCOLS, e.g. 776x718")
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="changedet-small-"))
     exe = shutil.which("changedet", path=os.path.dirname(sys.executable)) or shutil.which("changedet")

@@ -29,7 +29,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import _outdir
 from . import io as _io
@@ -246,14 +246,21 @@ def read_pairs(source: str | os.PathLike[str] | Iterable[Pair | Sequence[str]]) 
     return [Pair(s, p.before, p.after) for s, p in zip(sites, pairs)]
 
 
-def _run_one_limited(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
-    """:func:`_run_one` with BLAS/OpenMP held to one thread: with one process per core, more
-    threads only fight over the cores (measured: 1.4x instead of 2.0x on 2 workers)."""
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """BLAS/OpenMP and a classifier's filters and trees held to one thread: with one process per
+    core, more threads only fight over the cores (measured: 1.4x instead of 2.0x on 2 workers)."""
     from threadpoolctl import threadpool_limits
 
     from .learn import using_threads
 
-    with threadpool_limits(limits=1), using_threads(1):  # a classifier's filters and trees too
+    with threadpool_limits(limits=1), using_threads(1):
+        yield
+
+
+def _run_one_limited(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """:func:`_run_one` on one thread (:func:`_one_thread`)."""
+    with _one_thread():
         return _run_one(pair, folder, options, overwrite)
 
 
@@ -318,13 +325,9 @@ def _pool_task(pair: Pair, folder: str, options: dict[str, Any], overwrite: bool
     """A pair in a pool worker: an interrupt ends the worker once the pair has cleaned up
     (the pool would otherwise take the next pair)."""
     global _busy
-    from threadpoolctl import threadpool_limits
-
-    from .learn import using_threads
-
     _busy = True
     try:
-        with threadpool_limits(limits=1), using_threads(1):  # one process per core: one thread each
+        with _one_thread():  # one process per core: one thread each
             return _run_one(pair, folder, options, overwrite, note)
     except KeyboardInterrupt as exc:
         os._exit(128 + getattr(exc, "signum", signal.SIGINT))

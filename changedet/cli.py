@@ -488,14 +488,14 @@ def _cmd_series(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_index, write_report
+    from .report import _site_rows, write_index, write_report
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise ChangedetError(f"{str(folder)!r} is not a folder; pass the --out folder of changedet detect or batch")
     if (folder / "summary.json").is_file():
         written = write_report(folder, title=args.title)
-    elif (folder / "batch.csv").is_file() or any((d / "summary.json").is_file() for d in folder.iterdir() if d.is_dir()):
+    elif (folder / "batch.csv").is_file() or _site_rows(folder):  # the sites write_index finds
         written = write_index(folder, title=args.title)
     else:
         raise ChangedetError(

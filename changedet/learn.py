@@ -244,6 +244,7 @@ __all__ = [
     "reusing_features",
     "using_threads",
     "threads_chosen",
+    "threads_for_a_run",
     "remember_features",
     "MEMO_BYTES",
 ]
@@ -1425,6 +1426,22 @@ def threads_chosen() -> bool:
     bool
     """
     return _threads.get() is not None
+
+
+@contextlib.contextmanager
+def threads_for_a_run() -> Iterator[None]:
+    """:func:`using_threads` on every core for a run, unless a caller chose already
+    (:func:`threads_chosen`; ``changedet batch``'s workers choose one thread each).
+
+    Yields
+    ------
+    None
+    """
+    if threads_chosen():
+        yield
+    else:
+        with using_threads(None):
+            yield
 
 
 def _map(fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:

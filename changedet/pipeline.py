@@ -921,9 +921,7 @@ def train_model(
         spectral = [n for n in b.band_names if n.upper() not in CATEGORICAL_BANDS]
         b, a = b.select(spectral), a.select(spectral)
         prepared.append((b, a, _training_labels(labels, b.grid, k)))
-    with contextlib.ExitStack() as stack:  # the pairs' filters and the trees on every core, the same model
-        if not learn.threads_chosen():
-            stack.enter_context(learn.using_threads(None))
+    with learn.threads_for_a_run():  # the pairs' filters and the trees on every core, the same model
         model = learn.train(prepared, pixel_size_m=px, seed=seed)
     model.save(out)
     return model
@@ -1041,13 +1039,12 @@ def _detect_in_memory(before: Any, after: Any, options: RunOptions, *, truth: An
     # ---- the fit on the whole pair, then the processor on one window covering the grid
     with contextlib.ExitStack() as stack:
         if spec.options.learned:  # the classifier's features of the pair: computed for the fit, kept for the score
-            from .learn import reusing_features, threads_chosen, using_threads
+            from .learn import reusing_features, threads_for_a_run
 
             stack.enter_context(reusing_features())
             # one pair in memory: its filters, trees and scores on every core (a scene's
             # windows are the windowed path's parallelism instead), unless the caller chose
-            if not threads_chosen():
-                stack.enter_context(using_threads(None))
+            stack.enter_context(threads_for_a_run())
         fit, w = _fit_and_process(spec, b_data, a_data, inside, context, timings,
                                   on_registered=lambda after: _prepare_figure(spec, b_data, after, inputs))
     if not w.valid.any():
