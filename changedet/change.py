@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -85,6 +86,10 @@ class MethodFit:
         Neighbourhood reach of the score in pixels (0 for per-pixel scores).
     sample_result : ChangeScore or None
         The score of the fitted pair, when the fit computed it anyway.
+    hysteresis : (float, float) or None
+        With its own threshold ``t``, the method's mask is every connected area of score at
+        least ``low * t`` that reaches ``high * t`` somewhere (hysteresis thresholding);
+        None: every pixel above ``t``.
     """
 
     stats: dict[str, Any]
@@ -92,6 +97,7 @@ class MethodFit:
     details: dict[str, Any]
     halo_px: int
     sample_result: ChangeScore | None = None
+    hysteresis: tuple[float, float] | None = None
 
 
 #: fit(before, after, band_names, ok, pixel_size_m) -> MethodFit
@@ -195,6 +201,9 @@ class FittedMethod:
         JSON facts for ``summary.json`` (the :attr:`ChangeScore.details` of every score).
     sample_result : ChangeScore or None
         The score of the fitted pair, when the fit computed it anyway.
+    hysteresis : (float, float) or None
+        ``(low, high)`` factors of the method's own threshold for hysteresis thresholding
+        (:class:`MethodFit`); None for a plain threshold.
     """
 
     method: str
@@ -205,6 +214,7 @@ class FittedMethod:
     threshold_method: str
     details: dict
     sample_result: ChangeScore | None = field(default=None, repr=False, compare=False)
+    hysteresis: tuple[float, float] | None = None
 
     def score(self, before: np.ndarray, after: np.ndarray, valid: np.ndarray | None, *,
               layers: bool = True, valid_is_finite: bool = False) -> ChangeScore:
@@ -272,7 +282,7 @@ class FittedMethod:
         -------
         dict
             ``method``, ``band_names``, ``pixel_size_m``, ``stats``, ``halo_px``,
-            ``threshold_method``, ``details``.
+            ``threshold_method``, ``details``, ``hysteresis`` (``[low, high]`` or null).
 
         Examples
         --------
@@ -291,6 +301,7 @@ class FittedMethod:
             "halo_px": int(self.halo_px),
             "threshold_method": self.threshold_method,
             "details": copy.deepcopy(self.details),
+            "hysteresis": list(self.hysteresis) if self.hysteresis is not None else None,
         }
 
     @classmethod
@@ -315,9 +326,14 @@ class FittedMethod:
         if d["method"] not in METHODS:
             raise InvalidParameterError(f"method must be one of {sorted(METHODS)}, got {d['method']!r}")
         px = d["pixel_size_m"]
+        hyst = d.get("hysteresis")  # absent in what versions before it wrote: a plain threshold
+        if hyst is not None and not (isinstance(hyst, (list, tuple)) and len(hyst) == 2
+                                     and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in hyst)
+                                     and hyst[0] <= 1 <= hyst[1]):
+            raise InvalidParameterError(f"hysteresis must be [low, high] with 0 < low <= 1 <= high, got {hyst!r}")
         return cls(str(d["method"]), tuple(str(n) for n in d["band_names"]), None if px is None else float(px),
                    _json_value(d["stats"], "stats"), int(d["halo_px"]), str(d["threshold_method"]),
-                   copy.deepcopy(d["details"]))
+                   copy.deepcopy(d["details"]), hysteresis=None if hyst is None else (float(hyst[0]), float(hyst[1])))
 
 
 def _check_method(method: str, pixel_size_m: float | None) -> None:
@@ -332,7 +348,7 @@ def _fit_prepared(method: str, pair: _Pair, pixel_size_m: float | None, fit: Fit
     f = (fit or METHODS[method].fit)(before, after, names, ok, pixel_size_m)
     px = None if pixel_size_m is None else float(pixel_size_m)
     return FittedMethod(method, names, px, _json_value(f.stats, "stats"), int(f.halo_px), f.threshold_method,
-                        _json_value(f.details, "details"), sample_result=f.sample_result)
+                        _json_value(f.details, "details"), sample_result=f.sample_result, hysteresis=f.hysteresis)
 
 
 def fit_method(
@@ -1136,6 +1152,16 @@ def _score_auto(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], o
     return _score_structural_colour(before, after, names, ok, stats, layers)
 
 
+#: Hysteresis of the urban-spectral score (factors of its 6-sigma threshold): a changed area is
+#: kept when it reaches 2 x the threshold somewhere (or is large:
+#: :data:`changedet.window.HYSTERESIS_KEEP_M2`), and takes in the pixels above 0.5 x the threshold
+#: next to it (:data:`changedet.window.HYSTERESIS_REACH_PX`).  Weak isolated specks (noise, a
+#: roof that changed colour, a field's edge) go; the rim of a strong change, which the score
+#: reads weaker where it mixes with the ground around it, stays.  Measured in
+#: ``docs/measurements.md``.
+URBAN_HYSTERESIS = (0.5, 2.0)
+
+
 def _fit_urban_spectral(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
                         pixel_size_m: float | None) -> MethodFit:
     """The default for multispectral images with red and nir (10-30 m)."""
@@ -1172,7 +1198,7 @@ def _fit_urban_spectral(before: np.ndarray, after: np.ndarray, names: tuple[str,
         "suppressed": "water on both dates, vegetation (NDVI > 0.5) on both dates",
     }
     # 30 m means and the rim weight's 3 x 3 means and 5 x 5 maxima
-    return MethodFit(stats, "sigma", details, max(size // 2, _MIXED_REACH))
+    return MethodFit(stats, "sigma", details, max(size // 2, _MIXED_REACH), hysteresis=URBAN_HYSTERESIS)
 
 
 def _score_urban_spectral(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,

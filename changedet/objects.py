@@ -877,6 +877,8 @@ def assemble_polygons(
     min_area_m2: float = 0.0,
     fill_holes_m2: float = 0.0,
     pixel_size_m: float | None = None,
+    min_peak: float | None = None,
+    min_peak_exempt_px: int | None = None,
 ) -> ChangePolygons:
     """Merge window parts, fill small holes, apply the minimum mapping unit, name the change.
 
@@ -896,6 +898,11 @@ def assemble_polygons(
         Unchanged holes up to this area are filled (same units as ``min_area_m2``).
     pixel_size_m : float, optional
         Pixel edge in metres, for grids without CRS.
+    min_peak : float, optional
+        Areas whose highest score (over all their parts) is below this are dropped: the
+        high value of a hysteresis threshold, whose low value made the mask.
+    min_peak_exempt_px : int, optional
+        Areas of at least this many changed pixels are kept whatever their highest score.
 
     Returns
     -------
@@ -917,6 +924,9 @@ def assemble_polygons(
     in_pixels = grid.crs is None and pixel_size_m is None
     px_area_units = abs(grid.transform.a * grid.transform.e - grid.transform.b * grid.transform.d)
     merged = _merge_parts(parts)
+    if min_peak is not None:
+        big = math.inf if min_peak_exempt_px is None else min_peak_exempt_px
+        merged = [part for part in merged if part.score_n and (part.score_max >= min_peak or part.n_px >= big)]
     geoms: list[Any] = []
     props: list[dict[str, Any]] = []
     px_m2 = (pixel_size_m or 1.0) ** 2

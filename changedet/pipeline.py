@@ -288,12 +288,13 @@ class ChangeResult:
         thr_method = o.threshold_method or self.run.fit.method.threshold_method
         thr = _threshold.compute_threshold(score, method=thr_method, value=o.threshold_value,
                                            percentile=o.threshold_percentile, valid=valid)
-        fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method)
-        sel = _window.changed_pixels(spec, fit.threshold, score, valid) & valid
+        fit = dataclasses.replace(self.run.fit, threshold=float(thr), threshold_method=thr_method,
+                                  hysteresis=_window.hysteresis_of(spec, self.run.fit.method, float(thr)))
+        sel = _window.changed_pixels(spec, fit.threshold, score, valid, low=fit.low_threshold) & valid
         part_layers = {k: v[sel] for k, v in self.layers.items() if v.shape == sel.shape and k in _window.CLASS_LAYER_KEYS}
+        part_layers = _window.judged_on_core(fit, part_layers, score[sel])
         if fit.edge_stats and sel.any():
-            part_layers.update(_window.outline_edge_layers(sel, self.before.data, fit.edge_stats, after=self.after.data,
-                                                           after_stats=fit.after_edge_stats))
+            part_layers.update(_window.outline_layers_of_core(fit, sel, score, self.before.data, self.after.data))
         parts = _window.outline_parts(spec, sel, score, part_layers)
         timings = dict(self.summary.get("timings_s", {}))
         return _finish_in_memory(spec, fit, parts, valid, self.before, self.after, self.score, dict(self.layers),
@@ -1189,7 +1190,8 @@ def _finish_in_memory(
     grid = spec.grid
     t = time.perf_counter()
     polygons = _objects.assemble_polygons(parts, grid, min_area_m2=spec.min_area_m2,
-                                          fill_holes_m2=spec.fill_holes_m2, pixel_size_m=spec.options.pixel_size_m)
+                                          fill_holes_m2=spec.fill_holes_m2, pixel_size_m=spec.options.pixel_size_m,
+                                          min_peak=fit.min_peak, min_peak_exempt_px=_window.peak_exempt_px(spec))
     kept = _objects.polygons_to_mask(polygons, grid) & valid
     mask_arr = np.where(valid, kept.astype("uint8"), NODATA_MASK).astype("uint8")
     mask = GeoRaster(mask_arr[np.newaxis], grid.transform, grid.crs, ("change",))
@@ -1331,7 +1333,8 @@ def _run_windowed(before: Any, after: Any, options: RunOptions, *, out: Path, wi
             cpu_after = time.process_time()
             t = time.perf_counter()
             polygons = _objects.assemble_polygons(res.parts, grid, min_area_m2=spec.min_area_m2,
-                                                  fill_holes_m2=spec.fill_holes_m2)
+                                                  fill_holes_m2=spec.fill_holes_m2, min_peak=fit.min_peak,
+                                                  min_peak_exempt_px=_window.peak_exempt_px(spec))
             timings["polygons"] = time.perf_counter() - t
             t = time.perf_counter()
             structures = _windowed_structures(scene, spec, polygons)
@@ -1560,7 +1563,8 @@ def build_summary(
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs,
         "dates": _dates.input_dates(inputs, given=spec.options.dates),
-        "parameters": spec.parameters(threshold_method=fit.threshold_method, threshold_value=fit.threshold),
+        "parameters": spec.parameters(threshold_method=fit.threshold_method, threshold_value=fit.threshold,
+                                      hysteresis=fit.hysteresis),
         "grid": {
             "crs": grid.crs.to_string() if grid.crs is not None else None,
             "transform": list(grid.transform)[:6],

@@ -498,7 +498,8 @@ class RunSpec:
         px_area = 1.0 if self.in_px else self.px_size * self.px_size
         return int(math.ceil(self.min_area_m2 / px_area - 1e-9))
 
-    def parameters(self, *, threshold_method: str, threshold_value: float) -> dict[str, Any]:
+    def parameters(self, *, threshold_method: str, threshold_value: float,
+                   hysteresis: tuple[float, float] | None = None) -> dict[str, Any]:
         """The ``parameters`` block of ``summary.json`` (the same keys on every path).
 
         Parameters
@@ -507,6 +508,8 @@ class RunSpec:
             The thresholding method the run used.
         threshold_value : float
             The threshold it chose (NaN is written as null).
+        hysteresis : (float, float), optional
+            The low and high score values of its hysteresis thresholding, if it had one.
 
         Returns
         -------
@@ -527,6 +530,8 @@ class RunSpec:
             "threshold": o.threshold,
             "threshold_method": threshold_method,
             "threshold_value": float(threshold_value) if math.isfinite(threshold_value) else None,
+            "hysteresis": None if hysteresis is None else {"low": round(float(hysteresis[0]), 6),
+                                                           "high": round(float(hysteresis[1]), 6)},
             "min_area_m2": None if self.in_px else self.min_area_m2,
             "min_area_px": self.min_area_px,
             "opening_px": self.opening_px,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from . import _select
 from . import _kernels
@@ -30,7 +31,9 @@ from .errors import EmptyDataError, InvalidParameterError
 from .raster import describe_grid
 from .spec import RunSpec
 
-__all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels", "class_layers",
+__all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels",
+           "hysteresis_of", "judged_on_core", "outline_layers_of_core", "peak_exempt_px", "HYSTERESIS_REACH_PX",
+           "HYSTERESIS_KEEP_M2", "class_layers",
            "class_layer_centres", "edge_statistics", "old_edges", "outline_edge_layers", "OUTLINE_KEY",
            "OUTLINE_EDGES_KEY"]
 
@@ -403,7 +406,8 @@ class RunFit:
     method : FittedMethod
         The change method with its fitted statistics.
     threshold : float
-        Score above which a pixel is change.
+        Score above which a pixel is change (with ``hysteresis``, the threshold its two
+        values are factors of).
     threshold_method : str
         How ``threshold`` was chosen.
     class_centres : dict of str -> float
@@ -424,6 +428,10 @@ class RunFit:
         With the whole scene as sample: the pair as registered for the fit (the after
         image shifted, the valid pixels) and its raw class layers, which the in-memory
         run's window (that very pair) takes instead of computing them again.
+    hysteresis : (float, float) or None
+        ``(low, high)`` score values: a changed area is connected pixels of score at least
+        ``low`` that reach ``high`` somewhere (:func:`hysteresis_of`); None: every pixel
+        above ``threshold``.
     """
 
     shift: _align.Shift
@@ -438,6 +446,17 @@ class RunFit:
     sample_pair: Any = field(default=None, repr=False)
     edge_stats: dict[str, Any] = field(default_factory=dict)
     after_edge_stats: dict[str, Any] = field(default_factory=dict)
+    hysteresis: tuple[float, float] | None = None
+
+    @property
+    def low_threshold(self) -> float | None:
+        """The hysteresis' low value (pixels above it next to change are change too), or None."""
+        return self.hysteresis[0] if self.hysteresis is not None else None
+
+    @property
+    def min_peak(self) -> float | None:
+        """Score a changed area must reach somewhere to be kept (the hysteresis' high value), or None."""
+        return self.hysteresis[1] if self.hysteresis is not None else None
 
     @property
     def apply_shift(self) -> bool:
@@ -452,7 +471,7 @@ class RunFit:
         dict
             ``shift``, ``method`` (the fitted method's own ``to_dict``, else its name),
             ``threshold_method``, ``threshold_value`` (null when not finite),
-            ``class_centres``, ``halo_px`` and ``sample``.
+            ``hysteresis`` (``{"low", "high"}`` score values, or null), ``class_centres``, ``halo_px`` and ``sample``.
         """
         to_dict = getattr(self.method, "to_dict", None)
         return {
@@ -460,6 +479,7 @@ class RunFit:
             "method": to_dict() if callable(to_dict) else {"method": getattr(self.method, "method", None)},
             "threshold_method": self.threshold_method,
             "threshold_value": float(self.threshold) if math.isfinite(self.threshold) else None,
+            "hysteresis": _hysteresis_dict(self.hysteresis),
             "class_centres": {k: round(v, 6) for k, v in self.class_centres.items()},
             "halo_px": self.halo_px,
             "sample": self.sample,
@@ -611,13 +631,45 @@ def fit_run(spec: RunSpec, blocks: Sequence[SampleBlock], *, whole: bool,
     centres = _medians(raw, sv)
     # the reaches add up: the shift's interpolation feeds the method's neighbourhood, whose
     # score feeds the opening
+    hysteresis = hysteresis_of(spec, fitted, float(thr))
     halo = max(int(fitted.halo_px) + (int(math.ceil(shift.magnitude)) + 2 if apply_shift else 0)
-               + spec.opening_px + 1, EDGE_REACH_PX + 1, 4)
+               + spec.opening_px + (HYSTERESIS_REACH_PX if hysteresis is not None else 0) + 1, EDGE_REACH_PX + 1, 4)
     edge_stats, after_edge_stats = edge_statistics(sb, sv), edge_statistics(sa, sv)
     sample = "whole scene" if whole else f"{len(blocks)} blocks of {blocks[0].before.shape[1]} x {blocks[0].before.shape[2]}"
     pair = _Registered(blocks[0].before, blocks[0].after, registered[0], raw) if registered else None
     return RunFit(shift, fitted, float(thr), thr_method, centres, halo, sample, dict(cs.details),
-                  cs if whole else None, pair, edge_stats, after_edge_stats)
+                  cs if whole else None, pair, edge_stats, after_edge_stats, hysteresis)
+
+
+def hysteresis_of(spec: RunSpec, fitted: Any, threshold: float) -> tuple[float, float] | None:
+    """The ``(low, high)`` score values of a run's hysteresis thresholding, or None.
+
+    Only the method's own threshold has one (a threshold the caller chose, by value or by
+    method, cuts every pixel at it), and only a method whose fit names its factors
+    (:attr:`changedet.change.MethodFit.hysteresis`).
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run (its threshold options).
+    fitted : FittedMethod or LearnedFit
+        The fitted method.
+    threshold : float
+        The threshold the run chose.
+
+    Returns
+    -------
+    (float, float) or None
+    """
+    factors = getattr(fitted, "hysteresis", None)
+    o = spec.options
+    if factors is None or o.threshold is not None or not math.isfinite(threshold):
+        return None
+    return (float(factors[0]) * threshold, float(factors[1]) * threshold)
+
+
+def _hysteresis_dict(h: tuple[float, float] | None) -> dict[str, float] | None:
+    return None if h is None else {"low": round(float(h[0]), 6), "high": round(float(h[1]), 6)}
 
 
 # --------------------------------------------------------------------------- learned methods
@@ -705,7 +757,103 @@ def _fit_learned(spec: RunSpec, sb: np.ndarray, sa: np.ndarray, sv: np.ndarray, 
 
 
 # --------------------------------------------------------------------------- the processor
-def changed_pixels(spec: RunSpec, threshold: float, score: np.ndarray, valid: np.ndarray) -> np.ndarray:
+#: How far (pixels) a hysteresis' low value reaches out from a pixel above the threshold: the rim
+#: of a change, not the field it borders (grown without a bound, a construction site took in
+#: the parcels around it, whose outline on old field edges then read as seasonal change).
+HYSTERESIS_REACH_PX = 2
+#: A changed area at least this large (m²) is kept whatever its highest score: the hysteresis
+#: removes specks, and 10 ha of change above the threshold is none (a weak clearing, low contrast).
+HYSTERESIS_KEEP_M2 = 100_000.0
+
+
+def peak_exempt_px(spec: RunSpec) -> int:
+    """Changed pixels from which an area is kept whatever its highest score (:data:`HYSTERESIS_KEEP_M2`);
+    on grids of unknown pixel size, pixels of 10 m, as the urban-spectral score assumes.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run (its grid).
+
+    Returns
+    -------
+    int
+    """
+    px = 10.0 if spec.in_px else float(spec.px_size)
+    return max(1, int(math.ceil(HYSTERESIS_KEEP_M2 / (px * px) - 1e-9)))
+
+
+def judged_on_core(fit: RunFit, part_layers: dict[str, np.ndarray], score: np.ndarray) -> dict[str, np.ndarray]:
+    """The index changes an area's kind is judged on: with hysteresis, those of its pixels at or
+    above the threshold only (NaN on the rim the low value added, which the sums skip), so the
+    kind is that of the change itself and not of the ground around it.
+
+    Parameters
+    ----------
+    fit : RunFit
+        The run's statistics (its threshold and hysteresis).
+    part_layers : dict of str -> 1-D ndarray
+        Index changes at the changed pixels, in row-major order.
+    score : 1-D ndarray
+        The score at the same pixels.
+
+    Returns
+    -------
+    dict of str -> 1-D ndarray
+        ``part_layers`` itself without hysteresis; otherwise new arrays.
+    """
+    if fit.hysteresis is None or not part_layers:
+        return part_layers
+    rim = ~(score > fit.threshold)
+    if not rim.any():
+        return part_layers
+    return {k: np.where(rim, np.nan, v).astype(v.dtype, copy=False) if k in CLASS_LAYER_KEYS else v
+            for k, v in part_layers.items()}
+
+
+def outline_layers_of_core(fit: RunFit, area: np.ndarray, score: np.ndarray, before: np.ndarray, after: np.ndarray,
+                           *, core: tuple[slice, slice] | None = None) -> dict[str, np.ndarray]:
+    """:func:`outline_edge_layers` of a window's changed pixels, taken (with hysteresis) on the
+    outline of their pixels above the threshold: the rim the low value adds reaches to the
+    parcel edges around a change, and an outline on old edges is what marks a seasonal field.
+
+    Parameters
+    ----------
+    fit : RunFit
+        The run's statistics (threshold, hysteresis, edge statistics).
+    area : (rows, cols) ndarray of bool
+        The changed pixels of the window with its halo.
+    score : (rows, cols) ndarray of float32
+        The score over the same pixels.
+    before, after : (bands, rows, cols) ndarray of float
+        Both dates' spectral bands over the same pixels.
+    core : (slice, slice), optional
+        The window's core.
+
+    Returns
+    -------
+    dict of str -> 1-D ndarray of float32
+        One value per changed pixel of the core (``area[core]``), row-major; NaN off the outline.
+    """
+    if fit.hysteresis is None:
+        return outline_edge_layers(area, before, fit.edge_stats, after=after, after_stats=fit.after_edge_stats,
+                                   core=core)
+    strong = area & _threshold.apply_threshold(score, fit.threshold)
+    rs, cs = core if core is not None else _full(area.shape)
+    on_strong = outline_edge_layers(strong, before, fit.edge_stats, after=after, after_stats=fit.after_edge_stats,
+                                    core=core)
+    at = np.flatnonzero(strong[rs, cs][area[rs, cs]])  # the strong pixels' places among the changed ones
+    n = int(np.count_nonzero(area[rs, cs]))
+    out = {}
+    for key, values in on_strong.items():
+        full = np.full(n, np.nan, dtype=np.float32)
+        full[at] = values
+        out[key] = full
+    return out
+
+
+def changed_pixels(spec: RunSpec, threshold: float, score: np.ndarray, valid: np.ndarray, *,
+                   low: float | None = None) -> np.ndarray:
     """The thresholded, opened change mask of a score (before polygons and their clean-up).
 
     Parameters
@@ -718,6 +866,10 @@ def changed_pixels(spec: RunSpec, threshold: float, score: np.ndarray, valid: np
         The change score.
     valid : (rows, cols) ndarray of bool
         Pixels to judge.
+    low : float, optional
+        A hysteresis' low value: pixels above it within :data:`HYSTERESIS_REACH_PX` of a
+        pixel above ``threshold`` are change too (the rim of a change, which the score
+        reads weaker where it mixes with the ground around it).
 
     Returns
     -------
@@ -729,11 +881,16 @@ def changed_pixels(spec: RunSpec, threshold: float, score: np.ndarray, valid: np
     >>> from changedet.raster import Grid
     >>> from changedet.spec import make_spec, run_options
     >>> spec = make_spec(run_options(opening_px=0), Grid((4, 4), Affine(10, 0, 0, 0, -10, 0), "EPSG:32639"), ["B04"])
-    >>> s = np.zeros((4, 4), "float32"); s[1:3, 1:3] = 5
+    >>> s = np.zeros((4, 4), "float32"); s[1:3, 1:3] = 5; s[0, 1] = 2
     >>> int(changed_pixels(spec, 1.0, s, np.ones((4, 4), bool)).sum())
-    4
+    5
+    >>> int(changed_pixels(spec, 3.0, s, np.ones((4, 4), bool), low=1.5).sum())
+    5
     """
     raw = _threshold.apply_threshold(score, threshold, valid=valid)
+    if low is not None and low < threshold and raw.any():
+        near = ndimage.binary_dilation(raw, structure=_objects._disk(HYSTERESIS_REACH_PX))
+        raw = near & _threshold.apply_threshold(score, low, valid=valid)
     return _objects.clean_mask(raw, opening_px=spec.opening_px, valid=valid)
 
 
@@ -886,7 +1043,7 @@ def process_window(
         score_o = np.full(v.shape, np.nan, dtype="float32")
     # the area of interest restricts what is reported, not how its pixels are judged: the
     # score and the opening see the pixels around it, the area cuts their result
-    opened = changed_pixels(spec, fit.threshold, score_o, v)
+    opened = changed_pixels(spec, fit.threshold, score_o, v, low=fit.low_threshold)
     if inside is not None:
         v &= inside
         opened &= inside
@@ -908,9 +1065,9 @@ def process_window(
             sparse = class_layers(b_c[:, sel][:, :, None], a_c[:, sel][:, :, None], spec.spectral,
                                   np.ones((int(sel.sum()), 1), bool), centres=fit.class_centres)
             part_layers = {k: arr[:, 0] for k, arr in sparse.items() if k in CLASS_LAYER_KEYS}
+    part_layers = judged_on_core(fit, part_layers, score_c[sel])
     if fit.edge_stats and sel.any():
-        part_layers.update(outline_edge_layers(opened & v, b_sp, fit.edge_stats, after=a_sp,
-                                               after_stats=fit.after_edge_stats, core=(rs, cs_)))
+        part_layers.update(outline_layers_of_core(fit, opened & v, score_o, b_sp, a_sp, core=(rs, cs_)))
     parts = outline_parts(spec, sel, score_c, part_layers, offset=offset, edges=edges)
     return WindowResult(
         score=score_c, valid=v_c, parts=parts,

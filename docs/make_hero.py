@@ -38,7 +38,8 @@ def caption(summary: dict) -> str:
     r = summary["results"]
     d = summary.get("dates") or {}
     acc = summary.get("accuracy") or {}
-    text = (f"{r['n_changes']} changed areas, {r['changed_area_ha']:.1f} ha, between {d.get('before')} and "
+    n = r["n_changes"]
+    text = (f"{n} changed area{'' if n == 1 else 's'}, {r['changed_area_ha']:.1f} ha, between {d.get('before')} and "
             f"{d.get('after')}")
     if acc.get("f1") is not None:
         text += f" (F1 {acc['f1']:.3f} against the pair's truth)"

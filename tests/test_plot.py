@@ -620,8 +620,9 @@ def test_readme_hero_agrees_with_the_demo(tmp_path: Path) -> None:
     fresh = mpl_image.imread(tmp_path / "demo" / "overview.png")
     assert shown.shape == fresh.shape
     # the figure's change-panel title gives the same count the README states
-    assert f"changes: {result.n_changes} areas" in result.plot().axes[2].get_title()
-    assert f"{result.n_changes} changed areas" in make_hero.caption(result.summary)
+    areas = "area" if result.n_changes == 1 else "areas"
+    assert f"changes: {result.n_changes} {areas}" in result.plot().axes[2].get_title()
+    assert f"{result.n_changes} changed {areas}" in make_hero.caption(result.summary)
 
 
 # --- acquisition dates in the summary and the titles (issue 13) --------------------------------
