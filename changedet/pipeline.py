@@ -235,6 +235,8 @@ class ChangeResult:
         from . import plot
 
         valid = self.mask.data[0] != NODATA_MASK
+        hyst = self.summary["parameters"].get("hysteresis")
+        kwargs.setdefault("hysteresis", (hyst["low"], hyst["high"]) if hyst else None)
         return plot.plot_histogram(self.score.data[0], threshold=self.threshold, valid=valid,
                                    method_label=self.summary["parameters"]["method"], **kwargs)
 

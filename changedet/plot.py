@@ -845,6 +845,7 @@ def plot_histogram(
     valid: np.ndarray | None = None,
     bins: int = 128,
     method_label: str | None = None,
+    hysteresis: tuple[float, float] | None = None,
 ) -> Figure:
     """Histogram of a change score (log counts) with the threshold marked.
 
@@ -863,6 +864,10 @@ def plot_histogram(
         Number of bins between the lowest and highest score.
     method_label : str, optional
         How the threshold was chosen (``"otsu"``), shown in the legend.
+    hysteresis : (float, float), optional
+        The run's hysteresis (low, high score values): both are marked, and the orange
+        bins are the pixels above the threshold, not the change mask (which takes in
+        pixels above ``low`` next to them and drops areas that do not reach ``high``).
 
     Returns
     -------
@@ -907,9 +912,15 @@ def plot_histogram(
     label = f"threshold{f' ({method_label})' if method_label else ''} = {threshold:.4g}"
     ax.axvline(threshold, color="#d62728", lw=1.8, ls="--", label=label)
     ax.hist(centres, bins=edges, weights=np.where(above, 0, counts), color="0.55", log=True, label="no change")
+    if hysteresis is not None:
+        h_lo, h_hi = (float(v) for v in hysteresis)
+        ax.axvline(h_lo, color="#d62728", lw=1.2, ls=":", label=f"hysteresis low = {h_lo:.4g} (next to change)")
+        ax.axvline(h_hi, color="#7f0000", lw=1.2, ls=":", label=f"hysteresis high = {h_hi:.4g} (an area reaches it)")
+        lo, hi = min(lo, h_lo), max(hi, h_hi)
     ax.hist(
         centres, bins=edges, weights=np.where(above, counts, 0), color="#f58231", log=True,
-        label=f"change: {n_change:,} px ({n_change / values.size:.1%})",
+        label=(f"{'above the threshold' if hysteresis is not None else 'change'}: "
+               f"{n_change:,} px ({n_change / values.size:.1%})"),
     )
     ax.set_xlim(lo, hi)
     ax.set_xlabel("change score")
