@@ -129,3 +129,17 @@ def test_fitted_method_keeps_its_factors_through_json() -> None:
         FittedMethod.from_dict({**f.to_dict(), "hysteresis": [2.0, 0.5]})
     rgb = fit_method("auto", b[:3], a[:3], band_names=["red", "green", "blue"], pixel_size_m=1.0)
     assert rgb.hysteresis is None  # the metre-class default cuts at its threshold
+
+
+def test_grown_is_a_dilation_within_the_low_pixels() -> None:
+    """The rim as computed (at the pixels of ``low`` only) equals ``low & dilation(core) | core``."""
+    from changedet.window import _grown
+
+    rng = np.random.default_rng(7)
+    for radius in (1, 2, 3):
+        for _ in range(40):
+            shape = (int(rng.integers(1, 50)), int(rng.integers(1, 50)))
+            core = rng.random(shape) > rng.uniform(0.5, 0.999)
+            low = (rng.random(shape) > rng.uniform(0.0, 0.9)) | core
+            want = (ndimage.binary_dilation(core, structure=_disk(radius)) & low) | core
+            assert np.array_equal(_grown(core, low, radius), want)
