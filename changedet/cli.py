@@ -229,7 +229,8 @@ def _values(text: str | None) -> tuple[float, ...] | None:
 def _print_result(result: Any, out: Path, elapsed: float) -> None:
     s = result.summary["results"]
     area = f"{s['changed_area_ha']:.2f} ha ({s['changed_area_acres']:.1f} acres)" if s["changed_area_ha"] is not None else f"{s['changed_pixels']} px"
-    print(f"{s['n_changes']} changed areas, {area}, in {elapsed:.1f} s -> {out}")
+    n = s['n_changes']
+    print(f"{n} changed area{'' if n == 1 else 's'}, {area}, in {elapsed:.1f} s -> {out}")
 
     def size(c: dict[str, Any]) -> str:
         return f"{c['area_m2'] / 10_000:.2f} ha" if c.get("area_m2") is not None else f"{c['area_px']} px"

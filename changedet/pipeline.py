@@ -384,7 +384,8 @@ class ChangeResult:
     def __repr__(self) -> str:
         r = self.summary["results"]
         area = f"{r['changed_area_ha']:.2f} ha" if r.get("changed_area_ha") is not None else f"{r['changed_pixels']} px"
-        return f"ChangeResult({r['n_changes']} changed areas, {area}, {describe_grid(self.grid)})"
+        n = r["n_changes"]
+        return f"ChangeResult({n} changed area{'' if n == 1 else 's'}, {area}, {describe_grid(self.grid)})"
 
 
 def _write_rasters(out: Path, grid: Grid, mask: np.ndarray, score: np.ndarray) -> dict[str, Path]:

@@ -37,7 +37,7 @@ def test_detect(pair_tifs: PairFiles, tmp_path: Path, capsys: pytest.CaptureFixt
     code = main(["detect", str(pair_tifs.before), str(pair_tifs.after), "--out", str(out), "--no-figures"])
     assert code == 0
     stdout = capsys.readouterr().out
-    assert stdout.startswith("1 changed areas, 0.60 ha (1.5 acres), in ")
+    assert stdout.startswith("1 changed area, 0.60 ha (1.5 acres), in ")
     assert "new_construction" in stdout and str(out) in stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "change_mask.tif", "change_score.tif", "changes.geojson", "changes.gpkg", "report.html", "summary.json"
@@ -290,7 +290,7 @@ def test_console_script_runs_detect(tmp_path: Path, make_tif) -> None:
     proc = subprocess.run([*_changedet_command(), "detect", str(b), str(a), "--out", str(out)],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("1 changed areas")
+    assert proc.stdout.startswith("1 changed area,")
     assert (out / "summary.json").exists() and (out / "overview.png").exists()
     bad = subprocess.run([*_changedet_command(), "detect", str(tmp_path / "nope.tif"), str(a), "--out", str(tmp_path / "o2")],
                          capture_output=True, text=True, timeout=120, env=env)
@@ -344,7 +344,7 @@ cli.entry()
         proc = subprocess.run([sys.executable, "-c", code, *map(str, marks), mode, *args, "--overwrite"],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.startswith("1 changed areas") and proc.stdout.endswith("\n")  # all of it, flushed
+        assert proc.stdout.startswith("1 changed area,") and proc.stdout.endswith("\n")  # all of it, flushed
         assert marks[0].read_text() == "handler ran"
         if mode in ("alone", "daemon"):
             assert marks[1].read_text() == "fast 0"

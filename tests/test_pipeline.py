@@ -64,7 +64,7 @@ def test_planted_building_is_found(pair_tifs: PairFiles, scene: Scene) -> None:
     assert r["n_changes"] == 1 and r["changed_pixels"] == int((result.mask.data == 1).sum())
     assert r["nodata_pixels"] == 9
     assert r["by_class"]["new_construction"]["count"] == 1
-    assert "1 changed areas" in repr(result)
+    assert "1 changed area," in repr(result)
 
 
 def test_geo_rasters_and_paths_give_the_same_result(scene: Scene) -> None:
