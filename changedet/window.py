@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from . import _select
 from . import _kernels
