@@ -1355,13 +1355,6 @@ def _opened_colour(colour: np.ndarray, ok: np.ndarray, denoise: int, opening: in
     return ndimage.maximum_filter(ndimage.minimum_filter(m, opening, mode="nearest"), opening, mode="nearest")
 
 
-#: Hysteresis of the structure + colour score below 5 m (factors of its Otsu threshold): a changed
-#: area is kept when it reaches 2 x the threshold somewhere (or covers 10 ha); no rim is added (a
-#: rim grown into the fields and lawns around a change cost the synthetic 0.5 m and 1 m sites about
-#: 0.01).  Measured in ``docs/measurements.md``.
-STRUCTURAL_HYSTERESIS = (1.0, 2.0)
-
-
 def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
                            pixel_size_m: float | None) -> MethodFit:
     """The default for high-resolution or RGB-only images: structure + colour."""
@@ -1423,8 +1416,7 @@ def _fit_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[s
     # SSIM's Gaussian window, then the window mean; the rim weight on the colour magnitude;
     # the colour magnitude itself reaches the shift tolerance
     return MethodFit(stats, "otsu", details, tolerance + max(_SSIM_REACH + size // 2, _MIXED_REACH,
-                                                             denoise // 2 + 2 * (opening // 2) + 1),
-                     hysteresis=STRUCTURAL_HYSTERESIS if px < 5.0 else None)
+                                                             denoise // 2 + 2 * (opening // 2) + 1))
 
 
 def _score_structural_colour(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], ok: np.ndarray,
