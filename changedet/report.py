@@ -658,7 +658,17 @@ def _method_section(summary: Mapping[str, Any]) -> str:
     text = f"<p>Method <b>{_e(method)}</b>" + (f": {_e(words)}" if words else "") + "."
     if details.get("auto_choice"):
         text += f" On this pair the default chose <b>{_e(details['auto_choice'])}</b>."
-    if thr is not None:
+    hyst = params.get("hysteresis")
+    if thr is not None and isinstance(hyst, Mapping) and hyst.get("low") is not None and hyst.get("high") is not None:
+        rim = (f", with the pixels above {_fmt(hyst['low'], 4)} next to them (their rim)"
+               if hyst["low"] < thr else "")
+        from .window import HYSTERESIS_KEEP_M2
+
+        text += (f" A changed area is the pixels whose score exceeds {_fmt(thr, 4)} (threshold by "
+                 f"{_e(params.get('threshold_method'))}){rim}, kept when its score reaches {_fmt(hyst['high'], 4)} "
+                 f"somewhere or it covers {HYSTERESIS_KEEP_M2 / 10_000:g} ha (hysteresis: weak isolated specks are "
+                 "dropped).")
+    elif thr is not None:
         text += (f" A pixel is change where its score exceeds {_fmt(thr, 4)} (threshold by "
                  f"{_e(params.get('threshold_method'))}).")
     mmu = params.get("min_area_m2")

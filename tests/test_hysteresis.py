@@ -143,3 +143,18 @@ def test_grown_is_a_dilation_within_the_low_pixels() -> None:
             low = (rng.random(shape) > rng.uniform(0.0, 0.9)) | core
             want = (ndimage.binary_dilation(core, structure=_disk(radius)) & low) | core
             assert np.array_equal(_grown(core, low, radius), want)
+
+
+def test_the_report_says_how_the_mask_was_made(tmp_path: Path) -> None:
+    """report.html states the hysteresis (not "a pixel is change where ...") when the run had one."""
+    import re
+
+    detect_changes(S2 / "before.tif", S2 / "after.tif", out=tmp_path / "own", tiled=False, progress=False)
+    detect_changes(S2 / "before.tif", S2 / "after.tif", threshold=6.0, out=tmp_path / "plain", tiled=False,
+                   progress=False)
+    own = re.sub(r"\s+", " ", (tmp_path / "own" / "report.html").read_text(encoding="utf-8"))
+    plain = re.sub(r"\s+", " ", (tmp_path / "plain" / "report.html").read_text(encoding="utf-8"))
+    assert ("A changed area is the pixels whose score exceeds 6.0000 (threshold by sigma), with the pixels above "
+            "3.0000 next to them (their rim), kept when its score reaches 12.0000 somewhere or it covers 10 ha") in own
+    assert "A pixel is change where its score exceeds" not in own
+    assert "A pixel is change where its score exceeds 6.0000 (threshold by fixed)" in plain
