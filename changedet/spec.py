@@ -25,7 +25,7 @@ from .errors import InvalidParameterError
 from .raster import Grid
 
 __all__ = ["RunOptions", "RunSpec", "run_options", "make_spec", "parse_threshold", "check_call", "CATEGORICAL_BANDS",
-           "LEARNED_COREGISTER_FROM_M", "VEGETATION_GAIN_OUT_BELOW_M", "VEGETATION_GAIN_CHOICES"]
+           "LEARNED_COREGISTER_FROM_M", "VEGETATION_GAIN_OUT_BELOW_M", "VEGETATION_GAIN_CHOICES", "hysteresis_record"]
 
 #: Bands that classify pixels (Sentinel-2 SCL, Landsat QA_PIXEL): used for masks, not for change
 #: (recognised by :func:`changedet.masks.classification_band`, also as the last token of a file stem).
@@ -530,8 +530,7 @@ class RunSpec:
             "threshold": o.threshold,
             "threshold_method": threshold_method,
             "threshold_value": float(threshold_value) if math.isfinite(threshold_value) else None,
-            "hysteresis": None if hysteresis is None else {"low": round(float(hysteresis[0]), 6),
-                                                           "high": round(float(hysteresis[1]), 6)},
+            "hysteresis": hysteresis_record(hysteresis),
             "min_area_m2": None if self.in_px else self.min_area_m2,
             "min_area_px": self.min_area_px,
             "opening_px": self.opening_px,
@@ -645,6 +644,27 @@ def make_spec(options: RunOptions, grid: Grid, band_names: Sequence[str]) -> Run
 
         examples = options.examples if isinstance(options.examples, Examples) else read_examples(options.examples, grid)
     return RunSpec(options, grid, spectral, aux, mmu, opening, holes, px_size, in_px, aoi_grid, examples)
+
+
+def hysteresis_record(h: tuple[float, float] | None) -> dict[str, float] | None:
+    """A run's hysteresis ``(low, high)`` as ``summary.json`` writes it (``parameters`` and ``fit``).
+
+    Parameters
+    ----------
+    h : (float, float) or None
+        The low and high score values, or None (no hysteresis).
+
+    Returns
+    -------
+    dict or None
+        ``{"low", "high"}`` rounded to 6 decimals.
+
+    Examples
+    --------
+    >>> hysteresis_record((3.0, 12.0)), hysteresis_record(None)
+    ({'low': 3.0, 'high': 12.0}, None)
+    """
+    return None if h is None else {"low": round(float(h[0]), 6), "high": round(float(h[1]), 6)}
 
 
 def _describe(value: Any) -> Any:

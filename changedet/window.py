@@ -28,7 +28,7 @@ from . import objects as _objects
 from . import threshold as _threshold
 from .errors import EmptyDataError, InvalidParameterError
 from .raster import describe_grid
-from .spec import RunSpec
+from .spec import RunSpec, hysteresis_record
 
 __all__ = ["RunFit", "SampleBlock", "WindowResult", "LearnedFit", "outline_parts", "fit_run", "process_window", "changed_pixels",
            "hysteresis_of", "judged_on_core", "outline_layers_of_core", "peak_exempt_px", "HYSTERESIS_REACH_PX",
@@ -478,7 +478,7 @@ class RunFit:
             "method": to_dict() if callable(to_dict) else {"method": getattr(self.method, "method", None)},
             "threshold_method": self.threshold_method,
             "threshold_value": float(self.threshold) if math.isfinite(self.threshold) else None,
-            "hysteresis": _hysteresis_dict(self.hysteresis),
+            "hysteresis": hysteresis_record(self.hysteresis),
             "class_centres": {k: round(v, 6) for k, v in self.class_centres.items()},
             "halo_px": self.halo_px,
             "sample": self.sample,
@@ -665,10 +665,6 @@ def hysteresis_of(spec: RunSpec, fitted: Any, threshold: float) -> tuple[float, 
     if factors is None or o.threshold is not None or not math.isfinite(threshold):
         return None
     return (float(factors[0]) * threshold, float(factors[1]) * threshold)
-
-
-def _hysteresis_dict(h: tuple[float, float] | None) -> dict[str, float] | None:
-    return None if h is None else {"low": round(float(h[0]), 6), "high": round(float(h[1]), 6)}
 
 
 # --------------------------------------------------------------------------- learned methods
