@@ -249,8 +249,11 @@ def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     total = a + b
+    defined = np.abs(total) > 1e-12  # False where an input is NaN
+    out = np.subtract(a, b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(np.abs(total) > 1e-12, (a - b) / np.where(total == 0, 1, total), np.nan)
+        np.divide(out, total, out=out, where=defined)
+    out[~defined] = np.nan
     return out.astype(np.float32)
 
 
@@ -455,7 +458,12 @@ def brightness(image: np.ndarray, band_names: Sequence[str]) -> np.ndarray:
     found = resolve_bands(band_names)
     if "nir" in found:
         bands.append(np.asarray(image)[found["nir"]])
-    return np.mean(np.stack(bands).astype(np.float64), axis=0).astype(np.float32)
+    # summed in float64 one band after another, as the mean over a float64 stack's first axis is
+    total = np.asarray(bands[0], dtype=np.float64).copy()
+    for band in bands[1:]:
+        total += band
+    total /= len(bands)
+    return total.astype(np.float32)
 
 
 INDICES: dict[str, Callable[[np.ndarray, Sequence[str]], np.ndarray]] = {
