@@ -199,16 +199,36 @@ def learned_features(tile: Tile, *, change_score: bool = False):
     return f.values, f.names
 
 
+def background_score(tile: Tile) -> np.ndarray | None:
+    """The unsupervised default's score that ``fit_examples`` draws background no-change examples
+    from (pixels of 5 m or coarser; None otherwise), cached like the features."""
+    from changedet.learn import _BACKGROUND_MIN_PX_M, _background_score
+
+    if tile.pixel_size_m < _BACKGROUND_MIN_PX_M:
+        return None
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"background_{tile.set}_{tile.name}_{len(tile.band_names)}.npy"
+    if path.exists():
+        return np.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        score = _background_score(tile.before, tile.after, tuple(tile.band_names), tile.pixel_size_m, tile.valid)
+    np.save(path, score)
+    return score
+
+
 def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
                         classifier: str) -> tuple[np.ndarray, float]:
     """What fit_examples(...).score(...) computes (probability, threshold), on cached features."""
-    from changedet.learn import Examples, _expand, _fit_core, _scene_sample, _smooth_probability
+    from changedet.learn import Examples, _background_rows, _expand, _fit_core, _scene_sample, _smooth_probability
 
     rows, cols = np.unravel_index(idx, tile.truth.shape)
     grown, groups = _expand(Examples(rows, cols, y), tile.valid)
     srow, scol = _scene_sample(tile.valid, seed)
+    bg = background_score(tile)
+    background = None if bg is None else _background_rows(bg[srow, scol], seed)
     clf, threshold, _ = _fit_core(feats[grown.row, grown.col], grown.change, groups, feats[srow, scol],
-                                  classifier, seed, tile.name)
+                                  classifier, seed, tile.name, background)
     prob = np.zeros(tile.valid.shape, np.float32)
     prob[tile.valid] = clf.predict_proba(feats[tile.valid])[:, 1]
     return _smooth_probability(prob, tile.valid), threshold

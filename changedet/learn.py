@@ -99,6 +99,13 @@ the first alone (seeds 0-4, pooled F1 at K = 10 / 20 / 50): OSCD 0.246 / 0.394 /
 0.811 / 0.878 / 0.909; the lowest seed on OSCD at K = 20 0.297 -> 0.387.  The expected-F1
 estimate alone: OSCD 0.351, LEVIR 0.724, DSIFN 0.786, synthetic 0.855 at K = 20.
 
+On pixels of 5 m and coarser the classifier (and every cross-validation fold's) also learns 500
+background pixels as no change: pixels of the scene sample that the unsupervised default scores at
+or below its median (:func:`_background_rows`); they are never held out, so the threshold and the
+accuracy are the examples' own.  OSCD pooled F1, seeds 0-9 at K = 10 / 20 / 50: 0.326 / 0.421 /
+0.584, against about 0.30 / 0.38 / 0.55 before (``docs/measurements.md``, "Background examples at
+10 m"); at 0.5-1 m they cost (LEVIR-CD -0.04, DSIFN -0.1) and none are drawn.
+
 Measured and not kept (``benchmarks/fewshot.py``, K = 20, seeds 0-2, pooled F1 of OSCD /
 LEVIR / DSIFN / synthetic pairs, against 0.388 / 0.695 / 0.752 / 0.863; a difference of
 0.02 is within what the choice of examples moves):
@@ -273,6 +280,18 @@ _THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))
 _SCENE_SAMPLE = 20_000
 #: Recall (on held-out examples) below which a threshold is not used to bound the prevalence
 _MIN_RECALL = 0.25
+#: Scenes of pixels this coarse or coarser (m) also train on background no-change examples: this
+#: many pixels of the scene sample drawn among those the unsupervised default (``method="auto"``)
+#: scores at or below its median there (:func:`_background_rows`).  60 no-change clicks in a city
+#: of fields, woods, water and streets miss most of what does not change; the lower half of the
+#: default's score is such ground (at 10 m change is a few per cent of a scene).  Measured with
+#: ``benchmarks/fewshot.py`` (K = 20, pooled F1 over the seven OSCD cities, seeds 0-9): see
+#: ``docs/measurements.md`` ("Background examples at 10 m"): 0.38 -> 0.42 at K = 20, 0.30 -> 0.33 at
+#: K = 10, 0.55 -> 0.58 at K = 50.  Below 5 m they cost: the lower half of the 0.5-1 m default's
+#: score holds the roofs it misses (LEVIR-CD 0.811 -> 0.775, DSIFN 0.828 -> 0.72), so finer pixels
+#: get none.
+_BACKGROUND_MIN_PX_M = 5.0
+_BACKGROUND_N = 500
 
 #: Patch filters (:class:`PatchBank`): this many, of this many pixels a side, their rectified
 #: responses pooled by a Gaussian of this sigma in pixels; the k-means centres (this seed, at most
@@ -1153,6 +1172,9 @@ class LearnedModel:
         Cross-validated accuracy on the examples (NaN when too few to split).
     n_examples : int
         Labelled pixels it was trained on.
+    n_background : int
+        Background no-change examples it also learnt: pixels of the scene sample that the
+        unsupervised default scores in its lower half (pixels of 5 m or coarser; 0 otherwise).
     change_score : bool
         Whether the unsupervised ``auto`` score is one of the features.
     stats : PairStats or None
@@ -1174,6 +1196,7 @@ class LearnedModel:
     n_examples: int = 0
     change_score: bool = False
     stats: PairStats | None = field(default=None, repr=False)
+    n_background: int = 0
     version: int = FEATURE_VERSION
     bank: PatchBank | None = field(default=None, repr=False)
 
@@ -1201,12 +1224,13 @@ class LearnedModel:
         -------
         dict
             ``method``, ``classifier`` (its class name), ``threshold``, ``cv_accuracy``,
-            ``n_examples``, ``band_names``, ``pixel_size_m``, ``sigmas_m``, ``n_features``,
+            ``n_examples``, ``background_examples``, ``band_names``, ``pixel_size_m``, ``sigmas_m``, ``n_features``,
             ``feature_version``, ``halo_px``, ``change_score_feature``, ``patch_filters`` (how many) and ``patch_pool_px``.
         """
         return {
             "method": "learned", "classifier": type(self.classifier).__name__, "threshold": self.threshold,
-            "cv_accuracy": self.cv_accuracy, "n_examples": self.n_examples, "band_names": list(self.band_names),
+            "cv_accuracy": self.cv_accuracy, "n_examples": self.n_examples, "background_examples": self.n_background,
+            "band_names": list(self.band_names),
             "pixel_size_m": self.pixel_size_m, "sigmas_m": list(self.sigmas_m),
             "n_features": len(self.feature_names), "feature_version": self.version, "halo_px": self.halo_px,
             "change_score_feature": self.change_score,
@@ -1351,6 +1375,7 @@ class LearnedModel:
             "threshold": float(self.threshold),
             "cv_accuracy": float(self.cv_accuracy),
             "n_examples": int(self.n_examples),
+            "n_background": int(self.n_background),
             "change_score": bool(self.change_score),
             "classifier": self.classifier,
             "patch_weights": None if self.bank is None else self.bank.weights,
@@ -1704,6 +1729,7 @@ def load_model(path: str | os.PathLike[str]) -> LearnedModel:
         threshold=float(payload["threshold"]),
         cv_accuracy=float(payload["cv_accuracy"]),
         n_examples=int(payload["n_examples"]),
+        n_background=int(payload.get("n_background", 0)),  # files written before it learnt none
         change_score=bool(payload["change_score"]),
         bank=_loaded_bank(payload, path),
     )
@@ -1808,8 +1834,10 @@ def _expand(ex: Examples, ok: np.ndarray, *, change_reach: int = _CHANGE_REACH_P
     return Examples(row[first], col[first], y[first], ex.source), g[first]
 
 
-def _out_of_fold(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray | None:
-    """Probability of each example pixel from a model that did not see its example (5-fold, by example)."""
+def _out_of_fold(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
+                 extra: np.ndarray | None = None) -> np.ndarray | None:
+    """Probability of each example pixel from a model that did not see its example (5-fold, by
+    example; ``extra`` rows of no change are learnt by every fold)."""
     from sklearn.model_selection import StratifiedKFold
 
     centre = np.zeros(groups.size, bool)
@@ -1824,7 +1852,7 @@ def _out_of_fold(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, se
 
     def fold(split: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         tr, te = np.isin(groups, split[0]), np.isin(groups, split[1])
-        clf = _make_classifier(kind, seed).fit(X[tr], y[tr].astype(np.int8))
+        clf = _make_classifier(kind, seed).fit(*_with_no_change(X[tr], y[tr], extra))
         return te, clf.predict_proba(X[te])[:, 1]
 
     # the folds are independent fits: on the threads of using_threads
@@ -1903,35 +1931,99 @@ def _scene_sample(ok: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.unravel_index(scene, ok.shape)
 
 
+def _background_score(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], px: float,
+                      ok: np.ndarray) -> np.ndarray | None:
+    """The unsupervised default's score of the pair (NaN where not valid), from which
+    :func:`_background_rows` draws background no-change examples; None for pixels finer than
+    :data:`_BACKGROUND_MIN_PX_M` or images too small for the default."""
+    if px < _BACKGROUND_MIN_PX_M or min(ok.shape) < 7:
+        return None
+    from .change import fit_method
+
+    fit = fit_method("auto", before, after, band_names=names, pixel_size_m=px, valid=ok)
+    cs = fit.sample_result if fit.sample_result is not None else fit.score(before, after, ok, layers=False)
+    return np.where(ok, np.asarray(cs.score, dtype=np.float32), np.float32(np.nan))
+
+
+def _background_rows(score: np.ndarray, seed: int) -> np.ndarray:
+    """Which of the scene sample's pixels are background no-change examples (indices into it).
+
+    ``score`` is the unsupervised default's score at the sample's pixels; up to
+    :data:`_BACKGROUND_N` of those at or below its median (of the finite ones) are drawn at
+    random with ``seed``.
+
+    Parameters
+    ----------
+    score : (n,) ndarray of float
+        The unsupervised change score at each pixel of the scene sample (NaN: not scored).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    (m,) ndarray of int
+        Sorted indices into ``score``; empty when no score is finite.
+
+    Examples
+    --------
+    >>> s = np.arange(10.0); s[0] = np.nan
+    >>> _background_rows(s, 0).tolist()
+    [1, 2, 3, 4, 5]
+    """
+    score = np.asarray(score, dtype=np.float64)
+    finite = np.isfinite(score)
+    if not finite.any():
+        return np.zeros(0, np.intp)
+    low = np.flatnonzero(finite & (score <= np.median(score[finite])))
+    rng = np.random.default_rng([seed, 7])
+    return np.sort(rng.choice(low, min(_BACKGROUND_N, low.size), replace=False))
+
+
 def _fit_core(X: np.ndarray, y: np.ndarray, groups: np.ndarray, Xscene: np.ndarray, kind: str, seed: int,
-              source: str) -> tuple[Any, float, float]:
-    """(classifier, threshold, cross-validated accuracy) from the examples' and the scene sample's features."""
-    clf = _fit_classifier(X, y, kind, seed, source)
+              source: str, background: np.ndarray | None = None) -> tuple[Any, float, float]:
+    """(classifier, threshold, cross-validated accuracy) from the examples' and the scene sample's features.
+
+    ``background`` (indices into the scene sample, :func:`_background_rows`) are learnt as no
+    change as well: by the classifier and by every cross-validation fold's, never held out (the
+    threshold and the accuracy are the analyst's examples' own)."""
+    extra = Xscene[background] if background is not None and len(background) else None
+    clf = _fit_classifier(X, y, kind, seed, source, extra)
     scene_prob = _predict_change(clf, Xscene)
-    threshold, cv = _threshold_and_accuracy(kind, X, y, groups, seed, scene_prob, None)
+    threshold, cv = _threshold_and_accuracy(kind, X, y, groups, seed, scene_prob, None, extra)
     return clf, threshold, cv
 
 
-def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: str):  # noqa: ANN202
+def _with_no_change(X: np.ndarray, y: np.ndarray, extra: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows with ``extra`` rows of no change after them (as int8 labels)."""
+    if extra is None or not len(extra):
+        return X, y.astype(np.int8)
+    return np.concatenate([X, extra]), np.concatenate([y.astype(np.int8), np.zeros(len(extra), np.int8)])
+
+
+def _fit_classifier(X: np.ndarray, y: np.ndarray, kind: str, seed: int, source: str,  # noqa: ANN202
+                    extra: np.ndarray | None = None):
     if y.all() or not y.any():
         raise InvalidParameterError(
             f"{source}: the valid example pixels are all {'change' if y.all() else 'no change'} "
             f"({y.size} pixels); give examples of both classes inside the valid area"
         )
+    X, y = _with_no_change(X, y, extra)
     clf = _make_classifier(kind, seed)
     threads = _thread_count()
     if threads > 1 and "n_jobs" in clf.get_params():
         # the trees are drawn from the seed before they are built: the same forest on any
         # number of threads; kept at 1 after, so its scores are split by rows (_predict_change)
-        clf.set_params(n_jobs=threads).fit(X, y.astype(np.int8))
+        clf.set_params(n_jobs=threads).fit(X, y)
         return clf.set_params(n_jobs=1)
-    return clf.fit(X, y.astype(np.int8))
+    return clf.fit(X, y)
 
 
 def _threshold_and_accuracy(kind: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int,
-                            scene_prob: np.ndarray | None, prevalence: float | None) -> tuple[float, float]:
-    """(threshold, cross-validated accuracy at it) from out-of-fold probabilities of the examples."""
-    oof = _out_of_fold(kind, X, y, groups, seed)
+                            scene_prob: np.ndarray | None, prevalence: float | None,
+                            extra: np.ndarray | None = None) -> tuple[float, float]:
+    """(threshold, cross-validated accuracy at it) from out-of-fold probabilities of the examples
+    (``extra`` rows of no change are in every fold's training, never held out)."""
+    oof = _out_of_fold(kind, X, y, groups, seed, extra)
     if oof is None:
         return 0.5, float("nan")
     centre = np.zeros(groups.size, bool)
@@ -2023,15 +2115,18 @@ def fit_examples(
     change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
     grown, groups = _expand(ex, ok)
     srow, scol = _scene_sample(ok, seed)
+    background_score = _background_score(before, after, names, px, ok)
+    background = None if background_score is None else _background_rows(background_score[srow, scol], seed)
     both = Examples(np.concatenate([grown.row, srow]), np.concatenate([grown.col, scol]),
                     np.concatenate([grown.change, np.zeros(srow.size, bool)]), ex.source)
     Xall, _, fnames = _gather(before, after, ok, names, stats, sigmas_px, bank, both,
                               _halo(sigmas_px, change_halo, bank))
     clf, threshold, cv = _fit_core(Xall[:grown.row.size], grown.change, groups, Xall[grown.row.size:],
-                                   classifier, seed, ex.source)
+                                   classifier, seed, ex.source, background)
     n_examples = int(np.unique(groups).size)
     return LearnedModel(clf, names, px, sigmas_m, tuple(fnames), threshold, cv, n_examples,
-                        stats.change_fit is not None, stats, bank=bank)
+                        stats.change_fit is not None, stats, bank=bank,
+                        n_background=0 if background is None else int(background.size))
 
 
 def train(
