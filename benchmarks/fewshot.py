@@ -204,6 +204,17 @@ def learned_features(tile: Tile, *, change_score: bool = False):
     return f.values, f.names
 
 
+def _cached_array(name: str, compute) -> np.ndarray:  # noqa: ANN001
+    """``compute()`` saved in the cache as ``name``.npy, or read from it when it is there."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"{name}.npy"
+    if path.exists():
+        return np.load(path)
+    values = compute()
+    np.save(path, values)
+    return values
+
+
 def background_score(tile: Tile) -> np.ndarray | None:
     """The unsupervised default's score that ``fit_examples`` draws background no-change examples
     from (pixels of 5 m or coarser; None otherwise), cached like the features."""
@@ -211,15 +222,13 @@ def background_score(tile: Tile) -> np.ndarray | None:
 
     if tile.pixel_size_m < _BACKGROUND_MIN_PX_M:
         return None
-    CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"background_{tile.set}_{tile.name}_{len(tile.band_names)}.npy"
-    if path.exists():
-        return np.load(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        score = _background_score(tile.before, tile.after, tuple(tile.band_names), tile.pixel_size_m, tile.valid)
-    np.save(path, score)
-    return score
+
+    def compute() -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _background_score(tile.before, tile.after, tuple(tile.band_names), tile.pixel_size_m, tile.valid)
+
+    return _cached_array(f"background_{tile.set}_{tile.name}_{len(tile.band_names)}", compute)
 
 
 def learned_probability(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int,
@@ -259,15 +268,12 @@ def check_same_as_api(tile: Tile, classifier: str) -> float:
 def baseline_features(tile: Tile) -> np.ndarray:
     from skimage.feature import multiscale_basic_features
 
-    CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"base_{tile.set}_{tile.name}_{len(tile.band_names)}.npy"
-    if path.exists():
-        return np.load(path)
-    fill = lambda x: np.where(np.isfinite(x), x, np.nanmedian(x))  # noqa: E731
-    stack = np.concatenate([fill(tile.before), fill(tile.after)]).astype(np.float32)
-    f = multiscale_basic_features(stack, channel_axis=0).astype(np.float32)
-    np.save(path, f)
-    return f
+    def compute() -> np.ndarray:
+        fill = lambda x: np.where(np.isfinite(x), x, np.nanmedian(x))  # noqa: E731
+        stack = np.concatenate([fill(tile.before), fill(tile.after)]).astype(np.float32)
+        return multiscale_basic_features(stack, channel_axis=0).astype(np.float32)
+
+    return _cached_array(f"base_{tile.set}_{tile.name}_{len(tile.band_names)}", compute)
 
 
 def baseline_mask(feats: np.ndarray, tile: Tile, idx: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -315,19 +321,17 @@ def unsupervised_mask(tile: Tile) -> np.ndarray:
     from changedet.io import read_raster
     from changedet.pipeline import detect_changes
 
-    CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"unsup_{tile.set}_{tile.name}_{tile.pixel_size_m:g}m.npy"
-    if path.exists():
-        return np.load(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        before, after = read_raster(tile.before_path), read_raster(tile.after_path)
-        # the pixel size as quality.py gives it: below 1 m the default has rules of its own
-        mask = detect_changes(before, after, pixel_size_m=tile.pixel_size_m).change_mask()
-    if mask.shape != tile.truth.shape:  # pragma: no cover - the pipeline keeps the before grid
-        raise RuntimeError(f"{tile.name}: mask {mask.shape} vs truth {tile.truth.shape}")
-    np.save(path, mask)
-    return mask
+    def compute() -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            before, after = read_raster(tile.before_path), read_raster(tile.after_path)
+            # the pixel size as quality.py gives it: below 1 m the default has rules of its own
+            mask = detect_changes(before, after, pixel_size_m=tile.pixel_size_m).change_mask()
+        if mask.shape != tile.truth.shape:  # pragma: no cover - the pipeline keeps the before grid
+            raise RuntimeError(f"{tile.name}: mask {mask.shape} vs truth {tile.truth.shape}")
+        return mask
+
+    return _cached_array(f"unsup_{tile.set}_{tile.name}_{tile.pixel_size_m:g}m", compute)
 
 
 # --- synthetic robustness ------------------------------------------------------------

@@ -1932,15 +1932,17 @@ def _scene_sample(ok: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _background_score(before: np.ndarray, after: np.ndarray, names: tuple[str, ...], px: float,
-                      ok: np.ndarray) -> np.ndarray | None:
+                      ok: np.ndarray, fitted: Any = None) -> np.ndarray | None:
     """The unsupervised default's score of the pair (NaN where not valid), from which
     :func:`_background_rows` draws background no-change examples; None for pixels finer than
-    :data:`_BACKGROUND_MIN_PX_M` or images too small for the default."""
+    :data:`_BACKGROUND_MIN_PX_M` or images too small for the default.  ``fitted``: the default
+    already fitted on this pair (:attr:`PairStats.change_fit`, with the change-score feature)."""
     if px < _BACKGROUND_MIN_PX_M or min(ok.shape) < 7:
         return None
     from .change import fit_method
 
-    fit = fit_method("auto", before, after, band_names=names, pixel_size_m=px, valid=ok)
+    fit = fitted if fitted is not None else fit_method("auto", before, after, band_names=names, pixel_size_m=px,
+                                                        valid=ok)
     cs = fit.sample_result if fit.sample_result is not None else fit.score(before, after, ok, layers=False)
     return np.where(ok, np.asarray(cs.score, dtype=np.float32), np.float32(np.nan))
 
@@ -2115,7 +2117,7 @@ def fit_examples(
     change_halo = stats.change_fit.halo_px if stats.change_fit is not None else 0
     grown, groups = _expand(ex, ok)
     srow, scol = _scene_sample(ok, seed)
-    background_score = _background_score(before, after, names, px, ok)
+    background_score = _background_score(before, after, names, px, ok, stats.change_fit)
     background = None if background_score is None else _background_rows(background_score[srow, scol], seed)
     both = Examples(np.concatenate([grown.row, srow]), np.concatenate([grown.col, scol]),
                     np.concatenate([grown.change, np.zeros(srow.size, bool)]), ex.source)
