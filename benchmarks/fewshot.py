@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/fewshot.py [--data /work/shared/data] [--sets oscd,levir,dsifn] [--k 10,20,50]
-                                 [--seeds 0,1,2,3,4] [--classifier random-forest] [--synthetic]
+                                 [--seeds 0,1,2,3,4] [--classifier random-forest] [--synthetic] [--sites 10,1]
                                  [--pipeline auto|on|off]
 
 For every OSCD city and every VHR tile in the data folder, and every seed, K change
@@ -370,6 +370,20 @@ def synthetic_tiles(n: int = 3, size: int = 256) -> list[Tile]:
     return out
 
 
+def site_tiles(pixel_m: float, n: int = 8) -> list[Tile]:
+    """Seeded sites of ``benchmarks/sites.py`` (seeds 300 to 300 + n - 1) at ``pixel_m``: 384 px a
+    side at 5 m and coarser (four Sentinel-2 bands), 512 px finer (8-bit RGB)."""
+    import sites
+
+    out = []
+    for i in range(n):
+        st = sites.make_site(300 + i, pixel_m=pixel_m, size_px=384 if pixel_m >= 5 else 512)
+        out.append(Tile(f"sites{pixel_m:g}m", f"site{300 + i}", st.before.astype(np.float32),
+                        st.after.astype(np.float32), st.band_names, st.truth, np.ones(st.truth.shape, bool),
+                        pixel_m))
+    return out
+
+
 # --- main ----------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classifier", default="extra-trees")
     p.add_argument("--oscd-bands", default=",".join(OSCD_BANDS))
     p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--sites", default="", help="pixel sizes (m) of benchmarks/sites.py sites to add, e.g. 10,1 "
+                   "(8 seeded sites each, seeds 300-307: a cleared plot with blocks, season, gain/offset, haze, "
+                   "noise, shift)")
     p.add_argument("--no-baselines", action="store_true")
     p.add_argument("--check", action="store_true", help="check the cached path equals fit_examples().score()")
     p.add_argument("--pipeline", choices=("auto", "on", "off"), default=None,
@@ -400,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             tiles[s] = load_vhr(root, s)
     if args.synthetic:
         tiles["synthetic"] = synthetic_tiles()
+    for px in (float(v) for v in args.sites.split(",") if v):
+        tiles[f"sites{px:g}m"] = site_tiles(px)
 
     if args.check:
         for s, ts in tiles.items():

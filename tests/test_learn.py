@@ -488,6 +488,30 @@ def test_expected_f1_threshold_follows_the_share_of_change_in_the_scene():
     assert chosen[0.03] > chosen[0.5] + 0.1
 
 
+def test_scene_threshold_trusts_the_estimate_as_far_as_the_examples_support_it():
+    """Many clear examples keep the threshold estimated for the scene (a rare change: well above
+    0.5); a few overlapping ones draw it towards 0.5 by the estimate's spread over bootstrap draws."""
+    from changedet.learn import _THRESHOLDS, _both_estimates, _scene_threshold
+
+    ts = np.array(_THRESHOLDS)
+
+    def case(n_change, a, seed):  # held-out probabilities beta(a, 2) for change, beta(2, a) for no change
+        rng = np.random.default_rng(seed)
+        po = np.concatenate([rng.beta(a, 2, n_change), rng.beta(2, a, 3 * n_change)])
+        yo = np.concatenate([np.ones(n_change, bool), np.zeros(3 * n_change, bool)])
+        scene = np.concatenate([rng.beta(a, 2, 400), rng.beta(2, a, 19600)])  # 2 % change
+        above = np.array([(scene >= t).mean() for t in ts])
+        estimate = float(ts[np.argmin(np.abs(ts - _both_estimates(po, yo, scene, above)))])
+        return estimate, _scene_threshold(po, yo, scene, seed)
+
+    for seed in range(3):
+        estimate, chosen = case(300, 8, seed)
+        assert chosen == estimate >= 0.65, (seed, estimate, chosen)
+        estimate, chosen = case(10, 2, seed)
+        assert chosen in _THRESHOLDS and abs(chosen - 0.5) < abs(estimate - 0.5) - 0.1, (seed, estimate, chosen)
+        assert (chosen - 0.5) * (estimate - 0.5) >= 0  # drawn towards 0.5, never past it
+
+
 # --- features computed once in a run in memory ----------------------------------------
 
 
