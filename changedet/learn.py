@@ -1910,7 +1910,7 @@ def _expected_f1_threshold(po: np.ndarray, yo: np.ndarray, scene_prob: np.ndarra
         x = np.clip(x, 1e-3, 1 - 1e-3)
         return np.log(x / (1 - x))
 
-    platt = LogisticRegression(class_weight="balanced").fit(logit(po)[:, None], yo.astype(np.int8))
+    platt = LogisticRegression(class_weight="balanced", solver="newton-cholesky").fit(logit(po)[:, None], yo.astype(np.int8))
     f = platt.predict_proba(logit(scene_prob)[:, None])[:, 1]
 
     def adjusted(p: float) -> np.ndarray:  # each pixel's probability of change at a share p
