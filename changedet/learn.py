@@ -1919,7 +1919,8 @@ def _expected_f1_threshold(po: np.ndarray, yo: np.ndarray, scene_prob: np.ndarra
         x = np.clip(x, 1e-3, 1 - 1e-3)
         return np.log(x / (1 - x))
 
-    platt = LogisticRegression(class_weight="balanced", solver="newton-cholesky").fit(logit(po)[:, None], yo.astype(np.int8))
+    platt = LogisticRegression(class_weight="balanced", solver="newton-cholesky")
+    platt.fit(logit(po)[:, None], yo.astype(np.int8))
     f = platt.predict_proba(logit(scene_prob)[:, None])[:, 1]
 
     def adjusted(p: float) -> np.ndarray:  # each pixel's probability of change at a share p
@@ -1973,9 +1974,8 @@ def _scene_threshold(po: np.ndarray, yo: np.ndarray, scene_prob: np.ndarray, see
     float
         One of ``_THRESHOLDS``.
     """
-    ts = np.array(_THRESHOLDS)
     yo = np.asarray(yo, dtype=bool)
-    above = np.array([(scene_prob >= t).mean() for t in ts])
+    above = np.array([(scene_prob >= t).mean() for t in _THRESHOLDS])
     estimate = _both_estimates(po, yo, scene_prob, above)
     pos, neg = np.flatnonzero(yo), np.flatnonzero(~yo)
     rng = np.random.default_rng([seed, 13])
@@ -1984,8 +1984,17 @@ def _scene_threshold(po: np.ndarray, yo: np.ndarray, scene_prob: np.ndarray, see
         i = np.concatenate([rng.choice(pos, pos.size), rng.choice(neg, neg.size)])
         draws.append(_both_estimates(po[i], yo[i], scene_prob, above))
     keep = 1.0 / (1.0 + (float(np.std(draws)) / _SHRINK_SD) ** 2)
-    snapped = float(ts[int(np.argmin(np.abs(ts - estimate)))])
-    return float(ts[int(np.argmin(np.abs(ts - (0.5 + keep * (snapped - 0.5)))))])
+    return _nearest_threshold(0.5 + keep * (_nearest_threshold(estimate) - 0.5))
+
+
+def _nearest_threshold(value: float) -> float:
+    """The candidate threshold (``_THRESHOLDS``) nearest ``value``.
+
+    >>> _nearest_threshold(0.52), _nearest_threshold(0.0)
+    (0.5, 0.05)
+    """
+    ts = np.array(_THRESHOLDS)
+    return float(ts[int(np.argmin(np.abs(ts - value)))])
 
 
 def _scene_sample(ok: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -2096,12 +2105,11 @@ def _threshold_and_accuracy(kind: str, X: np.ndarray, y: np.ndarray, groups: np.
     centre = np.zeros(groups.size, bool)
     centre[np.unique(groups, return_index=True)[1]] = True
     po, yo = oof[centre], y[centre]
-    ts = np.array(_THRESHOLDS)
-    recall = np.array([(po[yo] >= t).mean() for t in ts])
     if scene_prob is not None:
-        above = np.array([(scene_prob >= t).mean() for t in ts])
         threshold = _scene_threshold(po, yo, scene_prob, seed)
     else:  # known share of change (truth masks): F1 from held-out recall and false-alarm rate
+        ts = np.array(_THRESHOLDS)
+        recall = np.array([(po[yo] >= t).mean() for t in ts])
         fpr = np.array([(po[~yo] >= t).mean() for t in ts])
         p = float(prevalence) if prevalence is not None else float(yo.mean())
         above = p * recall + (1 - p) * fpr

@@ -491,17 +491,15 @@ def test_expected_f1_threshold_follows_the_share_of_change_in_the_scene():
 def test_scene_threshold_trusts_the_estimate_as_far_as_the_examples_support_it():
     """Many clear examples keep the threshold estimated for the scene (a rare change: well above
     0.5); a few overlapping ones draw it towards 0.5 by the estimate's spread over bootstrap draws."""
-    from changedet.learn import _THRESHOLDS, _both_estimates, _scene_threshold
-
-    ts = np.array(_THRESHOLDS)
+    from changedet.learn import _THRESHOLDS, _both_estimates, _nearest_threshold, _scene_threshold
 
     def case(n_change, a, seed):  # held-out probabilities beta(a, 2) for change, beta(2, a) for no change
         rng = np.random.default_rng(seed)
         po = np.concatenate([rng.beta(a, 2, n_change), rng.beta(2, a, 3 * n_change)])
         yo = np.concatenate([np.ones(n_change, bool), np.zeros(3 * n_change, bool)])
         scene = np.concatenate([rng.beta(a, 2, 400), rng.beta(2, a, 19600)])  # 2 % change
-        above = np.array([(scene >= t).mean() for t in ts])
-        estimate = float(ts[np.argmin(np.abs(ts - _both_estimates(po, yo, scene, above)))])
+        above = np.array([(scene >= t).mean() for t in _THRESHOLDS])
+        estimate = _nearest_threshold(_both_estimates(po, yo, scene, above))
         return estimate, _scene_threshold(po, yo, scene, seed)
 
     for seed in range(3):
