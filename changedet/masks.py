@@ -259,6 +259,9 @@ def spectral_cloud_mask(
     z_visible: float = 3.0,
     z_cirrus: float = 6.0,
     z_visible_without_cirrus: float = 8.0,
+    z_visible_rim: float = 1.5,
+    z_cirrus_rim: float = 1.0,
+    rim_px: int = 30,
 ) -> np.ndarray:
     """A simple cloud test for top-of-atmosphere images without an SCL band.
 
@@ -270,7 +273,16 @@ def spectral_cloud_mask(
     red are all above ``z_visible`` and cirrus above ``z_cirrus``; without a cirrus
     band the visible bands must all exceed ``z_visible_without_cirrus``, a much
     weaker test (large bright roofs pass it).  Blobs smaller than ``min_size_px``
-    are dropped, the rest grown by ``grow_px``.
+    are dropped.
+
+    A cloud's thin rim fails those tests but is no ground either: from each cloud
+    the mask grows, within ``rim_px`` pixels, over the connected pixels whose blue,
+    green and red are all above ``z_visible_rim`` (and cirrus above
+    ``z_cirrus_rim``), a hysteresis like Fmask's potential and confirmed cloud
+    pixels.  Then it is grown by ``grow_px``.  On the OSCD city paris (10 m, three
+    small cumulus in the after image) the rims were 1,040 changed pixels around
+    the cloud cores, none of them true change; with them left out the default's F1
+    there rose from 0.20 to 0.44 (``docs/measurements.md``, "Thin cloud rims").
 
     Parameters
     ----------
@@ -284,6 +296,10 @@ def spectral_cloud_mask(
         Grow the clouds by this many pixels.
     z_visible, z_cirrus, z_visible_without_cirrus : float
         Robust z-score thresholds of the tests above.
+    z_visible_rim, z_cirrus_rim : float
+        Robust z-score thresholds of a cloud's rim.
+    rim_px : int
+        Farthest a rim reaches from its cloud, in pixels (0: no rim).
 
     Returns
     -------
@@ -324,10 +340,9 @@ def spectral_cloud_mask(
         )
     with np.errstate(invalid="ignore"):
         vis = np.min(np.stack([_robust_z(image[found[b]]) for b in ("blue", "green", "red")]), axis=0)
-        if "cirrus" in found:
-            cand = (np.nan_to_num(vis, nan=-np.inf) > z_visible) & (
-                np.nan_to_num(_robust_z(image[found["cirrus"]]), nan=-np.inf) > z_cirrus
-            )
+        cirrus = _robust_z(image[found["cirrus"]]) if "cirrus" in found else None
+        if cirrus is not None:
+            cand = (np.nan_to_num(vis, nan=-np.inf) > z_visible) & (np.nan_to_num(cirrus, nan=-np.inf) > z_cirrus)
         else:
             cand = np.nan_to_num(vis, nan=-np.inf) > z_visible_without_cirrus
     if not cand.any():
@@ -339,7 +354,23 @@ def spectral_cloud_mask(
         keep = sizes >= min_size_px
         keep[0] = False
         cand = keep[labels]
+    if rim_px > 0 and cand.any():
+        cand = _with_rims(cand, vis, cirrus, z_visible_rim, z_cirrus_rim, rim_px)
     return _grow(cand, grow_px)
+
+
+def _with_rims(clouds: np.ndarray, vis: np.ndarray, cirrus: np.ndarray | None, z_vis: float, z_cirrus: float,
+               reach: int) -> np.ndarray:
+    """The clouds and the connected pixels within ``reach`` of them that are bright in the
+    visible (``vis`` above ``z_vis``) and raised in cirrus (above ``z_cirrus``, when given)."""
+    with np.errstate(invalid="ignore"):
+        rim = np.nan_to_num(vis, nan=-np.inf) > z_vis
+        if cirrus is not None:
+            rim &= np.nan_to_num(cirrus, nan=-np.inf) > z_cirrus
+    rim &= ndimage.distance_transform_edt(~clouds) <= reach
+    labels, _ = ndimage.label(rim | clouds)
+    touching = np.unique(labels[clouds])
+    return np.isin(labels, touching[touching > 0])
 
 
 def cloud_shadow_mask(

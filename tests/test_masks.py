@@ -66,6 +66,25 @@ def test_spectral_cloud_finds_cloud_not_roof():
     assert not m[80:95, 10:25].any()
 
 
+def test_spectral_cloud_takes_in_its_thin_rim_and_no_more():
+    img = _l1c_scene()
+    spread = np.array([1100, 1000, 950])[:, None, None] * 0.05
+    # a thin rim east of the cloud: visible about 4 spreads up (the core 36), cirrus
+    # 4 spreads (the core 50): the core's tests miss it
+    img[:3, 22:38, 45:60] += 4 * spread
+    img[4, 22:38, 45:60] += 2.0
+    # the same faint brightening away from any cloud (a pale field), and beyond the rim's reach
+    img[:3, 100:115, 60:75] += 4 * spread
+    img[4, 100:115, 60:75] += 2.0
+    core = spectral_cloud_mask(img, L1C, grow_px=0, rim_px=0)
+    assert core[22:38, 22:43].all() and not core[22:38, 47:60].any()
+    m = spectral_cloud_mask(img, L1C, grow_px=0)
+    assert m[22:38, 45:60].mean() > 0.9
+    assert not m[100:115, 60:75].any() and not m[80:95, 10:25].any()
+    short = spectral_cloud_mask(img, L1C, grow_px=0, rim_px=5)
+    assert short[22:38, 45:49].mean() > 0.9 and not short[22:38, 52:60].any()
+
+
 def test_spectral_cloud_is_invariant_to_gain_offset():
     img = _l1c_scene()
     gains = np.array([0.7, 1.3, 1.1, 0.9, 1.25, 0.8])[:, None, None]
