@@ -185,9 +185,12 @@ def f1(c: np.ndarray) -> float:
 
 # --- the learned model, features cached ---------------------------------------------
 
-def learned_features(tile: Tile, *, change_score: bool = False):
-    from changedet.learn import _PATCH_POOL_PX, FEATURE_VERSION, pixel_features
+def learned_features(tile: Tile, *, change_score: bool | None = None):
+    """The tile's features as ``fit_examples`` computes them (with the unsupervised score as a
+    feature where its default uses it: pixels of 5 m and coarser)."""
+    from changedet.learn import _PATCH_POOL_PX, FEATURE_VERSION, _uses_change_score, pixel_features
 
+    change_score = _uses_change_score(change_score, tile.pixel_size_m)
     CACHE.mkdir(exist_ok=True)
     # the patch filters are k-means centres since 2026-11-30 (random patches before, same version:
     # a model file keeps its own filters), pooled at _PATCH_POOL_PX since later that day: "km" and the
@@ -399,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(8 seeded sites each, seeds 300-307: a cleared plot with blocks, season, gain/offset, haze, "
                    "noise, shift)")
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--per-seed", action="store_true", help="also print each seed's pooled F1")
     p.add_argument("--check", action="store_true", help="check the cached path equals fit_examples().score()")
     p.add_argument("--pipeline", choices=("auto", "on", "off"), default=None,
                    help="run detect_changes(..., examples=...) on each tile as a user does (slower), with "
@@ -464,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in ("learned", "baseline"):
                 v = [f1(res[(k, sd, m)]) for sd in seeds]
                 row[m] = (float(np.mean(v)), min(v), max(v))
+                row[m + "_seeds"] = v
             row["unsup"] = f1(unsup) if not args.no_baselines and s != "synthetic" else float("nan")
             rows.append(row)
 
@@ -473,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         fmt = lambda t: f"{t[0]:.3f} ({t[1]:.3f}-{t[2]:.3f})"  # noqa: E731
         base = "-" if args.no_baselines else fmt(r["baseline"])
         print(f"{r['set']:<10} {r['k']:>3}  {fmt(r['learned']):>22}  {base:>22}  {r['unsup']:>16.3f}")
+        if args.per_seed:
+            print(f"{'':<10} {'':>3}  seeds {seeds}: " + " ".join(f"{v:.3f}" for v in r["learned_seeds"]))
     mpx = np.sum(timing["pixels"]) / 1e6
     print(f"\ntimings: features {np.sum(timing['features']):.1f} s for {mpx:.2f} Mpx "
           f"(cached after the first run); fit+predict+smooth median {np.median(timing['fit+predict']):.2f} s per tile")

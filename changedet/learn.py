@@ -27,9 +27,10 @@ channel), spectral indices of both dates and their change (NDVI, NDWI, NDBI, exc
 green for RGB), the responses of 16 filters learnt from the pair itself (:class:`PatchBank`:
 the k-means centres of whitened 5 x 5 px patches of both dates' standardized bands, their
 rectified responses pooled by Gaussians of 2 px and of 6 px; the filters belong to the model, so a model
-applied to another pair uses the ones it was trained with), and optionally the unsupervised change score of
-:func:`changedet.change.change_score` (``method="auto"``; measured to add nothing
-once the other features are there, and it costs time and halo, so off by default).
+applied to another pair uses the ones it was trained with), and on pixels of 5 m and coarser the unsupervised
+change score of :func:`changedet.change.change_score` (``method="auto"``) with two smoothings of it (at 10 m it
+lifted OSCD at K = 20 from 0.452 to 0.470 pooled, the lowest seed from 0.328 to 0.438; on finer pixels it moved
+nothing beyond the draw and costs time and halo, so they go without unless ``change_score=True``).
 
 The patch filters (feature-set version 2), measured with ``benchmarks/fewshot.py`` (seeds 0-4,
 pooled F1 at K = 10 / 20 / 50, without -> with): LEVIR 0.613 / 0.718 / 0.809 -> 0.638 / 0.768 /
@@ -313,6 +314,15 @@ _SHRINK_DRAWS = 30
 #: get none.
 _BACKGROUND_MIN_PX_M = 5.0
 _BACKGROUND_N = 500
+#: Scenes of pixels this coarse or coarser (m) also learn from the unsupervised default's change
+#: score (``method="auto"``, the urban-spectral score at 10 m) as a feature, with its smoothings, when
+#: ``change_score`` is left to the fit.  At 10 m it carries what the default knows of construction
+#: (IR-MAD-normalised change vectors, water and vegetation left out) to a forest that sees 20 change
+#: clicks: OSCD K = 20, seeds 0-9, pooled F1 0.452 (0.328-0.493) -> 0.470 (0.438-0.505) on the
+#: classifier's own masks.  Below 5 m it moved nothing beyond what the draw moves (LEVIR-CD 0.814 ->
+#: 0.811, DSIFN 0.818 -> 0.824, the synthetic 0.5 m pairs 0.874) and costs time and halo, so finer
+#: pixels go without (``docs/measurements.md``, "The default's score as a feature at 10 m").
+_CHANGE_SCORE_MIN_PX_M = 5.0
 
 #: Patch filters (:class:`PatchBank`): this many, of this many pixels a side, their rectified
 #: responses pooled by a Gaussian of this sigma in pixels; the k-means centres (this seed, at most
@@ -1556,10 +1566,10 @@ def reusing_features() -> Iterator[None]:
 
 
 def _memo_key(before: np.ndarray, after: np.ndarray, ok: np.ndarray, stats: PairStats,
-              sigmas_px: Sequence[float], bank: PatchBank | None) -> bytes | None:
-    if stats.change_fit is not None:  # a fitted change score: not part of the key, not kept
-        return None
+              sigmas_px: Sequence[float], bank: PatchBank | None) -> bytes:
     h = hashlib.blake2b(digest_size=20)
+    if stats.change_fit is not None:  # the fitted change score's statistics, by their JSON
+        h.update(json.dumps(stats.change_fit.to_dict(), sort_keys=True, default=str).encode())
     banked = () if bank is None else (bank.weights, bank.bias, np.array([bank.size_px, *bank.pool_px]))
     for arr in (before, after, ok, stats.before_median, stats.before_spread, stats.after_median,
                 stats.after_spread, np.asarray(sigmas_px, np.float64), *banked):
@@ -1609,7 +1619,7 @@ def _block_features(before: np.ndarray, after: np.ndarray, ok: np.ndarray, names
     """:func:`_features` of one block, through the memo of :func:`reusing_features` when one is
     open: ``keep`` (the fit) stores the block, otherwise (the score) a stored block is taken."""
     kept, memo = _kept, _memo.get()
-    if kept is not None and memo is not None and stats.change_fit is None:  # a pair in memory (not a scene's windows)
+    if kept is not None and memo is not None:  # a pair in memory (not a scene's windows)
         return _remembered(kept, before, after, ok, names, stats, sigmas_px, bank)
     key = _memo_key(before, after, ok, stats, sigmas_px, bank) if memo is not None else None
     if key is not None and not keep and key in memo:
@@ -1625,7 +1635,6 @@ def _remembered(kept: dict[bytes, tuple[np.ndarray, list[str]]], before: np.ndar
                 bank: PatchBank | None) -> tuple[np.ndarray, list[str]]:
     """:func:`_features` of one block through the blocks :func:`remember_features` keeps."""
     key = _memo_key(before, after, ok, stats, sigmas_px, bank)
-    assert key is not None
     with _kept_lock:
         hit = kept.get(key)
     if hit is not None:
@@ -2128,7 +2137,7 @@ def fit_examples(
     valid: np.ndarray | None = None,
     seed: int = 0,
     classifier: Classifier = "extra-trees",
-    change_score: bool = False,
+    change_score: bool | None = None,
 ) -> LearnedModel:
     """Train a change classifier on a few labelled pixels of one pair.
 
@@ -2150,8 +2159,9 @@ def fit_examples(
     classifier : {"extra-trees", "random-forest", "gradient-boosting"}
         Default class-balanced extremely randomized trees (the best measured with 10-50
         examples per class over OSCD, LEVIR and DSIFN; see ``benchmarks/fewshot.py``).
-    change_score : bool
-        Use the unsupervised ``auto`` change score as a feature (default False).
+    change_score : bool, optional
+        Use the unsupervised ``auto`` change score as a feature.  Default: on pixels of 5 m and
+        coarser (``_CHANGE_SCORE_MIN_PX_M``), where it was measured to help.
 
     Returns
     -------
@@ -2180,7 +2190,8 @@ def fit_examples(
     ex = _as_examples(labels, ok.shape)
     if not ok.any():
         raise EmptyDataError(f"no pixel is valid in both images ({ok.shape[0]}x{ok.shape[1]} pixels)")
-    stats = pair_stats(before, after, band_names=names, pixel_size_m=px, valid=ok, change_score=change_score)
+    stats = pair_stats(before, after, band_names=names, pixel_size_m=px, valid=ok,
+                       change_score=_uses_change_score(change_score, px))
     bank = _pair_bank(before, after, ok, stats)
     sigmas_m = feature_sigmas_m(px)
     sigmas_px = tuple(s / px for s in sigmas_m)
@@ -2208,7 +2219,7 @@ def train(
     max_per_class: int = 2000,
     seed: int = 0,
     classifier: Classifier = "extra-trees",
-    change_score: bool = False,
+    change_score: bool | None = None,
 ) -> LearnedModel:
     """Train one model on several labelled pairs ("label one site, run a hundred overnight").
 
@@ -2270,6 +2281,7 @@ def train(
         if names0 is None:
             names0 = before.band_names
             px = _check_pixel_size(pixel_size_m if pixel_size_m is not None else before.grid.pixel_size_m)
+            change_score = _uses_change_score(change_score, px)
         elif tuple(_idx.canonical_name(n) or n for n in before.band_names) != \
                 tuple(_idx.canonical_name(n) or n for n in names0):
             raise BandMismatchError(f"pair {k} has bands {list(before.band_names)}, pair 0 has {list(names0)}; "
@@ -2318,4 +2330,9 @@ def train(
     threshold, cv = _threshold_and_accuracy(classifier, X, y, np.arange(y.size), seed, None, prevalence)
     assert names0 is not None and px is not None
     return LearnedModel(clf, names0, px, feature_sigmas_m(px), tuple(fnames), threshold, cv, int(y.size),
-                        change_score and have_change, None, bank=bank)
+                        bool(change_score) and have_change, None, bank=bank)
+
+
+def _uses_change_score(change_score: bool | None, pixel_size_m: float) -> bool:
+    """Whether a fit learns from the unsupervised score: as asked, else on pixels of 5 m and coarser."""
+    return bool(change_score) if change_score is not None else pixel_size_m >= _CHANGE_SCORE_MIN_PX_M
