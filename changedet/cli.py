@@ -240,6 +240,11 @@ def _print_result(result: Any, out: Path, elapsed: float) -> None:
     for cls, c in (s.get("left_out") or {}).items():
         if c.get("count"):  # each class left out has its option, named as the class (--vegetation-gain, --seasonal)
             print(f"  left out: {c['count']} {cls} ({size(c)}; --{cls.replace('_', '-')} keep keeps them)")
+    masks = result.summary.get("masks") or {}
+    if masks.get("excluded_pixels"):
+        where = f"{masks['excluded_area_ha']:.2f} ha" if masks.get("excluded_area_ha") is not None else f"{masks['excluded_pixels']} px"
+        print(f"  left out as cloud, cloud shadow or defective: {where} ({masks['excluded_share']:.1%} of the pixels "
+              f"with data)")
     st = s.get("structures") or {}
     if st.get("count") is not None:
         med = f", median footprint {st['median_footprint_m2']:.0f} m2" if st.get("median_footprint_m2") else ""

@@ -515,6 +515,22 @@ def _flat(p: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the pipeline
+def _masks_summary(excluded: int, n_valid: int, px: float | None, aux: list[str]) -> dict[str, Any]:
+    """``summary.json``'s ``masks``: the pixels with data left out as cloud, cloud shadow or flagged by a
+    classification band (``excluded_pixels``), their area (about: pixels x pixel size squared) and
+    their share of the pixels with data.
+
+    >>> _masks_summary(2500, 97500, 10.0, [])
+    {'excluded_pixels': 2500, 'excluded_area_ha': 25.0, 'excluded_share': 0.025, 'classification_bands': []}
+    """
+    return {
+        "excluded_pixels": excluded,
+        "excluded_area_ha": round(excluded * px * px / 10_000, 2) if px is not None else None,
+        "excluded_share": round(excluded / max(excluded + n_valid, 1), 4),
+        "classification_bands": aux,
+    }
+
+
 def _versions() -> dict[str, str]:
     import rasterio
     import scipy
@@ -1588,7 +1604,7 @@ def build_summary(
             "structures": structures if structures is not None else {"count": None, "reason": "not counted"},
             "left_out": left_out,
         },
-        "masks": {"excluded_pixels": int(excluded), "classification_bands": list(spec.aux)},
+        "masks": _masks_summary(int(excluded), n_valid, px, list(spec.aux)),
         "method_details": fit.method_details,
         "fit": fit.to_dict(),
         # what made this result: a batch or a detect re-runs it when these change

@@ -494,6 +494,14 @@ def _words(summary: Mapping[str, Any], props: Sequence[Mapping[str, Any]],
             a = _ha(_num(left.get("area_m2"))) or f"{int(left.get('area_px') or 0):,} px"
             lines.append(f"Left out as {why}, not construction: {k:,} area{'s' if k != 1 else ''} of "
                          f"{words} ({a}; <code>{flag} keep</code> keeps them).")
+    masks = summary.get("masks") or {}
+    if isinstance(masks, Mapping) and masks.get("excluded_pixels"):
+        ha = _num(masks.get("excluded_area_ha"))
+        a = _ha(ha * 10_000 if ha is not None else None) or f"{int(masks['excluded_pixels']):,} px"
+        share = _num(masks.get("excluded_share"))
+        lines.append(f"Not compared: {a} left out as cloud, cloud shadow or defective"
+                     + (f" ({share:.1%} of the pixels with data)" if share is not None else "")
+                     + "; what changed under them is not in these figures.")
     caveat = season_caveat(summary)
     if caveat:
         lines.append(_e(caveat))

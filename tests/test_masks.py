@@ -222,8 +222,9 @@ def test_exclusion_mask_reads_qa_pixel_in_any_case() -> None:
         assert not exclusion_mask(before, after, band_names=names, clouds=False).any()
 
 
-def test_detect_changes_leaves_out_qa_pixel_clouds() -> None:
-    """End to end: a Landsat pair whose after date has a cloud over part of the scene."""
+def test_detect_changes_leaves_out_qa_pixel_clouds(capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end: a Landsat pair whose after date has a cloud over part of the scene; the summary
+    and the command's lines say how much was left out."""
     from conftest import BUILDING, make_scene
 
     from changedet.pipeline import detect_changes
@@ -245,7 +246,19 @@ def test_detect_changes_leaves_out_qa_pixel_clouds() -> None:
     mask = result.mask.data[0]
     assert (mask[cloud] == 255).all()  # the cloud is nodata in the change mask
     assert (mask[BUILDING] == 1).mean() > 0.9
-    assert result.summary["masks"] == {"excluded_pixels": 40 * 60, "classification_bands": ["QA_PIXEL"]}
+    m = result.summary["masks"]
+    assert m["excluded_pixels"] == 40 * 60 and m["classification_bands"] == ["QA_PIXEL"]
+    px = result.summary["grid"]["pixel_size_m"]
+    assert m["excluded_area_ha"] == pytest.approx(40 * 60 * px * px / 10_000, abs=0.01)
+    valid = result.summary["results"]["valid_pixels"]
+    assert m["excluded_share"] == pytest.approx(40 * 60 / (40 * 60 + valid), abs=1e-4)
+    from pathlib import Path
+
+    from changedet.cli import _print_result
+
+    _print_result(result, Path("out"), 1.0)
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "left out as cloud" in ln)
+    assert f"{m['excluded_area_ha']:.2f} ha" in line and f"{m['excluded_share']:.1%}" in line
     # without the QA band the same cloud is a change
     bare = detect_changes(b.select(list(names[:4])), a.select(list(names[:4])), coregister=False)
     assert bare.n_changes == 2
