@@ -510,6 +510,26 @@ def test_scene_threshold_trusts_the_estimate_as_far_as_the_examples_support_it()
         assert (chosen - 0.5) * (estimate - 0.5) >= 0  # drawn towards 0.5, never past it
 
 
+def test_scene_threshold_does_not_trust_examples_the_classifier_cannot_recognise():
+    """Change examples whose held-out probabilities all stay low (the forest does not generalise
+    across them) pile the estimate at the lowest threshold with no spread; the threshold then stays
+    at 0.5, and is drawn in part of the way when a few of them are recognised."""
+    from changedet.learn import _THRESHOLDS, _both_estimates, _nearest_threshold, _scene_threshold
+
+    rng = np.random.default_rng(0)
+    yo = np.concatenate([np.ones(10, bool), np.zeros(30, bool)])
+    scene = rng.beta(1, 8, 20000)
+    above = np.array([(scene >= t).mean() for t in _THRESHOLDS])
+    low = np.concatenate([np.linspace(0.01, 0.27, 10), rng.beta(1, 30, 30)])
+    assert _nearest_threshold(_both_estimates(low, yo, scene, above)) <= 0.1  # what the estimate says
+    assert _scene_threshold(low, yo, scene, 0) == 0.5
+    some = low.copy()
+    some[:2] = 0.8  # 2 of 10 recognised
+    chosen = _scene_threshold(some, yo, scene, 0)
+    estimate = _nearest_threshold(_both_estimates(some, yo, scene, above))
+    assert estimate < chosen < 0.5
+
+
 # --- features computed once in a run in memory ----------------------------------------
 
 
