@@ -307,7 +307,7 @@ _SHRINK_DRAWS = 30
 #: (none when no change example reaches it).  Ten change examples of a city's scattered construction
 #: that the forest cannot generalise across pile every estimate at the lowest candidate threshold, with
 #: no spread to draw it in (OSCD bordeaux, K = 10: 0.05, 24 % of the city marked where the truth has
-#: 1 %).  OSCD K = 10, seeds 0-9: 0.364 (0.196-0.444) -> 0.399 (0.360-...); K = 20 unchanged
+#: 1 %).  OSCD K = 10, seeds 0-9: 0.364 (0.196-0.444) -> 0.399 (0.360-0.444); K = 20 unchanged
 #: (``docs/measurements.md``, "Trusting the threshold as far as the classifier recognises its examples").
 _RECOGNISED_SHARE = 0.3
 #: Scenes of pixels this coarse or coarser (m) also train on background no-change examples: this
