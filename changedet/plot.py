@@ -608,6 +608,37 @@ def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
     return [Line2D([], [], color=color, lw=1.5, label=f"change mask ({n_px:,} px)")]
 
 
+#: Value of the change mask where the dates were not compared (nodata, cloud, shadow).
+_NOT_COMPARED = 255
+
+
+def _draw_not_compared(ax: Any, mask: Any, grid: Grid) -> Patch | None:
+    """Hatch the change mask's pixels that were not compared (255: nodata, cloud, cloud shadow) on the
+    change panel; a legend handle with their share, or None when there are none (or all are)."""
+    arr = _as_2d(mask, "mask")
+    if arr.shape != grid.shape:
+        return None
+    left = arr == _NOT_COMPARED
+    n = int(np.count_nonzero(left))
+    if n == 0 or n == left.size:
+        return None
+    stride = _stride(arr.shape)
+    if stride > 1:  # a block is hatched when most of it was not compared
+        rows, cols = (math.ceil(k / stride) * stride for k in arr.shape)
+        padded = np.zeros((rows, cols), dtype=np.float32)
+        padded[: arr.shape[0], : arr.shape[1]] = left
+        left = padded.reshape(rows // stride, stride, cols // stride, stride).mean(axis=(1, 3)) >= 0.5
+    t = grid.transform @ Affine.scale(stride)
+    z = np.pad(left.astype(np.float32), 1)
+    xs = t.c + t.a * (np.arange(z.shape[1]) - 0.5)
+    ys = t.f + t.e * (np.arange(z.shape[0]) - 0.5)
+    cs = ax.contourf(xs, ys, z, levels=[0.5, 1.5], colors="none", hatches=["////"])
+    cs.set_edgecolor("0.15")
+    cs.set_linewidth(0.0)
+    return Patch(facecolor="none", edgecolor="0.15", hatch="////",
+                 label=f"not compared: cloud, shadow or no data ({n / arr.size:.1%} of the image)")
+
+
 @paused_gc()
 def plot_overview(
     before: GeoRaster,
@@ -758,6 +789,10 @@ def _overview_changes(fig: Figure, *, polygons: Any, mask: Any, class_colors: Ma
     else:
         color = (class_colors or {}).get("change", CHANGE_CLASS_COLORS["change"])
         handles, panel_title = _draw_mask_outline(ax, mask, grid, color), "change mask outline"
+    if mask is not None:
+        hatch = _draw_not_compared(ax, mask, grid)
+        if hatch is not None:
+            handles.append(hatch)
     if structures is not None:
         handle = _draw_structures(ax, structures)
         if handle is not None:

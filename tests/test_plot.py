@@ -171,13 +171,23 @@ def test_overview_extent_matches_grid_and_has_scale_bar(pair: tuple[GeoRaster, G
 def test_overview_mask_outline_in_the_right_place(pair: tuple[GeoRaster, GeoRaster], mask: np.ndarray) -> None:
     fig = plot.plot_overview(*pair, mask=mask)
     overlay = fig.axes[2]
-    contours = [c for c in overlay.collections if hasattr(c, "levels")]
+    contours = [c for c in overlay.collections if hasattr(c, "levels") and not c.filled]
     assert len(contours) == 1
     vertices = np.concatenate([p.vertices for p in contours[0].get_paths() if len(p.vertices)])
     # block rows 10-20, cols 30-45 on a 10 m grid: the 0.5 contour runs on the block's pixel edges
     assert vertices[:, 0].min() == pytest.approx(500300.0) and vertices[:, 0].max() == pytest.approx(500450.0)
     assert vertices[:, 1].min() == pytest.approx(5299800.0) and vertices[:, 1].max() == pytest.approx(5299900.0)
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["change mask (150 px)"]
+    # the pixels not compared (255: rows 45-50, cols 0-5) are hatched, and the legend says how much
+    hatched = [c for c in overlay.collections if hasattr(c, "levels") and c.filled]
+    assert len(hatched) == 1 and hatched[0].hatches == ["////"]
+    vertices = np.concatenate([p.vertices for p in hatched[0].get_paths() if len(p.vertices)])
+    assert vertices[:, 0].min() == pytest.approx(500000.0) and vertices[:, 0].max() == pytest.approx(500050.0)
+    assert vertices[:, 1].min() == pytest.approx(5299500.0) and vertices[:, 1].max() == pytest.approx(5299550.0)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "change mask (150 px)", "not compared: cloud, shadow or no data (0.8% of the image)"]
+    # a mask where every pixel was compared hatches nothing
+    fig = plot.plot_overview(*pair, mask=np.where(mask == 255, 0, mask).astype(np.uint8))
+    assert not [c for c in fig.axes[2].collections if hasattr(c, "levels") and c.filled]
 
 
 def test_overview_without_overlay_has_two_panels(pair: tuple[GeoRaster, GeoRaster]) -> None:
