@@ -338,13 +338,11 @@ def spectral_cloud_mask(
         raise BandMismatchError(
             f"spectral_cloud_mask needs blue, green and red bands; {missing} missing from {list(band_names)}"
         )
-    with np.errstate(invalid="ignore"):
-        vis = np.min(np.stack([_robust_z(image[found[b]]) for b in ("blue", "green", "red")]), axis=0)
-        cirrus = _robust_z(image[found["cirrus"]]) if "cirrus" in found else None
-        if cirrus is not None:
-            cand = (np.nan_to_num(vis, nan=-np.inf) > z_visible) & (np.nan_to_num(cirrus, nan=-np.inf) > z_cirrus)
-        else:
-            cand = np.nan_to_num(vis, nan=-np.inf) > z_visible_without_cirrus
+    with np.errstate(invalid="ignore"):  # NaN (nodata) is never cloud: -inf in every test
+        vis = np.nan_to_num(np.min(np.stack([_robust_z(image[found[b]]) for b in ("blue", "green", "red")]), axis=0),
+                            nan=-np.inf)
+        cirrus = np.nan_to_num(_robust_z(image[found["cirrus"]]), nan=-np.inf) if "cirrus" in found else None
+    cand = (vis > z_visible) & (cirrus > z_cirrus) if cirrus is not None else vis > z_visible_without_cirrus
     if not cand.any():
         return cand
     cand = ndimage.binary_opening(cand, structure=np.ones((3, 3), bool))
@@ -363,10 +361,9 @@ def _with_rims(clouds: np.ndarray, vis: np.ndarray, cirrus: np.ndarray | None, z
                reach: int) -> np.ndarray:
     """The clouds and the connected pixels within ``reach`` of them that are bright in the
     visible (``vis`` above ``z_vis``) and raised in cirrus (above ``z_cirrus``, when given)."""
-    with np.errstate(invalid="ignore"):
-        rim = np.nan_to_num(vis, nan=-np.inf) > z_vis
-        if cirrus is not None:
-            rim &= np.nan_to_num(cirrus, nan=-np.inf) > z_cirrus
+    rim = vis > z_vis
+    if cirrus is not None:
+        rim &= cirrus > z_cirrus
     rim &= ndimage.distance_transform_edt(~clouds) <= reach
     labels, _ = ndimage.label(rim | clouds)
     touching = np.unique(labels[clouds])

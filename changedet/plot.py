@@ -577,6 +577,24 @@ def _burn_outlines(ax: Any, geoms: Sequence[Any], classes: Sequence[str], order:
     ax.imshow(rgba, extent=_extent(grid), origin="upper", interpolation="nearest", zorder=2)
 
 
+def _display_contour_grid(flags: np.ndarray, grid: Grid, *, most: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``flags`` (rows, cols) on the display's decimated grid (:func:`_stride`: a block is set when
+    any of its pixels is, or with ``most`` when at least half are), padded by an unset pixel so
+    contours close at the image edge; with the x and y of its pixel centres, for ``contour(xs, ys, z)``."""
+    stride = _stride(flags.shape)
+    if stride > 1:
+        rows, cols = (math.ceil(n / stride) * stride for n in flags.shape)
+        padded = np.zeros((rows, cols), dtype=np.float32)
+        padded[: flags.shape[0], : flags.shape[1]] = flags
+        blocks = padded.reshape(rows // stride, stride, cols // stride, stride)
+        flags = blocks.mean(axis=(1, 3)) >= 0.5 if most else blocks.any(axis=(1, 3))
+    t = grid.transform @ Affine.scale(stride)
+    z = np.pad(flags.astype(np.float32), 1)
+    xs = t.c + t.a * (np.arange(z.shape[1]) - 0.5)
+    ys = t.f + t.e * (np.arange(z.shape[0]) - 0.5)
+    return xs, ys, z
+
+
 def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
     arr = _as_2d(mask, "mask")
     if arr.shape != grid.shape:
@@ -584,19 +602,9 @@ def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
             f"mask has shape {arr.shape} but the after image has {grid.shape} (rows, cols); "
             "pass the change mask made on the after image's grid"
         )
-    change = arr == 1
-    stride = _stride(arr.shape)
-    if stride > 1:  # keep every change visible: a block shows change if any of its pixels does
-        rows, cols = (math.ceil(n / stride) * stride for n in arr.shape)
-        padded = np.zeros((rows, cols), dtype=bool)
-        padded[: arr.shape[0], : arr.shape[1]] = change
-        change = padded.reshape(rows // stride, stride, cols // stride, stride).any(axis=(1, 3))
-    t = grid.transform @ Affine.scale(stride)
-    # Pad with no change so outlines close at the image edge; contour at pixel centres.
-    z = np.pad(change.astype(np.float32), 1)
-    xs = t.c + t.a * (np.arange(z.shape[1]) - 0.5)
-    ys = t.f + t.e * (np.arange(z.shape[0]) - 0.5)
-    if not change.any():
+    # keep every change visible: a displayed block shows change if any of its pixels does
+    xs, ys, z = _display_contour_grid(arr == 1, grid, most=False)
+    if not z.any():
         ax.text(
             0.5, 0.5, "no change found", transform=ax.transAxes, ha="center", va="center", fontsize=11,
             path_effects=_TEXT_HALO,
@@ -622,16 +630,7 @@ def _draw_not_compared(ax: Any, mask: Any, grid: Grid) -> Patch | None:
     n = int(np.count_nonzero(left))
     if n == 0 or n == left.size:
         return None
-    stride = _stride(arr.shape)
-    if stride > 1:  # a block is hatched when most of it was not compared
-        rows, cols = (math.ceil(k / stride) * stride for k in arr.shape)
-        padded = np.zeros((rows, cols), dtype=np.float32)
-        padded[: arr.shape[0], : arr.shape[1]] = left
-        left = padded.reshape(rows // stride, stride, cols // stride, stride).mean(axis=(1, 3)) >= 0.5
-    t = grid.transform @ Affine.scale(stride)
-    z = np.pad(left.astype(np.float32), 1)
-    xs = t.c + t.a * (np.arange(z.shape[1]) - 0.5)
-    ys = t.f + t.e * (np.arange(z.shape[0]) - 0.5)
+    xs, ys, z = _display_contour_grid(left, grid, most=True)  # a displayed block hatched when most of it is
     cs = ax.contourf(xs, ys, z, levels=[0.5, 1.5], colors="none", hatches=["////"])
     cs.set_edgecolor("0.15")
     cs.set_linewidth(0.0)
