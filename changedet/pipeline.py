@@ -43,7 +43,7 @@ from . import window as _window
 from ._paths import is_remote
 from .areas import aoi_on_grid, parse_aoi
 from .errors import BandMismatchError, ChangedetError, EmptyDataError, InvalidParameterError
-from .raster import GeoRaster, Grid, check_same_grid, describe_grid, grid_problem, window_transform
+from .raster import NODATA_MASK, GeoRaster, Grid, check_same_grid, describe_grid, grid_problem, window_transform
 from .spec import CATEGORICAL_BANDS, RunOptions, RunSpec, check_call, make_spec, run_options
 from .window import class_layer_centres, class_layers
 
@@ -62,7 +62,6 @@ OUTPUT_FILES = (
     "summary.json",
 )
 
-NODATA_MASK = 255
 
 #: Scenes sampled whole up to this many pixels (then the windowed result equals the in-memory one).
 SAMPLE_BUDGET_PX = 1_048_576

@@ -35,7 +35,7 @@ from .errors import EmptyDataError, InvalidParameterError
 from .evaluate import evaluate
 from .indices import resolve_bands
 from .io import atomic_path, paused_gc
-from .raster import GeoRaster, Grid, check_same_grid, describe_grid
+from .raster import NODATA_MASK, GeoRaster, Grid, check_same_grid, describe_grid
 
 __all__ = [
     "rgb_composite",
@@ -616,17 +616,13 @@ def _draw_mask_outline(ax: Any, mask: Any, grid: Grid, color: str) -> list[Any]:
     return [Line2D([], [], color=color, lw=1.5, label=f"change mask ({n_px:,} px)")]
 
 
-#: Value of the change mask where the dates were not compared (nodata, cloud, shadow).
-_NOT_COMPARED = 255
-
-
 def _draw_not_compared(ax: Any, mask: Any, grid: Grid) -> Patch | None:
     """Hatch the change mask's pixels that were not compared (255: nodata, cloud, cloud shadow) on the
     change panel; a legend handle with their share, or None when there are none (or all are)."""
     arr = _as_2d(mask, "mask")
     if arr.shape != grid.shape:
         return None
-    left = arr == _NOT_COMPARED
+    left = arr == NODATA_MASK
     n = int(np.count_nonzero(left))
     if n == 0 or n == left.size:
         return None

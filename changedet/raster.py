@@ -18,7 +18,11 @@ from rasterio.crs import CRS
 from .errors import GridMismatchError, InvalidParameterError
 
 __all__ = ["Grid", "GeoRaster", "describe_grid", "check_same_grid", "apply_affine", "window_transform", "warp_band",
-           "as_crs", "grid_problem"]
+           "as_crs", "grid_problem", "NODATA_MASK"]
+
+#: Value of a change mask (``change_mask.tif``, a series' masks) where the dates were not
+#: compared: no data on either date, cloud, cloud shadow or a defective pixel.
+NODATA_MASK = 255
 
 
 def _crs_name(crs: CRS | None) -> str:

@@ -57,7 +57,7 @@ from . import __version__
 from . import io as _io
 from ._paths import is_remote
 from .errors import ChangedetError, InvalidParameterError
-from .raster import GeoRaster, Grid
+from .raster import NODATA_MASK, GeoRaster, Grid
 
 __all__ = [
     "MIN_DATES",
@@ -77,7 +77,6 @@ MIN_DATES = 3
 #: The files :meth:`SeriesResult.save` writes.
 SERIES_FILES = ("first_change.tif", "series.csv", "series.png", "series.gif", "series.json")
 _NEVER = 0
-_NODATA_MASK = 255
 
 
 class SeriesInputError(ChangedetError, ValueError):
@@ -189,7 +188,7 @@ def first_change(changed: np.ndarray, consecutive: np.ndarray | None = None) -> 
     obs = np.asarray(changed)
     if obs.ndim != 3:
         raise InvalidParameterError(f"changed must be (dates - 1, rows, cols), got shape {obs.shape}")
-    valid = obs != _NODATA_MASK
+    valid = obs != NODATA_MASK
     yes = ((obs == 1) & valid).astype(np.int16)
     no = ((obs == 0) & valid).astype(np.int16)
     m = obs.shape[0]
@@ -515,9 +514,9 @@ def _on_grid(raster: GeoRaster, grid: Grid, *, nearest: bool) -> GeoRaster:
 
 def _mask_on_grid(mask: GeoRaster, grid: Grid) -> np.ndarray:
     m = mask.data[0].astype(np.float32)
-    m[mask.data[0] == _NODATA_MASK] = np.nan
+    m[mask.data[0] == NODATA_MASK] = np.nan
     on = _on_grid(mask.with_data(m[None]), grid, nearest=True).data[0]
-    return np.where(np.isfinite(on), on, _NODATA_MASK).astype(np.uint8)
+    return np.where(np.isfinite(on), on, NODATA_MASK).astype(np.uint8)
 
 
 def _count_structures(changed: np.ndarray, image: GeoRaster, grid: Grid, pixel_size_m: float | None) -> tuple[int | None, str]:
@@ -640,7 +639,7 @@ def detect_series(
     first = GeoRaster(fc[None], grid.transform, grid.crs, ("first_change",))
     px_area = _pixel_area(grid, pixel_size_m)
     unit = "m2" if px_area != 1.0 or grid.crs is not None or pixel_size_m else "px"
-    n_valid = int((np.stack(masks) != _NODATA_MASK).any(axis=0).sum())
+    n_valid = int((np.stack(masks) != NODATA_MASK).any(axis=0).sum())
     table: list[dict[str, Any]] = []
     note = "structures not counted (structures=False)"
     counted: list[int | None] = [None] * len(items)

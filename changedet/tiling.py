@@ -34,7 +34,7 @@ from rasterio.windows import Window
 
 from . import io as _io
 from .errors import InvalidParameterError
-from .raster import Grid, window_transform
+from .raster import NODATA_MASK, Grid, window_transform
 
 __all__ = ["WindowPlan", "plan_windows", "WindowedScene", "WindowedOutput", "needs_windows", "TILED_MIN_PIXELS"]
 
@@ -428,7 +428,7 @@ class WindowedScene:
             "before": np.full((nb, *prev_shape), np.nan, dtype="float32"),
             "after": np.full((nb, *prev_shape), np.nan, dtype="float32"),
             "score": np.full(prev_shape, np.nan, dtype="float32"),
-            "mask": np.full(prev_shape, 255, dtype="uint8"),
+            "mask": np.full(prev_shape, NODATA_MASK, dtype="uint8"),
         }
         self.out.mkdir(parents=True, exist_ok=True)
         # each writer listed as soon as it exists: an interrupt between the two still aborts the first
@@ -437,7 +437,7 @@ class WindowedScene:
         self._score_w = _io.WindowedWriter(self.out / "change_score.tif", grid, dtype="float32", nodata=float("nan"),
                                            band_names=("score",))
         self._writers.append(self._score_w)
-        self._mask_w = _io.WindowedWriter(self.out / "change_mask.tif", grid, dtype="uint8", nodata=255,
+        self._mask_w = _io.WindowedWriter(self.out / "change_mask.tif", grid, dtype="uint8", nodata=NODATA_MASK,
                                           band_names=("change",))
         self._writers.append(self._mask_w)
         self._valid_bits: dict[int, tuple[bytes, tuple[int, int]]] = {}
@@ -600,7 +600,7 @@ def _burn_mask(polygons: Any, grid: Grid, plans: Sequence[WindowPlan], window_ro
                                        transform=window_transform(strip, grid.transform), fill=0, dtype="uint8")
         if m is None:
             m = np.zeros(v_s.shape, dtype="uint8")
-        np.copyto(m, np.uint8(255), where=~v_s)  # not valid: nodata, burnt or not
+        np.copyto(m, np.uint8(NODATA_MASK), where=~v_s)  # not valid: nodata, burnt or not
         changed += int(np.count_nonzero(m == 1))
         mask_w.write(m[np.newaxis], strip)
         _decimate_into(preview_mask, m, strip, stride)
